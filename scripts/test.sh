@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds and runs the whole CPU test suite: a release build, then the same suite under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then each fuzz target for a bounded time.
+# Usage: bash scripts/test.sh   (after scripts/setup.sh, which it calls)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+jobs=$(nproc)
+
+echo "== release build + tests"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+echo "== ASan + UBSan build + tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSV4_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE slow
+
+echo "== fuzz targets (bounded)"
+bash scripts/fuzz.sh "${DSV4_FUZZ_SECONDS:-20}"

@@ -1,0 +1,53 @@
+// Forward: the one seam between the engine and a backend (cpu, cuda). A backend owns the weights
+// and per-sequence streaming state; prefill chunks and decode steps are the same call.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace dsv4 {
+
+struct ModelConfig;
+
+// design.md "Numerics": exact = FP32, no fake quantisation; official = the reference's
+// quantisation points (§12).
+enum class Numerics { kExact, kOfficial };
+const char* to_string(Numerics n);
+bool parse_numerics(std::string_view s, Numerics* out);
+
+// Receives every named intermediate ("attn.q", "csa.entries", ...) of layer `layer` (-1 for
+// model-level tensors such as "logits"), FP32, row-major with the given shape. Used by
+// `dsv4 compare` and by tests to compare two backends by name.
+using TraceHook = std::function<void(std::string_view name, int layer, const float* data,
+                                     std::span<const int64_t> shape)>;
+
+// Per-sequence streaming state (§5.5, §13): position, window rings, compressor partial windows,
+// compressed entries, indexer keys. Backend-specific; reset for a new sequence.
+class SequenceState {
+ public:
+  virtual ~SequenceState() = default;
+  virtual int64_t position() const = 0;  // tokens consumed so far
+  virtual void reset() = 0;
+};
+
+struct ForwardItem {
+  SequenceState* seq = nullptr;
+  std::span<const int32_t> tokens;  // appended at positions seq->position() ...
+  bool all_logits = false;          // logits for every token, else only the last one
+  std::vector<float>* logits = nullptr;  // out: [n_rows, vocab] FP32 (resized by the backend)
+};
+
+class Forward {
+ public:
+  virtual ~Forward() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) = 0;
+  // Runs every item (several sequences in one batch); advances each sequence's state.
+  virtual void forward(std::span<ForwardItem> batch, const TraceHook* trace = nullptr) = 0;
+};
+
+}  // namespace dsv4
