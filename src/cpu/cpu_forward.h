@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "engine/forward.h"
+#include "model/forward.h"
 
 namespace dsv4 {
 

@@ -1,4 +1,5 @@
-// Forward: the one seam between the engine and a backend (cpu, cuda). A backend owns the weights
+// Forward: the one seam between the engine and a backend (cpu, cuda), declared in model/ because
+// both sides depend on it and it names no backend. A backend owns the weights
 // and per-sequence streaming state; prefill chunks and decode steps are the same call.
 #pragma once
 
