@@ -1,0 +1,131 @@
+// Python-compatible json.dumps over nlohmann::ordered_json (see py_json.h); scalars reuse nlohmann's
+// serializer where its output already equals Python's, containers are written here.
+#include "chat/py_json.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "util/error.h"
+
+namespace dsv4::chat {
+
+std::string py_json_quote(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out += '"';
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);  // Python writes lower-case hex
+          out += buf;
+        } else {
+          out += static_cast<char>(c);  // ensure_ascii=False: bytes >= 0x80 (and 0x7F) stay raw
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+static void dump_into(const Json& v, std::string& out) {
+  switch (v.type()) {
+    case Json::value_t::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [key, item] : v.items()) {
+        if (!first) out += ", ";
+        first = false;
+        out += py_json_quote(key);
+        out += ": ";
+        dump_into(item, out);
+      }
+      out += '}';
+      return;
+    }
+    case Json::value_t::array: {
+      out += '[';
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (i) out += ", ";
+        dump_into(v[i], out);
+      }
+      out += ']';
+      return;
+    }
+    case Json::value_t::string:
+      out += py_json_quote(v.get_ref<const std::string&>());
+      return;
+    case Json::value_t::number_float: {
+      const double d = v.get<double>();
+      if (!std::isfinite(d)) fail("JSON value ", d, " is not finite");
+      // nlohmann writes the shortest round-trip digits with Python's layout: "1.0", "1e-05",
+      // "1e+16", decimal notation for exponents in [-5, 15] (the same thresholds as float repr).
+      out += v.dump();
+      return;
+    }
+    default:  // null, boolean, integers: identical spelling in both
+      out += v.dump();
+  }
+}
+
+std::string py_json_dumps(const Json& value) {
+  std::string out;
+  dump_into(value, out);
+  return out;
+}
+
+bool py_truthy(const Json& v) {
+  switch (v.type()) {
+    case Json::value_t::null: return false;
+    case Json::value_t::boolean: return v.get<bool>();
+    case Json::value_t::number_integer: return v.get<int64_t>() != 0;
+    case Json::value_t::number_unsigned: return v.get<uint64_t>() != 0;
+    case Json::value_t::number_float: return v.get<double>() != 0.0;
+    case Json::value_t::string: return !v.get_ref<const std::string&>().empty();
+    default: return !v.empty();  // arrays, objects
+  }
+}
+
+bool is_valid_utf8(std::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) { ++i; continue; }
+    int len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMinForLength[5] = {0, 0, 0x80, 0x800, 0x10000};  // no overlongs
+    if (cp < kMinForLength[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+Json parse_json(std::string_view text, std::string_view origin) {
+  try {
+    return Json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.byte is 1-based and points at the offending byte; the message names what was expected.
+    fail(origin, ": invalid JSON at byte ", e.byte, ": ", e.what());
+  }
+}
+
+}  // namespace dsv4::chat
