@@ -1,0 +1,32 @@
+// UTF-8 well-formedness (Unicode §3.9, Table 3-7) and lossy repair by "maximal subparts", the rule
+// Rust's from_utf8_lossy and Python's "replace" share. Byte-level token mapping is byte_level.h.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace dsv4::utf8 {
+
+inline constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+enum class StepKind {
+  kChar,       // a well-formed character of `length` bytes
+  kTruncated,  // the whole rest of the input (`length` bytes) is a proper prefix of a character
+  kInvalid,    // `length` bytes (a maximal subpart, >= 1) that no character starts with
+};
+struct Step {
+  StepKind kind;
+  size_t length;
+};
+
+// Classifies the bytes at the start of `s` (non-empty).
+Step step(std::string_view s);
+
+// Index of the first byte that is not part of a well-formed character (s.size() when valid).
+size_t valid_prefix_length(std::string_view s);
+
+// `s` with each maximal ill-formed subsequence (and a truncated tail) replaced by U+FFFD.
+std::string repair(std::string_view s);
+
+}  // namespace dsv4::utf8
