@@ -1,0 +1,43 @@
+// CpuContext: what every CPU block needs besides its weights — config, numerics mode, thread pool,
+// optional trace hook. The blocks themselves live one per file (mhc, attention, moe, ...).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/forward.h"
+#include "util/thread_pool.h"
+
+namespace dsv4 {
+
+// The quantisation points of design.md "Numerics" / architecture.md §12, all off in exact mode.
+struct NumericsPoints {
+  bool act_fp8 = false;          // FP8 1×128 activations in front of FP8/FP4 GEMMs (§11.2, §12)
+  bool kv_fp8 = false;           // FP8 1×64 round-trip of the KV NoPE dims (window + compressed)
+  bool indexer_fp4 = false;      // Hadamard + FP4 1×32 round-trip of indexer q and keys (§6)
+  bool route_before_w2 = false;  // routing weight applied to h before w2 (§8.2)
+  static NumericsPoints from(Numerics n) {
+    const bool o = n == Numerics::kOfficial;
+    return {o, o, o, o};
+  }
+};
+
+struct CpuContext {
+  const ModelConfig& cfg;
+  NumericsPoints numerics;
+  ThreadPool& pool;
+  const TraceHook* trace = nullptr;
+
+  // Hands a named intermediate to the trace hook (no-op without one).
+  void emit(const std::string& name, int layer, const float* data,
+            std::initializer_list<int64_t> shape) const {
+    if (!trace || !*trace) return;
+    const std::vector<int64_t> s(shape);
+    (*trace)(name, layer, data, s);
+  }
+};
+
+}  // namespace dsv4

@@ -1,0 +1,87 @@
+// linear_rows: parallel over tiles of output rows; each task expands its tile with
+// WeightMatrix::dequant_rows into a thread-local buffer and takes dot products with every token.
+// Accumulation is FP32 with 16 independent lanes (vectorisable, and closer to a blocked GEMM's
+// rounding than one serial sum).
+#include "cpu/linear.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "util/error.h"
+
+namespace dsv4 {
+
+namespace {
+
+constexpr int64_t kTileRows = 16;  // rows expanded per task: 16 × cols FP32 stays in L2
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[16] = {};
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += a[k + l] * b[k + l];
+  float tail = 0.0f;
+  for (; k < n; ++k) tail += a[k] * b[k];
+  float s = 0.0f;
+  for (int l = 0; l < 16; ++l) s += acc[l];
+  return s + tail;
+}
+
+bool is_low_precision(WeightFormat f) {
+  return f == WeightFormat::kFP8Block || f == WeightFormat::kMXFP4 || f == WeightFormat::kNVFP4;
+}
+
+}  // namespace
+
+void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightMatrix& w,
+                 int64_t row0, int64_t n_rows, float* y, ActQuant aq) {
+  DSV4_CHECK_MSG(w.present(), w.name);
+  DSV4_CHECK(row0 >= 0 && row0 + n_rows <= w.rows);
+  const int64_t K = w.cols;
+  std::vector<float> xq;
+  if (aq == ActQuant::kAuto && ctx.numerics.act_fp8 && is_low_precision(w.format)) {
+    // §12: per token, per 128 columns, E4M3 with a power-of-two scale (the reference act_quant).
+    xq.assign(x, x + n * K);
+    for (int64_t t = 0; t < n; ++t) fp8_roundtrip_blocks(xq.data() + t * K, K, kActBlockSize);
+    x = xq.data();
+  }
+  const int64_t n_tiles = (n_rows + kTileRows - 1) / kTileRows;
+  ctx.pool.parallel_for(n_tiles, [&](int64_t b, int64_t e) {
+    thread_local std::vector<float> tile;
+    tile.resize(size_t(kTileRows * K));
+    for (int64_t ti = b; ti < e; ++ti) {
+      const int64_t r = ti * kTileRows, nr = std::min(kTileRows, n_rows - r);
+      w.dequant_rows(row0 + r, nr, tile.data());
+      for (int64_t t = 0; t < n; ++t) {
+        const float* xt = x + t * K;
+        float* yt = y + t * n_rows + r;
+        for (int64_t i = 0; i < nr; ++i) yt[i] = dot(xt, tile.data() + i * K, K);
+      }
+    }
+  });
+}
+
+void rms_norm_rows(float* x, int64_t n, int64_t dim, const WeightMatrix* weight, double eps) {
+  std::vector<float> wv;
+  if (weight) {
+    DSV4_CHECK_MSG(weight->rows * weight->cols == dim, weight->name);
+    wv = load_vector(*weight);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    float* v = x + t * dim;
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += double(v[i]) * double(v[i]);
+    const float inv = float(1.0 / std::sqrt(ss / double(dim) + eps));
+    for (int64_t i = 0; i < dim; ++i) v[i] = weight ? wv[i] * (v[i] * inv) : v[i] * inv;
+  }
+}
+
+std::vector<float> load_vector(const WeightMatrix& w) {
+  DSV4_CHECK_MSG(w.present(), w.name);
+  std::vector<float> v(size_t(w.rows * w.cols));
+  w.dequant_rows(0, w.rows, v.data());
+  return v;
+}
+
+}  // namespace dsv4

@@ -1,0 +1,31 @@
+// Linear layers and RMSNorm: y = x·Wᵀ from a WeightMatrix in its packed form (expanded a tile of
+// rows at a time, never the whole matrix), threaded over output rows. Official numerics quantise
+// the activations 1×128 (FP8) first when the weight is FP8/FP4 (§11.2, §12).
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/context.h"
+#include "model/quant.h"
+
+namespace dsv4 {
+
+enum class ActQuant { kAuto, kNever };  // kNever: the reference runs this GEMM in BF16 (wo_a, §12)
+
+// y[n, n_rows] = x[n, W.cols] · W[row0 : row0+n_rows]ᵀ   (x, y FP32, row-major)
+void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightMatrix& w,
+                 int64_t row0, int64_t n_rows, float* y, ActQuant aq = ActQuant::kAuto);
+// y[n, W.rows] = x[n, W.cols] · Wᵀ
+inline void linear(const CpuContext& ctx, const float* x, int64_t n, const WeightMatrix& w,
+                   float* y, ActQuant aq = ActQuant::kAuto) {
+  linear_rows(ctx, x, n, w, 0, w.rows, y, aq);
+}
+
+// In place over n rows of width dim: x ← x / sqrt(mean(x²) + eps) · weight (weight [dim] or
+// nullptr for the unweighted norm of §4.1 / §3.1).
+void rms_norm_rows(float* x, int64_t n, int64_t dim, const WeightMatrix* weight, double eps);
+
+// Whole small vector (norm weights, biases, sinks, ape) dequantised to FP32.
+std::vector<float> load_vector(const WeightMatrix& w);
+
+}  // namespace dsv4

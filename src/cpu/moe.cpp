@@ -1,0 +1,112 @@
+// MoE (§8). s = sqrt(softplus(x·gateᵀ)); selection: tid2eid[token] (hash layers) or
+// top-k(s + bias) (bias only selects); w_i = s_i / Σ s · routed_scaling_factor. Expert:
+// g = min(x·w1ᵀ, L), v = clamp(x·w3ᵀ, −L, L), h = silu(g)·v, y = h·w2ᵀ; the routing weight
+// multiplies y (exact, as HF) or h before w2 (official, §8.2). Tokens are grouped per expert so
+// each expert's weights are expanded once per call.
+#include "cpu/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "cpu/linear.h"
+#include "util/error.h"
+
+namespace dsv4 {
+
+namespace {
+
+float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }  // torch's threshold
+float silu(float v) { return v / (1.0f + std::exp(-v)); }
+
+// SwiGLU with the clamp (§8.2 / §8.3): xs [n, D] → y [n, D]; row_weight [n] scales h when given.
+void swiglu(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int64_t n,
+            const float* row_weight, float* y) {
+  const int64_t I = e.w1.rows;
+  const float L = float(ctx.cfg.swiglu_limit);
+  std::vector<float> g(size_t(n * I)), v(size_t(n * I));
+  linear(ctx, xs, n, e.w1, g.data());
+  linear(ctx, xs, n, e.w3, v.data());
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < I; ++i) {
+      const size_t k = size_t(r * I + i);
+      g[k] = silu(std::min(g[k], L)) * std::clamp(v[k], -L, L);
+      if (row_weight) g[k] *= row_weight[r];
+    }
+  linear(ctx, g.data(), n, e.w2, y);
+}
+
+}  // namespace
+
+void moe_forward(const CpuContext& ctx, const MoEWeights& w, const LayerSpec& spec, int layer,
+                 const float* x, const int32_t* tokens, int64_t T, float* out) {
+  const ModelConfig& cfg = ctx.cfg;
+  const int64_t D = cfg.hidden_size, E = cfg.n_routed_experts, k = cfg.num_experts_per_tok;
+  std::vector<float> s(size_t(T * E));
+  linear(ctx, x, T, w.gate, s.data());  // §8.1: FP32 router logits
+  for (float& v : s) v = std::sqrt(softplus(v));
+
+  std::vector<int32_t> idx(size_t(T * k));
+  std::vector<float> wt(size_t(T * k));
+  std::vector<float> bias;
+  if (spec.routing == RoutingType::kScore) bias = load_vector(w.gate_bias);
+  std::vector<int32_t> order(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* st = s.data() + t * E;
+    int32_t* it = idx.data() + t * k;
+    if (spec.routing == RoutingType::kHash) {
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t e = w.tid2eid.int_at(tokens[t], i);
+        if (e < 0 || e >= E)
+          fail(w.tid2eid.name, ": tid2eid[", tokens[t], "][", i, "] = ", e,
+               " is not an expert id (n_routed_experts = ", E, ")");
+        it[i] = int32_t(e);
+      }
+    } else {
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+        const float va = st[a] + bias[size_t(a)], vb = st[b] + bias[size_t(b)];
+        return va > vb || (va == vb && a < b);
+      });
+      std::copy(order.begin(), order.begin() + k, it);
+    }
+    float sum = 0.0f;
+    for (int64_t i = 0; i < k; ++i) sum += st[it[i]];
+    for (int64_t i = 0; i < k; ++i)
+      wt[size_t(t * k + i)] = st[it[i]] / sum * float(cfg.routed_scaling_factor);
+  }
+  if (ctx.trace && *ctx.trace) {
+    std::vector<float> fi(idx.begin(), idx.end());
+    ctx.emit("moe.experts", layer, fi.data(), {T, k});
+    ctx.emit("moe.weights", layer, wt.data(), {T, k});
+  }
+
+  // Shared expert (§8.3), then routed experts accumulated per token in FP32 (§8.4).
+  swiglu(ctx, w.shared, x, T, nullptr, out);
+  std::vector<float> xs, ws, ys;
+  std::vector<int64_t> rows;
+  for (int64_t e = 0; e < E; ++e) {
+    rows.clear();
+    ws.clear();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < k; ++i)
+        if (idx[size_t(t * k + i)] == e) {
+          rows.push_back(t);
+          ws.push_back(wt[size_t(t * k + i)]);
+        }
+    if (rows.empty()) continue;
+    const int64_t n = int64_t(rows.size());
+    xs.resize(size_t(n * D));
+    for (int64_t r = 0; r < n; ++r) std::copy(x + rows[r] * D, x + (rows[r] + 1) * D, xs.begin() + r * D);
+    ys.resize(size_t(n * D));
+    const bool before = ctx.numerics.route_before_w2;
+    swiglu(ctx, w.experts[size_t(e)], xs.data(), n, before ? ws.data() : nullptr, ys.data());
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < D; ++c)
+        out[rows[r] * D + c] += before ? ys[size_t(r * D + c)] : ys[size_t(r * D + c)] * ws[size_t(r)];
+  }
+  ctx.emit("moe.out", layer, out, {T, D});
+}
+
+}  // namespace dsv4
