@@ -43,8 +43,18 @@ struct WeightMatrix {
   // Dequantise rows [r0, r0+n) into out[n][cols] (FP32). The ground truth for kernels.
   void dequant_rows(int64_t r0, int64_t n, float* out) const;
   float at(int64_t r, int64_t c) const;        // one element, dequantised
+  // Dequantise columns [c0, c0+n) of row r into out[n]. A UE8M0 scale byte 0xFF (NaN) is
+  // rejected with dsv4::Error naming the tensor and the scale position.
+  void dequant_block(int64_t r, int64_t c0, int64_t n, float* out) const;
   int64_t int_at(int64_t r, int64_t c) const;  // kI64 / kI32 only
 };
+
+// On-disk layouts implied by a logical [rows, cols] matrix; model/weights.cpp checks every
+// checkpoint tensor against these before any WeightMatrix is built, so a layout mismatch is an
+// error and never an out-of-bounds read.
+std::vector<int64_t> packed_data_shape(WeightFormat f, int64_t rows, int64_t cols);  // FP4: cols/2
+std::vector<int64_t> scale_shape(WeightFormat f, int64_t rows, int64_t cols);  // {} when unscaled
+int64_t scale_numel(WeightFormat f, int64_t rows, int64_t cols);
 
 // ---- Quantisers (official numerics, §12). All operate in place on FP32 data and leave the
 // dequantised ("fake-quant") values, which is what the reference computes with. ----
@@ -64,5 +74,7 @@ struct PackedWeight {
 PackedWeight pack_fp8_block(const float* w, int64_t rows, int64_t cols);
 // MXFP4 with UE8M0 per-32 scales: scale = 2^ceil(log2(amax/6)) per block.
 PackedWeight pack_mxfp4(const float* w, int64_t rows, int64_t cols);
+// NVFP4 (§11.6): E4M3 per-16 scales = amax/6/global_scale, E2M1 values relative to scale·global.
+PackedWeight pack_nvfp4(const float* w, int64_t rows, int64_t cols, float global_scale);
 
 }  // namespace dsv4

@@ -1,0 +1,28 @@
+// Tensor-name mapping between the official upstream names (canonical in dsv4) and the
+// HF-transformers names (architecture.md §11.4). Splitting HF's fused expert tensors into per-expert
+// views is checkpoint.cpp's job; this file only rewrites strings.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace dsv4 {
+
+// True for names in the HF layout ("model.…" or "lm_head.…").
+bool is_hf_name(std::string_view name);
+
+// HF name → official name; nullopt when the name has no official counterpart. The fused expert
+// tensors map to "layers.{l}.ffn.experts.gate_up_proj" / ".down_proj" (split by the caller).
+// FP8 scale spelling ".weight_scale_inv" becomes ".scale".
+std::optional<std::string> hf_to_official(std::string_view hf);
+
+// Official name → HF name (for writing HF-layout fixtures and for tests); nullopt for names HF
+// does not have (mtp.*, per-expert routed weights, which HF fuses).
+std::optional<std::string> official_to_hf(std::string_view official);
+
+// Official spelling alternatives: "<x>.weight_scale_inv" (the converter's input spelling,
+// §11.2) → "<x>.scale". Other names pass through.
+std::string canonical_official_name(std::string_view name);
+
+}  // namespace dsv4
