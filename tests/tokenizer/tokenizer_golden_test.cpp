@@ -1,0 +1,122 @@
+// Tokenizer vs the HF `tokenizers` oracle on the real V4 tokenizer.json: encode ids, decode text
+// (with and without specials) and streaming decode on testdata/tokenizer/v4_encode_goldens.jsonl.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
+#include "tokenizer_test_util.h"
+
+namespace dsv4 {
+namespace {
+
+using nlohmann::json;
+
+struct Goldens {
+  json meta;
+  std::vector<json> encode_cases, decode_cases;
+};
+
+const Goldens& goldens() {
+  static const Goldens g = [] {
+    Goldens g;
+    std::istringstream in(test::read_all(test::testdata("v4_encode_goldens.jsonl")));
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line);
+      if (j.contains("meta"))
+        g.meta = j["meta"];
+      else if (j.contains("decode_ids"))
+        g.decode_cases.push_back(std::move(j));
+      else
+        g.encode_cases.push_back(std::move(j));
+    }
+    return g;
+  }();
+  return g;
+}
+
+std::string hex_to_bytes(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
+
+// The raw input of an encode case: its text, or its random bytes.
+std::string input_of(const json& c) {
+  return c.contains("bytes_hex") ? hex_to_bytes(c["bytes_hex"]) : c["text"].get<std::string>();
+}
+
+std::string show(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t id : ids) s += std::to_string(id) + " ";
+  return s;
+}
+
+TEST(TokenizerGolden, EncodeMatchesHfOnEveryCase) {
+  const Tokenizer& tok = test::v4();
+  const Goldens& g = goldens();
+  ASSERT_GE(g.encode_cases.size(), 2000u);
+  std::map<std::string, int> per_label;
+  size_t n_bad = 0;
+  for (size_t i = 0; i < g.encode_cases.size(); ++i) {
+    const json& c = g.encode_cases[i];
+    const auto want = c["ids"].get<std::vector<int32_t>>();
+    const auto got = tok.encode(input_of(c));
+    ++per_label[c["label"]];
+    if (got != want && ++n_bad <= 10)
+      ADD_FAILURE() << "case " << i << " (" << c["label"] << ") " << c.dump().substr(0, 300)
+                    << "\n  dsv4: " << show(got) << "\n  HF:   " << show(want);
+  }
+  EXPECT_EQ(n_bad, 0u) << "of " << g.encode_cases.size();
+  for (const auto& [label, n] : per_label) std::printf("  %-15s %d cases\n", label.c_str(), n);
+}
+
+TEST(TokenizerGolden, DecodeMatchesHfAndRoundTrips) {
+  const Tokenizer& tok = test::v4();
+  size_t n_bad = 0;
+  for (const json& c : goldens().encode_cases) {
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    const std::string decoded = tok.decode(ids);
+    const std::string input = input_of(c);
+    // HF decodes to exactly the text; for random bytes, to their lossy reading (= utf8::repair).
+    const bool ok = decoded == c["decoded"].get<std::string>() && decoded == utf8::repair(input) &&
+                    (c.contains("bytes_hex") || decoded == input);
+    if (!ok && ++n_bad <= 10) ADD_FAILURE() << c.dump().substr(0, 300) << "\n  dsv4 decoded: " << decoded;
+  }
+  EXPECT_EQ(n_bad, 0u);
+}
+
+TEST(TokenizerGolden, DecodeRandomIdsMatchesHf) {
+  const Tokenizer& tok = test::v4();
+  ASSERT_GE(goldens().decode_cases.size(), 100u);
+  for (const json& c : goldens().decode_cases) {
+    const auto ids = c["decode_ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok.decode(ids), c["decoded"].get<std::string>()) << show(ids);
+    EXPECT_EQ(tok.decode(ids, /*skip_special=*/true), c["decoded_skip"].get<std::string>()) << show(ids);
+  }
+}
+
+// Streaming must print only whole characters and add up to decode(), on every golden id list.
+TEST(TokenizerGolden, StreamDecodeEqualsDecode) {
+  const Tokenizer& tok = test::v4();
+  auto check = [&](const std::vector<int32_t>& ids, bool skip) {
+    StreamDecoder sd(tok, skip);
+    std::string all;
+    for (int32_t id : ids) {
+      const std::string piece = sd.push(id);
+      ASSERT_EQ(utf8::valid_prefix_length(piece), piece.size()) << "half a character after id " << id;
+      all += piece;
+    }
+    all += sd.finish();
+    EXPECT_EQ(all, tok.decode(ids, skip)) << show(ids);
+  };
+  for (const json& c : goldens().encode_cases) check(c["ids"].get<std::vector<int32_t>>(), false);
+  for (const json& c : goldens().decode_cases) {
+    check(c["decode_ids"].get<std::vector<int32_t>>(), false);
+    check(c["decode_ids"].get<std::vector<int32_t>>(), true);
+  }
+}
+
+}  // namespace
+}  // namespace dsv4
