@@ -14,7 +14,10 @@ namespace dsv4 {
 
 namespace {
 
+// Plain float tensors may come in any float dtype (BF16 exports, F32 fixtures); the first entry is
+// the dtype of the official release (§11.1), which the skeleton writer uses.
 const std::vector<DType> kFloatTypes = {DType::kBF16, DType::kF16, DType::kF32};
+const std::vector<DType> kF32First = {DType::kF32, DType::kBF16, DType::kF16};
 constexpr size_t kMaxListedProblems = 50;  // bind_weights' error message; check_checkpoint has all
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -63,9 +66,9 @@ class Visitor {
 
 void walk_hc(const ModelConfig& c, HyperConnWeights* w, const std::string& p, bool head, Visitor& v, bool opt) {
   const int64_t n = c.hc_mult, mix = head ? n : c.hc_mix_dim();  // §3.1 / §3.3
-  v.param(&w->fn, p + "fn", kFloatTypes, {mix, c.hc_dim()}, opt);
-  v.param(&w->base, p + "base", kFloatTypes, {mix}, opt);
-  v.param(&w->scale, p + "scale", kFloatTypes, {head ? 1 : 3}, opt);
+  v.param(&w->fn, p + "fn", kF32First, {mix, c.hc_dim()}, opt);
+  v.param(&w->base, p + "base", kF32First, {mix}, opt);
+  v.param(&w->scale, p + "scale", kF32First, {head ? 1 : 3}, opt);
 }
 
 void walk_compressor(const ModelConfig& c, CompressorWeights* w, const std::string& p, int64_t ratio, int64_t width,
@@ -77,7 +80,7 @@ void walk_compressor(const ModelConfig& c, CompressorWeights* w, const std::stri
   const WeightFormat plain = linear_format(c, LinearKind::kPlain);
   v.linear(&w->wkv, p + "wkv", coff * width, c.hidden_size, plain, opt);
   v.linear(&w->wgate, p + "wgate", coff * width, c.hidden_size, plain, opt);
-  v.param(&w->ape, p + "ape", kFloatTypes, {ratio, coff * width}, opt);
+  v.param(&w->ape, p + "ape", kF32First, {ratio, coff * width}, opt);
   v.param(&w->norm, p + "norm.weight", kFloatTypes, {width}, opt);
 }
 
@@ -99,7 +102,7 @@ void walk_layer(const ModelConfig& c, LayerWeights* w, const LayerSpec& s, const
   walk_hc(c, &w->hc_ffn, p + "hc_ffn_", false, v, opt);
 
   AttentionWeights& a = w->attn;  // §4
-  v.param(&a.attn_sink, p + "attn.attn_sink", kFloatTypes, {H}, opt);
+  v.param(&a.attn_sink, p + "attn.attn_sink", kF32First, {H}, opt);
   v.linear(&a.wq_a, p + "attn.wq_a", Q, D, fp8, opt);
   v.param(&a.q_norm, p + "attn.q_norm.weight", kFloatTypes, {Q}, opt);
   v.linear(&a.wq_b, p + "attn.wq_b", H * d, Q, fp8, opt);
@@ -123,7 +126,7 @@ void walk_layer(const ModelConfig& c, LayerWeights* w, const LayerSpec& s, const
   if (s.routing == RoutingType::kHash)
     v.param(&m.tid2eid, p + "ffn.gate.tid2eid", {DType::kI64, DType::kI32}, {c.vocab_size, c.num_experts_per_tok}, opt);
   else
-    v.param(&m.gate_bias, p + "ffn.gate.bias", kFloatTypes, {E}, opt);
+    v.param(&m.gate_bias, p + "ffn.gate.bias", kF32First, {E}, opt);
   m.experts.resize(size_t(E));
   const WeightFormat ef = linear_format(c, LinearKind::kExpert);
   for (int64_t e = 0; e < E; ++e)

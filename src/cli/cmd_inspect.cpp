@@ -1,0 +1,205 @@
+// `dsv4 inspect MODEL_DIR`: model summary (family, schedule, parameters, §13 KV cache, GPU plan)
+// and a full header-level verification of the checkpoint. The facts come from src/model/.
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "cli/args.h"
+#include "cli/command.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/model_summary.h"
+#include "model/weights.h"
+#include "util/error.h"
+
+namespace dsv4::cli {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int64_t kDefaultContext = 1 << 20;   // the models' 1M-token context (§1.1)
+constexpr double kDefaultGpuGiB = 80.0;        // H100 80 GB class
+constexpr int64_t kDefaultScanBytes = 1ll << 30;
+constexpr size_t kMaxPrintedProblems = 100;
+constexpr double kGiB = double(1ull << 30);
+
+std::string human_count(double n) {
+  char buf[32];
+  if (n >= 1e12) std::snprintf(buf, sizeof buf, "%.3f T", n / 1e12);
+  else if (n >= 1e9) std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
+  else if (n >= 1e6) std::snprintf(buf, sizeof buf, "%.2f M", n / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.0f", n);
+  return buf;
+}
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / kGiB);
+  return buf;
+}
+
+// Data-level check (opt-in): UE8M0 scale bytes 0xFF are NaN (§11.2) and poison whole tiles.
+// Reads at most `budget` bytes so a 160 GB checkpoint is never paged in by accident.
+struct ScanResult {
+  int64_t scanned = 0, total = 0;
+  std::vector<std::string> problems;
+};
+ScanResult scan_scales(const Checkpoint& ck, int64_t budget) {
+  ScanResult r;
+  for (const auto& [name, t] : ck.tensors()) {
+    if (t.dtype != DType::kF8_E8M0) continue;
+    r.total += int64_t(t.nbytes);
+    const int64_t n = std::min<int64_t>(int64_t(t.nbytes), budget - r.scanned);
+    if (n <= 0) continue;
+    const void* hit = std::memchr(t.data, 0xFF, size_t(n));
+    if (hit) {
+      const size_t at = size_t(static_cast<const uint8_t*>(hit) - t.data);
+      r.problems.push_back(cat("tensor ", name, " in ", t.file, ": UE8M0 NaN byte 0xFF at element ", at,
+                               " (file offset ", t.file_offset + at, ")"));
+    }
+    r.scanned += n;
+  }
+  return r;
+}
+
+int run_inspect(const std::vector<std::string>& argv) {
+  Args args(argv, {"--context", "--gpu-gib", "--scan-bytes"}, {"--json", "--scan-scales", "--help"});
+  if (args.has("--help") || args.positional().size() != 1) {
+    std::fprintf(stderr,
+                 "usage: dsv4 inspect MODEL_DIR [--json] [--context TOKENS] [--gpu-gib GIB]\n"
+                 "                    [--scan-scales [--scan-bytes N]]\n"
+                 "Prints the model summary and verifies every tensor header against config.json.\n"
+                 "Exit 0 only when the checkpoint is complete and consistent.\n");
+    return args.has("--help") ? 0 : 2;
+  }
+  const std::filesystem::path dir = args.positional()[0];
+  const int64_t context = args.get_int("--context", kDefaultContext);
+  if (context < 1) fail("option --context: must be at least 1");
+  const double gpu_gib = args.get_double("--gpu-gib", kDefaultGpuGiB);
+  if (!(gpu_gib > 0)) fail("option --gpu-gib: must be positive");
+  const int64_t scan_budget = args.get_int("--scan-bytes", kDefaultScanBytes);
+  if (scan_budget < 0) fail("option --scan-bytes: must be non-negative");
+
+  const ModelConfig cfg = ModelConfig::load(dir);
+  const std::string family = model_family(cfg);
+  const ParamCounts params = count_parameters(cfg);
+  const KvCacheSize kv = kv_cache_size(cfg);
+  std::map<AttentionType, int> by_attn;
+  std::map<RoutingType, int> by_route;
+  for (const auto& l : cfg.layers) {
+    by_attn[l.attention]++;
+    by_route[l.routing]++;
+  }
+
+  // Header-level verification: every shard header, the index, then completeness vs the config.
+  std::vector<std::string> problems;
+  std::map<std::string, uint64_t> bytes_by_dtype;
+  double expert_bytes = 0, other_bytes = 0;
+  int64_t n_tensors = 0, n_files = 0;
+  bool hf = false;
+  ScanResult scan;
+  std::optional<Checkpoint> ck;
+  try {
+    ck.emplace(Checkpoint::open(dir));
+  } catch (const Error& e) {
+    problems.push_back(e.what());
+  }
+  if (ck) {
+    hf = ck->hf_names();
+    std::set<std::string> files;
+    for (const auto& [name, t] : ck->tensors()) {
+      bytes_by_dtype[to_string(t.dtype)] += t.nbytes;
+      (name.find(".ffn.experts.") != std::string::npos ? expert_bytes : other_bytes) += double(t.nbytes);
+      files.insert(t.file);
+      ++n_tensors;
+    }
+    n_files = int64_t(files.size());
+    const auto p = check_checkpoint(cfg, *ck);
+    problems.insert(problems.end(), p.begin(), p.end());
+    if (args.has("--scan-scales")) {
+      scan = scan_scales(*ck, scan_budget);
+      problems.insert(problems.end(), scan.problems.begin(), scan.problems.end());
+    }
+  }
+  const auto plan = gpu_plan(cfg, expert_bytes, other_bytes, context, gpu_gib * kGiB);
+  const bool ok = problems.empty();
+
+  if (args.has("--json")) {
+    json j;
+    j["model_dir"] = dir.string();
+    j["family"] = family;
+    j["layers"] = {{"main", cfg.num_hidden_layers}, {"mtp", cfg.mtp_layers.size()},
+                   {"sliding", by_attn[AttentionType::kSliding]}, {"csa", by_attn[AttentionType::kCSA]},
+                   {"hca", by_attn[AttentionType::kHCA]}, {"hash", by_route[RoutingType::kHash]},
+                   {"score", by_route[RoutingType::kScore]}};
+    j["experts"] = {{"routed", cfg.n_routed_experts}, {"per_token", cfg.num_experts_per_tok},
+                    {"shared", cfg.n_shared_experts}, {"format", to_string(cfg.expert_format)}};
+    j["parameters"] = {{"total", params.total}, {"active", params.active}, {"mtp", params.mtp}};
+    j["tensors"] = n_tensors;
+    j["shards"] = n_files;
+    j["hf_names"] = hf;
+    j["bytes_by_dtype"] = bytes_by_dtype;
+    j["kv_cache"] = {{"per_token_bf16", kv.bf16_per_token}, {"per_token_fp8", kv.fp8_per_token},
+                     {"per_token_fp8_mxfp4", kv.fp8_mxfp4_per_token}, {"context", context},
+                     {"at_context_bf16", kv.bf16_per_token * double(context) + kv.ring_bf16_bytes},
+                     {"at_context_fp8_mxfp4", kv.fp8_mxfp4_per_token * double(context) + kv.ring_fp8_bytes}};
+    json pj = json::array();
+    for (const auto& r : plan)
+      pj.push_back({{"gpus", r.n_gpus}, {"weights_per_gpu", r.weights_per_gpu}, {"kv_per_gpu", r.kv_per_gpu},
+                    {"reserve", r.reserve}, {"fits", r.fits}, {"max_context", r.max_context}});
+    j["gpu_plan"] = {{"gpu_bytes", gpu_gib * kGiB}, {"rows", pj}};
+    if (args.has("--scan-scales")) j["scale_scan"] = {{"scanned", scan.scanned}, {"total", scan.total}};
+    j["ok"] = ok;
+    j["problems_total"] = problems.size();
+    j["problems"] = std::vector<std::string>(problems.begin(), problems.begin() + std::min(problems.size(), size_t(1000)));
+    std::printf("%s\n", j.dump(2).c_str());
+    return ok ? 0 : 1;
+  }
+
+  std::printf("model:       %s\n", dir.string().c_str());
+  std::printf("family:      %s\n", family == "other" ? "other (not a released V4 shape)" : ("DeepSeek-V4-" + family).c_str());
+  std::printf("layers:      %" PRId64 " main + %zu MTP\n", cfg.num_hidden_layers, cfg.mtp_layers.size());
+  std::printf("  attention: %d sliding, %d CSA, %d HCA\n", by_attn[AttentionType::kSliding], by_attn[AttentionType::kCSA],
+              by_attn[AttentionType::kHCA]);
+  std::printf("  routing:   %d hash, %d score\n", by_route[RoutingType::kHash], by_route[RoutingType::kScore]);
+  std::printf("experts:     %" PRId64 " routed (%" PRId64 " per token) + %" PRId64 " shared, %s\n", cfg.n_routed_experts,
+              cfg.num_experts_per_tok, cfg.n_shared_experts, to_string(cfg.expert_format));
+  std::printf("parameters:  %s total (+ %s MTP), %s active per token\n", human_count(double(params.total)).c_str(),
+              human_count(double(params.mtp)).c_str(), human_count(double(params.active)).c_str());
+  std::printf("tensors:     %" PRId64 " in %" PRId64 " shards%s\n", n_tensors, n_files, hf ? " (HF names)" : "");
+  std::printf("bytes:      ");
+  for (const auto& [dt, b] : bytes_by_dtype) std::printf(" %s %s,", dt.c_str(), gib(double(b)).c_str());
+  std::printf(" total %s\n", gib(expert_bytes + other_bytes).c_str());
+  std::printf("KV cache per token: %.0f B BF16, %.0f B FP8 + FP8 indexer, %.0f B FP8 + MXFP4 indexer\n",
+              kv.bf16_per_token, kv.fp8_per_token, kv.fp8_mxfp4_per_token);
+  std::printf("KV cache at %" PRId64 " tokens: %s BF16, %s FP8 + MXFP4 indexer (incl. window rings %.1f MiB BF16)\n",
+              context, gib(kv.bf16_per_token * double(context) + kv.ring_bf16_bytes).c_str(),
+              gib(kv.fp8_mxfp4_per_token * double(context) + kv.ring_fp8_bytes).c_str(), kv.ring_bf16_bytes / (1 << 20));
+  std::printf("GPU plan (%.0f GiB per GPU; routed experts split across GPUs, the rest replicated; FP8 KV;\n"
+              "          %s reserved for activations and workspaces, an estimate):\n",
+              gpu_gib, plan.empty() ? "" : gib(plan[0].reserve).c_str());
+  for (const auto& r : plan)
+    std::printf("  %d GPU%s: weights %s + KV %s -> %s (max context %" PRId64 ")\n", r.n_gpus, r.n_gpus > 1 ? "s" : " ",
+                gib(r.weights_per_gpu).c_str(), gib(r.kv_per_gpu).c_str(), r.fits ? "fits" : "does not fit",
+                r.max_context);
+  if (args.has("--scan-scales"))
+    std::printf("scale scan:  %" PRId64 " of %" PRId64 " UE8M0 bytes read (--scan-bytes bounds it)\n", scan.scanned,
+                scan.total);
+  if (ok) {
+    std::printf("verify:      OK, %" PRId64 " tensors complete and consistent with config.json\n", n_tensors);
+    return 0;
+  }
+  std::printf("verify:      %zu problem%s\n", problems.size(), problems.size() == 1 ? "" : "s");
+  for (size_t i = 0; i < problems.size() && i < kMaxPrintedProblems; ++i) std::printf("  %s\n", problems[i].c_str());
+  if (problems.size() > kMaxPrintedProblems)
+    std::printf("  ... and %zu more (--json lists up to 1000)\n", problems.size() - kMaxPrintedProblems);
+  return 1;
+}
+
+}  // namespace
+
+DSV4_COMMAND("inspect", "summarise a model folder and verify its checkpoint", run_inspect);
+
+}  // namespace dsv4::cli

@@ -1,0 +1,119 @@
+// Parameter counting from the expected layout, the §13 cache arithmetic and the GPU plan.
+// The layout itself is weights.cpp's; the printing is cmd_inspect.cpp's.
+#include "model/model_summary.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "model/known_configs.h"
+#include "model/weights.h"
+
+namespace dsv4 {
+
+namespace {
+
+// §13 / §12 row layouts.
+constexpr int64_t kBf16Bytes = 2;
+constexpr int64_t kRowAlign = 8;            // fp8_ds_mla pads 7 scale bytes to 8
+constexpr int64_t kIndexerFp8ScaleBytes = 4;  // one FP32 scale per FP8 indexer key
+// Runtime allowance per GPU for activations, CUDA graphs and GEMM workspaces. An estimate until
+// the CUDA backend measures it; the plan says so when it prints.
+constexpr double kRuntimeReserveBytes = 4.0 * (1ull << 30);
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::char_traits<char>::length(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+bool is_scale(const std::string& name) {
+  return ends_with(name, ".scale") || ends_with(name, ".weight_scale") || ends_with(name, ".weight_scale_2") ||
+         ends_with(name, ".input_scale");
+}
+
+int64_t fp8_row_bytes(const ModelConfig& c) {  // 448 E4M3 + 64 BF16 rope + 7 UE8M0 → 584
+  const int64_t nope = c.nope_dim(), r = c.qk_rope_head_dim;
+  const int64_t raw = nope + r * kBf16Bytes + (nope + 63) / 64;
+  return (raw + kRowAlign - 1) / kRowAlign * kRowAlign;
+}
+
+}  // namespace
+
+ParamCounts count_parameters(const ModelConfig& cfg) {
+  ParamCounts p;
+  const bool fp4 = cfg.expert_format == ExpertFormat::kMXFP4 || cfg.expert_format == ExpertFormat::kNVFP4;
+  for (const auto& e : expected_tensors(cfg)) {
+    if (is_scale(e.name)) continue;
+    int64_t n = 1;
+    for (auto d : e.shape) n *= d;
+    const bool routed = e.name.find(".ffn.experts.") != std::string::npos;
+    if (routed && fp4) n *= 2;  // two E2M1 values per byte
+    if (e.name.rfind("mtp.", 0) == 0) {
+      p.mtp += n;
+      continue;
+    }
+    p.total += n;
+    if (routed) p.routed += n;
+  }
+  // Each token runs k of the E routed experts of every layer, and reads one row (D values) of the
+  // embedding table rather than all of it; the model cards' 13 B / 49 B count it the same way.
+  const int64_t embed = cfg.vocab_size * cfg.hidden_size;
+  p.active = p.total - p.routed + p.routed / cfg.n_routed_experts * cfg.num_experts_per_tok - embed + cfg.hidden_size;
+  return p;
+}
+
+std::string model_family(const ModelConfig& cfg) {
+  auto same = [&](const ModelConfig& ref) {
+    return cfg.hidden_size == ref.hidden_size && cfg.num_hidden_layers == ref.num_hidden_layers &&
+           cfg.num_attention_heads == ref.num_attention_heads && cfg.n_routed_experts == ref.n_routed_experts &&
+           cfg.moe_intermediate_size == ref.moe_intermediate_size && cfg.q_lora_rank == ref.q_lora_rank &&
+           cfg.o_groups == ref.o_groups && cfg.compress_ratios == ref.compress_ratios;
+  };
+  if (same(ModelConfig::from_json(flash_config_json()))) return "Flash";
+  if (same(ModelConfig::from_json(pro_config_json()))) return "Pro";
+  return "other";
+}
+
+KvCacheSize kv_cache_size(const ModelConfig& cfg) {
+  KvCacheSize k;
+  const double d = double(cfg.head_dim), di = double(cfg.index_head_dim);
+  const double row_bf16 = d * kBf16Bytes, row_fp8 = double(fp8_row_bytes(cfg));
+  const double idx_bf16 = di * kBf16Bytes, idx_fp8 = di + kIndexerFp8ScaleBytes;
+  const double idx_fp4 = di / 2 + di / 32;  // packed E2M1 + one UE8M0 per 32 (§12)
+  for (const auto& l : cfg.layers) {
+    k.ring_bf16_bytes += double(cfg.sliding_window) * row_bf16;
+    k.ring_fp8_bytes += double(cfg.sliding_window) * row_fp8;
+    if (l.compress_ratio == 0) continue;
+    const double m = l.compress_ratio;
+    k.bf16_per_token += row_bf16 / m;
+    k.fp8_per_token += row_fp8 / m;
+    k.fp8_mxfp4_per_token += row_fp8 / m;
+    if (l.attention == AttentionType::kCSA) {  // indexer keys, one per compressed entry (§6)
+      k.bf16_per_token += idx_bf16 / m;
+      k.fp8_per_token += idx_fp8 / m;
+      k.fp8_mxfp4_per_token += idx_fp4 / m;
+    }
+  }
+  return k;
+}
+
+std::vector<GpuPlanRow> gpu_plan(const ModelConfig& cfg, double expert_bytes, double other_bytes, int64_t context,
+                                 double gpu_bytes) {
+  const KvCacheSize kv = kv_cache_size(cfg);
+  std::vector<GpuPlanRow> rows;
+  for (int n : {1, 2, 4, 8}) {
+    GpuPlanRow r;
+    r.n_gpus = n;
+    r.weights_per_gpu = other_bytes + expert_bytes / n;
+    r.kv_per_gpu = kv.ring_fp8_bytes + kv.fp8_mxfp4_per_token * double(context);
+    r.reserve = kRuntimeReserveBytes;
+    r.fits = r.weights_per_gpu + r.kv_per_gpu + r.reserve <= gpu_bytes;
+    const double left = gpu_bytes - r.weights_per_gpu - r.reserve - kv.ring_fp8_bytes;
+    r.max_context = left > 0 && kv.fp8_mxfp4_per_token > 0
+                        ? std::min<int64_t>(cfg.max_position_embeddings, int64_t(left / kv.fp8_mxfp4_per_token))
+                        : 0;
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+}  // namespace dsv4

@@ -1,0 +1,50 @@
+// What `dsv4 inspect` reports about a model, computed from the config alone (family, schedule,
+// parameter counts, §13 KV-cache sizes) plus a GPU memory plan from weight bytes. Checking the
+// tensors themselves is weights.cpp's job; printing is src/cli/cmd_inspect.cpp's.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace dsv4 {
+
+struct ParamCounts {
+  int64_t total = 0;       // main model (embed, layers, head), the number model cards quote
+  int64_t active = 0;      // per token: k of E routed experts per layer, one embedding row
+  int64_t mtp = 0;         // the mtp.* blocks, not included in total
+  int64_t routed = 0;      // routed-expert parameters of the main layers
+};
+// Logical parameters (packed FP4 bytes count two; block scales are not parameters).
+ParamCounts count_parameters(const ModelConfig& cfg);
+
+// "Flash", "Pro" (the §1.1 shapes) or "other".
+std::string model_family(const ModelConfig& cfg);
+
+// §13 KV cache for the main layers, amortised bytes per token and fixed per-sequence rings.
+struct KvCacheSize {
+  double bf16_per_token = 0;        // BF16 rows (1024 B main, 256 B indexer)
+  double fp8_per_token = 0;         // FP8 NoPE rows (584 B) + FP8 indexer keys (132 B)
+  double fp8_mxfp4_per_token = 0;   // FP8 rows + MXFP4 indexer keys (68 B) — the CUDA layout
+  double ring_bf16_bytes = 0;       // sliding-window rings, W rows per main layer, BF16
+  double ring_fp8_bytes = 0;        // the same rings in the FP8 row layout
+};
+KvCacheSize kv_cache_size(const ModelConfig& cfg);
+
+// Memory plan for n GPUs: routed experts split evenly (expert parallel), everything else
+// replicated on every GPU, FP8 + MXFP4-indexer KV cache for one sequence of `context` tokens.
+struct GpuPlanRow {
+  int n_gpus = 0;
+  double weights_per_gpu = 0;   // bytes
+  double kv_per_gpu = 0;        // bytes at `context`
+  double reserve = 0;           // runtime allowance (activations, graphs, workspaces)
+  bool fits = false;
+  int64_t max_context = 0;      // longest single sequence that fits (0 when weights don't)
+};
+// `expert_bytes` / `other_bytes`: weight bytes of routed experts / everything else.
+std::vector<GpuPlanRow> gpu_plan(const ModelConfig& cfg, double expert_bytes, double other_bytes, int64_t context,
+                                 double gpu_bytes);
+
+}  // namespace dsv4
