@@ -25,6 +25,7 @@ MODULE_PATH = "sglang/srt/entrypoints/openai/encoding_dsv4.py"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL = os.path.join(ROOT, "testdata", "encoder", "official")
 OUT = os.path.join(ROOT, "testdata", "encoder", "generated", "cases.json")
+PARSE_OUT = os.path.join(ROOT, "testdata", "encoder", "generated", "parse_cases.json")
 
 
 def load_reference(cache):
@@ -228,6 +229,61 @@ def cases():
     return c
 
 
+EOS = "<｜end▁of▁sentence｜>"
+DS = "｜DSML｜"
+
+
+def dsml_block(*invokes):
+    return "\n\n<" + DS + "tool_calls>\n" + "\n".join(invokes) + "\n</" + DS + "tool_calls>"
+
+
+def invoke(name, *params):
+    return ("<" + DS + 'invoke name="' + name + '">\n' + "\n".join(params) + "\n</" + DS + "invoke>")
+
+
+def param(key, value, is_str=True):
+    return ("<" + DS + 'parameter name="' + key + '" string="' + ("true" if is_str else "false") + '">'
+            + value + "</" + DS + "parameter>")
+
+
+def parse_cases():
+    """Completion texts for the official parser: well-formed ones and ones it must reject."""
+    w = invoke("get_weather", param("city", "Paris"), param("days", "2", False))
+    c = [
+        ("thinking", "Simple arithmetic.</think>2 + 2 = 4." + EOS),
+        ("thinking", "Need tool.</think>" + dsml_block(w) + EOS),
+        ("chat", "Let me check." + dsml_block(invoke("ping")) + EOS),
+        ("chat", "Plain answer with <b>tags</b> and 中文\n\nnew paragraph\n" + EOS),
+        ("chat", "" + EOS),
+        ("thinking", "</think>" + EOS),
+        ("thinking", "multi\nline\nreasoning</think>" + dsml_block(
+            w, invoke("calc", param("expr", 'say "hi"\n<x> & y'),
+                      param("obj", '{"a": [1, 2.5], "b": null}', False),
+                      param("flag", "true", False), param("empty", "")),
+            invoke("ping")) + EOS),
+        ("chat", dsml_block(invoke("f", param("v", "line1\nline2\n"))) + EOS),
+        ("chat", "x" + dsml_block(invoke("f", param("a", "1"), param("b", "two"))) + EOS),
+        ("chat", "spaces  \t" + dsml_block(invoke("f", param("k", "<not a tag>"))) + EOS),
+        ("chat", "raw non-JSON false value" + dsml_block(invoke("f", param("k", "not json", False))) + EOS),
+        ("chat", "zero invokes" + "\n\n<" + DS + "tool_calls>\n</" + DS + "tool_calls>" + EOS),
+        ("chat", "block ends the text" + dsml_block(invoke("ping"))),
+        # Rejected by the official parser:
+        ("thinking", "no end of reasoning" + EOS),
+        ("thinking", "tool call inside reasoning" + dsml_block(w) + EOS),
+        ("chat", "truncated, no EOS"),
+        ("chat", "stray </think> in chat content" + EOS),
+        ("chat", "text after calls" + dsml_block(w) + "\nmore" + EOS),
+        ("chat", "dup" + dsml_block(invoke("f", param("a", "1"), param("a", "2"))) + EOS),
+        ("chat", "bad sep" + dsml_block(invoke("f", param("a", "1"))).replace(">\n</" + DS + "invoke", "></" + DS + "invoke") + EOS),
+        ("chat", "bad name" + dsml_block(invoke("f")).replace('name="f"', "name=f") + EOS),
+        ("chat", "bad flag" + dsml_block(invoke("f", param("a", "1"))).replace('string="true"', 'string="yes"') + EOS),
+        ("chat", "unterminated block" + "\n\n<" + DS + "tool_calls>\n" + w[:40]),
+        ("thinking", "a</think>b" + EOS + "after eos"),
+        ("thinking", "<think>re-opened</think>answer" + EOS),
+    ]
+    return c
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", default=os.path.join(ROOT, ".cache", "encoder-reference"))
@@ -248,6 +304,21 @@ def main():
                                 f"{MODULE_PATH}", "cases": out}, f, ensure_ascii=False, indent=1)
         f.write("\n")
     print(f"wrote {len(out)} cases to {os.path.relpath(OUT, ROOT)}")
+
+    parsed = []
+    for mode, text in parse_cases():
+        entry = {"thinking_mode": mode, "text": text}
+        try:
+            entry["expected"] = ref.parse_message_from_completion_text(text, thinking_mode=mode)
+        except (AssertionError, ValueError) as e:
+            entry["error"] = str(e)
+        parsed.append(entry)
+    with open(PARSE_OUT, "w", encoding="utf-8", newline="\n") as f:
+        json.dump({"generator": f"tools/make_encoder_goldens.py with sglang=={SGLANG_VERSION} "
+                                f"{MODULE_PATH} parse_message_from_completion_text",
+                   "cases": parsed}, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"wrote {len(parsed)} cases to {os.path.relpath(PARSE_OUT, ROOT)}")
 
 
 if __name__ == "__main__":
