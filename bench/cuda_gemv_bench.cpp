@@ -1,0 +1,248 @@
+// Decode GEMV benchmark: achieved bandwidth of the FP8-block, MXFP4-expert and BF16 GEMV kernels
+// at DeepSeek-V4 Flash/Pro decode shapes, as a ratio to a device-to-device copy measured in the
+// same run (design.md "Speed principles"). Correctness is tests/cuda's job, not this program's.
+//
+// Usage: bench_cuda_gemv_bench [--quick]. Prints one table; the card and date head the output.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_check.h"
+#include "cuda/device_buffer.h"
+#include "cuda/kernels/gemv_bf16.cuh"
+#include "cuda/kernels/gemv_fp8.cuh"
+#include "cuda/kernels/gemv_mxfp4.cuh"
+#include "model/quant.h"
+
+namespace dsv4::cuda {
+namespace {
+
+// Fast deterministic filler (xorshift64*): benchmark inputs only need to be non-trivial bytes,
+// never zeros (zeros can run faster than real data, METHOD.md).
+struct Filler {
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  std::vector<uint8_t> bytes(size_t n, uint8_t lo, uint8_t hi, bool avoid_e4m3_nan) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) {
+      uint8_t b = uint8_t(lo + next() % uint64_t(hi - lo + 1));
+      if (avoid_e4m3_nan && (b & 0x7f) == 0x7f) b ^= 0x01;
+      v[i] = b;
+    }
+    return v;
+  }
+};
+
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    DSV4_CUDA_CHECK(cudaEventCreate(&a));
+    DSV4_CUDA_CHECK(cudaEventCreate(&b));
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  // Median over reps of (time of `iters` calls) / iters, in seconds; one warm-up rep first.
+  double median(int reps, int iters, const std::function<void(int)>& body) {
+    std::vector<double> t;
+    for (int r = -1; r < reps; ++r) {
+      DSV4_CUDA_CHECK(cudaEventRecord(a));
+      for (int i = 0; i < iters; ++i) body(i);
+      DSV4_CUDA_CHECK(cudaEventRecord(b));
+      DSV4_CUDA_CHECK(cudaEventSynchronize(b));
+      float ms = 0;
+      DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+      if (r >= 0) t.push_back(ms * 1e-3 / iters);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
+};
+
+// Copies of the weights so that rotating through them defeats the L2 (each launch reads from DRAM).
+int n_copies_for(size_t bytes, size_t l2_bytes) {
+  return int(std::clamp<size_t>((4 * l2_bytes + bytes - 1) / bytes, 1, 64));
+}
+
+struct Row {
+  std::string name;
+  int M, N, K;
+  double us, gbps;
+};
+
+}  // namespace
+}  // namespace dsv4::cuda
+
+int main(int argc, char** argv) {
+  using namespace dsv4::cuda;
+  using dsv4::cat;
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  try {
+    if (!device_available()) {
+      std::fprintf(stderr, "no CUDA device\n");
+      return 1;
+    }
+    cudaDeviceProp prop{};
+    DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    char date[64];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+    std::printf("card: %s, %d SMs, L2 %d MiB, %.1f GiB; date: %s\n", prop.name, prop.multiProcessorCount,
+                prop.l2CacheSize >> 20, double(prop.totalGlobalMem) / (1 << 30), date);
+    const size_t l2 = size_t(prop.l2CacheSize);
+    Timer timer;
+    const int reps = quick ? 3 : 7, iters = quick ? 20 : 50;
+
+    // Roofline: device-to-device copy of 1 GiB, bytes read + bytes written.
+    const size_t copy_bytes = size_t(1) << 30;
+    DeviceBuffer<uint8_t> c0(copy_bytes), c1(copy_bytes);
+    c0.fill_bytes(0x5a);
+    const double t_copy = timer.median(reps, 5, [&](int) {
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(c1.get(), c0.get(), copy_bytes, cudaMemcpyDeviceToDevice));
+    });
+    const double copy_gbps = 2.0 * copy_bytes / t_copy * 1e-9;
+    std::printf("device-to-device copy: %.1f GB/s (read + write)\n\n", copy_gbps);
+
+    Filler fill;
+    std::vector<Row> rows;
+
+    struct Fp8Shape { const char* name; int M, N, K; };
+    const std::vector<Fp8Shape> fp8_shapes = {
+        {"wq_a (Flash)", 1, 1024, 4096},   {"wq_b (Flash)", 1, 32768, 1024},  {"wkv (Flash)", 1, 512, 4096},
+        {"wo_b (Flash)", 1, 4096, 8192},   {"shared w1 (Flash)", 1, 2048, 4096}, {"shared w2 (Flash)", 1, 4096, 2048},
+        {"indexer wq_b", 1, 8192, 1024},   {"wq_b (Pro)", 1, 65536, 1536},    {"wq_b M=2", 2, 32768, 1024},
+        {"wq_b M=4", 4, 32768, 1024},      {"wq_b M=8", 8, 32768, 1024},
+    };
+    for (const auto& s : fp8_shapes) {
+      const size_t wbytes = size_t(s.N) * s.K, sbytes = size_t((s.N + 127) / 128) * (s.K / 128);
+      const int copies = n_copies_for(wbytes, l2);
+      DeviceBuffer<uint8_t> w(wbytes * copies), ws(sbytes * copies);
+      const auto host_w = fill.bytes(wbytes, 0, 255, true);
+      const auto host_s = fill.bytes(sbytes, 118, 126, false);
+      for (int i = 0; i < copies; ++i) {
+        DSV4_CUDA_CHECK(cudaMemcpy(w.get() + i * wbytes, host_w.data(), wbytes, cudaMemcpyHostToDevice));
+        DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + i * sbytes, host_s.data(), sbytes, cudaMemcpyHostToDevice));
+      }
+      DeviceBuffer<uint8_t> x(fill.bytes(size_t(s.M) * s.K, 0, 255, true)),
+          xs(fill.bytes(size_t(s.M) * (s.K / 128), 120, 130, false));
+      DeviceBuffer<uint16_t> y(size_t(s.M) * s.N);
+      GemvFp8Params p;
+      p.x = x.get();
+      p.x_scale = xs.get();
+      p.y = y.get();
+      p.M = s.M;
+      p.N = s.N;
+      p.K = s.K;
+      p.out_bf16 = true;
+      const double t = timer.median(reps, iters, [&](int i) {
+        p.w = w.get() + (i % copies) * wbytes;
+        p.w_scale = ws.get() + (i % copies) * sbytes;
+        launch_gemv_fp8(p, nullptr);
+      });
+      const double bytes = double(wbytes + sbytes + x.bytes() + xs.bytes() + y.bytes());
+      rows.push_back({cat("fp8  ", s.name), s.M, s.N, s.K, t * 1e6, bytes / t * 1e-9});
+    }
+
+    struct Fp4Shape { const char* name; int n_sel, N, K; bool x_per_sel; };
+    const std::vector<Fp4Shape> fp4_shapes = {
+        {"experts w1 (Flash, 6 sel)", 6, 2048, 4096, false},
+        {"experts w2 (Flash, 6 sel)", 6, 4096, 2048, true},
+        {"experts w1 (Pro, 6 sel)", 6, 3072, 7168, false},
+        {"experts w2 (Pro, 6 sel)", 6, 7168, 3072, true},
+    };
+    for (const auto& s : fp4_shapes) {
+      const int n_experts = 256;  // selections spread over a full expert table
+      const size_t ebytes = size_t(s.N) * s.K / 2, esbytes = size_t(s.N) * s.K / 32;
+      DeviceBuffer<uint8_t> w(ebytes * n_experts), ws(esbytes * n_experts);
+      const auto host_w = fill.bytes(ebytes, 0, 255, false);
+      const auto host_s = fill.bytes(esbytes, 118, 124, false);
+      for (int e = 0; e < n_experts; ++e) {
+        DSV4_CUDA_CHECK(cudaMemcpy(w.get() + e * ebytes, host_w.data(), ebytes, cudaMemcpyHostToDevice));
+        DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + e * esbytes, host_s.data(), esbytes, cudaMemcpyHostToDevice));
+      }
+      const int n_x = s.x_per_sel ? s.n_sel : 1;
+      DeviceBuffer<uint8_t> x(fill.bytes(size_t(n_x) * s.K, 0, 255, true)),
+          xs(fill.bytes(size_t(n_x) * (s.K / 128), 120, 130, false));
+      DeviceBuffer<uint16_t> y(size_t(s.n_sel) * s.N);
+      // Each launch selects 6 fresh experts (rotating through the table): DRAM reads every time.
+      const int n_rounds = n_experts / s.n_sel;
+      std::vector<int32_t> sel(size_t(n_rounds) * s.n_sel);
+      for (size_t i = 0; i < sel.size(); ++i) sel[i] = int32_t(i % n_experts);
+      DeviceBuffer<int32_t> d_sel(sel);
+      GemvMxfp4Params p;
+      p.w = w.get();
+      p.w_scale = ws.get();
+      p.x = x.get();
+      p.x_scale = xs.get();
+      p.x_per_sel = s.x_per_sel;
+      p.y = y.get();
+      p.n_sel = s.n_sel;
+      p.n_experts = n_experts;
+      p.N = s.N;
+      p.K = s.K;
+      p.out_bf16 = true;
+      const double t = timer.median(reps, iters, [&](int i) {
+        p.expert_idx = d_sel.get() + (i % n_rounds) * s.n_sel;
+        launch_gemv_mxfp4(p, nullptr);
+      });
+      const double bytes = double(s.n_sel) * double(ebytes + esbytes) + double(x.bytes() + xs.bytes() + y.bytes());
+      rows.push_back({cat("fp4  ", s.name), s.n_sel, s.N, s.K, t * 1e6, bytes / t * 1e-9});
+    }
+
+    struct Bf16Shape { const char* name; int M, N, K; };
+    const std::vector<Bf16Shape> bf16_shapes = {
+        {"router gate (Flash)", 1, 256, 4096},
+        {"compressor wkv (CSA)", 1, 1024, 4096},
+        {"head (Flash)", 1, 129280, 4096},
+    };
+    for (const auto& s : bf16_shapes) {
+      const size_t wbytes = size_t(s.N) * s.K * 2;
+      const int copies = n_copies_for(wbytes, l2);
+      DeviceBuffer<uint16_t> w(size_t(s.N) * s.K * copies);
+      const auto host_w = fill.bytes(wbytes, 0, 255, false);
+      for (int i = 0; i < copies; ++i)
+        DSV4_CUDA_CHECK(cudaMemcpy(reinterpret_cast<uint8_t*>(w.get()) + i * wbytes, host_w.data(), wbytes,
+                                   cudaMemcpyHostToDevice));
+      // BF16 activations with small exponents: random bytes in the high half avoid NaN/inf.
+      std::vector<uint16_t> hx(size_t(s.M) * s.K);
+      for (auto& v : hx) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
+      DeviceBuffer<uint16_t> x(hx);
+      DeviceBuffer<float> y(size_t(s.M) * s.N);
+      GemvBf16Params p;
+      p.x = reinterpret_cast<const __nv_bfloat16*>(x.get());
+      p.y = y.get();
+      p.M = s.M;
+      p.N = s.N;
+      p.K = s.K;
+      const double t = timer.median(reps, iters, [&](int i) {
+        p.w = reinterpret_cast<const __nv_bfloat16*>(w.get()) + size_t(i % copies) * s.N * s.K;
+        launch_gemv_bf16(p, nullptr);
+      });
+      const double bytes = double(wbytes + x.bytes() + y.bytes());
+      rows.push_back({cat("bf16 ", s.name), s.M, s.N, s.K, t * 1e6, bytes / t * 1e-9});
+    }
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+
+    std::printf("%-36s %3s %7s %6s %10s %9s %8s\n", "kernel / shape", "M", "N", "K", "time_us", "GB/s", "of_copy");
+    for (const auto& r : rows)
+      std::printf("%-36s %3d %7d %6d %10.2f %9.1f %7.1f%%\n", r.name.c_str(), r.M, r.N, r.K, r.us, r.gbps,
+                  100 * r.gbps / copy_gbps);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_gemv_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The GPU suite, in one call on the GPU host (device README: few, full calls): configure and
+# build the CUDA targets, run the CUDA op-parity tests, run them again under compute-sanitizer
+# memcheck and racecheck, and run the GEMV bandwidth benchmark. Logs go to $OUT (≤ 8 files).
+# What the tests check is tests/cuda's business; carried build dependencies are device_deps.sh's.
+#
+# Usage (repo root, GPU host):  scripts/gpu_suite.sh [OUT_DIR]      (default: $OUT, else /tmp/dsv4-gpu)
+# Device run:  run(command="scripts/gpu_suite.sh", carry=[".deb"])
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-${OUT:-/tmp/dsv4-gpu}}
+mkdir -p "$out"
+build="$repo/build-gpu"
+jobs=$(nproc 2>/dev/null || echo 16)
+summary="$out/summary.txt"
+: > "$summary"
+step() {  # step NAME LOG TIMEOUT_S CMD...: run, record rc and seconds in the summary
+  local name=$1 log=$2 limit=$3
+  shift 3
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$log" 2>&1
+  local rc=$?
+  printf '%-12s rc=%-3d %4ds  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(basename "$log")" | tee -a "$summary"
+  return $rc
+}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1
+  nvcc --version | tail -2
+  cmake --version | head -1
+  c++ --version | head -1
+  command -v compute-sanitizer || echo "compute-sanitizer: not found"
+  grep PRETTY_NAME /etc/os-release
+} > "$out/env.txt" 2>&1
+
+# Dependencies the image lacks, unpacked from the carried .deb files (never installed into /).
+if ls "$repo/.deb"/*.deb > /dev/null 2>&1; then
+  # shellcheck disable=SC1090
+  source <("$repo/scripts/device_deps.sh" unpack /tmp/dsv4-deps)
+fi
+
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA=ON)
+command -v ninja > /dev/null && cmake_args+=(-G Ninja)
+command -v nvcc > /dev/null || cmake_args+=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+step configure "$out/build.txt" 300 cmake -S "$repo" -B "$build" "${cmake_args[@]}"
+build_rc=$?
+bin="$build"
+if [ $build_rc -eq 0 ]; then
+  step build "$out/build_targets.txt" 400 cmake --build "$build" -j "$jobs" --target test_cuda bench_cuda_gemv_bench
+  build_rc=$?
+  cat "$out/build_targets.txt" >> "$out/build.txt" && rm -f "$out/build_targets.txt"
+fi
+if [ $build_rc -ne 0 ]; then
+  # A failed device build must not waste the call: binaries built on the dev machine may be
+  # carried in .prebuilt (same x86-64 ABI); say so loudly in the summary.
+  if [ -x "$repo/.prebuilt/test_cuda" ]; then
+    echo "DEVICE BUILD FAILED (see build.txt): running the carried .prebuilt binaries instead" | tee -a "$summary"
+    bin="$repo/.prebuilt"
+  else
+    echo "build failed: see build.txt" | tee -a "$summary"
+    exit 1
+  fi
+fi
+
+# Registers, stack (spills) and shared memory per kernel, appended to the build log.
+if [ "$bin" = "$build" ] && command -v cuobjdump > /dev/null; then
+  { echo "== cuobjdump --dump-resource-usage"; cuobjdump --dump-resource-usage "$build/libdsv4_cuda.a" 2>&1 |
+      grep -E "Function|REG" | paste - - | sed -E 's/[[:space:]]+/ /g'; } >> "$out/build.txt"
+fi
+
+step tests "$out/tests.txt" 300 "$bin/test_cuda" --gtest_color=no
+# memcheck: out-of-bounds / misaligned accesses and leaks in every test; racecheck: shared-memory
+# hazards (the kernels that use shared memory are rmsnorm, mhc, gemv_mxfp4 and router's none).
+step memcheck "$out/memcheck.txt" 400 \
+  compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 "$bin/test_cuda" --gtest_color=no
+step racecheck "$out/racecheck.txt" 400 \
+  compute-sanitizer --tool racecheck --error-exitcode 99 "$bin/test_cuda" --gtest_color=no \
+  --gtest_filter='*RmsNorm*:*Mhc*:*Mxfp4*'
+step bench "$out/bench.txt" 300 "$bin/bench_cuda_gemv_bench"
+
+echo >> "$summary"
+grep -E "^\[  (PASSED|FAILED) |tests? ran|^\[  FAILED" "$out/tests.txt" >> "$summary" 2>/dev/null
+grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/memcheck.txt" "$out/racecheck.txt" >> "$summary" 2>/dev/null
+cat "$out/bench.txt" >> "$summary" 2>/dev/null
+cat "$summary"

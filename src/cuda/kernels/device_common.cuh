@@ -1,0 +1,91 @@
+// Device-side helpers shared by the kernel families: warp reductions, UE8M0/E4M3/E2M1 element
+// conversions and the FP8 1×128 activation quantiser (§12). Included by kernels/*.cu only;
+// the host-side scalar ground truth for the same formats is util/float_formats.h.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "model/quant.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda {
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = kWarpSize / 2; o > 0; o /= 2) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = kWarpSize / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+
+// UE8M0 byte -> 2^(b-127) (§11.2). The biased exponent is the FP32 exponent field, so normal
+// values are one shift; b = 0 is the FP32 subnormal 2^-127 and 0xFF is NaN.
+__device__ __forceinline__ float e8m0_to_float(uint8_t b) {
+  if (b == kE8M0Nan) return __int_as_float(0x7fc00000);
+  if (b == 0) return 5.877471754111438e-39f;  // 2^-127
+  return __int_as_float(int(b) << 23);
+}
+
+// Two E4M3 bytes (low byte = first element) -> two floats, via the hardware E4M3x2 -> F16x2
+// conversion (every E4M3 value is exact in F16).
+__device__ __forceinline__ float2 e4m3x2_to_float2(uint16_t pair) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(pair), __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+
+// E2M1 nibbles as F16 bit patterns: sign -> bit 15, the 3 exponent/mantissa bits -> bits 9..11.
+// The F16 read that way is exactly value·2^-14 for every code (normal and the 0.5 subnormal), so
+// callers multiply the 2^14 back into the block scale (kE2M1AsHalfScale) instead of per element.
+constexpr float kE2M1AsHalfScale = 16384.0f;  // 2^14 = 2^(F16 bias 15 − E2M1 bias 1)
+// One byte = two E2M1 elements (low nibble = even element, §11.3) -> float2 (·2^-14).
+__device__ __forceinline__ float2 e2m1x2_to_float2_scaled(uint32_t b) {
+  const uint32_t h2 = ((b & 0x8u) << 12) | ((b & 0x7u) << 9) | ((b & 0x80u) << 24) | ((b & 0x70u) << 21);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h2));
+}
+
+// UE8M0 scale byte for a block with absolute maximum amax: 2^ceil(log2(max(amax,1e-4)/448)) (§12).
+// The FP32 exponent field of r = max(amax,floor)/448 is the UE8M0 byte of 2^floor(log2 r); a
+// non-zero mantissa rounds it up. r is always normal here (floor 1e-4/448 > 2^-126).
+__device__ __forceinline__ uint8_t act_scale_byte(float amax) {
+  const float r = fmaxf(amax, kActAmaxFloor) / kE4M3Max;
+  const uint32_t bits = __float_as_uint(r);
+  uint32_t e = (bits >> 23) & 0xffu;
+  if (bits & 0x7fffffu) ++e;
+  return uint8_t(e);
+}
+// 1 / 2^(b-127) as an exact power of two (b in the range act_scale_byte produces).
+__device__ __forceinline__ float inv_e8m0(uint8_t b) { return __int_as_float((254 - int(b)) << 23); }
+
+__device__ __forceinline__ uint8_t float_to_e4m3(float v) {
+  // Round to nearest even, saturating to ±448: the reference clamps to ±448 before its cast.
+  return uint8_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+
+// FP8 1×128 activation quantisation of one block held by one warp, 4 consecutive values per lane
+// (lane l holds elements 4l..4l+3). Writes q[4l..4l+3] and, from lane 0, the scale byte.
+__device__ __forceinline__ void warp_quantize_block128(const float (&v)[4], uint8_t* q,  // [128] e4m3
+                                                       uint8_t* scale) {                // [1] ue8m0
+  static_assert(kActBlockSize == 4 * kWarpSize, "one warp = one 1x128 activation block");
+  float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+  amax = warp_max(amax);
+  const uint8_t sb = act_scale_byte(amax);
+  const float inv = inv_e8m0(sb);
+  const int lane = threadIdx.x % kWarpSize;
+  uint32_t packed = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) packed |= uint32_t(float_to_e4m3(v[j] * inv)) << (8 * j);
+  *reinterpret_cast<uint32_t*>(q + 4 * lane) = packed;
+  if (lane == 0) *scale = sb;
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,121 @@
+// MXFP4 expert GEMV kernel and launcher; see gemv_mxfp4.cuh for the contract.
+// Block = 8 warps = 8 output rows of one selection. The selection's x is dequantised once into
+// shared memory (FP32, interleaved so that each lane's 16-byte reads are bank-conflict free);
+// each lane then streams 16-byte weight chunks = 32 E2M1 values = exactly one scale block.
+#include "cuda/kernels/gemv_mxfp4.cuh"
+
+#include <cuda_bf16.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_common.cuh"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kRowsPerBlock = kThreads / kWarpSize;
+constexpr int kChunkBytes = 16;                        // one 16-byte load
+constexpr int kChunkElems = 2 * kChunkBytes;           // = 32 E2M1 values
+static_assert(kChunkElems == kMXFP4BlockSize, "one load covers exactly one MXFP4 scale block");
+constexpr int kVec = 4;                                // floats per shared-memory float4
+constexpr int kVecsPerChunk = kChunkElems / kVec;      // 8
+constexpr int kUnroll = 2;                             // weight chunks in flight per lane
+
+__device__ __forceinline__ uint4 load_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+template <typename OutT>
+__global__ void __launch_bounds__(kThreads) gemv_mxfp4_kernel(GemvMxfp4Params p) {
+  // xs[j * n_chunks + c] = x[32c + 4j .. 32c + 4j + 3]: lane c reads float4 j at consecutive
+  // addresses across the warp (conflict-free), instead of a 128-byte stride (8-way conflicts).
+  extern __shared__ float4 xs[];
+  const int s = blockIdx.y;
+  const int n_chunks = p.K / kChunkElems;
+  const uint8_t* x = p.x + (p.x_per_sel ? int64_t(s) * p.K : 0);
+  const uint8_t* x_scale = p.x_scale + (p.x_per_sel ? int64_t(s) * (p.K / kActBlockSize) : 0);
+  for (int v = threadIdx.x; v < p.K / kVec; v += kThreads) {
+    const int c = v / kVecsPerChunk, j = v % kVecsPerChunk;
+    const float sx = e8m0_to_float(x_scale[(v * kVec) / kActBlockSize]);
+    const uint32_t q = *reinterpret_cast<const uint32_t*>(x + v * kVec);
+    const float2 a = e4m3x2_to_float2(uint16_t(q)), b = e4m3x2_to_float2(uint16_t(q >> 16));
+    xs[j * n_chunks + c] = make_float4(a.x * sx, a.y * sx, b.x * sx, b.y * sx);
+  }
+  __syncthreads();
+
+  const int lane = threadIdx.x % kWarpSize;
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarpSize;
+  if (n >= p.N) return;
+  OutT* y = static_cast<OutT*>(p.y) + int64_t(s) * p.N + n;
+  const int e = p.expert_idx[s];
+  if (e < 0 || e >= p.n_experts) {
+    if (lane == 0) {
+      const float v = e < 0 ? 0.0f : __int_as_float(0x7fc00000);
+      if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(v); else *y = v;
+    }
+    return;
+  }
+  const int64_t row = int64_t(e) * p.N + n;
+  const uint8_t* w_row = p.w + row * (p.K / 2);
+  const uint8_t* ws_row = p.w_scale + row * n_chunks;
+
+  float acc = 0.0f;
+  for (int c0 = lane; c0 < n_chunks; c0 += kWarpSize * kUnroll) {
+    uint4 wv[kUnroll];
+    uint8_t sb[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int c = c0 + u * kWarpSize;
+      if (c < n_chunks) {
+        wv[u] = load_stream(w_row + int64_t(c) * kChunkBytes);
+        sb[u] = ws_row[c];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int c = c0 + u * kWarpSize;
+      if (c >= n_chunks) break;
+      const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+      float dot = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {  // word i = elements 8i..8i+7 = float4s 2i, 2i+1
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float4 xv = xs[(2 * i + h) * n_chunks + c];
+          const float2 w01 = e2m1x2_to_float2_scaled(words[i] >> (16 * h));
+          const float2 w23 = e2m1x2_to_float2_scaled(words[i] >> (16 * h + 8));
+          dot = fmaf(w01.x, xv.x, dot);
+          dot = fmaf(w01.y, xv.y, dot);
+          dot = fmaf(w23.x, xv.z, dot);
+          dot = fmaf(w23.y, xv.w, dot);
+        }
+      }
+      acc = fmaf(dot, e8m0_to_float(sb[u]) * kE2M1AsHalfScale, acc);
+    }
+  }
+  acc = warp_sum(acc);
+  if (lane == 0) {
+    if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(acc); else *y = acc;
+  }
+}
+
+}  // namespace
+
+void launch_gemv_mxfp4(const GemvMxfp4Params& p, cudaStream_t stream) {
+  DSV4_CHECK(p.w && p.w_scale && p.expert_idx && p.x && p.x_scale && p.y);
+  DSV4_CHECK_MSG(p.n_sel >= 1 && p.n_experts >= 1 && p.N >= 1, "n_sel=", p.n_sel, " N=", p.N);
+  DSV4_CHECK_MSG(p.K % kActBlockSize == 0 && p.K > 0 && p.K <= kMxfp4MaxK, "K=", p.K);
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 4 == 0);
+  const dim3 grid((p.N + kRowsPerBlock - 1) / kRowsPerBlock, p.n_sel);
+  const size_t smem = size_t(p.K) * sizeof(float);  // ≤ 32 KiB: under the 48 KiB default
+  if (p.out_bf16)
+    gemv_mxfp4_kernel<__nv_bfloat16><<<grid, kThreads, smem, stream>>>(p);
+  else
+    gemv_mxfp4_kernel<float><<<grid, kThreads, smem, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,27 @@
+// RMSNorm over the rows of a BF16 matrix, optionally fused with the FP8 1×128 activation
+// quantisation that feeds the next FP8/FP4 GEMV (§12). The GEMVs themselves are gemv_*.cuh.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dsv4::cuda {
+
+// y = bf16(x / sqrt(mean(x²) + eps) · w) per row, FP32 math (architecture.md header: "All norms
+// compute in FP32"). With q set, also q/q_scale = the FP8 1×128 quantisation of the BF16 y.
+struct RmsNormParams {
+  const __nv_bfloat16* x = nullptr;       // [n_rows, dim] bf16
+  const __nv_bfloat16* weight = nullptr;  // [dim] bf16, or nullptr: unweighted (§4.1 per-head q norm)
+  __nv_bfloat16* y = nullptr;             // [n_rows, dim] bf16; may alias x
+  uint8_t* q = nullptr;                   // [n_rows, dim] e4m3, or nullptr (no quantisation)
+  uint8_t* q_scale = nullptr;             // [n_rows, dim/128] ue8m0, with q
+  int n_rows = 0, dim = 0;
+  float eps = 1e-6f;                      // rms_norm_eps
+};
+
+// dim >= 1 (any size); with q, dim % 128 == 0.
+void launch_rmsnorm(const RmsNormParams& p, cudaStream_t stream);
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,56 @@
+// Clamped SwiGLU kernel and launcher; see swiglu.cuh for the contract.
+// One warp per 128-wide chunk of a row (= one activation quantisation block).
+#include "cuda/kernels/swiglu.cuh"
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_common.cuh"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kChunk = 4 * kWarpSize;
+
+template <bool kQuant>
+__global__ void __launch_bounds__(kThreads) swiglu_kernel(SwigluParams p) {
+  const int row = blockIdx.y;
+  const int chunk = blockIdx.x * (kThreads / kWarpSize) + threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  if (chunk * kChunk >= p.I) return;  // whole warp
+  const float wr = p.row_weight ? p.row_weight[row] : 1.0f;
+  const int64_t off = int64_t(row) * p.I;
+  float v[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int i = chunk * kChunk + 4 * lane + j;
+    v[j] = 0.0f;
+    if (i < p.I) {
+      const float g = fminf(__bfloat162float(p.gate[off + i]), p.limit);
+      const float u = fminf(fmaxf(__bfloat162float(p.up[off + i]), -p.limit), p.limit);
+      float h = g / (1.0f + expf(-g)) * u;  // silu(g)·u
+      if (p.row_weight) h = wr * h;         // §8.2: weight before w2
+      const __nv_bfloat16 b = __float2bfloat16_rn(h);
+      p.h[off + i] = b;
+      v[j] = __bfloat162float(b);
+    }
+  }
+  if constexpr (kQuant)
+    warp_quantize_block128(v, p.q + off + chunk * kChunk, p.q_scale + int64_t(row) * (p.I / kChunk) + chunk);
+}
+
+}  // namespace
+
+void launch_swiglu(const SwigluParams& p, cudaStream_t stream) {
+  DSV4_CHECK(p.gate && p.up && p.h && p.n_rows >= 0 && p.I >= 1);
+  DSV4_CHECK_MSG(!p.q || (p.q_scale && p.I % kChunk == 0), "FP8 quantisation needs I % 128 == 0, I=", p.I);
+  if (p.n_rows == 0) return;
+  const int n_chunks = (p.I + kChunk - 1) / kChunk;
+  const dim3 grid((n_chunks + kThreads / kWarpSize - 1) / (kThreads / kWarpSize), p.n_rows);
+  if (p.q)
+    swiglu_kernel<true><<<grid, kThreads, 0, stream>>>(p);
+  else
+    swiglu_kernel<false><<<grid, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsv4::cuda

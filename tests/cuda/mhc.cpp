@@ -1,0 +1,209 @@
+// Parity of kernels/mhc.cu against a double-precision HC_pre / HC_post written from §3.1–§3.2
+// (including the Cᵀ·X orientation of HC_post).
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/kernels/mhc.cuh"
+#include "op_parity.h"
+
+namespace dsv4::cuda::test {
+namespace {
+
+constexpr int kN = kHcStreams;
+constexpr int kIters = 20;       // hc_sinkhorn_iters
+constexpr double kEps = 1e-6;    // hc_eps = rms_norm_eps
+
+struct HcRef {
+  double pre[kN], post[kN], comb[kN][kN];
+  double dm_max = 0;  // bound on |m_kernel − m| from FP32 summation (see budget below)
+};
+
+double sigmoid(double z) { return 1 / (1 + std::exp(-z)); }
+
+// §3.1 in double for one token; dm_bound[i] is the FP32 error bound of mix i.
+HcRef hc_pre_ref(const float* x, const std::vector<float>& fn, const std::vector<float>& base,
+                 const std::vector<float>& scale, int D, int n_splits) {
+  const int nD = kN * D;
+  double ss = 0;
+  for (int k = 0; k < nD; ++k) ss += double(x[k]) * x[k];
+  const double r = 1 / std::sqrt(ss / nD + kEps);
+  double m[kHcMix], dm[kHcMix];
+  for (int i = 0; i < kHcMix; ++i) {
+    double s = 0, sa = 0;
+    for (int k = 0; k < nD; ++k) {
+      s += double(fn[size_t(i) * nD + k]) * x[k];
+      sa += std::fabs(double(fn[size_t(i) * nD + k]) * x[k]);
+    }
+    m[i] = s * r;
+    // FP32: each dot passes through ≤ 4 + 5 + 2 + n_splits adds, Σv² likewise (→ r within half
+    // that relative), rsqrtf ≤ 2 ulp, one product: |Δm| ≤ (n_splits + 16)·u·Σ|fn·v|·r + 4u|m|.
+    dm[i] = (n_splits + 16) * kF32Unit * sa * r + 4 * kF32Unit * std::fabs(m[i]);
+  }
+  HcRef o;
+  for (int j = 0; j < kN; ++j) {
+    o.pre[j] = sigmoid(scale[0] * m[j] + base[size_t(j)]) + kEps;
+    o.post[j] = 2 * sigmoid(scale[1] * m[kN + j] + base[size_t(kN + j)]);
+  }
+  double c[kN][kN];
+  for (int a = 0; a < kN; ++a) {
+    double mx = -INFINITY, sum = 0;
+    for (int b = 0; b < kN; ++b) {
+      c[a][b] = scale[2] * m[2 * kN + a * kN + b] + base[size_t(2 * kN + a * kN + b)];
+      mx = std::max(mx, c[a][b]);
+    }
+    for (int b = 0; b < kN; ++b) sum += c[a][b] = std::exp(c[a][b] - mx);
+    for (int b = 0; b < kN; ++b) c[a][b] = c[a][b] / sum + kEps;
+  }
+  auto cols = [&] {
+    for (int b = 0; b < kN; ++b) {
+      double s = 0;
+      for (int a = 0; a < kN; ++a) s += c[a][b];
+      for (int a = 0; a < kN; ++a) c[a][b] /= s + kEps;
+    }
+  };
+  cols();
+  for (int it = 1; it < kIters; ++it) {
+    for (int a = 0; a < kN; ++a) {
+      double s = 0;
+      for (int b = 0; b < kN; ++b) s += c[a][b];
+      for (int b = 0; b < kN; ++b) c[a][b] /= s + kEps;
+    }
+    cols();
+  }
+  for (int a = 0; a < kN; ++a)
+    for (int b = 0; b < kN; ++b) o.comb[a][b] = c[a][b];
+  o.dm_max = *std::max_element(dm, dm + kHcMix);
+  return o;
+}
+
+struct MhcCase {
+  int tokens, D;
+};
+
+class MhcTest : public CudaOpTest, public ::testing::WithParamInterface<MhcCase> {};
+
+TEST_P(MhcTest, PreMatchesReference) {
+  const auto c = GetParam();
+  const int nD = kN * c.D, n_splits = nD / kMhcSplit;
+  const auto x = to_bf16(normals(size_t(c.tokens) * nD, 1.5f));
+  // fn scaled so that the mixes m are O(1) like a trained model's; scales/bases of either sign.
+  const auto fn = normals(size_t(kHcMix) * nD, 1.0f / std::sqrt(float(nD)));
+  const auto base = normals(kHcMix, 0.5f);
+  const std::vector<float> scale = {uniform(0.5f, 2.0f), uniform(0.5f, 2.0f), uniform(0.5f, 4.0f)};
+  DeviceBuffer<uint16_t> d_x(x), d_u(size_t(c.tokens) * c.D);
+  DeviceBuffer<float> d_fn(fn), d_base(base), d_scale(scale), d_part(mhc_pre_partial_floats(c.tokens, c.D)),
+      d_post(size_t(c.tokens) * kN), d_comb(size_t(c.tokens) * kN * kN);
+  d_u.fill_bytes(kPoisonByte);
+  d_post.fill_bytes(kPoisonByte);
+  d_comb.fill_bytes(kPoisonByte);
+  MhcPreParams p;
+  p.x = bf16_ptr(d_x);
+  p.fn = d_fn.get();
+  p.base = d_base.get();
+  p.scale = d_scale.get();
+  p.partial = d_part.get();
+  p.u = bf16_ptr(d_u);
+  p.post = d_post.get();
+  p.comb = d_comb.get();
+  p.n_tokens = c.tokens;
+  p.D = c.D;
+  p.sinkhorn_iters = kIters;
+  p.hc_eps = float(kEps);
+  p.rms_eps = float(kEps);
+  launch_mhc_pre(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto u = from_bf16(d_u.download());
+  const auto post = d_post.download(), comb = d_comb.download();
+
+  const auto xf = from_bf16(x);
+  std::vector<double> post_ref, post_b, comb_ref, comb_b, u_ref, u_b;
+  for (int t = 0; t < c.tokens; ++t) {
+    const HcRef r = hc_pre_ref(xf.data() + size_t(t) * nD, fn, base, scale, c.D, n_splits);
+    // Budgets from |Δm| ≤ dm: sigmoid' ≤ 1/4 → |Δpre| ≤ scale0·dm/4, |Δpost| ≤ scale1·dm/2 (+ a
+    // few u for expf and the division). Sinkhorn: diagonal scalings do not increase Hilbert's
+    // projective distance, so C stays within a factor e^(±2·scale2·dm) of exact; 39 FP32
+    // normalisations add ≤ 6u each: |ΔC| ≤ C·(4·scale2·dm + 256u).
+    const double dpre = scale[0] * r.dm_max / 4 + 8 * kF32Unit;
+    for (int j = 0; j < kN; ++j) {
+      post_ref.push_back(r.post[j]);
+      post_b.push_back(scale[1] * r.dm_max / 2 + 8 * kF32Unit);
+    }
+    for (int a = 0; a < kN; ++a)
+      for (int b = 0; b < kN; ++b) {
+        comb_ref.push_back(r.comb[a][b]);
+        comb_b.push_back(r.comb[a][b] * (4 * scale[2] * r.dm_max + 256 * kF32Unit) + 1e-12);
+      }
+    for (int d = 0; d < c.D; ++d) {
+      double s = 0, sa = 0, sx = 0;
+      for (int j = 0; j < kN; ++j) {
+        const double xv = xf[size_t(t) * nD + size_t(j) * c.D + d];
+        s += r.pre[j] * xv;
+        sa += std::fabs(r.pre[j] * xv);
+        sx += std::fabs(xv);
+      }
+      u_ref.push_back(s);
+      const double fp32 = dpre * sx + 4 * kF32Unit * sa;
+      u_b.push_back(kBf16HalfUlp * (std::fabs(s) + fp32) + fp32 + 1e-30);
+    }
+  }
+  expect_parity(cat("mhc_pre post T=", c.tokens, " D=", c.D), post, post_ref, post_b);
+  expect_parity(cat("mhc_pre comb T=", c.tokens, " D=", c.D), comb, comb_ref, comb_b);
+  expect_parity(cat("mhc_pre u T=", c.tokens, " D=", c.D), u, u_ref, u_b);
+}
+
+TEST_P(MhcTest, PostMatchesReference) {
+  const auto c = GetParam();
+  const int nD = kN * c.D;
+  const auto x = to_bf16(normals(size_t(c.tokens) * nD, 1.0f)), f = to_bf16(normals(size_t(c.tokens) * c.D, 2.0f));
+  std::vector<float> post(size_t(c.tokens) * kN), comb(size_t(c.tokens) * kN * kN);
+  for (auto& v : post) v = uniform(0.0f, 2.0f);
+  for (auto& v : comb) v = uniform(0.0f, 1.0f);  // deliberately not symmetric: orientation matters
+  DeviceBuffer<uint16_t> d_x(x), d_f(f), d_out(x.size());
+  DeviceBuffer<float> d_post(post), d_comb(comb);
+  d_out.fill_bytes(kPoisonByte);
+  MhcPostParams p;
+  p.f = bf16_ptr(d_f);
+  p.x = bf16_ptr(d_x);
+  p.post = d_post.get();
+  p.comb = d_comb.get();
+  p.out = bf16_ptr(d_out);
+  p.n_tokens = c.tokens;
+  p.D = c.D;
+  launch_mhc_post(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto out = from_bf16(d_out.download());
+  const auto xf = from_bf16(x), ff = from_bf16(f);
+  // X'_b = post_b·f + Σ_a C[a][b]·X_a (§3.2). Budget: 5 FP32 FMAs ≤ 6u of Σ|terms|, then BF16.
+  std::vector<double> ref(out.size()), budget(out.size());
+  for (int t = 0; t < c.tokens; ++t)
+    for (int b = 0; b < kN; ++b)
+      for (int d = 0; d < c.D; ++d) {
+        double s = double(post[size_t(t) * kN + b]) * ff[size_t(t) * c.D + d];
+        double sa = std::fabs(s);
+        for (int a = 0; a < kN; ++a) {
+          const double term = double(comb[(size_t(t) * kN + a) * kN + b]) * xf[size_t(t) * nD + size_t(a) * c.D + d];
+          s += term;
+          sa += std::fabs(term);
+        }
+        const size_t o = size_t(t) * nD + size_t(b) * c.D + d;
+        ref[o] = s;
+        budget[o] = kBf16HalfUlp * (std::fabs(s) + 6 * kF32Unit * sa) + 6 * kF32Unit * sa + 1e-30;
+      }
+  expect_parity(cat("mhc_post T=", c.tokens, " D=", c.D), out, ref, budget);
+
+  // In place (out aliases x) gives the same bytes.
+  p.out = bf16_ptr(d_x);
+  launch_mhc_post(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto a = d_x.download(), b = d_out.download();
+  EXPECT_TRUE(a == b) << "in-place HC_post differs from out-of-place";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, MhcTest,
+                         ::testing::Values(MhcCase{1, 4096},   // Flash decode
+                                           MhcCase{3, 7168},   // Pro
+                                           MhcCase{7, 256},    // tiny config (§15.1)
+                                           MhcCase{2, 64}));   // one split
+
+}  // namespace
+}  // namespace dsv4::cuda::test

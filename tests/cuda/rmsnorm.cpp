@@ -1,0 +1,109 @@
+// Parity of kernels/rmsnorm.cu against a double-precision RMSNorm and, for the fused FP8 1×128
+// quantisation, bitwise against the scalar quantiser of util/float_formats.h (§12).
+#include <cmath>
+
+#include "cuda/kernels/rmsnorm.cuh"
+#include "model/quant.h"
+#include "op_parity.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda::test {
+namespace {
+
+struct RmsNormCase {
+  int rows, dim;
+  bool weighted, quant;
+};
+
+class RmsNormTest : public CudaOpTest, public ::testing::WithParamInterface<RmsNormCase> {};
+
+TEST_P(RmsNormTest, MatchesReference) {
+  const auto c = GetParam();
+  const float eps = 1e-6f;
+  // Rows with very different scales: the norm must not depend on magnitude.
+  std::vector<float> x(size_t(c.rows) * c.dim);
+  for (int r = 0; r < c.rows; ++r) {
+    const float mag = std::ldexp(1.0f, uniform_int(-6, 6));
+    for (int i = 0; i < c.dim; ++i) x[size_t(r) * c.dim + i] = normal(mag);
+  }
+  const auto x_bf = to_bf16(x);
+  const auto w_bf = to_bf16(normals(size_t(c.dim), 0.5f));
+  DeviceBuffer<uint16_t> d_x(x_bf), d_w(w_bf), d_y(x_bf.size());
+  DeviceBuffer<uint8_t> d_q(c.quant ? x_bf.size() : 0), d_s(c.quant ? x_bf.size() / kActBlockSize : 0);
+  d_y.fill_bytes(kPoisonByte);
+  d_q.fill_bytes(kPoisonByte);
+  d_s.fill_bytes(kPoisonByte);
+
+  RmsNormParams p;
+  p.x = bf16_ptr(d_x);
+  p.weight = c.weighted ? bf16_ptr(d_w) : nullptr;
+  p.y = bf16_ptr(d_y);
+  p.q = c.quant ? d_q.get() : nullptr;
+  p.q_scale = c.quant ? d_s.get() : nullptr;
+  p.n_rows = c.rows;
+  p.dim = c.dim;
+  p.eps = eps;
+  launch_rmsnorm(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto y = from_bf16(d_y.download());
+
+  // Budget: FP32 Σx² over ≤ dim/256 + 8 + 5 sequential adds (thread, warp tree, 8 warps), rsqrtf
+  // ≤ 2 ulp, two products: relative δ ≤ (depth/2 + 6)·u before the final BF16 rounding (half ulp).
+  const double depth = c.dim / 256.0 + 13;
+  const double delta = (depth / 2 + 6) * kF32Unit;
+  std::vector<double> ref(y.size()), budget(y.size());
+  const auto xf = from_bf16(x_bf);
+  const auto wf = from_bf16(w_bf);
+  for (int r = 0; r < c.rows; ++r) {
+    double ss = 0;
+    for (int i = 0; i < c.dim; ++i) ss += double(xf[size_t(r) * c.dim + i]) * xf[size_t(r) * c.dim + i];
+    const double inv = 1.0 / std::sqrt(ss / c.dim + eps);
+    for (int i = 0; i < c.dim; ++i) {
+      const size_t k = size_t(r) * c.dim + i;
+      ref[k] = xf[k] * inv * (c.weighted ? wf[size_t(i)] : 1.0);
+      budget[k] = std::fabs(ref[k]) * (kBf16HalfUlp * (1 + delta) + delta) + 1e-30;
+    }
+  }
+  expect_parity(cat("rmsnorm y rows=", c.rows, " dim=", c.dim, c.weighted ? " w" : " no-w"), y, ref, budget);
+
+  if (c.quant) {
+    // The quantiser must see exactly the BF16 y it wrote: derive the expected bytes from it.
+    const int nb = c.dim / int(kActBlockSize);
+    std::vector<uint8_t> q_ref(y.size()), s_ref(size_t(c.rows) * nb);
+    for (int r = 0; r < c.rows; ++r)
+      for (int b = 0; b < nb; ++b) {
+        const float* blk = y.data() + size_t(r) * c.dim + size_t(b) * kActBlockSize;
+        float amax = 0;
+        for (int i = 0; i < kActBlockSize; ++i) amax = std::max(amax, std::fabs(blk[i]));
+        const uint8_t sb = ue8m0_scale_for(amax, kE4M3Max, kActAmaxFloor);
+        s_ref[size_t(r) * nb + b] = sb;
+        const float s = e8m0_to_f32(sb);
+        for (int i = 0; i < kActBlockSize; ++i)
+          q_ref[size_t(r) * c.dim + size_t(b) * kActBlockSize + i] = f32_to_e4m3(blk[i] / s);
+      }
+    expect_bytes_equal(cat("rmsnorm q_scale rows=", c.rows, " dim=", c.dim), d_s.download(), s_ref);
+    expect_bytes_equal(cat("rmsnorm q rows=", c.rows, " dim=", c.dim), d_q.download(), q_ref);
+    // And the dequantised values are the quant module's fake-quant of y (§12, 1×128 blocks).
+    std::vector<float> rt = y;
+    fp8_roundtrip_blocks(rt.data(), int64_t(rt.size()), kActBlockSize);
+    const auto q = d_q.download(), s = d_s.download();
+    int64_t n_diff = 0;
+    for (size_t k = 0; k < rt.size(); ++k)
+      n_diff += e4m3_to_f32(q[k]) * e8m0_to_f32(s[k / kActBlockSize]) != rt[k];
+    EXPECT_EQ(n_diff, 0) << "dequantised q differs from fp8_roundtrip_blocks";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormTest,
+                         ::testing::Values(RmsNormCase{1, 4096, true, true},     // Flash attn/ffn norm, decode
+                                           RmsNormCase{3, 1024, true, true},     // q_norm (Q = 1024)
+                                           RmsNormCase{5, 7168, true, true},     // Pro hidden
+                                           RmsNormCase{2, 128, true, true},      // one block
+                                           RmsNormCase{17, 384, false, true},    // odd rows, unweighted
+                                           RmsNormCase{192, 512, false, false},  // 3 tokens × 64 heads q_b_norm
+                                           RmsNormCase{7, 129, true, false},     // odd width
+                                           RmsNormCase{1, 1, true, false},       // degenerate
+                                           RmsNormCase{4, 4095, true, false}));  // tail chunk
+
+}  // namespace
+}  // namespace dsv4::cuda::test
