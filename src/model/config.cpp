@@ -490,7 +490,11 @@ ModelConfig ModelConfig::load(const std::filesystem::path& model_dir) {
   try {
     return from_json(text);
   } catch (const Error& e) {
-    fail(path.string(), ": ", e.what());
+    // from_json names "config.json"; name the actual path instead.
+    std::string msg = e.what();
+    const std::string prefix = "config.json: ";
+    if (msg.rfind(prefix, 0) == 0) msg = msg.substr(prefix.size());
+    fail(path.string(), ": ", msg);
   }
 }
 

@@ -1,0 +1,278 @@
+// `dsv4 inspect` end to end on full-size sparse skeletons (Flash and Pro, §11.1): the summary
+// numbers, a passing verification, and one precise error per checkpoint mutation.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct RunResult {
+  int rc = -1;
+  std::string out;
+};
+
+RunResult run(const std::string& args) {
+  const std::string cmd = std::string(DSV4_BINARY) + " " + args + " 2>&1";
+  RunResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+fs::path fresh_dir(const char* tag) {
+  std::random_device rd;
+  const fs::path p = fs::temp_directory_path() / (std::string("dsv4-inspect-") + tag + "-" + std::to_string(rd()));
+  fs::remove_all(p);
+  return p;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const fs::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << s;
+}
+
+// A shard's header, editable; rewriting keeps the data section (sparse) and its length.
+struct Shard {
+  fs::path path;
+  json header;
+  uint64_t data_bytes = 0;
+  std::string original;  // the first 8 + N bytes as they were
+
+  explicit Shard(fs::path p) : path(std::move(p)) {
+    std::ifstream f(path, std::ios::binary);
+    uint8_t len[8];
+    f.read(reinterpret_cast<char*>(len), 8);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+    std::string text(n, '\0');
+    f.read(text.data(), std::streamsize(n));
+    header = json::parse(text);
+    data_bytes = fs::file_size(path) - 8 - n;
+    original = std::string(reinterpret_cast<char*>(len), 8) + text;
+  }
+  void write(const json& h) const { write_raw(h.dump()); }
+  void restore() const { write_raw(original.substr(8)); }
+
+ private:
+  void write_raw(const std::string& text) const {
+    {
+      std::ofstream f(path, std::ios::binary | std::ios::trunc);
+      uint8_t len[8];
+      for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(text.size()) >> (8 * i));
+      f.write(reinterpret_cast<char*>(len), 8);
+      f << text;
+    }
+    fs::resize_file(path, 8 + text.size() + data_bytes);  // sparse extension
+  }
+};
+
+class InspectFlash : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fresh_dir("flash"));
+    const RunResult r = run("make-skeleton " + dir_->string() + " --family flash");
+    ASSERT_EQ(r.rc, 0) << r.out;
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  static fs::path shard_of(const std::string& tensor) {
+    const json idx = json::parse(read_file(*dir_ / "model.safetensors.index.json"));
+    return *dir_ / idx["weight_map"][tensor].get<std::string>();
+  }
+  // Runs inspect, expects failure, returns the output.
+  static std::string failing_inspect() {
+    const RunResult r = run("inspect " + dir_->string());
+    EXPECT_NE(r.rc, 0) << r.out;
+    return r.out;
+  }
+  static fs::path* dir_;
+};
+fs::path* InspectFlash::dir_ = nullptr;
+
+TEST_F(InspectFlash, SummaryAndVerifyPass) {
+  const RunResult r = run("inspect " + dir_->string() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["family"], "Flash");
+  EXPECT_EQ(j["tensors"], 69187);  // §11.1: the release has 69,187 tensors
+  EXPECT_EQ(j["shards"], 46);
+  // Model card: 284 B total, 13 B active (§11.1 parameter sanity check).
+  EXPECT_NEAR(j["parameters"]["total"].get<double>() / 1e9, 284.0, 1.0);
+  EXPECT_NEAR(j["parameters"]["active"].get<double>() / 1e9, 13.0, 0.5);
+  EXPECT_NEAR(j["parameters"]["mtp"].get<double>() / 1e9, 6.6, 0.1);
+  EXPECT_EQ(j["layers"]["sliding"], 2);
+  EXPECT_EQ(j["layers"]["csa"], 21);
+  EXPECT_EQ(j["layers"]["hca"], 20);
+  EXPECT_EQ(j["layers"]["hash"], 3);
+  // §13 table: 6,880 / 3,514 B per token.
+  EXPECT_NEAR(j["kv_cache"]["per_token_bf16"].get<double>(), 6880.0, 0.5);
+  EXPECT_NEAR(j["kv_cache"]["per_token_fp8_mxfp4"].get<double>(), 3514.0, 0.5);
+  EXPECT_EQ(j["gpu_plan"]["rows"].size(), 4u);
+  EXPECT_EQ(j["ok"], true);
+
+  const RunResult t = run("inspect " + dir_->string() + " --scan-scales --scan-bytes 1000000 --context 4096 --gpu-gib 141");
+  ASSERT_EQ(t.rc, 0) << t.out;
+  EXPECT_NE(t.out.find("DeepSeek-V4-Flash"), std::string::npos);
+  EXPECT_NE(t.out.find("1000000 of"), std::string::npos) << t.out;  // the scan stayed in budget
+  EXPECT_NE(t.out.find("verify:      OK"), std::string::npos);
+}
+
+TEST_F(InspectFlash, WrongShape) {
+  const std::string name = "layers.5.attn.wq_a.weight";  // [1024, 4096] → same bytes, transposed
+  const Shard s(shard_of(name));
+  json h = s.header;
+  h[name]["shape"] = {4096, 1024};
+  s.write(h);
+  const std::string out = failing_inspect();
+  s.restore();
+  EXPECT_NE(out.find("tensor layers.5.attn.wq_a.weight in " + s.path.filename().string() +
+                     ": shape [4096, 1024], expected [1024, 4096]"), std::string::npos) << out;
+}
+
+TEST_F(InspectFlash, TruncatedShard) {
+  const fs::path p = shard_of("layers.20.ffn.experts.100.w2.weight");
+  const uint64_t size = fs::file_size(p);
+  fs::resize_file(p, size - 4096);
+  const std::string out = failing_inspect();
+  fs::resize_file(p, size);
+  EXPECT_NE(out.find(p.filename().string() + ": tensor '"), std::string::npos) << out;
+  EXPECT_NE(out.find("run past the end of the data section"), std::string::npos) << out;
+}
+
+TEST_F(InspectFlash, OverlappingOffsets) {
+  const std::string a = "layers.9.attn_norm.weight", b = "layers.9.ffn_norm.weight";  // both BF16 [4096]
+  ASSERT_EQ(shard_of(a), shard_of(b));
+  const Shard s(shard_of(a));
+  json h = s.header;
+  h[b]["data_offsets"] = h[a]["data_offsets"];
+  s.write(h);
+  const std::string out = failing_inspect();
+  s.restore();
+  EXPECT_NE(out.find("overlap tensor"), std::string::npos) << out;
+  EXPECT_NE(out.find(a), std::string::npos) << out;
+  EXPECT_NE(out.find(b), std::string::npos) << out;
+}
+
+TEST_F(InspectFlash, MissingTensor) {
+  const std::string name = "layers.7.ffn.experts.3.w2.scale";
+  const Shard s(shard_of(name));
+  const fs::path index = *dir_ / "model.safetensors.index.json";
+  const std::string index_text = read_file(index);
+  json h = s.header;
+  h.erase(name);
+  s.write(h);
+  json idx = json::parse(index_text);
+  idx["weight_map"].erase(name);
+  write_file(index, idx.dump());
+  const std::string out = failing_inspect();
+  s.restore();
+  write_file(index, index_text);
+  EXPECT_NE(out.find("missing tensor layers.7.ffn.experts.3.w2.scale (F8_E8M0|U8 [4096, 64])"), std::string::npos) << out;
+  EXPECT_NE(out.find("verify:      1 problem"), std::string::npos) << out;
+}
+
+TEST_F(InspectFlash, UnknownDtype) {
+  const std::string name = "layers.11.attn.attn_sink";
+  const Shard s(shard_of(name));
+  json h = s.header;
+  h[name]["dtype"] = "F9";
+  s.write(h);
+  const std::string out = failing_inspect();
+  s.restore();
+  EXPECT_NE(out.find(s.path.filename().string() + ": tensor 'layers.11.attn.attn_sink': unknown dtype 'F9'"),
+            std::string::npos) << out;
+}
+
+TEST_F(InspectFlash, IndexPointsAtMissingShard) {
+  const fs::path index = *dir_ / "model.safetensors.index.json";
+  const std::string text = read_file(index);
+  json idx = json::parse(text);
+  idx["weight_map"]["head.weight"] = "model-00047-of-00046.safetensors";
+  write_file(index, idx.dump());
+  const std::string out = failing_inspect();
+  write_file(index, text);
+  EXPECT_NE(out.find("weight_map['head.weight'] points at missing shard 'model-00047-of-00046.safetensors'"),
+            std::string::npos) << out;
+}
+
+TEST(InspectPro, SummaryAndVerifyPass) {
+  const fs::path dir = fresh_dir("pro");
+  const RunResult m = run("make-skeleton " + dir.string() + " --family pro");
+  ASSERT_EQ(m.rc, 0) << m.out;
+  const RunResult r = run("inspect " + dir.string() + " --json");
+  fs::remove_all(dir);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["family"], "Pro");
+  // Model card: 1.6 T total (1.57 T main + 25.8 B MTP), 49 B active.
+  EXPECT_NEAR(j["parameters"]["total"].get<double>() / 1e12, 1.57, 0.01);
+  EXPECT_NEAR((j["parameters"]["total"].get<double>() + j["parameters"]["mtp"].get<double>()) / 1e12, 1.6, 0.01);
+  EXPECT_NEAR(j["parameters"]["active"].get<double>() / 1e9, 49.0, 0.5);
+  EXPECT_EQ(j["layers"]["sliding"], 0);
+  EXPECT_EQ(j["layers"]["csa"], 30);
+  EXPECT_EQ(j["layers"]["hca"], 31);
+  EXPECT_NEAR(j["kv_cache"]["per_token_bf16"].get<double>(), 9848.0, 0.5);  // §13
+}
+
+TEST(InspectErrors, BadInputExitsNonZeroWithMessage) {
+  const fs::path dir = fresh_dir("bad");
+  fs::create_directories(dir);
+  RunResult r = run("inspect " + dir.string());
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("config.json: cannot open"), std::string::npos) << r.out;
+  // A released config with one bad field: the message names the field and the value.
+  RunResult m = run("make-skeleton " + dir.string() + " --family tiny");
+  ASSERT_EQ(m.rc, 0) << m.out;
+  json cfg = json::parse(read_file(dir / "config.json"));
+  cfg["hidden_size"] = -1;
+  write_file(dir / "config.json", cfg.dump());
+  r = run("inspect " + dir.string());
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("config.json: field 'hidden_size' = -1"), std::string::npos) << r.out;
+  r = run("inspect " + dir.string() + " --context 0");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("--context"), std::string::npos) << r.out;
+  fs::remove_all(dir);
+  // HF layout (§11.4) of the BF16 tiny model verifies through the name map, fused experts split.
+  cfg["hidden_size"] = 256;
+  cfg.erase("quantization_config");
+  cfg.erase("expert_dtype");
+  fs::create_directories(dir);
+  write_file(dir / "bf16.json", cfg.dump());
+  m = run("make-skeleton " + (dir / "hf").string() + " --config " + (dir / "bf16.json").string() + " --hf");
+  ASSERT_EQ(m.rc, 0) << m.out;
+  r = run("inspect " + (dir / "hf").string());
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("(HF names)"), std::string::npos) << r.out;
+  r = run("inspect");
+  EXPECT_EQ(r.rc, 2);
+  fs::remove_all(dir);
+}
+
+}  // namespace
