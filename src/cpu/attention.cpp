@@ -27,9 +27,9 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
 
   // §4.1 query path: qr = RMSNorm_q_norm(x·wq_aᵀ); q = per-head RMSNorm(qr·wq_bᵀ); RoPE at t.
   std::vector<float> qr(size_t(T * Q)), q(size_t(T * H * d));
-  linear(ctx, x, T, w.wq_a, qr.data());
+  linear(ctx, x, T, w.wq_a, qr.data(), ActQuant::kFp8);
   rms_norm_rows(qr.data(), T, Q, &w.q_norm, eps);
-  linear(ctx, qr.data(), T, w.wq_b, q.data());
+  linear(ctx, qr.data(), T, w.wq_b, q.data(), ActQuant::kFp8);
   rms_norm_rows(q.data(), T * H, d, nullptr, eps);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h) apply_rope(rope, q.data() + (t * H + h) * d, d, pos0 + t);
@@ -37,7 +37,7 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
 
   // §4.2 K=V path: kv = RMSNorm_kv_norm(x·wkvᵀ); RoPE at t; official: FP8 NoPE round-trip.
   std::vector<float> kv(size_t(T * d));
-  linear(ctx, x, T, w.wkv, kv.data());
+  linear(ctx, x, T, w.wkv, kv.data(), ActQuant::kFp8);
   rms_norm_rows(kv.data(), T, d, &w.kv_norm, eps);
   for (int64_t t = 0; t < T; ++t) {
     apply_rope(rope, kv.data() + t * d, d, pos0 + t);
@@ -125,11 +125,11 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
     for (int64_t t = 0; t < T; ++t)
       std::copy(o.data() + (t * H + g * HG) * d, o.data() + (t * H + (g + 1) * HG) * d,
                 og.data() + t * HG * d);
-    linear_rows(ctx, og.data(), T, w.wo_a, g * R, R, zg.data(), ActQuant::kNever);
+    linear_rows(ctx, og.data(), T, w.wo_a, g * R, R, zg.data(), ActQuant::kNone);  // §12: BF16 einsum in the reference
     for (int64_t t = 0; t < T; ++t)
       std::copy(zg.data() + t * R, zg.data() + (t + 1) * R, z.data() + t * G * R + g * R);
   }
-  linear(ctx, z.data(), T, w.wo_b, out);
+  linear(ctx, z.data(), T, w.wo_b, out, ActQuant::kFp8);
   ctx.emit("attn.out", layer, out, {T, D});
 }
 

@@ -15,7 +15,7 @@ namespace dsv4 {
 
 // The quantisation points of design.md "Numerics" / architecture.md §12, all off in exact mode.
 struct NumericsPoints {
-  bool act_fp8 = false;          // FP8 1×128 activations in front of FP8/FP4 GEMMs (§11.2, §12)
+  bool act_fp8 = false;          // FP8 1×128 activations in front of the §12 FP8/FP4 linears
   bool kv_fp8 = false;           // FP8 1×64 round-trip of the KV NoPE dims (window + compressed)
   bool indexer_fp4 = false;      // Hadamard + FP4 1×32 round-trip of indexer q and keys (§6)
   bool route_before_w2 = false;  // routing weight applied to h before w2 (§8.2)

@@ -49,7 +49,7 @@ void indexer_select(const CpuContext& ctx, const IndexerWeights& w, const RopeTa
              {keys.n_entries - first_new, di});
 
   std::vector<float> q(size_t(T * Hi * di));
-  linear(ctx, qr, T, w.wq_b, q.data());
+  linear(ctx, qr, T, w.wq_b, q.data(), ActQuant::kFp8);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < Hi; ++h) {
       float* qh = q.data() + (t * Hi + h) * di;

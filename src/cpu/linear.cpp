@@ -28,10 +28,6 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s + tail;
 }
 
-bool is_low_precision(WeightFormat f) {
-  return f == WeightFormat::kFP8Block || f == WeightFormat::kMXFP4 || f == WeightFormat::kNVFP4;
-}
-
 }  // namespace
 
 void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightMatrix& w,
@@ -40,7 +36,7 @@ void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightM
   DSV4_CHECK(row0 >= 0 && row0 + n_rows <= w.rows);
   const int64_t K = w.cols;
   std::vector<float> xq;
-  if (aq == ActQuant::kAuto && ctx.numerics.act_fp8 && is_low_precision(w.format)) {
+  if (aq == ActQuant::kFp8 && ctx.numerics.act_fp8) {
     // §12: per token, per 128 columns, E4M3 with a power-of-two scale (the reference act_quant).
     xq.assign(x, x + n * K);
     for (int64_t t = 0; t < n; ++t) fp8_roundtrip_blocks(xq.data() + t * K, K, kActBlockSize);

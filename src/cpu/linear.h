@@ -1,6 +1,6 @@
 // Linear layers and RMSNorm: y = x·Wᵀ from a WeightMatrix in its packed form (expanded a tile of
 // rows at a time, never the whole matrix), threaded over output rows. Official numerics quantise
-// the activations 1×128 (FP8) first when the weight is FP8/FP4 (§11.2, §12).
+// the activations 1×128 (FP8) first at the §12 "FP8 linears" and routed experts.
 #pragma once
 
 #include <cstdint>
@@ -10,14 +10,18 @@
 
 namespace dsv4 {
 
-enum class ActQuant { kAuto, kNever };  // kNever: the reference runs this GEMM in BF16 (wo_a, §12)
+// Which GEMMs quantise their input in official numerics is a property of the layer, not of how
+// the weight happens to be stored (§12: wq_a, wq_b, wkv, wo_b, indexer.wq_b, e_proj, h_proj,
+// shared and routed experts; NOT wo_a, the router, compressors, weights_proj, hc, head), so a
+// BF16 export runs the same numerics as the FP8/FP4 original.
+enum class ActQuant { kNone, kFp8 };
 
 // y[n, n_rows] = x[n, W.cols] · W[row0 : row0+n_rows]ᵀ   (x, y FP32, row-major)
 void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightMatrix& w,
-                 int64_t row0, int64_t n_rows, float* y, ActQuant aq = ActQuant::kAuto);
+                 int64_t row0, int64_t n_rows, float* y, ActQuant aq = ActQuant::kNone);
 // y[n, W.rows] = x[n, W.cols] · Wᵀ
 inline void linear(const CpuContext& ctx, const float* x, int64_t n, const WeightMatrix& w,
-                   float* y, ActQuant aq = ActQuant::kAuto) {
+                   float* y, ActQuant aq = ActQuant::kNone) {
   linear_rows(ctx, x, n, w, 0, w.rows, y, aq);
 }
 

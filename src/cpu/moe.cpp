@@ -26,15 +26,15 @@ void swiglu(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int6
   const int64_t I = e.w1.rows;
   const float L = float(ctx.cfg.swiglu_limit);
   std::vector<float> g(size_t(n * I)), v(size_t(n * I));
-  linear(ctx, xs, n, e.w1, g.data());
-  linear(ctx, xs, n, e.w3, v.data());
+  linear(ctx, xs, n, e.w1, g.data(), ActQuant::kFp8);
+  linear(ctx, xs, n, e.w3, v.data(), ActQuant::kFp8);
   for (int64_t r = 0; r < n; ++r)
     for (int64_t i = 0; i < I; ++i) {
       const size_t k = size_t(r * I + i);
       g[k] = silu(std::min(g[k], L)) * std::clamp(v[k], -L, L);
       if (row_weight) g[k] *= row_weight[r];
     }
-  linear(ctx, g.data(), n, e.w2, y);
+  linear(ctx, g.data(), n, e.w2, y, ActQuant::kFp8);
 }
 
 }  // namespace

@@ -33,12 +33,12 @@ void mtp_forward(const CpuModel& model, CpuSequenceState& seq, int block, const 
     std::copy(e.data() + t * n * D, e.data() + t * n * D + D, e0.data() + t * D);
   rms_norm_rows(e0.data(), T, D, &w.enorm, cfg.rms_norm_eps);
   std::vector<float> ep(size_t(T * D));
-  linear(ctx, e0.data(), T, w.e_proj, ep.data());
+  linear(ctx, e0.data(), T, w.e_proj, ep.data(), ActQuant::kFp8);
 
   std::vector<float> hs(streams, streams + T * n * D);  // rows = (t, j) streams
   rms_norm_rows(hs.data(), T * n, D, &w.hnorm, cfg.rms_norm_eps);
   std::vector<float> X(size_t(T * n * D));
-  linear(ctx, hs.data(), T * n, w.h_proj, X.data());
+  linear(ctx, hs.data(), T * n, w.h_proj, X.data(), ActQuant::kFp8);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t j = 0; j < n; ++j)
       for (int64_t d = 0; d < D; ++d) X[size_t((t * n + j) * D + d)] += ep[size_t(t * D + d)];

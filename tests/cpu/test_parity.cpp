@@ -1,0 +1,198 @@
+// Parity of the CPU forward with the golden logits under testdata/parity/<fixture>/ (written by
+// tools/ with HF transformers; see testdata/parity/README.md): every fixture × chunking × mode.
+// exact:    vs golden_exact.npy (HF FP32 whole prefill) and golden_exact_decode.npy (HF prefill
+//           of P tokens then one-token decode): max|Δ| ≤ 1e-4·max|ref|, argmax identical.
+// official: vs golden_official.npy (HF with the §12 fake-quant points): max|Δ| ≤ 1e-2·max|ref|,
+//           argmax identical on ≥ 99.9 % of positions.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cpu/cpu_forward.h"
+#include "model/config.h"
+#include "util/npy.h"
+
+namespace dsv4 {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path parity_root() { return fs::path(DSV4_SOURCE_DIR) / "testdata" / "parity"; }
+
+std::vector<std::string> fixtures() {
+  std::vector<std::string> out;
+  if (!fs::exists(parity_root())) return out;
+  for (const auto& e : fs::directory_iterator(parity_root()))
+    if (e.is_directory() && fs::exists(e.path() / "model" / "config.json"))
+      out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return nlohmann::json::parse(ss.str());
+}
+
+// A chunk plan: sizes of the successive forward calls (covering all T tokens).
+std::vector<int64_t> plan_uniform(int64_t T, int64_t chunk) {
+  std::vector<int64_t> p;
+  for (int64_t i = 0; i < T; i += chunk) p.push_back(std::min(chunk, T - i));
+  return p;
+}
+
+std::vector<float> run_plan(Forward& f, const std::vector<int32_t>& tokens,
+                            const std::vector<int64_t>& plan) {
+  auto seq = f.new_sequence(int64_t(tokens.size()));
+  std::vector<float> all, part;
+  size_t p = 0;
+  for (int64_t n : plan) {
+    ForwardItem item{seq.get(), std::span<const int32_t>(tokens.data() + p, size_t(n)), true, &part};
+    f.forward(std::span<ForwardItem>(&item, 1));
+    all.insert(all.end(), part.begin(), part.end());
+    p += size_t(n);
+  }
+  return all;
+}
+
+struct Report {
+  double max_abs = 0, scale = 0;
+  int64_t worst_pos = -1, positions = 0, argmax_same = 0;
+  int64_t flips = 0;            // argmax differs
+  int64_t rounding_flips = 0;   // … where the reference's own top-2 gap is within 2·|Δ| at that row
+};
+
+Report compare(const std::vector<float>& got, const std::vector<float>& ref, int64_t V) {
+  Report r;
+  r.positions = int64_t(ref.size()) / V;
+  for (float x : ref) r.scale = std::max(r.scale, double(std::abs(x)));
+  for (int64_t t = 0; t < r.positions; ++t) {
+    const float* g = got.data() + t * V;
+    const float* e = ref.data() + t * V;
+    double row_max = 0;
+    int64_t ag = 0, ae = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      const double d = std::abs(double(g[v]) - double(e[v]));
+      row_max = std::max(row_max, d);
+      if (d > r.max_abs) {
+        r.max_abs = d;
+        r.worst_pos = t;
+      }
+      if (g[v] > g[ag]) ag = v;
+      if (e[v] > e[ae]) ae = v;
+    }
+    if (ag == ae) {
+      ++r.argmax_same;
+    } else {
+      ++r.flips;
+      if (double(e[ae]) - double(e[ag]) <= 2 * row_max) ++r.rounding_flips;
+    }
+  }
+  return r;
+}
+
+struct Mode {
+  Numerics numerics;
+  const char* golden;
+  double budget;          // max|Δ| / max|ref|
+  double argmax_share;    // required share of identical argmax positions
+};
+
+void print_report(const std::string& what, const Report& r, double budget) {
+  const double rel = r.scale > 0 ? r.max_abs / r.scale : 0;
+  std::printf("[parity] %-44s max|Δ| %.3e  max-rel %.3e  budget used %5.1f%%  argmax %lld/%lld"
+              "  flips %lld (rounding %lld)  worst pos %lld\n",
+              what.c_str(), r.max_abs, rel, 100.0 * rel / budget, (long long)r.argmax_same,
+              (long long)r.positions, (long long)r.flips, (long long)r.rounding_flips,
+              (long long)r.worst_pos);
+}
+
+void check(const std::string& what, const Report& r, const Mode& m) {
+  print_report(what, r, m.budget);
+  EXPECT_LE(r.max_abs, m.budget * r.scale) << what;
+  if (m.argmax_share >= 1.0) {
+    // Identical argmax everywhere, except a flip between two candidates whose reference gap is
+    // below twice the row's measured error (FP32 rounding can order a near-tie either way).
+    EXPECT_EQ(r.flips - r.rounding_flips, 0) << what;
+  } else {
+    EXPECT_GE(double(r.argmax_same), m.argmax_share * double(r.positions)) << what;
+  }
+}
+
+class Parity : public ::testing::TestWithParam<std::string> {};
+
+void run_mode(const std::string& name, const Mode& mode) {
+  const fs::path dir = parity_root() / name;
+  const fs::path golden = dir / mode.golden;
+  if (!fs::exists(golden)) GTEST_SKIP() << golden << " not provided by this fixture";
+  const NpyArray ref = read_npy(golden);
+  const nlohmann::json tj = read_json(dir / "tokens.json");
+  std::vector<int32_t> tokens = tj.get<std::vector<int32_t>>();
+  const int64_t T = int64_t(tokens.size());
+  ASSERT_EQ(ref.shape.size(), 2u);
+  ASSERT_EQ(ref.shape[0], T) << golden;
+  const int64_t V = ref.shape[1];
+
+  CpuOptions opt;
+  opt.numerics = mode.numerics;
+  auto f = make_cpu_forward(dir / "model", opt);
+  ASSERT_EQ(f->config().vocab_size, V);
+  std::vector<int64_t> chunks = {T, 1, 7, 128, 129, 300};
+#if defined(__SANITIZE_ADDRESS__)
+  // Sanitizer builds run the same cases minus pure decode (the slowest by far); the Release run
+  // covers chunk 1.
+  chunks.erase(chunks.begin() + 1);
+#endif
+  for (int64_t c : chunks) {
+    const std::string what = name + " " + to_string(mode.numerics) + " chunk " +
+                             (c == T ? std::string("whole") : std::to_string(c));
+    check(what, compare(run_plan(*f, tokens, plan_uniform(T, c)), ref.data, V), mode);
+  }
+  // HF's own decode path: prefill P tokens, then one token at a time.
+  const fs::path dec = dir / "golden_exact_decode.npy";
+  if (mode.numerics == Numerics::kExact && fs::exists(dec)) {
+    const int64_t P = read_json(dir / "meta.json").at("decode_prefill_len").get<int64_t>();
+    ASSERT_GT(P, 0);
+    ASSERT_LE(P, T);
+    std::vector<int64_t> plan = {P};
+    for (int64_t i = P; i < T; ++i) plan.push_back(1);
+    const NpyArray dref = read_npy(dec);
+    ASSERT_EQ(dref.data.size(), ref.data.size());
+    check(name + " exact prefill " + std::to_string(P) + " + decode",
+          compare(run_plan(*f, tokens, plan), dref.data, V), mode);
+  }
+}
+
+TEST_P(Parity, Exact) { run_mode(GetParam(), {Numerics::kExact, "golden_exact.npy", 1e-4, 1.0}); }
+TEST_P(Parity, Official) {
+  run_mode(GetParam(), {Numerics::kOfficial, "golden_official.npy", 1e-2, 0.999});
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::ValuesIn(fixtures()),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& ch : s) if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s;
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Parity);
+
+// The fixtures are committed; once testdata/parity exists, an empty set is a broken checkout.
+TEST(ParityFixtures, PresentWhenDirectoryExists) {
+  if (!fs::exists(parity_root())) GTEST_SKIP() << parity_root() << " not present yet";
+  EXPECT_FALSE(fixtures().empty()) << "no fixture with model/config.json under " << parity_root();
+}
+
+}  // namespace
+}  // namespace dsv4
