@@ -1,0 +1,65 @@
+// The generation loop: prefill a prompt through a Forward backend, then sample and decode one
+// token at a time until EOS, a stop id or string, or the token limit, streaming text as it comes.
+// Chat formatting (encoder/parser) stays with the caller; sampling is sampler.h.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "model/forward.h"
+#include "tokenizer/tokenizer.h"
+
+namespace dsv4 {
+
+// Why the reference CLI's 300 is not the default: thinking mode spends hundreds of tokens on
+// reasoning before the answer starts.
+inline constexpr int64_t kDefaultMaxTokens = 2048;
+// Prompt tokens per forward call during prefill: the granularity of progress reports. The
+// backends give the same result for any chunking (SequenceState semantics, design.md).
+inline constexpr int64_t kDefaultPrefillChunk = 256;
+
+struct GenerationOptions {
+  int64_t max_tokens = kDefaultMaxTokens;  // generated tokens, EOS/stop token not counted
+  SamplingParams sampling;
+  std::vector<std::string> stop_strings;   // output ends before the first occurrence
+  std::vector<int32_t> stop_ids;           // besides the model's EOS (config.eos_token_id)
+  int64_t prefill_chunk = kDefaultPrefillChunk;
+};
+
+enum class FinishReason { kEos, kStopId, kStopString, kLength };
+const char* to_string(FinishReason r);
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // sampled ids, without the EOS/stop id that ended the output
+  std::string text;             // their decoded text, cut before a stop string
+  FinishReason finish = FinishReason::kLength;
+  int32_t stop_id = -1;         // the EOS/stop id sampled (kEos, kStopId)
+  std::vector<SampleResult> logprobs;  // one per sampled token (stop token included)
+  int64_t n_prompt = 0;
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;
+  // The ids this call fed to forward(), in order: the prompt and every sampled id but the last
+  // (which was never fed back). The sequence holds its earlier ids followed by these, so a
+  // follow-up turn can reuse it when its prompt extends exactly that list.
+  std::vector<int32_t> fed;
+};
+
+struct GenerationCallbacks {
+  std::function<void(std::string_view)> on_text;                 // streamed output text
+  std::function<void(int64_t done, int64_t total)> on_prefill;  // after every prefill chunk
+  std::function<void(int32_t id)> on_token;                      // every sampled id
+};
+
+// Feeds `prompt` to `seq` (which may already hold earlier tokens) and generates. Text is streamed
+// through `on_text` in whole UTF-8 characters, never including a stop string or any text that
+// could still turn into one. Bad ids or options throw dsv4::Error.
+GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer& tokenizer,
+                          std::span<const int32_t> prompt, const GenerationOptions& options,
+                          const GenerationCallbacks& callbacks = {});
+
+}  // namespace dsv4
