@@ -267,7 +267,9 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
     if (!ck.tensors_.emplace(canon, std::move(v)).second)
       fail(source, ": maps to '", canon, "', which another tensor of the checkpoint already provides");
   };
-  for (auto& [disk_name, v] : raw) {
+  for (auto& entry : raw) {
+    const std::string& disk_name = entry.first;  // plain references: clang 14 cannot capture
+    TensorView& v = entry.second;                // structured bindings in the lambda below
     if (!is_hf_name(disk_name)) {
       add(canonical_official_name(disk_name), std::move(v), disk_name);
       continue;
