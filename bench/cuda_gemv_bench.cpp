@@ -1,6 +1,7 @@
 // Decode GEMV benchmark: achieved bandwidth of the FP8-block, MXFP4-expert and BF16 GEMV kernels
-// at DeepSeek-V4 Flash/Pro decode shapes, as a ratio to a device-to-device copy measured in the
-// same run (design.md "Speed principles"). Correctness is tests/cuda's job, not this program's.
+// (and the first sparse-attention kernel) at DeepSeek-V4 Flash/Pro decode shapes, as a ratio to a
+// device-to-device copy measured in the same run (design.md "Speed principles"). Kernels run as
+// CUDA-graph replays. Correctness is tests/cuda's job, not this program's.
 //
 // Usage: bench_cuda_gemv_bench [--quick]. Prints one table; the card and date head the output.
 #include <cuda_runtime_api.h>
@@ -19,6 +20,8 @@
 #include "cuda/kernels/gemv_bf16.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
 #include "cuda/kernels/gemv_mxfp4.cuh"
+#include "cuda/kernels/kv_cache.cuh"
+#include "cuda/kernels/sparse_attention.cuh"
 #include "model/quant.h"
 
 namespace dsv4::cuda {
@@ -56,17 +59,30 @@ struct Timer {
     cudaEventDestroy(b);
   }
   // Median over reps of (time of `iters` calls) / iters, in seconds; one warm-up rep first.
-  double median(int reps, int iters, const std::function<void(int)>& body) {
+  // The calls are captured once into a CUDA graph and replayed, as the decode step will run, so
+  // host launch overhead stays out of the kernel times.
+  double median(int reps, int iters, const std::function<void(int, cudaStream_t)>& body) {
+    cudaStream_t s;
+    DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    DSV4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < iters; ++i) body(i, s);
+    DSV4_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     std::vector<double> t;
     for (int r = -1; r < reps; ++r) {
-      DSV4_CUDA_CHECK(cudaEventRecord(a));
-      for (int i = 0; i < iters; ++i) body(i);
-      DSV4_CUDA_CHECK(cudaEventRecord(b));
+      DSV4_CUDA_CHECK(cudaEventRecord(a, s));
+      DSV4_CUDA_CHECK(cudaGraphLaunch(exec, s));
+      DSV4_CUDA_CHECK(cudaEventRecord(b, s));
       DSV4_CUDA_CHECK(cudaEventSynchronize(b));
       float ms = 0;
       DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
       if (r >= 0) t.push_back(ms * 1e-3 / iters);
     }
+    DSV4_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    DSV4_CUDA_CHECK(cudaGraphDestroy(graph));
+    DSV4_CUDA_CHECK(cudaStreamDestroy(s));
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
   }
@@ -110,8 +126,8 @@ int main(int argc, char** argv) {
     const size_t copy_bytes = size_t(1) << 30;
     DeviceBuffer<uint8_t> c0(copy_bytes), c1(copy_bytes);
     c0.fill_bytes(0x5a);
-    const double t_copy = timer.median(reps, 5, [&](int) {
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(c1.get(), c0.get(), copy_bytes, cudaMemcpyDeviceToDevice));
+    const double t_copy = timer.median(reps, 5, [&](int, cudaStream_t st) {
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(c1.get(), c0.get(), copy_bytes, cudaMemcpyDeviceToDevice, st));
     });
     const double copy_gbps = 2.0 * copy_bytes / t_copy * 1e-9;
     std::printf("device-to-device copy: %.1f GB/s (read + write)\n\n", copy_gbps);
@@ -147,10 +163,10 @@ int main(int argc, char** argv) {
       p.N = s.N;
       p.K = s.K;
       p.out_bf16 = true;
-      const double t = timer.median(reps, iters, [&](int i) {
+      const double t = timer.median(reps, iters, [&](int i, cudaStream_t st) {
         p.w = w.get() + (i % copies) * wbytes;
         p.w_scale = ws.get() + (i % copies) * sbytes;
-        launch_gemv_fp8(p, nullptr);
+        launch_gemv_fp8(p, st);
       });
       const double bytes = double(wbytes + sbytes + x.bytes() + xs.bytes() + y.bytes());
       rows.push_back({cat("fp8  ", s.name), s.M, s.N, s.K, t * 1e6, bytes / t * 1e-9});
@@ -194,9 +210,9 @@ int main(int argc, char** argv) {
       p.N = s.N;
       p.K = s.K;
       p.out_bf16 = true;
-      const double t = timer.median(reps, iters, [&](int i) {
+      const double t = timer.median(reps, iters, [&](int i, cudaStream_t st) {
         p.expert_idx = d_sel.get() + (i % n_rounds) * s.n_sel;
-        launch_gemv_mxfp4(p, nullptr);
+        launch_gemv_mxfp4(p, st);
       });
       const double bytes = double(s.n_sel) * double(ebytes + esbytes) + double(x.bytes() + xs.bytes() + y.bytes());
       rows.push_back({cat("fp4  ", s.name), s.n_sel, s.N, s.K, t * 1e6, bytes / t * 1e-9});
@@ -227,12 +243,54 @@ int main(int argc, char** argv) {
       p.M = s.M;
       p.N = s.N;
       p.K = s.K;
-      const double t = timer.median(reps, iters, [&](int i) {
+      const double t = timer.median(reps, iters, [&](int i, cudaStream_t st) {
         p.w = reinterpret_cast<const __nv_bfloat16*>(w.get()) + size_t(i % copies) * s.N * s.K;
-        launch_gemv_bf16(p, nullptr);
+        launch_gemv_bf16(p, st);
       });
       const double bytes = double(wbytes + x.bytes() + y.bytes());
       rows.push_back({cat("bf16 ", s.name), s.M, s.N, s.K, t * 1e6, bytes / t * 1e-9});
+    }
+    // Sparse attention (correct-first kernel): one decode query, H heads over 128 window + top-k
+    // rows of a large cache. Bytes = the distinct rows read once + q + out (the roofline view).
+    struct AttnShape { const char* name; int H, n_idx; };
+    for (const auto& s : std::vector<AttnShape>{{"attention Flash CSA decode", 64, 640},
+                                                {"attention Pro CSA decode", 128, 1152}}) {
+      const int block_size = 64, n_rows = 1 << 16, n_pages = n_rows / block_size;
+      DeviceBuffer<uint8_t> cache(size_t(kv_page_bytes(block_size)) * n_pages);
+      std::vector<uint16_t> hkv(size_t(n_rows) * kKvDim);
+      for (auto& v : hkv) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
+      std::vector<int32_t> slots(static_cast<size_t>(n_rows));
+      for (int i = 0; i < n_rows; ++i) slots[size_t(i)] = i;
+      DeviceBuffer<uint16_t> kv(hkv), q(std::vector<uint16_t>(hkv.begin(), hkv.begin() + size_t(s.H) * kKvDim)),
+          out(size_t(s.H) * kKvDim);
+      DeviceBuffer<int32_t> d_slots(slots);
+      KvPackParams kp;
+      kp.kv = reinterpret_cast<const __nv_bfloat16*>(kv.get());
+      kp.slot = d_slots.get();
+      kp.cache = cache.get();
+      kp.n_tokens = n_rows;
+      kp.block_size = block_size;
+      launch_kv_pack(kp, nullptr);
+      std::vector<int32_t> idx(size_t(s.n_idx));
+      for (auto& v : idx) v = int32_t(fill.next() % uint64_t(n_rows));
+      DeviceBuffer<int32_t> d_idx(idx), pos(std::vector<int32_t>{123456});
+      DeviceBuffer<float> sink(std::vector<float>(size_t(s.H), 0.5f)), freq(std::vector<float>(32, 1e-3f));
+      SparseAttnParams p;
+      p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
+      p.cache = cache.get();
+      p.indices = d_idx.get();
+      p.sink = sink.get();
+      p.pos = pos.get();
+      p.inv_freq = freq.get();
+      p.out = reinterpret_cast<__nv_bfloat16*>(out.get());
+      p.n_q = 1;
+      p.H = s.H;
+      p.n_idx = s.n_idx;
+      p.block_size = block_size;
+      p.softmax_scale = 1.0f / 22.627417f;
+      const double t = timer.median(reps, iters, [&](int, cudaStream_t st) { launch_sparse_attention(p, st); });
+      const double bytes = double(s.n_idx) * (kKvRowDataBytes + kKvRowScaleBytes) + 2.0 * q.bytes();
+      rows.push_back({cat("attn ", s.name), 1, s.H, s.n_idx, t * 1e6, bytes / t * 1e-9});
     }
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
 

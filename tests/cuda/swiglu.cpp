@@ -22,7 +22,10 @@ TEST_P(SwigluTest, MatchesReference) {
   const float limit = 10.0f;  // swiglu_limit
   const size_t n = size_t(c.rows) * c.I;
   // σ = 8: a good share of g and v lies beyond ±10, so both clamps are exercised.
-  const auto g = to_bf16(normals(n, 8.0f)), v = to_bf16(normals(n, 8.0f));
+  auto gn = normals(n, 8.0f), vn = normals(n, 8.0f);
+  gn[0] = 12.5f;  // every case, even n = 1, crosses both clamps at least once
+  vn[0] = -17.0f;
+  const auto g = to_bf16(gn), v = to_bf16(vn);
   std::vector<float> wr(size_t(c.rows));
   for (auto& w : wr) w = uniform(0.05f, 1.5f);
   DeviceBuffer<uint16_t> d_g(g), d_v(v), d_h(n);
@@ -54,7 +57,7 @@ TEST_P(SwigluTest, MatchesReference) {
     ref[k] = gc / (1 + std::exp(-gc)) * vc * (c.weighted ? wr[k / size_t(c.I)] : 1.0);
     budget[k] = std::fabs(ref[k]) * (kBf16HalfUlp * (1 + 8 * kF32Unit) + 8 * kF32Unit) + 1e-30;
   }
-  EXPECT_GT(n_clamped, 0) << "inputs never reached the clamp";
+  EXPECT_GE(n_clamped, 2) << "inputs never reached the clamp";
   expect_parity(cat("swiglu rows=", c.rows, " I=", c.I, c.weighted ? " weighted" : ""), h, ref, budget);
 
   if (c.quant) {

@@ -1,5 +1,6 @@
 // BF16 GEMV kernel and launcher; see gemv_bf16.cuh for the contract.
-// One warp per output column, 16-byte (8 × BF16) coalesced weight loads that bypass L1.
+// One warp (or kSplit warps) per output column, 16-byte (8 × BF16) coalesced weight loads that
+// bypass L1.
 #include "cuda/kernels/gemv_bf16.cuh"
 
 #include "cuda/cuda_check.h"
@@ -10,7 +11,6 @@ namespace dsv4::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kRowsPerBlock = kThreads / kWarpSize;
 constexpr int kChunkElems = 8;  // 16 bytes of BF16
 constexpr int kUnroll = 4;
 
@@ -33,26 +33,30 @@ __device__ __forceinline__ float dot8_bf16(const uint4& a, const uint4& b) {
   return s;
 }
 
-template <int kM>
+// kSplit warps share one output column (same scheme and heuristic as gemv_fp8.cu).
+template <int kM, int kSplit>
 __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(GemvBf16Params p) {
-  const int lane = threadIdx.x % kWarpSize;
-  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarpSize;
-  if (n >= p.N) return;
+  constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int part = warp % kSplit;
+  const int n = blockIdx.x * kColsPerBlock + warp / kSplit;
+  const bool valid = n < p.N;  // no early return: the split reduction below synchronises
   const int n_chunks = p.K / kChunkElems;
-  const __nv_bfloat16* w_row = p.w + int64_t(n) * p.K;
+  const __nv_bfloat16* w_row = p.w + int64_t(valid ? n : 0) * p.K;
   float acc[kM];
 #pragma unroll
   for (int m = 0; m < kM; ++m) acc[m] = 0.0f;
-  for (int c0 = lane; c0 < n_chunks; c0 += kWarpSize * kUnroll) {
+  constexpr int kStride = kWarpSize * kSplit;
+  for (int c0 = part * kWarpSize + lane; valid && c0 < n_chunks; c0 += kStride * kUnroll) {
     uint4 wv[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * kWarpSize;
+      const int c = c0 + u * kStride;
       if (c < n_chunks) wv[u] = load_stream(w_row + int64_t(c) * kChunkElems);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * kWarpSize;
+      const int c = c0 + u * kStride;
       if (c >= n_chunks) break;
 #pragma unroll
       for (int m = 0; m < kM; ++m) {
@@ -62,18 +66,59 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(GemvBf16Params p) {
       }
     }
   }
+  __shared__ float partial[kWarps][kM];
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    const float s = warp_sum(acc[m]);
+    if constexpr (kSplit > 1) {
+      if (lane == 0) partial[warp][m] = s;
+    } else {
+      acc[m] = s;
+    }
+  }
+  if constexpr (kSplit > 1) {
+    __syncthreads();
+    if (part == 0 && lane == 0) {
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        acc[m] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kSplit; ++j) acc[m] += partial[warp + j][m];
+      }
+    }
+  }
+  if (!valid || part != 0 || lane != 0) return;
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
     if (m >= p.M) break;
-    const float s = warp_sum(acc[m]);
-    if (lane == 0) p.y[int64_t(m) * p.N + n] = s;
+    p.y[int64_t(m) * p.N + n] = acc[m];
   }
+}
+
+constexpr int kTargetWarps = 4096;  // see gemv_fp8.cu split_for
+int split_for(int N, int K) {
+  int split = 1;
+  while (split < kThreads / kWarpSize && int64_t(N) * split < kTargetWarps &&
+         K / kChunkElems >= 2 * kWarpSize * split)
+    split *= 2;
+  return split;
+}
+
+template <int kM, int kSplit>
+void launch_ms(const GemvBf16Params& p, cudaStream_t stream) {
+  constexpr int kColsPerBlock = kThreads / kWarpSize / kSplit;
+  gemv_bf16_kernel<kM, kSplit><<<(p.N + kColsPerBlock - 1) / kColsPerBlock, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
 }
 
 template <int kM>
 void launch_m(const GemvBf16Params& p, cudaStream_t stream) {
-  gemv_bf16_kernel<kM><<<(p.N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  switch (split_for(p.N, p.K)) {
+    case 1: return launch_ms<kM, 1>(p, stream);
+    case 2: return launch_ms<kM, 2>(p, stream);
+    case 4: return launch_ms<kM, 4>(p, stream);
+    default: return launch_ms<kM, 8>(p, stream);
+  }
 }
 
 }  // namespace

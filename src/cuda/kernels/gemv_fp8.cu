@@ -1,7 +1,7 @@
 // FP8-block GEMV kernel and launcher; see gemv_fp8.cuh for the contract.
-// One warp per output column n: lanes stream the weight row in 16-byte chunks (16 E4M3 values,
-// always inside one 128-wide scale block), coalesced across the warp, bypassing L1 since each
-// weight byte is used once; x rows are re-read by every warp and stay cached.
+// One warp (or kSplit warps) per output column n: lanes stream the weight row in 16-byte chunks
+// (16 E4M3 values, always inside one 128-wide scale block), coalesced across the warp, bypassing
+// L1 since each weight byte is used once; x rows are re-read by every warp and stay cached.
 #include "cuda/kernels/gemv_fp8.cuh"
 
 #include <cuda_bf16.h>
@@ -41,29 +41,35 @@ __device__ __forceinline__ float dot16_e4m3(const uint4& a, const uint4& b) {
   return s;
 }
 
-template <int kM, typename OutT>
+// kSplit warps share one output column, each taking every kSplit-th 512-byte slice of the row
+// (so every warp-wide load stays 512 contiguous bytes); narrow matrices need it to put enough
+// loads in flight (split_for below).
+template <int kM, int kSplit, typename OutT>
 __global__ void __launch_bounds__(kThreads) gemv_fp8_kernel(GemvFp8Params p) {
-  const int lane = threadIdx.x % kWarpSize;
-  const int n = blockIdx.x * (kThreads / kWarpSize) + threadIdx.x / kWarpSize;
-  if (n >= p.N) return;  // whole warp leaves together
+  constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int part = warp % kSplit;
+  const int n = blockIdx.x * kColsPerBlock + warp / kSplit;
+  const bool valid = n < p.N;  // no early return: the split reduction below synchronises
   const int n_chunks = p.K / kChunkBytes, n_kblocks = p.K / kFP8BlockSize;
-  const uint8_t* w_row = p.w + int64_t(n) * p.K;
-  const uint8_t* ws_row = p.w_scale + int64_t(n / kFP8BlockSize) * n_kblocks;
+  const uint8_t* w_row = p.w + int64_t(valid ? n : 0) * p.K;
+  const uint8_t* ws_row = p.w_scale + int64_t((valid ? n : 0) / kFP8BlockSize) * n_kblocks;
 
   float acc[kM];
 #pragma unroll
   for (int m = 0; m < kM; ++m) acc[m] = 0.0f;
 
-  for (int c0 = lane; c0 < n_chunks; c0 += kWarpSize * kUnroll) {
+  constexpr int kStride = kWarpSize * kSplit;
+  for (int c0 = part * kWarpSize + lane; valid && c0 < n_chunks; c0 += kStride * kUnroll) {
     uint4 wv[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * kWarpSize;
+      const int c = c0 + u * kStride;
       if (c < n_chunks) wv[u] = load_stream(w_row + int64_t(c) * kChunkBytes);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * kWarpSize;
+      const int c = c0 + u * kStride;
       if (c >= n_chunks) break;
       const int kb = c / kChunksPerBlock;
       const float sw = e8m0_to_float(ws_row[kb]);
@@ -76,25 +82,67 @@ __global__ void __launch_bounds__(kThreads) gemv_fp8_kernel(GemvFp8Params p) {
       }
     }
   }
+  __shared__ float partial[kWarps][kM];
+#pragma unroll
+  for (int m = 0; m < kM; ++m) {
+    const float s = warp_sum(acc[m]);
+    if constexpr (kSplit > 1) {
+      if (lane == 0) partial[warp][m] = s;
+    } else {
+      acc[m] = s;
+    }
+  }
+  if constexpr (kSplit > 1) {
+    __syncthreads();
+    if (part == 0 && lane == 0) {
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        acc[m] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kSplit; ++j) acc[m] += partial[warp + j][m];
+      }
+    }
+  }
+  if (!valid || part != 0 || lane != 0) return;
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
     if (m >= p.M) break;
-    const float s = warp_sum(acc[m]);
-    if (lane == 0) {
-      OutT* y = static_cast<OutT*>(p.y) + int64_t(m) * p.N + n;
-      if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(s); else *y = s;
-    }
+    OutT* y = static_cast<OutT*>(p.y) + int64_t(m) * p.N + n;
+    if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(acc[m]); else *y = acc[m];
   }
+}
+
+// Heuristic: split a column over more warps until about kTargetWarps warps stream at once
+// (H100: 132 SMs × 32 resident warps is ~4k; fewer leave HBM idle on narrow matrices such as
+// wkv, N = 512), but never below one 512-byte slice per warp.
+constexpr int kTargetWarps = 4096;
+int split_for(int N, int K) {
+  int split = 1;
+  while (split < kThreads / kWarpSize && int64_t(N) * split < kTargetWarps &&
+         K / kChunkBytes >= 2 * kWarpSize * split)
+    split *= 2;
+  return split;
+}
+
+template <int kM, int kSplit>
+void launch_ms(const GemvFp8Params& p, cudaStream_t stream) {
+  constexpr int kColsPerBlock = kThreads / kWarpSize / kSplit;
+  const int grid = (p.N + kColsPerBlock - 1) / kColsPerBlock;
+  if (p.out_bf16)
+    gemv_fp8_kernel<kM, kSplit, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+  else
+    gemv_fp8_kernel<kM, kSplit, float><<<grid, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
 }
 
 template <int kM>
 void launch_m(const GemvFp8Params& p, cudaStream_t stream) {
-  const int grid = (p.N + kThreads / kWarpSize - 1) / (kThreads / kWarpSize);
-  if (p.out_bf16)
-    gemv_fp8_kernel<kM, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
-  else
-    gemv_fp8_kernel<kM, float><<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  switch (split_for(p.N, p.K)) {
+    case 1: return launch_ms<kM, 1>(p, stream);
+    case 2: return launch_ms<kM, 2>(p, stream);
+    case 4: return launch_ms<kM, 4>(p, stream);
+    default: return launch_ms<kM, 8>(p, stream);
+  }
 }
 
 }  // namespace

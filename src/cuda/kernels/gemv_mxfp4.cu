@@ -1,5 +1,5 @@
 // MXFP4 expert GEMV kernel and launcher; see gemv_mxfp4.cuh for the contract.
-// Block = 8 warps = 8 output rows of one selection. The selection's x is dequantised once into
+// Block = 8 warps × 4 rows = 32 output rows of one selection. The selection's x is dequantised once into
 // shared memory (FP32, interleaved so that each lane's 16-byte reads are bank-conflict free);
 // each lane then streams 16-byte weight chunks = 32 E2M1 values = exactly one scale block.
 #include "cuda/kernels/gemv_mxfp4.cuh"
@@ -13,13 +13,15 @@ namespace dsv4::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kRowsPerBlock = kThreads / kWarpSize;
+// Each warp walks 4 consecutive rows so that one block (32 rows) amortises staging x.
+constexpr int kRowsPerWarp = 4;
+constexpr int kRowsPerBlock = kThreads / kWarpSize * kRowsPerWarp;
 constexpr int kChunkBytes = 16;                        // one 16-byte load
 constexpr int kChunkElems = 2 * kChunkBytes;           // = 32 E2M1 values
 static_assert(kChunkElems == kMXFP4BlockSize, "one load covers exactly one MXFP4 scale block");
 constexpr int kVec = 4;                                // floats per shared-memory float4
 constexpr int kVecsPerChunk = kChunkElems / kVec;      // 8
-constexpr int kUnroll = 2;                             // weight chunks in flight per lane
+constexpr int kUnroll = 4;                             // weight chunks in flight per lane
 
 __device__ __forceinline__ uint4 load_stream(const void* p) {
   uint4 v;
@@ -47,58 +49,61 @@ __global__ void __launch_bounds__(kThreads) gemv_mxfp4_kernel(GemvMxfp4Params p)
   __syncthreads();
 
   const int lane = threadIdx.x % kWarpSize;
-  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarpSize;
-  if (n >= p.N) return;
-  OutT* y = static_cast<OutT*>(p.y) + int64_t(s) * p.N + n;
   const int e = p.expert_idx[s];
-  if (e < 0 || e >= p.n_experts) {
-    if (lane == 0) {
-      const float v = e < 0 ? 0.0f : __int_as_float(0x7fc00000);
-      if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(v); else *y = v;
-    }
-    return;
-  }
-  const int64_t row = int64_t(e) * p.N + n;
-  const uint8_t* w_row = p.w + row * (p.K / 2);
-  const uint8_t* ws_row = p.w_scale + row * n_chunks;
-
-  float acc = 0.0f;
-  for (int c0 = lane; c0 < n_chunks; c0 += kWarpSize * kUnroll) {
-    uint4 wv[kUnroll];
-    uint8_t sb[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * kWarpSize;
-      if (c < n_chunks) {
-        wv[u] = load_stream(w_row + int64_t(c) * kChunkBytes);
-        sb[u] = ws_row[c];
+  const bool masked = e < 0, bad = e >= p.n_experts;
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int n = blockIdx.x * kRowsPerBlock + (threadIdx.x / kWarpSize) * kRowsPerWarp + r;
+    if (n >= p.N) return;
+    OutT* y = static_cast<OutT*>(p.y) + int64_t(s) * p.N + n;
+    if (masked || bad) {
+      if (lane == 0) {
+        const float v = masked ? 0.0f : __int_as_float(0x7fc00000);
+        if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(v); else *y = v;
       }
+      continue;
     }
+    const int64_t row = int64_t(e) * p.N + n;
+    const uint8_t* w_row = p.w + row * (p.K / 2);
+    const uint8_t* ws_row = p.w_scale + row * n_chunks;
+
+    float acc = 0.0f;
+    for (int c0 = lane; c0 < n_chunks; c0 += kWarpSize * kUnroll) {
+      uint4 wv[kUnroll];
+      uint8_t sb[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * kWarpSize;
-      if (c >= n_chunks) break;
-      const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-      float dot = 0.0f;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {  // word i = elements 8i..8i+7 = float4s 2i, 2i+1
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float4 xv = xs[(2 * i + h) * n_chunks + c];
-          const float2 w01 = e2m1x2_to_float2_scaled(words[i] >> (16 * h));
-          const float2 w23 = e2m1x2_to_float2_scaled(words[i] >> (16 * h + 8));
-          dot = fmaf(w01.x, xv.x, dot);
-          dot = fmaf(w01.y, xv.y, dot);
-          dot = fmaf(w23.x, xv.z, dot);
-          dot = fmaf(w23.y, xv.w, dot);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = c0 + u * kWarpSize;
+        if (c < n_chunks) {
+          wv[u] = load_stream(w_row + int64_t(c) * kChunkBytes);
+          sb[u] = ws_row[c];
         }
       }
-      acc = fmaf(dot, e8m0_to_float(sb[u]) * kE2M1AsHalfScale, acc);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = c0 + u * kWarpSize;
+        if (c >= n_chunks) break;
+        const uint32_t words[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {  // word i = elements 8i..8i+7 = float4s 2i, 2i+1
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float4 xv = xs[(2 * i + h) * n_chunks + c];
+            const float2 w01 = e2m1x2_to_float2_scaled(words[i] >> (16 * h));
+            const float2 w23 = e2m1x2_to_float2_scaled(words[i] >> (16 * h + 8));
+            dot = fmaf(w01.x, xv.x, dot);
+            dot = fmaf(w01.y, xv.y, dot);
+            dot = fmaf(w23.x, xv.z, dot);
+            dot = fmaf(w23.y, xv.w, dot);
+          }
+        }
+        acc = fmaf(dot, e8m0_to_float(sb[u]) * kE2M1AsHalfScale, acc);
+      }
     }
-  }
-  acc = warp_sum(acc);
-  if (lane == 0) {
-    if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(acc); else *y = acc;
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(acc); else *y = acc;
+    }
   }
 }
 
