@@ -51,33 +51,53 @@ size_t char_length(unsigned char b) { return b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0
 
 }  // namespace
 
+// One Split step, compiled twice (regex_translate.h): `native` uses PCRE2's own category tables
+// and is fast; `exact` spells HF's Unicode 16 categories out as ranges and is used only for text
+// with a code point whose category PCRE2 sees differently (unicode_drift.h).
 struct PreTokenizer::Regex {
-  pcre2_code* code = nullptr;
+  pcre2_code* native = nullptr;
+  pcre2_code* exact = nullptr;
   std::string field;
-  ~Regex() { pcre2_code_free(code); }
+  ~Regex() {
+    pcre2_code_free(native);
+    pcre2_code_free(exact);
+  }
 };
 
 PreTokenizer::PreTokenizer(const std::vector<SplitSpec>& splits, const std::string& origin) {
-  for (const SplitSpec& s : splits) {
-    auto re = std::make_unique<Regex>();
-    re->field = s.field;
+  // MULTILINE: Oniguruma's Ruby syntax, which HF uses, makes ^ and $ line anchors. UCP makes what
+  // translation leaves (\d, \w, POSIX classes) Unicode-aware too, as in Oniguruma.
+  auto compile = [&](const std::string& pattern, const SplitSpec& s) {
     int error = 0;
     PCRE2_SIZE offset = 0;
-    // \p{..} and \s are spelled out with HF's Unicode version (regex_translate.h); UCP makes what
-    // remains (\d, \w, POSIX classes) Unicode-aware too, as in Oniguruma. MULTILINE: Oniguruma's
-    // Ruby syntax, which HF uses, makes ^ and $ line anchors.
-    const std::string pattern = s.literal ? s.pattern : translate_regex(s.pattern, s.field);
-    const uint32_t options =
-        PCRE2_UTF | PCRE2_UCP | (s.literal ? PCRE2_LITERAL : PCRE2_MULTILINE);
-    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                             options, &error, &offset, nullptr);
-    if (!re->code)
+    const uint32_t options = PCRE2_UTF | PCRE2_UCP | (s.literal ? PCRE2_LITERAL : PCRE2_MULTILINE);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     options, &error, &offset, nullptr);
+    if (!code)
       fail(origin, ": field '", s.field, "': regex does not compile (offset ", offset,
            " after translation): ", pcre2_message(error));
     // JIT is an accelerator only: when unavailable pcre2_match interprets the same pattern.
-    pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    return code;
+  };
+  std::vector<std::string> native_patterns;
+  for (const SplitSpec& s : splits) {
+    auto re = std::make_unique<Regex>();
+    re->field = s.field;
+    if (s.literal) {
+      re->native = compile(s.pattern, s);
+    } else {
+      const TranslatedRegex t = translate_regex(s.pattern, s.field);
+      re->native = compile(t.native, s);
+      native_patterns.push_back(t.native);
+      if (t.uses_categories) {
+        re->exact = compile(t.exact, s);
+        uses_categories_ = true;
+      }
+    }
     steps_.push_back(std::move(re));
   }
+  if (uses_categories_) stand_ins_ = std::make_unique<DriftStandIns>(native_patterns);
 }
 
 PreTokenizer::PreTokenizer(PreTokenizer&&) noexcept = default;
@@ -86,8 +106,21 @@ PreTokenizer::~PreTokenizer() = default;
 void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& pieces) const {
   if (text.empty()) return;
   MatchScratch& ms = scratch_for_thread();
-  std::vector<std::string_view> current{text}, next;
+  // Text with drifting characters is split either with stand-ins in their place (same offsets,
+  // native patterns) or, when that is impossible, with the exact patterns.
+  bool exact = false;
+  std::string substituted;
+  std::string_view subject_text = text;
+  if (uses_categories_) {
+    switch (stand_ins_->substitute(text, substituted)) {
+      case DriftStandIns::Outcome::kNoDrift: break;
+      case DriftStandIns::Outcome::kSubstituted: subject_text = substituted; break;
+      case DriftStandIns::Outcome::kNeedsExact: exact = true; break;
+    }
+  }
+  std::vector<std::string_view> current{subject_text}, next;
   for (const auto& re : steps_) {
+    const pcre2_code* code = exact && re->exact ? re->exact : re->native;
     next.clear();
     for (std::string_view piece : current) {
       // HF `Split` (Isolated): every match and every non-empty gap becomes a piece. Each piece is
@@ -95,7 +128,7 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& p
       const auto* subject = reinterpret_cast<PCRE2_SPTR>(piece.data());
       size_t prev = 0, start = 0;
       while (start <= piece.size()) {
-        const int rc = pcre2_match(re->code, subject, piece.size(), start, PCRE2_NO_UTF_CHECK,
+        const int rc = pcre2_match(code, subject, piece.size(), start, PCRE2_NO_UTF_CHECK,
                                    ms.data, ms.context);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0)
@@ -113,7 +146,8 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& p
     }
     current.swap(next);
   }
-  pieces.insert(pieces.end(), current.begin(), current.end());
+  for (std::string_view piece : current)  // back to the caller's bytes, at the same offsets
+    pieces.push_back(text.substr(piece.data() - subject_text.data(), piece.size()));
 }
 
 }  // namespace dsv4

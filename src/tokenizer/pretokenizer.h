@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/stand_ins.h"
 #include "tokenizer/tokenizer_json.h"
 
 namespace dsv4 {
@@ -23,6 +24,8 @@ class PreTokenizer {
  private:
   struct Regex;
   std::vector<std::unique_ptr<Regex>> steps_;
+  bool uses_categories_ = false;  // some step has \p{..}: drifting text needs care
+  std::unique_ptr<DriftStandIns> stand_ins_;  // set when uses_categories_
 };
 
 }  // namespace dsv4

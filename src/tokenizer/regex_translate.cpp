@@ -103,23 +103,48 @@ std::string class_body(const std::vector<Range>& ranges) {
   return out;
 }
 
+// PCRE2's own spelling of a category set: \p{L} etc. for whole major classes (one table lookup
+// each when matching), \p{Xx} for the remaining single categories.
+std::string native_body(GcMask mask) {
+  static const char* const kName[unicode::kGcCount] = {
+      "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe",
+      "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn"};
+  std::string out;
+  for (const char* major : {"L", "M", "N", "P", "S", "Z", "C"}) {
+    const GcMask m = *category_mask(major);
+    if ((mask & m) == m) {
+      out += cat("\\p{", major, "}");
+      mask &= ~m;
+    }
+  }
+  for (int i = 0; i < unicode::kGcCount; ++i)
+    if (mask & (GcMask{1} << i)) out += cat("\\p{", kName[i], "}");
+  return out;
+}
+
+constexpr GcMask kAllCategories = (GcMask{1} << unicode::kGcCount) - 1;
+
 bool is_hex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
 
 }  // namespace
 
-std::string translate_regex(std::string_view p, const std::string& field) {
-  std::string out;
+TranslatedRegex translate_regex(std::string_view p, const std::string& field) {
+  TranslatedRegex out;
+  auto both = [&](std::string_view text) {
+    out.exact += text;
+    out.native += text;
+  };
   bool in_class = false;
   size_t class_open = 0;  // index in `p` just after the '[' (and '^') that opened the class
   auto bad = [&](size_t at, const char* what) {
     fail("field '", field, "': regex offset ", at, ": ", what);
   };
+  auto bracket = [&](const std::string& body) { return in_class ? body : "[" + body + "]"; };
   for (size_t i = 0; i < p.size(); ++i) {
     const char c = p[i];
     if (c == '\\') {
       if (i + 1 == p.size()) bad(i, "trailing backslash");
       const char d = p[i + 1];
-      std::optional<std::vector<Range>> ranges;
       size_t end = i + 2;  // one past the escape
       if (d == 'p' || d == 'P') {
         std::string_view name;
@@ -138,22 +163,28 @@ std::string translate_regex(std::string_view p, const std::string& field) {
           name.remove_prefix(1);
         }
         if (auto mask = category_mask(name)) {
-          ranges = ranges_of(*mask);
-          if (negate) ranges = complement(*ranges);
+          // Categories partition the code points, so a negation is the other categories.
+          const GcMask m = negate ? kAllCategories & ~*mask : *mask;
+          out.exact += bracket(class_body(ranges_of(m)));
+          out.native += bracket(native_body(m));
+          out.uses_categories = true;
+        } else {
+          both(p.substr(i, end - i));  // scripts and other properties: PCRE2's own tables
         }
       } else if (d == 's' || d == 'S') {
-        ranges = std::vector<Range>(unicode::kWhiteSpace.begin(), unicode::kWhiteSpace.end());
-        if (d == 'S') ranges = complement(*ranges);
+        const std::vector<Range> ranges(unicode::kWhiteSpace.begin(), unicode::kWhiteSpace.end());
+        if (d == 's')
+          both(bracket(class_body(ranges)));
+        else if (in_class)
+          both(class_body(complement(ranges)));
+        else  // a negated class keeps the literal ranges few (stand_ins.h avoids them)
+          both("[^" + class_body(ranges) + "]");
       } else if (d == 'u' && i + 6 <= p.size() && is_hex(p[i + 2]) && is_hex(p[i + 3]) &&
                  is_hex(p[i + 4]) && is_hex(p[i + 5])) {
-        out += cat("\\x{", p.substr(i + 2, 4), "}");
-        i += 5;
-        continue;
-      }
-      if (ranges) {
-        out += in_class ? class_body(*ranges) : "[" + class_body(*ranges) + "]";
+        both(cat("\\x{", p.substr(i + 2, 4), "}"));
+        end = i + 6;
       } else {
-        out.append(p.substr(i, end - i));  // anything else is PCRE2's (scripts, \x{..}, \d, ...)
+        both(p.substr(i, 2));  // any other escape is PCRE2's (\x{..}, \d, \r, ...)
       }
       i = end - 1;
       continue;
@@ -163,7 +194,7 @@ std::string translate_regex(std::string_view p, const std::string& field) {
         if (i + 1 < p.size() && p[i + 1] == ':') {  // POSIX [:alpha:], same in both engines
           const size_t close = p.find(":]", i + 2);
           if (close == std::string_view::npos) bad(i, "unterminated [:class:]");
-          out.append(p.substr(i, close + 2 - i));
+          both(p.substr(i, close + 2 - i));
           i = close + 1;
           continue;
         }
@@ -175,13 +206,13 @@ std::string translate_regex(std::string_view p, const std::string& field) {
       in_class = true;
       class_open = i + 1;
       if (class_open < p.size() && p[class_open] == '^') {
-        out += "[^";
+        both("[^");
         ++i;
         ++class_open;
         continue;
       }
     }
-    out += c;
+    both(std::string_view(&p[i], 1));
   }
   if (in_class) bad(p.size(), "unterminated character class");
   return out;
