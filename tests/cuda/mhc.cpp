@@ -1,5 +1,5 @@
-// Parity of kernels/mhc.cu against a double-precision HC_pre / HC_post written from §3.1–§3.2
-// (including the Cᵀ·X orientation of HC_post).
+// Parity of kernels/mhc.cu against a double-precision HC_pre / HC_post / HC_head written from
+// §3.1–§3.3 (including the Cᵀ·X orientation of HC_post).
 #include <algorithm>
 #include <cmath>
 
@@ -149,6 +149,65 @@ TEST_P(MhcTest, PreMatchesReference) {
   expect_parity(cat("mhc_pre post T=", c.tokens, " D=", c.D), post, post_ref, post_b);
   expect_parity(cat("mhc_pre comb T=", c.tokens, " D=", c.D), comb, comb_ref, comb_b);
   expect_parity(cat("mhc_pre u T=", c.tokens, " D=", c.D), u, u_ref, u_b);
+}
+
+TEST_P(MhcTest, HeadMatchesReference) {
+  const auto c = GetParam();
+  const int nD = kN * c.D, n_splits = nD / kMhcSplit;
+  const auto x = to_bf16(normals(size_t(c.tokens) * nD, 1.5f));
+  const auto fn = normals(size_t(kN) * nD, 1.0f / std::sqrt(float(nD)));
+  const auto base = normals(kN, 0.5f);
+  const std::vector<float> scale = {uniform(0.5f, 2.0f)};
+  DeviceBuffer<uint16_t> d_x(x), d_h(size_t(c.tokens) * c.D);
+  DeviceBuffer<float> d_fn(fn), d_base(base), d_scale(scale), d_part(mhc_pre_partial_floats(c.tokens, c.D));
+  d_h.fill_bytes(kPoisonByte);
+  MhcHeadParams p;
+  p.x = bf16_ptr(d_x);
+  p.fn = d_fn.get();
+  p.base = d_base.get();
+  p.scale = d_scale.get();
+  p.partial = d_part.get();
+  p.h = bf16_ptr(d_h);
+  p.n_tokens = c.tokens;
+  p.D = c.D;
+  p.hc_eps = float(kEps);
+  p.rms_eps = float(kEps);
+  launch_mhc_head(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto h = from_bf16(d_h.download());
+  const auto xf = from_bf16(x);
+  std::vector<double> ref, budget;
+  for (int t = 0; t < c.tokens; ++t) {
+    const float* xt = xf.data() + size_t(t) * nD;
+    double ss = 0;
+    for (int k = 0; k < nD; ++k) ss += double(xt[k]) * xt[k];
+    const double r = 1 / std::sqrt(ss / nD + kEps);
+    double pre[kN], dpre = 0;
+    for (int j = 0; j < kN; ++j) {
+      double s = 0, sa = 0;
+      for (int k = 0; k < nD; ++k) {
+        s += double(fn[size_t(j) * nD + k]) * xt[k];
+        sa += std::fabs(double(fn[size_t(j) * nD + k]) * xt[k]);
+      }
+      pre[j] = sigmoid(scale[0] * s * r + base[size_t(j)]) + kEps;
+      // Same derivation as HC_pre: |Δm| ≤ (n_splits + 16)·u·Σ|fn·v|·r + 4u|m|, sigmoid' ≤ 1/4.
+      const double dm = (n_splits + 16) * kF32Unit * sa * r + 4 * kF32Unit * std::fabs(s * r);
+      dpre = std::max(dpre, scale[0] * dm / 4 + 8 * kF32Unit);
+    }
+    for (int d = 0; d < c.D; ++d) {
+      double s = 0, sa = 0, sx = 0;
+      for (int j = 0; j < kN; ++j) {
+        const double xv = xt[size_t(j) * c.D + d];
+        s += pre[j] * xv;
+        sa += std::fabs(pre[j] * xv);
+        sx += std::fabs(xv);
+      }
+      ref.push_back(s);
+      const double fp32 = dpre * sx + 4 * kF32Unit * sa;
+      budget.push_back(kBf16HalfUlp * (std::fabs(s) + fp32) + fp32 + 1e-30);
+    }
+  }
+  expect_parity(cat("mhc_head h T=", c.tokens, " D=", c.D), h, ref, budget);
 }
 
 TEST_P(MhcTest, PostMatchesReference) {

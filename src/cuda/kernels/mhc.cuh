@@ -1,5 +1,5 @@
-// Manifold-constrained hyper-connections (§3.1 HC_pre, §3.2 HC_post) for hc_mult = 4 streams.
-// HC_head (§3.3, no Sinkhorn) and the sub-layers between pre and post live elsewhere.
+// Manifold-constrained hyper-connections (§3.1 HC_pre, §3.2 HC_post, §3.3 HC_head) for
+// hc_mult = 4 streams. The sub-layers between pre and post live in their own kernel files.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -29,10 +29,25 @@ struct MhcPreParams {
   float hc_eps = 1e-6f, rms_eps = 1e-6f;
 };
 
-// Floats of scratch launch_mhc_pre needs for (n_tokens, D).
+// Floats of scratch launch_mhc_pre (and launch_mhc_head) need for (n_tokens, D).
 size_t mhc_pre_partial_floats(int n_tokens, int D);
 // D % (kMhcSplit / n) == 0.
 void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream);
+
+// HC_head (§3.3): m = fn·RMSNorm(vec(X)) (n rows), pre = sigmoid(scale·m + base) + eps,
+// h = bf16(Σ_j pre_j X_j); no post, comb or Sinkhorn. Also the MTP block's head (§10).
+struct MhcHeadParams {
+  const __nv_bfloat16* x = nullptr;  // [n_tokens, n, D] bf16 final streams
+  const float* fn = nullptr;         // [n, n·D] fp32 (hc_head_fn)
+  const float* base = nullptr;       // [n] fp32
+  const float* scale = nullptr;      // [1] fp32
+  float* partial = nullptr;          // scratch, mhc_pre_partial_floats(n_tokens, D) floats
+  __nv_bfloat16* h = nullptr;        // [n_tokens, D] bf16
+  int n_tokens = 0, D = 0;
+  float hc_eps = 1e-6f, rms_eps = 1e-6f;
+};
+// D % (kMhcSplit / n) == 0.
+void launch_mhc_head(const MhcHeadParams& p, cudaStream_t stream);
 
 // HC_post: out[b] = bf16(post_b · f + Σ_a C[a][b] · X_a), FP32 math (§3.2: Cᵀ·X, not C·X).
 struct MhcPostParams {

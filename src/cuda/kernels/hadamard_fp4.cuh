@@ -1,0 +1,29 @@
+// The indexer's query/key rotation and FP4 grid (§6 step 3, §5.3 step 3, §12): a 128-point
+// Walsh–Hadamard transform (Sylvester order) scaled by 1/sqrt(128), then MXFP4 quantisation in
+// 1×32 blocks with UE8M0 scales. Indexer scoring and top-k consume the result elsewhere.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dsv4::cuda {
+
+constexpr int kIndexerDim = 128;  // index_head_dim: one warp, 4 values per lane
+
+// y = bf16(H·x / sqrt(128)) (FP32 butterflies, as fast_hadamard_transform); per 32-block of y:
+// s = 2^ceil(log2(max(amax, 6·2^-126)/6)), q = e2m1(y/s) (round to nearest even, saturating).
+// Any output pointer may be nullptr; packed and scale go together.
+struct HadamardFp4Params {
+  const __nv_bfloat16* x = nullptr;  // [n_rows, 128] bf16 (indexer q heads or keys, after RoPE)
+  __nv_bfloat16* y = nullptr;        // [n_rows, 128] bf16 rotated, before quantisation
+  __nv_bfloat16* fq = nullptr;       // [n_rows, 128] bf16 q·s: the reference's FP4 fake-quant of y
+  uint8_t* packed = nullptr;         // [n_rows, 64] E2M1 pairs, low nibble = even element (§11.3)
+  uint8_t* scale = nullptr;          // [n_rows, 4] ue8m0
+  int n_rows = 0;
+};
+
+void launch_hadamard_fp4(const HadamardFp4Params& p, cudaStream_t stream);
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,92 @@
+// Parity of kernels/hadamard_fp4.cu: the rotation against the dense Sylvester Hadamard matrix in
+// double, and the FP4 outputs bitwise against util/float_formats.h and the quant module's
+// fp4_roundtrip_blocks applied to the kernel's own rotated BF16 values (§6, §12).
+#include <bit>
+#include <cmath>
+
+#include "cuda/kernels/hadamard_fp4.cuh"
+#include "model/quant.h"
+#include "op_parity.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda::test {
+namespace {
+
+class HadamardFp4Test : public CudaOpTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(HadamardFp4Test, MatchesReference) {
+  const int n_rows = GetParam();
+  constexpr int d = kIndexerDim;
+  // Rows of different magnitudes, one of them tiny (scale floor) when there is room.
+  std::vector<float> x(size_t(n_rows) * d);
+  for (int r = 0; r < n_rows; ++r) {
+    const float mag = r == 1 ? 1e-38f : std::ldexp(1.0f, uniform_int(-10, 10));
+    for (int i = 0; i < d; ++i) x[size_t(r) * d + i] = normal(mag);
+  }
+  const auto x_bf = to_bf16(x);
+  DeviceBuffer<uint16_t> d_x(x_bf), d_y(x_bf.size()), d_fq(x_bf.size());
+  DeviceBuffer<uint8_t> d_packed(size_t(n_rows) * d / 2), d_scale(size_t(n_rows) * d / kMXFP4BlockSize);
+  d_y.fill_bytes(kPoisonByte);
+  d_fq.fill_bytes(kPoisonByte);
+  d_packed.fill_bytes(kPoisonByte);
+  d_scale.fill_bytes(kPoisonByte);
+  HadamardFp4Params p;
+  p.x = bf16_ptr(d_x);
+  p.y = bf16_ptr(d_y);
+  p.fq = bf16_ptr(d_fq);
+  p.packed = d_packed.get();
+  p.scale = d_scale.get();
+  p.n_rows = n_rows;
+  launch_hadamard_fp4(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto y = from_bf16(d_y.download());
+
+  // y_i = Σ_j (−1)^popcount(i & j) x_j / sqrt(128). Budget: 7 butterfly stages (≤ 7u of Σ|x|)
+  // and the scale product, then BF16 rounding.
+  const auto xf = from_bf16(x_bf);
+  std::vector<double> ref(y.size()), budget(y.size());
+  for (int r = 0; r < n_rows; ++r) {
+    double sa = 0;
+    for (int j = 0; j < d; ++j) sa += std::fabs(xf[size_t(r) * d + j]);
+    const double e = 9 * kF32Unit * sa / std::sqrt(double(d));
+    for (int i = 0; i < d; ++i) {
+      double s = 0;
+      for (int j = 0; j < d; ++j) s += (std::popcount(unsigned(i & j)) % 2 ? -1.0 : 1.0) * xf[size_t(r) * d + j];
+      s /= std::sqrt(double(d));
+      ref[size_t(r) * d + i] = s;
+      // + half the BF16 subnormal spacing (2^-134): the tiny row rounds on the subnormal grid.
+      budget[size_t(r) * d + i] = kBf16HalfUlp * (std::fabs(s) + e) + e + std::ldexp(1.0, -134);
+    }
+  }
+  expect_parity(cat("hadamard rows=", n_rows), y, ref, budget);
+
+  // FP4 of the kernel's own y: scales, nibbles and fake-quant values, bit for bit.
+  const float floor_amax = kE2M1Max * std::ldexp(1.0f, -126);  // §12
+  std::vector<uint8_t> packed_ref(d_packed.size(), 0), scale_ref(d_scale.size());
+  for (size_t b = 0; b < scale_ref.size(); ++b) {
+    float amax = 0;
+    for (int i = 0; i < kMXFP4BlockSize; ++i) amax = std::max(amax, std::fabs(y[b * kMXFP4BlockSize + i]));
+    scale_ref[b] = ue8m0_scale_for(amax, kE2M1Max, floor_amax);
+    for (int i = 0; i < kMXFP4BlockSize; ++i) {
+      const size_t k = b * kMXFP4BlockSize + i;
+      packed_ref[k / 2] |= uint8_t(f32_to_e2m1(y[k] / e8m0_to_f32(scale_ref[b])) << (4 * (k % 2)));
+    }
+  }
+  expect_bytes_equal(cat("hadamard fp4 scale rows=", n_rows), d_scale.download(), scale_ref);
+  expect_bytes_equal(cat("hadamard fp4 packed rows=", n_rows), d_packed.download(), packed_ref);
+  std::vector<float> rt = y;
+  fp4_roundtrip_blocks(rt.data(), int64_t(rt.size()), kIndexerQuantBlock);
+  const auto fq = from_bf16(d_fq.download());
+  int64_t n_diff = 0;
+  for (size_t k = 0; k < rt.size(); ++k) n_diff += fq[k] != rt[k];
+  EXPECT_EQ(n_diff, 0) << "fake-quant differs from fp4_roundtrip_blocks(…, 32)";
+}
+
+INSTANTIATE_TEST_SUITE_P(Rows, HadamardFp4Test,
+                         ::testing::Values(1,      // one indexer key (decode)
+                                           64,     // Flash indexer query heads
+                                           3,      // with the tiny-magnitude row
+                                           257));  // odd row count, partial last block
+
+}  // namespace
+}  // namespace dsv4::cuda::test
