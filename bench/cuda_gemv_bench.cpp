@@ -59,29 +59,40 @@ struct Timer {
     cudaEventDestroy(b);
   }
   // Median over reps of (time of `iters` calls) / iters, in seconds; one warm-up rep first.
-  // The calls are captured once into a CUDA graph and replayed, as the decode step will run, so
-  // host launch overhead stays out of the kernel times.
-  double median(int reps, int iters, const std::function<void(int, cudaStream_t)>& body) {
+  // Kernels are captured once into a CUDA graph and replayed, as the decode step will run, so
+  // host launch overhead stays out of their times. The copy roofline is timed from plain stream
+  // launches: captured into a graph it measured 2.4 TB/s on an H100 (while a BF16 GEMV in the same
+  // run streamed 3.1 TB/s), where the plain stream copy measured 3.0 TB/s in an earlier run
+  // (bench/results/2026-11-25-h100-gemv.md).
+  double median(int reps, int iters, bool graph_replay, const std::function<void(int, cudaStream_t)>& body) {
     cudaStream_t s;
     DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    cudaGraph_t graph;
-    cudaGraphExec_t exec;
-    DSV4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < iters; ++i) body(i, s);
-    DSV4_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-    DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    if (graph_replay) {
+      DSV4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < iters; ++i) body(i, s);
+      DSV4_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+      DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    }
     std::vector<double> t;
     for (int r = -1; r < reps; ++r) {
       DSV4_CUDA_CHECK(cudaEventRecord(a, s));
-      DSV4_CUDA_CHECK(cudaGraphLaunch(exec, s));
+      if (graph_replay) {
+        DSV4_CUDA_CHECK(cudaGraphLaunch(exec, s));
+      } else {
+        for (int i = 0; i < iters; ++i) body(i, s);
+      }
       DSV4_CUDA_CHECK(cudaEventRecord(b, s));
       DSV4_CUDA_CHECK(cudaEventSynchronize(b));
       float ms = 0;
       DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
       if (r >= 0) t.push_back(ms * 1e-3 / iters);
     }
-    DSV4_CUDA_CHECK(cudaGraphExecDestroy(exec));
-    DSV4_CUDA_CHECK(cudaGraphDestroy(graph));
+    if (graph_replay) {
+      DSV4_CUDA_CHECK(cudaGraphExecDestroy(exec));
+      DSV4_CUDA_CHECK(cudaGraphDestroy(graph));
+    }
     DSV4_CUDA_CHECK(cudaStreamDestroy(s));
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
@@ -126,7 +137,7 @@ int main(int argc, char** argv) {
     const size_t copy_bytes = size_t(1) << 30;
     DeviceBuffer<uint8_t> c0(copy_bytes), c1(copy_bytes);
     c0.fill_bytes(0x5a);
-    const double t_copy = timer.median(reps, 5, [&](int, cudaStream_t st) {
+    const double t_copy = timer.median(reps, 5, false, [&](int, cudaStream_t st) {
       DSV4_CUDA_CHECK(cudaMemcpyAsync(c1.get(), c0.get(), copy_bytes, cudaMemcpyDeviceToDevice, st));
     });
     const double copy_gbps = 2.0 * copy_bytes / t_copy * 1e-9;
@@ -163,7 +174,7 @@ int main(int argc, char** argv) {
       p.N = s.N;
       p.K = s.K;
       p.out_bf16 = true;
-      const double t = timer.median(reps, iters, [&](int i, cudaStream_t st) {
+      const double t = timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
         p.w = w.get() + (i % copies) * wbytes;
         p.w_scale = ws.get() + (i % copies) * sbytes;
         launch_gemv_fp8(p, st);
@@ -210,7 +221,7 @@ int main(int argc, char** argv) {
       p.N = s.N;
       p.K = s.K;
       p.out_bf16 = true;
-      const double t = timer.median(reps, iters, [&](int i, cudaStream_t st) {
+      const double t = timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
         p.expert_idx = d_sel.get() + (i % n_rounds) * s.n_sel;
         launch_gemv_mxfp4(p, st);
       });
@@ -243,7 +254,7 @@ int main(int argc, char** argv) {
       p.M = s.M;
       p.N = s.N;
       p.K = s.K;
-      const double t = timer.median(reps, iters, [&](int i, cudaStream_t st) {
+      const double t = timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
         p.w = reinterpret_cast<const __nv_bfloat16*>(w.get()) + size_t(i % copies) * s.N * s.K;
         launch_gemv_bf16(p, st);
       });
@@ -288,7 +299,7 @@ int main(int argc, char** argv) {
       p.n_idx = s.n_idx;
       p.block_size = block_size;
       p.softmax_scale = 1.0f / 22.627417f;
-      const double t = timer.median(reps, iters, [&](int, cudaStream_t st) { launch_sparse_attention(p, st); });
+      const double t = timer.median(reps, iters, true, [&](int, cudaStream_t st) { launch_sparse_attention(p, st); });
       const double bytes = double(s.n_idx) * (kKvRowDataBytes + kKvRowScaleBytes) + 2.0 * q.bytes();
       rows.push_back({cat("attn ", s.name), 1, s.H, s.n_idx, t * 1e6, bytes / t * 1e-9});
     }
