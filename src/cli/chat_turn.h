@@ -1,0 +1,57 @@
+// What `dsv4 generate` and `dsv4 chat` share: finding and loading a model (progress on stderr),
+// the sampling flags, and one streamed turn (generate -> parse -> print). The subcommands own
+// their own option sets and loops; the engine and chat libraries own the logic.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "chat/parser.h"
+#include "cli/args.h"
+#include "engine/generation.h"
+#include "model/forward.h"
+#include "tokenizer/tokenizer.h"
+
+namespace dsv4::cli {
+
+// -m DIR, or the embedded model at ${DSV4_SOURCE_DIR}/models/nano when it exists.
+std::filesystem::path resolve_model_dir(const Args& args);
+
+struct LoadedModel {
+  std::filesystem::path dir;
+  Tokenizer tokenizer;
+  std::unique_ptr<Forward> forward;
+};
+
+// Reads DIR/tokenizer.json and opens the checkpoint on the CPU backend (--threads, --numerics),
+// reporting on stderr.
+LoadedModel load_model(const std::filesystem::path& dir, const Args& args);
+
+// Options shared by generate and chat: sampling, limits, backend.
+extern const char* const kGenerationUsage;
+std::set<std::string> generation_value_options();
+// Reads them; prints the seed on stderr when it was drawn at random (so the run can be repeated).
+GenerationOptions generation_options(const Args& args);
+
+// The options of the chat encoder: --thinking-mode, --reasoning-effort, --encoder-revision.
+chat::EncodeOptions encode_options(const Args& args);
+
+struct TurnResult {
+  GenerationResult generation;
+  chat::ParsedCompletion message;
+};
+
+// Feeds `prompt` (the whole conversation's ids) to `seq`, reusing the tokens it already holds
+// when `held` (the ids fed so far, updated here) is a prefix of `prompt`; generates; streams the
+// content to stdout and the reasoning to stderr (unless hidden); parses leniently.
+TurnResult run_turn(LoadedModel& model, SequenceState& seq, std::vector<int32_t>& held,
+                    const std::vector<int32_t>& prompt, chat::ThinkingMode mode,
+                    const GenerationOptions& options, bool show_reasoning);
+
+// "N prompt + M generated tokens, prefill X tok/s, decode Y tok/s, finish: eos" on stderr.
+void print_stats(const GenerationResult& g);
+
+}  // namespace dsv4::cli

@@ -1,0 +1,202 @@
+// `dsv4 generate`, `dsv4 chat` and `dsv4 encode` end to end on a random tiny checkpoint with a
+// small V4-shaped tokenizer (BOS 0, EOS 1, the 256 bytes, then the chat markers). The oracle for
+// the generation loop is a plain greedy recomputation: the whole prefix re-run from scratch on a
+// fresh sequence for every token, which shares nothing with the loop's incremental decode.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cpu/cpu_forward.h"
+#include "model/config.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/tokenizer.h"
+
+// The CPU tests' random tiny-checkpoint writer (tests/cpu/tiny_model.cpp), compiled into this
+// binary too: tests/<area> folders are separate executables and it has no library of its own.
+#include "../cpu/tiny_model.cpp"
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kVocab = 264;
+
+json tokenizer_json() {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[dsv4::byte_level::byte_to_char()[b]] = b + 2;
+  json added = json::array();
+  auto add = [&](int id, const char* content) {
+    added.push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+  };
+  add(0, "<｜begin▁of▁sentence｜>");
+  add(1, "<｜end▁of▁sentence｜>");
+  int id = 258;
+  for (const char* t : {"<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "｜DSML｜", "<｜latest_reminder｜>"})
+    add(id++, t);
+  return {{"version", "1.0"},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
+          {"post_processor", nullptr},
+          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+          {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                     {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
+                     {"vocab", vocab}, {"merges", json::array()}}}};
+}
+
+const std::filesystem::path& model_dir() {
+  static const std::filesystem::path dir = [] {
+    dsv4::test::TinyModelOptions opt;
+    opt.vocab = kVocab;
+    opt.f32 = true;
+    const auto d = dsv4::test::write_tiny_model(opt);
+    std::ofstream(d / "tokenizer.json") << tokenizer_json().dump();
+    return d;
+  }();
+  return dir;
+}
+
+struct RunResult {
+  int status = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+RunResult run(const std::string& args, const std::string& stdin_text = "") {
+  const auto err_file = std::filesystem::temp_directory_path() / ("dsv4_gen_err_" + std::to_string(::getpid()));
+  const auto in_file = std::filesystem::temp_directory_path() / ("dsv4_gen_in_" + std::to_string(::getpid()));
+  std::ofstream(in_file) << stdin_text;
+  const bool runs_model = args.rfind("generate", 0) == 0 || args.rfind("chat", 0) == 0;
+  const std::string cmd = std::string(DSV4_BINARY) + " " + args + (runs_model ? " --threads 2" : "") + " < " + in_file.string() +
+                          " 2> " + err_file.string();
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream e(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  return r;
+}
+
+// The last line of stdout, parsed (the --json summary).
+json last_json_line(const std::string& out) {
+  const size_t end = out.find_last_not_of('\n');
+  const size_t start = out.rfind('\n', end);
+  return json::parse(out.substr(start == std::string::npos ? 0 : start + 1, end + 1 - (start == std::string::npos ? 0 : start + 1)));
+}
+
+// Greedy ids by full recomputation of the prefix each step (argmax, lowest id on ties).
+std::vector<int32_t> reference_greedy(const std::vector<int32_t>& prompt, int n) {
+  auto fwd = dsv4::make_cpu_forward(model_dir(), {dsv4::Numerics::kExact, 2});
+  std::vector<int32_t> ids = prompt, out;
+  for (int step = 0; step < n; ++step) {
+    auto seq = fwd->new_sequence(static_cast<int64_t>(ids.size()));
+    std::vector<float> logits;
+    dsv4::ForwardItem item{seq.get(), ids, false, &logits};
+    fwd->forward(std::span<dsv4::ForwardItem>(&item, 1));
+    int32_t best = 0;
+    for (int32_t v = 1; v < static_cast<int32_t>(logits.size()); ++v)
+      if (logits[v] > logits[best]) best = v;
+    if (best == 1) break;  // EOS
+    out.push_back(best);
+    ids.push_back(best);
+  }
+  return out;
+}
+
+TEST(Generate, RawGreedyMatchesFullRecomputation) {
+  const int n = 6;
+  const RunResult r = run("generate -m " + model_dir().string() + " --raw -p 'abc' --temp 0 --json --max-tokens " +
+                          std::to_string(n));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json j = last_json_line(r.out);
+  std::vector<int32_t> got = j.at("tokens").get<std::vector<int32_t>>();
+  const std::vector<int32_t> want = reference_greedy({'a' + 2, 'b' + 2, 'c' + 2}, n);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(j.at("finish_reason").get<std::string>(), want.size() == static_cast<size_t>(n) ? "length" : "eos");
+  EXPECT_NE(r.err.find("loaded in"), std::string::npos) << r.err;
+}
+
+TEST(Generate, ChatModeRunsEndToEndAndSeedsReproduce) {
+  const std::string base = "generate -m " + model_dir().string() +
+                           " -p 'Hi' --system 'Be brief.' --thinking-mode chat --max-tokens 8 --json";
+  const RunResult a = run(base + " --temp 0.9 --top-p 0.95 --top-k 50 --min-p 0.01 --seed 7");
+  ASSERT_EQ(a.status, 0) << a.err;
+  const json ja = last_json_line(a.out);
+  EXPECT_EQ(ja.at("role"), "assistant");
+  EXPECT_TRUE(ja.at("content").is_string());
+  // <BOS>Be brief.<｜User｜>Hi<｜Assistant｜></think>: 1 + 9 + 1 + 2 + 1 + 1 ids.
+  EXPECT_EQ(ja.at("usage").at("prompt_tokens"), 15);
+  const RunResult b = run(base + " --temp 0.9 --top-p 0.95 --top-k 50 --min-p 0.01 --seed 7");
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_EQ(a.out, b.out);  // same seed, same output
+
+  // Thinking mode: the reasoning is kept apart (stderr), the answer alone on stdout.
+  const RunResult t = run("generate -m " + model_dir().string() + " -p 'Hi' --temp 0 --max-tokens 6 --json");
+  ASSERT_EQ(t.status, 0) << t.err;
+  const json jt = last_json_line(t.out);
+  if (!jt.at("reasoning_content").get<std::string>().empty()) {
+    EXPECT_NE(t.err.find("[reasoning]"), std::string::npos) << t.err;
+  }
+}
+
+TEST(Generate, BadOptionsAreClearErrors) {
+  const std::string m = " -m " + model_dir().string();
+  RunResult r = run("generate" + m);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--prompt"), std::string::npos) << r.err;
+  r = run("generate" + m + " -p x --temp -1");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("temperature"), std::string::npos) << r.err;
+  r = run("generate" + m + " -p x --thinking-mode fast");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("thinking mode"), std::string::npos) << r.err;
+  r = run("generate" + m + " -p x --raw --system s");
+  EXPECT_EQ(r.status, 1);
+  r = run("generate -m /nonexistent/dir -p x");
+  EXPECT_EQ(r.status, 1);
+}
+
+TEST(Chat, MultiTurnResetAndExit) {
+  const RunResult r = run("chat -m " + model_dir().string() + " --thinking-mode chat --temp 0 --max-tokens 4",
+                          "Hello\nSecond turn\n/reset\nAgain\n/exit\nnever read\n");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("(conversation cleared)"), std::string::npos) << r.err;
+  // Three turns ran (one stats line each).
+  size_t turns = 0;
+  for (size_t at = r.err.find("generated tokens"); at != std::string::npos; at = r.err.find("generated tokens", at + 1)) ++turns;
+  EXPECT_EQ(turns, 3u) << r.err;
+}
+
+TEST(Encode, TextIdsAndErrors) {
+  const auto file = std::filesystem::temp_directory_path() / ("dsv4_enc_" + std::to_string(::getpid()) + ".json");
+  std::ofstream(file) << R"([{"role":"user","content":"Hi"}])";
+  RunResult r = run("encode --messages " + file.string() + " --thinking-mode chat");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>");
+  r = run("encode --messages " + file.string() + " --ids -m " + model_dir().string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "[0, 258, 74, 107, 259, 260]\n");  // 'H'+2, 'i'+2; thinking: <think>
+  r = run("encode --messages " + file.string() + " --reasoning-effort max --encoder-revision 0731");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("Beyond maximum"), std::string::npos);
+  r = run("encode --messages " + file.string() + " --reasoning-effort low");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("reasoning effort"), std::string::npos) << r.err;
+  std::ofstream(file) << "[{\"role\":\"user\",\"content\":\"\xc3\x28\"}]";
+  r = run("encode --messages " + file.string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("invalid JSON"), std::string::npos) << r.err;
+}
+
+}  // namespace
