@@ -15,6 +15,7 @@
 namespace dsv4::cuda {
 
 constexpr int kWarpSize = 32;
+constexpr int kMaxGridY = 65535;  // CUDA's limit on gridDim.y (launchers that put rows on y check it)
 constexpr unsigned kFullMask = 0xffffffffu;
 
 __device__ __forceinline__ float warp_sum(float v) {

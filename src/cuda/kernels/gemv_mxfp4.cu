@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads) gemv_mxfp4_kernel(GemvMxfp4Params p)
 
 void launch_gemv_mxfp4(const GemvMxfp4Params& p, cudaStream_t stream) {
   DSV4_CHECK(p.w && p.w_scale && p.expert_idx && p.x && p.x_scale && p.y);
-  DSV4_CHECK_MSG(p.n_sel >= 1 && p.n_experts >= 1 && p.N >= 1, "n_sel=", p.n_sel, " N=", p.N);
+  DSV4_CHECK_MSG(p.n_sel >= 1 && p.n_sel <= kMaxGridY && p.n_experts >= 1 && p.N >= 1, "n_sel=", p.n_sel, " N=", p.N);
   DSV4_CHECK_MSG(p.K % kActBlockSize == 0 && p.K > 0 && p.K <= kMxfp4MaxK, "K=", p.K);
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 4 == 0);
   const dim3 grid((p.N + kRowsPerBlock - 1) / kRowsPerBlock, p.n_sel);

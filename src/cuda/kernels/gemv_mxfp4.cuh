@@ -21,7 +21,7 @@ struct GemvMxfp4Params {
   bool out_bf16 = false;
 };
 
-// n_sel >= 1, N >= 1, K % 128 == 0 and K <= kMxfp4MaxK (x is staged in shared memory as FP32);
+// 1 <= n_sel <= 65535 (grid y), N >= 1, K % 128 == 0 and K <= kMxfp4MaxK (x is staged in shared memory as FP32);
 // an expert index >= n_experts yields a NaN row (visible, never an out-of-bounds read).
 constexpr int kMxfp4MaxK = 8192;
 void launch_gemv_mxfp4(const GemvMxfp4Params& p, cudaStream_t stream);

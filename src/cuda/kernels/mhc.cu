@@ -189,7 +189,7 @@ size_t mhc_pre_partial_floats(int n_tokens, int D) {
 void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.fn && p.base && p.scale && p.partial && p.u && p.post && p.comb);
   DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0, "HC_pre needs n·D % ", kMhcSplit, " == 0, D=", p.D);
-  DSV4_CHECK(p.sinkhorn_iters >= 1 && p.n_tokens >= 0);
+  DSV4_CHECK(p.sinkhorn_iters >= 1 && p.n_tokens >= 0 && p.n_tokens <= kMaxGridY);
   if (p.n_tokens == 0) return;
   const int n_splits = int(int64_t(kN) * p.D / kMhcSplit);
   mhc_partial_kernel<kHcMix><<<dim3(n_splits, p.n_tokens), kPartialThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D);
@@ -201,7 +201,7 @@ void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream) {
 void launch_mhc_head(const MhcHeadParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.fn && p.base && p.scale && p.partial && p.h);
   DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0, "HC_head needs n·D % ", kMhcSplit, " == 0, D=", p.D);
-  DSV4_CHECK(p.n_tokens >= 0);
+  DSV4_CHECK(p.n_tokens >= 0 && p.n_tokens <= kMaxGridY);
   if (p.n_tokens == 0) return;
   const int n_splits = int(int64_t(kN) * p.D / kMhcSplit);
   mhc_partial_kernel<kN><<<dim3(n_splits, p.n_tokens), kPartialThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D);
@@ -211,7 +211,7 @@ void launch_mhc_head(const MhcHeadParams& p, cudaStream_t stream) {
 }
 
 void launch_mhc_post(const MhcPostParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.f && p.x && p.post && p.comb && p.out && p.D > 0 && p.n_tokens >= 0);
+  DSV4_CHECK(p.f && p.x && p.post && p.comb && p.out && p.D > 0 && p.n_tokens >= 0 && p.n_tokens <= kMaxGridY);
   if (p.n_tokens == 0) return;
   mhc_post_kernel<<<dim3((p.D + kPostThreads - 1) / kPostThreads, p.n_tokens), kPostThreads, 0, stream>>>(p);
   DSV4_CUDA_CHECK_LAUNCH();

@@ -31,7 +31,7 @@ struct MhcPreParams {
 
 // Floats of scratch launch_mhc_pre (and launch_mhc_head) need for (n_tokens, D).
 size_t mhc_pre_partial_floats(int n_tokens, int D);
-// D % (kMhcSplit / n) == 0.
+// D % (kMhcSplit / n) == 0; n_tokens <= 65535 per launch (grid y), likewise for head and post.
 void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream);
 
 // HC_head (§3.3): m = fn·RMSNorm(vec(X)) (n rows), pre = sigmoid(scale·m + base) + eps,

@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(kThreads) sparse_attention_kernel(SparseAttnPa
 
 void launch_sparse_attention(const SparseAttnParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.q && p.cache && p.indices && p.sink && p.pos && p.inv_freq && p.out);
-  DSV4_CHECK_MSG(p.n_q >= 0 && p.H >= 1 && p.n_idx >= 0 && p.block_size > 0, "n_q=", p.n_q, " H=", p.H,
+  DSV4_CHECK_MSG(p.n_q >= 0 && p.n_q <= kMaxGridY && p.H >= 1 && p.n_idx >= 0 && p.block_size > 0, "n_q=", p.n_q, " H=", p.H,
                  " n_idx=", p.n_idx);
   if (p.n_q == 0) return;
   sparse_attention_kernel<<<dim3(p.H, p.n_q), kThreads, 0, stream>>>(p);

@@ -15,7 +15,7 @@ namespace dsv4::cuda {
 // o_h = Σ_s p_s·k_s, p_s = exp(ℓ_s − m) / (Σ_s' exp(ℓ_s' − m) + exp(sink_h − m)),
 // ℓ_s = softmax_scale · q_h·k_s, FP32 online softmax; o rounded to BF16, then inverse RoPE
 // (FP32, rounded to BF16 again, as the reference applies it to the BF16 output).
-// A query whose list holds no valid index gets o = 0.
+// A query whose list holds no valid index gets o = 0. n_q <= 65535 per launch (grid y).
 struct SparseAttnParams {
   const __nv_bfloat16* q = nullptr;  // [n_q, H, 512] bf16, after q norm and RoPE
   const uint8_t* cache = nullptr;    // [n_pages, kv_page_bytes(block_size)] (kv_cache.cuh)

@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kThreads) swiglu_kernel(SwigluParams p) {
 }  // namespace
 
 void launch_swiglu(const SwigluParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.gate && p.up && p.h && p.n_rows >= 0 && p.I >= 1);
+  DSV4_CHECK(p.gate && p.up && p.h && p.n_rows >= 0 && p.n_rows <= kMaxGridY && p.I >= 1);
   DSV4_CHECK_MSG(!p.q || (p.q_scale && p.I % kChunk == 0), "FP8 quantisation needs I % 128 == 0, I=", p.I);
   if (p.n_rows == 0) return;
   const int n_chunks = (p.I + kChunk - 1) / kChunk;

@@ -23,7 +23,7 @@ struct SwigluParams {
   float limit = 10.0f;                  // swiglu_limit
 };
 
-// I >= 1; with q, I % 128 == 0.
+// I >= 1, n_rows <= 65535 (grid y); with q, I % 128 == 0.
 void launch_swiglu(const SwigluParams& p, cudaStream_t stream);
 
 }  // namespace dsv4::cuda
