@@ -5,7 +5,9 @@
 # What the tests check is tests/cuda's business; carried build dependencies are device_deps.sh's.
 #
 # Usage (repo root, GPU host):  scripts/gpu_suite.sh [OUT_DIR]      (default: $OUT, else /tmp/dsv4-gpu)
-# Device run:  run(command="scripts/gpu_suite.sh", carry=[".deb"])
+# Device run:  run(command='scripts/gpu_suite.sh "$OUT"', carry=[".deb", ".prebuilt"]) — .prebuilt
+# (git-ignored via .git/info/exclude) may hold test_cuda/bench_cuda_gemv_bench built here, used only
+# if the device build fails. The summary (printed last) lists each step's rc and time.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-${OUT:-/tmp/dsv4-gpu}}
@@ -20,7 +22,7 @@ step() {  # step NAME LOG TIMEOUT_S CMD...: run, record rc and seconds in the su
   local t0=$SECONDS
   timeout "$limit" "$@" > "$log" 2>&1
   local rc=$?
-  printf '%-12s rc=%-3d %4ds  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(basename "$log")" | tee -a "$summary"
+  printf '%-12s rc=%-3d %4ds  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(basename "$log")" >> "$summary"
   return $rc
 }
 
