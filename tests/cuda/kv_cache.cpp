@@ -13,6 +13,15 @@
 namespace dsv4::cuda::test {
 namespace {
 
+// The MODEL1 sizes (§13: 584 bytes per row = 448 E4M3 + 128 BF16 + 8 scale bytes; pages padded
+// to 576-byte multiples). Host-only: runs without a GPU.
+TEST(KvLayout, Model1Sizes) {
+  EXPECT_EQ(kKvRowDataBytes + kKvRowScaleBytes, 584);
+  EXPECT_EQ(kv_page_bytes(64), 65 * 576);  // 64·584 = 37376 → 37440
+  EXPECT_EQ(kv_page_bytes(1), 2 * 576);
+  EXPECT_EQ(kv_page_bytes(72), 73 * 576);  // 72·584 = 42048 = 73·576 exactly
+}
+
 struct KvCase {
   int n_tokens, block_size, n_pages;
 };
