@@ -1,6 +1,7 @@
 // Encode throughput of the tokenizer on one core, against the 5 MB/s target of issue 4: a multi-MB
 // corpus of Debian text and code plus the multilingual golden strings, cold and warm word cache.
 // Prints MB/s, the ratio to the target, the CPU and the date. Correctness is tests/tokenizer.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -74,15 +75,22 @@ Result measure(const std::filesystem::path& tok_path, const std::string& text) {
 
 }  // namespace
 
+// usage: bench_tokenizer_bench [SOURCE_ROOT [TEXT_FILE...]]
+//   SOURCE_ROOT holds .cache/deepseek-v4/tokenizer.json and testdata/ (default: this checkout);
+//   TEXT_FILEs replace the default Debian license and C++ header texts.
 int main(int argc, char** argv) {
-  const std::filesystem::path src = DSV4_SOURCE_DIR;
-  const std::filesystem::path tok_path =
-      argc > 1 ? std::filesystem::path(argv[1]) : src / ".cache/deepseek-v4/tokenizer.json";
+  const std::filesystem::path src = argc > 1 ? argv[1] : DSV4_SOURCE_DIR;
+  const std::filesystem::path tok_path = src / ".cache/deepseek-v4/tokenizer.json";
+  std::vector<std::string> text_files(argv + std::min(argc, 2), argv + argc);
+  if (text_files.empty())
+    text_files = {"/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0",
+                  "/usr/include/c++/12/bits/stl_algo.h", "/usr/include/c++/12/bits/basic_string.h"};
   try {
     std::string debian;
-    for (const char* f : {"/usr/share/common-licenses/GPL-3", "/usr/share/common-licenses/Apache-2.0",
-                          "/usr/include/c++/12/bits/stl_algo.h", "/usr/include/c++/12/bits/basic_string.h"})
+    for (const std::string& f : text_files) {
+      if (!std::filesystem::exists(f)) dsv4::fail(f, ": no such text file");
       debian += read_all(f);
+    }
     const std::string golden = golden_texts(src / "testdata/tokenizer/v4_encode_goldens.jsonl");
     std::string cjk_only, emoji_only;
     {
@@ -108,8 +116,10 @@ int main(int argc, char** argv) {
     const std::time_t now = std::time(nullptr);
     char date[32];
     std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-    std::printf("tokenizer encode, one thread; %s; %s\ntokenizer: %s\n", cpu_name().c_str(), date,
-                tok_path.string().c_str());
+    std::printf("tokenizer encode, one thread; %s; %s\ntokenizer: %s\ntext files:", cpu_name().c_str(),
+                date, tok_path.string().c_str());
+    for (const std::string& f : text_files) std::printf(" %s", f.c_str());
+    std::printf("\n");
     for (const Corpus& c : corpora) {
       const Result r = measure(tok_path, c.text);
       std::printf("%-42s %5.1f MB %8zu tokens  cold %6.2f MB/s (%.2fx target)  warm %6.2f MB/s (%.2fx)\n",

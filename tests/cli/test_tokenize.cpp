@@ -1,0 +1,88 @@
+// `dsv4 tokenize` end to end on the real V4 tokenizer.json: ids, --json, --decode (JSON array and
+// comma list), --text-file with invalid UTF-8, and the exit status and message for bad input.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Result {
+  int status;
+  std::string out;  // stdout (stderr too when `merge_stderr`)
+};
+
+Result run(const std::string& args, bool merge_stderr = true) {
+  const std::string cmd = std::string(DSV4_BINARY) + " tokenize " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string v4_flag() {
+  const auto path = std::filesystem::path(DSV4_SOURCE_DIR) / ".cache/deepseek-v4/tokenizer.json";
+  if (!std::filesystem::exists(path))
+    throw std::runtime_error(path.string() + " is missing: run scripts/setup.sh");
+  return "--tokenizer " + path.string();
+}
+
+// encoding.md §6.4 row 11 (the ids also agree with HF `tokenizers`, see tests/tokenizer).
+const char* kChatText = "'<｜begin▁of▁sentence｜><｜User｜>你好<｜Assistant｜><think>推理</think>答案<｜end▁of▁sentence｜>'";
+const char* kChatIds = "0 128803 30594 128804 128821 36101 128822 7624 1";
+
+TEST(TokenizeCli, EncodesAndDecodes) {
+  Result r = run(v4_flag() + " --text " + kChatText, false);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out, std::string(kChatIds) + "\n");
+
+  r = run(v4_flag() + " --text 'a  b' --json", false);
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ids"], nlohmann::json({67, 223, 291}));
+  EXPECT_EQ(j["tokens"], nlohmann::json({"a", "Ġ", "Ġb"}));
+
+  r = run(v4_flag() + " --decode '[0, 128803, 30594, 1]'", false);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out, "<｜begin▁of▁sentence｜><｜User｜>你好<｜end▁of▁sentence｜>");
+  r = run(v4_flag() + " --decode 0,128803,30594,1 --skip-special --json", false);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["text"], "<｜User｜>你好");
+}
+
+TEST(TokenizeCli, InvalidUtf8FileWarnsAndEncodesReplacement) {
+  const auto path = std::filesystem::temp_directory_path() / "dsv4_tokenize_bad_utf8.txt";
+  std::ofstream(path, std::ios::binary) << "ok\xFF!";
+  const Result r = run(v4_flag() + " --text-file " + path.string());
+  const Result same = run(v4_flag() + " --text 'ok\xEF\xBF\xBD!'", false);
+  std::filesystem::remove(path);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("not valid UTF-8 at byte 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(same.out), std::string::npos) << r.out << " vs " << same.out;
+}
+
+TEST(TokenizeCli, BadInputExitsNonZeroWithAMessage) {
+  Result r = run(v4_flag() + " --decode '[1, 999999]'");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("token id 999999"), std::string::npos) << r.out;
+  r = run(v4_flag() + " --decode '1,x'");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("--decode"), std::string::npos) << r.out;
+  r = run("--tokenizer /nonexistent.json --text hi");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("/nonexistent.json"), std::string::npos) << r.out;
+  r = run(v4_flag());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("exactly one of"), std::string::npos) << r.out;
+  r = run("-m /tmp --tokenizer x.json --text hi");
+  EXPECT_EQ(r.status, 1);
+}
+
+}  // namespace
