@@ -79,7 +79,12 @@ TEST_P(ChunkingTest, AnyChunkingEqualsOnePrefill) {
   const std::vector<float> whole = run_chunked(*f, tokens, int64_t(tokens.size()));
   const double scale = max_abs(whole);
   ASSERT_GT(scale, 0.0);
-  for (int64_t chunk : {1, 7, 128, 129}) {
+#if defined(__SANITIZE_ADDRESS__)
+  const std::vector<int64_t> chunks = {7, 128, 129};  // chunk 1 runs in the Release suite
+#else
+  const std::vector<int64_t> chunks = {1, 7, 128, 129};
+#endif
+  for (int64_t chunk : chunks) {
     const double d = max_diff(whole, run_chunked(*f, tokens, chunk));
     // Every per-token operation is the same sequence of FP32 operations whatever the chunking;
     // allow FP32 rounding of O(1) logits through 6 layers (~1e-6 relative), nothing more.
