@@ -1,6 +1,6 @@
 // CpuModel: what one loaded CPU backend holds — config, mapped checkpoint, bound weight views,
-// the two RoPE tables, the numerics points and the thread pool — plus the CPU sequence state.
-// The forward loop is cpu_forward.cpp's; the MTP block's is mtp.cpp's.
+// the two RoPE tables, the numerics points and the thread pool. The forward loop is
+// cpu_forward.cpp's, the MTP block's mtp.cpp's, the per-sequence state sequence_state.h's.
 #pragma once
 
 #include <filesystem>
@@ -11,6 +11,7 @@
 #include "cpu/context.h"
 #include "cpu/cpu_forward.h"
 #include "cpu/rope.h"
+#include "cpu/sequence_state.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -36,23 +37,5 @@ struct CpuModel {
 
 std::unique_ptr<CpuModel> load_cpu_model(const std::filesystem::path& model_dir,
                                          const CpuOptions& options);
-
-// Per-sequence state (§5.5, §13): one AttentionState per main layer and per MTP block.
-class CpuSequenceState final : public SequenceState {
- public:
-  CpuSequenceState(const ModelConfig& cfg, int64_t max_tokens);
-  int64_t position() const override { return position_; }
-  void reset() override;
-
-  int64_t max_tokens() const { return max_tokens_; }
-  void advance(int64_t n) { position_ += n; }
-  std::vector<AttentionState> layers;
-  std::vector<AttentionState> mtp;  // the MTP block's window (its own positions, §10)
-  int64_t mtp_position = 0;
-
- private:
-  int64_t position_ = 0;
-  int64_t max_tokens_ = 0;
-};
 
 }  // namespace dsv4

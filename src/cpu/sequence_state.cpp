@@ -1,6 +1,6 @@
 // CpuSequenceState: allocation and reset. The per-layer contents are filled lazily by
 // attention.cpp / compressor.cpp on first use, so a reset is just clearing them.
-#include "cpu/cpu_model.h"
+#include "cpu/sequence_state.h"
 
 namespace dsv4 {
 
