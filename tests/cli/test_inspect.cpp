@@ -13,6 +13,8 @@
 #include <sstream>
 #include <string>
 
+#include "model/checkpoint.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -255,6 +257,24 @@ TEST(InspectErrors, BadInputExitsNonZeroWithMessage) {
   r = run("inspect " + dir.string());
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("config.json: field 'hidden_size' = -1"), std::string::npos) << r.out;
+  // Opt-in data check: a UE8M0 NaN byte in a scale tensor is reported with tensor and offset.
+  cfg["hidden_size"] = 256;
+  write_file(dir / "config.json", cfg.dump());
+  {
+    const dsv4::Checkpoint ck = dsv4::Checkpoint::open(dir);
+    const dsv4::TensorView& t = ck.get("layers.4.attn.wkv.scale");
+    std::fstream f(dir / t.file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(t.file_offset + 1));
+    f.put(char(0xFF));
+  }
+  r = run("inspect " + dir.string());
+  EXPECT_EQ(r.rc, 0) << r.out;  // header-level checks do not read data pages
+  r = run("inspect " + dir.string() + " --scan-scales");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.out.find("tensor layers.4.attn.wkv.scale in "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("UE8M0 NaN byte 0xFF at element 1"), std::string::npos) << r.out;
+  cfg["hidden_size"] = -1;
+  write_file(dir / "config.json", cfg.dump());
   r = run("inspect " + dir.string() + " --context 0");
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("--context"), std::string::npos) << r.out;

@@ -191,6 +191,67 @@ TEST(Checkpoint, TinySkeletonIsCompleteAndBinds) {
   EXPECT_NE(error_of([&] { bind_weights(cfg, ck); }).find("layers.1.ffn.gate.tid2eid[1, 1] = 16"), std::string::npos);
 }
 
+TEST(Checkpoint, NVFP4ExpertsBindWithWeightScale2) {
+  json j = json::parse(tiny_config_json());
+  j["quantization_config"]["quant_algo"] = "MIXED_PRECISION";
+  j["quantization_config"]["moe_quant_algo"] = "NVFP4";
+  j["quantization_config"]["quantized_layers"] = {{"layers.0.ffn.experts", {{"quant_algo", "NVFP4"}, {"group_size", 16}}}};
+  const ModelConfig cfg = ModelConfig::from_json(j.dump());
+  ASSERT_EQ(cfg.expert_format, ExpertFormat::kNVFP4);
+  TempDir d;
+  write_skeleton(d.path(), j.dump(), {.n_shards = 2});
+  Checkpoint ck = Checkpoint::open(d.path());
+  ASSERT_TRUE(check_checkpoint(cfg, ck).empty());
+  // §11.6 layout: packed [I, D/2] U8, weight_scale [I, D/16] E4M3, scalar F32 globals.
+  EXPECT_EQ(ck.get("layers.2.ffn.experts.1.w1.weight").shape, (std::vector<int64_t>{128, 128}));
+  EXPECT_EQ(ck.get("layers.2.ffn.experts.1.w1.weight_scale").shape, (std::vector<int64_t>{128, 16}));
+  EXPECT_TRUE(ck.get("layers.2.ffn.experts.1.w1.weight_scale_2").shape.empty());
+  EXPECT_EQ(ck.find("layers.2.ffn.experts.1.w1.scale"), nullptr);
+  EXPECT_NE(ck.find("layers.2.ffn.shared_experts.w1.scale"), nullptr);  // shared experts stay FP8
+
+  const unsigned seed = std::random_device{}();
+  std::printf("[NVFP4ExpertsBindWithWeightScale2] seed %u\n", seed);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> w(256 * 128);  // w2: [D, I] = [256, 128]
+  float amax = 0;
+  for (auto& v : w) amax = std::max(amax, std::fabs(v = nd(rng)));
+  const float global = amax / (kE2M1Max * kE4M3Max);
+  const float input_scale = 123.0f;
+  const PackedWeight p = pack_nvfp4(w.data(), 256, 128, global);
+  const std::string base = "layers.2.ffn.experts.1.w2.";
+  auto put = [&](const std::string& name, const void* bytes, size_t n) {
+    const TensorView& t = ck.get(name);
+    ASSERT_EQ(t.nbytes, n) << name;
+    pwrite_at(d.path() / t.file, t.file_offset, bytes, n);
+  };
+  put(base + "weight", p.data.data(), p.data.size());
+  put(base + "weight_scale", p.scale.data(), p.scale.size());
+  put(base + "weight_scale_2", &global, 4);
+  put(base + "input_scale", &input_scale, 4);
+  // Every other NVFP4 projection needs a valid global scale too (zeros are refused).
+  const float one = 1.0f;
+  for (const auto& [name, t] : ck.tensors())
+    if (name.ends_with(".weight_scale_2") && name != base + "weight_scale_2") put(name, &one, 4);
+  ck = Checkpoint::open(d.path());
+  const ModelWeights mw = bind_weights(cfg, ck);
+  const WeightMatrix& m = mw.layers[2].ffn.experts[1].w2;
+  EXPECT_EQ(m.format, WeightFormat::kNVFP4);
+  EXPECT_EQ(m.global_scale, global);
+  EXPECT_EQ(m.input_scale, input_scale);
+  WeightMatrix ref{.name = "ref", .format = WeightFormat::kNVFP4, .rows = 256, .cols = 128,
+                   .data = p.data.data(), .scale = p.scale.data(), .global_scale = global};
+  std::vector<float> got(256 * 128), want(256 * 128);
+  m.dequant_rows(0, 256, got.data());
+  ref.dequant_rows(0, 256, want.data());
+  EXPECT_EQ(got, want);
+  // A zero global scale would silently zero the expert: refused with the tensor's name.
+  const float zero = 0.0f;
+  put(base + "weight_scale_2", &zero, 4);
+  ck = Checkpoint::open(d.path());
+  EXPECT_NE(error_of([&] { bind_weights(cfg, ck); }).find(base + "weight_scale_2 = 0"), std::string::npos);
+}
+
 TEST(Checkpoint, MismatchesAreAllReported) {
   TempDir d;
   write_skeleton(d.path(), tiny_config_json(), {.n_shards = 2});
