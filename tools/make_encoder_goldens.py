@@ -191,7 +191,8 @@ def cases():
           "tool_calls": [call("p", "ping", {}),
                          call("q", "calc", {"expr": "say \"hi\"\nline2\t<x>", "precision": 1e-05,
                                             "flags": None, "nested": {"a": [1, 2.5, "中文"], "b": {}},
-                                            "big": 12345678901234, "neg": -0.25, "t": True})]},
+                                            "big": 12345678901234, "neg": -0.25, "t": True,
+                                            "floats": [1e15, 1234567890123456.0, 1e16, 1.5e-07, 0.0001, -0.0]})]},
          {"role": "tool", "tool_call_id": "p", "content": "pong"},
          {"role": "tool", "tool_call_id": "q", "content": "ok"},
          {"role": "assistant", "content": "All done."}], "chat")

@@ -163,7 +163,27 @@ void append_tools_and_format(std::string& out, const Message& m) {
 
 }  // namespace
 
+// Messages built in code (not read from JSON, which nlohmann already checks) may carry any bytes;
+// the prompt must be UTF-8 for the tokenizer to see what the reference would.
+static void check_utf8(std::span<const Message> messages) {
+  auto check = [](const std::string& s, size_t i, const char* field) {
+    if (!is_valid_utf8(s)) fail("messages[", i, "].", field, ": not valid UTF-8");
+  };
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const Message& m = messages[i];
+    check(m.content, i, "content");
+    check(m.reasoning_content, i, "reasoning_content");
+    check(m.tool_call_id, i, "tool_call_id");
+    for (const ToolCall& tc : m.tool_calls) {
+      check(tc.id, i, "tool_calls.id");
+      check(tc.name, i, "tool_calls.function.name");
+      check(tc.arguments, i, "tool_calls.function.arguments");
+    }
+  }
+}
+
 std::string encode_messages(std::span<const Message> messages, const EncodeOptions& options) {
+  check_utf8(messages);
   const bool thinking = options.mode == ThinkingMode::kThinking;
   const std::string_view effort_prefix =
       reasoning_effort_prefix(options.revision, options.reasoning_effort);

@@ -2,6 +2,7 @@
 // serializer where its output already equals Python's, containers are written here.
 #include "chat/py_json.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -36,6 +37,41 @@ std::string py_json_quote(std::string_view text) {
   return out;
 }
 
+// Python's float repr: the shortest digits that round-trip (std::to_chars gives exactly those,
+// closest to the value among equals, as CPython's dtoa does), laid out in fixed notation when the
+// decimal exponent is in [-4, 16) ("1000000000000000.0", "0.0001") and as "1e+16" / "1.5e-05"
+// otherwise. nlohmann's own layout differs from 1e15 on, so it is not used here.
+static std::string py_float_repr(double d) {
+  if (!std::isfinite(d)) fail("JSON value ", d, " is not finite");
+  if (d == 0.0) return std::signbit(d) ? "-0.0" : "0.0";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+  const std::string sci(buf, res.ptr);  // "-1.2345e+15"
+  const size_t e = sci.find('e');
+  std::string mantissa = sci.substr(0, e);
+  const int exp10 = std::stoi(sci.substr(e + 1));
+  std::string sign;
+  if (mantissa[0] == '-') {
+    sign = "-";
+    mantissa.erase(0, 1);
+  }
+  std::string digits;
+  for (char c : mantissa)
+    if (c != '.') digits += c;
+  if (exp10 < -4 || exp10 >= 16) {
+    std::string out = sign + digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    char ebuf[8];
+    std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
+    return out + ebuf;
+  }
+  const int point = exp10 + 1;  // digits before the decimal point
+  if (point <= 0) return sign + "0." + std::string(-point, '0') + digits;
+  if (point >= static_cast<int>(digits.size()))
+    return sign + digits + std::string(point - digits.size(), '0') + ".0";
+  return sign + digits.substr(0, point) + "." + digits.substr(point);
+}
+
 static void dump_into(const Json& v, std::string& out) {
   switch (v.type()) {
     case Json::value_t::object: {
@@ -63,14 +99,9 @@ static void dump_into(const Json& v, std::string& out) {
     case Json::value_t::string:
       out += py_json_quote(v.get_ref<const std::string&>());
       return;
-    case Json::value_t::number_float: {
-      const double d = v.get<double>();
-      if (!std::isfinite(d)) fail("JSON value ", d, " is not finite");
-      // nlohmann writes the shortest round-trip digits with Python's layout: "1.0", "1e-05",
-      // "1e+16", decimal notation for exponents in [-5, 15] (the same thresholds as float repr).
-      out += v.dump();
+    case Json::value_t::number_float:
+      out += py_float_repr(v.get<double>());
       return;
-    }
     default:  // null, boolean, integers: identical spelling in both
       out += v.dump();
   }

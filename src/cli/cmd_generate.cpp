@@ -38,6 +38,9 @@ int run_generate(const std::vector<std::string>& argv) {
     return 0;
   }
   const std::string text = args.require("--prompt");
+  if (!chat::is_valid_utf8(text)) fail("--prompt: the text is not valid UTF-8");
+  if (auto system = args.get("--system"); system && !chat::is_valid_utf8(*system))
+    fail("--system: the text is not valid UTF-8");
   const bool raw = args.has("--raw");
   if (raw && (args.has("--system") || args.has("--thinking-mode") || args.has("--reasoning-effort")))
     fail("--raw feeds the text as is: --system, --thinking-mode and --reasoning-effort do not apply");

@@ -89,6 +89,18 @@ TEST(Encoder, BadInputIsAClearError) {
   expect_error(R"({"msgs":[]})", "messages");
 }
 
+TEST(Encoder, InvalidUtf8InCodeBuiltMessagesIsAnError) {
+  Message m;
+  m.role = Role::kUser;
+  m.content = "ok \xc3\x28";
+  try {
+    encode_messages(std::vector<Message>{m}, EncodeOptions{});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("messages[0].content"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Encoder, EffortLevelsAreCheckedPerRevision) {
   EXPECT_THROW(reasoning_effort_prefix(EncoderRevision::kOriginal, "low"), Error);
   EXPECT_THROW(reasoning_effort_prefix(EncoderRevision::k0731, "medium"), Error);

@@ -199,4 +199,22 @@ TEST(Encode, TextIdsAndErrors) {
   EXPECT_NE(r.err.find("invalid JSON"), std::string::npos) << r.err;
 }
 
+// The encoder's text through the real V4 tokenizer gives the ids encoding.md §4 lists (E1, E2),
+// which came from an independent tokenizer oracle. The tokenizer file is fetched by
+// scripts/fetch_tokenizer.sh into the git-ignored .cache; without it the test is skipped.
+TEST(Encode, RealTokenizerIdsMatchTheDocumentedOnes) {
+  const auto dir = std::filesystem::path(DSV4_SOURCE_DIR) / ".cache/deepseek-v4";
+  if (!std::filesystem::exists(dir / "tokenizer.json")) GTEST_SKIP() << "no " << dir << "/tokenizer.json";
+  const auto file = std::filesystem::temp_directory_path() / ("dsv4_enc_real_" + std::to_string(::getpid()) + ".json");
+  std::ofstream(file) << R"([{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is 2+2?"}])";
+  RunResult r = run("encode --messages " + file.string() + " --thinking-mode chat --ids -m " + dir.string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "[0, 3476, 477, 260, 11502, 22896, 16, 128803, 3085, 344, 223, 20, 13, 20, 33, 128804, 128822]\n");
+  std::ofstream(file) << R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},)"
+                         R"({"role":"assistant","reasoning_content":"Greet.","content":"Hello!"},{"role":"user","content":"2+2?"}])";
+  r = run("encode --messages " + file.string() + " --ids -m " + dir.string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "[0, 7153, 9708, 16, 128803, 23166, 128804, 128822, 19923, 3, 1, 128803, 20, 13, 20, 33, 128804, 128821]\n");
+}
+
 }  // namespace
