@@ -2,7 +2,7 @@
 """Golden data for the tokenizer tests, produced by HF `tokenizers` (the oracle) on the real V4
 tokenizer.json. Writes, under testdata/tokenizer/:
 
-  v4_encode_goldens.jsonl     line 1: {"meta": ...}; then one case per line:
+  v4_encode_goldens.jsonl     (or NAME_encode_goldens.jsonl with --name) line 1: {"meta": ...}; then one case per line:
       {"label", "text" | "bytes_hex", "ids", "decoded"}  encode cases. "bytes_hex" cases are random
           byte strings; their ids are HF's ids of bytes.decode("utf-8", "replace"), which is what
           dsv4 documents for invalid UTF-8 input. "decoded" is HF decode(ids) (specials kept).
@@ -19,6 +19,9 @@ other scripts with combining marks, and mixed documents.
 
 Needs: Python 3 with PyPI `tokenizers` (0.23.3 was used) and the V4 tokenizer.json from
 scripts/fetch_tokenizer.sh. Run:  /opt/oracle/bin/python tools/make_tokenizer_goldens.py
+The embedded nano model's tokenizer (same pre-tokenizer, 8k vocab) gets a quarter of the cases:
+  /opt/oracle/bin/python tools/make_tokenizer_goldens.py --name nano \
+      --tokenizer models/nano/tokenizer.json --scale 0.25 --skip-classes
 """
 import argparse
 import hashlib
@@ -271,6 +274,8 @@ def main():
     ap.add_argument("--tokenizer", default=os.path.join(ROOT, ".cache/deepseek-v4/tokenizer.json"))
     ap.add_argument("--out", default=os.path.join(ROOT, "testdata/tokenizer"))
     ap.add_argument("--skip-classes", action="store_true", help="don't rewrite the (slow) class table")
+    ap.add_argument("--name", default="v4", help="output file prefix")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiplies the number of cases")
     args = ap.parse_args()
     raw = open(args.tokenizer, "rb").read()
     tok = Tokenizer.from_str(raw.decode("utf-8"))
@@ -284,10 +289,10 @@ def main():
             "mixed": lambda r: mixed(r, added)}
     cases = [("doc", s) for s in DOC_ROWS]
     for label, n in COUNTS:
-        for _ in range(n):
+        for _ in range(max(1, int(n * args.scale))):
             cases.append((label, random_bytes(r) if label == "random_bytes" else gens[label](r)))
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "v4_encode_goldens.jsonl")
+    path = os.path.join(args.out, f"{args.name}_encode_goldens.jsonl")
     n_encode = n_decode = 0
     with open(path, "w", encoding="utf-8") as f:
         meta = {"tokenizers": tokenizers.__version__, "seed": SEED,
@@ -306,8 +311,9 @@ def main():
             case["decoded"] = tok.decode(ids, skip_special_tokens=False)
             f.write(json.dumps(case, ensure_ascii=False) + "\n")
             n_encode += 1
-        for _ in range(300):
-            ids = [r.randrange(vocab_size) if r.random() < 0.8 else r.randrange(128000, vocab_size)
+        for _ in range(max(1, int(300 * args.scale))):
+            n_base = tok.get_vocab_size(with_added_tokens=False)
+            ids = [r.randrange(vocab_size) if r.random() < 0.8 else r.randrange(n_base, vocab_size)
                    for _ in range(r.randint(1, 12))]
             f.write(json.dumps({"label": "decode", "decode_ids": ids,
                                 "decoded": tok.decode(ids, skip_special_tokens=False),
@@ -316,7 +322,7 @@ def main():
             n_decode += 1
     print(f"wrote {path}: {n_encode} encode cases, {n_decode} decode cases, {os.path.getsize(path)} bytes")
     if not args.skip_classes:
-        write_classes(tok, os.path.join(args.out, "v4_pretokenizer_classes.txt"))
+        write_classes(tok, os.path.join(args.out, f"{args.name}_pretokenizer_classes.txt"))
 
 
 if __name__ == "__main__":

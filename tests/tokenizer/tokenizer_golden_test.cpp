@@ -1,5 +1,6 @@
-// Tokenizer vs the HF `tokenizers` oracle on the real V4 tokenizer.json: encode ids, decode text
-// (with and without specials) and streaming decode on testdata/tokenizer/v4_encode_goldens.jsonl.
+// Tokenizer vs the HF `tokenizers` oracle: encode ids, decode text (with and without specials) and
+// streaming decode, on the real V4 tokenizer.json (testdata/tokenizer/v4_encode_goldens.jsonl) and
+// on the embedded nano model's (nano_encode_goldens.jsonl).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -18,10 +19,10 @@ struct Goldens {
   std::vector<json> encode_cases, decode_cases;
 };
 
-const Goldens& goldens() {
-  static const Goldens g = [] {
-    Goldens g;
-    std::istringstream in(test::read_all(test::testdata("v4_encode_goldens.jsonl")));
+Goldens read_goldens(const std::string& file) {
+  Goldens g;
+  {
+    std::istringstream in(test::read_all(test::testdata(file)));
     for (std::string line; std::getline(in, line);) {
       json j = json::parse(line);
       if (j.contains("meta"))
@@ -31,10 +32,37 @@ const Goldens& goldens() {
       else
         g.encode_cases.push_back(std::move(j));
     }
-    return g;
-  }();
+  }
   return g;
 }
+
+// One tokenizer and its goldens; each is loaded once per test binary.
+struct GoldenSet {
+  const char* name;
+  const Tokenizer& (*tokenizer)();
+  const Goldens& (*goldens)();
+  size_t min_encode_cases;
+};
+
+const Tokenizer& nano_tokenizer() {
+  static const Tokenizer tok =
+      Tokenizer::load(std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano/tokenizer.json");
+  return tok;
+}
+const Goldens& v4_goldens() {
+  static const Goldens g = read_goldens("v4_encode_goldens.jsonl");
+  return g;
+}
+const Goldens& nano_goldens() {
+  static const Goldens g = read_goldens("nano_encode_goldens.jsonl");
+  return g;
+}
+
+class TokenizerGolden : public ::testing::TestWithParam<GoldenSet> {
+ protected:
+  const Tokenizer& tokenizer() const { return GetParam().tokenizer(); }
+  const Goldens& goldens() const { return GetParam().goldens(); }
+};
 
 std::string hex_to_bytes(const std::string& hex) {
   std::string out;
@@ -53,10 +81,10 @@ std::string show(const std::vector<int32_t>& ids) {
   return s;
 }
 
-TEST(TokenizerGolden, EncodeMatchesHfOnEveryCase) {
-  const Tokenizer& tok = test::v4();
+TEST_P(TokenizerGolden, EncodeMatchesHfOnEveryCase) {
+  const Tokenizer& tok = tokenizer();
   const Goldens& g = goldens();
-  ASSERT_GE(g.encode_cases.size(), 2000u);
+  ASSERT_GE(g.encode_cases.size(), GetParam().min_encode_cases);
   std::map<std::string, int> per_label;
   size_t n_bad = 0;
   for (size_t i = 0; i < g.encode_cases.size(); ++i) {
@@ -72,8 +100,8 @@ TEST(TokenizerGolden, EncodeMatchesHfOnEveryCase) {
   for (const auto& [label, n] : per_label) std::printf("  %-15s %d cases\n", label.c_str(), n);
 }
 
-TEST(TokenizerGolden, DecodeMatchesHfAndRoundTrips) {
-  const Tokenizer& tok = test::v4();
+TEST_P(TokenizerGolden, DecodeMatchesHfAndRoundTrips) {
+  const Tokenizer& tok = tokenizer();
   size_t n_bad = 0;
   for (const json& c : goldens().encode_cases) {
     const auto ids = c["ids"].get<std::vector<int32_t>>();
@@ -87,9 +115,9 @@ TEST(TokenizerGolden, DecodeMatchesHfAndRoundTrips) {
   EXPECT_EQ(n_bad, 0u);
 }
 
-TEST(TokenizerGolden, DecodeRandomIdsMatchesHf) {
-  const Tokenizer& tok = test::v4();
-  ASSERT_GE(goldens().decode_cases.size(), 100u);
+TEST_P(TokenizerGolden, DecodeRandomIdsMatchesHf) {
+  const Tokenizer& tok = tokenizer();
+  ASSERT_GE(goldens().decode_cases.size(), 50u);
   for (const json& c : goldens().decode_cases) {
     const auto ids = c["decode_ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(tok.decode(ids), c["decoded"].get<std::string>()) << show(ids);
@@ -98,8 +126,8 @@ TEST(TokenizerGolden, DecodeRandomIdsMatchesHf) {
 }
 
 // Streaming must print only whole characters and add up to decode(), on every golden id list.
-TEST(TokenizerGolden, StreamDecodeEqualsDecode) {
-  const Tokenizer& tok = test::v4();
+TEST_P(TokenizerGolden, StreamDecodeEqualsDecode) {
+  const Tokenizer& tok = tokenizer();
   auto check = [&](const std::vector<int32_t>& ids, bool skip) {
     StreamDecoder sd(tok, skip);
     std::string all;
@@ -117,6 +145,11 @@ TEST(TokenizerGolden, StreamDecodeEqualsDecode) {
     check(c["decode_ids"].get<std::vector<int32_t>>(), true);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(, TokenizerGolden,
+                         ::testing::Values(GoldenSet{"v4", test::v4, v4_goldens, 2000},
+                                           GoldenSet{"nano", nano_tokenizer, nano_goldens, 500}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace dsv4
