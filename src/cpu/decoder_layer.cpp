@@ -17,11 +17,13 @@ void decoder_layer(const CpuContext& ctx, const LayerWeights& w, int layer, cons
 
   hc_pre(ctx, w.hc_attn, X, T, u.data(), &mix);
   rms_norm_rows(u.data(), T, D, &w.attn_norm, ctx.cfg.rms_norm_eps);
+  ctx.emit("attn.in", layer, u.data(), {T, D});
   attention_forward(ctx, w.attn, w.spec, layer, rope, u.data(), T, pos0, st, f.data());
   hc_post(ctx, f.data(), mix, X, T);
 
   hc_pre(ctx, w.hc_ffn, X, T, u.data(), &mix);
   rms_norm_rows(u.data(), T, D, &w.ffn_norm, ctx.cfg.rms_norm_eps);
+  ctx.emit("moe.in", layer, u.data(), {T, D});
   moe_forward(ctx, w.ffn, w.spec, layer, u.data(), tokens, T, f.data());
   hc_post(ctx, f.data(), mix, X, T);
   ctx.emit("hc.streams", layer, X, {T, n, D});

@@ -149,16 +149,20 @@ double mean_kl(const std::vector<float>& p, const std::vector<float>& q, int64_t
 
 // Official numerics are discontinuous: every FP8/FP4 round trip turns an FP32-rounding-sized
 // difference between two correct implementations into a full quantisation step whenever a value
-// sits within ~1e-7 of a rounding boundary (probability ~1e-6 per value; ~2000 rounded values
-// per token and layer). Measured on flash_bf16 (300 tokens): the CPU matches the patched HF to
-// 2.6e-7·max|logit| until the first such flip (position 30), flips recur a handful of times, and a
-// flip in a K=V row persists for the 128 positions that attend to it, so ~30 % of positions
-// exceed 1e-2·max|logit| while each point alone matches (kv only 1.7e-5, indexer only 8.8e-7,
-// activations+experts 6.8e-3 with 3 isolated flips). A per-position budget therefore cannot hold.
-// What does hold, and fails on real mistakes (measured: leaving out any one point makes position
-// 0 differ by ≥ 2.9e-2·max|logit| and the KL ratio below ≈ 1.1):
+// sits within ~1e-7 of a rounding boundary (probability ~1e-6 per value; ~2000 rounded values per
+// token and layer), and a flip that lands in a K=V row or a compressed entry persists for every
+// later query that attends to it. Measured on the committed flash_bf16 (640 tokens): the CPU
+// matches the patched HF to ~1e-7 relative up to position 115, where layer 1's wo_b input element
+// 113 is 0.390625 in HF — exactly the E4M3 tie 200·2^-9, rounded to even (0.375) — and
+// 0.390625023 (one FP32 ulp above) here, rounded up (0.40625); from there on 22 argmax flips and
+// max|Δ| 0.26·max|logit|. Point by point (each §12 point alone on a 300-token flash fixture) the
+// CPU matches to 1.7e-5 (KV), 8.8e-7 (indexer), 6.8e-3 (activations + experts, 3 isolated
+// flips); pro_bf16 and flash_quant meet the per-position budget outright. So a per-position
+// budget cannot be asserted for every fixture. What holds everywhere and fails on real mistakes
+// (measured: leaving out any one point makes position 0 differ by ≥ 2.9e-2·max|logit| and the
+// KL ratio ≈ 1.1):
 //   * position 0 (no flip can precede it) matches within the exact-mode budget 1e-4;
-//   * mean KL to the patched reference ≤ ¼ of the unpatched reference's (measured 0.117).
+//   * mean KL to the patched reference ≤ ¼ of the unpatched reference's (measured ≤ 0.12).
 void check_official(const std::string& what, const Report& r, const std::vector<float>& got,
                     const std::vector<float>& ref, const std::vector<float>& exact, int64_t V) {
   print_report(what, r, 1e-2);
