@@ -86,11 +86,10 @@ std::vector<Range> complement(const std::vector<Range>& in) {
 // Class members for PCRE2, without the surrounding brackets; surrogates are left out.
 std::string class_body(const std::vector<Range>& ranges) {
   std::string out;
-  auto hex = [](uint32_t cp) { return cat("\\x{", std::hex, cp, "}"); };
   auto emit = [&](uint32_t a, uint32_t b) {
     if (a > b) return;
-    out += hex(a);
-    if (b > a) out += "-" + hex(b);
+    out += cat("\\x{", std::hex, a, "}");
+    if (b > a) out += cat("-\\x{", std::hex, b, "}");
   };
   for (const Range& r : ranges) {
     if (r.last < kSurrogateFirst || r.first > kSurrogateLast) {

@@ -47,7 +47,10 @@ void check_code_points(const TokenizerSpec& spec, bool (*wanted)(uint32_t)) {
     pieces.clear();
     pre.split(s, pieces);
     std::string sig;
-    for (size_t i = 0; i < pieces.size(); ++i) sig += (i ? "," : "") + std::to_string(pieces[i].size());
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      if (i) sig += ',';
+      sig += std::to_string(pieces[i].size());
+    }
     ++n_checked;
     if (sig != runs[run].second && ++n_bad <= 20)
       ADD_FAILURE() << "U+" << std::hex << cp << std::dec << ": pieces " << sig << ", HF "
