@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
@@ -196,6 +198,28 @@ TEST(Tokenizer, RandomBytesRoundTripAndStream) {
     streamed += sd.finish();
     ASSERT_EQ(streamed, tok.decode(ids, iter % 2 == 1)) << "seed " << seed << " iter " << iter;
   }
+}
+
+// encode() is documented thread-safe: the word cache is shared, the match scratch is per thread.
+TEST(Tokenizer, ConcurrentEncodesAgreeWithSerial) {
+  const Tokenizer& reference = test::v4();
+  const Tokenizer tok = Tokenizer::from_json(test::v4_json(), "v4");  // its cache starts empty
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i)
+    texts.push_back(cat("Thread ", i, " 深度求索 ", i * 7919, " <think>x</think> café 😀\n\t", std::string(i % 13, ' ')));
+  std::vector<std::vector<int32_t>> serial;
+  for (const auto& t : texts) serial.push_back(reference.encode(t));
+  std::vector<std::thread> threads;
+  std::atomic<int> n_bad{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (size_t i = 0; i < texts.size(); ++i) {
+        const size_t k = (i * 31 + t * 17) % texts.size();
+        if (tok.encode(texts[k]) != serial[k]) ++n_bad;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(n_bad.load(), 0);
 }
 
 TEST(Tokenizer, StreamHoldsBackHalfCharacters) {
