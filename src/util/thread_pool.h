@@ -24,7 +24,8 @@ class ThreadPool {
 
   // Calls fn(begin, end) over disjoint ranges covering [0, n), in parallel; returns when all
   // ranges are done and rethrows the first exception. A call from inside a worker (nested
-  // parallelism) runs inline on that thread, so callers never deadlock.
+  // parallelism) runs inline on that thread, so callers never deadlock; calls from several
+  // outside threads are serialised (one job at a time).
   void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn);
 
  private:
@@ -32,6 +33,7 @@ class ThreadPool {
   void run_chunks();
 
   std::vector<std::thread> workers_;
+  std::mutex call_mutex_;  // one outside caller's job at a time
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   uint64_t generation_ = 0;

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "util/thread_pool.h"
@@ -41,6 +42,19 @@ TEST(ThreadPool, NestedCallsRunInline) {
       pool.parallel_for(10, [&](int64_t b2, int64_t e2) { count += e2 - b2; });
   });
   EXPECT_EQ(count.load(), 80);
+}
+
+TEST(ThreadPool, ConcurrentOutsideCallersAreSerialised) {
+  ThreadPool pool(3);
+  std::atomic<int64_t> total{0};
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 4; ++c)
+    callers.emplace_back([&] {
+      for (int rep = 0; rep < 50; ++rep)
+        pool.parallel_for(97, [&](int64_t b, int64_t e) { total += e - b; });
+    });
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(total.load(), 4 * 50 * 97);
 }
 
 }  // namespace
