@@ -80,6 +80,7 @@ int run_generate(const std::vector<std::string>& argv) {
     };
     g = generate(*model.forward, *seq, model.tokenizer, prompt, gen, cb);
     std::fputc('\n', stdout);
+    std::fflush(stdout);
     if (args.has("--json")) {
       chat::Json j;
       j["text"] = g.text;
@@ -93,6 +94,7 @@ int run_generate(const std::vector<std::string>& argv) {
     TurnResult turn = run_turn(model, *seq, held, prompt, enc.mode, gen, !args.has("--hide-reasoning"));
     g = std::move(turn.generation);
     std::fputc('\n', stdout);
+    std::fflush(stdout);  // the answer line before any note on stderr
     const chat::ParsedCompletion& msg = turn.message;
     if (!msg.tool_calls.empty() && !args.has("--json"))
       std::fprintf(stdout, "tool calls: %s\n", chat::tool_calls_to_json(msg.tool_calls).dump().c_str());

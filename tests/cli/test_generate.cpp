@@ -96,8 +96,8 @@ json last_json_line(const std::string& out) {
 }
 
 // Greedy ids by full recomputation of the prefix each step (argmax, lowest id on ties).
-std::vector<int32_t> reference_greedy(const std::vector<int32_t>& prompt, int n) {
-  auto fwd = dsv4::make_cpu_forward(model_dir(), {dsv4::Numerics::kExact, 2});
+std::vector<int32_t> reference_greedy(const std::filesystem::path& dir, const std::vector<int32_t>& prompt, int n) {
+  auto fwd = dsv4::make_cpu_forward(dir, {dsv4::Numerics::kExact, 2});
   std::vector<int32_t> ids = prompt, out;
   for (int step = 0; step < n; ++step) {
     auto seq = fwd->new_sequence(static_cast<int64_t>(ids.size()));
@@ -107,7 +107,7 @@ std::vector<int32_t> reference_greedy(const std::vector<int32_t>& prompt, int n)
     int32_t best = 0;
     for (int32_t v = 1; v < static_cast<int32_t>(logits.size()); ++v)
       if (logits[v] > logits[best]) best = v;
-    if (best == 1) break;  // EOS
+    if (best == 1) break;  // EOS (id 1 in both the fixture and nano)
     out.push_back(best);
     ids.push_back(best);
   }
@@ -121,10 +121,27 @@ TEST(Generate, RawGreedyMatchesFullRecomputation) {
   ASSERT_EQ(r.status, 0) << r.err;
   const json j = last_json_line(r.out);
   std::vector<int32_t> got = j.at("tokens").get<std::vector<int32_t>>();
-  const std::vector<int32_t> want = reference_greedy({'a' + 2, 'b' + 2, 'c' + 2}, n);
+  const std::vector<int32_t> want = reference_greedy(model_dir(), {'a' + 2, 'b' + 2, 'c' + 2}, n);
   EXPECT_EQ(got, want);
   EXPECT_EQ(j.at("finish_reason").get<std::string>(), want.size() == static_cast<size_t>(n) ? "length" : "eos");
   EXPECT_NE(r.err.find("loaded in"), std::string::npos) << r.err;
+}
+
+// The embedded nano model (FP8 + MXFP4 weights), found without -m: chat-encoded greedy generation
+// equals the full-recompute oracle on the same prompt ids.
+TEST(Generate, EmbeddedNanoGreedyMatchesFullRecomputation) {
+  const auto nano = std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano";
+  if (!std::filesystem::exists(nano / "config.json")) GTEST_SKIP() << "no embedded model at " << nano;
+  const int n = 5;
+  const RunResult r = run("generate -p 'And it came to pass' --thinking-mode chat --temp 0 --json --max-tokens " +
+                          std::to_string(n));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json j = last_json_line(r.out);
+  const dsv4::Tokenizer tok = dsv4::Tokenizer::load(nano / "tokenizer.json");
+  const std::vector<int32_t> prompt =
+      tok.encode("<｜begin▁of▁sentence｜><｜User｜>And it came to pass<｜Assistant｜></think>");
+  EXPECT_EQ(j.at("usage").at("prompt_tokens").get<size_t>(), prompt.size());
+  EXPECT_EQ(j.at("tokens").get<std::vector<int32_t>>(), reference_greedy(nano, prompt, n));
 }
 
 TEST(Generate, ChatModeRunsEndToEndAndSeedsReproduce) {
