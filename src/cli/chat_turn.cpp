@@ -47,12 +47,13 @@ const char* const kGenerationUsage =
     "  --min-p M             keep tokens with p >= M * p_max (default 0 = off)\n"
     "  --seed S              RNG seed (default: random, printed on stderr)\n"
     "  --stop STR            also stop before this text\n"
+    "  --logprobs N          with --json: each token's log-probability and the N most likely\n"
     "  --threads N           CPU threads (default: all)\n"
     "  --numerics exact|official  CPU numerics mode (default exact)\n";
 
 std::set<std::string> generation_value_options() {
   return {"--model", "--max-tokens", "--temp", "--top-p", "--top-k", "--min-p", "--seed",
-          "--stop", "--threads", "--numerics"};
+          "--stop", "--logprobs", "--threads", "--numerics"};
 }
 
 GenerationOptions generation_options(const Args& args) {
@@ -74,6 +75,9 @@ GenerationOptions generation_options(const Args& args) {
       std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(o.sampling.seed));
   }
   if (auto stop = args.get("--stop")) o.stop_strings.push_back(*stop);
+  const int64_t top_logprobs = args.get_int("--logprobs", 0);
+  if (top_logprobs < 0 || top_logprobs > 100) fail("--logprobs must be in [0, 100], got ", top_logprobs);
+  o.sampling.top_logprobs = static_cast<int32_t>(top_logprobs);
   validate(o.sampling);
   if (o.max_tokens < 1) fail("--max-tokens must be >= 1, got ", o.max_tokens);
   return o;

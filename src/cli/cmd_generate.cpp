@@ -15,6 +15,17 @@ namespace dsv4::cli {
 
 namespace {
 
+// [{"id": 5, "logprob": -0.1, "top": [[5, -0.1], [9, -2.3]]}, ...]
+chat::Json logprobs_json(const GenerationResult& g) {
+  chat::Json out = chat::Json::array();
+  for (const SampleResult& s : g.logprobs) {
+    chat::Json top = chat::Json::array();
+    for (const TokenLogprob& t : s.top) top.push_back({t.id, t.logprob});
+    out.push_back({{"id", s.id}, {"logprob", s.logprob}, {"top", top}});
+  }
+  return out;
+}
+
 constexpr const char* kUsage =
     "usage: dsv4 generate [-m DIR] -p TEXT [options]\n"
     "  -m DIR                checkpoint folder with tokenizer.json (default: the embedded models/nano)\n"
@@ -86,6 +97,7 @@ int run_generate(const std::vector<std::string>& argv) {
       j["text"] = g.text;
       j["tokens"] = g.tokens;
       j["finish_reason"] = to_string(g.finish);
+      if (gen.sampling.top_logprobs > 0) j["logprobs"] = logprobs_json(g);
       j["usage"] = {{"prompt_tokens", g.n_prompt}, {"completion_tokens", g.tokens.size()}};
       std::fprintf(stdout, "%s\n", j.dump().c_str());
     }
@@ -107,6 +119,7 @@ int run_generate(const std::vector<std::string>& argv) {
       j["tool_calls"] = chat::tool_calls_to_json(msg.tool_calls);
       j["tokens"] = g.tokens;
       j["finish_reason"] = to_string(g.finish);
+      if (gen.sampling.top_logprobs > 0) j["logprobs"] = logprobs_json(g);
       j["usage"] = {{"prompt_tokens", g.n_prompt}, {"completion_tokens", g.tokens.size()}};
       std::fprintf(stdout, "%s\n", j.dump().c_str());
     }

@@ -125,6 +125,17 @@ TEST(Generate, RawGreedyMatchesFullRecomputation) {
   EXPECT_EQ(got, want);
   EXPECT_EQ(j.at("finish_reason").get<std::string>(), want.size() == static_cast<size_t>(n) ? "length" : "eos");
   EXPECT_NE(r.err.find("loaded in"), std::string::npos) << r.err;
+
+  // Log-probabilities: greedy picks the most likely token, so each chosen one heads its list.
+  const RunResult lp = run("generate -m " + model_dir().string() + " --raw -p 'abc' --temp 0 --json --logprobs 3 --max-tokens 3");
+  ASSERT_EQ(lp.status, 0) << lp.err;
+  const json lj = last_json_line(lp.out);
+  ASSERT_GE(lj.at("logprobs").size(), 1u);
+  for (const json& t : lj.at("logprobs")) {
+    ASSERT_EQ(t.at("top").size(), 3u);
+    EXPECT_EQ(t.at("top")[0][0], t.at("id"));
+    EXPECT_LE(t.at("logprob").get<double>(), 0.0);
+  }
 }
 
 // The embedded nano model (FP8 + MXFP4 weights), found without -m: chat-encoded greedy generation
