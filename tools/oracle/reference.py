@@ -34,13 +34,13 @@ def load_checkpoint(model_dir):
             continue
         sname = name[: -len("weight")] + "scale" if name.endswith(".weight") else None
         if sname in t and x.dtype == torch.float8_e4m3fn:
-            s = torch.ldexp(torch.ones(1), t[sname].to(torch.int32) - 127)
+            s = formats.pow2(t[sname].to(torch.int32) - 127)
             s = s.repeat_interleave(128, 0)[: x.shape[0]].repeat_interleave(128, 1)[:, : x.shape[1]]
             w[name] = x.float() * s
         elif sname in t and x.dtype == torch.int8:
             u = x.view(torch.uint8).to(torch.int64)
             vals = torch.stack([lut[u & 15], lut[u >> 4]], -1).reshape(x.shape[0], -1)
-            s = torch.ldexp(torch.ones(1), t[sname].to(torch.int32) - 127).repeat_interleave(32, 1)
+            s = formats.pow2(t[sname].to(torch.int32) - 127).repeat_interleave(32, 1)
             w[name] = vals * s
         elif x.dtype == torch.int64:
             w[name] = x
