@@ -15,6 +15,9 @@ namespace {
 
 size_t utf8_length(uint32_t cp) { return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4; }
 
+// Index into a stand-in row: UTF-8 lengths 2, 3, 4 (non-ASCII code points only).
+size_t length_slot(uint32_t cp) { return cp < 0x800 ? 0 : cp < 0x10000 ? 1 : 2; }
+
 void write_utf8(char* out, uint32_t cp) {
   const size_t n = utf8_length(cp);
   static constexpr uint8_t kLead[5] = {0, 0, 0xC0, 0xE0, 0xF0};
@@ -144,11 +147,23 @@ DriftStandIns::DriftStandIns(const std::vector<std::string>& native_patterns) {
   for (const std::string& p : native_patterns)
     if (!scan_pattern(p)) enabled_ = false;
   if (!enabled_) return;
-  // The lowest code point of each category and UTF-8 length that neither drifts nor is a literal.
-  for (uint32_t cp = 0x80; cp <= 0x10FFFF; ++cp) {
-    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
-    uint32_t& slot = stand_in_[static_cast<int>(unicode::category(cp))][utf8_length(cp) - 2];
-    if (slot == 0 && !unicode::is_drift(cp) && !in_hull(cp)) slot = cp;
+  // The lowest code point of each category and UTF-8 length that neither drifts nor is a literal,
+  // found run by run (kGcRuns) so that the search usually stops at a run's first code point.
+  const auto& runs = unicode::kGcRuns;
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const uint32_t last = r + 1 < runs.size() ? runs[r + 1].first - 1 : 0x10FFFF;
+    auto& slots = stand_in_[static_cast<int>(runs[r].gc)];
+    for (uint32_t cp = std::max<uint32_t>(runs[r].first, 0x80); cp <= last; ++cp) {
+      if (cp >= 0xD800 && cp <= 0xDFFF) break;  // the Cs run
+      uint32_t& slot = slots[length_slot(cp)];
+      if (slot != 0) {  // skip to the next UTF-8 length, if this run reaches it
+        const uint32_t next_length_start = cp < 0x800 ? 0x800 : cp < 0x10000 ? 0x10000 : 0x110000;
+        if (next_length_start > last) break;
+        cp = next_length_start - 1;
+        continue;
+      }
+      if (!unicode::is_drift(cp) && !in_hull(cp)) slot = cp;
+    }
   }
 }
 
@@ -170,7 +185,7 @@ DriftStandIns::Outcome DriftStandIns::substitute(std::string_view text, std::str
     const uint32_t cp = unicode::next_code_point(text, i);
     if (!unicode::is_drift(cp)) continue;
     if (!enabled_ || in_hull(cp)) return Outcome::kNeedsExact;
-    const uint32_t stand_in = stand_in_[static_cast<int>(unicode::category(cp))][i - start - 2];
+    const uint32_t stand_in = stand_in_[static_cast<int>(unicode::category(cp))][length_slot(cp)];
     if (stand_in == 0) return Outcome::kNeedsExact;
     if (!copied) {
       out.assign(text);
