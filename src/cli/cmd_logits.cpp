@@ -63,6 +63,10 @@ int run_logits(const std::vector<std::string>& argv) {
 
   auto fwd = make_cpu_forward(model_dir, opt);
   const int64_t V = fwd->config().vocab_size;
+  // The whole [T, V] array is held before writing; refuse sizes no test or check needs.
+  constexpr int64_t kMaxLogitsBytes = int64_t(16) << 30;
+  if (T > kMaxLogitsBytes / int64_t(sizeof(float)) / V)
+    fail("--tokens: ", T, " tokens × vocab ", V, " logits exceed the 16 GiB output limit");
   auto seq = fwd->new_sequence(T);
   std::vector<float> all(size_t(T * V)), part;
   for (int64_t p = 0; p < T; p += chunk) {
