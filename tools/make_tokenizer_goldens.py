@@ -22,6 +22,10 @@ scripts/fetch_tokenizer.sh. Run:  /opt/oracle/bin/python tools/make_tokenizer_go
 The embedded nano model's tokenizer (same pre-tokenizer, 8k vocab) gets a quarter of the cases:
   /opt/oracle/bin/python tools/make_tokenizer_goldens.py --name nano \
       --tokenizer models/nano/tokenizer.json --scale 0.25 --skip-classes
+and, to cover other byte-level BPEs, the same vocab with a Llama-3-style split regex instead
+(--llama3-split; tests/tokenizer builds the same variant from models/nano/tokenizer.json):
+  /opt/oracle/bin/python tools/make_tokenizer_goldens.py --name nano_llama3split \
+      --tokenizer models/nano/tokenizer.json --llama3-split --scale 0.15 --skip-classes
 """
 import argparse
 import hashlib
@@ -241,6 +245,12 @@ DOC_ROWS = [  # encoding.md §6.4
     "",
 ]
 
+# Llama-3's split regex: a case-insensitive contraction group, letters with one leading
+# non-letter, digits by three, punctuation runs; must match kLlama3Split in
+# tests/tokenizer/tokenizer_golden_test.cpp.
+LLAMA3_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
 COUNTS = [("english", 300), ("code", 300), ("cjk", 300), ("emoji", 200), ("digits", 200),
           ("whitespace", 250), ("added_tokens", 250), ("random_bytes", 200), ("random_unicode", 200),
           ("multilingual", 200), ("mixed", 100)]
@@ -276,10 +286,15 @@ def main():
     ap.add_argument("--skip-classes", action="store_true", help="don't rewrite the (slow) class table")
     ap.add_argument("--name", default="v4", help="output file prefix")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the number of cases")
+    ap.add_argument("--llama3-split", action="store_true", help="replace the pre-tokenizer (see LLAMA3_SPLIT)")
     args = ap.parse_args()
     raw = open(args.tokenizer, "rb").read()
-    tok = Tokenizer.from_str(raw.decode("utf-8"))
     spec = json.loads(raw)
+    if args.llama3_split:
+        spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    tok = Tokenizer.from_str(json.dumps(spec))
     added = [t["content"] for t in spec["added_tokens"]]
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     r = random.Random(SEED)
