@@ -80,6 +80,21 @@ TEST(Tokenizer, PairMergesAsJsonArraysWork) {
   EXPECT_EQ(t.encode("xyzx"), ids_of(t, {"xyz", "x"}));
 }
 
+// model.ignore_merges (Llama-3 files set it): a piece that is itself a vocab token skips merging.
+TEST(Tokenizer, IgnoreMergesTakesWholeWordsFromTheVocab) {
+  json j = tiny_tokenizer({{"x", "y"}});
+  j["model"]["vocab"]["xyz"] = static_cast<int>(j["model"]["vocab"].size());
+  j["model"]["vocab"]["ĠĠ"] = static_cast<int>(j["model"]["vocab"].size());
+  const Tokenizer plain = load(j);
+  EXPECT_EQ(plain.encode("xyz"), ids_of(plain, {"xy", "z"}));
+  j["model"]["ignore_merges"] = true;
+  const Tokenizer t = load(j);
+  EXPECT_EQ(t.encode("xyz"), ids_of(t, {"xyz"}));
+  EXPECT_EQ(t.encode("xyzz"), ids_of(t, {"xy", "z", "z"}));
+  EXPECT_EQ(t.encode("q  "), ids_of(t, {"q", "ĠĠ"}));  // the byte-level form is what is looked up
+  EXPECT_EQ(plain.encode("q  "), ids_of(plain, {"q", "Ġ", "Ġ"}));
+}
+
 TEST(Tokenizer, AddedTokensLeftmostLongestRawPassFirst) {
   // "<a>" (special, raw pass) and "<a><b>" (normalized pass): the raw pass runs first over the
   // whole text, so "<a>" wins even though "<a><b>" is longer (HF's two-pass order).
