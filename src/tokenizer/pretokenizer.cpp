@@ -70,7 +70,8 @@ PreTokenizer::PreTokenizer(const std::vector<SplitSpec>& splits, const std::stri
   auto compile = [&](const std::string& pattern, const SplitSpec& s) {
     int error = 0;
     PCRE2_SIZE offset = 0;
-    const uint32_t options = PCRE2_UTF | PCRE2_UCP | (s.literal ? PCRE2_LITERAL : PCRE2_MULTILINE);
+    const uint32_t options = s.literal ? PCRE2_UTF | PCRE2_LITERAL  // LITERAL admits no UCP
+                                       : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
     pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                      options, &error, &offset, nullptr);
     if (!code)
@@ -80,12 +81,13 @@ PreTokenizer::PreTokenizer(const std::vector<SplitSpec>& splits, const std::stri
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
     return code;
   };
-  std::vector<std::string> native_patterns;
+  std::vector<std::string> native_patterns, literals;
   for (const SplitSpec& s : splits) {
     auto re = std::make_unique<Regex>();
     re->field = s.field;
     if (s.literal) {
       re->native = compile(s.pattern, s);
+      literals.push_back(s.pattern);
     } else {
       const TranslatedRegex t = translate_regex(s.pattern, s.field);
       re->native = compile(t.native, s);
@@ -97,7 +99,7 @@ PreTokenizer::PreTokenizer(const std::vector<SplitSpec>& splits, const std::stri
     }
     steps_.push_back(std::move(re));
   }
-  if (uses_categories_) stand_ins_ = std::make_unique<DriftStandIns>(native_patterns);
+  if (uses_categories_) stand_ins_ = std::make_unique<DriftStandIns>(native_patterns, literals);
 }
 
 PreTokenizer::PreTokenizer(PreTokenizer&&) noexcept = default;

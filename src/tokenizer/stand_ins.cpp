@@ -143,9 +143,17 @@ bool DriftStandIns::scan_pattern(std::string_view p) {
   return !in_class;
 }
 
-DriftStandIns::DriftStandIns(const std::vector<std::string>& native_patterns) {
+DriftStandIns::DriftStandIns(const std::vector<std::string>& native_patterns,
+                             const std::vector<std::string>& literals) {
   for (const std::string& p : native_patterns)
     if (!scan_pattern(p)) enabled_ = false;
+  for (const std::string& literal : literals) {
+    size_t i = 0;
+    while (i < literal.size()) {
+      const uint32_t cp = unicode::next_code_point(literal, i);
+      if (cp >= 0x80) hull_.push_back({cp, cp});
+    }
+  }
   if (!enabled_) return;
   // The lowest code point of each category and UTF-8 length that neither drifts nor is a literal,
   // found run by run (kGcRuns) so that the search usually stops at a run's first code point.

@@ -16,10 +16,11 @@ namespace dsv4 {
 
 class DriftStandIns {
  public:
-  // `native_patterns`: the PCRE2 patterns that will run (regex_translate.h's `native`). When one
-  // holds syntax whose meaning depends on more than the category (\w, \d, \b, scripts, (?i), ...)
-  // stand-ins are disabled and every drifting text needs the exact patterns.
-  explicit DriftStandIns(const std::vector<std::string>& native_patterns);
+  // `native_patterns`: the PCRE2 patterns that will run (regex_translate.h's `native`); `literals`:
+  // the plain-string split patterns. When a pattern holds syntax whose meaning depends on more than
+  // the category (\w, \d, \b, scripts, (?i), ...) stand-ins are disabled and every drifting text
+  // needs the exact patterns.
+  DriftStandIns(const std::vector<std::string>& native_patterns, const std::vector<std::string>& literals);
 
   enum class Outcome { kNoDrift, kSubstituted, kNeedsExact };
   // kSubstituted: `out` holds `text` with the stand-ins in place (same length, same offsets).

@@ -80,6 +80,15 @@ TEST(Tokenizer, PairMergesAsJsonArraysWork) {
   EXPECT_EQ(t.encode("xyzx"), ids_of(t, {"xyz", "x"}));
 }
 
+// A Split step with {"String": ...} isolates the literal (no regex syntax in it).
+TEST(Tokenizer, StringSplitIsLiteral) {
+  json j = tiny_tokenizer({{"a", ":"}, {":", ":"}, {"b", "."}});
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"String", "::"}};
+  const Tokenizer t = load(j);
+  EXPECT_EQ(t.encode("a::b"), ids_of(t, {"a", "::", "b"}));  // unsplit, "a:" would merge first
+  EXPECT_EQ(t.encode("a:b."), ids_of(t, {"a:", "b."}));      // "." is no wildcard here
+}
+
 // model.ignore_merges (Llama-3 files set it): a piece that is itself a vocab token skips merging.
 TEST(Tokenizer, IgnoreMergesTakesWholeWordsFromTheVocab) {
   json j = tiny_tokenizer({{"x", "y"}});
