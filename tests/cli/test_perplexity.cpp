@@ -32,10 +32,12 @@ RunResult run_dsv4(const std::string& args) {
   return r;
 }
 
+// The value of the stdout line "perplexity: X +/- E" (stderr's "dsv4 perplexity: ..." is not it).
 double parse_ppl(const std::string& out) {
-  const auto at = out.find("perplexity: ");
-  if (at == std::string::npos) return NAN;
-  return std::stod(out.substr(at + 12));
+  const std::string key = "perplexity: ";
+  for (size_t at = out.find(key); at != std::string::npos; at = out.find(key, at + 1))
+    if (at == 0 || out[at - 1] == '\n') return std::stod(out.substr(at + key.size()));
+  return NAN;
 }
 
 TEST(Perplexity, NanoMatchesHfTransformers) {
