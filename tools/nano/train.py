@@ -15,7 +15,6 @@
 # only the indexer (its top-k gives it no gradient otherwise) - DeepSeek-V3.2's recipe.
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -55,7 +54,6 @@ class Capture:
         self.mv4, self.on = mv4, False
         self.layer0_kwargs, self.streams = None, None
         self.q, self.ckv = {}, {}
-        self.loads = {}
         layers = model.model.layers
         layers[0].register_forward_pre_hook(self._pre0, with_kwargs=True)
         model.model.hc_head.register_forward_pre_hook(self._head)
@@ -103,8 +101,8 @@ def install_indexer_patches(state):
 def indexer_loss(cfg, q_raw, ckv, scores, cos, sin):
     """KL(p_attn || softmax(scores)) over visible compressed entries, averaged over rows that see
     at least one entry; also returns the attention mass captured by the indexer's top-k (rows
-    with more visible entries than index_topk) and the uniform-choice expectation of it."""
-    from transformers.models.deepseek_v4.modeling_deepseek_v4 import apply_rotary_pos_emb
+    with more visible entries than index_topk) and the uniform-choice expectation of it.
+    Computed in FP32 outside autocast (the -inf-like mask value does not fit BF16)."""
     B, S, _ = q_raw.shape
     H, hd = cfg.num_attention_heads, cfg.head_dim
     T = ckv.shape[2]
