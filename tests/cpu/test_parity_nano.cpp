@@ -1,0 +1,260 @@
+// Parity of the CPU forward on the trained nano model (models/nano) with HF transformers' logits under
+// testdata/parity_nano/ (tools/nano_golden.py; format in that folder's README.md); the random tiny fixtures
+// are tests/cpu/test_parity.cpp. 640 tokens (BOS + the start of validation.txt), whole prefill and chunk 129.
+// exact:    argmax identical at every position, max|Δ| ≤ 1e-4·max|logit| over every stored entry.
+// official: argmax identical on ≥ 99.9 % of positions, max|Δ| ≤ 1e-2·max|logit| (the budget).
+// Stored entries: the golden's 64 largest logits at every position (compared at the golden's ids) and the
+// full [V] rows at full_positions.json; max|logit| is taken over the same entries.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cpu/cpu_forward.h"
+#include "model/config.h"
+#include "util/npy.h"
+
+namespace dsv4 {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path golden_dir() { return fs::path(DSV4_SOURCE_DIR) / "testdata" / "parity_nano"; }
+fs::path model_dir() { return fs::path(DSV4_SOURCE_DIR) / "models" / "nano"; }
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return nlohmann::json::parse(ss.str());
+}
+
+// FIPS 180-4 SHA-256 of a file, lowercase hex (to detect goldens older than the shipped model).
+std::string sha256_file(const fs::path& path) {
+  static constexpr std::array<uint32_t, 64> kK = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+  std::array<uint32_t, 8> h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                               0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+  auto block = [&](const unsigned char* p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+      w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 | uint32_t(p[4 * i + 2]) << 8 |
+             uint32_t(p[4 * i + 3]);
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t t1 = k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[i] + w[i];
+      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "(unreadable)";
+  std::vector<unsigned char> buf(1 << 20);
+  uint64_t total = 0;
+  size_t have = 0;  // bytes of buf not yet hashed (< 64 after each pass)
+  for (;;) {
+    in.read(reinterpret_cast<char*>(buf.data() + have), std::streamsize(buf.size() - have));
+    const size_t got = size_t(in.gcount());
+    total += got;
+    have += got;
+    size_t off = 0;
+    for (; off + 64 <= have; off += 64) block(buf.data() + off);
+    std::copy(buf.begin() + std::ptrdiff_t(off), buf.begin() + std::ptrdiff_t(have), buf.begin());
+    have -= off;
+    if (got == 0) break;
+  }
+  // Padding: 0x80, zeros, 64-bit big-endian bit length, to a multiple of 64 bytes.
+  std::vector<unsigned char> tail(buf.begin(), buf.begin() + std::ptrdiff_t(have));
+  tail.push_back(0x80);
+  while (tail.size() % 64 != 56) tail.push_back(0);
+  for (int i = 7; i >= 0; --i) tail.push_back(static_cast<unsigned char>((total * 8) >> (8 * i)));
+  for (size_t off = 0; off < tail.size(); off += 64) block(tail.data() + off);
+  char hex[65];
+  for (int i = 0; i < 8; ++i) std::snprintf(hex + 8 * i, 9, "%08x", h[size_t(i)]);
+  return std::string(hex, 64);
+}
+
+// The goldens as shipped; each test run compares a prefix of n_positions of them (see kPositions).
+struct Golden {
+  std::vector<int32_t> tokens;
+  int64_t T = 0, K = 0, V = 0;
+  std::vector<float> top, top_ids;   // [T, K] descending logits and their ids (exact in FP32)
+  std::vector<int64_t> full_pos;     // positions with a full row
+  std::vector<float> full;           // [full_pos.size(), V]
+};
+
+Golden load_golden(const std::string& mode) {
+  const fs::path d = golden_dir();
+  Golden g;
+  g.tokens = read_json(d / "tokens.json").get<std::vector<int32_t>>();
+  g.full_pos = read_json(d / "full_positions.json").get<std::vector<int64_t>>();
+  g.T = int64_t(g.tokens.size());
+  NpyArray top = read_npy(d / ("golden_" + mode + "_top.npy"));
+  NpyArray ids = read_npy(d / ("golden_" + mode + "_top_ids.npy"));
+  NpyArray full = read_npy(d / ("golden_" + mode + "_full.npy"));
+  EXPECT_EQ(top.shape.size(), 2u);
+  EXPECT_EQ(top.shape, ids.shape);
+  EXPECT_EQ(top.shape[0], g.T);
+  EXPECT_EQ(full.shape.size(), 2u);
+  EXPECT_EQ(full.shape[0], int64_t(g.full_pos.size()));
+  g.K = top.shape[1];
+  g.V = full.shape[1];
+  g.top = std::move(top.data);
+  g.top_ids = std::move(ids.data);
+  g.full = std::move(full.data);
+  return g;
+}
+
+// (a) A golden describes exactly the shipped model, tokenizer and text: meta.json holds their sha256.
+void expect_fresh_golden() {
+  const nlohmann::json meta = read_json(golden_dir() / "meta.json");
+  for (const auto& [name, want] : meta.at("files").items()) {
+    EXPECT_EQ(sha256_file(model_dir() / name), want.get<std::string>())
+        << "models/nano/" << name << " differs from the file testdata/parity_nano was made from; "
+        << "regenerate with /opt/oracle/bin/python tools/nano_golden.py";
+  }
+}
+
+std::vector<float> run_plan(Forward& f, const std::vector<int32_t>& tokens, int64_t chunk) {
+  auto seq = f.new_sequence(int64_t(tokens.size()));
+  std::vector<float> all, part;
+  for (size_t p = 0; p < tokens.size(); p += size_t(chunk)) {
+    const size_t n = std::min(size_t(chunk), tokens.size() - p);
+    ForwardItem item{seq.get(), std::span<const int32_t>(tokens.data() + p, n), true, &part};
+    f.forward(std::span<ForwardItem>(&item, 1));
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  return all;
+}
+
+struct Report {
+  double max_abs = 0, scale = 0;
+  int64_t worst_pos = -1, positions = 0, argmax_same = 0;
+  int64_t first_flip = -1;
+  int64_t first_over_exact = -1;  // first position whose error exceeds the exact budget 1e-4·scale
+};
+
+// got: [n, V] CPU logits for the first n positions.
+Report compare(const std::vector<float>& got, const Golden& g, int64_t n) {
+  Report r;
+  r.positions = n;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t k = 0; k < g.K; ++k) r.scale = std::max(r.scale, double(std::abs(g.top[size_t(t * g.K + k)])));
+  for (size_t s = 0; s < g.full_pos.size(); ++s)
+    if (g.full_pos[s] < n)
+      for (int64_t v = 0; v < g.V; ++v) r.scale = std::max(r.scale, double(std::abs(g.full[s * size_t(g.V) + size_t(v)])));
+  std::vector<double> row_err(size_t(n), 0.0);
+  auto note = [&](int64_t t, double d) {
+    row_err[size_t(t)] = std::max(row_err[size_t(t)], d);
+    if (d > r.max_abs) r.max_abs = d, r.worst_pos = t;
+  };
+  for (int64_t t = 0; t < n; ++t) {
+    const float* row = got.data() + t * g.V;
+    for (int64_t k = 0; k < g.K; ++k) {
+      const int64_t id = int64_t(g.top_ids[size_t(t * g.K + k)]);
+      note(t, std::abs(double(row[id]) - double(g.top[size_t(t * g.K + k)])));
+    }
+    const int64_t am = std::max_element(row, row + g.V) - row;
+    if (am == int64_t(g.top_ids[size_t(t * g.K)])) {
+      ++r.argmax_same;
+    } else if (r.first_flip < 0) {
+      r.first_flip = t;
+    }
+  }
+  for (size_t s = 0; s < g.full_pos.size(); ++s) {
+    const int64_t t = g.full_pos[s];
+    if (t >= n) continue;
+    for (int64_t v = 0; v < g.V; ++v)
+      note(t, std::abs(double(got[size_t(t * g.V + v)]) - double(g.full[s * size_t(g.V) + size_t(v)])));
+  }
+  for (int64_t t = 0; t < n && r.first_over_exact < 0; ++t)
+    if (row_err[size_t(t)] > 1e-4 * r.scale) r.first_over_exact = t;
+  return r;
+}
+
+void print_report(const std::string& what, const Report& r, double budget) {
+  const double rel = r.scale > 0 ? r.max_abs / r.scale : 0;
+  std::printf("[nano-parity] %-28s max|Δ| %.3e  max|logit| %.3f  max-rel %.3e  budget used %6.1f%%  "
+              "argmax %lld/%lld (%.2f%%)  worst pos %lld  first flip %lld  first row > 1e-4 %lld\n",
+              what.c_str(), r.max_abs, r.scale, rel, 100.0 * rel / budget, (long long)r.argmax_same,
+              (long long)r.positions, 100.0 * double(r.argmax_same) / double(r.positions),
+              (long long)r.worst_pos, (long long)r.first_flip, (long long)r.first_over_exact);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+// Sanitizer builds compare only the first 160 positions (a causal prefix of the same goldens that still
+// wraps the 128-token window, emits the HCA entry at 127 and makes the CSA indexer selective from 131 on,
+// models/nano/README.md) so the ASan pass stays under a minute; the Release run covers all 640.
+constexpr int64_t kPositions = 160;
+#else
+constexpr int64_t kPositions = 0;  // all
+#endif
+
+struct Case {
+  Numerics numerics;
+  int64_t chunk;           // 0: whole prefill
+  double budget;           // max|Δ| / max|logit|
+  double argmax_share;     // required share of identical argmax positions
+};
+
+void run_case(const Case& c) {
+  if (!fs::exists(golden_dir() / "meta.json")) GTEST_FAIL() << golden_dir() << " missing";
+  expect_fresh_golden();
+  if (::testing::Test::HasFailure()) return;
+  const std::string mode = to_string(c.numerics);
+  const Golden g = load_golden(mode);
+  if (::testing::Test::HasFailure()) return;
+  const int64_t n = kPositions > 0 ? std::min(kPositions, g.T) : g.T;
+  const std::vector<int32_t> tokens(g.tokens.begin(), g.tokens.begin() + n);
+
+  CpuOptions opt;
+  opt.numerics = c.numerics;
+  auto f = make_cpu_forward(model_dir(), opt);
+  ASSERT_EQ(f->config().vocab_size, g.V);
+  const std::vector<float> got = run_plan(*f, tokens, c.chunk > 0 ? c.chunk : n);
+  ASSERT_EQ(int64_t(got.size()), n * g.V);
+  const Report r = compare(got, g, n);
+  const std::string what = mode + (c.chunk > 0 ? " chunk " + std::to_string(c.chunk) : " whole") +
+                           " (" + std::to_string(n) + " pos)";
+  print_report(what, r, c.budget);
+  EXPECT_LE(r.max_abs, c.budget * r.scale) << what << ": worst position " << r.worst_pos;
+  EXPECT_GE(double(r.argmax_same), c.argmax_share * double(r.positions))
+      << what << ": first argmax flip at position " << r.first_flip;
+}
+
+// Budgets are the issue's. exact: two FP32 implementations of the same graph differ by ~1e-6 of
+// max|logit| (HF's own whole vs chunked vs decode paths, testdata/parity/README.md), 1e-4 leaves 100×;
+// the golden's smallest top1−top2 gap is 5.4e-5·max|logit| (meta.json stats), ≫ 2e-6, so the argmax is
+// well defined everywhere. official: see testdata/parity_nano/README.md for the measured numbers.
+TEST(NanoParity, FilesMatchGolden) { expect_fresh_golden(); }
+TEST(NanoParity, ExactWhole) { run_case({Numerics::kExact, 0, 1e-4, 1.0}); }
+TEST(NanoParity, ExactChunk129) { run_case({Numerics::kExact, 129, 1e-4, 1.0}); }
+TEST(NanoParity, OfficialWhole) { run_case({Numerics::kOfficial, 0, 1e-2, 0.999}); }
+
+}  // namespace
+}  // namespace dsv4
