@@ -28,10 +28,12 @@ for t in "${targets[@]}"; do
     continue
   fi
   echo "== fuzz $t (${seconds}s)"
-  mkdir -p "$work/$t" "fuzz/corpus/$t"
+  mkdir -p "$work/$t"
+  seeds=()
+  [ -d "fuzz/corpus/$t" ] && seeds=("fuzz/corpus/$t")
   # -rss_limit_mb: a parser that allocates 2 GB on hostile input is a finding, not a pass.
   if ! ./build-fuzz/"$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 -artifact_prefix="$work/$t-" "$work/$t" "fuzz/corpus/$t" 2>"$work/$t.log"; then
+      -print_final_stats=1 -artifact_prefix="$work/$t-" "$work/$t" "${seeds[@]}" 2>"$work/$t.log"; then
     tail -n 40 "$work/$t.log"
     for a in "$work/$t"-*; do
       [ -e "$a" ] && { mkdir -p build-fuzz/artifacts; cp "$a" build-fuzz/artifacts/; echo "artifact: build-fuzz/artifacts/$(basename "$a")"; }

@@ -26,8 +26,6 @@ constexpr int64_t kMaxDim = 1 << 17;
 constexpr int64_t kMaxVocab = 1 << 24;
 constexpr int64_t kMaxNextn = 16;
 constexpr int64_t kMaxPositions = int64_t(1) << 40;
-constexpr int kRatioCSA = 4;     // §1.2
-constexpr int kRatioHCA = 128;   // §1.2
 constexpr int64_t kFp8Block = 128;  // §11.2 weight_block_size
 constexpr int kMaxJsonDepth = 16;    // config.json nests 3 deep
 
@@ -101,7 +99,7 @@ class Reader {
 
 AttentionType attention_for_ratio(int ratio) {
   return ratio == 0 ? AttentionType::kSliding
-                    : ratio == kRatioCSA ? AttentionType::kCSA : AttentionType::kHCA;
+                    : ratio == kCsaRatio ? AttentionType::kCSA : AttentionType::kHCA;
 }
 
 LayerSpec make_layer(int ratio, RoutingType routing) {
@@ -142,13 +140,12 @@ void parse_yarn(const json& o, const std::string& field, RopeParams* rp) {
 }
 
 int ratio_value(const std::string& field, const json& v) {
-  const int64_t r = Reader::integer_value(field, v, 0, kRatioHCA);
-  if (r != 0 && r != kRatioCSA && r != kRatioHCA) bad(field, v, "compress ratio must be 0, 4 or 128");
+  const int64_t r = Reader::integer_value(field, v, 0, kHcaRatio);
+  if (r != 0 && r != kCsaRatio && r != kHcaRatio) bad(field, v, "compress ratio must be 0, 4 or 128");
   return int(r);
 }
 
-void parse_quantization(const ModelConfig& c, const json& q, ModelConfig* out,
-                        std::optional<std::string>* expert_dtype_in_q) {
+void parse_quantization(const json& q, ModelConfig* out, std::optional<std::string>* expert_dtype_in_q) {
   if (!q.is_object()) bad("quantization_config", q, "expected an object");
   Reader r(q);
   const std::string method = r.string("quant_method").value_or("");
@@ -218,7 +215,6 @@ void parse_quantization(const ModelConfig& c, const json& q, ModelConfig* out,
       if (!e.is_string()) bad(cat("quantization_config.", k), v, "expected a list of strings");
   }
   if (nvfp4) out->expert_format = ExpertFormat::kNVFP4;
-  (void)c;
 }
 
 }  // namespace
@@ -384,7 +380,7 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
     for (size_t i = 0; i < cr.size(); ++i) ratios.push_back(ratio_value(cat("compress_ratios[", i, "]"), cr[i]));
   }
   if (r.has("layer_types")) {
-    int csa = kRatioCSA, hca = kRatioHCA;
+    int csa = kCsaRatio, hca = kHcaRatio;
     if (r.has("compress_rates")) {
       const json& rates = j.at("compress_rates");
       if (!rates.is_object()) bad("compress_rates", rates, "expected an object");
@@ -394,8 +390,8 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
         else if (k == "heavily_compressed_attention" || k == "hca") hca = x;
         else bad("compress_rates." + k, v, "unknown attention type");
       }
-      if (csa != kRatioCSA) bad("compress_rates.compressed_sparse_attention", json(csa), "must be 4 (§1.2)");
-      if (hca != kRatioHCA) bad("compress_rates.heavily_compressed_attention", json(hca), "must be 128 (§1.2)");
+      if (csa != kCsaRatio) bad("compress_rates.compressed_sparse_attention", json(csa), "must be 4 (§1.2)");
+      if (hca != kHcaRatio) bad("compress_rates.heavily_compressed_attention", json(hca), "must be 128 (§1.2)");
     }
     const json& lt = j.at("layer_types");
     if (!lt.is_array()) bad("layer_types", lt, "expected a list of strings");
@@ -454,7 +450,7 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
 
   // ---- weight formats (§11) ----
   std::optional<std::string> expert_dtype = r.string("expert_dtype"), expert_dtype_q;
-  if (r.has("quantization_config")) parse_quantization(c, j.at("quantization_config"), &c, &expert_dtype_q);
+  if (r.has("quantization_config")) parse_quantization(j.at("quantization_config"), &c, &expert_dtype_q);
   if (!expert_dtype) expert_dtype = expert_dtype_q;
   if (c.expert_format != ExpertFormat::kNVFP4) {
     if (expert_dtype) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "model/known_configs.h"
+#include "model/quant.h"
 #include "model/weights.h"
 
 namespace dsv4 {
@@ -32,7 +33,7 @@ bool is_scale(const std::string& name) {
 
 int64_t fp8_row_bytes(const ModelConfig& c) {  // 448 E4M3 + 64 BF16 rope + 7 UE8M0 → 584
   const int64_t nope = c.nope_dim(), r = c.qk_rope_head_dim;
-  const int64_t raw = nope + r * kBf16Bytes + (nope + 63) / 64;
+  const int64_t raw = nope + r * kBf16Bytes + (nope + kKvQuantBlock - 1) / kKvQuantBlock;  // §12
   return (raw + kRowAlign - 1) / kRowAlign * kRowAlign;
 }
 
@@ -78,7 +79,7 @@ KvCacheSize kv_cache_size(const ModelConfig& cfg) {
   const double d = double(cfg.head_dim), di = double(cfg.index_head_dim);
   const double row_bf16 = d * kBf16Bytes, row_fp8 = double(fp8_row_bytes(cfg));
   const double idx_bf16 = di * kBf16Bytes, idx_fp8 = di + kIndexerFp8ScaleBytes;
-  const double idx_fp4 = di / 2 + di / 32;  // packed E2M1 + one UE8M0 per 32 (§12)
+  const double idx_fp4 = di / 2 + di / kIndexerQuantBlock;  // packed E2M1 + one UE8M0 per 32 (§12)
   for (const auto& l : cfg.layers) {
     k.ring_bf16_bytes += double(cfg.sliding_window) * row_bf16;
     k.ring_fp8_bytes += double(cfg.sliding_window) * row_fp8;
