@@ -128,9 +128,12 @@ std::optional<std::string> hf_to_official(std::string_view hf) {
   std::string l;
   std::string_view rest;
   if (!split_index(hf, "model.layers.", &l, &rest)) return std::nullopt;
-  auto local = map_local(rest, /*to_official=*/true);
-  if (!local) return std::nullopt;
-  return "layers." + l + "." + *local;
+  if (auto local = map_local(rest, /*to_official=*/true)) return "layers." + l + "." + *local;
+  // transformers' save_pretrained (5.x) reverses its load-time renames but keeps the "model."
+  // prefix, and its reversed ".norm." → ".kv_norm." rule turns attn.kv_norm into attn.norm
+  // (checked on a model saved by transformers 5.24). Layer-local names are otherwise official.
+  if (rest == "attn.norm.weight") return "layers." + l + ".attn.kv_norm.weight";
+  return "layers." + l + "." + canonical_official_name(rest);
 }
 
 std::optional<std::string> official_to_hf(std::string_view official) {

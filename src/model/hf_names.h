@@ -14,7 +14,9 @@ bool is_hf_name(std::string_view name);
 
 // HF name → official name; nullopt when the name has no official counterpart. The fused expert
 // tensors map to "layers.{l}.ffn.experts.gate_up_proj" / ".down_proj" (split by the caller).
-// FP8 scale spelling ".weight_scale_inv" becomes ".scale".
+// FP8 scale spelling ".weight_scale_inv" becomes ".scale". Also accepts what transformers'
+// save_pretrained writes: "model.layers.{l}." + official layer-local names (attn.kv_norm spelled
+// attn.norm). Unknown layer-local names come back as "layers.{l}.<rest>" (reported unexpected).
 std::optional<std::string> hf_to_official(std::string_view hf);
 
 // Official name → HF name (for writing HF-layout fixtures and for tests); nullopt for names HF

@@ -293,6 +293,15 @@ TEST(Checkpoint, HfLayoutMapsAndSplitsFusedExperts) {
   EXPECT_EQ(hf_to_official("model.layers.7.self_attn.q_b_proj.weight_scale_inv").value(), "layers.7.attn.wq_b.scale");
   EXPECT_EQ(hf_to_official("model.layers.7.mlp.experts.3.up_proj.weight").value(), "layers.7.ffn.experts.3.w3.weight");
   EXPECT_EQ(canonical_official_name("layers.1.attn.wkv.weight_scale_inv"), "layers.1.attn.wkv.scale");
+  // What transformers 5.24 save_pretrained writes (observed on a saved tiny model): "model." +
+  // official layer-local names, attn.kv_norm spelled attn.norm, per-expert w1/w2/w3.
+  EXPECT_EQ(hf_to_official("model.layers.2.attn.norm.weight").value(), "layers.2.attn.kv_norm.weight");
+  EXPECT_EQ(hf_to_official("model.layers.1.attn.indexer.compressor.norm.weight").value(),
+            "layers.1.attn.indexer.compressor.norm.weight");
+  EXPECT_EQ(hf_to_official("model.layers.0.ffn.experts.3.w2.weight").value(), "layers.0.ffn.experts.3.w2.weight");
+  EXPECT_EQ(hf_to_official("model.layers.0.hc_attn_fn").value(), "layers.0.hc_attn_fn");
+  EXPECT_EQ(hf_to_official("model.hc_head.hc_fn").value(), "hc_head_fn");
+  EXPECT_FALSE(is_hf_name("head.weight"));
 
   TempDir d;
   write_skeleton(d.path(), j.dump(), {.n_shards = 2, .hf_names = true});
