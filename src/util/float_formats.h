@@ -40,11 +40,16 @@ inline float f16_to_f32(uint16_t h) {
 
 // ---- FP8 E4M3 (OCP "fn": no infinities, 0x7f/0xff = NaN, max 448) ----
 inline float e4m3_to_f32(uint8_t b) {
-  const float sign = (b & 0x80) ? -1.0f : 1.0f;
-  const int exp = (b >> 3) & 0xf, man = b & 0x7;
+  const uint32_t sign = uint32_t(b & 0x80) << 24;
+  const uint32_t exp = (b >> 3) & 0xf, man = b & 0x7;
   if (exp == 0xf && man == 0x7) return NAN;
-  if (exp == 0) return sign * std::ldexp(float(man), -9);  // subnormal: man/8 · 2^-6
-  return sign * std::ldexp(1.0f + float(man) / 8.0f, exp - 7);
+  if (exp == 0) {  // subnormal: man/8 · 2^-6 = man · 2^-9 (exact in FP32)
+    const float v = float(man) * 0x1p-9f;
+    return sign ? -v : v;
+  }
+  // Normal: rebias the exponent (7 -> 127) and widen the 3-bit mantissa; built from bits
+  // because this sits in the CPU backend's weight-expansion loop (ldexp there cost 40 % of decode).
+  return bits_to_f32(sign | ((exp + 120) << 23) | (man << 20));
 }
 // Round to nearest even with saturation to ±448 (the reference casts after clamping to ±448).
 uint8_t f32_to_e4m3(float f);
@@ -53,7 +58,8 @@ inline float round_e4m3(float f) { return e4m3_to_f32(f32_to_e4m3(f)); }
 // ---- UE8M0: a bare power-of-two exponent, value 2^(b-127); 0xFF is NaN ----
 inline float e8m0_to_f32(uint8_t b) {
   if (b == kE8M0Nan) return NAN;
-  return std::ldexp(1.0f, int(b) - 127);
+  if (b == 0) return 0x1p-127f;  // the one subnormal power of two: FP32 bits 0x00400000
+  return bits_to_f32(uint32_t(b) << 23);  // 2^(b-127) is exactly an FP32 with exponent field b
 }
 // Power-of-two scale rounded up so that amax/scale <= max_value (§12):
 // 2^ceil(log2(max(amax, floor)/max_value)), returned as its UE8M0 byte.
