@@ -5,7 +5,7 @@
 # The random tiny fixtures (tools/hf_golden.py) stay the coverage tests; this is the trained-weights counterpart.
 #
 # Needs: Python >= 3.10, torch (>= 2.4), transformers with DeepseekV4ForCausalLM (tested: 5.24), tokenizers, numpy.
-# No network; CPU; deterministic (no random numbers anywhere). About a minute on 2 cores.
+# No network; CPU; deterministic (no random numbers anywhere). ~3 min on 2 shared cores (+2 min with --verify).
 #   /opt/oracle/bin/python tools/nano_golden.py                 # writes testdata/parity_nano
 # Output format and measured numbers: testdata/parity_nano/README.md.
 import argparse
