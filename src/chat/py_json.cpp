@@ -61,7 +61,7 @@ static std::string py_float_repr(double d) {
   if (exp10 < -4 || exp10 >= 16) {
     std::string out = sign + digits.substr(0, 1);
     if (digits.size() > 1) out += "." + digits.substr(1);
-    char ebuf[8];
+    char ebuf[16];
     std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
     return out + ebuf;
   }
