@@ -5,6 +5,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/gemv_common.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
 
 namespace dsv4::cuda {
@@ -13,13 +14,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kChunkElems = 8;  // 16 bytes of BF16
 constexpr int kUnroll = 4;
-
-__device__ __forceinline__ uint4 load_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
 
 __device__ __forceinline__ float dot8_bf16(const uint4& a, const uint4& b) {
   const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
@@ -33,7 +27,7 @@ __device__ __forceinline__ float dot8_bf16(const uint4& a, const uint4& b) {
   return s;
 }
 
-// kSplit warps share one output column (same scheme and heuristic as gemv_fp8.cu).
+// kSplit warps share one output column (split_k_reduce / split_k_for, gemv_common.cuh).
 template <int kM, int kSplit>
 __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(GemvBf16Params p) {
   constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
@@ -66,42 +60,13 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(GemvBf16Params p) {
       }
     }
   }
-  __shared__ float partial[kWarps][kM];
-#pragma unroll
-  for (int m = 0; m < kM; ++m) {
-    const float s = warp_sum(acc[m]);
-    if constexpr (kSplit > 1) {
-      if (lane == 0) partial[warp][m] = s;
-    } else {
-      acc[m] = s;
-    }
-  }
-  if constexpr (kSplit > 1) {
-    __syncthreads();
-    if (part == 0 && lane == 0) {
-#pragma unroll
-      for (int m = 0; m < kM; ++m) {
-        acc[m] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kSplit; ++j) acc[m] += partial[warp + j][m];
-      }
-    }
-  }
+  split_k_reduce<kWarps, kM, kSplit>(acc, warp, lane, part);
   if (!valid || part != 0 || lane != 0) return;
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
     if (m >= p.M) break;
     p.y[int64_t(m) * p.N + n] = acc[m];
   }
-}
-
-constexpr int kTargetWarps = 4096;  // see gemv_fp8.cu split_for
-int split_for(int N, int K) {
-  int split = 1;
-  while (split < kThreads / kWarpSize && int64_t(N) * split < kTargetWarps &&
-         K / kChunkElems >= 2 * kWarpSize * split)
-    split *= 2;
-  return split;
 }
 
 template <int kM, int kSplit>
@@ -113,7 +78,7 @@ void launch_ms(const GemvBf16Params& p, cudaStream_t stream) {
 
 template <int kM>
 void launch_m(const GemvBf16Params& p, cudaStream_t stream) {
-  switch (split_for(p.N, p.K)) {
+  switch (split_k_for(p.N, p.K / kChunkElems, kThreads / kWarpSize)) {
     case 1: return launch_ms<kM, 1>(p, stream);
     case 2: return launch_ms<kM, 2>(p, stream);
     case 4: return launch_ms<kM, 4>(p, stream);

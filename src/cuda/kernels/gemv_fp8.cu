@@ -8,6 +8,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/gemv_common.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -17,13 +18,6 @@ constexpr int kChunkBytes = 16;            // one 16-byte load = 16 E4M3 values
 constexpr int kChunksPerBlock = kFP8BlockSize / kChunkBytes;  // 8 chunks share a scale
 constexpr int kUnroll = 4;                 // independent 16-byte loads in flight per lane
 static_assert(kFP8BlockSize == kActBlockSize, "weight and activation scale blocks coincide along K");
-
-__device__ __forceinline__ uint4 load_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
 
 __device__ __forceinline__ float dot16_e4m3(const uint4& a, const uint4& b) {
   const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
@@ -43,7 +37,7 @@ __device__ __forceinline__ float dot16_e4m3(const uint4& a, const uint4& b) {
 
 // kSplit warps share one output column, each taking every kSplit-th 512-byte slice of the row
 // (so every warp-wide load stays 512 contiguous bytes); narrow matrices need it to put enough
-// loads in flight (split_for below).
+// loads in flight (split_k_for in gemv_common.cuh).
 template <int kM, int kSplit, typename OutT>
 __global__ void __launch_bounds__(kThreads) gemv_fp8_kernel(GemvFp8Params p) {
   constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
@@ -82,27 +76,7 @@ __global__ void __launch_bounds__(kThreads) gemv_fp8_kernel(GemvFp8Params p) {
       }
     }
   }
-  __shared__ float partial[kWarps][kM];
-#pragma unroll
-  for (int m = 0; m < kM; ++m) {
-    const float s = warp_sum(acc[m]);
-    if constexpr (kSplit > 1) {
-      if (lane == 0) partial[warp][m] = s;
-    } else {
-      acc[m] = s;
-    }
-  }
-  if constexpr (kSplit > 1) {
-    __syncthreads();
-    if (part == 0 && lane == 0) {
-#pragma unroll
-      for (int m = 0; m < kM; ++m) {
-        acc[m] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kSplit; ++j) acc[m] += partial[warp + j][m];
-      }
-    }
-  }
+  split_k_reduce<kWarps, kM, kSplit>(acc, warp, lane, part);
   if (!valid || part != 0 || lane != 0) return;
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
@@ -110,18 +84,6 @@ __global__ void __launch_bounds__(kThreads) gemv_fp8_kernel(GemvFp8Params p) {
     OutT* y = static_cast<OutT*>(p.y) + int64_t(m) * p.N + n;
     if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(acc[m]); else *y = acc[m];
   }
-}
-
-// Heuristic: split a column over more warps until about kTargetWarps warps stream at once
-// (H100: 132 SMs × 32 resident warps is ~4k; fewer leave HBM idle on narrow matrices such as
-// wkv, N = 512), but never below one 512-byte slice per warp.
-constexpr int kTargetWarps = 4096;
-int split_for(int N, int K) {
-  int split = 1;
-  while (split < kThreads / kWarpSize && int64_t(N) * split < kTargetWarps &&
-         K / kChunkBytes >= 2 * kWarpSize * split)
-    split *= 2;
-  return split;
 }
 
 template <int kM, int kSplit>
@@ -137,7 +99,7 @@ void launch_ms(const GemvFp8Params& p, cudaStream_t stream) {
 
 template <int kM>
 void launch_m(const GemvFp8Params& p, cudaStream_t stream) {
-  switch (split_for(p.N, p.K)) {
+  switch (split_k_for(p.N, p.K / kChunkBytes, kThreads / kWarpSize)) {
     case 1: return launch_ms<kM, 1>(p, stream);
     case 2: return launch_ms<kM, 2>(p, stream);
     case 4: return launch_ms<kM, 4>(p, stream);

@@ -8,6 +8,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/gemv_common.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -22,13 +23,6 @@ static_assert(kChunkElems == kMXFP4BlockSize, "one load covers exactly one MXFP4
 constexpr int kVec = 4;                                // floats per shared-memory float4
 constexpr int kVecsPerChunk = kChunkElems / kVec;      // 8
 constexpr int kUnroll = 4;                             // weight chunks in flight per lane
-
-__device__ __forceinline__ uint4 load_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
 
 template <typename OutT>
 __global__ void __launch_bounds__(kThreads) gemv_mxfp4_kernel(GemvMxfp4Params p) {
