@@ -18,7 +18,7 @@
 
 // The CPU tests' random tiny-checkpoint writer (tests/cpu/tiny_model.cpp), compiled into this
 // binary too: tests/<area> folders are separate executables and it has no library of its own.
-#include "../cpu/tiny_model.cpp"
+#include "support/tiny_model.h"
 
 namespace {
 

@@ -12,7 +12,7 @@
 #include "cpu/indexer.h"
 #include "cpu/mhc.h"
 #include "cpu/rope.h"
-#include "test_util.h"
+#include "support/test_util.h"
 
 namespace dsv4 {
 namespace {

@@ -13,8 +13,8 @@
 #include "cpu/mtp.h"
 #include "model/config.h"
 #include "util/error.h"
-#include "test_util.h"
-#include "tiny_model.h"
+#include "support/test_util.h"
+#include "support/tiny_model.h"
 
 namespace dsv4 {
 namespace {

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <string>
 
-#include "test_util.h"
+#include "support/test_util.h"
 #include "util/error.h"
 #include "util/npy.h"
 

@@ -21,8 +21,8 @@
 #include "model/config.h"
 #include "model/quant.h"
 #include "model/safetensors_writer.h"
-#include "test_util.h"
-#include "tiny_model.h"
+#include "support/test_util.h"
+#include "support/tiny_model.h"
 #include "util/float_formats.h"
 
 namespace dsv4 {

@@ -1,7 +1,7 @@
 // Tiny checkpoint writer (tests only). Values: linears N(0, 1/cols) so activations stay O(1);
 // norms 1 + N(0, 0.1²); hc fn N(0, 1/cols), base N(0,1), scale N(1, 0.3²); sinks N(0,1);
 // ape N(0, 0.5²); router bias N(0, 0.1²); tid2eid uniform experts; embed N(0,1).
-#include "tiny_model.h"
+#include "support/tiny_model.h"
 
 #include <algorithm>
 #include <cstring>
@@ -14,7 +14,7 @@
 #include "model/quant.h"
 #include "model/safetensors_writer.h"
 #include "model/weights.h"
-#include "test_util.h"
+#include "support/test_util.h"
 #include "util/float_formats.h"
 
 namespace dsv4::test {

@@ -1,4 +1,4 @@
-// Shared helpers for the CPU-backend tests: a seeded RNG (seed printed, fresh each run unless
+// Shared test helpers (CPU backend, CLI end-to-end): a seeded RNG (seed printed, fresh each run unless
 // DSV4_TEST_SEED is set), FP32 WeightMatrix views over test-owned buffers, and error reports.
 #pragma once
 
