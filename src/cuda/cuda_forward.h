@@ -1,0 +1,25 @@
+// The CUDA backend's entry point: a Forward (model/forward.h) that runs the whole model on one
+// Hopper GPU in the official numerics (design.md "Numerics"). How a step runs is cuda_forward.cpp's,
+// where the weights live device_model.h's.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "model/forward.h"
+
+namespace dsv4 {
+
+struct CudaOptions {
+  int device = 0;            // CUDA device ordinal
+  bool use_graph = true;     // one-token decode steps replay one captured CUDA graph
+  bool check_step = false;   // debug: fail when a decode step syncs with the host or allocates
+  bool progress = true;      // print weight-upload progress to stderr
+};
+
+// Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),
+// uploads the weights in their checkpoint precision. Throws dsv4::Error for unsupported shapes.
+std::unique_ptr<Forward> make_cuda_forward(const std::filesystem::path& model_dir,
+                                           const CudaOptions& options);
+
+}  // namespace dsv4
