@@ -1,8 +1,8 @@
 // Sparse attention with attention sink over a gathered key list (§4.3, §7): every query attends
 // to the cache rows its index list names (window ring slots and selected/compressed entries
-// alike), K = V = the dequantised 512-d row, then the last 64 output dims are rotated back by the
-// query position (§4.4 inverse RoPE). The cache format is kv_cache.cuh's; building index lists
-// (window, indexer top-k, compressed visibility) is the caller's.
+// alike), K = V = the dequantised d-dim row (d = head_dim, 512 or 128), then the last 64 output
+// dims are rotated back by the query position (§4.4 inverse RoPE). The cache format is
+// kv_cache.cuh's; the index lists are attention_indices.cuh's (or the caller's).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -17,15 +17,16 @@ namespace dsv4::cuda {
 // (FP32, rounded to BF16 again, as the reference applies it to the BF16 output).
 // A query whose list holds no valid index gets o = 0. n_q <= 65535 per launch (grid y).
 struct SparseAttnParams {
-  const __nv_bfloat16* q = nullptr;  // [n_q, H, 512] bf16, after q norm and RoPE
-  const uint8_t* cache = nullptr;    // [n_pages, kv_page_bytes(block_size)] (kv_cache.cuh)
+  const __nv_bfloat16* q = nullptr;  // [n_q, H, dim] bf16, after q norm and RoPE
+  const uint8_t* cache = nullptr;    // [n_pages, kv_page_bytes(block_size, dim)] (kv_cache.cuh)
   const int32_t* indices = nullptr;  // [n_q, n_idx] cache slots; < 0: masked
   const float* sink = nullptr;       // [H] attn_sink logits
   const int32_t* pos = nullptr;      // [n_q] query positions, for the inverse RoPE
   const float* inv_freq = nullptr;   // [32] the layer's rope table (rope.cuh rope_inv_freq)
-  __nv_bfloat16* out = nullptr;      // [n_q, H, 512] bf16
+  __nv_bfloat16* out = nullptr;      // [n_q, H, dim] bf16
   int n_q = 0, H = 0, n_idx = 0, block_size = 0;
-  float softmax_scale = 0.0f;        // 1/sqrt(512) (§4.3)
+  int dim = 0;                       // head_dim: kKvDimV4 or kKvDimNano (kv_cache.cuh)
+  float softmax_scale = 0.0f;        // 1/sqrt(dim) (§4.3)
 };
 
 void launch_sparse_attention(const SparseAttnParams& p, cudaStream_t stream);
