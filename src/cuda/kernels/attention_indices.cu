@@ -1,0 +1,74 @@
+// Attention index-list kernel and launcher; see attention_indices.cuh for the contract.
+// One block per query row. Every thread fills row entries i, i+256, …: a window slot, an HCA
+// entry or −1 (all closed-form in i). CSA then overwrites the entries after the window with the
+// valid picks, compacted in order: per 256-pick chunk a warp ballot gives each pick its rank
+// inside the warp and the per-warp counts in shared memory give the warp's offset.
+#include "cuda/kernels/attention_indices.cuh"
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_common.cuh"
+#include "model/config.h"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarpSize;
+
+__global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexParams p) {
+  const int q = blockIdx.x;
+  const int t = p.pos[q];
+  const int n_win = min(max(t + 1, 0), p.window);  // §4.3: positions t−n_win+1 … t
+  const int first = t - n_win + 1;
+  const int n_hca = p.ratio == kHcaRatio ? max(t + 1, 0) / kHcaRatio : 0;  // §7: j < (t+1)/128
+  int32_t* row = p.indices + int64_t(q) * p.n_idx;
+  for (int i = threadIdx.x; i < p.n_idx; i += kThreads) {
+    int32_t v = -1;
+    if (i < n_win)
+      v = (first + i) % p.ring;
+    else if (i - n_win < n_hca)
+      v = p.comp_base + (i - n_win);
+    row[i] = v;
+  }
+  if (p.ratio != kCsaRatio) return;  // uniform over the block
+
+  __syncthreads();  // the picks overwrite −1s that other threads of this block wrote
+  __shared__ int warp_count[kWarps];
+  const int32_t* picks = p.topk + int64_t(q) * p.topk_k;
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  int base = n_win;  // row entry of the chunk's first valid pick
+  for (int c0 = 0; c0 < p.topk_k; c0 += kThreads) {
+    const int i = c0 + threadIdx.x;
+    const int32_t j = i < p.topk_k ? picks[i] : -1;
+    const unsigned valid = __ballot_sync(kFullMask, j >= 0);
+    if (lane == 0) warp_count[warp] = __popc(valid);
+    __syncthreads();
+    int dst = base + __popc(valid & ((1u << lane) - 1u)), total = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      if (w < warp) dst += warp_count[w];
+      total += warp_count[w];
+    }
+    if (j >= 0 && dst < p.n_idx) row[dst] = p.comp_base + j;
+    base += total;
+    __syncthreads();  // warp_count is rewritten by the next chunk
+  }
+}
+
+}  // namespace
+
+void launch_attention_indices(const AttnIndexParams& p, cudaStream_t stream) {
+  DSV4_CHECK(p.pos && p.indices);
+  DSV4_CHECK_MSG(p.n_q >= 0 && p.n_idx >= 0 && p.window >= 1 && p.ring >= p.window, "attention_indices: n_q=", p.n_q,
+                 " n_idx=", p.n_idx, " window=", p.window, " ring=", p.ring);
+  DSV4_CHECK_MSG(p.ratio == 0 || p.ratio == kCsaRatio || p.ratio == kHcaRatio, "attention_indices: ratio=", p.ratio);
+  // Compressed slots must not alias the ring's slots [0, ring).
+  DSV4_CHECK_MSG(p.ratio == 0 || p.comp_base >= p.ring, "attention_indices: comp_base=", p.comp_base, " ring=", p.ring);
+  DSV4_CHECK_MSG(p.ratio == kCsaRatio ? p.topk && p.topk_k >= 1 : !p.topk, "attention_indices: ratio=", p.ratio,
+                 " topk=", p.topk ? "set" : "null", " topk_k=", p.topk_k);
+  if (p.n_q == 0) return;
+  attention_indices_kernel<<<p.n_q, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsv4::cuda
