@@ -78,16 +78,17 @@ __global__ void __launch_bounds__(kThreads) hadamard_fp4_kernel(HadamardFp4Param
     codes |= c << (4 * j);
     if (p.fq) p.fq[base + j] = __float2bfloat16_rn(e2m1_value(c) * s);
   }
-  if (p.packed) {
-    reinterpret_cast<uint16_t*>(p.packed + int64_t(row) * (kIndexerDim / 2))[lane] = uint16_t(codes);
-    if (lane % kLanesPerFp4Block == 0) p.scale[int64_t(row) * (kIndexerDim / kMXFP4BlockSize) + lane / kLanesPerFp4Block] = uint8_t(sb);
+  const int64_t dst = p.row_dst ? int64_t(p.row_dst[row]) : int64_t(row);
+  if (p.packed && dst >= 0) {
+    reinterpret_cast<uint16_t*>(p.packed + dst * (kIndexerDim / 2))[lane] = uint16_t(codes);
+    if (lane % kLanesPerFp4Block == 0) p.scale[dst * (kIndexerDim / kMXFP4BlockSize) + lane / kLanesPerFp4Block] = uint8_t(sb);
   }
 }
 
 }  // namespace
 
 void launch_hadamard_fp4(const HadamardFp4Params& p, cudaStream_t stream) {
-  DSV4_CHECK(p.x && p.n_rows >= 0 && (!p.packed || p.scale));
+  DSV4_CHECK(p.x && p.n_rows >= 0 && (!p.packed || p.scale) && (!p.row_dst || p.packed));
   if (p.n_rows == 0) return;
   const int per_block = kThreads / kWarpSize;
   hadamard_fp4_kernel<<<(p.n_rows + per_block - 1) / per_block, kThreads, 0, stream>>>(p);

@@ -14,13 +14,17 @@ constexpr int kIndexerDim = 128;  // index_head_dim: one warp, 4 values per lane
 
 // y = bf16(H·x / sqrt(128)) (FP32 butterflies, as fast_hadamard_transform); per 32-block of y:
 // s = 2^ceil(log2(max(amax, 6·2^-126)/6)), q = e2m1(y/s) (round to nearest even, saturating).
-// Any output pointer may be nullptr; packed and scale go together.
+// Any output pointer may be nullptr; packed and scale go together. With row_dst, input row r's
+// packed/scale land in row row_dst[r] of those arrays (nothing when row_dst[r] < 0), so newly
+// emitted compressor entries scatter into the indexer key cache at their entry number from inside
+// a CUDA graph; y and fq stay indexed by r.
 struct HadamardFp4Params {
   const __nv_bfloat16* x = nullptr;  // [n_rows, 128] bf16 (indexer q heads or keys, after RoPE)
   __nv_bfloat16* y = nullptr;        // [n_rows, 128] bf16 rotated, before quantisation
   __nv_bfloat16* fq = nullptr;       // [n_rows, 128] bf16 q·s: the reference's FP4 fake-quant of y
   uint8_t* packed = nullptr;         // [n_rows, 64] E2M1 pairs, low nibble = even element (§11.3)
-  uint8_t* scale = nullptr;          // [n_rows, 4] ue8m0
+  uint8_t* scale = nullptr;          // [n_rows, 4] ue8m0 (with row_dst: [n_dst_rows, …] for both)
+  const int32_t* row_dst = nullptr;  // [n_rows] destination row of packed/scale, < 0: skip; or nullptr
   int n_rows = 0;
 };
 
