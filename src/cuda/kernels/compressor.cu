@@ -1,0 +1,135 @@
+// Compressor step kernels and launcher; see compressor.cuh for the contract.
+// Launch 1: one block per token; a token that closes a window pools it (one thread per channel,
+// max-shifted softmax over the window's slots, FP32), then RMSNorm, RoPE and the BF16 store.
+// Launch 2: the chunk's last coff·m rows into the ring, ordered after launch 1 by the stream.
+#include "cuda/kernels/compressor.cuh"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_common.cuh"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kMaxThreads = 512;   // one thread per channel up to c = 512 (head_dim)
+constexpr int kRingThreads = 256;  // ring copy: columns of one row
+constexpr int kMaxSmemFloats = 12288;  // the pooled row lives in shared memory: ≤ 48 KiB
+
+// Biased logit z_q + ape[q mod m] (§5) of position q, column col: from the chunk when q ≥ pos0,
+// else from the ring, which stores the same FP32 sum (bit-identical: one IEEE add either way).
+__device__ __forceinline__ float slot_logit(const CompressorParams& p, int q, int pos0, int col) {
+  const int64_t cw = int64_t(p.coff) * p.c;
+  if (q >= pos0) return p.z[(q - pos0) * cw + col] + p.ape[(q % p.m) * cw + col];
+  return p.ring_z[(q % (p.coff * p.m)) * cw + col];
+}
+__device__ __forceinline__ float slot_value(const CompressorParams& p, int q, int pos0, int col) {
+  const int64_t cw = int64_t(p.coff) * p.c;
+  if (q >= pos0) return p.a[(q - pos0) * cw + col];
+  return p.ring_a[(q % (p.coff * p.m)) * cw + col];
+}
+
+__global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(CompressorParams p) {
+  extern __shared__ float y[];  // [c] pooled, then normalised (the RoPE pairs cross threads)
+  __shared__ float warp_ss[kMaxThreads / kWarpSize];
+  const int t = blockIdx.x;
+  const int pos = p.pos[t], pos0 = p.pos[0];
+  if ((pos + 1) % p.m != 0) {  // block-uniform: token t closes no window (§5.4)
+    if (threadIdx.x == 0) p.entry_idx[t] = -1;
+    return;
+  }
+  const int j = (pos + 1) / p.m - 1;
+  const int w0 = pos + 1 - p.m;  // first position of window j: the RoPE position (§5.3)
+  // §5.2 CSA: slots = previous window through series A (columns 0..c−1; absent for j = 0) ∪ this
+  // window through series B (columns c..2c−1). §5.1 HCA: this window, columns 0..c−1.
+  const bool has_a = p.coff == 2 && j > 0;
+  const int off_b = (p.coff - 1) * p.c;
+
+  float ss = 0.0f;
+  for (int e = threadIdx.x; e < p.c; e += blockDim.x) {
+    float mx = -INFINITY;
+    if (has_a)
+      for (int q = w0 - p.m; q < w0; ++q) mx = fmaxf(mx, slot_logit(p, q, pos0, e));
+    for (int q = w0; q <= pos; ++q) mx = fmaxf(mx, slot_logit(p, q, pos0, off_b + e));
+    float den = 0.0f, num = 0.0f;
+    if (has_a)
+      for (int q = w0 - p.m; q < w0; ++q) {
+        const float w = expf(slot_logit(p, q, pos0, e) - mx);
+        den += w;
+        num = fmaf(w, slot_value(p, q, pos0, e), num);
+      }
+    for (int q = w0; q <= pos; ++q) {
+      const float w = expf(slot_logit(p, q, pos0, off_b + e) - mx);
+      den += w;
+      num = fmaf(w, slot_value(p, q, pos0, off_b + e), num);
+    }
+    const float v = num / den;
+    y[e] = v;
+    ss = fmaf(v, v, ss);
+  }
+
+  // §5.3 step 1: RMSNorm in FP32 over the c channels (one block reduction).
+  ss = warp_sum(ss);
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  if (lane == 0) warp_ss[warp] = ss;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < int(blockDim.x) / kWarpSize; ++w) total += warp_ss[w];
+  const float r = rsqrtf(total / float(p.c) + p.eps);
+  __nv_bfloat16* out = p.entry + int64_t(t) * p.c;
+  const int nope = p.c - p.rope_dim;
+  for (int e = threadIdx.x; e < p.c; e += blockDim.x) {
+    const float v = y[e] * r * __bfloat162float(p.norm[e]);
+    if (e < nope)
+      out[e] = __float2bfloat16_rn(v);
+    else
+      y[e] = v;  // each thread rewrites only its own channels: no race with the reads above
+  }
+  __syncthreads();
+
+  // §5.3 step 2, §4.4: interleaved pairs of the last rope_dim dims at position j·m, FP32 angle.
+  for (int i = threadIdx.x; i < p.rope_dim / 2; i += blockDim.x) {
+    const float angle = float(w0) * p.inv_freq[i];
+    float s, cs;
+    sincosf(angle, &s, &cs);  // full-range reduction (no fast-math), as rope.cu
+    const float x0 = y[nope + 2 * i], x1 = y[nope + 2 * i + 1];
+    out[nope + 2 * i] = __float2bfloat16_rn(x0 * cs - x1 * s);
+    out[nope + 2 * i + 1] = __float2bfloat16_rn(x0 * s + x1 * cs);
+  }
+  if (threadIdx.x == 0) p.entry_idx[t] = j;
+}
+
+// Block b writes chunk row first + b (position q) into ring row q mod (coff·m): a, and z + ape.
+__global__ void __launch_bounds__(kRingThreads) compressor_ring_kernel(CompressorParams p, int first) {
+  const int t = first + int(blockIdx.x);
+  const int q = p.pos[t];
+  const int64_t cw = int64_t(p.coff) * p.c;
+  const int64_t dst = int64_t(q % (p.coff * p.m)) * cw, src = int64_t(t) * cw, bias = int64_t(q % p.m) * cw;
+  for (int64_t col = threadIdx.x; col < cw; col += kRingThreads) {
+    p.ring_a[dst + col] = p.a[src + col];
+    p.ring_z[dst + col] = p.z[src + col] + p.ape[bias + col];
+  }
+}
+
+}  // namespace
+
+void launch_compressor(const CompressorParams& p, cudaStream_t stream) {
+  DSV4_CHECK(p.a && p.z && p.ape && p.norm && p.inv_freq && p.pos && p.ring_a && p.ring_z && p.entry &&
+             p.entry_idx);
+  DSV4_CHECK_MSG(p.T >= 0 && p.m >= 1 && (p.coff == 1 || p.coff == 2) && p.c >= 1 && p.c <= kMaxSmemFloats,
+                 "compressor T=", p.T, " m=", p.m, " coff=", p.coff, " c=", p.c);
+  DSV4_CHECK_MSG(p.rope_dim > 0 && p.rope_dim % 2 == 0 && p.rope_dim <= p.c, "compressor rope_dim=", p.rope_dim,
+                 " c=", p.c);
+  if (p.T == 0) return;
+  const int threads = std::min((p.c + kWarpSize - 1) / kWarpSize * kWarpSize, kMaxThreads);
+  compressor_pool_kernel<<<unsigned(p.T), unsigned(threads), size_t(p.c) * sizeof(float), stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+  // §5.5: the ring keeps the last coff·m positions (the current window and, for CSA, the previous
+  // one); written after the pooling above so that launch reads the ring as it was at pos[0].
+  const int n_ring = std::min(p.T, p.coff * p.m);
+  compressor_ring_kernel<<<unsigned(n_ring), kRingThreads, 0, stream>>>(p, p.T - n_ring);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,271 @@
+// Parity of kernels/compressor.cu against a double-precision reference written from §5: whole
+// sequences streamed in several chunkings (one token at a time, 7, 129, whole, random sizes) for
+// CSA (m = 4) and HCA (m = 128), fresh (poisoned ring) and resumed at a large position (ring
+// pre-filled in its documented layout); every entry, every entry_idx, the final ring, and
+// bit-identical results across chunkings.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cuda/kernels/compressor.cuh"
+#include "cuda/kernels/rope.cuh"
+#include "op_parity.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda::test {
+namespace {
+
+constexpr int kRopeDim = 64;     // qk_rope_head_dim
+constexpr float kEps = 1e-6f;    // rms_norm_eps
+constexpr int kIdxPoison = 0x7B;  // entry_idx poison byte: 0x7B7B7B7B is neither −1 nor a valid j
+
+RopeParams compress_table() {  // §4.4: θ = 160000 with YaRN (the table of ratio-4/128 layers)
+  RopeParams t;
+  t.theta = 160000;
+  t.yarn = true;
+  t.factor = 16;
+  t.original_max_position = 65536;
+  t.beta_fast = 32;
+  t.beta_slow = 1;
+  return t;
+}
+
+struct CompressorCase {
+  int m, c, len, start;  // ratio, width, tokens streamed, position of the first streamed token
+};
+
+// Host data of positions [base, start + len): base = start for a fresh sequence (start = 0), else
+// start − coff·m (those rows pre-fill the ring, as an earlier chunk would have left it).
+struct SequenceData {
+  int coff = 0, cw = 0, base = 0, ring_rows = 0;
+  std::vector<float> a, z;       // [start + len − base, cw] fp32
+  std::vector<float> ape;        // [m, cw] fp32
+  std::vector<uint16_t> norm;    // [c] bf16
+  std::vector<float> inv_freq;   // [kRopeDim / 2]
+  // The FP32 biased logit z + ape[q mod m] (§5): stored in FP32 by the streaming state (§5.5),
+  // so the reference uses that FP32 sum too.
+  float logit(const CompressorCase& k, int q, int col) const {
+    return z[size_t(q - base) * cw + col] + ape[size_t(q % k.m) * cw + col];
+  }
+  float value(int q, int col) const { return a[size_t(q - base) * cw + col]; }
+};
+
+// Reference entry for every streamed token that closes a window, in streaming order, and budgets.
+struct Reference {
+  std::vector<int> rows;           // token index (pos − start) of each entry
+  std::vector<double> y, budget;   // [rows.size(), c]
+};
+
+Reference reference(const CompressorCase& k, const SequenceData& s) {
+  const double u = kF32Unit;
+  // RMS Σp² in the kernel: ≤ ceil(c/512) fmaf per thread, a 5-level warp tree, ≤ 16 warp partials
+  // added in sequence: relative error ≤ depth·u on a sum of positive terms.
+  const double depth = std::ceil(k.c / 512.0) + 5 + 16;
+  Reference ref;
+  const auto wf = from_bf16(s.norm);
+  std::vector<double> pooled(size_t(k.c)), dpool(size_t(k.c)), y(size_t(k.c)), dy(size_t(k.c));
+  for (int pos = k.start; pos < k.start + k.len; ++pos) {
+    if ((pos + 1) % k.m != 0) continue;
+    const int j = (pos + 1) / k.m - 1, w0 = j * k.m;
+    // §5.1/§5.2 slots (position, column offset): CSA previous window through series A (absent for
+    // j = 0) and this window through series B; HCA this window.
+    std::vector<std::pair<int, int>> slots;
+    if (s.coff == 2 && j > 0)
+      for (int q = w0 - k.m; q < w0; ++q) slots.emplace_back(q, 0);
+    for (int q = w0; q <= pos; ++q) slots.emplace_back(q, (s.coff - 1) * k.c);
+    const double n = double(slots.size());
+    for (int e = 0; e < k.c; ++e) {
+      double mx = -INFINITY;
+      for (auto [q, off] : slots) mx = std::max(mx, double(s.logit(k, q, off + e)));
+      double den = 0, num = 0;
+      for (auto [q, off] : slots) {
+        const double p = std::exp(double(s.logit(k, q, off + e)) - mx);
+        den += p;
+        num += p * s.value(q, off + e);
+      }
+      pooled[size_t(e)] = num / den;
+      // Pooling budget. The kernel's weight of slot s is exp(fl(z_s − mx))·(1 + ≤4u) (expf ≤ 2 ulp),
+      // i.e. p_s(1 + θ_s) with |θ_s| ≤ (d_s + 4)u, d_s = mx − z_s; den and num are n-term
+      // sequential FP32 sums ((n−1)u, n·u with fmaf), then one division (u). To first order
+      // |Δpooled| ≤ Σw|a|(|θ| + n·u) + |pooled|·Σw(|θ| + (n−1)u) + u·|pooled|
+      //          ≤ u·((2n + 9)·A1 + A2 + A1·D),  A1 = Σw|a|, A2 = Σw·d·|a|, D = Σw·d.
+      double a1 = 0, a2 = 0, dd = 0;
+      for (auto [q, off] : slots) {
+        const double d = mx - s.logit(k, q, off + e);
+        const double w = std::exp(-d) / den;
+        a1 += w * std::fabs(s.value(q, off + e));
+        a2 += w * d * std::fabs(s.value(q, off + e));
+        dd += w * d;
+      }
+      dpool[size_t(e)] = u * ((2 * n + 9) * a1 + a2 + a1 * dd);
+    }
+    // §5.3 step 1: RMSNorm. ms = mean(p²) + eps; a perturbation δ of p moves ms by ≤ 2Σ|p|δ/c, so
+    // r = ms^(−1/2) moves by ρ ≤ Σ|p|δ/(c·ms) + (depth/2 + 6)u (Σp², /c, +eps, rsqrtf ≤ 2 ulp);
+    // y = p·r·w adds two roundings: |Δy| ≤ |r·w|·(δ + |p|·(ρ + 2u)).
+    double ss = 0, pd = 0;
+    for (int e = 0; e < k.c; ++e) {
+      ss += pooled[size_t(e)] * pooled[size_t(e)];
+      pd += std::fabs(pooled[size_t(e)]) * dpool[size_t(e)];
+    }
+    const double ms = ss / k.c + kEps, r = 1 / std::sqrt(ms);
+    const double rho = pd / (k.c * ms) + (depth / 2 + 6) * u;
+    for (int e = 0; e < k.c; ++e) {
+      y[size_t(e)] = pooled[size_t(e)] * r * wf[size_t(e)];
+      dy[size_t(e)] = std::fabs(r * wf[size_t(e)]) * (dpool[size_t(e)] + std::fabs(pooled[size_t(e)]) * (rho + 2 * u));
+    }
+    // §5.3 step 2 / §4.4: RoPE at position j·m with the FP32 angle fl(j·m · ω_i); the rotation
+    // adds sincosf (≤ 2 ulp each) and two products and an add: ≤ 6u·(|y0| + |y1|) per output.
+    const int nope = k.c - kRopeDim;
+    std::vector<double> out(y), b(dy);
+    for (int i = 0; i < kRopeDim / 2; ++i) {
+      const float angle = float(w0) * s.inv_freq[size_t(i)];
+      const double cs = std::cos(double(angle)), sn = std::sin(double(angle));
+      const size_t k0 = size_t(nope + 2 * i), k1 = k0 + 1;
+      out[k0] = y[k0] * cs - y[k1] * sn;
+      out[k1] = y[k0] * sn + y[k1] * cs;
+      const double slack = dy[k0] + dy[k1] + 6 * u * (std::fabs(y[k0]) + std::fabs(y[k1]));
+      b[k0] = b[k1] = slack;
+    }
+    // Final BF16 rounding: half an ulp of the (perturbed) FP32 value.
+    ref.rows.push_back(pos - k.start);
+    for (int e = 0; e < k.c; ++e) {
+      ref.y.push_back(out[size_t(e)]);
+      ref.budget.push_back(kBf16HalfUlp * (std::fabs(out[size_t(e)]) + b[size_t(e)]) + b[size_t(e)]);
+    }
+  }
+  return ref;
+}
+
+class CompressorTest : public CudaOpTest, public ::testing::WithParamInterface<CompressorCase> {};
+
+TEST_P(CompressorTest, StreamsLikeTheReference) {
+  const auto k = GetParam();
+  SequenceData s;
+  s.coff = k.m == 4 ? 2 : 1;  // §5: overlapping windows only at m = 4
+  s.cw = s.coff * k.c;
+  s.ring_rows = s.coff * k.m;
+  ASSERT_TRUE(k.start == 0 || k.start >= s.ring_rows);
+  s.base = k.start == 0 ? 0 : k.start - s.ring_rows;
+  const int n_rows = k.start + k.len - s.base;
+  s.a = normals(size_t(n_rows) * s.cw);
+  s.z = normals(size_t(n_rows) * s.cw, 2.0f);
+  // Every 17th channel gets logits near 100: expf would overflow without the max shift (e^88.7).
+  for (int r = 0; r < n_rows; ++r)
+    for (int col = 0; col < s.cw; col += 17) s.z[size_t(r) * s.cw + col] += 100.0f;
+  s.ape = normals(size_t(k.m) * s.cw);
+  s.norm = to_bf16(normals(size_t(k.c), 0.5f));
+  s.inv_freq = rope_inv_freq(compress_table(), kRopeDim);
+  const Reference ref = reference(k, s);
+  ASSERT_GE(ref.rows.size(), 2u) << "the case must cross several windows";
+
+  // Ring before the first streamed token: poison for a fresh sequence (rows of positions < 0 must
+  // never be read), else the last ring_rows positions in the documented layout.
+  std::vector<float> ring_a0(size_t(s.ring_rows) * s.cw), ring_z0(ring_a0.size());
+  if (k.start > 0)
+    for (int q = s.base; q < k.start; ++q)
+      for (int col = 0; col < s.cw; ++col) {
+        const size_t dst = size_t(q % s.ring_rows) * s.cw + col;
+        ring_a0[dst] = s.value(q, col);
+        ring_z0[dst] = s.logit(k, q, col);
+      }
+
+  const size_t first_row = size_t(k.start - s.base) * s.cw;  // streamed tokens' rows in a/z
+  DeviceBuffer<float> d_a(std::vector<float>(s.a.begin() + first_row, s.a.end()));
+  DeviceBuffer<float> d_z(std::vector<float>(s.z.begin() + first_row, s.z.end()));
+  DeviceBuffer<float> d_ape(s.ape), d_freq(s.inv_freq);
+  DeviceBuffer<uint16_t> d_norm(s.norm);
+  std::vector<int32_t> pos(size_t(k.len));
+  for (int i = 0; i < k.len; ++i) pos[size_t(i)] = k.start + i;
+  DeviceBuffer<int32_t> d_pos(pos);
+  DeviceBuffer<float> d_ring_a(ring_a0.size()), d_ring_z(ring_z0.size());
+  DeviceBuffer<uint16_t> d_entry(size_t(k.len) * k.c);
+  DeviceBuffer<int32_t> d_idx(size_t(k.len));
+
+  std::vector<std::pair<std::string, std::vector<int>>> chunkings;
+  for (int T : {1, 7, 129, k.len}) chunkings.emplace_back(cat("T=", T), std::vector<int>(size_t((k.len + T - 1) / T), T));
+  std::vector<int> random_sizes;
+  for (int n = 0; n < k.len;) n += random_sizes.emplace_back(uniform_int(1, 2 * s.ring_rows + 3));
+  chunkings.emplace_back("random", random_sizes);
+
+  std::vector<uint16_t> first_bits;  // emitted entries of the first chunking, for bitwise agreement
+  for (auto& [name, sizes] : chunkings) {
+    if (k.start > 0) {
+      d_ring_a.upload(ring_a0);
+      d_ring_z.upload(ring_z0);
+    } else {
+      d_ring_a.fill_bytes(kPoisonByte);
+      d_ring_z.fill_bytes(kPoisonByte);
+    }
+    d_entry.fill_bytes(kPoisonByte);
+    d_idx.fill_bytes(kIdxPoison);
+    for (int done = 0, i = 0; done < k.len; done += sizes[size_t(i++)]) {
+      CompressorParams p;
+      p.T = std::min(sizes[size_t(i)], k.len - done);
+      p.a = d_a.get() + size_t(done) * s.cw;
+      p.z = d_z.get() + size_t(done) * s.cw;
+      p.ape = d_ape.get();
+      p.norm = bf16_ptr(d_norm);
+      p.inv_freq = d_freq.get();
+      p.pos = d_pos.get() + done;
+      p.ring_a = d_ring_a.get();
+      p.ring_z = d_ring_z.get();
+      p.entry = bf16_ptr(d_entry) + size_t(done) * k.c;
+      p.entry_idx = d_idx.get() + done;
+      p.m = k.m;
+      p.c = k.c;
+      p.coff = s.coff;
+      p.rope_dim = kRopeDim;
+      p.eps = kEps;
+      launch_compressor(p, nullptr);
+    }
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::string what = cat("compressor m=", k.m, " c=", k.c, " start=", k.start, " ", name);
+
+    // entry_idx: j at every token that closes a window (§5.4), −1 elsewhere.
+    const auto idx = d_idx.download();
+    int64_t idx_bad = 0;
+    for (int i = 0; i < k.len; ++i) {
+      const int p1 = k.start + i + 1;
+      idx_bad += idx[size_t(i)] != (p1 % k.m == 0 ? p1 / k.m - 1 : -1);
+    }
+    EXPECT_EQ(idx_bad, 0) << what << ": wrong entry_idx";
+
+    const auto bits = d_entry.download();
+    std::vector<uint16_t> emitted;
+    for (int row : ref.rows)
+      emitted.insert(emitted.end(), bits.begin() + size_t(row) * k.c, bits.begin() + size_t(row + 1) * k.c);
+    expect_parity(what, from_bf16(emitted), ref.y, ref.budget);
+    // Chunkings agree bit for bit: every slot is the same FP32 value whether read from the chunk
+    // or the ring (the ring stores the same one-add z + ape), and each entry is pooled by the same
+    // operations in the same order.
+    if (first_bits.empty())
+      first_bits = emitted;
+    else
+      EXPECT_TRUE(emitted == first_bits) << what << ": differs from " << chunkings[0].first;
+
+    // The ring after the sequence holds the last ring_rows positions (§5.5 layout, bitwise).
+    const auto ring_a = d_ring_a.download(), ring_z = d_ring_z.download();
+    int64_t ring_bad = 0;
+    for (int q = std::max(k.start + k.len - s.ring_rows, 0); q < k.start + k.len; ++q)
+      for (int col = 0; col < s.cw; ++col) {
+        const size_t at = size_t(q % s.ring_rows) * s.cw + col;
+        const float ea = s.value(q, col), ez = s.logit(k, q, col);
+        ring_bad += std::memcmp(&ring_a[at], &ea, sizeof(float)) != 0 || std::memcmp(&ring_z[at], &ez, sizeof(float)) != 0;
+      }
+    EXPECT_EQ(ring_bad, 0) << what << ": ring rows differ from a, z + ape of the last positions";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CompressorTest,
+    ::testing::Values(CompressorCase{4, 512, 300, 0},          // CSA main compressor, fresh sequence
+                      CompressorCase{4, 128, 300, 0},          // CSA indexer compressor
+                      CompressorCase{128, 512, 600, 0},        // HCA, 4 windows + a partial one
+                      CompressorCase{4, 512, 101, 1000001},    // CSA resumed mid-window near 2^20
+                      CompressorCase{128, 512, 300, 1000037}),  // HCA resumed mid-window
+    [](const ::testing::TestParamInfo<CompressorCase>& info) {
+      return cat("m", info.param.m, "_c", info.param.c, "_len", info.param.len, "_start", info.param.start);
+    });
+
+}  // namespace
+}  // namespace dsv4::cuda::test
