@@ -1,7 +1,5 @@
-// Compressor step kernels and launcher; see compressor.cuh for the contract.
-// Launch 1: one block per token; a token that closes a window pools it (one thread per channel,
-// max-shifted softmax over the window's slots, FP32), then RMSNorm, RoPE and the BF16 store.
-// Launch 2: the chunk's last coff·m rows into the ring, ordered after launch 1 by the stream.
+// Compressor step kernels and launcher; see compressor.cuh for the contract. Launch 1: a block per
+// window-closing token (a thread per channel) pools, norms, ropes; launch 2 refills the ring.
 #include "cuda/kernels/compressor.cuh"
 
 #include <algorithm>
