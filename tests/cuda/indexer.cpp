@@ -162,6 +162,8 @@ TEST_P(IndexerTopkTest, MatchesReference) {
     got_all.insert(got_all.end(), got.begin(), got.end());
     ref_all.insert(ref_all.end(), ref.begin(), ref.end());
     budget_all.insert(budget_all.end(), budget.begin(), budget.end());
+    for (int j = 0; j < n_vis; ++j)
+      ASSERT_TRUE(std::isfinite(got[size_t(j)])) << c.name << " q" << qi << ": score " << j << " unwritten";
     for (int j = n_vis; j < n_keys; ++j)
       ASSERT_EQ(f32_to_bits(score[size_t(qi) * n_keys + j]), 0xFFFFFFFFu)
           << c.name << " q" << qi << ": scratch beyond the visible keys was written at " << j;

@@ -123,9 +123,15 @@ __global__ void __launch_bounds__(kSelectThreads) indexer_select_kernel(IndexerT
   for (int shift = 32 - kRadixBits; shift >= 0; shift -= kRadixBits) {
     for (int i = tid; i < kRadixBins; i += kSelectThreads) hist[i] = 0;
     __syncthreads();
-    for (int j = tid; j < n_vis; j += kSelectThreads) {
-      const uint32_t key = order_key(score[j]);
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & (kRadixBins - 1)], 1u);
+    // Scores cluster in few top-digit bins: one atomic per distinct digit per warp, not per lane
+    // (the loop is tile-uniform so every lane reaches the match).
+    for (int base = 0; base < n_vis; base += kSelectThreads) {
+      const int j = base + tid;
+      const uint32_t key = j < n_vis ? order_key(score[j]) : 0u;
+      const bool counted = j < n_vis && (key & mask) == prefix;
+      const uint32_t digit = counted ? (key >> shift) & (kRadixBins - 1) : uint32_t(kRadixBins);
+      const uint32_t peers = __match_any_sync(kFullMask, digit);
+      if (counted && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], uint32_t(__popc(peers)));
     }
     __syncthreads();
     if (warp == 0) {
