@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
 
-#include "cpu/cpu_forward.h"
+#include "cli/backend_args.h"
+#include "engine/backend.h"
 #include "model/config.h"
 #include "util/error.h"
 
@@ -25,21 +27,20 @@ std::filesystem::path resolve_model_dir(const Args& args) {
 LoadedModel load_model(const std::filesystem::path& dir, const Args& args) {
   const auto t0 = std::chrono::steady_clock::now();
   std::fprintf(stderr, "loading %s ...\n", dir.string().c_str());
-  CpuOptions opt;
-  if (!parse_numerics(args.get_or("--numerics", "exact"), &opt.numerics))
-    fail("--numerics must be 'exact' or 'official', got '", args.get_or("--numerics", ""), "'");
-  const int64_t threads = args.get_int("--threads", 0);
-  if (threads < 0 || threads > 1024) fail("--threads must be in [0, 1024], got ", threads);
-  opt.n_threads = static_cast<int>(threads);
-  LoadedModel m{dir, Tokenizer::load(dir / "tokenizer.json"), make_cpu_forward(dir, opt)};
+  const BackendOptions opt = backend_options(args);
+  LoadedModel m{dir, Tokenizer::load(dir / "tokenizer.json"), make_forward(dir, opt)};
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "loaded in %.2f s: %lld layers, vocab %lld, %s numerics\n", s,
+  std::fprintf(stderr, "loaded in %.2f s: %lld layers, vocab %lld, %s backend, %s numerics\n", s,
                static_cast<long long>(m.forward->config().num_hidden_layers),
-               static_cast<long long>(m.forward->config().vocab_size), to_string(opt.numerics));
+               static_cast<long long>(m.forward->config().vocab_size), to_string(opt.backend),
+               to_string(opt.numerics));
   return m;
 }
 
-const char* const kGenerationUsage =
+namespace {
+
+// The sampling lines, then the backend's (one text, so generate and chat print one string).
+const std::string kGenerationUsageText = std::string(
     "  --max-tokens N        generated tokens at most (default 2048)\n"
     "  --temp T              temperature, 0 = greedy (default 0.6, the reference's)\n"
     "  --top-p P             nucleus mass in (0, 1] (default 1 = off)\n"
@@ -47,13 +48,18 @@ const char* const kGenerationUsage =
     "  --min-p M             keep tokens with p >= M * p_max (default 0 = off)\n"
     "  --seed S              RNG seed (default: random, printed on stderr)\n"
     "  --stop STR            also stop before this text\n"
-    "  --logprobs N          with --json: each token's log-probability and the N most likely\n"
-    "  --threads N           CPU threads (default: all)\n"
-    "  --numerics exact|official  CPU numerics mode (default exact)\n";
+    "  --logprobs N          with --json: each token's log-probability and the N most likely\n") +
+    kBackendUsage;
+
+}  // namespace
+
+const char* const kGenerationUsage = kGenerationUsageText.c_str();
 
 std::set<std::string> generation_value_options() {
-  return {"--model", "--max-tokens", "--temp", "--top-p", "--top-k", "--min-p", "--seed",
-          "--stop", "--logprobs", "--threads", "--numerics"};
+  std::set<std::string> o = backend_value_options();
+  o.insert({"--model", "--max-tokens", "--temp", "--top-p", "--top-k", "--min-p", "--seed",
+            "--stop", "--logprobs"});
+  return o;
 }
 
 GenerationOptions generation_options(const Args& args) {

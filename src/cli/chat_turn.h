@@ -26,11 +26,12 @@ struct LoadedModel {
   std::unique_ptr<Forward> forward;
 };
 
-// Reads DIR/tokenizer.json and opens the checkpoint on the CPU backend (--threads, --numerics),
-// reporting on stderr.
+// Reads DIR/tokenizer.json and opens the checkpoint on the backend the options name (--backend,
+// --numerics, --threads; cli/backend_args.h), reporting on stderr.
 LoadedModel load_model(const std::filesystem::path& dir, const Args& args);
 
-// Options shared by generate and chat: sampling, limits, backend.
+// Options shared by generate and chat: sampling, limits, backend (the usage text ends with
+// kBackendUsage's lines).
 extern const char* const kGenerationUsage;
 std::set<std::string> generation_value_options();
 // Reads them; prints the seed on stderr when it was drawn at random (so the run can be repeated).

@@ -1,7 +1,7 @@
 // `dsv4 perplexity`: strided perplexity of a text file, defined as llama.cpp's `perplexity` tool
-// defines it; the tokenizer (src/tokenizer) and the backend (src/cpu) do the work, this file
-// only chunks, scores and prints. tools/nano/common.py strided_perplexity is the same definition
-// in Python (the HF oracle side).
+// defines it; the tokenizer (src/tokenizer) and the backend (engine/backend.h) do the work, this
+// file only chunks, scores and prints. tools/nano/common.py strided_perplexity is the same
+// definition in Python (the HF oracle side).
 //
 // Definition: the token stream is cut into floor(T / ctx) chunks of ctx tokens; each chunk is
 // evaluated from an empty sequence with its first token replaced by BOS; only the second half is
@@ -13,13 +13,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/backend_args.h"
 #include "cli/command.h"
-#include "cpu/cpu_forward.h"
+#include "engine/backend.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -29,14 +31,13 @@ namespace dsv4::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: dsv4 perplexity -m DIR --text-file F [--ctx N] [--chunks K] [--numerics exact|official]\n"
-    "                       [--threads N]\n"
-    "  -m DIR              checkpoint folder (config.json, safetensors, tokenizer.json)\n"
-    "  --text-file F       UTF-8 text to score (e.g. models/nano/validation.txt)\n"
-    "  --ctx N             tokens per chunk (default 512, as llama.cpp); the second half is scored\n"
-    "  --chunks K          score at most K chunks (default: all)\n"
-    "  --numerics M        exact (FP32, the HF-parity mode; default) or official (§12 quant points)\n"
-    "  --threads N         CPU threads (default: all cores)\n";
+    "usage: dsv4 perplexity -m DIR --text-file F [--ctx N] [--chunks K] [--backend cpu|cuda]\n"
+    "                       [--numerics exact|official] [--threads N]\n"
+    "  -m DIR                checkpoint folder (config.json, safetensors, tokenizer.json)\n"
+    "  -f, --text-file F     UTF-8 text to score (e.g. models/nano/validation.txt)\n"
+    "  -c, --ctx N           tokens per chunk (default 512, as llama.cpp); its second half is\n"
+    "                        scored\n"
+    "  --chunks K            score at most K chunks (default: all)\n";
 
 constexpr int64_t kDefaultCtx = 512;  // llama.cpp's default n_ctx for perplexity
 constexpr int64_t kMinCtx = 4;        // at least one scored token per chunk
@@ -59,10 +60,12 @@ double token_nll(const float* row, int64_t vocab, int32_t target) {
 }
 
 int run_perplexity(const std::vector<std::string>& argv) {
-  Args args(argv, {"--model", "--text-file", "--ctx", "--chunks", "--numerics", "--threads"},
-            {"--help"}, {{"-m", "--model"}, {"-f", "--text-file"}, {"-c", "--ctx"}});
+  std::set<std::string> values = backend_value_options();
+  values.insert({"--model", "--text-file", "--ctx", "--chunks"});
+  const Args args(argv, values, {"--help"},
+                  {{"-m", "--model"}, {"-f", "--text-file"}, {"-c", "--ctx"}, {"-h", "--help"}});
   if (args.has("--help")) {
-    std::fputs(kUsage, stdout);
+    std::fprintf(stdout, "%s%s", kUsage, kBackendUsage);
     return 0;
   }
   const std::filesystem::path model_dir = args.require("--model");
@@ -72,12 +75,7 @@ int run_perplexity(const std::vector<std::string>& argv) {
     fail("--ctx must be in [", kMinCtx, ", 16777216], got ", ctx);
   const int64_t max_chunks = args.get_int("--chunks", 0);
   if (max_chunks < 0) fail("--chunks must be >= 0 (0: all), got ", max_chunks);
-  CpuOptions opt;
-  if (!parse_numerics(args.get_or("--numerics", "exact"), &opt.numerics))
-    fail("--numerics must be 'exact' or 'official', got '", args.get_or("--numerics", ""), "'");
-  const int64_t threads = args.get_int("--threads", 0);
-  if (threads < 0 || threads > 1024) fail("--threads must be in [0, 1024], got ", threads);
-  opt.n_threads = int(threads);
+  const BackendOptions opt = backend_options(args);
 
   const Tokenizer tok = Tokenizer::load(model_dir / "tokenizer.json");
   const std::vector<int32_t> tokens = tok.encode(read_text(text_path));
@@ -86,7 +84,7 @@ int run_perplexity(const std::vector<std::string>& argv) {
     fail(text_path, ": ", tokens.size(), " tokens is less than one chunk of --ctx ", ctx);
   if (max_chunks > 0) n_chunks = std::min(n_chunks, max_chunks);
 
-  auto fwd = make_cpu_forward(model_dir, opt);
+  auto fwd = make_forward(model_dir, opt);
   const ModelConfig& cfg = fwd->config();
   const int64_t V = cfg.vocab_size;
   if (cfg.bos_token_id < 0 || cfg.bos_token_id >= V)
@@ -94,8 +92,10 @@ int run_perplexity(const std::vector<std::string>& argv) {
   for (size_t i = 0; i < size_t(n_chunks * ctx); ++i)
     if (tokens[i] >= V)
       fail(text_path, ": token ", i, " has id ", tokens[i], ", outside the model's vocab_size ", V);
-  std::fprintf(stderr, "dsv4 perplexity: %zu tokens, %lld chunks of %lld, %s numerics\n",
-               tokens.size(), (long long)n_chunks, (long long)ctx, to_string(opt.numerics));
+  std::fprintf(stderr,
+               "dsv4 perplexity: %zu tokens, %lld chunks of %lld, %s backend, %s numerics\n",
+               tokens.size(), (long long)n_chunks, (long long)ctx, to_string(opt.backend),
+               to_string(opt.numerics));
 
   const int64_t first = ctx / 2;
   double nll = 0, nll2 = 0;

@@ -1,0 +1,54 @@
+// make_forward: picks the backend and checks that it can run the numerics asked for. The CUDA
+// path exists only where the CUDA library is linked (DSV4_WITH_CUDA, set by CMakeLists.txt).
+#include "engine/backend.h"
+
+#include "cpu/cpu_forward.h"
+#include "util/error.h"
+
+#ifdef DSV4_WITH_CUDA
+#include "cuda/cuda_forward.h"
+#endif
+
+namespace dsv4 {
+
+const char* to_string(Backend b) { return b == Backend::kCpu ? "cpu" : "cuda"; }
+
+bool parse_backend(std::string_view s, Backend* out) {
+  if (s == "cpu") { *out = Backend::kCpu; return true; }
+  if (s == "cuda") { *out = Backend::kCuda; return true; }
+  return false;
+}
+
+Numerics default_numerics(Backend b) {
+  return b == Backend::kCuda ? Numerics::kOfficial : Numerics::kExact;
+}
+
+void check_backend(const BackendOptions& o) {
+  if (o.backend == Backend::kCpu) return;
+  // Checked before the build so that the mistake is named the same way in every build.
+  if (o.numerics != Numerics::kOfficial)
+    fail("numerics '", to_string(o.numerics), "' is CPU-only: the cuda backend runs the official "
+         "numerics (the reference's FP8/FP4 quantisation, natively)");
+#ifndef DSV4_WITH_CUDA
+  fail("backend cuda: this dsv4 was built without CUDA (it needs nvcc at configure time and "
+       "-DDSV4_CUDA=ON)");
+#endif
+}
+
+std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
+                                      const BackendOptions& o) {
+  check_backend(o);
+  if (o.backend == Backend::kCpu) {
+    CpuOptions cpu;
+    cpu.numerics = o.numerics;
+    cpu.n_threads = o.n_threads;
+    return make_cpu_forward(model_dir, cpu);
+  }
+#ifdef DSV4_WITH_CUDA
+  return make_cuda_forward(model_dir, CudaOptions{});
+#else
+  throw InternalError("make_forward: check_backend let cuda through in a build without CUDA");
+#endif
+}
+
+}  // namespace dsv4

@@ -1,0 +1,35 @@
+// The one factory every subcommand uses to open a checkpoint on a backend (cpu or cuda) in a
+// numerics mode; the backends themselves are src/cpu/cpu_forward.h and src/cuda/cuda_forward.h.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string_view>
+
+#include "model/forward.h"
+
+namespace dsv4 {
+
+enum class Backend { kCpu, kCuda };
+const char* to_string(Backend b);
+bool parse_backend(std::string_view s, Backend* out);  // "cpu" | "cuda"
+
+// The mode a backend runs when none is asked for: cpu is the HF-parity specification (exact),
+// cuda runs the reference's quantisation natively and has no other mode (design.md "Numerics").
+Numerics default_numerics(Backend b);
+
+struct BackendOptions {
+  Backend backend = Backend::kCpu;
+  Numerics numerics = Numerics::kExact;
+  int n_threads = 0;  // CPU threads (0: hardware concurrency); the CUDA backend ignores it
+};
+
+// Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without
+// CUDA ("this dsv4 was built without CUDA"). Cheap; make_forward calls it first.
+void check_backend(const BackendOptions& o);
+
+// Throws dsv4::Error for bad input: check_backend's cases and the checkpoint's own errors.
+std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
+                                      const BackendOptions& o);
+
+}  // namespace dsv4
