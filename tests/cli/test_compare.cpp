@@ -25,6 +25,15 @@ using nlohmann::json;
 const fs::path kFixture = fs::path(DSV4_SOURCE_DIR) / "testdata/parity/flash_quant";
 const std::string kModel = (kFixture / "model").string();
 const std::string kTokens = (kFixture / "tokens.json").string();
+const std::string kInput = "-m " + kModel + " --tokens " + kTokens;  // the fixture, all tokens
+
+fs::path scratch(const std::string& name) {
+  return fs::temp_directory_path() / ("dsv4_compare_" + std::to_string(getpid()) + "_" + name);
+}
+
+bool has(const std::string& text, const std::string& what) {
+  return text.find(what) != std::string::npos;
+}
 
 struct RunResult {
   int status = -1;
@@ -35,7 +44,7 @@ struct RunResult {
 // `dsv4 <args>`; stderr goes to a file so that stdout stays parseable JSON.
 RunResult run_dsv4(const std::string& args) {
   RunResult r;
-  const fs::path err = fs::temp_directory_path() / ("dsv4_compare_" + std::to_string(getpid()) + ".err");
+  const fs::path err = scratch("stderr.txt");
   const std::string cmd = std::string(DSV4_BINARY) + " " + args + " 2>" + err.string();
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -53,7 +62,7 @@ RunResult run_dsv4(const std::string& args) {
 struct TempFile {
   fs::path path;
   explicit TempFile(const std::string& name)
-      : path(fs::temp_directory_path() / ("dsv4_compare_" + std::to_string(getpid()) + "_" + name)) {}
+      : path(scratch(name)) {}
   ~TempFile() { fs::remove(path); }
 };
 
@@ -67,7 +76,7 @@ int64_t find_row(const json& rows, const std::string& name, int layer) {
 TEST(Compare, ExactVsOfficialMatchesLogitsOfBothModes) {
   // All 640 fixture tokens in chunks of 129: CSA (ratio 4) entries, a selective indexer
   // (640/4 = 160 entries > index_topk 16) and HCA (ratio 128) entries all appear.
-  const std::string common = "-m " + kModel + " --tokens " + kTokens + " --chunk 129 --threads 2";
+  const std::string common = kInput + " --chunk 129 --threads 2";
   const RunResult r = run_dsv4("compare " + common + " --a cpu-exact --b cpu-official --json");
   ASSERT_EQ(r.status, 0) << r.all;
   const json j = json::parse(r.out);
@@ -101,12 +110,16 @@ TEST(Compare, ExactVsOfficialMatchesLogitsOfBothModes) {
   ASSERT_GE(topk, 0);
   EXPECT_EQ(rows[topk]["shape_a"], json({640, 16}));
   EXPECT_GT(rows[topk]["picks"]["total"].get<int64_t>(), 0);
-  EXPECT_LE(rows[topk]["picks"]["identical"].get<int64_t>(), rows[topk]["picks"]["total"].get<int64_t>());
+  EXPECT_LE(rows[topk]["picks"]["identical"].get<int64_t>(),
+            rows[topk]["picks"]["total"].get<int64_t>());
 
   // The logits row, measured again from `dsv4 logits` of both modes (same chunking).
   TempFile exact("exact.npy"), official("official.npy");
-  ASSERT_EQ(run_dsv4("logits " + common + " --numerics exact --out " + exact.path.string()).status, 0);
-  ASSERT_EQ(run_dsv4("logits " + common + " --numerics official --out " + official.path.string()).status, 0);
+  for (const auto& [mode, out] : {std::pair{"exact", &exact}, std::pair{"official", &official}}) {
+    const RunResult l =
+        run_dsv4("logits " + common + " --numerics " + mode + " --out " + out->path.string());
+    ASSERT_EQ(l.status, 0) << l.all;
+  }
   const dsv4::NpyArray a = dsv4::read_npy(exact.path), b = dsv4::read_npy(official.path);
   ASSERT_EQ(a.shape, b.shape);
   const int64_t T = a.shape[0], V = a.shape[1];
@@ -143,7 +156,7 @@ TEST(Compare, ExactVsOfficialMatchesLogitsOfBothModes) {
 TEST(Compare, IdenticalRunsAgreeExactlyInForwardOrder) {
   // Chunks of 64: the HCA layer's first entry (position 127) is traced only in the second
   // chunk, after the first chunk's logits; it must still be listed inside layer 3.
-  const RunResult r = run_dsv4("compare -m " + kModel + " --tokens " + kTokens +
+  const RunResult r = run_dsv4("compare " + kInput +
                                " --chunk 64 --threads 2 --a cpu-exact --b cpu-exact --json");
   ASSERT_EQ(r.status, 0) << r.all;
   const json rows = json::parse(r.out)["rows"];
@@ -171,32 +184,32 @@ TEST(Compare, PrintsATable) {
   const RunResult r = run_dsv4("compare -m " + kModel + " --tokens " + tokens.path.string() +
                                " --threads 2 --a cpu-official --b cpu-exact");
   ASSERT_EQ(r.status, 0) << r.all;
-  EXPECT_NE(r.out.find("a = cpu-official, b = cpu-exact: 8 tokens in chunks of 8"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("layer  name"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("    0  attn.kv          [8, 128]"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("    -  logits           [8, 256]"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("top-1 agrees "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("identical picks "), std::string::npos) << r.out;  // moe.experts
+  EXPECT_TRUE(has(r.out, "a = cpu-official, b = cpu-exact: 8 tokens in chunks of 8")) << r.out;
+  EXPECT_TRUE(has(r.out, "layer  name")) << r.out;
+  EXPECT_TRUE(has(r.out, "    0  attn.kv          [8, 128]")) << r.out;
+  EXPECT_TRUE(has(r.out, "    -  logits           [8, 256]")) << r.out;
+  EXPECT_TRUE(has(r.out, "top-1 agrees ")) << r.out;
+  EXPECT_TRUE(has(r.out, "identical picks ")) << r.out;  // moe.experts
 }
 
 TEST(Compare, MissingModelDirIsAnError) {
   const RunResult r = run_dsv4("compare -m /nonexistent/dsv4_model --tokens " + kTokens +
                                " --a cpu-exact --b cpu-official");
   EXPECT_EQ(r.status, 1) << r.all;
-  EXPECT_NE(r.all.find("/nonexistent/dsv4_model"), std::string::npos) << r.all;
+  EXPECT_TRUE(has(r.all, "/nonexistent/dsv4_model")) << r.all;
 }
 
 TEST(Compare, UnknownSpecIsAnError) {
-  const RunResult r = run_dsv4("compare -m " + kModel + " --tokens " + kTokens + " --a cpu-exact --b gpu");
+  const RunResult r = run_dsv4("compare " + kInput + " --a cpu-exact --b gpu");
   EXPECT_EQ(r.status, 1) << r.all;
-  EXPECT_NE(r.all.find("--b"), std::string::npos) << r.all;
-  EXPECT_NE(r.all.find("'gpu'"), std::string::npos) << r.all;
+  EXPECT_TRUE(has(r.all, "--b")) << r.all;
+  EXPECT_TRUE(has(r.all, "'gpu'")) << r.all;
 }
 
 TEST(Compare, BadChunkIsAnError) {
-  const RunResult r = run_dsv4("compare -m " + kModel + " --tokens " + kTokens + " --chunk 0 --a cpu-exact --b cpu-exact");
+  const RunResult r = run_dsv4("compare " + kInput + " --chunk 0 --a cpu-exact --b cpu-exact");
   EXPECT_EQ(r.status, 1) << r.all;
-  EXPECT_NE(r.all.find("--chunk"), std::string::npos) << r.all;
+  EXPECT_TRUE(has(r.all, "--chunk")) << r.all;
 }
 
 // --numerics exact is refused on cuda in every build, by every model-running subcommand, before
@@ -204,18 +217,18 @@ TEST(Compare, BadChunkIsAnError) {
 TEST(Backend, CudaWithExactNumericsIsAnError) {
   for (const std::string& cmd : std::vector<std::string>{
            "logits -m /nonexistent/m --tokens " + kTokens + " --out /nonexistent/o.npy",
-        "perplexity -m /nonexistent/m --text-file /nonexistent/t.txt",
-        "generate -m /nonexistent/m -p hi"}) {
+           "perplexity -m /nonexistent/m --text-file /nonexistent/t.txt",
+           "generate -m /nonexistent/m -p hi"}) {
     const RunResult r = run_dsv4(cmd + " --backend cuda --numerics exact");
     EXPECT_EQ(r.status, 1) << cmd << "\n" << r.all;
-    EXPECT_NE(r.all.find("numerics 'exact' is CPU-only"), std::string::npos) << cmd << "\n" << r.all;
+    EXPECT_TRUE(has(r.all, "numerics 'exact' is CPU-only")) << cmd << "\n" << r.all;
   }
 }
 
 TEST(Backend, UnknownBackendIsAnError) {
-  const RunResult r = run_dsv4("logits -m " + kModel + " --tokens " + kTokens + " --out /nonexistent/o.npy --backend tpu");
+  const RunResult r = run_dsv4("logits " + kInput + " --out /nonexistent/o.npy --backend tpu");
   EXPECT_EQ(r.status, 1) << r.all;
-  EXPECT_NE(r.all.find("--backend must be 'cpu' or 'cuda', got 'tpu'"), std::string::npos) << r.all;
+  EXPECT_TRUE(has(r.all, "--backend must be 'cpu' or 'cuda', got 'tpu'")) << r.all;
 }
 
 TEST(Backend, CudaInABuildWithoutCudaIsAnError) {
@@ -223,15 +236,15 @@ TEST(Backend, CudaInABuildWithoutCudaIsAnError) {
   GTEST_SKIP() << "this build has CUDA";
 #endif
   for (const std::string& cmd : std::vector<std::string>{
-           "logits -m " + kModel + " --tokens " + kTokens + " --out /nonexistent/o.npy --backend cuda",
-        "perplexity -m " + kModel + " --text-file /nonexistent/t.txt --backend cuda",
-        "generate -m " + kModel + " -p hi --backend cuda",
-        // compare's default b is cuda: refused before a (cpu) runs.
-        "compare -m " + kModel + " --tokens " + kTokens + " --a cpu-exact"}) {
+           "logits " + kInput + " --out /nonexistent/o.npy --backend cuda",
+           "perplexity -m " + kModel + " --text-file /nonexistent/t.txt --backend cuda",
+           "generate -m " + kModel + " -p hi --backend cuda",
+           // compare's default b is cuda: refused before a (cpu) runs.
+           "compare " + kInput + " --a cpu-exact"}) {
     const RunResult r = run_dsv4(cmd);
     EXPECT_EQ(r.status, 1) << cmd << "\n" << r.all;
-    EXPECT_NE(r.all.find("this dsv4 was built without CUDA"), std::string::npos) << cmd << "\n" << r.all;
-    EXPECT_EQ(r.all.find("ran in"), std::string::npos) << cmd << "\n" << r.all;
+    EXPECT_TRUE(has(r.all, "this dsv4 was built without CUDA")) << cmd << "\n" << r.all;
+    EXPECT_FALSE(has(r.all, "ran in")) << cmd << "\n" << r.all;
   }
 }
 
