@@ -1,7 +1,10 @@
 // BF16 GEMV kernel and launcher; see gemv_bf16.cuh for the contract.
 // One warp (or kSplit warps) per output column, 16-byte (8 × BF16) coalesced weight loads that
-// bypass L1.
+// bypass L1. Dense: one block row serves all M ≤ 8 rows of x. Experts: grid row m is one GEMV
+// against expert expert_idx[m].
 #include "cuda/kernels/gemv_bf16.cuh"
+
+#include <algorithm>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
@@ -15,28 +18,24 @@ constexpr int kThreads = 256;
 constexpr int kChunkElems = 8;  // 16 bytes of BF16
 constexpr int kUnroll = 4;
 
-__device__ __forceinline__ float dot8_bf16(const uint4& a, const uint4& b) {
-  const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    // BF16 -> FP32 is a 16-bit shift: low half = even element.
-    s = fmaf(__uint_as_float(av[i] << 16), __uint_as_float(bv[i] << 16), s);
-    s = fmaf(__uint_as_float(av[i] & 0xffff0000u), __uint_as_float(bv[i] & 0xffff0000u), s);
-  }
-  return s;
-}
-
 // kSplit warps share one output column (split_k_reduce / split_k_for, gemv_common.cuh).
-template <int kM, int kSplit>
+// kExperts: kM == 1 and y row m = blockIdx.y uses expert expert_idx[m].
+template <int kM, int kSplit, typename OutT, bool kExperts>
 __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(GemvBf16Params p) {
+  static_assert(!kExperts || kM == 1, "expert mode: one y row per grid row");
   constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int part = warp % kSplit;
   const int n = blockIdx.x * kColsPerBlock + warp / kSplit;
-  const bool valid = n < p.N;  // no early return: the split reduction below synchronises
+  const int m0 = kExperts ? int(blockIdx.y) : 0;
+  const int e = kExperts ? p.expert_idx[m0] : 0;
+  const bool masked = e < 0, bad = kExperts && e >= p.n_experts;
+  // No early return: the split reduction below synchronises.
+  const bool valid = n < p.N && !masked && !bad;
   const int n_chunks = p.K / kChunkElems;
-  const __nv_bfloat16* w_row = p.w + int64_t(valid ? n : 0) * p.K;
+  const __nv_bfloat16* w_row = p.w + (int64_t(valid ? e : 0) * p.N + (valid ? n : 0)) * p.K;
+  // Dense: x row m. Experts (kM == 1): x row m0 / sel_per_x.
+  const __nv_bfloat16* x = p.x + (kExperts ? int64_t(m0 / p.sel_per_x) * p.K : 0);
   float acc[kM];
 #pragma unroll
   for (int m = 0; m < kM; ++m) acc[m] = 0.0f;
@@ -55,34 +54,43 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(GemvBf16Params p) {
 #pragma unroll
       for (int m = 0; m < kM; ++m) {
         if (m >= p.M) break;
-        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(p.x + int64_t(m) * p.K) + c);
+        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + int64_t(m) * p.K) + c);
         acc[m] += dot8_bf16(wv[u], xv);
       }
     }
   }
   split_k_reduce<kWarps, kM, kSplit>(acc, warp, lane, part);
-  if (!valid || part != 0 || lane != 0) return;
+  if (n >= p.N || part != 0 || lane != 0) return;
 #pragma unroll
   for (int m = 0; m < kM; ++m) {
-    if (m >= p.M) break;
-    p.y[int64_t(m) * p.N + n] = acc[m];
+    if (m0 + m >= p.M) break;
+    const float v = masked ? 0.0f : bad ? __int_as_float(0x7fc00000) : acc[m];
+    OutT* y = static_cast<OutT*>(p.y) + int64_t(m0 + m) * p.N + n;
+    if constexpr (sizeof(OutT) == 2) *y = __float2bfloat16_rn(v); else *y = v;
   }
 }
 
-template <int kM, int kSplit>
+template <int kM, int kSplit, bool kExperts>
 void launch_ms(const GemvBf16Params& p, cudaStream_t stream) {
   constexpr int kColsPerBlock = kThreads / kWarpSize / kSplit;
-  gemv_bf16_kernel<kM, kSplit><<<(p.N + kColsPerBlock - 1) / kColsPerBlock, kThreads, 0, stream>>>(p);
+  const dim3 grid((p.N + kColsPerBlock - 1) / kColsPerBlock, kExperts ? p.M : 1);
+  if (p.out_bf16)
+    gemv_bf16_kernel<kM, kSplit, __nv_bfloat16, kExperts><<<grid, kThreads, 0, stream>>>(p);
+  else
+    gemv_bf16_kernel<kM, kSplit, float, kExperts><<<grid, kThreads, 0, stream>>>(p);
   DSV4_CUDA_CHECK_LAUNCH();
 }
 
-template <int kM>
+template <int kM, bool kExperts>
 void launch_m(const GemvBf16Params& p, cudaStream_t stream) {
-  switch (split_k_for(p.N, p.K / kChunkElems, kThreads / kWarpSize)) {
-    case 1: return launch_ms<kM, 1>(p, stream);
-    case 2: return launch_ms<kM, 2>(p, stream);
-    case 4: return launch_ms<kM, 4>(p, stream);
-    default: return launch_ms<kM, 8>(p, stream);
+  // Expert mode runs M independent GEMVs at once: count all of their columns (anything at or
+  // above the target means no split).
+  const int64_t cols = int64_t(p.N) * (kExperts ? p.M : 1);
+  switch (split_k_for(int(std::min<int64_t>(cols, kSplitTargetWarps)), p.K / kChunkElems, kThreads / kWarpSize)) {
+    case 1: return launch_ms<kM, 1, kExperts>(p, stream);
+    case 2: return launch_ms<kM, 2, kExperts>(p, stream);
+    case 4: return launch_ms<kM, 4, kExperts>(p, stream);
+    default: return launch_ms<kM, 8, kExperts>(p, stream);
   }
 }
 
@@ -90,13 +98,19 @@ void launch_m(const GemvBf16Params& p, cudaStream_t stream) {
 
 void launch_gemv_bf16(const GemvBf16Params& p, cudaStream_t stream) {
   DSV4_CHECK(p.w && p.x && p.y);
-  DSV4_CHECK_MSG(p.M >= 1 && p.M <= kGemvMaxBatch, "M=", p.M);
   DSV4_CHECK_MSG(p.N >= 1 && p.K >= kChunkElems && p.K % kChunkElems == 0, "N=", p.N, " K=", p.K);
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.w) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0);
-  if (p.M == 1) launch_m<1>(p, stream);
-  else if (p.M == 2) launch_m<2>(p, stream);
-  else if (p.M <= 4) launch_m<4>(p, stream);
-  else launch_m<8>(p, stream);
+  if (p.expert_idx) {
+    DSV4_CHECK_MSG(p.M >= 1 && p.M <= kMaxGridY && p.n_experts >= 1, "M=", p.M, " n_experts=", p.n_experts);
+    DSV4_CHECK_MSG(p.sel_per_x >= 1, "sel_per_x=", p.sel_per_x);
+    return launch_m<1, true>(p, stream);
+  }
+  DSV4_CHECK_MSG(p.M >= 1 && p.M <= kGemvMaxBatch, "M=", p.M);
+  DSV4_CHECK_MSG(p.sel_per_x == 1, "sel_per_x=", p.sel_per_x, " needs expert_idx");
+  if (p.M == 1) launch_m<1, false>(p, stream);
+  else if (p.M == 2) launch_m<2, false>(p, stream);
+  else if (p.M <= 4) launch_m<4, false>(p, stream);
+  else launch_m<8, false>(p, stream);
 }
 
 }  // namespace dsv4::cuda

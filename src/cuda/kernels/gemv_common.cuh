@@ -1,6 +1,7 @@
-// What the weight-streaming GEMV families (gemv_fp8, gemv_bf16, gemv_mxfp4) share: the
-// L1-bypassing 16-byte weight load and the split-K scheme (a column's K range spread over kSplit
-// consecutive warps whose partial sums meet in shared memory). The dot products stay per family.
+// What the weight-streaming GEMV families (gemv_fp8, gemv_bf16, gemv_mxfp4, grouped_out_proj)
+// share: the L1-bypassing 16-byte weight load, the BF16 dot product and the split-K scheme (a
+// column's K range spread over kSplit consecutive warps whose partial sums meet in shared memory).
+// The other dot products stay per family.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,19 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
+}
+
+// Σ of 8 BF16 × BF16 products in FP32 (exact products). BF16 -> FP32 is a 16-bit shift: the
+// low half of each word is the even element.
+__device__ __forceinline__ float dot8_bf16(const uint4& a, const uint4& b) {
+  const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    s = fmaf(__uint_as_float(av[i] << 16), __uint_as_float(bv[i] << 16), s);
+    s = fmaf(__uint_as_float(av[i] & 0xffff0000u), __uint_as_float(bv[i] & 0xffff0000u), s);
+  }
+  return s;
 }
 
 // Reduces each warp's per-lane partial sums acc[0..kM) and, when kSplit > 1, the kSplit warps of

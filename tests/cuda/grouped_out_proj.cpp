@@ -1,0 +1,103 @@
+// Parity of kernels/grouped_out_proj.cu (wo_a, §4.5) against a double-precision grouped product
+// of the BF16 attention output with the scalar dequantisation of the FP8 weight
+// (WeightMatrix::dequant_rows, §11.2) or the BF16 weight itself.
+#include <cmath>
+
+#include "cuda/kernels/grouped_out_proj.cuh"
+#include "model/quant.h"
+#include "op_parity.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda::test {
+namespace {
+
+struct GroupedCase {
+  int T, G, R, K;
+  bool fp8;
+};
+
+class GroupedOutProjTest : public CudaOpTest, public ::testing::WithParamInterface<GroupedCase> {};
+
+TEST_P(GroupedOutProjTest, MatchesGroupedProduct) {
+  const auto c = GetParam();
+  const int n_rows = c.G * c.R;
+  const int nkb = c.K / int(kFP8BlockSize), nrb = (n_rows + int(kFP8BlockSize) - 1) / int(kFP8BlockSize);
+  const auto o = to_bf16(normals(size_t(c.T) * c.G * c.K, 1.0f));
+  // FP8: bytes over the whole E4M3 grid, tile scales over 2^±8. BF16: weights of a trained size.
+  const auto w8 = c.fp8 ? random_e4m3(size_t(n_rows) * c.K) : std::vector<uint8_t>();
+  const auto ws = c.fp8 ? random_e8m0(size_t(nrb) * nkb, 8) : std::vector<uint8_t>();
+  const auto w16 = c.fp8 ? std::vector<uint16_t>() : to_bf16(normals(size_t(n_rows) * c.K, 0.02f));
+  DeviceBuffer<uint16_t> d_o(o), d_w16(w16), d_z(size_t(c.T) * n_rows);
+  DeviceBuffer<uint8_t> d_w8(w8), d_ws(ws);
+  d_z.fill_bytes(kPoisonByte);
+  GroupedOutProjParams p;
+  p.o = bf16_ptr(d_o);
+  p.w_fp8 = c.fp8 ? d_w8.get() : nullptr;
+  p.w_scale = c.fp8 ? d_ws.get() : nullptr;
+  p.w_bf16 = c.fp8 ? nullptr : bf16_ptr(d_w16);
+  p.z = bf16_ptr(d_z);
+  p.T = c.T;
+  p.G = c.G;
+  p.R = c.R;
+  p.K = c.K;
+  launch_grouped_out_proj(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto z = from_bf16(d_z.download());
+
+  // The oracle's weight: the scalar FP8 dequant with the scale of the ABSOLUTE row g·R + r (so
+  // R = 64 or 96 puts two groups in one 128-row tile), or the BF16 values.
+  std::vector<float> wd;
+  if (c.fp8) {
+    WeightMatrix wm;
+    wm.name = "test.attn.wo_a";
+    wm.format = WeightFormat::kFP8Block;
+    wm.rows = n_rows;
+    wm.cols = c.K;
+    wm.data = w8.data();
+    wm.scale = ws.data();
+    wd.resize(size_t(n_rows) * c.K);
+    wm.dequant_rows(0, n_rows, wd.data());
+  } else {
+    wd = from_bf16(w16);
+  }
+  const auto of = from_bf16(o);
+  // Budget: FP32 partial sums pass through ≤ 16 (chunk) + K/256 (chunks per lane) + 5 (warp
+  // tree) adds, bounded by 64 + K/16; products of BF16 by E4M3 or BF16 and the power-of-two tile
+  // scale are exact in FP32. The BF16 output adds half an ulp.
+  const double gamma = (64 + c.K / 16.0) * kF32Unit;
+  std::vector<double> ref(z.size()), budget(z.size());
+  for (int t = 0; t < c.T; ++t)
+    for (int n = 0; n < n_rows; ++n) {
+      const int g = n / c.R;
+      const float* orow = of.data() + (size_t(t) * c.G + g) * c.K;  // §4.5: heads of group g
+      const float* wrow = wd.data() + size_t(n) * c.K;
+      double s = 0, sa = 0;
+      for (int k = 0; k < c.K; ++k) {
+        const double v = double(orow[k]) * wrow[k];
+        s += v;
+        sa += std::fabs(v);
+      }
+      const size_t i = size_t(t) * n_rows + n;
+      ref[i] = s;
+      budget[i] = gamma * sa * (1 + kBf16HalfUlp) + kBf16HalfUlp * std::fabs(s) + 1e-30;
+    }
+  expect_parity(cat("grouped_out_proj T=", c.T, " G=", c.G, " R=", c.R, " K=", c.K, c.fp8 ? " fp8" : " bf16"), z,
+                ref, budget);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, GroupedOutProjTest,
+    ::testing::Values(GroupedCase{1, 8, 1024, 4096, true},     // Flash decode (H = 64, G = 8)
+                      GroupedCase{1, 8, 1024, 4096, false},    // Flash, BF16 checkpoint
+                      GroupedCase{2, 8, 1024, 4096, true},
+                      GroupedCase{1, 16, 1024, 4096, true},    // Pro decode (H = 128, G = 16)
+                      GroupedCase{5, 2, 64, 256, true},        // fixtures: one 128-row tile spans both groups
+                      GroupedCase{5, 2, 64, 256, false},
+                      GroupedCase{3, 2, 128, 512, true},       // nano
+                      GroupedCase{256, 2, 64, 256, true},      // longest prefill chunk
+                      GroupedCase{9, 3, 96, 384, true},        // tile boundaries inside groups, partial token tile
+                      GroupedCase{13, 3, 64, 128, false},
+                      GroupedCase{4, 1, 1, 128, true}));
+
+}  // namespace
+}  // namespace dsv4::cuda::test
