@@ -1,7 +1,7 @@
-// Decode GEMV benchmark: achieved bandwidth of the FP8-block, MXFP4-expert and BF16 GEMV kernels
-// (and the first sparse-attention kernel) at DeepSeek-V4 Flash/Pro decode shapes, as a ratio to a
-// device-to-device copy measured in the same run (design.md "Speed principles"). Kernels run as
-// CUDA-graph replays. Correctness is tests/cuda's job, not this program's.
+// Decode GEMV benchmark: achieved bandwidth of the FP8-block, FP4-expert (MXFP4, NVFP4), BF16 and
+// grouped wo_a GEMV kernels (and the first sparse-attention kernel) at DeepSeek-V4 Flash/Pro
+// decode shapes, as a ratio to a device-to-device copy measured in the same run (design.md "Speed
+// principles"). Kernels run as CUDA-graph replays. Correctness is tests/cuda's job, not this program's.
 //
 // Usage: bench_cuda_gemv_bench [--quick]. Prints one table; the card and date head the output.
 #include <cuda_runtime_api.h>
@@ -20,6 +20,7 @@
 #include "cuda/kernels/gemv_bf16.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
 #include "cuda/kernels/gemv_mxfp4.cuh"
+#include "cuda/kernels/grouped_out_proj.cuh"
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
 #include "model/quant.h"
@@ -183,24 +184,29 @@ int main(int argc, char** argv) {
       rows.push_back({cat("fp8  ", s.name), s.M, s.N, s.K, t * 1e6, bytes / t * 1e-9});
     }
 
-    struct Fp4Shape { const char* name; int n_sel, N, K; bool x_per_sel; };
+    struct Fp4Shape { const char* name; int n_sel, N, K, sel_per_x; ExpertWeightFormat format; };
     const std::vector<Fp4Shape> fp4_shapes = {
-        {"experts w1 (Flash, 6 sel)", 6, 2048, 4096, false},
-        {"experts w2 (Flash, 6 sel)", 6, 4096, 2048, true},
-        {"experts w1 (Pro, 6 sel)", 6, 3072, 7168, false},
-        {"experts w2 (Pro, 6 sel)", 6, 7168, 3072, true},
+        {"experts w1 (Flash, 6 sel)", 6, 2048, 4096, 6, ExpertWeightFormat::kMXFP4},
+        {"experts w2 (Flash, 6 sel)", 6, 4096, 2048, 1, ExpertWeightFormat::kMXFP4},
+        {"experts w1 (Pro, 6 sel)", 6, 3072, 7168, 6, ExpertWeightFormat::kMXFP4},
+        {"experts w2 (Pro, 6 sel)", 6, 7168, 3072, 1, ExpertWeightFormat::kMXFP4},
+        {"nvfp4 experts w1 (Flash, 6 sel)", 6, 2048, 4096, 6, ExpertWeightFormat::kNVFP4},
+        {"nvfp4 experts w2 (Flash, 6 sel)", 6, 4096, 2048, 1, ExpertWeightFormat::kNVFP4},
     };
     for (const auto& s : fp4_shapes) {
       const int n_experts = 256;  // selections spread over a full expert table
-      const size_t ebytes = size_t(s.N) * s.K / 2, esbytes = size_t(s.N) * s.K / 32;
+      const bool nv = s.format == ExpertWeightFormat::kNVFP4;
+      const size_t ebytes = size_t(s.N) * s.K / 2, esbytes = size_t(s.N) * s.K / (nv ? 16 : 32);
       DeviceBuffer<uint8_t> w(ebytes * n_experts), ws(esbytes * n_experts);
       const auto host_w = fill.bytes(ebytes, 0, 255, false);
-      const auto host_s = fill.bytes(esbytes, 118, 124, false);
+      // MXFP4: UE8M0 around 2^-7; NVFP4: positive E4M3 around 1 (0x30..0x40 = 0.25..2).
+      const auto host_s = nv ? fill.bytes(esbytes, 0x30, 0x40, false) : fill.bytes(esbytes, 118, 124, false);
       for (int e = 0; e < n_experts; ++e) {
         DSV4_CUDA_CHECK(cudaMemcpy(w.get() + e * ebytes, host_w.data(), ebytes, cudaMemcpyHostToDevice));
         DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + e * esbytes, host_s.data(), esbytes, cudaMemcpyHostToDevice));
       }
-      const int n_x = s.x_per_sel ? s.n_sel : 1;
+      DeviceBuffer<float> gs(std::vector<float>(size_t(n_experts), 1e-3f));
+      const int n_x = (s.n_sel + s.sel_per_x - 1) / s.sel_per_x;
       DeviceBuffer<uint8_t> x(fill.bytes(size_t(n_x) * s.K, 0, 255, true)),
           xs(fill.bytes(size_t(n_x) * (s.K / 128), 120, 130, false));
       DeviceBuffer<uint16_t> y(size_t(s.n_sel) * s.N);
@@ -212,9 +218,11 @@ int main(int argc, char** argv) {
       GemvMxfp4Params p;
       p.w = w.get();
       p.w_scale = ws.get();
+      p.global_scale = nv ? gs.get() : nullptr;
+      p.format = s.format;
       p.x = x.get();
       p.x_scale = xs.get();
-      p.x_per_sel = s.x_per_sel;
+      p.sel_per_x = s.sel_per_x;
       p.y = y.get();
       p.n_sel = s.n_sel;
       p.n_experts = n_experts;
@@ -227,6 +235,52 @@ int main(int argc, char** argv) {
       });
       const double bytes = double(s.n_sel) * double(ebytes + esbytes) + double(x.bytes() + xs.bytes() + y.bytes());
       rows.push_back({cat("fp4  ", s.name), s.n_sel, s.N, s.K, t * 1e6, bytes / t * 1e-9});
+    }
+
+    // Grouped output projection wo_a (§4.5): one weight pass serves T tokens; N = G·R.
+    struct GroupedShape { const char* name; int T, G, R, K; bool fp8; };
+    const std::vector<GroupedShape> grouped_shapes = {
+        {"wo_a (Flash)", 1, 8, 1024, 4096, true},
+        {"wo_a (Pro)", 1, 16, 1024, 4096, true},
+        {"wo_a bf16 (Flash)", 1, 8, 1024, 4096, false},
+        {"wo_a (Flash) T=8", 8, 8, 1024, 4096, true},
+    };
+    for (const auto& s : grouped_shapes) {
+      const size_t n_rows = size_t(s.G) * s.R, esize = s.fp8 ? 1 : 2;
+      const size_t wbytes = n_rows * s.K * esize, sbytes = s.fp8 ? (n_rows + 127) / 128 * (s.K / 128) : 0;
+      const int copies = n_copies_for(wbytes, l2);
+      DeviceBuffer<uint8_t> w(wbytes * copies), ws(std::max<size_t>(sbytes, 1) * copies);
+      const auto host_w = s.fp8 ? fill.bytes(wbytes, 0, 255, true) : std::vector<uint8_t>();
+      std::vector<uint16_t> host_w16(s.fp8 ? 0 : n_rows * s.K);
+      for (auto& v : host_w16) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
+      const void* src = s.fp8 ? static_cast<const void*>(host_w.data()) : static_cast<const void*>(host_w16.data());
+      const auto host_s = fill.bytes(std::max<size_t>(sbytes, 1), 118, 126, false);
+      for (int i = 0; i < copies; ++i) {
+        DSV4_CUDA_CHECK(cudaMemcpy(w.get() + i * wbytes, src, wbytes, cudaMemcpyHostToDevice));
+        if (s.fp8)
+          DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + i * sbytes, host_s.data(), sbytes, cudaMemcpyHostToDevice));
+      }
+      std::vector<uint16_t> ho(size_t(s.T) * s.G * s.K);
+      for (auto& v : ho) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
+      DeviceBuffer<uint16_t> o(ho), z(size_t(s.T) * n_rows);
+      GroupedOutProjParams p;
+      p.o = reinterpret_cast<const __nv_bfloat16*>(o.get());
+      p.z = reinterpret_cast<__nv_bfloat16*>(z.get());
+      p.T = s.T;
+      p.G = s.G;
+      p.R = s.R;
+      p.K = s.K;
+      const double t = timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
+        if (s.fp8) {
+          p.w_fp8 = w.get() + (i % copies) * wbytes;
+          p.w_scale = ws.get() + (i % copies) * sbytes;
+        } else {
+          p.w_bf16 = reinterpret_cast<const __nv_bfloat16*>(w.get() + (i % copies) * wbytes);
+        }
+        launch_grouped_out_proj(p, st);
+      });
+      const double bytes = double(wbytes + sbytes + o.bytes() + z.bytes());
+      rows.push_back({cat(s.fp8 ? "fp8  " : "bf16 ", s.name), s.T, int(n_rows), s.K, t * 1e6, bytes / t * 1e-9});
     }
 
     struct Bf16Shape { const char* name; int M, N, K; };
