@@ -36,7 +36,9 @@ constexpr const char* kUsage =
     "  --json                one JSON object on stdout instead of the table\n"
     "Per traced tensor (layer, name): cosine similarity, max |a-b|, max |a|; for logits the share\n"
     "of positions whose top-1 token agrees, for indexer.topk and moe.experts the share of\n"
-    "identical picks. Every intermediate of both runs is held in memory: use a short token list.\n";
+    "identical picks. Every intermediate of both runs is held in memory: use a short token list.\n"
+    "Official numerics store indexer keys Hadamard-rotated (§6): indexer.keys of an exact run and\n"
+    "an official run are in different bases (compare the picks instead).\n";
 
 // Every traced intermediate of one run is held until the comparison; a real checkpoint over a
 // long token list would need tens of GiB, which no diagnostic needs (use fewer tokens).
