@@ -1,10 +1,14 @@
 // Full-size checkpoint skeletons: config.json + index + shards whose headers list every tensor the
-// config implies (official names, shapes, dtypes) while the data regions are sparse holes. Used by
-// `dsv4 make-skeleton` and the inspect tests. The layout itself comes from weights.cpp.
+// config implies (official names, shapes, dtypes) while the data regions are sparse holes, or
+// (random mode) filled with valid random values streamed chunk by chunk. Used by
+// `dsv4 make-skeleton`, the inspect tests and the CUDA-vs-CPU checks on Flash-shaped stacks.
+// The layout itself comes from weights.cpp; the number formats from model/quant.h.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 
 namespace dsv4 {
@@ -13,17 +17,34 @@ struct SkeletonOptions {
   int64_t n_shards = 0;         // 0: as many as needed for ~kSkeletonShardBytes each
   bool hf_names = false;        // HF-transformers layout (§11.4): fused experts, no mtp.*
   bool with_index = true;       // false: loose *.safetensors only
+  // Set: every tensor gets deterministic random values for this seed (see skeleton.cpp's header
+  // comment for the distributions); unset: data regions stay sparse holes.
+  std::optional<uint64_t> random_seed = std::nullopt;
+  // Random mode only: called after each written chunk with (bytes written, bytes in total).
+  std::function<void(uint64_t done, uint64_t total)> progress = nullptr;
 };
 
 struct SkeletonResult {
   int64_t n_shards = 0;
   int64_t n_tensors = 0;
-  uint64_t total_bytes = 0;  // apparent size of all shards (no disk blocks are used for data)
+  uint64_t total_bytes = 0;  // size of all shards (apparent size when sparse)
 };
 
 // Writes `config_json` (validated with ModelConfig::from_json) and the shards into `dir`
 // (created if missing). Throws dsv4::Error on bad config or I/O failure.
 SkeletonResult write_skeleton(const std::filesystem::path& dir, const std::string& config_json,
                               const SkeletonOptions& opt = {});
+
+// Edits of a config for smaller stacks of the same shape (each 0 / -1 = keep). `layers` keeps the
+// first N main layers: compress_ratios keeps its first N entries plus the MTP tail (§1.2),
+// layer_types / mlp_layer_types their first N, num_hash_layers is capped at N. `mtp` keeps the
+// first M of the num_nextn_predict_layers MTP blocks (§10). `vocab` sets vocab_size.
+struct ConfigOverrides {
+  int64_t layers = 0;
+  int64_t mtp = -1;
+  int64_t vocab = 0;
+};
+// Returns the edited config.json text; Error naming the option when a value is out of range.
+std::string override_config(const std::string& config_json, const ConfigOverrides& o);
 
 }  // namespace dsv4
