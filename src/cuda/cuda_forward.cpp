@@ -1,0 +1,277 @@
+// The CUDA forward (§2): embed → L decoder blocks (attention_step, moe_step between mHC pre/post)
+// → HC_head, norm, lm_head, in passes of at most kMaxChunk tokens. One-token decode steps replay
+// a CUDA graph captured once per sequence: the host only writes the token and its position into
+// device memory, everything position-dependent is decided by the kernels.
+#include "cuda/cuda_forward.h"
+
+#include <cstdio>
+
+#include "cuda/cuda_check.h"
+#include "cuda/device_model.h"
+#include "cuda/kernels/embedding.cuh"
+#include "cuda/kernels/mhc.cuh"
+#include "cuda/kernels/rmsnorm.cuh"
+#include "cuda/step.h"
+#include "model/checkpoint.h"
+#include "model/weights.h"
+#include "util/error.h"
+
+namespace dsv4 {
+
+namespace {
+
+using namespace dsv4::cuda;
+
+constexpr double kGiB = double(1 << 30);
+
+// HC_pre (§3.1) into s.u with s.post / s.comb, then the sub-layer's RMSNorm.
+void hc_pre(const StepContext& c, const DeviceHyperConn& hc, const DeviceBuffer<__nv_bfloat16>& norm) {
+  const ModelConfig& cfg = c.m.cfg;
+  MhcPreParams p;
+  p.x = c.s.X.get();
+  p.fn = hc.fn.get();
+  p.base = hc.base.get();
+  p.scale = hc.scale.get();
+  p.partial = c.s.mhc_partial.get();
+  p.u = c.s.u.get();
+  p.post = c.s.post.get();
+  p.comb = c.s.comb.get();
+  p.n_tokens = c.T;
+  p.D = int(cfg.hidden_size);
+  p.sinkhorn_iters = int(cfg.hc_sinkhorn_iters);
+  p.hc_eps = float(cfg.hc_eps);
+  p.rms_eps = float(cfg.rms_norm_eps);
+  launch_mhc_pre(p, c.stream);
+  RmsNormParams r;
+  r.x = c.s.u.get();
+  r.y = c.s.u.get();
+  r.weight = norm.get();
+  r.n_rows = c.T;
+  r.dim = int(cfg.hidden_size);
+  r.eps = float(cfg.rms_norm_eps);
+  launch_rmsnorm(r, c.stream);
+}
+
+// HC_post (§3.2): X = post·f + Cᵀ·X.
+void hc_post(const StepContext& c, const __nv_bfloat16* f) {
+  MhcPostParams p;
+  p.f = f;
+  p.x = c.s.X.get();
+  p.post = c.s.post.get();
+  p.comb = c.s.comb.get();
+  p.out = c.s.X.get();
+  p.n_tokens = c.T;
+  p.D = int(c.m.cfg.hidden_size);
+  launch_mhc_post(p, c.stream);
+}
+
+// Enqueues one pass of c.T tokens (s.tokens / s.pos already on the device) and the head for its
+// last `rows` tokens into s.logits. Nothing here reads a position on the host.
+void enqueue_pass(const StepContext& c, int rows) {
+  const ModelConfig& cfg = c.m.cfg;
+  const int T = c.T, n = int(cfg.hc_mult), D = int(cfg.hidden_size);
+  EmbeddingParams ep;
+  ep.table = c.m.embed.get();
+  ep.tokens = c.s.tokens.get();
+  ep.streams = c.s.X.get();
+  ep.T = T;
+  ep.n = n;
+  ep.D = D;
+  ep.vocab = int(cfg.vocab_size);
+  launch_embedding(ep, c.stream);
+  for (size_t l = 0; l < c.m.layers.size(); ++l) {
+    const DeviceLayer& w = c.m.layers[l];
+    const int layer = int(l);
+    hc_pre(c, w.hc_attn, w.attn_norm);
+    c.emit_bf16("attn.in", layer, c.s.u.get(), {T, D});
+    attention_step(c, w, layer, c.seq.layers[l]);
+    hc_post(c, c.s.attn_out.get());
+    hc_pre(c, w.hc_ffn, w.ffn_norm);
+    c.emit_bf16("moe.in", layer, c.s.u.get(), {T, D});
+    moe_step(c, w, layer);
+    hc_post(c, c.s.ffn_out.get());
+    c.emit_bf16("hc.streams", layer, c.s.X.get(), {T, n, D});
+  }
+  c.emit_bf16("final.streams", -1, c.s.X.get(), {T, n, D});
+
+  // §9: HC_head → RMSNorm → lm_head over the last `rows` tokens.
+  MhcHeadParams hp;
+  hp.x = c.s.X.get() + size_t(T - rows) * n * D;
+  hp.fn = c.m.hc_head.fn.get();
+  hp.base = c.m.hc_head.base.get();
+  hp.scale = c.m.hc_head.scale.get();
+  hp.partial = c.s.mhc_partial.get();
+  hp.h = c.s.hh.get();
+  hp.n_tokens = rows;
+  hp.D = D;
+  hp.hc_eps = float(cfg.hc_eps);
+  hp.rms_eps = float(cfg.rms_norm_eps);
+  launch_mhc_head(hp, c.stream);
+  RmsNormParams r;
+  r.x = c.s.hh.get();
+  r.y = c.s.hh.get();
+  r.weight = c.m.norm.get();
+  r.n_rows = rows;
+  r.dim = D;
+  r.eps = float(cfg.rms_norm_eps);
+  launch_rmsnorm(r, c.stream);
+  c.emit_bf16("final.hidden", -1, c.s.hh.get(), {rows, D});
+  linear_f32(c, c.m.head, c.s.hh.get(), rows, c.s.logits.get());
+}
+
+size_t free_device_bytes() {
+  size_t free_b = 0, total_b = 0;
+  DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return free_b;
+}
+
+class CudaForward final : public Forward {
+ public:
+  CudaForward(const std::filesystem::path& dir, const CudaOptions& opt) : opt_(opt) {
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0)
+      fail("--backend cuda: no CUDA device is available");
+    if (opt.device < 0 || opt.device >= n_dev)
+      fail("CUDA device ", opt.device, " does not exist (", n_dev, " devices)");
+    DSV4_CUDA_CHECK(cudaSetDevice(opt.device));
+    ModelConfig cfg = ModelConfig::load(dir);
+    check_cuda_supported(cfg);
+    Checkpoint ckpt = Checkpoint::open(dir);
+    const ModelWeights w = bind_weights(cfg, ckpt);
+    const size_t need = device_weight_bytes(cfg, w) + Scratch::bytes_needed(cfg);
+    const size_t free_b = free_device_bytes();
+    if (need > free_b)
+      fail("the model needs ", need / kGiB, " GiB of GPU memory (weights and step buffers), ",
+           free_b / kGiB, " GiB are free on device ", opt.device);
+    model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress));
+    scratch_ = std::make_unique<Scratch>(model_->cfg);
+    DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), 2 * sizeof(int32_t)));
+  }
+  ~CudaForward() override {
+    if (stream_) cudaStreamDestroy(stream_);
+    if (host_io_) cudaFreeHost(host_io_);
+  }
+
+  const ModelConfig& config() const override { return model_->cfg; }
+
+  std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) override {
+    if (max_tokens <= 0) fail("new_sequence: max_tokens must be positive, got ", max_tokens);
+    if (max_tokens > int64_t(INT32_MAX) / 2)
+      fail("new_sequence: max_tokens ", max_tokens, " is beyond the CUDA backend's int32 positions");
+    const size_t need = CudaSequenceState::bytes_needed(model_->cfg, max_tokens);
+    const size_t free_b = free_device_bytes();
+    if (need > free_b)
+      fail("a sequence of ", max_tokens, " tokens needs ", need / kGiB, " GiB of GPU memory, ",
+           free_b / kGiB, " GiB are free");
+    return std::make_unique<CudaSequenceState>(*model_, max_tokens);
+  }
+
+  void forward(std::span<ForwardItem> batch, const TraceHook* trace) override {
+    for (ForwardItem& item : batch) run_item(item, trace);
+  }
+
+ private:
+  void run_item(ForwardItem& item, const TraceHook* trace) {
+    auto* seq = dynamic_cast<CudaSequenceState*>(item.seq);
+    if (!seq) fail("forward: the sequence state was not created by the CUDA backend");
+    DSV4_CHECK(item.logits != nullptr);
+    const ModelConfig& cfg = model_->cfg;
+    const int64_t T = int64_t(item.tokens.size()), V = cfg.vocab_size;
+    if (T == 0) {
+      item.logits->clear();
+      return;
+    }
+    if (seq->position() + T > seq->max_tokens())
+      fail("forward: sequence would reach ", seq->position() + T, " tokens, its limit is ",
+           seq->max_tokens());
+    for (int64_t t = 0; t < T; ++t)
+      if (item.tokens[size_t(t)] < 0 || item.tokens[size_t(t)] >= V)
+        fail("token ", t, " of the chunk: id ", item.tokens[size_t(t)],
+             " is outside the vocabulary [0, ", V, ")");
+    const bool tracing = trace && *trace;
+    item.logits->resize(size_t((item.all_logits ? T : 1) * V));
+
+    if (T == 1 && opt_.use_graph && !tracing) {
+      decode_with_graph(*seq, item.tokens[0], item.logits->data());
+      return;
+    }
+    float* out = item.logits->data();
+    for (int64_t t0 = 0; t0 < T; t0 += kMaxChunk) {
+      const int Tc = int(std::min<int64_t>(kMaxChunk, T - t0));
+      const bool last = t0 + Tc == T;
+      const int rows = item.all_logits ? Tc : (last ? 1 : 0);
+      std::vector<int32_t> pos(static_cast<size_t>(Tc));
+      for (int i = 0; i < Tc; ++i) pos[size_t(i)] = int32_t(seq->position() + i);
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens.get(), item.tokens.data() + t0,
+                                      size_t(Tc) * 4, cudaMemcpyHostToDevice, stream_));
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos.get(), pos.data(), size_t(Tc) * 4,
+                                      cudaMemcpyHostToDevice, stream_));
+      const StepContext c{*model_, *seq, *scratch_, stream_, trace, Tc};
+      enqueue_pass(c, std::max(rows, 1));
+      if (rows > 0) {
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(out, scratch_->logits.get(), size_t(rows * V) * 4,
+                                        cudaMemcpyDeviceToHost, stream_));
+        c.emit_f32("logits", -1, scratch_->logits.get(), {rows, V});
+        out += rows * V;
+      }
+      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));  // pos / tokens host vectors die here
+      seq->advance(Tc);
+    }
+  }
+
+  // One token: write token and position into the fixed device inputs, replay the sequence's
+  // graph (captured on its first decode step), read the logits row.
+  void decode_with_graph(CudaSequenceState& seq, int32_t token, float* logits) {
+    const size_t free_before = opt_.check_step ? free_device_bytes() : 0;
+    host_io_[0] = token;
+    host_io_[1] = int32_t(seq.position());
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens.get(), host_io_, 4, cudaMemcpyHostToDevice, stream_));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos.get(), host_io_ + 1, 4, cudaMemcpyHostToDevice, stream_));
+    if (!seq.decode_graph) capture_decode(seq);
+    DSV4_CUDA_CHECK(cudaGraphLaunch(seq.decode_graph, stream_));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(logits, scratch_->logits.get(), size_t(model_->cfg.vocab_size) * 4,
+                                    cudaMemcpyDeviceToHost, stream_));
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (opt_.check_step && free_device_bytes() != free_before)
+      fail("check-step: device memory changed during a decode step (an allocation inside the step)");
+    seq.advance(1);
+  }
+
+  // Global capture mode: any host synchronisation or allocation inside the step fails the capture
+  // with a CUDA error instead of being baked into the graph.
+  void capture_decode(CudaSequenceState& seq) {
+    cudaGraph_t graph = nullptr;
+    DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+    try {
+      const StepContext c{*model_, seq, *scratch_, stream_, nullptr, 1};
+      enqueue_pass(c, 1);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (end != cudaSuccess)
+      fail("the decode step could not be captured as one CUDA graph (", cudaGetErrorString(end),
+           "): a host synchronisation or allocation happened inside the step");
+    const cudaError_t inst = cudaGraphInstantiate(&seq.decode_graph, graph, 0);
+    cudaGraphDestroy(graph);
+    DSV4_CUDA_CHECK(inst);
+  }
+
+  CudaOptions opt_;
+  std::unique_ptr<DeviceModel> model_;
+  std::unique_ptr<Scratch> scratch_;
+  cudaStream_t stream_ = nullptr;
+  int32_t* host_io_ = nullptr;  // pinned: the decode step's token and position
+};
+
+}  // namespace
+
+std::unique_ptr<Forward> make_cuda_forward(const std::filesystem::path& model_dir,
+                                           const CudaOptions& options) {
+  return std::make_unique<CudaForward>(model_dir, options);
+}
+
+}  // namespace dsv4

@@ -1,0 +1,277 @@
+// Weight upload: walks ModelWeights once to count device bytes and once to copy, straight from
+// the mmapped shards (packed formats are copied as they are on disk; only plain tensors whose
+// on-disk dtype differs from the kernel's — F32/F16 where BF16 is consumed — are converted).
+#include "cuda/device_model.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "cuda/kernels/hadamard_fp4.cuh"
+#include "cuda/kernels/kv_cache.cuh"
+#include "cuda/kernels/mhc.cuh"
+#include "cuda/kernels/rope.cuh"
+#include "cuda/kernels/router.cuh"
+#include "util/error.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda {
+
+void check_cuda_supported(const ModelConfig& c) {
+  auto need = [](bool ok, const char* field, int64_t value, const char* what) {
+    if (!ok) fail("the CUDA backend does not support ", field, " = ", value, " (", what, ")");
+  };
+  need(c.hc_mult == kHcStreams, "hc_mult", c.hc_mult, "needs 4");
+  need(c.head_dim == 128 || c.head_dim == 512, "head_dim", c.head_dim, "needs 128 or 512");
+  need(c.qk_rope_head_dim == kKvRope, "qk_rope_head_dim", c.qk_rope_head_dim, "needs 64");
+  need(c.hidden_size % 128 == 0, "hidden_size", c.hidden_size, "needs a multiple of 128");
+  need(c.q_lora_rank % 128 == 0, "q_lora_rank", c.q_lora_rank, "needs a multiple of 128");
+  need(c.moe_intermediate_size % 128 == 0, "moe_intermediate_size", c.moe_intermediate_size,
+       "needs a multiple of 128");
+  need(c.o_groups * c.o_lora_rank % 128 == 0, "o_groups·o_lora_rank", c.o_groups * c.o_lora_rank,
+       "needs a multiple of 128");
+  need(c.heads_per_group() * c.head_dim % 128 == 0, "heads per group·head_dim",
+       c.heads_per_group() * c.head_dim, "needs a multiple of 128");
+  need(c.index_head_dim == kIndexerDim, "index_head_dim", c.index_head_dim, "needs 128");
+  need(c.n_routed_experts <= kRouterMaxExperts, "n_routed_experts", c.n_routed_experts,
+       "at most 512");
+  need(c.num_experts_per_tok <= kRouterMaxTopK, "num_experts_per_tok", c.num_experts_per_tok,
+       "at most 16");
+  need(c.hidden_size <= kMxfp4MaxK && c.moe_intermediate_size <= kMxfp4MaxK, "expert K",
+       std::max(c.hidden_size, c.moe_intermediate_size), "at most 8192");
+  if (c.expert_format == ExpertFormat::kFP8Block)
+    fail("the CUDA backend does not support FP8-block routed experts yet (expert_dtype fp8)");
+}
+
+namespace {
+
+// One pass over the weights: counts bytes (dry) or allocates and copies them.
+class Uploader {
+ public:
+  Uploader(bool dry, size_t total, bool progress) : dry_(dry), total_(total), progress_(progress) {}
+  size_t bytes() const { return done_; }
+
+  template <typename T>
+  DeviceBuffer<T> raw(const uint8_t* src, size_t n_elems) {
+    const size_t nb = n_elems * sizeof(T);
+    done_ += nb;
+    if (dry_) return {};
+    DeviceBuffer<T> b(n_elems);
+    if (nb) DSV4_CUDA_CHECK(cudaMemcpy(b.get(), src, nb, cudaMemcpyHostToDevice));
+    report();
+    return b;
+  }
+  template <typename T>
+  DeviceBuffer<T> from_host(const std::vector<T>& v) {
+    return raw<T>(reinterpret_cast<const uint8_t*>(v.data()), v.size());
+  }
+
+  // A plain tensor as BF16 (bit copy when it is BF16 on disk, else rounded to nearest even),
+  // typed as T (__nv_bfloat16, or uint8_t for DeviceLinear's untyped bytes).
+  template <typename T = __nv_bfloat16>
+  DeviceBuffer<T> bf16(const WeightMatrix& w) {
+    const size_t n = size_t(w.rows * w.cols), elems = n * 2 / sizeof(T);
+    if (w.format == WeightFormat::kBF16 || dry_) return raw<T>(w.data, elems);
+    std::vector<float> f(n);
+    w.dequant_rows(0, w.rows, f.data());
+    std::vector<uint16_t> h(n);
+    for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16(f[i]);
+    return raw<T>(reinterpret_cast<const uint8_t*>(h.data()), elems);
+  }
+  DeviceBuffer<float> f32(const WeightMatrix& w) {
+    const size_t n = size_t(w.rows * w.cols);
+    if (w.format == WeightFormat::kF32 || dry_) return raw<float>(w.data, n);
+    std::vector<float> f(n);
+    w.dequant_rows(0, w.rows, f.data());
+    return from_host(f);
+  }
+  DeviceBuffer<int32_t> i32(const WeightMatrix& w) {
+    const size_t n = size_t(w.rows * w.cols);
+    if (dry_) return raw<int32_t>(nullptr, n);
+    std::vector<int32_t> v(n);
+    for (int64_t r = 0; r < w.rows; ++r)
+      for (int64_t c = 0; c < w.cols; ++c) v[size_t(r * w.cols + c)] = int32_t(w.int_at(r, c));
+    return from_host(v);
+  }
+
+  DeviceLinear linear(const WeightMatrix& w) {
+    DeviceLinear d;
+    d.N = int(w.rows);
+    d.K = int(w.cols);
+    if (w.format == WeightFormat::kFP8Block) {
+      d.fp8 = true;
+      d.data = raw<uint8_t>(w.data, size_t(w.rows * w.cols));
+      const size_t ns = size_t(scale_numel(w.format, w.rows, w.cols));
+      if (!w.scale_is_f32 || dry_) {
+        d.scale = raw<uint8_t>(w.scale, ns);
+      } else {  // F32 scales (some Base exports): exact only when each is a power of two
+        std::vector<uint8_t> e(ns);
+        for (size_t i = 0; i < ns; ++i) {
+          float s;
+          std::memcpy(&s, w.scale + 4 * i, 4);
+          int ex = 0;
+          if (!(s > 0.0f) || std::frexp(s, &ex) != 0.5f || ex - 1 < -127 || ex - 1 > 127)
+            fail(w.name, ": F32 block scale ", s, " at ", i,
+                 " is not a power of two; the CUDA FP8 kernels take UE8M0 scales");
+          e[i] = uint8_t(ex - 1 + 127);
+        }
+        d.scale = from_host(e);
+      }
+    } else {
+      d.data = bf16<uint8_t>(w);
+    }
+    return d;
+  }
+
+  DeviceExperts experts(const std::vector<ExpertWeights>& ex, WeightMatrix ExpertWeights::*which) {
+    DeviceExperts d;
+    const WeightMatrix& w0 = ex.front().*which;
+    d.E = int(ex.size());
+    d.N = int(w0.rows);
+    d.K = int(w0.cols);
+    size_t data_per = 0, scale_per = 0;
+    switch (w0.format) {
+      case WeightFormat::kMXFP4:
+        d.format = DeviceExperts::Format::kMXFP4;
+        data_per = size_t(d.N) * d.K / 2;
+        scale_per = size_t(d.N) * d.K / 32;
+        break;
+      case WeightFormat::kNVFP4:
+        d.format = DeviceExperts::Format::kNVFP4;
+        data_per = size_t(d.N) * d.K / 2;
+        scale_per = size_t(d.N) * d.K / 16;
+        break;
+      case WeightFormat::kBF16:
+      case WeightFormat::kF32:
+      case WeightFormat::kF16:
+        d.format = DeviceExperts::Format::kBF16;
+        data_per = size_t(d.N) * d.K * 2;
+        break;
+      default:
+        fail(w0.name, ": routed experts in ", to_string(w0.format),
+             " are not supported by the CUDA backend");
+    }
+    done_ += (data_per + scale_per) * ex.size() +
+             (d.format == DeviceExperts::Format::kNVFP4 ? ex.size() * sizeof(float) : 0);
+    if (dry_) return d;
+    d.data = DeviceBuffer<uint8_t>(data_per * ex.size());
+    if (scale_per) d.scale = DeviceBuffer<uint8_t>(scale_per * ex.size());
+    std::vector<float> global(ex.size());
+    std::vector<uint16_t> conv;
+    for (size_t e = 0; e < ex.size(); ++e) {
+      const WeightMatrix& w = ex[e].*which;
+      if (w.format != w0.format || w.rows != w0.rows || w.cols != w0.cols)
+        fail(w.name, ": experts of one layer must share format and shape");
+      const uint8_t* src = w.data;
+      if (d.format == DeviceExperts::Format::kBF16 && w.format != WeightFormat::kBF16) {
+        std::vector<float> f(size_t(w.rows * w.cols));
+        w.dequant_rows(0, w.rows, f.data());
+        conv.resize(f.size());
+        for (size_t i = 0; i < f.size(); ++i) conv[i] = f32_to_bf16(f[i]);
+        src = reinterpret_cast<const uint8_t*>(conv.data());
+      }
+      DSV4_CUDA_CHECK(cudaMemcpy(d.data.get() + e * data_per, src, data_per, cudaMemcpyHostToDevice));
+      if (scale_per)
+        DSV4_CUDA_CHECK(cudaMemcpy(d.scale.get() + e * scale_per, w.scale, scale_per,
+                                   cudaMemcpyHostToDevice));
+      global[e] = w.global_scale;
+      report();
+    }
+    if (d.format == DeviceExperts::Format::kNVFP4) d.global_scale = DeviceBuffer<float>(global);
+    return d;
+  }
+
+  DeviceHyperConn hc(const HyperConnWeights& w) { return {f32(w.fn), f32(w.base), f32(w.scale)}; }
+
+  DeviceCompressor compressor(const CompressorWeights& w) {
+    DeviceCompressor d;
+    d.ratio = int(w.ratio);
+    d.width = int(w.width);
+    d.coff = w.ratio == 4 ? 2 : 1;  // §5: overlapping windows only at m = 4
+    d.wkv = linear(w.wkv);
+    d.wgate = linear(w.wgate);
+    d.ape = f32(w.ape);
+    d.norm = bf16(w.norm);
+    return d;
+  }
+
+ private:
+  void report() {
+    if (!progress_ || total_ == 0) return;
+    const int pct = int(100.0 * double(done_) / double(total_));
+    if (pct == last_pct_) return;
+    last_pct_ = pct;
+    std::fprintf(stderr, "\rcuda: uploading weights %5.2f / %5.2f GiB (%3d%%)", double(done_) / (1 << 30),
+                 double(total_) / (1 << 30), pct);
+    if (pct >= 100) std::fprintf(stderr, "\n");
+  }
+  bool dry_;
+  size_t total_, done_ = 0;
+  bool progress_;
+  int last_pct_ = -1;
+};
+
+DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w) {
+  DeviceModel m;
+  m.cfg = cfg;
+  m.embed = up.bf16(w.embed);
+  m.head = up.linear(w.head);
+  m.norm = up.bf16(w.norm);
+  m.hc_head = up.hc(w.hc_head);
+  for (const LayerWeights& lw : w.layers) {
+    DeviceLayer l;
+    l.spec = lw.spec;
+    l.attn_norm = up.bf16(lw.attn_norm);
+    l.ffn_norm = up.bf16(lw.ffn_norm);
+    l.hc_attn = up.hc(lw.hc_attn);
+    l.hc_ffn = up.hc(lw.hc_ffn);
+    const AttentionWeights& a = lw.attn;
+    l.wq_a = up.linear(a.wq_a);
+    l.q_norm = up.bf16(a.q_norm);
+    l.wq_b = up.linear(a.wq_b);
+    l.wkv = up.linear(a.wkv);
+    l.kv_norm = up.bf16(a.kv_norm);
+    l.wo_a = up.linear(a.wo_a);
+    l.wo_b = up.linear(a.wo_b);
+    l.attn_sink = up.f32(a.attn_sink);
+    if (a.compressor) l.compressor = up.compressor(*a.compressor);
+    if (a.indexer) {
+      l.idx_wq_b = up.linear(a.indexer->wq_b);
+      l.idx_weights_proj = up.linear(a.indexer->weights_proj);
+      l.idx_compressor = up.compressor(a.indexer->compressor);
+    }
+    const MoEWeights& f = lw.ffn;
+    l.gate = up.linear(f.gate);
+    if (lw.spec.routing == RoutingType::kScore) l.gate_bias = up.f32(f.gate_bias);
+    else l.tid2eid = up.i32(f.tid2eid);
+    l.w1 = up.experts(f.experts, &ExpertWeights::w1);
+    l.w3 = up.experts(f.experts, &ExpertWeights::w3);
+    l.w2 = up.experts(f.experts, &ExpertWeights::w2);
+    l.shared_w1 = up.linear(f.shared.w1);
+    l.shared_w3 = up.linear(f.shared.w3);
+    l.shared_w2 = up.linear(f.shared.w2);
+    for (const DeviceLinear* q : {&l.wq_a, &l.wq_b, &l.wkv, &l.wo_b, &l.idx_wq_b, &l.shared_w1,
+                                  &l.shared_w3, &l.shared_w2})
+      if (q->N > 0 && !q->fp8) m.has_bf16_act_linears = true;
+    if (l.w1.format == DeviceExperts::Format::kBF16) m.has_bf16_act_linears = true;
+    m.layers.push_back(std::move(l));
+  }
+  m.inv_freq_main = up.from_host(rope_inv_freq(cfg.rope_main, int(cfg.qk_rope_head_dim)));
+  m.inv_freq_compress = up.from_host(rope_inv_freq(cfg.rope_compress, int(cfg.qk_rope_head_dim)));
+  m.bytes = up.bytes();
+  return m;
+}
+
+}  // namespace
+
+size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w) {
+  Uploader dry(true, 0, false);
+  return walk(dry, cfg, w).bytes;
+}
+
+DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress) {
+  Uploader up(false, device_weight_bytes(cfg, w), progress);
+  return walk(up, cfg, w);
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,92 @@
+// DeviceModel: every weight of the model in GPU memory, each in its checkpoint precision (FP8
+// 128×128 blocks, MXFP4 / NVFP4 / BF16 experts, BF16 plain tensors, F32 mHC parameters), uploaded
+// once from the mmapped checkpoint. What runs on them is cuda_forward.cpp's.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "cuda/device_buffer.h"
+#include "cuda/kernels/gemv_mxfp4.cuh"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace dsv4::cuda {
+
+// A dense linear y = x·Wᵀ: FP8 E4M3 with UE8M0 128×128 scales, or BF16.
+struct DeviceLinear {
+  bool fp8 = false;
+  int N = 0, K = 0;                // [out, in]
+  DeviceBuffer<uint8_t> data;      // [N, K] e4m3, or [N, K] bf16 bytes
+  DeviceBuffer<uint8_t> scale;     // [ceil(N/128), K/128] ue8m0 (fp8 only)
+  const __nv_bfloat16* bf16() const { return reinterpret_cast<const __nv_bfloat16*>(data.get()); }
+};
+
+// The E routed experts' w1, w3 or w2, stacked: [E, N, K] in one format.
+struct DeviceExperts {
+  enum class Format { kMXFP4, kNVFP4, kBF16 } format = Format::kMXFP4;
+  int E = 0, N = 0, K = 0;
+  DeviceBuffer<uint8_t> data;          // [E, N, K/2] packed e2m1, or [E, N, K] bf16 bytes
+  DeviceBuffer<uint8_t> scale;         // [E, N, K/32] ue8m0 (MXFP4) or [E, N, K/16] e4m3 (NVFP4)
+  DeviceBuffer<float> global_scale;    // [E] NVFP4 weight_scale_2
+};
+
+struct DeviceHyperConn {  // §3.1 / §3.3
+  DeviceBuffer<float> fn, base, scale;
+};
+
+struct DeviceCompressor {  // §5
+  int ratio = 0, width = 0, coff = 1;
+  DeviceLinear wkv, wgate;             // BF16 [coff·c, D]
+  DeviceBuffer<float> ape;             // [m, coff·c]
+  DeviceBuffer<__nv_bfloat16> norm;    // [c]
+};
+
+struct DeviceLayer {
+  LayerSpec spec;
+  DeviceBuffer<__nv_bfloat16> attn_norm, ffn_norm, q_norm, kv_norm;
+  DeviceHyperConn hc_attn, hc_ffn;
+  DeviceLinear wq_a, wq_b, wkv, wo_a, wo_b;
+  DeviceBuffer<float> attn_sink;       // [H]
+  std::optional<DeviceCompressor> compressor;
+  // Indexer (CSA layers, §6).
+  DeviceLinear idx_wq_b, idx_weights_proj;
+  std::optional<DeviceCompressor> idx_compressor;
+  // MoE (§8).
+  DeviceLinear gate;                   // BF16 [E, D]
+  DeviceBuffer<float> gate_bias;       // [E] (score routing)
+  DeviceBuffer<int32_t> tid2eid;       // [V, k] (hash routing)
+  DeviceExperts w1, w3, w2;
+  DeviceLinear shared_w1, shared_w3, shared_w2;
+};
+
+struct DeviceModel {
+  ModelConfig cfg;
+  DeviceBuffer<__nv_bfloat16> embed;   // [V, D]
+  DeviceLinear head;                   // BF16 [V, D]
+  DeviceBuffer<__nv_bfloat16> norm;    // [D]
+  DeviceHyperConn hc_head;
+  std::vector<DeviceLayer> layers;
+  DeviceBuffer<float> inv_freq_main, inv_freq_compress;  // [rope_dim/2] (§4.4)
+  bool has_bf16_act_linears = false;   // a §12 quantised-input linear with BF16 weights exists
+  size_t bytes = 0;                    // device bytes of all weights
+
+  const float* inv_freq(const LayerSpec& s) const {
+    return s.compress_rope ? inv_freq_compress.get() : inv_freq_main.get();
+  }
+};
+
+// Throws dsv4::Error naming the first unsupported dimension or format (the CUDA kernels need the
+// dims of every V4 checkpoint: multiples of 128, head_dim 128 or 512, index_head_dim 128, hc_mult 4).
+void check_cuda_supported(const ModelConfig& cfg);
+
+// Device bytes the weights will take (what upload_model allocates).
+size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w);
+
+// Uploads every weight; progress to stderr when asked.
+DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress);
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,278 @@
+// The step's building blocks (step.h): state and scratch allocation, the trace downloads, and the
+// linear dispatch (FP8-block or BF16 weights, M > kGemvMaxBatch split into row slices).
+#include "cuda/step.h"
+
+#include <algorithm>
+
+#include "cuda/kernels/act_quant.cuh"
+#include "cuda/kernels/gemv_bf16.cuh"
+#include "cuda/kernels/gemv_fp8.cuh"
+#include "cuda/kernels/hadamard_fp4.cuh"
+#include "cuda/kernels/kv_cache.cuh"
+#include "cuda/kernels/mhc.cuh"
+#include "util/error.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda {
+
+namespace {
+
+int64_t max_entries_for(const LayerSpec& s, int64_t max_tokens) {
+  return s.compress_ratio > 0 ? max_tokens / s.compress_ratio : 0;
+}
+int64_t ring_for(const ModelConfig& cfg) { return cfg.sliding_window + kMaxChunk; }
+int64_t n_idx_for(const ModelConfig& cfg, const LayerSpec& s, int64_t max_tokens) {
+  const int64_t comp = s.attention == AttentionType::kCSA   ? cfg.index_topk
+                       : s.attention == AttentionType::kHCA ? max_entries_for(s, max_tokens)
+                                                            : 0;
+  return cfg.sliding_window + comp;
+}
+int64_t cache_bytes(const ModelConfig& cfg, const LayerSpec& s, int64_t max_tokens) {
+  const int64_t slots = ring_for(cfg) + max_entries_for(s, max_tokens);
+  return (slots + kKvBlockSize - 1) / kKvBlockSize * kv_page_bytes(kKvBlockSize, int(cfg.head_dim));
+}
+int64_t coff_for(int ratio) { return ratio == 4 ? 2 : 1; }  // §5: overlap only at m = 4
+
+}  // namespace
+
+size_t CudaSequenceState::bytes_needed(const ModelConfig& cfg, int64_t max_tokens) {
+  int64_t b = 0, max_csa = 0, max_idx = 0;
+  for (const LayerSpec& s : cfg.layers) {
+    b += cache_bytes(cfg, s, max_tokens);
+    if (s.compress_ratio > 0) {
+      const int64_t co = coff_for(s.compress_ratio);
+      b += 2 * co * s.compress_ratio * co * cfg.head_dim * 4;
+    }
+    if (s.attention == AttentionType::kCSA) {
+      b += 2 * 2 * 4 * 2 * cfg.index_head_dim * 4 + max_entries_for(s, max_tokens) * (64 + 4);
+      max_csa = std::max(max_csa, max_entries_for(s, max_tokens));
+    }
+    max_idx = std::max(max_idx, n_idx_for(cfg, s, max_tokens));
+  }
+  return size_t(b + kMaxChunk * (max_csa * 4 + max_idx * 4));
+}
+
+CudaSequenceState::CudaSequenceState(const DeviceModel& m, int64_t max_tokens)
+    : max_tokens_(max_tokens) {
+  const ModelConfig& cfg = m.cfg;
+  int64_t max_csa = 1, max_idx = 1;
+  for (const DeviceLayer& l : m.layers) {
+    LayerState st;
+    st.ring = int(ring_for(cfg));
+    st.max_entries = int(max_entries_for(l.spec, max_tokens));
+    st.n_idx = int(n_idx_for(cfg, l.spec, max_tokens));
+    st.cache = DeviceBuffer<uint8_t>(size_t(cache_bytes(cfg, l.spec, max_tokens)));
+    if (l.compressor) {
+      const size_t n = size_t(l.compressor->coff * l.compressor->ratio) * l.compressor->coff *
+                       l.compressor->width;
+      st.comp_ring_a = DeviceBuffer<float>(n);
+      st.comp_ring_z = DeviceBuffer<float>(n);
+    }
+    if (l.idx_compressor) {
+      const size_t n = size_t(l.idx_compressor->coff * l.idx_compressor->ratio) *
+                       l.idx_compressor->coff * l.idx_compressor->width;
+      st.idx_ring_a = DeviceBuffer<float>(n);
+      st.idx_ring_z = DeviceBuffer<float>(n);
+      const size_t e = size_t(std::max(st.max_entries, 1));
+      st.idx_keys = DeviceBuffer<uint8_t>(e * (kIndexerDim / 2));
+      st.idx_key_scale = DeviceBuffer<uint8_t>(e * (kIndexerDim / 32));
+      max_csa = std::max<int64_t>(max_csa, st.max_entries);
+    }
+    max_idx = std::max<int64_t>(max_idx, st.n_idx);
+    layers.push_back(std::move(st));
+  }
+  index_score = DeviceBuffer<float>(size_t(kMaxChunk * max_csa));
+  attn_indices = DeviceBuffer<int32_t>(size_t(kMaxChunk * max_idx));
+}
+
+CudaSequenceState::~CudaSequenceState() {
+  if (decode_graph) cudaGraphExecDestroy(decode_graph);
+}
+
+namespace {
+
+// Widest activation that goes through the §12 quantiser (D, Q, G·R, I).
+int64_t max_quant_width(const ModelConfig& c) {
+  return std::max({c.hidden_size, c.q_lora_rank, c.o_groups * c.o_lora_rank, c.moe_intermediate_size});
+}
+
+}  // namespace
+
+size_t Scratch::bytes_needed(const ModelConfig& c) {
+  const int64_t T = kMaxChunk, D = c.hidden_size, n = c.hc_mult, k = c.num_experts_per_tok;
+  const int64_t Kq = max_quant_width(c), I = c.moe_intermediate_size;
+  const int64_t bf16 = T * (2 * n * D + 2 * D + c.q_lora_rank + c.num_attention_heads * c.head_dim * 2 +
+                            2 * c.head_dim + 2 * c.index_n_heads * c.index_head_dim +
+                            c.o_groups * c.o_lora_rank + 3 * k * I + k * D + 3 * I + 3 * D + Kq);
+  const int64_t f32 = T * (c.vocab_size + 4 * c.head_dim + c.index_n_heads + c.n_routed_experts + k +
+                           n + n * n) +
+                      int64_t(mhc_pre_partial_floats(kMaxChunk, int(D)));
+  return size_t(2 * bf16 + 4 * f32 + T * (2 * Kq + 2 * k * I));
+}
+
+Scratch::Scratch(const ModelConfig& c) {
+  const size_t T = kMaxChunk, D = size_t(c.hidden_size), n = size_t(c.hc_mult);
+  const size_t k = size_t(c.num_experts_per_tok), I = size_t(c.moe_intermediate_size);
+  const size_t H = size_t(c.num_attention_heads), d = size_t(c.head_dim);
+  const size_t Hi = size_t(c.index_n_heads), di = size_t(c.index_head_dim);
+  const size_t Kq = size_t(max_quant_width(c));
+  const size_t c_max = std::max(d, di);
+  tokens = DeviceBuffer<int32_t>(T);
+  pos = DeviceBuffer<int32_t>(T);
+  slots = DeviceBuffer<int32_t>(T);
+  entry_idx = DeviceBuffer<int32_t>(T);
+  entry_slots = DeviceBuffer<int32_t>(T);
+  topk = DeviceBuffer<int32_t>(T * size_t(std::max<int64_t>(c.index_topk, 1)));
+  expert_idx = DeviceBuffer<int32_t>(T * k);
+  X = DeviceBuffer<__nv_bfloat16>(T * n * D);
+  u = DeviceBuffer<__nv_bfloat16>(T * D);
+  qr = DeviceBuffer<__nv_bfloat16>(T * size_t(c.q_lora_rank));
+  q = DeviceBuffer<__nv_bfloat16>(T * H * d);
+  kv = DeviceBuffer<__nv_bfloat16>(T * d);
+  entry = DeviceBuffer<__nv_bfloat16>(T * c_max);
+  qi = DeviceBuffer<__nv_bfloat16>(T * Hi * di);
+  qi_fq = DeviceBuffer<__nv_bfloat16>(T * Hi * di);
+  o = DeviceBuffer<__nv_bfloat16>(T * H * d);
+  zg = DeviceBuffer<__nv_bfloat16>(T * size_t(c.o_groups * c.o_lora_rank));
+  attn_out = DeviceBuffer<__nv_bfloat16>(T * D);
+  g = DeviceBuffer<__nv_bfloat16>(T * k * I);
+  up = DeviceBuffer<__nv_bfloat16>(T * k * I);
+  h = DeviceBuffer<__nv_bfloat16>(T * k * I);
+  y = DeviceBuffer<__nv_bfloat16>(T * k * D);
+  sg = DeviceBuffer<__nv_bfloat16>(T * I);
+  sup = DeviceBuffer<__nv_bfloat16>(T * I);
+  sh = DeviceBuffer<__nv_bfloat16>(T * I);
+  sy = DeviceBuffer<__nv_bfloat16>(T * D);
+  ffn_out = DeviceBuffer<__nv_bfloat16>(T * D);
+  hh = DeviceBuffer<__nv_bfloat16>(T * D);
+  fake = DeviceBuffer<__nv_bfloat16>(T * std::max(Kq, k * I));
+  aq = DeviceBuffer<uint8_t>(T * Kq);
+  aqs = DeviceBuffer<uint8_t>(T * Kq / 128);
+  hq = DeviceBuffer<uint8_t>(T * k * I);
+  hqs = DeviceBuffer<uint8_t>(T * k * I / 128);
+  mhc_partial = DeviceBuffer<float>(mhc_pre_partial_floats(kMaxChunk, int(D)));
+  post = DeviceBuffer<float>(T * n);
+  comb = DeviceBuffer<float>(T * n * n);
+  ca = DeviceBuffer<float>(T * 2 * c_max);
+  cz = DeviceBuffer<float>(T * 2 * c_max);
+  hw = DeviceBuffer<float>(T * std::max<size_t>(Hi, 1));
+  router_logits = DeviceBuffer<float>(T * size_t(c.n_routed_experts));
+  expert_w = DeviceBuffer<float>(T * k);
+  logits = DeviceBuffer<float>(T * size_t(c.vocab_size));
+}
+
+// ---- tracing ----
+
+namespace {
+
+template <typename T>
+std::vector<T> download(const T* p, size_t n, cudaStream_t stream) {
+  std::vector<T> h(n);
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (n) DSV4_CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+size_t numel(const std::vector<int64_t>& shape) {
+  size_t n = 1;
+  for (int64_t s : shape) n *= size_t(s);
+  return n;
+}
+
+}  // namespace
+
+void StepContext::emit_bf16(const char* name, int layer, const __nv_bfloat16* p,
+                            std::vector<int64_t> shape) const {
+  if (!tracing()) return;
+  const auto raw = download(reinterpret_cast<const uint16_t*>(p), numel(shape), stream);
+  std::vector<float> f(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) f[i] = bf16_to_f32(raw[i]);
+  (*trace)(name, layer, f.data(), shape);
+}
+void StepContext::emit_f32(const char* name, int layer, const float* p,
+                           std::vector<int64_t> shape) const {
+  if (!tracing()) return;
+  const auto f = download(p, numel(shape), stream);
+  (*trace)(name, layer, f.data(), shape);
+}
+void StepContext::emit_i32(const char* name, int layer, const int32_t* p,
+                           std::vector<int64_t> shape) const {
+  if (!tracing()) return;
+  const auto v = download(p, numel(shape), stream);
+  const std::vector<float> f(v.begin(), v.end());
+  (*trace)(name, layer, f.data(), shape);
+}
+void StepContext::emit_entries(const char* name, int layer, const __nv_bfloat16* p, int width) const {
+  if (!tracing()) return;
+  const auto idx = download(s.entry_idx.get(), size_t(T), stream);
+  const auto raw = download(reinterpret_cast<const uint16_t*>(p), size_t(T) * width, stream);
+  std::vector<float> f;
+  for (int t = 0; t < T; ++t)
+    if (idx[size_t(t)] >= 0)
+      for (int i = 0; i < width; ++i) f.push_back(bf16_to_f32(raw[size_t(t) * width + i]));
+  if (f.empty()) return;
+  (*trace)(name, layer, f.data(), std::vector<int64_t>{int64_t(f.size()) / width, width});
+}
+
+// ---- linears ----
+
+QuantAct quantize(const StepContext& c, const __nv_bfloat16* x, int K, uint8_t* q, uint8_t* qs,
+                  __nv_bfloat16* fake) {
+  ActQuantParams p;
+  p.x = x;
+  p.q = q;
+  p.q_scale = qs;
+  p.fake = c.m.has_bf16_act_linears ? fake : nullptr;
+  p.rows = c.T;
+  p.K = K;
+  launch_act_quant(p, c.stream);
+  return QuantAct{q, qs, p.fake, K};
+}
+
+void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
+              __nv_bfloat16* y) {
+  DSV4_CHECK(w.K == x.K);
+  for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
+    const int M = std::min(kGemvMaxBatch, rows - r0);
+    if (w.fp8) {
+      GemvFp8Params p;
+      p.w = w.data.get();
+      p.w_scale = w.scale.get();
+      p.x = x.q + size_t(r0) * w.K;
+      p.x_scale = x.scale + size_t(r0) * (w.K / 128);
+      p.y = y + size_t(r0) * w.N;
+      p.M = M;
+      p.N = w.N;
+      p.K = w.K;
+      p.out_bf16 = true;
+      launch_gemv_fp8(p, c.stream);
+    } else {
+      DSV4_CHECK_MSG(x.fake, "BF16 linear fed without fake-quantised activations");
+      GemvBf16Params p;
+      p.w = w.bf16();
+      p.x = x.fake + size_t(r0) * w.K;
+      p.y = y + size_t(r0) * w.N;
+      p.out_bf16 = true;
+      p.M = M;
+      p.N = w.N;
+      p.K = w.K;
+      launch_gemv_bf16(p, c.stream);
+    }
+  }
+}
+
+void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,
+                float* y) {
+  DSV4_CHECK_MSG(!w.fp8, "linear_f32 takes BF16 weights");
+  for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
+    GemvBf16Params p;
+    p.w = w.bf16();
+    p.x = x + size_t(r0) * w.K;
+    p.y = y + size_t(r0) * w.N;
+    p.M = std::min(kGemvMaxBatch, rows - r0);
+    p.N = w.N;
+    p.K = w.K;
+    launch_gemv_bf16(p, c.stream);
+  }
+}
+
+}  // namespace dsv4::cuda
