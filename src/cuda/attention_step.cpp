@@ -94,7 +94,14 @@ void indexer(const StepContext& c, const DeviceLayer& w, int layer, LayerState& 
   hk.row_dst = c.s.entry_idx.get();
   hk.n_rows = c.T;
   launch_hadamard_fp4(hk, c.stream);
-  c.emit_entries("indexer.keys", layer, c.s.entry.get(), kIndexerDim);
+  if (c.tracing()) {  // the CPU traces keys rotated and FP4-rounded: the same basis, as BF16
+    HadamardFp4Params ht;
+    ht.x = c.s.entry.get();
+    ht.fq = c.s.qi_fq.get();
+    ht.n_rows = c.T;
+    launch_hadamard_fp4(ht, c.stream);
+    c.emit_entries("indexer.keys", layer, c.s.qi_fq.get(), kIndexerDim);
+  }
 
   linear_q(c, w.idx_wq_b, qr_q, c.T, c.s.qi.get());
   rope(c, c.s.qi.get(), inv_freq, Hi, kIndexerDim);
