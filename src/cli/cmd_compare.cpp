@@ -31,7 +31,7 @@ constexpr const char* kUsage =
     "  -m DIR                checkpoint folder (config.json, safetensors)\n"
     "  --tokens FILE         JSON array of token ids (as dsv4 logits --tokens)\n"
     "  --chunk N             tokens per forward call, the same for both runs (default: all)\n"
-    "  --a SPEC, --b SPEC    cpu-official (default a), cpu-exact or cuda (default b)\n"
+    "  --a SPEC, --b SPEC    cpu-official (default a), cpu-exact, cpu-official-bf16 or cuda (default b)\n"
     "  --threads N           CPU threads (default: all cores)\n"
     "  --json                one JSON object on stdout instead of the table\n"
     "Per traced tensor (layer, name): cosine similarity, max |a-b|, max |a|; for logits the share\n"
@@ -57,15 +57,12 @@ struct Spec {
 Spec parse_spec(const std::string& option, const std::string& text, int n_threads) {
   Spec s{text, {}};
   s.options.n_threads = n_threads;
-  if (text == "cpu-official") {
-    s.options.numerics = Numerics::kOfficial;
-  } else if (text == "cpu-exact") {
-    s.options.numerics = Numerics::kExact;
-  } else if (text == "cuda") {
+  if (text == "cuda") {
     s.options.backend = Backend::kCuda;
     s.options.numerics = default_numerics(Backend::kCuda);
-  } else {
-    fail(option, " must be one of cpu-official, cpu-exact, cuda; got '", text, "'");
+  } else if (text.rfind("cpu-", 0) != 0 || !parse_numerics(text.substr(4), &s.options.numerics)) {
+    fail(option, " must be cpu-<numerics> (cpu-exact, cpu-official, cpu-official-bf16) or cuda; "
+         "got '", text, "'");
   }
   return s;
 }
