@@ -180,14 +180,14 @@ TEST(Compare, IdenticalRunsAgreeExactlyInForwardOrder) {
 
 TEST(Compare, PrintsATable) {
   TempFile tokens("short.json");
-  std::ofstream(tokens.path) << "[0, 17, 42, 99, 3, 250, 8, 64]";
+  std::ofstream(tokens.path) << "[0, 17, 42, 99, 3, 125, 8, 64]";
   const RunResult r = run_dsv4("compare -m " + kModel + " --tokens " + tokens.path.string() +
                                " --threads 2 --a cpu-official --b cpu-exact");
   ASSERT_EQ(r.status, 0) << r.all;
   EXPECT_TRUE(has(r.out, "a = cpu-official, b = cpu-exact: 8 tokens in chunks of 8")) << r.out;
   EXPECT_TRUE(has(r.out, "layer  name")) << r.out;
   EXPECT_TRUE(has(r.out, "    0  attn.kv          [8, 128]")) << r.out;
-  EXPECT_TRUE(has(r.out, "    -  logits           [8, 256]")) << r.out;
+  EXPECT_TRUE(has(r.out, "    -  logits           [8, 128]")) << r.out;
   EXPECT_TRUE(has(r.out, "top-1 agrees ")) << r.out;
   EXPECT_TRUE(has(r.out, "identical picks ")) << r.out;  // moe.experts
 }

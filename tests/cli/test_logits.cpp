@@ -108,8 +108,8 @@ TEST(Logits, BrokenJsonIsAnError) {
 
 TEST(Logits, TokenOutsideVocabularyIsAnError) {
   TempFile tokens("oov.json"), out("out.npy");
-  // vocab_size of the fixture is 256 (model/config.json); 256 is the first id outside it.
-  std::ofstream(tokens.path) << "[0, 5, 256, 7]";
+  // vocab_size of the fixture is 128 (model/config.json); 128 is the first id outside it.
+  std::ofstream(tokens.path) << "[0, 5, 128, 7]";
   const RunResult r = run_dsv4("-m " + (kFixture / "model").string() + " --tokens " +
                                tokens.path.string() + " --out " + out.path.string());
   EXPECT_EQ(r.status, 1) << r.output;
