@@ -7,8 +7,9 @@ namespace dsv4::cli {
 
 const char* const kBackendUsage =
     "  --backend B           cpu (default) or cuda (a Hopper GPU; needs a CUDA build)\n"
-    "  --numerics M          exact (FP32, HF parity; cpu default) or official (the reference's\n"
-    "                        FP8/FP4 quantisation points, §12; cuda's only mode)\n"
+    "  --numerics M          exact (FP32, HF parity; cpu default), official (the reference's\n"
+    "                        FP8/FP4 quantisation points, §12; cuda's only mode) or official-bf16\n"
+    "                        (cpu: official plus BF16 activations between ops, as cuda rounds)\n"
     "  --threads N           CPU threads (default: all cores)\n";
 
 std::set<std::string> backend_value_options() { return {"--backend", "--numerics", "--threads"}; }
@@ -20,7 +21,7 @@ BackendOptions backend_options(const Args& args) {
     fail("--backend must be 'cpu' or 'cuda', got '", backend, "'");
   o.numerics = default_numerics(o.backend);
   if (auto numerics = args.get("--numerics"); numerics && !parse_numerics(*numerics, &o.numerics))
-    fail("--numerics must be 'exact' or 'official', got '", *numerics, "'");
+    fail("--numerics must be 'exact', 'official' or 'official-bf16', got '", *numerics, "'");
   const int64_t threads = args.get_int("--threads", 0);
   if (threads < 0 || threads > 1024) fail("--threads must be in [0, 1024], got ", threads);
   o.n_threads = int(threads);

@@ -32,7 +32,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: dsv4 perplexity -m DIR --text-file F [--ctx N] [--chunks K] [--backend cpu|cuda]\n"
-    "                       [--numerics exact|official] [--threads N]\n"
+    "                       [--numerics exact|official|official-bf16] [--threads N]\n"
     "  -m DIR                checkpoint folder (config.json, safetensors, tokenizer.json)\n"
     "  -f, --text-file F     UTF-8 text to score (e.g. models/nano/validation.txt)\n"
     "  -c, --ctx N           tokens per chunk (default 512, as llama.cpp); its second half is\n"

@@ -26,21 +26,30 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
   const double eps = cfg.rms_norm_eps;
 
   // §4.1 query path: qr = RMSNorm_q_norm(x·wq_aᵀ); q = per-head RMSNorm(qr·wq_bᵀ); RoPE at t.
+  // Official-bf16 rounds after every op of both paths (the reference's BF16 tensors).
   std::vector<float> qr(size_t(T * Q)), q(size_t(T * H * d));
   linear(ctx, x, T, w.wq_a, qr.data(), ActQuant::kFp8);
+  ctx.bf16(qr.data(), T * Q);
   rms_norm_rows(qr.data(), T, Q, &w.q_norm, eps);
+  ctx.bf16(qr.data(), T * Q);
   linear(ctx, qr.data(), T, w.wq_b, q.data(), ActQuant::kFp8);
+  ctx.bf16(q.data(), T * H * d);
   rms_norm_rows(q.data(), T * H, d, nullptr, eps);
+  ctx.bf16(q.data(), T * H * d);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h) apply_rope(rope, q.data() + (t * H + h) * d, d, pos0 + t);
+  ctx.bf16(q.data(), T * H * d);
   ctx.emit("attn.q", layer, q.data(), {T, H, d});
 
   // §4.2 K=V path: kv = RMSNorm_kv_norm(x·wkvᵀ); RoPE at t; official: FP8 NoPE round-trip.
   std::vector<float> kv(size_t(T * d));
   linear(ctx, x, T, w.wkv, kv.data(), ActQuant::kFp8);
+  ctx.bf16(kv.data(), T * d);
   rms_norm_rows(kv.data(), T, d, &w.kv_norm, eps);
+  ctx.bf16(kv.data(), T * d);
   for (int64_t t = 0; t < T; ++t) {
     apply_rope(rope, kv.data() + t * d, d, pos0 + t);
+    ctx.bf16(kv.data() + t * d, d);
     if (ctx.numerics.kv_fp8) kv_fake_quant(cfg, kv.data() + t * d);
   }
   ctx.emit("attn.kv", layer, kv.data(), {T, d});
@@ -108,7 +117,9 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
         const float p = logit[s] / den;
         for (int64_t i = 0; i < d; ++i) oh[i] += p * keys[s][i];
       }
+      ctx.bf16(oh, d);  // official-bf16: the kernel's BF16 output, then the rotation in FP32
       apply_rope(rope, oh, d, pos, /*inverse=*/true);  // §4.4: undo the rotation V carried
+      ctx.bf16(oh, d);
     }
   });
   ctx.emit("attn.core", layer, o.data(), {T, H, d});
@@ -129,7 +140,9 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
     for (int64_t t = 0; t < T; ++t)
       std::copy(zg.data() + t * R, zg.data() + (t + 1) * R, z.data() + t * G * R + g * R);
   }
+  ctx.bf16(z.data(), T * G * R);
   linear(ctx, z.data(), T, w.wo_b, out, ActQuant::kFp8);
+  ctx.bf16(out, T * D);
   ctx.emit("attn.out", layer, out, {T, D});
 }
 

@@ -67,6 +67,7 @@ int64_t compressor_step(const CpuContext& ctx, const CompressorWeights& w, const
     }
     rms_norm_rows(pooled.data(), 1, c, &w.norm, ctx.cfg.rms_norm_eps);
     apply_rope(rope, pooled.data(), c, j * m);  // §5.3: first position of window j
+    ctx.bf16(pooled.data(), c);  // official-bf16: a and z stay FP32, the entry is stored BF16
     st.entries.insert(st.entries.end(), pooled.begin(), pooled.end());
     ++st.n_entries;
     if (coff == 2) {  // §5.5: keep this window's A half for entry j + 1

@@ -9,6 +9,7 @@
 
 #include "model/config.h"
 #include "model/forward.h"
+#include "util/float_formats.h"
 #include "util/thread_pool.h"
 
 namespace dsv4 {
@@ -19,9 +20,10 @@ struct NumericsPoints {
   bool kv_fp8 = false;           // FP8 1×64 round-trip of the KV NoPE dims (window + compressed)
   bool indexer_fp4 = false;      // Hadamard + FP4 1×32 round-trip of indexer q and keys (§6)
   bool route_before_w2 = false;  // routing weight applied to h before w2 (§8.2)
+  bool bf16_act = false;         // official-bf16: activations stored as BF16 between ops (§12)
   static NumericsPoints from(Numerics n) {
-    const bool o = n == Numerics::kOfficial;
-    return {o, o, o, o};
+    const bool o = n != Numerics::kExact;
+    return {o, o, o, o, n == Numerics::kOfficialBf16};
   }
 };
 
@@ -30,6 +32,13 @@ struct CpuContext {
   NumericsPoints numerics;
   ThreadPool& pool;
   const TraceHook* trace = nullptr;
+
+  // Official-bf16: x[n] ← round_bf16(x) (nearest even), at each point where the reference stores
+  // an activation as BF16 (design.md "Numerics"); a no-op in the other modes.
+  void bf16(float* x /* [n] */, int64_t n) const {
+    if (!numerics.bf16_act) return;
+    for (int64_t i = 0; i < n; ++i) x[i] = round_bf16(x[i]);
+  }
 
   // Hands a named intermediate to the trace hook (no-op without one).
   void emit(const std::string& name, int layer, const float* data,

@@ -19,6 +19,7 @@ void embed_tokens(const CpuContext& ctx, const WeightMatrix& embed, const int32_
            embed.rows, ")");
     float* xt = X + t * n * D;
     embed.dequant_rows(tokens[t], 1, xt);
+    ctx.bf16(xt, D);  // a no-op for the official BF16 table; rounds an F32 export's rows
     for (int64_t j = 1; j < n; ++j) std::copy(xt, xt + D, xt + j * D);
   }
 }
@@ -28,7 +29,9 @@ void output_head(const CpuContext& ctx, const HyperConnWeights& hc, const Weight
   const int64_t D = ctx.cfg.hidden_size;
   std::vector<float> h(size_t(T * D));
   hc_head(ctx, hc, X, T, h.data());
+  ctx.bf16(h.data(), T * D);
   rms_norm_rows(h.data(), T, D, &norm, ctx.cfg.rms_norm_eps);
+  ctx.bf16(h.data(), T * D);  // the head input; the logits stay FP32
   ctx.emit("final.hidden", -1, h.data(), {T, D});
   linear(ctx, h.data(), T, head, logits);
 }

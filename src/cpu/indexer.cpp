@@ -26,8 +26,9 @@ void hadamard_normalised(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
-void indexer_fake_quant(float* v, int64_t di) {
+void indexer_fake_quant(const CpuContext& ctx, float* v, int64_t di) {
   hadamard_normalised(v, di);
+  ctx.bf16(v, di);  // official-bf16: the rotation (FP32 inside) returns BF16, then the FP4 cast
   fp4_roundtrip_blocks(v, di, kIndexerQuantBlock);
 }
 
@@ -43,18 +44,20 @@ void indexer_select(const CpuContext& ctx, const IndexerWeights& w, const RopeTa
   const int64_t first_new = compressor_step(ctx, w.compressor, rope, x, T, pos0, keys);
   if (ctx.numerics.indexer_fp4)
     for (int64_t j = first_new; j < keys.n_entries; ++j)
-      indexer_fake_quant(keys.entries.data() + j * di, di);
+      indexer_fake_quant(ctx, keys.entries.data() + j * di, di);
   if (keys.n_entries > first_new)
     ctx.emit("indexer.keys", layer, keys.entries.data() + first_new * di,
              {keys.n_entries - first_new, di});
 
   std::vector<float> q(size_t(T * Hi * di));
   linear(ctx, qr, T, w.wq_b, q.data(), ActQuant::kFp8);
+  ctx.bf16(q.data(), T * Hi * di);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < Hi; ++h) {
       float* qh = q.data() + (t * Hi + h) * di;
       apply_rope(rope, qh, di, pos0 + t);
-      if (ctx.numerics.indexer_fp4) indexer_fake_quant(qh, di);
+      ctx.bf16(qh, di);
+      if (ctx.numerics.indexer_fp4) indexer_fake_quant(ctx, qh, di);
     }
   std::vector<float> hw(size_t(T * Hi));
   linear(ctx, x, T, w.weights_proj, hw.data());

@@ -17,8 +17,9 @@ namespace dsv4 {
 // In place: x ← H_n·x / sqrt(n), Sylvester (natural) order as fast_hadamard_transform; n = 2^k.
 void hadamard_normalised(float* x, int64_t n);
 
-// Official numerics for one indexer vector (query head or key): Hadamard, then FP4 1×32 (§6, §12).
-void indexer_fake_quant(float* v, int64_t di);
+// Official numerics for one indexer vector (query head or key): Hadamard, then FP4 1×32 (§6, §12);
+// official-bf16 rounds the rotated vector to BF16 before the FP4 cast.
+void indexer_fake_quant(const CpuContext& ctx, float* v /* [di] */, int64_t di);
 
 // Advances the indexer's compressor with x [T, D] (positions pos0 …) and selects, for every query
 // t, the top min(K_top, visible) entries by score. topk [T, K_top] (out): entry indices, −1 pads.

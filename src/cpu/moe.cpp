@@ -28,13 +28,17 @@ void swiglu(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int6
   std::vector<float> g(size_t(n * I)), v(size_t(n * I));
   linear(ctx, xs, n, e.w1, g.data(), ActQuant::kFp8);
   linear(ctx, xs, n, e.w3, v.data(), ActQuant::kFp8);
+  ctx.bf16(g.data(), n * I);  // official-bf16: w1, w3, h and w2 outputs are BF16 tensors
+  ctx.bf16(v.data(), n * I);
   for (int64_t r = 0; r < n; ++r)
     for (int64_t i = 0; i < I; ++i) {
       const size_t k = size_t(r * I + i);
       g[k] = silu(std::min(g[k], L)) * std::clamp(v[k], -L, L);
       if (row_weight) g[k] *= row_weight[r];
     }
+  ctx.bf16(g.data(), n * I);
   linear(ctx, g.data(), n, e.w2, y, ActQuant::kFp8);
+  ctx.bf16(y, n * e.w2.rows);
 }
 
 }  // namespace
@@ -82,8 +86,13 @@ void moe_forward(const CpuContext& ctx, const MoEWeights& w, const LayerSpec& sp
     ctx.emit("moe.weights", layer, wt.data(), {T, k});
   }
 
-  // Shared expert (§8.3), then routed experts accumulated per token in FP32 (§8.4).
-  swiglu(ctx, w.shared, x, T, nullptr, out);
+  // Shared expert (§8.3), then routed experts accumulated per token in FP32 (§8.4). Official-bf16
+  // sums as the reference does, routed experts (ascending id) first, then the shared expert, and
+  // stores the sum as BF16.
+  const bool bf16 = ctx.numerics.bf16_act;
+  std::vector<float> shared(bf16 ? size_t(T * D) : 0);
+  swiglu(ctx, w.shared, x, T, nullptr, bf16 ? shared.data() : out);
+  if (bf16) std::fill(out, out + T * D, 0.0f);
   std::vector<float> xs, ws, ys;
   std::vector<int64_t> rows;
   for (int64_t e = 0; e < E; ++e) {
@@ -105,6 +114,10 @@ void moe_forward(const CpuContext& ctx, const MoEWeights& w, const LayerSpec& sp
     for (int64_t r = 0; r < n; ++r)
       for (int64_t c = 0; c < D; ++c)
         out[rows[r] * D + c] += before ? ys[size_t(r * D + c)] : ys[size_t(r * D + c)] * ws[size_t(r)];
+  }
+  if (bf16) {
+    for (int64_t i = 0; i < T * D; ++i) out[i] += shared[size_t(i)];
+    ctx.bf16(out, T * D);
   }
   ctx.emit("moe.out", layer, out, {T, D});
 }

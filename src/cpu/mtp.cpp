@@ -31,17 +31,23 @@ void mtp_forward(const CpuModel& model, CpuSequenceState& seq, int block, const 
   std::vector<float> e0(size_t(T * D));
   for (int64_t t = 0; t < T; ++t)
     std::copy(e.data() + t * n * D, e.data() + t * n * D + D, e0.data() + t * D);
+  // Official-bf16 rounds every op's output here too (the reference MTP block is BF16 tensors).
   rms_norm_rows(e0.data(), T, D, &w.enorm, cfg.rms_norm_eps);
+  ctx.bf16(e0.data(), T * D);
   std::vector<float> ep(size_t(T * D));
   linear(ctx, e0.data(), T, w.e_proj, ep.data(), ActQuant::kFp8);
+  ctx.bf16(ep.data(), T * D);
 
   std::vector<float> hs(streams, streams + T * n * D);  // rows = (t, j) streams
   rms_norm_rows(hs.data(), T * n, D, &w.hnorm, cfg.rms_norm_eps);
+  ctx.bf16(hs.data(), T * n * D);
   std::vector<float> X(size_t(T * n * D));
   linear(ctx, hs.data(), T * n, w.h_proj, X.data(), ActQuant::kFp8);
+  ctx.bf16(X.data(), T * n * D);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t j = 0; j < n; ++j)
       for (int64_t d = 0; d < D; ++d) X[size_t((t * n + j) * D + d)] += ep[size_t(t * D + d)];
+  ctx.bf16(X.data(), T * n * D);
 
   decoder_layer(ctx, w.layer, layer, model.rope_for(w.layer.spec), X.data(), next_tokens, T, pos0,
                 seq.mtp[size_t(block)]);

@@ -2,11 +2,19 @@
 
 namespace dsv4 {
 
-const char* to_string(Numerics n) { return n == Numerics::kExact ? "exact" : "official"; }
+const char* to_string(Numerics n) {
+  switch (n) {
+    case Numerics::kExact: return "exact";
+    case Numerics::kOfficial: return "official";
+    case Numerics::kOfficialBf16: return "official-bf16";
+  }
+  return "?";
+}
 
 bool parse_numerics(std::string_view s, Numerics* out) {
   if (s == "exact") { *out = Numerics::kExact; return true; }
   if (s == "official") { *out = Numerics::kOfficial; return true; }
+  if (s == "official-bf16") { *out = Numerics::kOfficialBf16; return true; }
   return false;
 }
 

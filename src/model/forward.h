@@ -15,8 +15,10 @@ namespace dsv4 {
 struct ModelConfig;
 
 // design.md "Numerics": exact = FP32, no fake quantisation; official = the reference's
-// quantisation points (§12).
-enum class Numerics { kExact, kOfficial };
+// quantisation points (§12), FP32 between them; official-bf16 = official plus the reference's
+// BF16 activations (every tensor it stores as BF16 between ops is rounded to BF16), the rounding
+// points the CUDA backend has, so the CPU can check it tightly.
+enum class Numerics { kExact, kOfficial, kOfficialBf16 };
 const char* to_string(Numerics n);
 bool parse_numerics(std::string_view s, Numerics* out);
 
