@@ -6,12 +6,12 @@
 # backend on a short sequence that crosses an HCA window. Needs the dsv4 binary built by
 # gpu_suite.sh (build-gpu/). Logs go to $OUT.
 #
-# Usage (repo root, GPU host):  scripts/gpu_flash_stack.sh [OUT_DIR] [LAYERS=4] [TOKENS=300]
+# Usage (repo root, GPU host):  scripts/gpu_flash_stack.sh [OUT_DIR] [LAYERS=4] [TOKENS=256]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-${OUT:-/tmp/dsv4-gpu}}
 layers=${2:-4}
-tokens=${3:-300}
+tokens=${3:-256}
 bin="$repo/build-gpu/dsv4"
 model=/tmp/dsv4-flash-stack-$layers
 mkdir -p "$out"
@@ -24,6 +24,11 @@ du -sh "$model" >> "$out/flash_stack.txt"
 # A deterministic token sequence over the whole vocabulary.
 python3 -c "import json,random; r=random.Random(7); print(json.dumps([r.randrange(8192) for _ in range($tokens)]))" \
   > /tmp/dsv4-flash-tokens.json
-"$bin" compare -m "$model" --tokens /tmp/dsv4-flash-tokens.json --chunk 128 \
-  --a cpu-official-bf16 --b cuda >> "$out/flash_stack.txt" 2>&1
-grep -E "logits|final|hc.streams|^a = |ran in" "$out/flash_stack.txt"
+# The GPU against the CPU with the same rounding points, and the CPU's two official modes against
+# each other: the size of a BF16-rounding-only difference on these weights (forward_parity.cpp).
+for pair in "cpu-official-bf16 cuda" "cpu-official-bf16 cpu-official"; do
+  set -- $pair
+  "$bin" compare -m "$model" --tokens /tmp/dsv4-flash-tokens.json --chunk 128 --a "$1" --b "$2" \
+    2> /dev/null >> "$out/flash_stack.txt"
+done
+grep -E "logits|final|^a = |ran in" "$out/flash_stack.txt"
