@@ -13,12 +13,15 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include "cpu/cpu_forward.h"
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_forward.h"
 #include "model/config.h"
+#include "model/known_configs.h"
+#include "model/skeleton.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -235,6 +238,25 @@ TEST_F(CudaForwardTest, GraphDecodeEqualsEagerAcrossBoundaries) {
   EXPECT_EQ(bit_mismatch_steps, 0);
   EXPECT_LE(1 - g.argmax_agree, 1 - o.argmax_agree);
   EXPECT_LE(1 - g.cosine, 1 - o.cosine);
+}
+
+// A model larger than the card is refused before any upload, naming needed and free bytes: the
+// real Pro layout (1.6 T parameters) as a sparse skeleton (headers only, 13 MB on disk).
+TEST_F(CudaForwardTest, ModelThatDoesNotFitIsAnError) {
+  const fs::path dir = fs::temp_directory_path() / ("dsv4-pro-skeleton-" + std::to_string(::getpid()));
+  write_skeleton(dir, pro_config_json(), SkeletonOptions{});
+  CudaOptions go;
+  go.progress = false;
+  try {
+    make_cuda_forward(dir, go);
+    ADD_FAILURE() << "a 1.6 T-parameter model was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    std::printf("[fit] %s\n", what.c_str());
+    EXPECT_NE(what.find("GiB of GPU memory"), std::string::npos) << what;
+    EXPECT_NE(what.find("are free"), std::string::npos) << what;
+  }
+  fs::remove_all(dir);
 }
 
 // Unsupported shapes and bad input are errors, never crashes.
