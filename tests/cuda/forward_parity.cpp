@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -129,11 +130,8 @@ class CudaForwardParity : public CudaForwardTest,
 //     only the BF16 rounding differs): in top-1 disagreement and in 1 − cosine. A wrong
 //     formula, index or scale anywhere moves the GPU far outside that rounding sensitivity.
 // Chunk 129 puts a pass boundary inside a chunk (the CUDA backend splits chunks at 128 tokens).
-TEST_P(CudaForwardParity, MatchesCpuReference) {
-  const ParityCase& pc = GetParam();
-  const fs::path dir = kRoot / pc.model;
-  std::vector<int32_t> tokens = read_tokens(kRoot / pc.tokens);
-  tokens.resize(size_t(token_limit(int64_t(tokens.size()))));
+void expect_matches_cpu_reference(const std::string& name, const fs::path& dir,
+                                  const std::vector<int32_t>& tokens) {
   CudaOptions go;
   go.progress = false;
   auto gpu = make_cuda_forward(dir, go);
@@ -152,9 +150,9 @@ TEST_P(CudaForwardParity, MatchesCpuReference) {
   std::printf("[parity] %-12s T=%zu cuda vs cpu official-bf16: argmax %.2f%% cosine %.6f "
               "max|d|/max|ref| %.3g | cuda vs cpu official: argmax %.2f%% cosine %.6f | "
               "cpu official vs official-bf16: argmax %.2f%% cosine %.6f\n",
-              pc.name, tokens.size(), 100 * g.argmax_agree, g.cosine, g.max_rel,
+              name.c_str(), tokens.size(), 100 * g.argmax_agree, g.cosine, g.max_rel,
               100 * go_.argmax_agree, go_.cosine, 100 * o.argmax_agree, o.cosine);
-  RecordProperty("argmax_agree", std::to_string(g.argmax_agree));
+  ::testing::Test::RecordProperty("argmax_agree", std::to_string(g.argmax_agree));
 
   ASSERT_EQ(gpu_in.size(), cpu_in.size());
   int64_t beyond_ulp = 0;
@@ -163,9 +161,16 @@ TEST_P(CudaForwardParity, MatchesCpuReference) {
     const float ulp = m > 0 ? std::ldexp(1.0f, std::ilogb(m) - 7) : 0.0f;
     beyond_ulp += std::abs(gpu_in[i] - cpu_in[i]) > ulp;
   }
-  EXPECT_EQ(beyond_ulp, 0) << pc.name << ": layer 0 attn.in differs by more than one BF16 ulp";
-  EXPECT_LE(1 - g.argmax_agree, 1 - o.argmax_agree) << pc.name;
-  EXPECT_LE(1 - g.cosine, 1 - o.cosine) << pc.name;
+  EXPECT_EQ(beyond_ulp, 0) << name << ": layer 0 attn.in differs by more than one BF16 ulp";
+  EXPECT_LE(1 - g.argmax_agree, 1 - o.argmax_agree) << name;
+  EXPECT_LE(1 - g.cosine, 1 - o.cosine) << name;
+}
+
+TEST_P(CudaForwardParity, MatchesCpuReference) {
+  const ParityCase& pc = GetParam();
+  std::vector<int32_t> tokens = read_tokens(kRoot / pc.tokens);
+  tokens.resize(size_t(token_limit(int64_t(tokens.size()))));
+  expect_matches_cpu_reference(pc.name, kRoot / pc.model, tokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -177,6 +182,32 @@ INSTANTIATE_TEST_SUITE_P(
         ParityCase{"pro_quant", "testdata/parity/pro_quant/model", "testdata/parity/pro_quant/tokens.json"},
         ParityCase{"nano", "models/nano", "testdata/parity_nano/tokens.json"}),
     [](const ::testing::TestParamInfo<ParityCase>& i) { return std::string(i.param.name); });
+
+// NVIDIA's NVFP4 re-quantisation (§11.6: routed experts E2M1 with E4M3 per-16 scales and an F32
+// global scale, everything else FP8) end to end: nano's shapes with fresh random weights
+// (make-skeleton --random), same criteria as the fixtures.
+TEST_F(CudaForwardTest, RandomNvfp4ModelMatchesCpuReference) {
+  std::ifstream f(kRoot / "models/nano/config.json");
+  nlohmann::json cfg = nlohmann::json::parse(f);
+  cfg["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "MIXED_PRECISION"},
+                                {"moe_quant_algo", "NVFP4"}, {"group_size", 16},
+                                {"fmt", "e4m3"}, {"scale_fmt", "ue8m0"},
+                                {"activation_scheme", "dynamic"},
+                                {"weight_block_size", {128, 128}}};
+  cfg.erase("expert_dtype");
+  const uint64_t seed = std::random_device{}();
+  std::printf("[seed] nvfp4 model seed %llu\n", (unsigned long long)seed);
+  const fs::path dir = fs::temp_directory_path() / ("dsv4-nvfp4-" + std::to_string(::getpid()));
+  SkeletonOptions so;
+  so.random_seed = seed;
+  write_skeleton(dir, cfg.dump(), so);
+  ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
+  std::mt19937 rng{static_cast<uint32_t>(seed)};
+  std::vector<int32_t> tokens(size_t(token_limit(300)));
+  for (auto& t : tokens) t = int32_t(rng() % 8192u);
+  expect_matches_cpu_reference("nvfp4", dir, tokens);
+  fs::remove_all(dir);
+}
 
 // Graph-replayed decode equals eager decode bit for bit, step by step, from a prefill of P tokens
 // through positions that close many CSA windows (every 4) and the HCA windows at 127, 255, 383
