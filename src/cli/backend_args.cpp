@@ -10,9 +10,13 @@ const char* const kBackendUsage =
     "  --numerics M          exact (FP32, HF parity; cpu default), official (the reference's\n"
     "                        FP8/FP4 quantisation points, §12; cuda's only mode) or official-bf16\n"
     "                        (cpu: official plus BF16 activations between ops, as cuda rounds)\n"
-    "  --threads N           CPU threads (default: all cores)\n";
+    "  --threads N           CPU threads (default: all cores)\n"
+    "  --cuda-graph G        cuda decode steps: on (replay one CUDA graph, default), off (eager)\n"
+    "                        or check (replay; fail on a host sync or allocation in the step)\n";
 
-std::set<std::string> backend_value_options() { return {"--backend", "--numerics", "--threads"}; }
+std::set<std::string> backend_value_options() {
+  return {"--backend", "--numerics", "--threads", "--cuda-graph"};
+}
 
 BackendOptions backend_options(const Args& args) {
   BackendOptions o;
@@ -25,6 +29,9 @@ BackendOptions backend_options(const Args& args) {
   const int64_t threads = args.get_int("--threads", 0);
   if (threads < 0 || threads > 1024) fail("--threads must be in [0, 1024], got ", threads);
   o.n_threads = int(threads);
+  const std::string graph = args.get_or("--cuda-graph", "on");
+  if (!parse_cuda_graph_mode(graph, &o.cuda_graph))
+    fail("--cuda-graph must be 'on', 'off' or 'check', got '", graph, "'");
   check_backend(o);  // now, before any tokenizer or checkpoint is read
   return o;
 }

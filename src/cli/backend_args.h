@@ -1,4 +1,5 @@
-// The backend options every model-running subcommand shares (--backend, --numerics, --threads),
+// The backend options every model-running subcommand shares (--backend, --numerics, --threads,
+// --cuda-graph),
 // read into engine/backend.h's BackendOptions; the factory itself is make_forward.
 #pragma once
 
@@ -10,9 +11,9 @@
 
 namespace dsv4::cli {
 
-// Help lines for the three options, aligned like the subcommands' own usage texts.
+// Help lines for these options, aligned like the subcommands' own usage texts.
 extern const char* const kBackendUsage;
-std::set<std::string> backend_value_options();  // {"--backend", "--numerics", "--threads"}
+std::set<std::string> backend_value_options();  // {"--backend", "--numerics", "--threads", ...}
 
 // The numerics default to the backend's own (default_numerics). Error naming the option for an
 // unknown value, and check_backend's error for a combination this build cannot run.

@@ -19,6 +19,13 @@ bool parse_backend(std::string_view s, Backend* out) {
   return false;
 }
 
+bool parse_cuda_graph_mode(std::string_view s, CudaGraphMode* out) {
+  if (s == "on") { *out = CudaGraphMode::kOn; return true; }
+  if (s == "off") { *out = CudaGraphMode::kOff; return true; }
+  if (s == "check") { *out = CudaGraphMode::kCheck; return true; }
+  return false;
+}
+
 Numerics default_numerics(Backend b) {
   return b == Backend::kCuda ? Numerics::kOfficial : Numerics::kExact;
 }
@@ -45,7 +52,10 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
     return make_cpu_forward(model_dir, cpu);
   }
 #ifdef DSV4_WITH_CUDA
-  return make_cuda_forward(model_dir, CudaOptions{});
+  CudaOptions cuda;
+  cuda.use_graph = o.cuda_graph != CudaGraphMode::kOff;
+  cuda.check_step = o.cuda_graph == CudaGraphMode::kCheck;
+  return make_cuda_forward(model_dir, cuda);
 #else
   throw InternalError("make_forward: check_backend let cuda through in a build without CUDA");
 #endif

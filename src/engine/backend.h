@@ -18,10 +18,17 @@ bool parse_backend(std::string_view s, Backend* out);  // "cpu" | "cuda"
 // cuda runs the reference's quantisation natively and has no other mode (design.md "Numerics").
 Numerics default_numerics(Backend b);
 
+// How the cuda backend runs one-token decode steps: replaying a captured CUDA graph (on, the
+// default), eagerly (off), or replaying and failing on any host synchronisation or allocation
+// inside the step (check: the debug mode of design.md "Speed principles").
+enum class CudaGraphMode { kOn, kOff, kCheck };
+bool parse_cuda_graph_mode(std::string_view s, CudaGraphMode* out);  // "on" | "off" | "check"
+
 struct BackendOptions {
   Backend backend = Backend::kCpu;
   Numerics numerics = Numerics::kExact;
   int n_threads = 0;  // CPU threads (0: hardware concurrency); the CUDA backend ignores it
+  CudaGraphMode cuda_graph = CudaGraphMode::kOn;  // the CPU backend ignores it
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without

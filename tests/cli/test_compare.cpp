@@ -231,6 +231,12 @@ TEST(Backend, UnknownBackendIsAnError) {
   EXPECT_TRUE(has(r.all, "--backend must be 'cpu' or 'cuda', got 'tpu'")) << r.all;
 }
 
+TEST(Backend, UnknownCudaGraphModeIsAnError) {
+  const RunResult r = run_dsv4("logits " + kInput + " --out /nonexistent/o.npy --cuda-graph maybe");
+  EXPECT_EQ(r.status, 1) << r.all;
+  EXPECT_TRUE(has(r.all, "--cuda-graph must be 'on', 'off' or 'check', got 'maybe'")) << r.all;
+}
+
 TEST(Backend, CudaInABuildWithoutCudaIsAnError) {
 #ifdef DSV4_WITH_CUDA
   GTEST_SKIP() << "this build has CUDA";
