@@ -1,5 +1,5 @@
 // Decode GEMV benchmark: achieved bandwidth of the FP8-block, FP4-expert (MXFP4, NVFP4), BF16 and
-// grouped wo_a GEMV kernels (and the first sparse-attention kernel) at DeepSeek-V4 Flash/Pro
+// grouped wo_a GEMV kernels (and the sparse-attention kernel) at DeepSeek-V4 Flash/Pro
 // decode shapes, as a ratio to a device-to-device copy measured in the same run (design.md "Speed
 // principles"). Kernels run as CUDA-graph replays. Correctness is tests/cuda's job, not this program's.
 //
@@ -315,19 +315,23 @@ int main(int argc, char** argv) {
       const double bytes = double(wbytes + x.bytes() + y.bytes());
       rows.push_back({cat("bf16 ", s.name), s.M, s.N, s.K, t * 1e6, bytes / t * 1e-9});
     }
-    // Sparse attention (correct-first kernel): one decode query, H heads over 128 window + top-k
-    // rows of a large cache. Bytes = the distinct rows read once + q + out (the roofline view).
-    struct AttnShape { const char* name; int H, n_idx; };
-    for (const auto& s : std::vector<AttnShape>{{"attention Flash CSA decode", 64, 640},
-                                                {"attention Pro CSA decode", 128, 1152}}) {
+    // Sparse attention (split-key cluster kernel): n_q decode queries, H heads over 128 window +
+    // top-k rows of a large cache (CSA), or the window + every entry of a 1M-token HCA layer.
+    // Bytes = the listed rows read once per query + q + out (the roofline view; the kernel is
+    // latency-bound at these sizes, so the time is the figure to watch).
+    struct AttnShape { const char* name; int n_q, H, n_idx; };
+    for (const auto& s : std::vector<AttnShape>{{"attention Flash CSA decode", 1, 64, 640},
+                                                {"attention Pro CSA decode", 1, 128, 1152},
+                                                {"attention Flash CSA 4 queries", 4, 64, 640},
+                                                {"attention Flash HCA 1M decode", 1, 64, 128 + (1 << 20) / 128}}) {
       const int block_size = 64, n_rows = 1 << 16, n_pages = n_rows / block_size;
       DeviceBuffer<uint8_t> cache(size_t(kv_page_bytes(block_size, kKvDimV4)) * n_pages);
       std::vector<uint16_t> hkv(size_t(n_rows) * kKvDimV4);
       for (auto& v : hkv) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
       std::vector<int32_t> slots(static_cast<size_t>(n_rows));
       for (int i = 0; i < n_rows; ++i) slots[size_t(i)] = i;
-      DeviceBuffer<uint16_t> kv(hkv), q(std::vector<uint16_t>(hkv.begin(), hkv.begin() + size_t(s.H) * kKvDimV4)),
-          out(size_t(s.H) * kKvDimV4);
+      DeviceBuffer<uint16_t> kv(hkv), q(std::vector<uint16_t>(hkv.begin(), hkv.begin() + size_t(s.n_q) * s.H * kKvDimV4)),
+          out(size_t(s.n_q) * s.H * kKvDimV4);
       DeviceBuffer<int32_t> d_slots(slots);
       KvPackParams kp;
       kp.kv = reinterpret_cast<const __nv_bfloat16*>(kv.get());
@@ -337,9 +341,9 @@ int main(int argc, char** argv) {
       kp.block_size = block_size;
       kp.dim = kKvDimV4;
       launch_kv_pack(kp, nullptr);
-      std::vector<int32_t> idx(size_t(s.n_idx));
+      std::vector<int32_t> idx(size_t(s.n_q) * s.n_idx);
       for (auto& v : idx) v = int32_t(fill.next() % uint64_t(n_rows));
-      DeviceBuffer<int32_t> d_idx(idx), pos(std::vector<int32_t>{123456});
+      DeviceBuffer<int32_t> d_idx(idx), pos(std::vector<int32_t>(size_t(s.n_q), 123456));
       DeviceBuffer<float> sink(std::vector<float>(size_t(s.H), 0.5f)), freq(std::vector<float>(32, 1e-3f));
       SparseAttnParams p;
       p.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
@@ -349,15 +353,16 @@ int main(int argc, char** argv) {
       p.pos = pos.get();
       p.inv_freq = freq.get();
       p.out = reinterpret_cast<__nv_bfloat16*>(out.get());
-      p.n_q = 1;
+      p.n_q = s.n_q;
       p.H = s.H;
       p.n_idx = s.n_idx;
       p.block_size = block_size;
       p.dim = kKvDimV4;
       p.softmax_scale = 1.0f / 22.627417f;
       const double t = timer.median(reps, iters, true, [&](int, cudaStream_t st) { launch_sparse_attention(p, st); });
-      const double bytes = double(s.n_idx) * (kv_row_data_bytes(kKvDimV4) + kv_row_scale_bytes(kKvDimV4)) + 2.0 * q.bytes();
-      rows.push_back({cat("attn ", s.name), 1, s.H, s.n_idx, t * 1e6, bytes / t * 1e-9});
+      const double bytes =
+          double(s.n_q) * s.n_idx * (kv_row_data_bytes(kKvDimV4) + kv_row_scale_bytes(kKvDimV4)) + 2.0 * q.bytes();
+      rows.push_back({cat("attn ", s.name), s.n_q, s.H, s.n_idx, t * 1e6, bytes / t * 1e-9});
     }
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
 

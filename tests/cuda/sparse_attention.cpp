@@ -16,8 +16,9 @@ namespace {
 
 struct AttnCase {
   int n_q, H, n_idx, n_rows;
-  int n_masked;   // indices set to −1 per query
+  int n_masked;   // indices set to −1 per query, at random places in the list
   bool all_masked_query;  // query 0 sees nothing: o must be 0
+  int masked_tail = 0;    // the last entries of every list are −1 (decode before the indexer fills k)
 };
 
 class SparseAttentionTest : public CudaOpTest, public ::testing::WithParamInterface<std::tuple<AttnCase, int>> {};
@@ -42,6 +43,7 @@ TEST_P(SparseAttentionTest, MatchesReference) {
   for (int qi = 0; qi < c.n_q; ++qi) {
     for (int j = 0; j < c.n_idx; ++j) idx[size_t(qi) * c.n_idx + j] = uniform_int(0, c.n_rows - 1);
     for (int j = 0; j < c.n_masked && j < c.n_idx; ++j) idx[size_t(qi) * c.n_idx + uniform_int(0, c.n_idx - 1)] = -1;
+    for (int j = std::max(0, c.n_idx - c.masked_tail); j < c.n_idx; ++j) idx[size_t(qi) * c.n_idx + j] = -1;
   }
   if (c.all_masked_query) std::fill(idx.begin(), idx.begin() + c.n_idx, -1);
   RopeParams table;
@@ -107,7 +109,8 @@ TEST_P(SparseAttentionTest, MatchesReference) {
         }
         rows.push_back(r);
         lg.push_back(s * scale);
-        // FP32 logit: ≤ 16-term lane dot (dim/32) + 5 warp adds + scale products: ≤ 24u·Σ|q·k|·scale.
+        // FP32 logit: a lane's ≤ 16-term FMA chain (dim/32 dims) + 5 butterfly adds over the warp +
+        // the q·scale product (the 1×64 tile scale is a power of two): ≤ 24u·Σ|q·k|·scale.
         lg_err.push_back(24 * kF32Unit * sa * scale);
         m = std::max(m, s * scale);
       }
@@ -117,15 +120,21 @@ TEST_P(SparseAttentionTest, MatchesReference) {
         continue;
       }
       double den = std::exp(double(sink[size_t(h)]) - m), dl = 0;
-      for (size_t s = 0; s < rows.size(); ++s) den += std::exp(lg[s] - m), dl = std::max(dl, lg_err[s]);
+      double range = std::fabs(double(sink[size_t(h)]) - m);  // largest |argument| of an expf
+      for (size_t s = 0; s < rows.size(); ++s)
+        den += std::exp(lg[s] - m), dl = std::max(dl, lg_err[s]), range = std::max(range, m - lg[s]);
       std::vector<double> ov(dim, 0.0), err(dim, 0.0);
       for (size_t s = 0; s < rows.size(); ++s) {
         const double ps = std::exp(lg[s] - m) / den;
         for (int d = 0; d < dim; ++d) {
           ov[size_t(d)] += ps * k[size_t(rows[s]) * dim + d];
-          // p_s is off by ≤ 2·max|Δℓ| relative (numerator and denominator), plus ≤ 64u from
-          // expf, the rescales and the FP32 accumulation over ≤ n_idx terms.
-          err[size_t(d)] += ps * std::fabs(k[size_t(rows[s]) * dim + d]) * (2 * dl + (64 + c.n_idx) * kF32Unit);
+          // p_s is off by ≤ 2·max|Δℓ| relative (numerator and denominator). The rounded FP32
+          // argument x of an expf costs |x|·u relative: a key's weight passes exp(ℓ − m_tile), the
+          // later tiles' rescales exp(m_old − m_new) (arguments telescope to ≤ range) and the
+          // combine's exp(m_block − m): ≤ 3·range·u, in the numerator and in the denominator.
+          // Plus ≤ 64u from the expf results, the rescales and the FP32 accumulation over ≤ n_idx terms.
+          err[size_t(d)] += ps * std::fabs(k[size_t(rows[s]) * dim + d]) *
+                            (2 * dl + (6 * range + 64 + c.n_idx) * kF32Unit);
         }
       }
       for (int d = 0; d < nope; ++d) {
@@ -155,8 +164,80 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SparseAttentionTest,
                                                               AttnCase{2, 8, 128, 128, 0, false},    // sliding window only
                                                               AttnCase{3, 4, 1, 10, 0, true},        // one key; query 0 masked
                                                               AttnCase{2, 16, 129, 300, 40, false},  // odd tile tail
-                                                              AttnCase{1, 1, 33, 40, 33, false}),    // heavy masking
+                                                              AttnCase{1, 1, 33, 40, 33, false},     // heavy masking
+                                                              // Decode shapes: Flash (64 heads, 128 + 512 keys) and Pro
+                                                              // (128 heads, 128 + 1024) with masked entries spread
+                                                              // through the list; a whole list masked; early decode
+                                                              // (picks not yet filled: a masked tail); a few queries.
+                                                              AttnCase{1, 64, 640, 4000, 60, false},
+                                                              AttnCase{1, 128, 1152, 4000, 100, false},
+                                                              AttnCase{2, 64, 640, 3000, 30, true},
+                                                              AttnCase{2, 64, 640, 3000, 10, false, 500},
+                                                              AttnCase{4, 64, 640, 2000, 20, false},
+                                                              // HCA-like long list: several 256-entry chunks per key slice,
+                                                              // H not a multiple of the 4-head group.
+                                                              AttnCase{1, 6, 4500, 5000, 700, false, 1000}),
                                             ::testing::Values(kKvDimV4, kKvDimNano)));
+
+// The forward's graph-vs-eager identity and its chunked prefill lean on this: the same inputs give
+// the same bits on every run, and a query's output does not depend on the batch it runs in.
+class SparseAttentionInvariance : public CudaOpTest {};
+
+TEST_F(SparseAttentionInvariance, RepeatableAndBatchInvariant) {
+  const int n_q = 3, H = 64, n_idx = 640, n_rows = 2000, dim = kKvDimV4, block_size = 64;
+  const auto kv_bf = to_bf16(normals(size_t(n_rows) * dim));
+  const auto q_bf = to_bf16(normals(size_t(n_q) * H * dim, 1.5f));
+  std::vector<int32_t> idx(size_t(n_q) * n_idx), slots(static_cast<size_t>(n_rows)), pos(static_cast<size_t>(n_q));
+  for (auto& v : idx) v = uniform_int(0, 9) == 0 ? -1 : uniform_int(0, n_rows - 1);
+  for (int r = 0; r < n_rows; ++r) slots[size_t(r)] = r;
+  for (auto& t : pos) t = uniform_int(0, (1 << 20) - 1);
+  std::vector<float> freq(kKvRope / 2);
+  for (auto& f : freq) f = uniform(1e-4f, 1.0f);
+  DeviceBuffer<uint16_t> d_kv(kv_bf), d_q(q_bf), d_a(q_bf.size()), d_b(q_bf.size()), d_c(size_t(H) * dim);
+  DeviceBuffer<int32_t> d_slots(slots), d_idx(idx), d_pos(pos);
+  DeviceBuffer<float> d_sink(normals(size_t(H), 2.0f)), d_freq(freq);
+  DeviceBuffer<uint8_t> d_cache(size_t(kv_page_bytes(block_size, dim)) * ((n_rows + block_size - 1) / block_size));
+  KvPackParams kp;
+  kp.kv = bf16_ptr(d_kv);
+  kp.slot = d_slots.get();
+  kp.cache = d_cache.get();
+  kp.n_tokens = n_rows;
+  kp.block_size = block_size;
+  kp.dim = dim;
+  launch_kv_pack(kp, nullptr);
+  SparseAttnParams p;
+  p.q = bf16_ptr(d_q);
+  p.cache = d_cache.get();
+  p.indices = d_idx.get();
+  p.sink = d_sink.get();
+  p.pos = d_pos.get();
+  p.inv_freq = d_freq.get();
+  p.n_q = n_q;
+  p.H = H;
+  p.n_idx = n_idx;
+  p.block_size = block_size;
+  p.dim = dim;
+  p.softmax_scale = 1.0f / std::sqrt(float(dim));
+  p.out = bf16_ptr(d_a);
+  launch_sparse_attention(p, nullptr);
+  p.out = bf16_ptr(d_b);
+  launch_sparse_attention(p, nullptr);
+  // The last query alone.
+  const int last = n_q - 1;
+  p.q = bf16_ptr(d_q) + size_t(last) * H * dim;
+  p.indices = d_idx.get() + size_t(last) * n_idx;
+  p.pos = d_pos.get() + last;
+  p.n_q = 1;
+  p.out = bf16_ptr(d_c);
+  launch_sparse_attention(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto a = d_a.download(), b = d_b.download(), c1 = d_c.download();
+  int64_t repeat_diff = 0, batch_diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) repeat_diff += a[i] != b[i];
+  for (size_t i = 0; i < c1.size(); ++i) batch_diff += c1[i] != a[size_t(last) * H * dim + i];
+  EXPECT_EQ(repeat_diff, 0) << "elements that differ between two identical launches";
+  EXPECT_EQ(batch_diff, 0) << "elements of the last query that differ between n_q = 3 and n_q = 1";
+}
 
 }  // namespace
 }  // namespace dsv4::cuda::test

@@ -16,6 +16,8 @@ namespace dsv4::cuda {
 // ℓ_s = softmax_scale · q_h·k_s, FP32 online softmax; o rounded to BF16, then inverse RoPE
 // (FP32, rounded to BF16 again, as the reference applies it to the BF16 output).
 // A query whose list holds no valid index gets o = 0. n_q <= 65535 per launch (grid y).
+// Deterministic: a query's output depends only on its own list and rows (not on n_q or on timing);
+// no workspace, no host sync, capturable in a CUDA graph. Hopper thread-block clusters (sm_90).
 struct SparseAttnParams {
   const __nv_bfloat16* q = nullptr;  // [n_q, H, dim] bf16, after q norm and RoPE
   const uint8_t* cache = nullptr;    // [n_pages, kv_page_bytes(block_size, dim)] (kv_cache.cuh)
