@@ -1,9 +1,11 @@
 // The generation loop (see generation.h): chunked prefill, then sample -> decode -> stop checks ->
 // one-token forward, with stop-string hold-back so streamed text never has to be taken back.
+// The sample is the backend's when it can take it (Forward::samples_on_device), else sampler.h's.
 #include "engine/generation.h"
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "model/config.h"
 #include "util/error.h"
@@ -71,6 +73,9 @@ class StopStringFilter {
   std::string pending_;
 };
 
+// What the device sampler lacks (model/forward.h DeviceSampling): min-p and log-probabilities.
+bool device_can_sample(const SamplingParams& p) { return p.min_p == 0.0f && p.top_logprobs == 0; }
+
 }  // namespace
 
 GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer& tokenizer,
@@ -91,13 +96,30 @@ GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer&
   GenerationResult result;
   result.n_prompt = static_cast<int64_t>(prompt.size());
   std::vector<float> logits;
+  // On the device path only the sampled id comes back from each step that ends in a sample (the
+  // prefill's last chunk, every decode step), not the logits row.
+  const bool on_device = forward.samples_on_device() && device_can_sample(options.sampling);
+  const DeviceSampling device_sampling{options.sampling.temperature, options.sampling.top_k,
+                                       options.sampling.top_p, options.sampling.seed};
+  int32_t sampled = -1;
+  auto run = [&](std::span<const int32_t> tokens, bool samples) {
+    ForwardItem item{&seq, tokens, false, &logits};
+    if (on_device && samples) {
+      item.logits = nullptr;
+      item.sample = &device_sampling;
+      item.sampled = &sampled;
+      sampled = -1;
+    }
+    forward.forward(std::span<ForwardItem>(&item, 1));
+    if (on_device && samples)
+      DSV4_CHECK_MSG(sampled >= 0 && sampled < vocab, "the backend sampled id ", sampled);
+  };
 
-  // Prefill in chunks; only the last position's logits are needed.
+  // Prefill in chunks; only the last position's logits (or sample) are needed.
   const Clock::time_point t_prefill = Clock::now();
   for (size_t done = 0; done < prompt.size();) {
     const size_t n = std::min<size_t>(options.prefill_chunk, prompt.size() - done);
-    ForwardItem item{&seq, prompt.subspan(done, n), false, &logits};
-    forward.forward(std::span<ForwardItem>(&item, 1));
+    run(prompt.subspan(done, n), done + n == prompt.size());
     done += n;
     if (callbacks.on_prefill) callbacks.on_prefill(static_cast<int64_t>(done), result.n_prompt);
   }
@@ -114,8 +136,14 @@ GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer&
       result.finish = FinishReason::kLength;
       break;
     }
-    DSV4_CHECK(static_cast<int64_t>(logits.size()) == vocab);
-    SampleResult s = sampler.sample(logits);
+    SampleResult s;
+    if (on_device) {
+      s.id = sampled;
+      s.logprob = std::numeric_limits<float>::quiet_NaN();  // not computed (no logits came back)
+    } else {
+      DSV4_CHECK(static_cast<int64_t>(logits.size()) == vocab);
+      s = sampler.sample(logits);
+    }
     if (callbacks.on_token) callbacks.on_token(s.id);
     const bool is_stop_id =
         std::find(options.stop_ids.begin(), options.stop_ids.end(), s.id) != options.stop_ids.end();
@@ -135,8 +163,7 @@ GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer&
       result.finish = FinishReason::kLength;
       break;  // the last token is not fed: its logits would never be used
     }
-    ForwardItem item{&seq, std::span<const int32_t>(&result.tokens.back(), 1), false, &logits};
-    forward.forward(std::span<ForwardItem>(&item, 1));
+    run(std::span<const int32_t>(&result.tokens.back(), 1), true);
     result.fed.push_back(s.id);
   }
   if (!stopped_by_string && filter.add(decoder.finish(), true)) result.finish = FinishReason::kStopString;

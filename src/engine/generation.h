@@ -39,7 +39,9 @@ struct GenerationResult {
   std::string text;             // their decoded text, cut before a stop string
   FinishReason finish = FinishReason::kLength;
   int32_t stop_id = -1;         // the EOS/stop id sampled (kEos, kStopId)
-  std::vector<SampleResult> logprobs;  // one per sampled token (stop token included)
+  // One per sampled token (stop token included). When the backend sampled (see generate()),
+  // only `id` is set: `logprob` is NaN and `top` empty.
+  std::vector<SampleResult> logprobs;
   int64_t n_prompt = 0;
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
@@ -58,6 +60,11 @@ struct GenerationCallbacks {
 // Feeds `prompt` to `seq` (which may already hold earlier tokens) and generates. Text is streamed
 // through `on_text` in whole UTF-8 characters, never including a stop string or any text that
 // could still turn into one. Bad ids or options throw dsv4::Error.
+// Tokens are chosen by the backend when forward.samples_on_device() and the options ask for
+// neither min-p nor log-probabilities (top_logprobs 0), else by Sampler from the logits row. Greedy
+// gives the same ids either way; with temperature > 0 a seed still makes a run reproducible, but
+// the device draws its own random numbers (CUDA: Philox keyed by seed and position), so a seeded
+// run differs between the two paths.
 GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer& tokenizer,
                           std::span<const int32_t> prompt, const GenerationOptions& options,
                           const GenerationCallbacks& callbacks = {});

@@ -37,11 +37,27 @@ class SequenceState {
   virtual void reset() = 0;
 };
 
+// Next-token choice done by the backend (Forward::samples_on_device), in engine/sampler.h's
+// semantics without min-p or log-probabilities: temperature 0 is greedy (argmax, lowest id on
+// ties), else top-k then top-p then one draw. A backend's random numbers are its own (the CUDA
+// backend keys Philox by seed and the sampled token's position), not the CPU sampler's.
+struct DeviceSampling {
+  float temperature = 0.0f;
+  int32_t top_k = 0;     // 0: off
+  float top_p = 1.0f;    // 1: off
+  uint64_t seed = 0;
+  bool operator==(const DeviceSampling&) const = default;
+};
+
 struct ForwardItem {
   SequenceState* seq = nullptr;
   std::span<const int32_t> tokens;  // appended at positions seq->position() ...
   bool all_logits = false;          // logits for every token, else only the last one
-  std::vector<float>* logits = nullptr;  // out: [n_rows, vocab] FP32 (resized by the backend)
+  // out: [n_rows, vocab] FP32 (resized by the backend). May be null only when `sample` is set
+  // and the backend samples_on_device(): then only the token comes back.
+  std::vector<float>* logits = nullptr;
+  const DeviceSampling* sample = nullptr;  // when the backend samples: choose the next token
+  int32_t* sampled = nullptr;  // out: the token chosen for the last row, when the backend samples
 };
 
 class Forward {
@@ -49,6 +65,8 @@ class Forward {
   virtual ~Forward() = default;
   virtual const ModelConfig& config() const = 0;
   virtual std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) = 0;
+  // Whether forward() honours ForwardItem::sample (else it ignores it and needs `logits`).
+  virtual bool samples_on_device() const { return false; }
   // Runs every item (several sequences in one batch); advances each sequence's state.
   virtual void forward(std::span<ForwardItem> batch, const TraceHook* trace = nullptr) = 0;
 };

@@ -1,10 +1,12 @@
 // The generation loop against a deterministic test double of Forward that "wants" to emit a
 // scripted byte string then EOS: chunked prefill, stops (EOS, id, string, length), streaming
 // (pieces are whole UTF-8 and add up to the text), sequence reuse, seeded reproducibility, and
-// bad input. A tiny byte-level tokenizer (ids 0..255 = bytes) decodes the ids.
+// bad input; a backend that samples on the device gets the sample when the options allow it and
+// the logits path otherwise. A tiny byte-level tokenizer (ids 0..255 = bytes) decodes the ids.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <random>
 
 #include "engine/generation.h"
@@ -47,36 +49,52 @@ struct FakeSequence : SequenceState {
 
 // Logits peak at the scripted next byte (position - prompt_len into the script), EOS after it.
 // `sharpness` sets the gap to the other tokens: large for greedy-like runs, small for sampling.
+// With `device` it also samples on the device (samples_on_device): asked to, it returns the
+// scripted id through ForwardItem::sampled, and its logits (when asked for any) peak at <x>
+// instead, so a token the loop took from the logits shows.
 class ScriptedForward : public Forward {
  public:
-  ScriptedForward(std::string script, int64_t prompt_len, float sharpness = 20.0f)
-      : script_(std::move(script)), prompt_len_(prompt_len), sharpness_(sharpness) {
+  ScriptedForward(std::string script, int64_t prompt_len, float sharpness = 20.0f, bool device = false)
+      : script_(std::move(script)), prompt_len_(prompt_len), sharpness_(sharpness), device_(device) {
     config_.vocab_size = kVocab;
     config_.eos_token_id = kEosId;
   }
   const ModelConfig& config() const override { return config_; }
   std::unique_ptr<SequenceState> new_sequence(int64_t) override { return std::make_unique<FakeSequence>(); }
+  bool samples_on_device() const override { return device_; }
   void forward(std::span<ForwardItem> batch, const TraceHook*) override {
     for (ForwardItem& item : batch) {
       auto* seq = static_cast<FakeSequence*>(item.seq);
-      calls.push_back({seq->position(), static_cast<int64_t>(item.tokens.size()), item.all_logits});
+      const bool sample = device_ && item.sample;
+      calls.push_back({seq->position(), static_cast<int64_t>(item.tokens.size()), item.all_logits,
+                       item.logits != nullptr, item.sample ? *item.sample : DeviceSampling{}, sample});
       seq->tokens.insert(seq->tokens.end(), item.tokens.begin(), item.tokens.end());
       const int64_t idx = seq->position() - prompt_len_;
       const int32_t target = idx >= 0 && idx < static_cast<int64_t>(script_.size())
                                  ? static_cast<unsigned char>(script_[idx]) : kEosId;
+      if (sample) *item.sampled = target;
+      if (!item.logits) continue;
       item.logits->assign(kVocab, 0.0f);
       for (int64_t v = 0; v < kVocab; ++v) (*item.logits)[v] = -0.01f * static_cast<float>(v % 7);
-      (*item.logits)[target] = sharpness_;
+      (*item.logits)[device_ ? kOtherId : target] = sharpness_;
     }
   }
-  struct Call { int64_t start, n; bool all_logits; };
+  struct Call {
+    int64_t start, n;
+    bool all_logits;
+    bool logits = true;         // a logits vector was passed
+    DeviceSampling sample{};    // what the loop asked the device to sample with
+    bool sampled = false;       // the device sampled
+  };
   std::vector<Call> calls;
+  static constexpr int32_t kOtherId = 257;  // <x>
 
  private:
   ModelConfig config_;
   std::string script_;
   int64_t prompt_len_;
   float sharpness_;
+  bool device_;
 };
 
 std::vector<int32_t> bytes(const std::string& s) {
@@ -219,6 +237,63 @@ TEST(Generation, SeededSamplingIsReproducibleAndSequencesContinue) {
   const size_t n_calls = fwd.calls.size();
   generate(fwd, *seq, tok, bytes("c"), greedy());
   EXPECT_EQ(fwd.calls[n_calls].start, 4);  // after "ab" + "xy"
+}
+
+// A backend that samples gets the sample (with the options' parameters) on the prefill's last
+// chunk and every decode step, and no logits vector there; earlier prefill chunks are unchanged.
+TEST(Generation, DeviceSamplingWhenTheBackendCanAndTheOptionsAllow) {
+  const Tokenizer tok = byte_tokenizer();
+  const std::string script = "device sampled";
+  const std::vector<int32_t> prompt = bytes("0123456789");
+  ScriptedForward fwd(script, static_cast<int64_t>(prompt.size()), 20.0f, /*device=*/true);
+  auto seq = fwd.new_sequence(64);
+  GenerationOptions opt;
+  opt.sampling = {0.7f, 5, 0.9f, 0.0f, 1234, 0};
+  opt.prefill_chunk = 4;
+  const GenerationResult r = generate(fwd, *seq, tok, prompt, opt);
+  EXPECT_EQ(r.text, script);  // the scripted ids, not <x> (the logits' peak)
+  EXPECT_EQ(r.finish, FinishReason::kEos);
+  ASSERT_EQ(r.logprobs.size(), script.size() + 1);
+  for (const SampleResult& s : r.logprobs) {
+    EXPECT_TRUE(std::isnan(s.logprob));
+    EXPECT_TRUE(s.top.empty());
+  }
+  ASSERT_EQ(fwd.calls.size(), 3 + script.size());
+  for (size_t i = 0; i < fwd.calls.size(); ++i) {
+    const bool samples = i >= 2;  // chunks 4, 4 keep the logits path; the last chunk (2) samples
+    EXPECT_EQ(fwd.calls[i].sampled, samples) << i;
+    EXPECT_EQ(fwd.calls[i].logits, !samples) << i;
+    if (samples) {
+      EXPECT_EQ(fwd.calls[i].sample, (DeviceSampling{0.7f, 5, 0.9f, 1234})) << i;
+    }
+  }
+}
+
+// Min-p and log-probabilities are the host sampler's: with either, a backend that could sample
+// is given no sample request and the tokens come from the logits (which peak at <x> here).
+TEST(Generation, HostSamplingWhenTheOptionsNeedIt) {
+  const Tokenizer tok = byte_tokenizer();
+  const std::vector<int32_t> prompt = bytes("ab");
+  for (int variant = 0; variant < 2; ++variant) {
+    ScriptedForward fwd("xyz", 2, 20.0f, /*device=*/true);
+    auto seq = fwd.new_sequence(64);
+    GenerationOptions opt = greedy();
+    opt.max_tokens = 3;
+    if (variant == 0) {
+      opt.sampling.min_p = 0.05f;
+    } else {
+      opt.sampling.top_logprobs = 2;
+    }
+    const GenerationResult r = generate(fwd, *seq, tok, prompt, opt);
+    EXPECT_EQ(r.tokens, std::vector<int32_t>(3, ScriptedForward::kOtherId)) << variant;
+    for (const ScriptedForward::Call& c : fwd.calls) {
+      EXPECT_FALSE(c.sampled) << variant;
+      EXPECT_TRUE(c.logits) << variant;
+    }
+    ASSERT_EQ(r.logprobs.size(), 3u);
+    EXPECT_FALSE(std::isnan(r.logprobs[0].logprob)) << variant;
+    EXPECT_EQ(r.logprobs[0].top.size(), variant == 0 ? 0u : 2u);
+  }
 }
 
 TEST(Generation, BadInputIsAnError) {
