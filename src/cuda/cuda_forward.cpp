@@ -1,16 +1,21 @@
 // The CUDA forward (§2): embed → L decoder blocks (attention_step, moe_step between mHC pre/post)
 // → HC_head, norm, lm_head, in passes of at most kMaxChunk tokens. One-token decode steps replay
 // a CUDA graph captured once per sequence: the host only writes the token and its position into
-// device memory, everything position-dependent is decided by the kernels.
+// device memory, everything position-dependent is decided by the kernels. When the caller asks,
+// the next token is sampled on the device after the head (inside the graph for decode), and only
+// its id comes back instead of the logits row.
 #include "cuda/cuda_forward.h"
 
+#include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_model.h"
 #include "cuda/kernels/embedding.cuh"
 #include "cuda/kernels/mhc.cuh"
 #include "cuda/kernels/rmsnorm.cuh"
+#include "cuda/kernels/sampling.cuh"
 #include "cuda/step.h"
 #include "model/checkpoint.h"
 #include "model/weights.h"
@@ -119,6 +124,22 @@ void enqueue_pass(const StepContext& c, int rows) {
   linear_f32(c, c.m.head, c.s.hh.get(), rows, c.s.logits.get());
 }
 
+// The pinned host side of a step's small transfers.
+struct HostIo {
+  int32_t token = 0, pos = 0;  // in: a decode step's token and its position
+  uint64_t step = 0;           // in: the sampler's Philox step (the sampled token's position)
+  int32_t sampled = 0;         // out: the device's choice
+};
+
+// ForwardItem::sample comes from the caller: bad values are errors, not launcher invariants.
+void validate(const DeviceSampling& d) {
+  if (!(d.temperature >= 0.0f) || !std::isfinite(d.temperature))
+    fail("device sampling: temperature must be a finite number >= 0, got ", d.temperature);
+  if (d.top_k < 0) fail("device sampling: top-k must be >= 0, got ", d.top_k);
+  if (!(d.top_p > 0.0f && d.top_p <= 1.0f))
+    fail("device sampling: top-p must be in (0, 1], got ", d.top_p);
+}
+
 size_t free_device_bytes() {
   size_t free_b = 0, total_b = 0;
   DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -146,7 +167,10 @@ class CudaForward final : public Forward {
     model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress));
     scratch_ = std::make_unique<Scratch>(model_->cfg);
     DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), 2 * sizeof(int32_t)));
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), sizeof(HostIo)));
+    *host_io_ = HostIo{};
+    sample_step_ = DeviceBuffer<uint64_t>(1);
+    sampled_ = DeviceBuffer<int32_t>(1);
   }
   ~CudaForward() override {
     if (stream_) cudaStreamDestroy(stream_);
@@ -154,6 +178,7 @@ class CudaForward final : public Forward {
   }
 
   const ModelConfig& config() const override { return model_->cfg; }
+  bool samples_on_device() const override { return true; }
 
   std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) override {
     if (max_tokens <= 0) fail("new_sequence: max_tokens must be positive, got ", max_tokens);
@@ -175,11 +200,14 @@ class CudaForward final : public Forward {
   void run_item(ForwardItem& item, const TraceHook* trace) {
     auto* seq = dynamic_cast<CudaSequenceState*>(item.seq);
     if (!seq) fail("forward: the sequence state was not created by the CUDA backend");
-    DSV4_CHECK(item.logits != nullptr);
+    DSV4_CHECK(item.logits != nullptr || item.sample != nullptr);
+    DSV4_CHECK(item.sample == nullptr || item.sampled != nullptr);
+    if (item.sample) validate(*item.sample);
     const ModelConfig& cfg = model_->cfg;
     const int64_t T = int64_t(item.tokens.size()), V = cfg.vocab_size;
     if (T == 0) {
-      item.logits->clear();
+      if (item.logits) item.logits->clear();
+      if (item.sample) fail("forward: a chunk of no tokens has no next token to sample");
       return;
     }
     if (seq->position() + T > seq->max_tokens())
@@ -190,13 +218,21 @@ class CudaForward final : public Forward {
         fail("token ", t, " of the chunk: id ", item.tokens[size_t(t)],
              " is outside the vocabulary [0, ", V, ")");
     const bool tracing = trace && *trace;
-    item.logits->resize(size_t((item.all_logits ? T : 1) * V));
+    if (item.logits) item.logits->resize(size_t((item.all_logits ? T : 1) * V));
+    float* out = item.logits ? item.logits->data() : nullptr;
 
     if (T == 1 && opt_.use_graph && !tracing) {
-      decode_with_graph(*seq, item.tokens[0], item.logits->data());
-      return;
+      decode_with_graph(*seq, item.tokens[0], out, item.sample);
+    } else {
+      run_eager(seq, item, trace, out);
     }
-    float* out = item.logits->data();
+    if (item.sample) *item.sampled = checked_sample(*seq);
+  }
+
+  // Prefill chunks and traced or graph-less steps: passes of at most kMaxChunk tokens.
+  void run_eager(CudaSequenceState* seq, const ForwardItem& item, const TraceHook* trace,
+                 float* out) {
+    const int64_t T = int64_t(item.tokens.size()), V = model_->cfg.vocab_size;
     for (int64_t t0 = 0; t0 < T; t0 += kMaxChunk) {
       const int Tc = int(std::min<int64_t>(kMaxChunk, T - t0));
       const bool last = t0 + Tc == T;
@@ -209,29 +245,86 @@ class CudaForward final : public Forward {
                                       cudaMemcpyHostToDevice, stream_));
       const StepContext c{*model_, *seq, *scratch_, stream_, trace, Tc};
       enqueue_pass(c, std::max(rows, 1));
-      if (rows > 0) {
+      if (last && item.sample) {
+        host_io_->step = uint64_t(seq->position() + Tc);
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(sample_step_.get(), &host_io_->step, 8,
+                                        cudaMemcpyHostToDevice, stream_));
+        enqueue_sample(*item.sample, scratch_->logits.get() + size_t(std::max(rows, 1) - 1) * V);
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(&host_io_->sampled, sampled_.get(), 4,
+                                        cudaMemcpyDeviceToHost, stream_));
+      }
+      if (rows > 0 && out) {
         DSV4_CUDA_CHECK(cudaMemcpyAsync(out, scratch_->logits.get(), size_t(rows * V) * 4,
                                         cudaMemcpyDeviceToHost, stream_));
-        c.emit_f32("logits", -1, scratch_->logits.get(), {rows, V});
         out += rows * V;
       }
+      if (rows > 0) c.emit_f32("logits", -1, scratch_->logits.get(), {rows, V});
       DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));  // pos / tokens host vectors die here
       seq->advance(Tc);
     }
   }
 
-  // One token: write token and position into the fixed device inputs, replay the sequence's
-  // graph (captured on its first decode step), read the logits row.
-  void decode_with_graph(CudaSequenceState& seq, int32_t token, float* logits) {
+  // The sampler over one logits row [vocab] into sampled_, at the Philox step in sample_step_.
+  void enqueue_sample(const DeviceSampling& d, const float* row) {
+    SampleParams p;
+    p.logits = row;
+    p.token = sampled_.get();
+    p.step = sample_step_.get();
+    p.rows = 1;
+    p.vocab = int(model_->cfg.vocab_size);
+    p.top_k = int(d.top_k);
+    p.temperature = d.temperature;
+    p.top_p = d.top_p;
+    p.seed = d.seed;
+    launch_sample(p, stream_);
+  }
+
+  // The token the last step sampled (host_io_->sampled, synchronised), after the sequence
+  // advanced: the kernel's sentinel for NaN / +inf / all −inf logits becomes an error naming the
+  // position whose logits they were.
+  int32_t checked_sample(const CudaSequenceState& seq) const {
+    const int32_t id = host_io_->sampled;
+    if (id == kSampleInvalidToken)
+      fail("non-finite logits at position ", seq.position() - 1,
+           " (NaN, +inf or every logit -inf): no token can be sampled");
+    DSV4_CHECK_MSG(id >= 0 && id < model_->cfg.vocab_size, "device sampler returned id ", id);
+    return id;
+  }
+
+  // One token: write token and position (and, when sampling, the Philox step: the sampled
+  // token's position, so draws depend on (seed, position) only and graph and eager steps agree)
+  // into the fixed device inputs, replay the sequence's graph (captured on its first decode step,
+  // again when the sampling parameters change: they are baked into the sampler's launch), read
+  // the logits row and / or the sampled id.
+  void decode_with_graph(CudaSequenceState& seq, int32_t token, float* logits,
+                         const DeviceSampling* sample) {
+    const std::optional<DeviceSampling> want =
+        sample ? std::optional<DeviceSampling>(*sample) : std::nullopt;
+    // Dropped before check_step's measurement (destroying frees memory).
+    if (seq.decode_graph && seq.decode_sampling != want) {
+      DSV4_CUDA_CHECK(cudaGraphExecDestroy(seq.decode_graph));
+      seq.decode_graph = nullptr;
+    }
     const size_t free_before = opt_.check_step ? free_device_bytes() : 0;
-    host_io_[0] = token;
-    host_io_[1] = int32_t(seq.position());
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens.get(), host_io_, 4, cudaMemcpyHostToDevice, stream_));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos.get(), host_io_ + 1, 4, cudaMemcpyHostToDevice, stream_));
-    if (!seq.decode_graph) capture_decode(seq);
+    host_io_->token = token;
+    host_io_->pos = int32_t(seq.position());
+    host_io_->step = uint64_t(seq.position() + 1);
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens.get(), &host_io_->token, 4,
+                                    cudaMemcpyHostToDevice, stream_));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos.get(), &host_io_->pos, 4,
+                                    cudaMemcpyHostToDevice, stream_));
+    if (!seq.decode_graph) capture_decode(seq, want);
+    if (sample)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(sample_step_.get(), &host_io_->step, 8,
+                                      cudaMemcpyHostToDevice, stream_));
     DSV4_CUDA_CHECK(cudaGraphLaunch(seq.decode_graph, stream_));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(logits, scratch_->logits.get(), size_t(model_->cfg.vocab_size) * 4,
-                                    cudaMemcpyDeviceToHost, stream_));
+    if (logits)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(logits, scratch_->logits.get(),
+                                      size_t(model_->cfg.vocab_size) * 4, cudaMemcpyDeviceToHost,
+                                      stream_));
+    if (sample)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(&host_io_->sampled, sampled_.get(), 4,
+                                      cudaMemcpyDeviceToHost, stream_));
     DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
     if (opt_.check_step && free_device_bytes() != free_before)
       fail("check-step: device memory changed during a decode step (an allocation inside the step)");
@@ -240,12 +333,13 @@ class CudaForward final : public Forward {
 
   // Global capture mode: any host synchronisation or allocation inside the step fails the capture
   // with a CUDA error instead of being baked into the graph.
-  void capture_decode(CudaSequenceState& seq) {
+  void capture_decode(CudaSequenceState& seq, const std::optional<DeviceSampling>& sample) {
     cudaGraph_t graph = nullptr;
     DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
     try {
       const StepContext c{*model_, seq, *scratch_, stream_, nullptr, 1};
       enqueue_pass(c, 1);
+      if (sample) enqueue_sample(*sample, scratch_->logits.get());
     } catch (...) {
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
@@ -258,13 +352,16 @@ class CudaForward final : public Forward {
     const cudaError_t inst = cudaGraphInstantiate(&seq.decode_graph, graph, 0);
     cudaGraphDestroy(graph);
     DSV4_CUDA_CHECK(inst);
+    seq.decode_sampling = sample;
   }
 
   CudaOptions opt_;
   std::unique_ptr<DeviceModel> model_;
   std::unique_ptr<Scratch> scratch_;
   cudaStream_t stream_ = nullptr;
-  int32_t* host_io_ = nullptr;  // pinned: the decode step's token and position
+  HostIo* host_io_ = nullptr;        // pinned
+  DeviceBuffer<uint64_t> sample_step_;  // [1] the sampler's Philox step, written before each sample
+  DeviceBuffer<int32_t> sampled_;       // [1] the sampled id
 };
 
 }  // namespace

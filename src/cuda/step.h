@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ class CudaSequenceState final : public SequenceState {
   DeviceBuffer<float> index_score;     // [kMaxChunk, max CSA entries] indexer scratch
   DeviceBuffer<int32_t> attn_indices;  // [kMaxChunk, max n_idx]
   cudaGraphExec_t decode_graph = nullptr;  // captured at the first one-token step
+  // What decode_graph samples with after the head (nullopt: no sampler in it); a step that asks
+  // for other parameters re-captures it (the launch bakes them in).
+  std::optional<DeviceSampling> decode_sampling;
   static size_t bytes_needed(const ModelConfig& cfg, int64_t max_tokens);
 
  private:
