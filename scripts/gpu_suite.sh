@@ -94,7 +94,7 @@ step bench "$out/bench.txt" 300 "$bin/bench_cuda_gemv_bench"
 step decode "$out/decode_bench.txt" 120 "$bin/bench_cuda_decode_bench" "$repo/models/nano" 512 256
 
 echo >> "$summary"
-grep -E "^\[  (PASSED|FAILED) |tests? ran|^\[  FAILED|^\[(parity|graph)\]" "$out/tests.txt" >> "$summary" 2>/dev/null
+grep -E "^\[  (PASSED|FAILED) |tests? ran|^\[  FAILED|^\[(parity|graph|sample|fit)\]" "$out/tests.txt" >> "$summary" 2>/dev/null
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/memcheck.txt" "$out/racecheck.txt" >> "$summary" 2>/dev/null
 cat "$out/bench.txt" "$out/decode_bench.txt" >> "$summary" 2>/dev/null
 cat "$summary"
