@@ -51,6 +51,7 @@ class CudaSequenceState final : public SequenceState {
   // What decode_graph samples with after the head (nullopt: no sampler in it); a step that asks
   // for other parameters re-captures it (the launch bakes them in).
   std::optional<DeviceSampling> decode_sampling;
+  int64_t decode_replays = 0;  // of the current decode_graph (its first may load kernel modules)
   static size_t bytes_needed(const ModelConfig& cfg, int64_t max_tokens);
 
  private:
