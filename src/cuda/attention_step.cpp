@@ -11,7 +11,6 @@
 #include "cuda/kernels/hadamard_fp4.cuh"
 #include "cuda/kernels/indexer.cuh"
 #include "cuda/kernels/kv_cache.cuh"
-#include "cuda/kernels/rmsnorm.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
 #include "cuda/step.h"
@@ -19,17 +18,6 @@
 namespace dsv4::cuda {
 
 namespace {
-
-void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim) {
-  RmsNormParams p;
-  p.x = x;
-  p.y = x;
-  p.weight = weight;
-  p.n_rows = rows;
-  p.dim = dim;
-  p.eps = float(c.m.cfg.rms_norm_eps);
-  launch_rmsnorm(p, c.stream);
-}
 
 void rope(const StepContext& c, __nv_bfloat16* x, const float* inv_freq, int heads, int head_dim) {
   RopeApplyParams p;

@@ -14,7 +14,6 @@
 #include "cuda/device_model.h"
 #include "cuda/kernels/embedding.cuh"
 #include "cuda/kernels/mhc.cuh"
-#include "cuda/kernels/rmsnorm.cuh"
 #include "cuda/kernels/sampling.cuh"
 #include "cuda/step.h"
 #include "model/checkpoint.h"
@@ -47,14 +46,7 @@ void hc_pre(const StepContext& c, const DeviceHyperConn& hc, const DeviceBuffer<
   p.hc_eps = float(cfg.hc_eps);
   p.rms_eps = float(cfg.rms_norm_eps);
   launch_mhc_pre(p, c.stream);
-  RmsNormParams r;
-  r.x = c.s.u.get();
-  r.y = c.s.u.get();
-  r.weight = norm.get();
-  r.n_rows = c.T;
-  r.dim = int(cfg.hidden_size);
-  r.eps = float(cfg.rms_norm_eps);
-  launch_rmsnorm(r, c.stream);
+  rmsnorm(c, c.s.u.get(), norm.get(), c.T, int(cfg.hidden_size));
 }
 
 // HC_post (§3.2): X = post·f + Cᵀ·X.
@@ -112,14 +104,7 @@ void enqueue_pass(const StepContext& c, int rows) {
   hp.hc_eps = float(cfg.hc_eps);
   hp.rms_eps = float(cfg.rms_norm_eps);
   launch_mhc_head(hp, c.stream);
-  RmsNormParams r;
-  r.x = c.s.hh.get();
-  r.y = c.s.hh.get();
-  r.weight = c.m.norm.get();
-  r.n_rows = rows;
-  r.dim = D;
-  r.eps = float(cfg.rms_norm_eps);
-  launch_rmsnorm(r, c.stream);
+  rmsnorm(c, c.s.hh.get(), c.m.norm.get(), rows, D);
   c.emit_bf16("final.hidden", -1, c.s.hh.get(), {rows, D});
   linear_f32(c, c.m.head, c.s.hh.get(), rows, c.s.logits.get());
 }

@@ -10,6 +10,7 @@
 #include "cuda/kernels/hadamard_fp4.cuh"
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/mhc.cuh"
+#include "cuda/kernels/rmsnorm.cuh"
 #include "util/error.h"
 #include "util/float_formats.h"
 
@@ -211,6 +212,17 @@ void StepContext::emit_entries(const char* name, int layer, const __nv_bfloat16*
       for (int i = 0; i < width; ++i) f.push_back(bf16_to_f32(raw[size_t(t) * width + i]));
   if (f.empty()) return;
   (*trace)(name, layer, f.data(), std::vector<int64_t>{int64_t(f.size()) / width, width});
+}
+
+void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim) {
+  RmsNormParams p;
+  p.x = x;
+  p.y = x;
+  p.weight = weight;
+  p.n_rows = rows;
+  p.dim = dim;
+  p.eps = float(c.m.cfg.rms_norm_eps);
+  launch_rmsnorm(p, c.stream);
 }
 
 // ---- linears ----

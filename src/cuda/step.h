@@ -105,6 +105,9 @@ void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, in
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,
                 float* y);
 
+// In-place RMSNorm of `rows` rows of `dim` (weight nullptr: unweighted), rms_norm_eps of the model.
+void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim);
+
 void attention_step(const StepContext& c, const DeviceLayer& w, int layer, LayerState& st);
 void moe_step(const StepContext& c, const DeviceLayer& w, int layer);
 
