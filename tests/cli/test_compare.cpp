@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/npy.h"
+#include "support/run_command.h"
 
 namespace {
 
@@ -43,16 +44,9 @@ struct RunResult {
 
 // `dsv4 <args>`; stderr goes to a file so that stdout stays parseable JSON.
 RunResult run_dsv4(const std::string& args) {
-  RunResult r;
   const fs::path err = scratch("stderr.txt");
-  const std::string cmd = std::string(DSV4_BINARY) + " " + args + " 2>" + err.string();
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " " + args + " 2>" + err.string());
+  RunResult r{c.status, c.out, ""};
   std::ifstream e(err);
   r.all = r.out + std::string(std::istreambuf_iterator<char>(e), {});
   fs::remove(err);

@@ -19,6 +19,7 @@
 // The CPU tests' random tiny-checkpoint writer (tests/cpu/tiny_model.cpp), compiled into this
 // binary too: tests/<area> folders are separate executables and it has no library of its own.
 #include "support/tiny_model.h"
+#include "support/run_command.h"
 
 namespace {
 
@@ -75,14 +76,8 @@ RunResult run(const std::string& args, const std::string& stdin_text = "") {
   const bool runs_model = args.rfind("generate", 0) == 0 || args.rfind("chat", 0) == 0;
   const std::string cmd = std::string(DSV4_BINARY) + " " + args + (runs_model ? " --threads 2" : "") + " < " + in_file.string() +
                           " 2> " + err_file.string();
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  const auto c = dsv4::test::run_command(cmd);
+  RunResult r{c.status, c.out, ""};
   std::ifstream e(err_file);
   r.err.assign(std::istreambuf_iterator<char>(e), {});
   return r;

@@ -1,10 +1,8 @@
 // `dsv4 inspect` end to end on full-size sparse skeletons (Flash and Pro, §11.1): the summary
 // numbers, a passing verification, and one precise error per checkpoint mutation.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +12,7 @@
 #include <string>
 
 #include "model/checkpoint.h"
+#include "support/run_command.h"
 
 namespace {
 
@@ -26,16 +25,8 @@ struct RunResult {
 };
 
 RunResult run(const std::string& args) {
-  const std::string cmd = std::string(DSV4_BINARY) + " " + args + " 2>&1";
-  RunResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " " + args + " 2>&1");
+  return {c.status, c.out};
 }
 
 fs::path fresh_dir(const char* tag) {

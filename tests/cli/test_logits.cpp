@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/npy.h"
+#include "support/run_command.h"
 
 namespace {
 
@@ -28,16 +29,8 @@ struct RunResult {
 };
 
 RunResult run_dsv4(const std::string& args) {
-  RunResult r;
-  const std::string cmd = std::string(DSV4_BINARY) + " logits " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " logits " + args + " 2>&1");
+  return {c.status, c.out};
 }
 
 // A per-process scratch path, removed when the test ends.

@@ -14,6 +14,7 @@
 
 #include "support/test_util.h"
 #include "util/npy.h"
+#include "support/run_command.h"
 
 namespace {
 
@@ -25,16 +26,8 @@ struct RunResult {
 };
 
 RunResult run(const std::string& args) {
-  RunResult r;
-  const std::string cmd = std::string(DSV4_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " " + args + " 2>&1");
+  return {c.status, c.out};
 }
 
 struct TempDir {

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/run_command.h"
+
 namespace {
 
 const std::filesystem::path kNano = std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano";
@@ -20,16 +22,8 @@ struct RunResult {
 };
 
 RunResult run_dsv4(const std::string& args) {
-  RunResult r;
-  const std::string cmd = std::string(DSV4_BINARY) + " perplexity " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " perplexity " + args + " 2>&1");
+  return {c.status, c.out};
 }
 
 // The value of the stdout line "perplexity: X +/- E" (stderr's "dsv4 perplexity: ..." is not it).

@@ -1,7 +1,6 @@
 // `dsv4 tokenize` end to end on the real V4 tokenizer.json: ids, --json, --decode (JSON array and
 // comma list), --text-file with invalid UTF-8, and the exit status and message for bad input.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -9,6 +8,8 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
+
+#include "support/run_command.h"
 
 namespace {
 
@@ -18,13 +19,9 @@ struct Result {
 };
 
 Result run(const std::string& args, bool merge_stderr = true) {
-  const std::string cmd = std::string(DSV4_BINARY) + " tokenize " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " tokenize " + args +
+                                         (merge_stderr ? " 2>&1" : " 2>/dev/null"));
+  return {c.status, c.out};
 }
 
 std::string v4_flag() {
