@@ -12,10 +12,17 @@ const char* const kBackendUsage =
     "                        (cpu: official plus BF16 activations between ops, as cuda rounds)\n"
     "  --threads N           CPU threads (default: all cores)\n"
     "  --cuda-graph G        cuda decode steps: on (replay one CUDA graph, default), off (eager)\n"
-    "                        or check (replay; fail on a host sync or allocation in the step)\n";
+    "                        or check (replay; fail on a host sync or allocation in the step)\n"
+    "  --ctx-size N          longest sequence in tokens (default: the model's\n"
+    "                        max_position_embeddings, or what the KV cache holds)\n"
+    "  --max-seqs N          sequences held at once (default 256)\n"
+    "  --kv-cache-tokens N   token positions in the KV block pool (default: cpu unlimited,\n"
+    "                        cuda what --gpu-memory-utilization leaves after the weights)\n"
+    "  --gpu-memory-utilization F  cuda: share of the device memory to use, in (0, 1] (default 0.9)\n";
 
 std::set<std::string> backend_value_options() {
-  return {"--backend", "--numerics", "--threads", "--cuda-graph"};
+  return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
+          "--kv-cache-tokens", "--gpu-memory-utilization"};
 }
 
 BackendOptions backend_options(const Args& args) {
@@ -32,6 +39,16 @@ BackendOptions backend_options(const Args& args) {
   const std::string graph = args.get_or("--cuda-graph", "on");
   if (!parse_cuda_graph_mode(graph, &o.cuda_graph))
     fail("--cuda-graph must be 'on', 'off' or 'check', got '", graph, "'");
+  o.ctx_size = args.get_int("--ctx-size", 0);
+  if (o.ctx_size < 0) fail("--ctx-size must be >= 0 (0: the default), got ", o.ctx_size);
+  o.max_sequences = args.get_int("--max-seqs", 0);
+  if (o.max_sequences < 0 || o.max_sequences > 65536)
+    fail("--max-seqs must be in [0, 65536] (0: the default), got ", o.max_sequences);
+  o.kv_cache_tokens = args.get_int("--kv-cache-tokens", 0);
+  if (o.kv_cache_tokens < 0) fail("--kv-cache-tokens must be >= 0 (0: the default), got ", o.kv_cache_tokens);
+  o.gpu_memory_utilization = args.get_double("--gpu-memory-utilization", 0.9);
+  if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0))
+    fail("--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);
   check_backend(o);  // now, before any tokenizer or checkpoint is read
   return o;
 }

@@ -2,6 +2,7 @@
 // sequence at a time; a batch runs its items in order. Blocks: head.cpp, decoder_layer.cpp.
 #include "cpu/cpu_forward.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/cpu_model.h"
@@ -27,15 +28,48 @@ std::unique_ptr<CpuModel> load_cpu_model(const std::filesystem::path& model_dir,
 
 namespace {
 
+// The KV accounting limits of `o` for `cfg` (cpu_forward.h CpuOptions).
+KvCacheInfo cpu_kv_limits(const ModelConfig& cfg, const CpuOptions& o) {
+  KvCacheInfo k;
+  k.block_tokens = kKvBlockTokens;
+  k.max_context = o.ctx_size > 0 ? std::min(o.ctx_size, cfg.max_position_embeddings)
+                                 : cfg.max_position_embeddings;
+  k.max_sequences = o.max_sequences > 0 ? o.max_sequences : kDefaultCpuSequences;
+  const int64_t per_seq = k.blocks_for(k.max_context);
+  k.total_blocks = o.kv_cache_tokens > 0
+                       ? k.blocks_for(o.kv_cache_tokens)
+                       : std::min<int64_t>(per_seq * k.max_sequences, int64_t(1) << 24);
+  return k;
+}
+
 class CpuForward final : public Forward {
  public:
-  explicit CpuForward(std::unique_ptr<CpuModel> model) : model_(std::move(model)) {}
+  CpuForward(std::unique_ptr<CpuModel> model, const CpuOptions& options)
+      : model_(std::move(model)),
+        limits_(cpu_kv_limits(model_->cfg, options)),
+        pool_(limits_.total_blocks, limits_.max_sequences) {}
 
   const ModelConfig& config() const override { return model_->cfg; }
 
   std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) override {
     if (max_tokens <= 0) fail("new_sequence: max_tokens must be positive, got ", max_tokens);
-    return std::make_unique<CpuSequenceState>(model_->cfg, max_tokens);
+    if (max_tokens > limits_.max_context)
+      fail("a sequence of ", max_tokens, " tokens is longer than the context (", limits_.max_context,
+           " tokens)");
+    const int32_t slot = pool_.take_slot();
+    if (slot < 0) fail("all ", limits_.max_sequences, " sequence slots are in use");
+    return std::make_unique<CpuSequenceState>(model_->cfg, max_tokens, pool_, slot);
+  }
+
+  KvCacheInfo kv_cache() const override {
+    KvCacheInfo k = limits_;
+    k.free_blocks = pool_.free_blocks();
+    k.free_sequences = pool_.free_slots();
+    return k;
+  }
+
+  bool reserve(SequenceState& seq, int64_t n_tokens) override {
+    return cpu_sequence(seq).reserve(n_tokens);
   }
 
   void forward(std::span<ForwardItem> batch, const TraceHook* trace) override {
@@ -44,8 +78,7 @@ class CpuForward final : public Forward {
 
  private:
   void run_item(ForwardItem& item, const TraceHook* trace) {
-    auto* seq = dynamic_cast<CpuSequenceState*>(item.seq);
-    if (!seq) fail("forward: the sequence state was not created by the CPU backend");
+    CpuSequenceState* seq = &cpu_sequence(*item.seq);
     DSV4_CHECK(item.logits != nullptr);
     const ModelConfig& cfg = model_->cfg;
     const int64_t T = int64_t(item.tokens.size()), pos0 = seq->position();
@@ -57,6 +90,9 @@ class CpuForward final : public Forward {
     if (pos0 + T > seq->max_tokens())
       fail("forward: sequence would reach ", pos0 + T, " tokens, its limit is ",
            seq->max_tokens());
+    if (!seq->reserve(pos0 + T))
+      fail("the KV cache is full: ", pos0 + T, " tokens need ", kv_cache().blocks_for(pos0 + T),
+           " blocks of ", kKvBlockTokens, ", ", pool_.free_blocks(), " are free");
     const CpuContext ctx = model_->context(trace);
     const ModelWeights& w = model_->weights;
 
@@ -75,14 +111,22 @@ class CpuForward final : public Forward {
     seq->advance(T);
   }
 
+  static CpuSequenceState& cpu_sequence(SequenceState& s) {
+    auto* seq = dynamic_cast<CpuSequenceState*>(&s);
+    if (!seq) fail("forward: the sequence state was not created by the CPU backend");
+    return *seq;
+  }
+
   std::unique_ptr<CpuModel> model_;
+  KvCacheInfo limits_;
+  KvBlockPool pool_;
 };
 
 }  // namespace
 
 std::unique_ptr<Forward> make_cpu_forward(const std::filesystem::path& model_dir,
                                           const CpuOptions& options) {
-  return std::make_unique<CpuForward>(load_cpu_model(model_dir, options));
+  return std::make_unique<CpuForward>(load_cpu_model(model_dir, options), options);
 }
 
 }  // namespace dsv4

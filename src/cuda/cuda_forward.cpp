@@ -17,6 +17,7 @@
 #include "cuda/kernels/sampling.cuh"
 #include "cuda/step.h"
 #include "model/checkpoint.h"
+#include "model/kv_blocks.h"
 #include "model/weights.h"
 #include "util/error.h"
 
@@ -175,6 +176,20 @@ class CudaForward final : public Forward {
       fail("a sequence of ", max_tokens, " tokens needs ", need / kGiB, " GiB of GPU memory, ",
            free_b / kGiB, " GiB are free");
     return std::make_unique<CudaSequenceState>(*model_, max_tokens);
+  }
+
+  // Each sequence preallocates for its max_tokens here (the paged pool replaces this).
+  KvCacheInfo kv_cache() const override {
+    KvCacheInfo k;
+    k.block_tokens = kKvBlockTokens;
+    k.max_context = model_->cfg.max_position_embeddings;
+    k.total_blocks = k.free_blocks = k.blocks_for(k.max_context);
+    k.max_sequences = k.free_sequences = 1;
+    return k;
+  }
+  bool reserve(SequenceState& seq, int64_t n_tokens) override {
+    auto* s = dynamic_cast<CudaSequenceState*>(&seq);
+    return s && n_tokens <= s->max_tokens();
   }
 
   void forward(std::span<ForwardItem> batch, const TraceHook* trace) override {

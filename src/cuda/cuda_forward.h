@@ -15,6 +15,9 @@ struct CudaOptions {
   bool use_graph = true;     // one-token decode steps replay one captured CUDA graph
   bool check_step = false;   // debug: fail when a decode step syncs with the host or allocates
   bool progress = true;      // print weight-upload progress to stderr
+  // KV cache (engine/backend.h BackendOptions); 0: derived from the free memory.
+  int64_t ctx_size = 0, max_sequences = 0, kv_cache_tokens = 0;
+  double gpu_memory_utilization = 0.9;
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

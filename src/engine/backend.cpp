@@ -49,12 +49,19 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
     CpuOptions cpu;
     cpu.numerics = o.numerics;
     cpu.n_threads = o.n_threads;
+    cpu.ctx_size = o.ctx_size;
+    cpu.max_sequences = o.max_sequences;
+    cpu.kv_cache_tokens = o.kv_cache_tokens;
     return make_cpu_forward(model_dir, cpu);
   }
 #ifdef DSV4_WITH_CUDA
   CudaOptions cuda;
   cuda.use_graph = o.cuda_graph != CudaGraphMode::kOff;
   cuda.check_step = o.cuda_graph == CudaGraphMode::kCheck;
+  cuda.ctx_size = o.ctx_size;
+  cuda.max_sequences = o.max_sequences;
+  cuda.kv_cache_tokens = o.kv_cache_tokens;
+  cuda.gpu_memory_utilization = o.gpu_memory_utilization;
   return make_cuda_forward(model_dir, cuda);
 #else
   throw InternalError("make_forward: check_backend let cuda through in a build without CUDA");

@@ -29,6 +29,11 @@ struct BackendOptions {
   Numerics numerics = Numerics::kExact;
   int n_threads = 0;  // CPU threads (0: hardware concurrency); the CUDA backend ignores it
   CudaGraphMode cuda_graph = CudaGraphMode::kOn;  // the CPU backend ignores it
+  // KV cache (model/forward.h KvCacheInfo); 0 means the backend's default.
+  int64_t ctx_size = 0;          // longest sequence (llama.cpp --ctx-size, vLLM --max-model-len)
+  int64_t max_sequences = 0;     // sequence slots (vLLM --max-num-seqs)
+  int64_t kv_cache_tokens = 0;   // token positions in the block pool (SGLang --max-total-tokens)
+  double gpu_memory_utilization = 0.9;  // cuda: share of the device's memory dsv4 may hold (vLLM's name)
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without

@@ -18,6 +18,8 @@ const char* to_string(FinishReason r) {
     case FinishReason::kStopId: return "stop_id";
     case FinishReason::kStopString: return "stop_string";
     case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
   }
   return "?";
 }

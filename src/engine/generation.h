@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
+#include "engine/scheduler.h"
 #include "model/forward.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,8 +32,6 @@ struct GenerationOptions {
   int64_t prefill_chunk = kDefaultPrefillChunk;
 };
 
-enum class FinishReason { kEos, kStopId, kStopString, kLength };
-const char* to_string(FinishReason r);
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // sampled ids, without the EOS/stop id that ended the output

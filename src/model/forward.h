@@ -60,11 +60,35 @@ struct ForwardItem {
   int32_t* sampled = nullptr;  // out: the token chosen for the last row, when the backend samples
 };
 
+// What the backend's KV cache can hold (design.md "Paged KV pools"). Compressed entries, indexer
+// keys and (CSA) their scratch live in blocks of `block_tokens` token positions taken from one
+// pool; window rings and compressor state live in per-sequence slots. A scheduler admits and
+// grows sequences against these numbers.
+struct KvCacheInfo {
+  int64_t block_tokens = 0;    // token positions per block
+  int64_t total_blocks = 0;    // in the pool
+  int64_t free_blocks = 0;
+  int64_t max_sequences = 0;   // sequence slots
+  int64_t free_sequences = 0;
+  int64_t max_context = 0;     // the longest sequence one slot can reach (tokens)
+  // Blocks a sequence of n tokens holds.
+  int64_t blocks_for(int64_t n) const { return block_tokens > 0 ? (n + block_tokens - 1) / block_tokens : 0; }
+};
+
 class Forward {
  public:
   virtual ~Forward() = default;
   virtual const ModelConfig& config() const = 0;
+  // An empty sequence that may grow to max_tokens (<= kv_cache().max_context); it holds a
+  // sequence slot until destroyed. Throws dsv4::Error when max_tokens is out of range or no slot
+  // is free.
   virtual std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) = 0;
+  virtual KvCacheInfo kv_cache() const = 0;
+  // Takes blocks so that `seq` can hold `n_tokens` tokens in all; false (nothing taken) when the
+  // pool has too few free blocks. forward() reserves what it needs itself and throws when it
+  // cannot; a scheduler calls this first so that a full pool means waiting, never an error.
+  // Blocks go back to the pool when the sequence is reset or destroyed.
+  virtual bool reserve(SequenceState& seq, int64_t n_tokens) = 0;
   // Whether forward() honours ForwardItem::sample (else it ignores it and needs `logits`).
   virtual bool samples_on_device() const { return false; }
   // Runs every item (several sequences in one batch); advances each sequence's state.

@@ -199,7 +199,8 @@ TEST(Mtp, EqualsMainBlockWhenProjectionsAreIdentity) {
   const std::vector<float> expect = run_chunked(*f, shifted, T);
 
   // Main streams of the unshifted sequence (their values do not matter: h_proj = 0).
-  CpuSequenceState seq(model->cfg, T + 1);
+  KvBlockPool pool(kKvBlockTokens, 1);
+  CpuSequenceState seq(model->cfg, T + 1, pool, pool.take_slot());
   std::vector<float> streams(size_t(T * n * D), 0.5f), got(size_t(T * V));
   for (int64_t p = 0; p < T; p += 37) {  // chunked drafting advances the MTP window state
     const int64_t m = std::min<int64_t>(37, T - p);

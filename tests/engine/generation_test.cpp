@@ -11,6 +11,7 @@
 
 #include "engine/generation.h"
 #include "model/config.h"
+#include "model/kv_blocks.h"
 #include "tokenizer/byte_level.h"
 #include "util/error.h"
 
@@ -61,6 +62,10 @@ class ScriptedForward : public Forward {
   }
   const ModelConfig& config() const override { return config_; }
   std::unique_ptr<SequenceState> new_sequence(int64_t) override { return std::make_unique<FakeSequence>(); }
+  KvCacheInfo kv_cache() const override {
+    return {kKvBlockTokens, 1 << 20, 1 << 20, 1 << 10, 1 << 10, 1 << 20};
+  }
+  bool reserve(SequenceState&, int64_t) override { return true; }
   bool samples_on_device() const override { return device_; }
   void forward(std::span<ForwardItem> batch, const TraceHook*) override {
     for (ForwardItem& item : batch) {

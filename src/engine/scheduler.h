@@ -1,0 +1,123 @@
+// The scheduler (design.md "Runtime"): owns requests and the KV budget, and runs one forward step
+// over many sequences at a time — decode rows of running sequences plus prefill chunks of others,
+// under a per-step token budget, as vLLM and SGLang schedule it (continuous batching). Admission
+// waits for free sequence slots and KV blocks; a running sequence that cannot grow preempts the
+// newest running one, which is recomputed later. Text (stop strings, UTF-8 streaming) is the
+// caller's: text_stream.h. Backend-agnostic: it only sees model/forward.h.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "model/forward.h"
+#include "util/error.h"
+
+namespace dsv4 {
+
+enum class FinishReason { kEos, kStopId, kStopString, kLength, kCancelled, kError };
+const char* to_string(FinishReason r);
+
+using RequestId = uint64_t;
+
+// What a request's callbacks see when it ends (exactly once, on the scheduler's thread).
+struct RequestOutcome {
+  FinishReason finish = FinishReason::kLength;
+  int32_t stop_id = -1;          // the EOS / stop id sampled (kEos, kStopId)
+  std::string error;             // kError: what went wrong (the request alone failed)
+  int64_t n_prompt = 0;          // prompt tokens
+  int64_t n_generated = 0;       // sampled tokens, the stop token included
+  int64_t n_preempted = 0;       // times the sequence was evicted and recomputed
+  double queue_seconds = 0.0;    // submit -> first scheduled
+  double ttft_seconds = 0.0;     // submit -> first token
+  double total_seconds = 0.0;    // submit -> finish
+};
+
+struct Request {
+  std::vector<int32_t> prompt;      // ids, not empty, each inside the vocabulary
+  SamplingParams sampling;
+  int64_t max_tokens = 0;           // sampled tokens at most (stop token included); capped so that
+                                    // prompt + output fits the context (then finish is kLength)
+  std::vector<int32_t> stop_ids;    // besides the model's EOS
+  bool ignore_eos = false;
+  // Optional: a sequence that already holds `held` (its ids so far) — chat reuses it when the new
+  // prompt extends `held`. The scheduler borrows it (never frees it); after the request it holds
+  // the prompt and every sampled id but the last. Preemption resets it and recomputes.
+  SequenceState* seq = nullptr;
+  std::vector<int32_t> held;
+  // Every sampled id, stop token included, in order. Return false to finish the request now
+  // (kStopString: the caller found a stop string). Runs on the scheduler's thread.
+  std::function<bool(const SampleResult&)> on_token;
+  std::function<void(const RequestOutcome&)> on_finish;
+};
+
+struct SchedulerOptions {
+  int64_t max_running = 64;       // sequences decoded in one step at most
+  int64_t max_step_tokens = 2048; // rows of one forward step (decode rows + prefill chunk tokens)
+  int64_t max_waiting = 4096;     // submit() refuses beyond this many waiting requests
+};
+
+struct SchedulerStats {
+  int64_t running = 0, waiting = 0;
+  int64_t kv_blocks_used = 0, kv_blocks_total = 0;
+  int64_t steps = 0, preemptions = 0;
+  int64_t prompt_tokens = 0, generated_tokens = 0;  // since start
+};
+
+// submit() / cancel() / stats() may be called from any thread; step() / run() from one thread.
+class Scheduler {
+ public:
+  Scheduler(Forward& forward, const SchedulerOptions& options);
+  ~Scheduler();
+
+  // Error when the request is invalid (empty prompt, id outside the vocabulary, prompt longer than
+  // the context, bad sampling parameters); QueueFullError when max_waiting requests wait.
+  RequestId submit(Request request);
+  // The request ends with kCancelled at the next step boundary and its KV blocks go back to the
+  // pool; unknown or finished ids are ignored.
+  void cancel(RequestId id);
+
+  // One forward step over the scheduled rows; false when there was nothing to do.
+  bool step();
+  void run_until_idle();
+  // Serving: steps while there is work, sleeps until submit() or stop(); returns after stop()
+  // once every request has finished (drain) or been cancelled (when stop(cancel_all = true)).
+  void run();
+  void stop(bool cancel_all = false);
+
+  SchedulerStats stats() const;
+  const Forward& forward() const { return forward_; }
+
+ private:
+  struct Active;
+  void admit_waiting();
+  void finish(Active& a, FinishReason r, int32_t stop_id = -1, std::string error = {});
+
+  Forward& forward_;
+  SchedulerOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Active>> incoming_;  // submitted, not yet seen by the step thread
+  std::vector<RequestId> cancelled_;
+  std::deque<std::unique_ptr<Active>> waiting_;   // step thread only
+  std::vector<std::unique_ptr<Active>> running_;  // step thread only
+  RequestId next_id_ = 1;
+  bool stopping_ = false, cancel_all_ = false;
+  SchedulerStats stats_;
+};
+
+// submit() when the waiting queue is full (HTTP 429).
+class QueueFullError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace dsv4
