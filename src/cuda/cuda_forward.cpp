@@ -33,31 +33,31 @@ constexpr double kGiB = double(1 << 30);
 void hc_pre(const StepContext& c, const DeviceHyperConn& hc, const DeviceBuffer<__nv_bfloat16>& norm) {
   const ModelConfig& cfg = c.m.cfg;
   MhcPreParams p;
-  p.x = c.s.X.get();
+  p.x = c.s.X;
   p.fn = hc.fn.get();
   p.base = hc.base.get();
   p.scale = hc.scale.get();
-  p.partial = c.s.mhc_partial.get();
-  p.u = c.s.u.get();
-  p.post = c.s.post.get();
-  p.comb = c.s.comb.get();
+  p.partial = c.s.mhc_partial;
+  p.u = c.s.u;
+  p.post = c.s.post;
+  p.comb = c.s.comb;
   p.n_tokens = c.T;
   p.D = int(cfg.hidden_size);
   p.sinkhorn_iters = int(cfg.hc_sinkhorn_iters);
   p.hc_eps = float(cfg.hc_eps);
   p.rms_eps = float(cfg.rms_norm_eps);
   launch_mhc_pre(p, c.stream);
-  rmsnorm(c, c.s.u.get(), norm.get(), c.T, int(cfg.hidden_size));
+  rmsnorm(c, c.s.u, norm.get(), c.T, int(cfg.hidden_size));
 }
 
 // HC_post (§3.2): X = post·f + Cᵀ·X.
 void hc_post(const StepContext& c, const __nv_bfloat16* f) {
   MhcPostParams p;
   p.f = f;
-  p.x = c.s.X.get();
-  p.post = c.s.post.get();
-  p.comb = c.s.comb.get();
-  p.out = c.s.X.get();
+  p.x = c.s.X;
+  p.post = c.s.post;
+  p.comb = c.s.comb;
+  p.out = c.s.X;
   p.n_tokens = c.T;
   p.D = int(c.m.cfg.hidden_size);
   launch_mhc_post(p, c.stream);
@@ -70,8 +70,8 @@ void enqueue_pass(const StepContext& c, int rows) {
   const int T = c.T, n = int(cfg.hc_mult), D = int(cfg.hidden_size);
   EmbeddingParams ep;
   ep.table = c.m.embed.get();
-  ep.tokens = c.s.tokens.get();
-  ep.streams = c.s.X.get();
+  ep.tokens = c.s.tokens;
+  ep.streams = c.s.X;
   ep.T = T;
   ep.n = n;
   ep.D = D;
@@ -81,33 +81,33 @@ void enqueue_pass(const StepContext& c, int rows) {
     const DeviceLayer& w = c.m.layers[l];
     const int layer = int(l);
     hc_pre(c, w.hc_attn, w.attn_norm);
-    c.emit_bf16("attn.in", layer, c.s.u.get(), {T, D});
+    c.emit_bf16("attn.in", layer, c.s.u, {T, D});
     attention_step(c, w, layer, c.seq.layers[l]);
-    hc_post(c, c.s.attn_out.get());
+    hc_post(c, c.s.attn_out);
     hc_pre(c, w.hc_ffn, w.ffn_norm);
-    c.emit_bf16("moe.in", layer, c.s.u.get(), {T, D});
+    c.emit_bf16("moe.in", layer, c.s.u, {T, D});
     moe_step(c, w, layer);
-    hc_post(c, c.s.ffn_out.get());
-    c.emit_bf16("hc.streams", layer, c.s.X.get(), {T, n, D});
+    hc_post(c, c.s.ffn_out);
+    c.emit_bf16("hc.streams", layer, c.s.X, {T, n, D});
   }
-  c.emit_bf16("final.streams", -1, c.s.X.get(), {T, n, D});
+  c.emit_bf16("final.streams", -1, c.s.X, {T, n, D});
 
   // §9: HC_head → RMSNorm → lm_head over the last `rows` tokens.
   MhcHeadParams hp;
-  hp.x = c.s.X.get() + size_t(T - rows) * n * D;
+  hp.x = c.s.X + size_t(T - rows) * n * D;
   hp.fn = c.m.hc_head.fn.get();
   hp.base = c.m.hc_head.base.get();
   hp.scale = c.m.hc_head.scale.get();
-  hp.partial = c.s.mhc_partial.get();
-  hp.h = c.s.hh.get();
+  hp.partial = c.s.mhc_partial;
+  hp.h = c.s.hh;
   hp.n_tokens = rows;
   hp.D = D;
   hp.hc_eps = float(cfg.hc_eps);
   hp.rms_eps = float(cfg.rms_norm_eps);
   launch_mhc_head(hp, c.stream);
-  rmsnorm(c, c.s.hh.get(), c.m.norm.get(), rows, D);
-  c.emit_bf16("final.hidden", -1, c.s.hh.get(), {rows, D});
-  linear_f32(c, c.m.head, c.s.hh.get(), rows, c.s.logits.get());
+  rmsnorm(c, c.s.hh, c.m.norm.get(), rows, D);
+  c.emit_bf16("final.hidden", -1, c.s.hh, {rows, D});
+  linear_f32(c, c.m.head, c.s.hh, rows, c.s.logits);
 }
 
 // The pinned host side of a step's small transfers.
@@ -145,13 +145,16 @@ class CudaForward final : public Forward {
     check_cuda_supported(cfg);
     Checkpoint ckpt = Checkpoint::open(dir);
     const ModelWeights w = bind_weights(cfg, ckpt);
-    const size_t need = device_weight_bytes(cfg, w) + Scratch::bytes_needed(cfg);
+    DeviceArena count;
+    { Scratch sizing(cfg, kMaxChunk, count); }
+    const size_t need = device_weight_bytes(cfg, w) + count.used();
     const size_t free_b = free_device_bytes();
     if (need > free_b)
       fail("the model needs ", need / kGiB, " GiB of GPU memory (weights and step buffers), ",
            free_b / kGiB, " GiB are free on device ", opt.device);
     model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress));
-    scratch_ = std::make_unique<Scratch>(model_->cfg);
+    arena_ = std::make_unique<DeviceArena>(count.used());
+    scratch_ = std::make_unique<Scratch>(model_->cfg, kMaxChunk, *arena_);
     DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), sizeof(HostIo)));
     *host_io_ = HostIo{};
@@ -239,9 +242,9 @@ class CudaForward final : public Forward {
       const int rows = item.all_logits ? Tc : (last ? 1 : 0);
       std::vector<int32_t> pos(static_cast<size_t>(Tc));
       for (int i = 0; i < Tc; ++i) pos[size_t(i)] = int32_t(seq->position() + i);
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens.get(), item.tokens.data() + t0,
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens, item.tokens.data() + t0,
                                       size_t(Tc) * 4, cudaMemcpyHostToDevice, stream_));
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos.get(), pos.data(), size_t(Tc) * 4,
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos, pos.data(), size_t(Tc) * 4,
                                       cudaMemcpyHostToDevice, stream_));
       const StepContext c{*model_, *seq, *scratch_, stream_, trace, Tc};
       enqueue_pass(c, std::max(rows, 1));
@@ -249,16 +252,16 @@ class CudaForward final : public Forward {
         host_io_->step = uint64_t(seq->position() + Tc);
         DSV4_CUDA_CHECK(cudaMemcpyAsync(sample_step_.get(), &host_io_->step, 8,
                                         cudaMemcpyHostToDevice, stream_));
-        enqueue_sample(*item.sample, scratch_->logits.get() + size_t(std::max(rows, 1) - 1) * V);
+        enqueue_sample(*item.sample, scratch_->logits + size_t(std::max(rows, 1) - 1) * V);
         DSV4_CUDA_CHECK(cudaMemcpyAsync(&host_io_->sampled, sampled_.get(), 4,
                                         cudaMemcpyDeviceToHost, stream_));
       }
       if (rows > 0 && out) {
-        DSV4_CUDA_CHECK(cudaMemcpyAsync(out, scratch_->logits.get(), size_t(rows * V) * 4,
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(out, scratch_->logits, size_t(rows * V) * 4,
                                         cudaMemcpyDeviceToHost, stream_));
         out += rows * V;
       }
-      if (rows > 0) c.emit_f32("logits", -1, scratch_->logits.get(), {rows, V});
+      if (rows > 0) c.emit_f32("logits", -1, scratch_->logits, {rows, V});
       DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));  // pos / tokens host vectors die here
       seq->advance(Tc);
     }
@@ -313,16 +316,16 @@ class CudaForward final : public Forward {
     host_io_->token = token;
     host_io_->pos = int32_t(seq.position());
     host_io_->step = uint64_t(seq.position() + 1);
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens.get(), &host_io_->token, 4,
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens, &host_io_->token, 4,
                                     cudaMemcpyHostToDevice, stream_));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos.get(), &host_io_->pos, 4,
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos, &host_io_->pos, 4,
                                     cudaMemcpyHostToDevice, stream_));
     if (sample)
       DSV4_CUDA_CHECK(cudaMemcpyAsync(sample_step_.get(), &host_io_->step, 8,
                                       cudaMemcpyHostToDevice, stream_));
     DSV4_CUDA_CHECK(cudaGraphLaunch(seq.decode_graph, stream_));
     if (logits)
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(logits, scratch_->logits.get(),
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(logits, scratch_->logits,
                                       size_t(model_->cfg.vocab_size) * 4, cudaMemcpyDeviceToHost,
                                       stream_));
     if (sample)
@@ -343,7 +346,7 @@ class CudaForward final : public Forward {
     try {
       const StepContext c{*model_, seq, *scratch_, stream_, nullptr, 1};
       enqueue_pass(c, 1);
-      if (sample) enqueue_sample(*sample, scratch_->logits.get());
+      if (sample) enqueue_sample(*sample, scratch_->logits);
     } catch (...) {
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
@@ -362,6 +365,7 @@ class CudaForward final : public Forward {
 
   CudaOptions opt_;
   std::unique_ptr<DeviceModel> model_;
+  std::unique_ptr<DeviceArena> arena_;
   std::unique_ptr<Scratch> scratch_;
   cudaStream_t stream_ = nullptr;
   HostIo* host_io_ = nullptr;        // pinned

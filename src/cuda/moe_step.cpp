@@ -11,6 +11,25 @@
 
 namespace dsv4::cuda {
 
+MoeScratch::MoeScratch(const ModelConfig& c, int rows, DeviceArena& arena) {
+  const size_t T = size_t(rows), k = size_t(c.num_experts_per_tok), I = size_t(c.moe_intermediate_size);
+  const size_t D = size_t(c.hidden_size);
+  expert_idx = arena.take<int32_t>(T * k);
+  router_logits = arena.take<float>(T * size_t(c.n_routed_experts));
+  expert_w = arena.take<float>(T * k);
+  g = arena.take<__nv_bfloat16>(T * k * I);
+  up = arena.take<__nv_bfloat16>(T * k * I);
+  h = arena.take<__nv_bfloat16>(T * k * I);
+  y = arena.take<__nv_bfloat16>(T * k * D);
+  sg = arena.take<__nv_bfloat16>(T * I);
+  sup = arena.take<__nv_bfloat16>(T * I);
+  sh = arena.take<__nv_bfloat16>(T * I);
+  sy = arena.take<__nv_bfloat16>(T * D);
+  fake = arena.take<__nv_bfloat16>(T * k * I);
+  hq = arena.take<uint8_t>(T * k * I);
+  hqs = arena.take<uint8_t>(T * k * I / 128);
+}
+
 namespace {
 
 // One routed-expert projection for n_sel selections: y[s] = x[s / sel_per_x] · W_{idx[s]}ᵀ.
@@ -23,7 +42,7 @@ void experts(const StepContext& c, const DeviceExperts& w, const QuantAct& x, in
     p.x = x.fake;
     p.y = y;
     p.out_bf16 = true;
-    p.expert_idx = c.s.expert_idx.get();
+    p.expert_idx = c.s.moe.expert_idx;
     p.n_experts = w.E;
     p.sel_per_x = sel_per_x;
     p.M = n_sel;
@@ -38,7 +57,7 @@ void experts(const StepContext& c, const DeviceExperts& w, const QuantAct& x, in
   p.w = w.data.get();
   p.w_scale = w.scale.get();
   p.global_scale = w.global_scale.get();
-  p.expert_idx = c.s.expert_idx.get();
+  p.expert_idx = c.s.moe.expert_idx;
   p.x = x.q;
   p.x_scale = x.scale;
   p.sel_per_x = sel_per_x;
@@ -60,21 +79,21 @@ QuantAct swiglu(const StepContext& c, const __nv_bfloat16* g, const __nv_bfloat1
   p.up = v;
   p.row_weight = row_weight;
   p.h = h;
-  p.q = c.s.hq.get();
-  p.q_scale = c.s.hqs.get();
+  p.q = c.s.moe.hq;
+  p.q_scale = c.s.moe.hqs;
   p.n_rows = rows;
   p.I = I;
   p.limit = float(c.m.cfg.swiglu_limit);
   launch_swiglu(p, c.stream);
-  QuantAct out{c.s.hq.get(), c.s.hqs.get(), nullptr, I};
+  QuantAct out{c.s.moe.hq, c.s.moe.hqs, nullptr, I};
   if (bf16_w2) {  // BF16 weights consume the same FP8 grid as BF16 values
     ActQuantParams a;
     a.x = h;
-    a.fake = c.s.fake.get();
+    a.fake = c.s.moe.fake;
     a.rows = rows;
     a.K = I;
     launch_act_quant(a, c.stream);
-    out.fake = c.s.fake.get();
+    out.fake = c.s.moe.fake;
   }
   return out;
 }
@@ -88,50 +107,50 @@ void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
   Scratch& s = c.s;
 
   // §8.1: s = sqrt(softplus(x·gateᵀ)) in FP32; hash or biased top-k; weights renormalised.
-  linear_f32(c, w.gate, s.u.get(), T, s.router_logits.get());
+  linear_f32(c, w.gate, s.u, T, s.moe.router_logits);
   RouterParams rp;
-  rp.logits = s.router_logits.get();
+  rp.logits = s.moe.router_logits;
   if (w.spec.routing == RoutingType::kScore) {
     rp.bias = w.gate_bias.get();
   } else {
     rp.tid2eid = w.tid2eid.get();
-    rp.token_ids = s.tokens.get();
+    rp.token_ids = s.tokens;
   }
-  rp.expert_idx = s.expert_idx.get();
-  rp.expert_weight = s.expert_w.get();
+  rp.expert_idx = s.moe.expert_idx;
+  rp.expert_weight = s.moe.expert_w;
   rp.n_tokens = T;
   rp.E = E;
   rp.k = k;
   rp.vocab = int(cfg.vocab_size);
   rp.route_scale = float(cfg.routed_scaling_factor);
   launch_router(rp, c.stream);
-  c.emit_i32("moe.experts", layer, s.expert_idx.get(), {T, k});
-  c.emit_f32("moe.weights", layer, s.expert_w.get(), {T, k});
+  c.emit_i32("moe.experts", layer, s.moe.expert_idx, {T, k});
+  c.emit_f32("moe.weights", layer, s.moe.expert_w, {T, k});
 
-  const QuantAct xq = quantize(c, s.u.get(), D, s.aq.get(), s.aqs.get(), s.fake.get());
+  const QuantAct xq = quantize(c, s.u, D, s.aq, s.aqs, s.fake);
   // §8.3 shared expert.
-  linear_q(c, w.shared_w1, xq, T, s.sg.get());
-  linear_q(c, w.shared_w3, xq, T, s.sup.get());
+  linear_q(c, w.shared_w1, xq, T, s.moe.sg);
+  linear_q(c, w.shared_w3, xq, T, s.moe.sup);
   // §8.2 routed experts: T·k selections, selection t·k + i reads token t's activations.
-  experts(c, w.w1, xq, k, T * k, s.g.get());
-  experts(c, w.w3, xq, k, T * k, s.up.get());
+  experts(c, w.w1, xq, k, T * k, s.moe.g);
+  experts(c, w.w3, xq, k, T * k, s.moe.up);
   // The shared w2 goes first: its SwiGLU quantisation shares the scratch with the routed one.
-  const QuantAct shq = swiglu(c, s.sg.get(), s.sup.get(), nullptr, T, s.sh.get(), !w.shared_w2.fp8);
-  linear_q(c, w.shared_w2, shq, T, s.sy.get());
-  const QuantAct hq = swiglu(c, s.g.get(), s.up.get(), s.expert_w.get(), T * k, s.h.get(),
+  const QuantAct shq = swiglu(c, s.moe.sg, s.moe.sup, nullptr, T, s.moe.sh, !w.shared_w2.fp8);
+  linear_q(c, w.shared_w2, shq, T, s.moe.sy);
+  const QuantAct hq = swiglu(c, s.moe.g, s.moe.up, s.moe.expert_w, T * k, s.moe.h,
                              w.w2.format == DeviceExperts::Format::kBF16);
-  experts(c, w.w2, hq, 1, T * k, s.y.get());
+  experts(c, w.w2, hq, 1, T * k, s.moe.y);
 
   MoeCombineParams mp;
-  mp.routed = s.y.get();
-  mp.shared = s.sy.get();
-  mp.out = s.ffn_out.get();
-  mp.expert_ids = s.expert_idx.get();  // the reference's order: routed by ascending expert id
+  mp.routed = s.moe.y;
+  mp.shared = s.moe.sy;
+  mp.out = s.ffn_out;
+  mp.expert_ids = s.moe.expert_idx;  // the reference's order: routed by ascending expert id
   mp.T = T;
   mp.k = k;
   mp.D = D;
   launch_moe_combine(mp, c.stream);
-  c.emit_bf16("moe.out", layer, s.ffn_out.get(), {T, D});
+  c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
 }
 
 }  // namespace dsv4::cuda

@@ -99,67 +99,42 @@ int64_t max_quant_width(const ModelConfig& c) {
 
 }  // namespace
 
-size_t Scratch::bytes_needed(const ModelConfig& c) {
-  const int64_t T = kMaxChunk, D = c.hidden_size, n = c.hc_mult, k = c.num_experts_per_tok;
-  const int64_t Kq = max_quant_width(c), I = c.moe_intermediate_size;
-  const int64_t bf16 = T * (2 * n * D + 2 * D + c.q_lora_rank + c.num_attention_heads * c.head_dim * 2 +
-                            2 * c.head_dim + 2 * c.index_n_heads * c.index_head_dim +
-                            c.o_groups * c.o_lora_rank + 3 * k * I + k * D + 3 * I + 3 * D + Kq);
-  const int64_t f32 = T * (c.vocab_size + 4 * c.head_dim + c.index_n_heads + c.n_routed_experts + k +
-                           n + n * n) +
-                      int64_t(mhc_pre_partial_floats(kMaxChunk, int(D)));
-  return size_t(2 * bf16 + 4 * f32 + T * (2 * Kq + 2 * k * I));
-}
-
-Scratch::Scratch(const ModelConfig& c) {
-  const size_t T = kMaxChunk, D = size_t(c.hidden_size), n = size_t(c.hc_mult);
-  const size_t k = size_t(c.num_experts_per_tok), I = size_t(c.moe_intermediate_size);
+Scratch::Scratch(const ModelConfig& c, int rows, DeviceArena& arena)
+    : moe(c, rows, arena) {
+  const size_t T = size_t(rows), D = size_t(c.hidden_size), n = size_t(c.hc_mult);
   const size_t H = size_t(c.num_attention_heads), d = size_t(c.head_dim);
   const size_t Hi = size_t(c.index_n_heads), di = size_t(c.index_head_dim);
   const size_t Kq = size_t(max_quant_width(c));
   const size_t c_max = std::max(d, di);
-  tokens = DeviceBuffer<int32_t>(T);
-  pos = DeviceBuffer<int32_t>(T);
-  slots = DeviceBuffer<int32_t>(T);
-  entry_idx = DeviceBuffer<int32_t>(T);
-  entry_slots = DeviceBuffer<int32_t>(T);
-  topk = DeviceBuffer<int32_t>(T * size_t(std::max<int64_t>(c.index_topk, 1)));
-  expert_idx = DeviceBuffer<int32_t>(T * k);
-  X = DeviceBuffer<__nv_bfloat16>(T * n * D);
-  u = DeviceBuffer<__nv_bfloat16>(T * D);
-  qr = DeviceBuffer<__nv_bfloat16>(T * size_t(c.q_lora_rank));
-  q = DeviceBuffer<__nv_bfloat16>(T * H * d);
-  kv = DeviceBuffer<__nv_bfloat16>(T * d);
-  entry = DeviceBuffer<__nv_bfloat16>(T * c_max);
-  qi = DeviceBuffer<__nv_bfloat16>(T * Hi * di);
-  qi_fq = DeviceBuffer<__nv_bfloat16>(T * Hi * di);
-  o = DeviceBuffer<__nv_bfloat16>(T * H * d);
-  zg = DeviceBuffer<__nv_bfloat16>(T * size_t(c.o_groups * c.o_lora_rank));
-  attn_out = DeviceBuffer<__nv_bfloat16>(T * D);
-  g = DeviceBuffer<__nv_bfloat16>(T * k * I);
-  up = DeviceBuffer<__nv_bfloat16>(T * k * I);
-  h = DeviceBuffer<__nv_bfloat16>(T * k * I);
-  y = DeviceBuffer<__nv_bfloat16>(T * k * D);
-  sg = DeviceBuffer<__nv_bfloat16>(T * I);
-  sup = DeviceBuffer<__nv_bfloat16>(T * I);
-  sh = DeviceBuffer<__nv_bfloat16>(T * I);
-  sy = DeviceBuffer<__nv_bfloat16>(T * D);
-  ffn_out = DeviceBuffer<__nv_bfloat16>(T * D);
-  hh = DeviceBuffer<__nv_bfloat16>(T * D);
-  fake = DeviceBuffer<__nv_bfloat16>(T * std::max(Kq, k * I));
-  aq = DeviceBuffer<uint8_t>(T * Kq);
-  aqs = DeviceBuffer<uint8_t>(T * Kq / 128);
-  hq = DeviceBuffer<uint8_t>(T * k * I);
-  hqs = DeviceBuffer<uint8_t>(T * k * I / 128);
-  mhc_partial = DeviceBuffer<float>(mhc_pre_partial_floats(kMaxChunk, int(D)));
-  post = DeviceBuffer<float>(T * n);
-  comb = DeviceBuffer<float>(T * n * n);
-  ca = DeviceBuffer<float>(T * 2 * c_max);
-  cz = DeviceBuffer<float>(T * 2 * c_max);
-  hw = DeviceBuffer<float>(T * std::max<size_t>(Hi, 1));
-  router_logits = DeviceBuffer<float>(T * size_t(c.n_routed_experts));
-  expert_w = DeviceBuffer<float>(T * k);
-  logits = DeviceBuffer<float>(T * size_t(c.vocab_size));
+  tokens = arena.take<int32_t>(T);
+  pos = arena.take<int32_t>(T);
+  slots = arena.take<int32_t>(T);
+  entry_idx = arena.take<int32_t>(T);
+  entry_slots = arena.take<int32_t>(T);
+  topk = arena.take<int32_t>(T * size_t(std::max<int64_t>(c.index_topk, 1)));
+  X = arena.take<__nv_bfloat16>(T * n * D);
+  u = arena.take<__nv_bfloat16>(T * D);
+  qr = arena.take<__nv_bfloat16>(T * size_t(c.q_lora_rank));
+  q = arena.take<__nv_bfloat16>(T * H * d);
+  kv = arena.take<__nv_bfloat16>(T * d);
+  entry = arena.take<__nv_bfloat16>(T * c_max);
+  qi = arena.take<__nv_bfloat16>(T * Hi * di);
+  qi_fq = arena.take<__nv_bfloat16>(T * Hi * di);
+  o = arena.take<__nv_bfloat16>(T * H * d);
+  zg = arena.take<__nv_bfloat16>(T * size_t(c.o_groups * c.o_lora_rank));
+  attn_out = arena.take<__nv_bfloat16>(T * D);
+  ffn_out = arena.take<__nv_bfloat16>(T * D);
+  hh = arena.take<__nv_bfloat16>(T * D);
+  fake = arena.take<__nv_bfloat16>(T * Kq);
+  aq = arena.take<uint8_t>(T * Kq);
+  aqs = arena.take<uint8_t>(T * Kq / 128);
+  mhc_partial = arena.take<float>(mhc_pre_partial_floats(rows, int(D)));
+  post = arena.take<float>(T * n);
+  comb = arena.take<float>(T * n * n);
+  ca = arena.take<float>(T * 2 * c_max);
+  cz = arena.take<float>(T * 2 * c_max);
+  hw = arena.take<float>(T * std::max<size_t>(Hi, 1));
+  logits = arena.take<float>(T * size_t(c.vocab_size));
 }
 
 // ---- tracing ----
@@ -204,7 +179,7 @@ void StepContext::emit_i32(const char* name, int layer, const int32_t* p,
 }
 void StepContext::emit_entries(const char* name, int layer, const __nv_bfloat16* p, int width) const {
   if (!tracing()) return;
-  const auto idx = download(s.entry_idx.get(), size_t(T), stream);
+  const auto idx = download(s.entry_idx, size_t(T), stream);
   const auto raw = download(reinterpret_cast<const uint16_t*>(p), size_t(T) * width, stream);
   std::vector<float> f;
   for (int t = 0; t < T; ++t)

@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "cuda/device_arena.h"
 #include "cuda/device_buffer.h"
 #include "cuda/device_model.h"
+#include "cuda/moe_step.h"
 #include "model/forward.h"
 
 namespace dsv4::cuda {
@@ -58,16 +60,16 @@ class CudaSequenceState final : public SequenceState {
   int64_t position_ = 0, max_tokens_ = 0;
 };
 
-// Step scratch, sized for kMaxChunk tokens; owned by the forward, shared by its sequences (one
-// step runs at a time).
+// Step scratch for passes of up to `rows` tokens, carved from one DeviceArena (device_arena.h): the
+// same constructor counts the bytes (fit check) and allocates them. Owned by the forward, shared by
+// its sequences (one step runs at a time). Every pointer is device memory.
 struct Scratch {
-  explicit Scratch(const ModelConfig& cfg);
-  static size_t bytes_needed(const ModelConfig& cfg);
-  DeviceBuffer<int32_t> tokens, pos, slots, entry_idx, entry_slots, topk, expert_idx;
-  DeviceBuffer<__nv_bfloat16> X, u, qr, q, kv, entry, qi, qi_fq, o, zg, attn_out;
-  DeviceBuffer<__nv_bfloat16> g, up, h, y, sg, sup, sh, sy, ffn_out, hh, fake;
-  DeviceBuffer<uint8_t> aq, aqs, hq, hqs;
-  DeviceBuffer<float> mhc_partial, post, comb, ca, cz, hw, router_logits, expert_w, logits;
+  Scratch(const ModelConfig& cfg, int rows, DeviceArena& arena);
+  int32_t *tokens, *pos, *slots, *entry_idx, *entry_slots, *topk;
+  __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *hh, *fake;
+  uint8_t *aq, *aqs;
+  float *mhc_partial, *post, *comb, *ca, *cz, *hw, *logits;
+  MoeScratch moe;  // the MoE sub-layer's own buffers (moe_step.h)
 };
 
 struct StepContext {
@@ -77,6 +79,10 @@ struct StepContext {
   cudaStream_t stream;
   const TraceHook* trace;  // non-null only in eager steps
   int T;                   // tokens in this pass (≤ kMaxChunk)
+  // Device int32: how many of the T rows are real; rows at or past it are padding (a decode graph
+  // captured for a larger batch) whose results are thrown away, so they should cost no expert
+  // work. nullptr: all T rows are real.
+  const int32_t* n_real = nullptr;
 
   bool tracing() const { return trace && *trace; }
   // Trace helpers: synchronise, download, convert to FP32, hand to the hook.
@@ -109,6 +115,5 @@ void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16
 void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim);
 
 void attention_step(const StepContext& c, const DeviceLayer& w, int layer, LayerState& st);
-void moe_step(const StepContext& c, const DeviceLayer& w, int layer);
 
 }  // namespace dsv4::cuda
