@@ -161,7 +161,7 @@ TurnResult run_turn(LoadedModel& model, SequenceState& seq, std::vector<int32_t>
   };
 
   TurnResult r;
-  r.generation = generate(*model.forward, seq, model.tokenizer, fresh, options, cb);
+  r.generation = generate(*model.forward, seq, model.tokenizer, fresh, options, cb, held);
   held.insert(held.end(), r.generation.fed.begin(), r.generation.fed.end());
   if (r.generation.finish == FinishReason::kEos) show(parser.push_eos());
   show(parser.finish());

@@ -56,9 +56,11 @@ struct GenerationCallbacks {
   std::function<void(int32_t id)> on_token;                      // every sampled id
 };
 
-// Feeds `prompt` to `seq` (which may already hold earlier tokens) and generates. Text is streamed
-// through `on_text` in whole UTF-8 characters, never including a stop string or any text that
-// could still turn into one. Bad ids or options throw dsv4::Error.
+// Feeds `prompt` to `seq`, which already holds `held` (its ids so far; empty for a fresh sequence),
+// and generates: one request through a Scheduler (scheduler.h), the same path the server takes.
+// Text is streamed through `on_text` in whole UTF-8 characters, never including a stop string or
+// any text that could still turn into one. Bad ids or options throw dsv4::Error, and so does a
+// failure inside the run (the sequence is reset then).
 // Tokens are chosen by the backend when forward.samples_on_device() and the options ask for
 // neither min-p nor log-probabilities (top_logprobs 0), else by Sampler from the logits row. Greedy
 // gives the same ids either way; with temperature > 0 a seed still makes a run reproducible, but
@@ -66,6 +68,7 @@ struct GenerationCallbacks {
 // run differs between the two paths.
 GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer& tokenizer,
                           std::span<const int32_t> prompt, const GenerationOptions& options,
-                          const GenerationCallbacks& callbacks = {});
+                          const GenerationCallbacks& callbacks = {},
+                          std::span<const int32_t> held = {});
 
 }  // namespace dsv4

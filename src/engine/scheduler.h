@@ -42,21 +42,23 @@ struct RequestOutcome {
 };
 
 struct Request {
-  std::vector<int32_t> prompt;      // ids, not empty, each inside the vocabulary
+  std::vector<int32_t> prompt;      // ids to feed, not empty, each inside the vocabulary
   SamplingParams sampling;
-  int64_t max_tokens = 0;           // sampled tokens at most (stop token included); capped so that
-                                    // prompt + output fits the context (then finish is kLength)
+  int64_t max_tokens = 0;           // sampled tokens at most (a stop token included); capped so
+                                    // that everything fed fits the context (finish kLength then)
   std::vector<int32_t> stop_ids;    // besides the model's EOS
   bool ignore_eos = false;
-  // Optional: a sequence that already holds `held` (its ids so far) — chat reuses it when the new
-  // prompt extends `held`. The scheduler borrows it (never frees it); after the request it holds
-  // the prompt and every sampled id but the last. Preemption resets it and recomputes.
+  // Optional: continue a sequence the caller owns (chat reuses the prefix it holds). `held` must
+  // be the ids it holds (held.size() == seq->position()); `prompt` is appended. The scheduler
+  // borrows it: afterwards it holds held + prompt + every sampled id but the last. Preemption
+  // resets it and recomputes all of that.
   SequenceState* seq = nullptr;
   std::vector<int32_t> held;
   // Every sampled id, stop token included, in order. Return false to finish the request now
   // (kStopString: the caller found a stop string). Runs on the scheduler's thread.
   std::function<bool(const SampleResult&)> on_token;
   std::function<void(const RequestOutcome&)> on_finish;
+  std::function<void(int64_t done, int64_t total)> on_prefill;  // after each prefill chunk
 };
 
 struct SchedulerOptions {
@@ -98,8 +100,14 @@ class Scheduler {
 
  private:
   struct Active;
-  void admit_waiting();
+  void take_incoming();
+  void admit();
+  bool grow_or_preempt(Active& a, int64_t n_tokens);
+  void preempt(size_t running_index);
   void finish(Active& a, FinishReason r, int32_t stop_id = -1, std::string error = {});
+  void accept_sample(Active& a, const SampleResult& s);
+  void remove_finished();
+  void publish_stats();
 
   Forward& forward_;
   SchedulerOptions options_;
@@ -110,6 +118,7 @@ class Scheduler {
   std::deque<std::unique_ptr<Active>> waiting_;   // step thread only
   std::vector<std::unique_ptr<Active>> running_;  // step thread only
   RequestId next_id_ = 1;
+  int64_t next_order_ = 0;  // admission counter (step thread)
   bool stopping_ = false, cancel_all_ = false;
   SchedulerStats stats_;
 };

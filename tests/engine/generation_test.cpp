@@ -240,7 +240,7 @@ TEST(Generation, SeededSamplingIsReproducibleAndSequencesContinue) {
   const GenerationResult first = generate(fwd, *seq, tok, bytes("ab"), greedy());
   EXPECT_EQ(first.text, "xy");
   const size_t n_calls = fwd.calls.size();
-  generate(fwd, *seq, tok, bytes("c"), greedy());
+  generate(fwd, *seq, tok, bytes("c"), greedy(), {}, first.fed);
   EXPECT_EQ(fwd.calls[n_calls].start, 4);  // after "ab" + "xy"
 }
 
