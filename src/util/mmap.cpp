@@ -10,10 +10,12 @@
 #include <cstring>
 
 #include "util/error.h"
+#include "util/file_read.h"
 
 namespace dsv4 {
 
 std::unique_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) {
+  require_regular_file(path);  // before open(): a FIFO would block it
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path.string(), ": cannot open: ", std::strerror(errno));
   struct stat st {};
