@@ -9,6 +9,7 @@
 
 #include "chat/dsml.h"
 #include "chat/parser.h"
+#include "support/seed.h"
 #include "util/error.h"
 
 namespace dsv4::chat {
@@ -27,11 +28,8 @@ Json load_cases() {
   return parse_json(read_file(path), path).at("cases");
 }
 
-uint64_t fresh_seed() {
-  const uint64_t seed = std::random_device{}();
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+// Replayable: DSV4_TEST_SEED reproduces a run (support/seed.h prints it).
+uint64_t fresh_seed() { return test::seed_for_this_test(); }
 
 // Feeds `text` in random pieces cut at UTF-8 character boundaries (as a StreamDecoder delivers
 // it), checking that the deltas add up to the final fields.

@@ -9,17 +9,14 @@
 
 #include "cuda/cuda_check.h"
 #include "util/float_formats.h"
+#include "support/seed.h"
 
 namespace dsv4::cuda::test {
 
 void CudaOpTest::SetUp() {
   if (!device_available()) GTEST_SKIP() << "no CUDA device";
-  const char* env = std::getenv("DSV4_TEST_SEED");
-  seed = env ? std::strtoull(env, nullptr, 10) : (uint64_t(std::random_device{}()) << 32 | std::random_device{}());
+  seed = dsv4::test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it (support/seed.h)
   rng.seed(seed);
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::printf("[seed] %s.%s DSV4_TEST_SEED=%llu\n", info->test_suite_name(), info->name(),
-              static_cast<unsigned long long>(seed));
   RecordProperty("seed", std::to_string(seed));
 }
 

@@ -10,16 +10,14 @@
 #include <random>
 
 #include "engine/sampler.h"
+#include "support/seed.h"
 #include "util/error.h"
 
 namespace dsv4 {
 namespace {
 
-uint64_t fresh_seed() {
-  const uint64_t seed = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+// Replayable: DSV4_TEST_SEED reproduces a run (support/seed.h prints it).
+uint64_t fresh_seed() { return test::seed_for_this_test(); }
 
 std::vector<float> random_logits(std::mt19937_64& rng, int n, float scale) {
   std::normal_distribution<float> d(0.0f, scale);

@@ -18,6 +18,7 @@
 #include "model/safetensors_writer.h"
 #include "model/skeleton.h"
 #include "model/weights.h"
+#include "support/seed.h"
 #include "util/error.h"
 #include "util/float_formats.h"
 
@@ -137,9 +138,7 @@ TEST(Checkpoint, TinySkeletonIsCompleteAndBinds) {
   EXPECT_EQ(ck.get("layers.0.attn.wo_a.weight").shape, (std::vector<int64_t>{128, 512}));
 
   // Real packed data for one MXFP4 expert and one FP8 linear, written into the shard in place.
-  const unsigned seed = std::random_device{}();
-  std::printf("[TinySkeletonIsCompleteAndBinds] seed %u\n", seed);
-  std::mt19937 rng(seed);
+  std::mt19937 rng{uint32_t(test::seed_for("TinySkeletonIsCompleteAndBinds"))};
   std::normal_distribution<float> nd(0.0f, 0.05f);
   std::vector<float> w1(128 * 256), wq(128 * 256);
   for (auto& v : w1) v = nd(rng);
@@ -209,9 +208,7 @@ TEST(Checkpoint, NVFP4ExpertsBindWithWeightScale2) {
   EXPECT_EQ(ck.find("layers.2.ffn.experts.1.w1.scale"), nullptr);
   EXPECT_NE(ck.find("layers.2.ffn.shared_experts.w1.scale"), nullptr);  // shared experts stay FP8
 
-  const unsigned seed = std::random_device{}();
-  std::printf("[NVFP4ExpertsBindWithWeightScale2] seed %u\n", seed);
-  std::mt19937 rng(seed);
+  std::mt19937 rng{uint32_t(test::seed_for("NVFP4ExpertsBindWithWeightScale2"))};
   std::normal_distribution<float> nd(0.0f, 0.05f);
   std::vector<float> w(256 * 128);  // w2: [D, I] = [256, 128]
   float amax = 0;

@@ -8,17 +8,15 @@
 #include <vector>
 
 #include "model/quant.h"
+#include "support/seed.h"
 #include "util/error.h"
 #include "util/float_formats.h"
 
 namespace dsv4 {
 namespace {
 
-std::mt19937 seeded_rng(const char* test) {
-  const unsigned seed = std::random_device{}();
-  std::printf("[%s] seed %u\n", test, seed);
-  return std::mt19937(seed);
-}
+// Replayable: DSV4_TEST_SEED reproduces a run (support/seed.h prints it).
+std::mt19937 seeded_rng(const char* test) { return std::mt19937(uint32_t(test::seed_for(test))); }
 
 std::vector<float> random_weights(std::mt19937& rng, size_t n) {
   std::normal_distribution<float> nd(0.0f, 1.0f);

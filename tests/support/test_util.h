@@ -1,5 +1,5 @@
-// Shared test helpers (CPU backend, CLI end-to-end): a seeded RNG (seed printed, fresh each run unless
-// DSV4_TEST_SEED is set), FP32 WeightMatrix views over test-owned buffers, and error reports.
+// Shared test helpers (CPU backend, CLI end-to-end): a seeded RNG over seed.h's replayable base seed,
+// and FP32 WeightMatrix views over test-owned buffers.
 #pragma once
 
 #include <cmath>
@@ -11,19 +11,9 @@
 #include <vector>
 
 #include "model/quant.h"
+#include "support/seed.h"
 
 namespace dsv4::test {
-
-inline uint64_t test_seed() {
-  static const uint64_t seed = [] {
-    const char* env = std::getenv("DSV4_TEST_SEED");
-    const uint64_t s = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-    std::fprintf(stderr, "[cpu tests] seed %llu (set DSV4_TEST_SEED to repeat)\n",
-                 (unsigned long long)s);
-    return s;
-  }();
-  return seed;
-}
 
 struct Rng {
   std::mt19937_64 gen;

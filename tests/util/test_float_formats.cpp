@@ -9,16 +9,14 @@
 #include <random>
 #include <vector>
 
+#include "support/seed.h"
 #include "util/float_formats.h"
 
 namespace dsv4 {
 namespace {
 
-std::mt19937 seeded_rng(const char* test) {
-  const unsigned seed = std::random_device{}();
-  std::printf("[%s] seed %u\n", test, seed);
-  return std::mt19937(seed);
-}
+// Replayable: DSV4_TEST_SEED reproduces a run (support/seed.h prints it).
+std::mt19937 seeded_rng(const char* test) { return std::mt19937(uint32_t(test::seed_for(test))); }
 
 // Oracle: nearest finite value among all codes of a grid (values[i] for code i), ties to the even
 // code, saturating beyond the largest magnitude. Independent of the bit-twiddling encoder.
