@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/run_command.h"
+#include "support/v4_tokenizer.h"
 
 namespace {
 
@@ -24,12 +25,7 @@ Result run(const std::string& args, bool merge_stderr = true) {
   return {c.status, c.out};
 }
 
-std::string v4_flag() {
-  const auto path = std::filesystem::path(DSV4_SOURCE_DIR) / ".cache/deepseek-v4/tokenizer.json";
-  if (!std::filesystem::exists(path))
-    throw std::runtime_error(path.string() + " is missing: run scripts/setup.sh");
-  return "--tokenizer " + path.string();
-}
+std::string v4_flag() { return "--tokenizer " + dsv4::test::require_v4_tokenizer().string(); }
 
 // encoding.md §6.4 row 11 (the ids also agree with HF `tokenizers`, see tests/tokenizer).
 const char* kChatText = "'<｜begin▁of▁sentence｜><｜User｜>你好<｜Assistant｜><think>推理</think>答案<｜end▁of▁sentence｜>'";
@@ -58,11 +54,22 @@ TEST(TokenizeCli, InvalidUtf8FileWarnsAndEncodesReplacement) {
   const auto path = std::filesystem::temp_directory_path() / "dsv4_tokenize_bad_utf8.txt";
   std::ofstream(path, std::ios::binary) << "ok\xFF!";
   const Result r = run(v4_flag() + " --text-file " + path.string());
+  const Result ids = run(v4_flag() + " --text-file " + path.string(), false);
   const Result same = run(v4_flag() + " --text 'ok\xEF\xBF\xBD!'", false);
   std::filesystem::remove(path);
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("not valid UTF-8 at byte 2"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find(same.out), std::string::npos) << r.out << " vs " << same.out;
+  // The file's ids are exactly those of the text with U+FFFD in place of the bad byte; `same` must
+  // itself be a real answer (an empty one would make any comparison vacuous), so it is decoded back.
+  ASSERT_EQ(same.status, 0);
+  ASSERT_NE(same.out.find_first_of("0123456789"), std::string::npos) << "no ids: '" << same.out << "'";
+  EXPECT_EQ(ids.status, 0);
+  EXPECT_EQ(ids.out, same.out);
+  std::string list = same.out.substr(0, same.out.find_last_not_of('\n') + 1);
+  for (char& c : list) if (c == ' ') c = ',';
+  const Result back = run(v4_flag() + " --decode " + list, false);
+  EXPECT_EQ(back.status, 0);
+  EXPECT_EQ(back.out, "ok\xEF\xBF\xBD!");
 }
 
 TEST(TokenizeCli, BadInputExitsNonZeroWithAMessage) {

