@@ -2,13 +2,13 @@
 // testdata/parity_nano/ (tools/nano_golden.py; format in that folder's README.md); the random tiny fixtures
 // are tests/cpu/test_parity.cpp. 640 tokens (BOS + the start of validation.txt), whole prefill and chunk 129.
 // exact:    argmax identical at every position, max|Δ| ≤ 1e-4·max|logit| over every stored entry.
-// official: argmax identical on ≥ 99.9 % of positions, max|Δ| ≤ 1e-2·max|logit| (the budget).
+// official: argmax identical on ≥ 99.9 % of positions, max|Δ| ≤ 1e-2·max|logit| on the causal prefix
+//           [0, 160) (why not beyond it: the comment above the tests, testdata/parity_nano/README.md).
 // Stored entries: the golden's 64 largest logits at every position (compared at the golden's ids) and the
 // full [V] rows at full_positions.json; max|logit| is taken over the same entries.
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -23,6 +23,7 @@
 
 #include "cpu/cpu_forward.h"
 #include "model/config.h"
+#include "support/sha256.h"
 #include "util/npy.h"
 
 namespace dsv4 {
@@ -38,65 +39,6 @@ nlohmann::json read_json(const fs::path& p) {
   std::stringstream ss;
   ss << in.rdbuf();
   return nlohmann::json::parse(ss.str());
-}
-
-// FIPS 180-4 SHA-256 of a file, lowercase hex (to detect goldens older than the shipped model).
-std::string sha256_file(const fs::path& path) {
-  static constexpr std::array<uint32_t, 64> kK = {
-      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-  std::array<uint32_t, 8> h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                               0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
-  auto block = [&](const unsigned char* p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 | uint32_t(p[4 * i + 2]) << 8 |
-             uint32_t(p[4 * i + 3]);
-    for (int i = 16; i < 64; ++i) {
-      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
-    for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 = k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[i] + w[i];
-      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
-    }
-    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
-  };
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "(unreadable)";
-  std::vector<unsigned char> buf(1 << 20);
-  uint64_t total = 0;
-  size_t have = 0;  // bytes of buf not yet hashed (< 64 after each pass)
-  for (;;) {
-    in.read(reinterpret_cast<char*>(buf.data() + have), std::streamsize(buf.size() - have));
-    const size_t got = size_t(in.gcount());
-    total += got;
-    have += got;
-    size_t off = 0;
-    for (; off + 64 <= have; off += 64) block(buf.data() + off);
-    std::copy(buf.begin() + std::ptrdiff_t(off), buf.begin() + std::ptrdiff_t(have), buf.begin());
-    have -= off;
-    if (got == 0) break;
-  }
-  // Padding: 0x80, zeros, 64-bit big-endian bit length, to a multiple of 64 bytes.
-  std::vector<unsigned char> tail(buf.begin(), buf.begin() + std::ptrdiff_t(have));
-  tail.push_back(0x80);
-  while (tail.size() % 64 != 56) tail.push_back(0);
-  for (int i = 7; i >= 0; --i) tail.push_back(static_cast<unsigned char>((total * 8) >> (8 * i)));
-  for (size_t off = 0; off < tail.size(); off += 64) block(tail.data() + off);
-  char hex[65];
-  for (int i = 0; i < 8; ++i) std::snprintf(hex + 8 * i, 9, "%08x", h[size_t(i)]);
-  return std::string(hex, 64);
 }
 
 // The goldens as shipped; each test run compares a prefix of n_positions of them (see kPositions).
@@ -134,7 +76,7 @@ Golden load_golden(const std::string& mode) {
 void expect_fresh_golden() {
   const nlohmann::json meta = read_json(golden_dir() / "meta.json");
   for (const auto& [name, want] : meta.at("files").items()) {
-    EXPECT_EQ(sha256_file(model_dir() / name), want.get<std::string>())
+    EXPECT_EQ(test::sha256_file(model_dir() / name), want.get<std::string>())
         << "models/nano/" << name << " differs from the file testdata/parity_nano was made from; "
         << "regenerate with /opt/oracle/bin/python tools/nano_golden.py";
   }

