@@ -13,53 +13,21 @@
 
 #include "cpu/cpu_forward.h"
 #include "model/config.h"
-#include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
 
-// The CPU tests' random tiny-checkpoint writer (tests/cpu/tiny_model.cpp), compiled into this
-// binary too: tests/<area> folders are separate executables and it has no library of its own.
-#include "support/tiny_model.h"
+#include "support/byte_tokenizer.h"
 #include "support/run_command.h"
+#include "support/v4_tokenizer.h"
 
 namespace {
 
 using nlohmann::json;
 
-constexpr int64_t kVocab = 264;
-
-json tokenizer_json() {
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) vocab[dsv4::byte_level::byte_to_char()[b]] = b + 2;
-  json added = json::array();
-  auto add = [&](int id, const char* content) {
-    added.push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
-  };
-  add(0, "<｜begin▁of▁sentence｜>");
-  add(1, "<｜end▁of▁sentence｜>");
-  int id = 258;
-  for (const char* t : {"<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "｜DSML｜", "<｜latest_reminder｜>"})
-    add(id++, t);
-  return {{"version", "1.0"},
-          {"added_tokens", added},
-          {"normalizer", nullptr},
-          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
-          {"post_processor", nullptr},
-          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-          {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-                     {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-                     {"vocab", vocab}, {"merges", json::array()}}}};
-}
-
+// EOS and </think> are never the argmax (byte_tokenizer.h): greedy thinking mode then always
+// reasons before it answers, so the reasoning display is checked on every run, not by chance.
 const std::filesystem::path& model_dir() {
-  static const std::filesystem::path dir = [] {
-    dsv4::test::TinyModelOptions opt;
-    opt.vocab = kVocab;
-    opt.f32 = true;
-    const auto d = dsv4::test::write_tiny_model(opt);
-    std::ofstream(d / "tokenizer.json") << tokenizer_json().dump();
-    return d;
-  }();
+  static const std::filesystem::path dir = dsv4::test::write_tiny_chat_model(
+      {dsv4::test::kByteTokenizerEos, dsv4::test::kByteTokenizerEndThink});
   return dir;
 }
 
@@ -164,13 +132,20 @@ TEST(Generate, ChatModeRunsEndToEndAndSeedsReproduce) {
   ASSERT_EQ(b.status, 0) << b.err;
   EXPECT_EQ(a.out, b.out);  // same seed, same output
 
-  // Thinking mode: the reasoning is kept apart (stderr), the answer alone on stdout.
-  const RunResult t = run("generate -m " + model_dir().string() + " -p 'Hi' --temp 0 --max-tokens 6 --json");
+  // Thinking mode: the reasoning is kept apart (stderr), the answer alone on stdout. Greedy never
+  // picks EOS or </think> on this model (model_dir), so all 6 tokens are reasoning.
+  const std::string thinking = "generate -m " + model_dir().string() + " -p 'Hi' --temp 0 --max-tokens 6 --json";
+  const RunResult t = run(thinking);
   ASSERT_EQ(t.status, 0) << t.err;
   const json jt = last_json_line(t.out);
-  if (!jt.at("reasoning_content").get<std::string>().empty()) {
-    EXPECT_NE(t.err.find("[reasoning]"), std::string::npos) << t.err;
-  }
+  const std::string reasoning = jt.at("reasoning_content").get<std::string>();
+  ASSERT_FALSE(reasoning.empty()) << t.out;
+  EXPECT_EQ(jt.at("content").get<std::string>(), "");
+  EXPECT_NE(t.err.find("[reasoning]\n" + reasoning + "\n[/reasoning]\n"), std::string::npos) << t.err;
+  const RunResult hidden = run(thinking + " --hide-reasoning");
+  ASSERT_EQ(hidden.status, 0) << hidden.err;
+  EXPECT_EQ(hidden.err.find("[reasoning]"), std::string::npos) << hidden.err;
+  EXPECT_EQ(last_json_line(hidden.out).at("reasoning_content").get<std::string>(), reasoning);
 }
 
 TEST(Generate, BadOptionsAreClearErrors) {
@@ -224,10 +199,9 @@ TEST(Encode, TextIdsAndErrors) {
 
 // The encoder's text through the real V4 tokenizer gives the ids encoding.md §4 lists (E1, E2),
 // which came from an independent tokenizer oracle. The tokenizer file is fetched by
-// scripts/fetch_tokenizer.sh into the git-ignored .cache; without it the test is skipped.
+// scripts/fetch_tokenizer.sh into the git-ignored .cache; without it the test fails saying so.
 TEST(Encode, RealTokenizerIdsMatchTheDocumentedOnes) {
-  const auto dir = std::filesystem::path(DSV4_SOURCE_DIR) / ".cache/deepseek-v4";
-  if (!std::filesystem::exists(dir / "tokenizer.json")) GTEST_SKIP() << "no " << dir << "/tokenizer.json";
+  const auto dir = dsv4::test::require_v4_tokenizer().parent_path();
   const auto file = std::filesystem::temp_directory_path() / ("dsv4_enc_real_" + std::to_string(::getpid()) + ".json");
   std::ofstream(file) << R"([{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is 2+2?"}])";
   RunResult r = run("encode --messages " + file.string() + " --thinking-mode chat --ids -m " + dir.string());
