@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/file_read.h"
+#include "util/json_duplicates.h"
 #include "util/json_limits.h"
 
 namespace dsv4 {
@@ -53,20 +55,24 @@ class Reader {
     return integer_value(k, j_.at(k), lo, hi);
   }
   static int64_t integer_value(const std::string& k, const json& v, int64_t lo, int64_t hi) {
+    const std::string out_of_range = cat("out of range: allowed [", lo, ", ", hi, "]");
     int64_t x;
-    if (v.is_number_integer()) {
-      if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
-        bad(k, v, "out of range");
+    if (v.is_number_unsigned()) {
+      if (v.get<uint64_t>() > uint64_t(hi)) bad(k, v, out_of_range);
+      x = int64_t(v.get<uint64_t>());
+    } else if (v.is_number_integer()) {
       x = v.get<int64_t>();
     } else if (v.is_number_float()) {
-      // Some exporters write 4096.0; accept an integral float, refuse 4096.5.
+      // Some exporters write 4096.0; accept an integral float, refuse 4096.5. Integers too large
+      // for 64 bits arrive here as floats too (1e30, 99999999999999999999): out of range.
       const double d = v.get<double>();
-      if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9.0e15) bad(k, v, "expected an integer");
+      if (!std::isfinite(d) || d != std::floor(d)) bad(k, v, "expected an integer");
+      if (d < double(lo) || d > double(hi)) bad(k, v, out_of_range);
       x = int64_t(d);
     } else {
       bad(k, v, "expected an integer");
     }
-    if (x < lo || x > hi) bad(k, v, cat("must be in [", lo, ", ", hi, "]"));
+    if (x < lo || x > hi) bad(k, v, out_of_range);
     return x;
   }
   double number(const char* k, double lo, double hi, std::optional<double> dflt = {}) const {
@@ -79,7 +85,7 @@ class Reader {
   static double number_value(const std::string& k, const json& v, double lo, double hi) {
     if (!v.is_number()) bad(k, v, "expected a number");
     const double d = v.get<double>();
-    if (!std::isfinite(d) || d < lo || d > hi) bad(k, v, cat("must be in [", lo, ", ", hi, "]"));
+    if (!std::isfinite(d) || d < lo || d > hi) bad(k, v, cat("out of range: allowed [", lo, ", ", hi, "]"));
     return d;
   }
   bool boolean(const char* k, bool dflt) const {
@@ -171,22 +177,23 @@ void parse_quantization(const json& q, ModelConfig* out, std::optional<std::stri
   } else if (method == "fp8") {
     fail("config.json: missing required field 'quantization_config.weight_block_size'");
   }
-  out->fp8_block = true;
+  // FP8-block linears: the official config, or a ModelOpt one that kept the FP8 keys (NVIDIA's
+  // re-quantisations of the FP8 release, §11.6). A ModelOpt export of a BF16 model has plain
+  // BF16 linears wherever it did not write NVFP4.
+  out->fp8_block = method == "fp8" || r.has("weight_block_size");
   *expert_dtype_in_q = r.string("expert_dtype");
 
-  // NVIDIA ModelOpt NVFP4 (§11.6): routed experts re-quantised, everything else stays FP8.
-  bool nvfp4 = false;
+  // NVIDIA ModelOpt NVFP4 (§11.6, modelopt.h): routed experts (moe_quant_algo), named modules
+  // (quantized_layers), or every linear but the excluded ones (quant_algo NVFP4).
+  Nvfp4Selection& sel = out->nvfp4;
   if (auto qa = r.string("quant_algo")) {
-    if (*qa == "MIXED_PRECISION") {
-      const auto mqa = r.string("moe_quant_algo");
-      if (mqa && *mqa != "NVFP4")
-        bad("quantization_config.moe_quant_algo", q.at("moe_quant_algo"), "only NVFP4 is supported");
-      nvfp4 = mqa.has_value();
-    } else if (*qa == "NVFP4") {
-      nvfp4 = true;
-    } else if (*qa != "FP8") {
+    if (*qa == "NVFP4") sel.all_linears = true;
+    else if (*qa != "MIXED_PRECISION" && *qa != "FP8")
       bad("quantization_config.quant_algo", q.at("quant_algo"), "expected MIXED_PRECISION, NVFP4 or FP8");
-    }
+  }
+  if (auto mqa = r.string("moe_quant_algo")) {
+    if (*mqa != "NVFP4") bad("quantization_config.moe_quant_algo", q.at("moe_quant_algo"), "only NVFP4 is supported");
+    sel.routed_experts = true;
   }
   if (r.has("group_size") && Reader::integer_value("quantization_config.group_size", q.at("group_size"), 1, 1024) != 16)
     bad("quantization_config.group_size", q.at("group_size"), "NVFP4 group size must be 16 (§11.6)");
@@ -195,26 +202,39 @@ void parse_quantization(const json& q, ModelConfig* out, std::optional<std::stri
     if (!ql.is_object()) bad("quantization_config.quantized_layers", ql, "expected an object");
     for (const auto& [pattern, spec] : ql.items()) {
       const std::string f = "quantization_config.quantized_layers." + pattern;
+      if (pattern.empty()) bad("quantization_config.quantized_layers", ql, "a module name is empty");
       if (!spec.is_object()) bad(f, spec, "expected an object");
       Reader s(spec);
       const auto algo = s.string("quant_algo");
-      if (!algo || *algo != "NVFP4") bad(f + ".quant_algo", s.has("quant_algo") ? spec.at("quant_algo") : json(), "only NVFP4 is supported");
+      if (!algo || *algo != "NVFP4")
+        bad(f + ".quant_algo", s.has("quant_algo") ? spec.at("quant_algo") : json(),
+            "only NVFP4 entries are supported (FP8 linears are the FP8-block ones of quant_method fp8)");
       if (s.has("group_size") && Reader::integer_value(f + ".group_size", spec.at("group_size"), 1, 1024) != 16)
         bad(f + ".group_size", spec.at("group_size"), "NVFP4 group size must be 16 (§11.6)");
-      // Only routed experts are converted (§11.6); anything else would need its own layout.
-      if (pattern.find("ffn.experts") == std::string::npos && pattern.find("mlp.experts") == std::string::npos)
-        bad(f, spec, "only routed experts (layers.N.ffn.experts) may be NVFP4");
-      nvfp4 = true;
+      sel.included.push_back(pattern);
     }
   }
-  for (const char* k : {"ignore", "ignored_layers"}) {
+  // Some exporters and loaders spell the exclusion list differently (§11.6); all three count.
+  for (const char* k : {"ignore", "ignored_layers", "exclude_modules"}) {
     if (!r.has(k)) continue;
     const json& v = q.at(k);
     if (!v.is_array()) bad(cat("quantization_config.", k), v, "expected a list of strings");
-    for (const auto& e : v)
+    for (const auto& e : v) {
       if (!e.is_string()) bad(cat("quantization_config.", k), v, "expected a list of strings");
+      sel.excluded.push_back(e.get<std::string>());
+    }
   }
-  if (nvfp4) out->expert_format = ExpertFormat::kNVFP4;
+}
+
+// A per-layer list (compress_ratios, layer_types, mlp_layer_types) may be longer than the layers
+// it describes: re-releases append entries for draft layers (§15.3). The extra ones are ignored
+// and reported.
+void note_ignored_entries(ModelConfig* c, const char* field, const json& list, size_t used, const std::string& what) {
+  if (list.size() <= used) return;
+  json extra = json::array();
+  for (size_t i = used; i < list.size(); ++i) extra.push_back(list[i]);
+  c->notes.push_back(cat(field, ": ", list.size() - used, " trailing entr", list.size() - used == 1 ? "y " : "ies ",
+                         show(extra), " beyond ", what, " ignored (draft layers of a re-release, §15.3)"));
 }
 
 }  // namespace
@@ -242,6 +262,8 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
   check_json_nesting(text, kMaxJsonDepth, "config.json");
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) fail("config.json: not valid JSON");
+  // The parser would keep the second of two spellings silently.
+  if (auto dup = find_duplicate_key(text)) fail("config.json: key '", *dup, "' appears twice");
   if (!j.is_object()) fail("config.json: top level must be a JSON object");
   Reader r(j);
   ModelConfig c;
@@ -375,9 +397,18 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
   if (r.has("compress_ratios")) {
     const json& cr = j.at("compress_ratios");
     if (!cr.is_array()) bad("compress_ratios", cr, "expected a list of integers");
-    if (int64_t(cr.size()) != L + nextn)
-      bad("compress_ratios", cr, cat("has ", cr.size(), " entries; expected num_hidden_layers + num_nextn_predict_layers = ", L + nextn));
-    for (size_t i = 0; i < cr.size(); ++i) ratios.push_back(ratio_value(cat("compress_ratios[", i, "]"), cr[i]));
+    // §1.2: one entry per main layer, then one per MTP block (HF exports drop those: ratio 0),
+    // then possibly entries for draft layers this engine does not run (§15.3).
+    if (int64_t(cr.size()) < L)
+      bad("compress_ratios", cr, cat("has ", cr.size(), " entries; needs at least num_hidden_layers = ", L,
+                                     " (then one per MTP block, num_nextn_predict_layers = ", nextn, ")"));
+    const size_t used = std::min(cr.size(), size_t(L + nextn));
+    for (size_t i = 0; i < cr.size(); ++i) {
+      const std::string f = cat("compress_ratios[", i, "]");
+      if (i < used) ratios.push_back(ratio_value(f, cr[i]));
+      else Reader::integer_value(f, cr[i], 0, kHcaRatio);
+    }
+    note_ignored_entries(&c, "compress_ratios", cr, used, cat("the ", L, " layers + ", nextn, " MTP blocks"));
   }
   if (r.has("layer_types")) {
     int csa = kCsaRatio, hca = kHcaRatio;
@@ -395,10 +426,12 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
     }
     const json& lt = j.at("layer_types");
     if (!lt.is_array()) bad("layer_types", lt, "expected a list of strings");
-    if (int64_t(lt.size()) != L && int64_t(lt.size()) != L + nextn)
-      bad("layer_types", lt, cat("has ", lt.size(), " entries; expected num_hidden_layers = ", L));
+    if (int64_t(lt.size()) < L)
+      bad("layer_types", lt, cat("has ", lt.size(), " entries; needs at least num_hidden_layers = ", L));
+    const size_t used = std::min(lt.size(), size_t(L + nextn));
+    note_ignored_entries(&c, "layer_types", lt, used, cat("the ", L, " layers + ", nextn, " MTP blocks"));
     std::vector<int> from_types;
-    for (size_t i = 0; i < lt.size(); ++i) {
+    for (size_t i = 0; i < used; ++i) {
       const json& t = lt[i];
       const std::string s = t.is_string() ? t.get<std::string>() : "";
       if (s == "sliding_attention") from_types.push_back(0);
@@ -420,9 +453,10 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
   std::vector<RoutingType> routing(size_t(L), RoutingType::kScore);
   if (r.has("mlp_layer_types")) {
     const json& mt = j.at("mlp_layer_types");
-    if (!mt.is_array() || int64_t(mt.size()) != L)
-      bad("mlp_layer_types", mt, cat("expected a list of ", L, " strings"));
-    for (size_t i = 0; i < mt.size(); ++i) {
+    if (!mt.is_array() || int64_t(mt.size()) < L)
+      bad("mlp_layer_types", mt, cat("expected a list of at least num_hidden_layers = ", L, " strings"));
+    note_ignored_entries(&c, "mlp_layer_types", mt, size_t(L), cat("the ", L, " layers (MTP blocks are never hash-routed)"));
+    for (size_t i = 0; i < size_t(L); ++i) {
       const std::string s = mt[i].is_string() ? mt[i].get<std::string>() : "";
       if (s == "hash_moe") routing[i] = RoutingType::kHash;
       else if (s != "moe") bad(cat("mlp_layer_types[", i, "]"), mt[i], "expected \"hash_moe\" or \"moe\"");
@@ -452,6 +486,12 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
   std::optional<std::string> expert_dtype = r.string("expert_dtype"), expert_dtype_q;
   if (r.has("quantization_config")) parse_quantization(j.at("quantization_config"), &c, &expert_dtype_q);
   if (!expert_dtype) expert_dtype = expert_dtype_q;
+  // Routed experts are NVFP4 when the ModelOpt rules select any layer's (one format for all: the
+  // re-quantisations convert every expert, §11.6).
+  for (int64_t l = 0; l < L + nextn; ++l) {
+    const std::string experts = cat(l < L ? "layers." : "mtp.", l < L ? l : l - L, ".ffn.experts.0.w1");
+    if (c.nvfp4.selects(experts, LinearRole::kRoutedExpert)) c.expert_format = ExpertFormat::kNVFP4;
+  }
   if (c.expert_format != ExpertFormat::kNVFP4) {
     if (expert_dtype) {
       if (*expert_dtype == "fp4") c.expert_format = ExpertFormat::kMXFP4;
@@ -475,15 +515,8 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
 
 ModelConfig ModelConfig::load(const std::filesystem::path& model_dir) {
   const auto path = model_dir / "config.json";
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path.string(), ": cannot open");
-  f.seekg(0, std::ios::end);
-  const auto size = f.tellg();
-  constexpr std::streamoff kMaxConfigBytes = 16 << 20;  // real configs are ~2 KB
-  if (size < 0 || size > kMaxConfigBytes) fail(path.string(), ": size ", int64_t(size), " is not a plausible config");
-  f.seekg(0);
-  std::string text(size_t(size), '\0');
-  f.read(text.data(), size);
+  constexpr uint64_t kMaxConfigBytes = 16 << 20;  // real configs are ~2 KB
+  const std::string text = read_regular_file(path, kMaxConfigBytes);
   try {
     return from_json(text);
   } catch (const Error& e) {

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/modelopt.h"
+
 namespace dsv4 {
 
 enum class AttentionType { kSliding, kCSA, kHCA };  // compress ratio 0 / 4 / 128 (§1.2)
@@ -73,14 +75,21 @@ struct ModelConfig {
   RopeParams rope_compress;  // θ = compress_rope_theta with YaRN (ratio-4/128 layers)
 
   // Weight formats. fp8_block: attention/shared-expert linears are E4M3 with 128×128 scales
-  // (quantization_config present). expert_format: routed experts.
+  // (quantization_config with the FP8 keys). expert_format: routed experts (NVFP4 when any layer's
+  // are). nvfp4: which linears a ModelOpt re-quantisation stores as NVFP4 (§11.6, modelopt.h);
+  // weights.cpp resolves every linear's format from these.
   bool fp8_block = false;
   bool fp8_scale_e8m0 = true;  // scale_fmt ue8m0 (else F32 scales, as some Base exports)
   ExpertFormat expert_format = ExpertFormat::kBF16;
+  Nvfp4Selection nvfp4;
 
   std::vector<int> compress_ratios;  // L entries for main layers (+ MTP entries stored apart)
   std::vector<LayerSpec> layers;     // L main layers
   std::vector<LayerSpec> mtp_layers; // num_nextn_predict_layers blocks
+
+  // What parsing accepted but does not use, one sentence each (e.g. the trailing draft-layer
+  // entries of a re-release's compress_ratios, §15.3), for `inspect` to report.
+  std::vector<std::string> notes;
 
   // Parse + validate. Errors (dsv4::Error) name the field and the value.
   static ModelConfig from_json(std::string_view json_text);

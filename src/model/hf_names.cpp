@@ -95,6 +95,8 @@ std::optional<std::string> map_local(std::string_view local, bool to_official) {
     if (leaf == "weight") return dst(p) + ".weight";
     if (to_official && (leaf == "weight_scale_inv" || leaf == "scale")) return dst(p) + ".scale";
     if (!to_official && leaf == "scale") return dst(p) + ".weight_scale_inv";
+    // §11.6: ModelOpt's NVFP4 tensors keep their leaf names in both layouts.
+    if (leaf == "weight_scale" || leaf == "weight_scale_2" || leaf == "input_scale") return dst(p) + "." + std::string(leaf);
     return std::nullopt;
   }
   // Routed experts, per expert.
@@ -149,6 +151,18 @@ std::optional<std::string> official_to_hf(std::string_view official) {
   auto local = map_local(rest, /*to_official=*/false);
   if (!local) return std::nullopt;
   return "model.layers." + l + "." + *local;
+}
+
+std::optional<std::string> hf_module_name(std::string_view official_module) {
+  const std::string weight = std::string(official_module) + ".weight";
+  std::optional<std::string> hf = official_to_hf(weight);
+  std::string l;
+  std::string_view rest;
+  if (!hf && split_index(weight, "layers.", &l, &rest))  // per-expert names (ModelOpt's exports)
+    if (auto local = map_local(rest, /*to_official=*/false)) hf = "model.layers." + l + "." + *local;
+  if (!hf) return std::nullopt;
+  hf->resize(hf->size() - 7);  // ".weight"
+  return hf;
 }
 
 std::string canonical_official_name(std::string_view name) {

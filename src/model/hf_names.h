@@ -23,6 +23,12 @@ std::optional<std::string> hf_to_official(std::string_view hf);
 // does not have (mtp.*, per-expert routed weights, which HF fuses).
 std::optional<std::string> official_to_hf(std::string_view official);
 
+// HF name of an official module (no ".weight" leaf): "layers.3.attn.wq_a" →
+// "model.layers.3.self_attn.q_a_proj", "head" → "lm_head", and per-expert routed weights
+// "layers.0.ffn.experts.5.w1" → "model.layers.0.mlp.experts.5.gate_proj" (the unfused names of
+// ModelOpt's exports). nullopt for modules HF does not have (mtp.*).
+std::optional<std::string> hf_module_name(std::string_view official_module);
+
 // Official spelling alternatives: "<x>.weight_scale_inv" (the converter's input spelling,
 // §11.2) → "<x>.scale". Other names pass through.
 std::string canonical_official_name(std::string_view name);

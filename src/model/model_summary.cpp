@@ -41,13 +41,13 @@ int64_t fp8_row_bytes(const ModelConfig& c) {  // 448 E4M3 + 64 BF16 rope + 7 UE
 
 ParamCounts count_parameters(const ModelConfig& cfg) {
   ParamCounts p;
-  const bool fp4 = cfg.expert_format == ExpertFormat::kMXFP4 || cfg.expert_format == ExpertFormat::kNVFP4;
   for (const auto& e : expected_tensors(cfg)) {
     if (is_scale(e.name)) continue;
     int64_t n = 1;
     for (auto d : e.shape) n *= d;
     const bool routed = e.name.find(".ffn.experts.") != std::string::npos;
-    if (routed && fp4) n *= 2;  // two E2M1 values per byte
+    const bool fp4 = ends_with(e.name, ".weight") && (e.dtypes.front() == DType::kI8 || e.dtypes.front() == DType::kU8);
+    if (fp4) n *= 2;  // two E2M1 values per byte (MXFP4 experts, any NVFP4 linear)
     if (e.name.rfind("mtp.", 0) == 0) {
       p.mtp += n;
       continue;

@@ -91,8 +91,18 @@ struct ExpectedTensor {
   std::vector<DType> dtypes;   // accepted dtypes
   std::vector<int64_t> shape;
   bool optional = false;       // e.g. mtp.* (HF exports drop them)
+  bool unused = false;         // read by no backend, may be absent (NVFP4 input_scale, §11.6)
 };
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg);
+// Every linear in the format config.json implies (ModelConfig::fp8_block, expert_format, nvfp4).
+// With `stored`, a linear whose tensors in that checkpoint say another format (NVFP4's
+// weight_scale(_2), FP8's E4M3 + .scale, MXFP4's packed bytes + .scale, a plain float weight) is
+// expected in that format instead: loaders go by the tensors. A block format whose block does not
+// divide the input dimension is an Error naming the linear.
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg, const Checkpoint* stored = nullptr);
+
+// One line per linear the checkpoint stores in another format than config.json implies
+// ("layers.0.ffn.gate: stored as NVFP4, config.json implies BF16"), for `inspect`.
+std::vector<std::string> linear_format_notes(const ModelConfig& cfg, const Checkpoint& ckpt);
 
 // Every problem (missing, unexpected, mis-shaped, wrong dtype, bad scale layout) in one list,
 // each naming the tensor. Empty = complete and consistent.

@@ -299,6 +299,15 @@ TEST(Checkpoint, HfLayoutMapsAndSplitsFusedExperts) {
   EXPECT_EQ(hf_to_official("model.layers.0.hc_attn_fn").value(), "layers.0.hc_attn_fn");
   EXPECT_EQ(hf_to_official("model.hc_head.hc_fn").value(), "hc_head_fn");
   EXPECT_FALSE(is_hf_name("head.weight"));
+  // ModelOpt NVFP4 tensors (§11.6) keep their leaf names, in both directions.
+  EXPECT_EQ(hf_to_official("model.layers.1.self_attn.compressor.indexer.q_b_proj.weight_scale_2").value(),
+            "layers.1.attn.indexer.wq_b.weight_scale_2");
+  EXPECT_EQ(hf_to_official("model.layers.1.mlp.gate.weight_scale").value(), "layers.1.ffn.gate.weight_scale");
+  EXPECT_EQ(official_to_hf("layers.2.attn.compressor.wkv.input_scale").value(), "model.layers.2.self_attn.compressor.kv_proj.input_scale");
+  EXPECT_EQ(hf_module_name("layers.0.ffn.experts.5.w1").value(), "model.layers.0.mlp.experts.5.gate_proj");
+  EXPECT_EQ(hf_module_name("layers.3.attn.wq_a").value(), "model.layers.3.self_attn.q_a_proj");
+  EXPECT_EQ(hf_module_name("head").value(), "lm_head");
+  EXPECT_FALSE(hf_module_name("mtp.0.e_proj").has_value());
 
   TempDir d;
   write_skeleton(d.path(), j.dump(), {.n_shards = 2, .hf_names = true});

@@ -159,7 +159,8 @@ TEST(Config, ErrorsNameFieldAndValue) {
   {
     json j = good;
     j["compress_ratios"].erase(0);
-    expect_error(j, {"compress_ratios", "43 entries", "44"});
+    j["compress_ratios"].erase(0);
+    expect_error(j, {"compress_ratios", "42 entries", "at least num_hidden_layers = 43"});
   }
   {
     json j = good;
@@ -191,9 +192,159 @@ TEST(Config, ErrorsNameFieldAndValue) {
     j.erase("hidden_size");
     expect_error(j, {"missing", "hidden_size"});
   }
+  // Integers: out of range says so and gives the range, also past 64 bits (parsed as floats).
+  for (const char* big : {"1e20", "99999999999999999999", "18446744073709551615", "-9223372036854775809", "300"}) {
+    std::string text = good.dump();
+    const std::string key = "\"num_hidden_layers\":43";
+    text.replace(text.find(key), key.size(), std::string("\"num_hidden_layers\":") + big);
+    try {
+      ModelConfig::from_json(text);
+      ADD_FAILURE() << big << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("num_hidden_layers"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("out of range: allowed [1, 256]"), std::string::npos) << e.what();
+    }
+  }
+  expect_error(with("hidden_size", 4096.5), {"hidden_size", "4096.5", "expected an integer"});
   EXPECT_THROW(ModelConfig::from_json("{not json"), Error);
   EXPECT_THROW(ModelConfig::from_json("[1,2]"), Error);
   EXPECT_THROW(ModelConfig::from_json(std::string(100000, '[')), Error);  // nesting guard
+}
+
+// Re-released checkpoints (§15.3): compress_ratios with trailing draft-layer entries, and the
+// HF-export form with one entry per main layer only; both run the released schedule.
+TEST(Config, ReReleasedSchedules) {
+  const ModelConfig flash = ModelConfig::from_json(flash_config_json());
+  json j = json::parse(flash_config_json());
+  j["compress_ratios"].push_back(0);
+  j["compress_ratios"].push_back(0);  // Flash-0731: 46 entries, [..., 4, 0, 0, 0]
+  const ModelConfig c = ModelConfig::from_json(j.dump());
+  EXPECT_EQ(c.compress_ratios, flash.compress_ratios);
+  ASSERT_EQ(c.mtp_layers.size(), 1u);
+  EXPECT_EQ(c.mtp_layers[0].attention, AttentionType::kSliding);
+  ASSERT_EQ(c.notes.size(), 1u);
+  EXPECT_NE(c.notes[0].find("compress_ratios: 2 trailing entries [0,0]"), std::string::npos) << c.notes[0];
+  EXPECT_NE(c.notes[0].find("ignored"), std::string::npos) << c.notes[0];
+  EXPECT_TRUE(flash.notes.empty());
+  // Ignored entries must still be integers.
+  json bad_tail = j;
+  bad_tail["compress_ratios"][45] = "x";
+  expect_error(bad_tail, {"compress_ratios[45]", "expected an integer"});
+
+  json hf = json::parse(flash_config_json());
+  hf["compress_ratios"].erase(43);  // transformers saves compress_ratios[:num_hidden_layers]
+  const ModelConfig h = ModelConfig::from_json(hf.dump());
+  EXPECT_EQ(h.compress_ratios, flash.compress_ratios);
+  EXPECT_EQ(h.mtp_layers[0].attention, AttentionType::kSliding);
+
+  // layer_types / mlp_layer_types with extra trailing entries, likewise.
+  json t = hf_form(json::parse(tiny_config_json()));
+  const ModelConfig t0 = ModelConfig::from_json(t.dump());
+  t["layer_types"].push_back("sliding_attention");
+  t["layer_types"].push_back("sliding_attention");
+  t["mlp_layer_types"].push_back("moe");
+  const ModelConfig t1 = ModelConfig::from_json(t.dump());
+  EXPECT_EQ(t1.compress_ratios, t0.compress_ratios);
+  EXPECT_EQ(t1.num_hash_layers, t0.num_hash_layers);
+  EXPECT_EQ(t1.notes.size(), 2u);
+}
+
+// The keys transformers' DeepseekV4Config writes on save (V3 fields as null, router/training
+// knobs, compress_rope_parameters, `dtype`) are accepted and change nothing.
+TEST(Config, HfSavedKeysAccepted) {
+  const ModelConfig flash = ModelConfig::from_json(flash_config_json());
+  json j = json::parse(flash_config_json());
+  for (const char* k : {"kv_lora_rank", "v_head_dim", "n_group", "topk_group", "first_k_dense_replace"}) j[k] = nullptr;
+  j["qk_nope_head_dim"] = 448;
+  j["rope_interleave"] = true;
+  j["output_router_logits"] = false;
+  j["router_aux_loss_coef"] = 0.001;
+  j["router_jitter_noise"] = 0.0;
+  j["attention_dropout"] = 0.0;
+  j["partial_rotary_factor"] = 0.125;
+  j["dtype"] = "bfloat16";
+  j["compress_rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 160000.0}, {"factor", 16}};
+  const ModelConfig c = ModelConfig::from_json(j.dump());
+  EXPECT_EQ(c.compress_ratios, flash.compress_ratios);
+  EXPECT_EQ(c.qk_rope_head_dim, 64);
+  EXPECT_TRUE(c.notes.empty());
+}
+
+TEST(Config, DuplicateKeysAreNamed) {
+  std::string text = json::parse(flash_config_json()).dump();
+  text.insert(1, "\"hidden_size\": 4096, ");
+  try {
+    ModelConfig::from_json(text);
+    ADD_FAILURE() << "accepted a duplicate key";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("key 'hidden_size' appears twice"), std::string::npos) << e.what();
+  }
+  std::string nested = json::parse(flash_config_json()).dump();
+  const size_t q = nested.find("\"quantization_config\":{") + 23;
+  nested.insert(q, "\"fmt\":\"e5m2\",");
+  try {
+    ModelConfig::from_json(nested);
+    ADD_FAILURE() << "accepted a duplicate nested key";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("key 'quantization_config.fmt' appears twice"), std::string::npos) << e.what();
+  }
+}
+
+// ModelOpt's module patterns (§11.6) against official and HF spellings.
+TEST(Config, ModelOptPatterns) {
+  EXPECT_TRUE(modelopt_pattern_matches("*.attn.*", "layers.3.attn.wq_a"));
+  EXPECT_TRUE(modelopt_pattern_matches("*.attn.*", "layers.3.attn.indexer.compressor.wkv"));
+  EXPECT_FALSE(modelopt_pattern_matches("*.attn.*", "layers.3.ffn.gate"));
+  EXPECT_TRUE(modelopt_pattern_matches("lm_head", "head"));
+  EXPECT_TRUE(modelopt_pattern_matches("head", "head"));
+  EXPECT_TRUE(modelopt_pattern_matches("*self_attn*", "layers.0.attn.wkv"));
+  EXPECT_TRUE(modelopt_pattern_matches("model.layers.0.mlp.experts", "layers.0.ffn.experts.3.w1"));
+  EXPECT_TRUE(modelopt_pattern_matches("layers.0.mlp.experts.3.gate_proj", "layers.0.ffn.experts.3.w1"));
+  EXPECT_TRUE(modelopt_pattern_matches("model.layers.1.self_attn.compressor.indexer.q_b_proj", "layers.1.attn.indexer.wq_b"));
+  EXPECT_TRUE(modelopt_pattern_matches("layers.1", "layers.1.attn.wq_a"));  // a module contains its children
+  EXPECT_FALSE(modelopt_pattern_matches("layers.1", "layers.10.attn.wq_a"));  // at a dot boundary only
+  EXPECT_TRUE(modelopt_pattern_matches("layers.1*", "layers.10.attn.wq_a"));
+  EXPECT_TRUE(modelopt_pattern_matches("mtp.*", "mtp.0.e_proj"));
+  EXPECT_FALSE(modelopt_pattern_matches("layers.?.attn.wq_a", "layers.12.attn.wq_a"));
+}
+
+// NVFP4 beyond the experts: quant_algo NVFP4 with an ignore list, and quantized_layers naming
+// dense linears (HF or official names); the router only when named.
+TEST(Config, Nvfp4BeyondExperts) {
+  json all = json::parse(flash_config_json());
+  all["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "NVFP4"}, {"group_size", 16},
+                                {"ignore", {"lm_head", "*.attn.wo_a", "mtp.*"}}};
+  all.erase("expert_dtype");
+  const ModelConfig a = ModelConfig::from_json(all.dump());
+  EXPECT_FALSE(a.fp8_block);  // a ModelOpt export of a BF16 model: the rest is BF16
+  EXPECT_EQ(a.expert_format, ExpertFormat::kNVFP4);
+  EXPECT_TRUE(a.nvfp4.selects("layers.3.attn.wq_a", LinearRole::kLinear));
+  EXPECT_TRUE(a.nvfp4.selects("layers.2.attn.compressor.wkv", LinearRole::kLinear));
+  EXPECT_TRUE(a.nvfp4.selects("layers.2.ffn.shared_experts.w2", LinearRole::kLinear));
+  EXPECT_FALSE(a.nvfp4.selects("layers.3.attn.wo_a", LinearRole::kLinear));
+  EXPECT_FALSE(a.nvfp4.selects("head", LinearRole::kLinear));
+  EXPECT_FALSE(a.nvfp4.selects("mtp.0.e_proj", LinearRole::kLinear));
+  EXPECT_FALSE(a.nvfp4.selects("layers.3.ffn.gate", LinearRole::kRouter));  // not an nn.Linear
+
+  json named = json::parse(flash_config_json());
+  named["quantization_config"]["quant_algo"] = "MIXED_PRECISION";
+  named["quantization_config"]["quantized_layers"] = {
+      {"model.layers.2.self_attn.compressor.indexer.q_b_proj", {{"quant_algo", "NVFP4"}, {"group_size", 16}}},
+      {"layers.*.attn.compressor.wkv", {{"quant_algo", "NVFP4"}}},
+      {"layers.*.ffn.gate", {{"quant_algo", "NVFP4"}}}};
+  const ModelConfig n = ModelConfig::from_json(named.dump());
+  EXPECT_TRUE(n.fp8_block);
+  EXPECT_EQ(n.expert_format, ExpertFormat::kMXFP4);  // expert_dtype fp4, experts not named
+  EXPECT_TRUE(n.nvfp4.selects("layers.2.attn.indexer.wq_b", LinearRole::kLinear));
+  EXPECT_FALSE(n.nvfp4.selects("layers.4.attn.indexer.wq_b", LinearRole::kLinear));
+  EXPECT_TRUE(n.nvfp4.selects("layers.7.attn.compressor.wkv", LinearRole::kLinear));
+  EXPECT_FALSE(n.nvfp4.selects("layers.7.attn.compressor.wgate", LinearRole::kLinear));
+  EXPECT_TRUE(n.nvfp4.selects("layers.7.ffn.gate", LinearRole::kRouter));
+  EXPECT_FALSE(n.nvfp4.selects("layers.7.attn.wq_a", LinearRole::kLinear));
+
+  json fp8_entry = named;
+  fp8_entry["quantization_config"]["quantized_layers"]["layers.0.attn.wq_a"] = {{"quant_algo", "FP8"}};
+  expect_error(fp8_entry, {"quantized_layers.layers.0.attn.wq_a.quant_algo", "FP8", "only NVFP4"});
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -161,6 +162,68 @@ TEST(SkeletonRandom, NvFp4Experts) {
   write_skeleton(d.path(), j.dump(), {.random_seed = writer_seed(2)});
   const auto seen = check_quantised(d.path());
   EXPECT_GT(seen.count(WeightFormat::kNVFP4) ? seen.at(WeightFormat::kNVFP4) : 0, 0);
+}
+
+// NVFP4 beyond the experts (§11.6): quant_algo NVFP4 over a BF16 model with an ignore list, the
+// checkpoint make-skeleton --random writes for it, and every linear bound in its format.
+TEST(SkeletonRandom, NvFp4DenseLinears) {
+  nlohmann::json j = nlohmann::json::parse(tiny_config());
+  j.erase("expert_dtype");
+  j["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "NVFP4"}, {"group_size", 16},
+                              {"ignore", {"lm_head", "*.attn.wo_a", "mtp.*"}}};
+  TempDir d;
+  write_skeleton(d.path(), j.dump(), {.random_seed = writer_seed(4)});
+  const auto seen = check_quantised(d.path());
+  EXPECT_GT(seen.count(WeightFormat::kNVFP4) ? seen.at(WeightFormat::kNVFP4) : 0, 0);
+  const ModelConfig cfg = ModelConfig::load(d.path());
+  const Checkpoint ck = Checkpoint::open(d.path());
+  EXPECT_TRUE(linear_format_notes(cfg, ck).empty());
+  const ModelWeights w = bind_weights(cfg, ck);
+  for (const LayerWeights& l : w.layers) {
+    EXPECT_EQ(l.attn.wq_a.format, WeightFormat::kNVFP4) << l.attn.wq_a.name;
+    EXPECT_EQ(l.attn.wo_b.format, WeightFormat::kNVFP4) << l.attn.wo_b.name;
+    EXPECT_NE(l.attn.wo_a.format, WeightFormat::kNVFP4) << l.attn.wo_a.name;  // ignored
+    EXPECT_NE(l.ffn.gate.format, WeightFormat::kNVFP4) << l.ffn.gate.name;    // the router: not "all"
+    EXPECT_EQ(l.ffn.shared.w2.format, WeightFormat::kNVFP4) << l.ffn.shared.w2.name;
+    EXPECT_EQ(l.ffn.experts[0].w1.format, WeightFormat::kNVFP4) << l.ffn.experts[0].w1.name;
+    if (l.attn.compressor) {
+      EXPECT_EQ(l.attn.compressor->wkv.format, WeightFormat::kNVFP4) << l.attn.compressor->wkv.name;
+      EXPECT_TRUE(std::isfinite(stats_of(l.attn.compressor->wgate).std));
+    }
+    if (l.attn.indexer) EXPECT_EQ(l.attn.indexer->weights_proj.format, WeightFormat::kNVFP4);
+  }
+  EXPECT_NE(w.head.format, WeightFormat::kNVFP4);  // "lm_head": the HF spelling of head
+  ASSERT_FALSE(w.mtp.empty());
+  EXPECT_NE(w.mtp[0].e_proj.format, WeightFormat::kNVFP4);
+
+  // The same tensors under a config that declares no NVFP4: loaded by what the tensors say, and
+  // every difference reported.
+  nlohmann::json plain = nlohmann::json::parse(tiny_config());
+  plain.erase("quantization_config");
+  plain.erase("expert_dtype");
+  std::ofstream(d.path() / "config.json") << plain.dump();
+  const ModelConfig pcfg = ModelConfig::load(d.path());
+  EXPECT_TRUE(check_checkpoint(pcfg, ck).empty());
+  const auto notes = linear_format_notes(pcfg, ck);
+  ASSERT_FALSE(notes.empty());
+  EXPECT_NE(notes[0].find(": stored as NVFP4, config.json implies BF16"), std::string::npos) << notes[0];
+  const ModelWeights pw = bind_weights(pcfg, ck);
+  EXPECT_EQ(pw.layers[0].attn.wq_a.format, WeightFormat::kNVFP4);
+}
+
+// A block format needs whole blocks along the input dimension; the linear is named.
+TEST(SkeletonRandom, Nvfp4NeedsWholeBlocks) {
+  nlohmann::json j = nlohmann::json::parse(tiny_config());
+  j.erase("expert_dtype");
+  j["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "NVFP4"}};
+  j["q_lora_rank"] = 136;  // wq_b's input: 136 = 8.5 blocks of 16
+  try {
+    expected_tensors(ModelConfig::from_json(j.dump()));
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layers.0.attn.wq_b: NVFP4 needs the input dimension (136) to be a multiple of 16"),
+              std::string::npos) << e.what();
+  }
 }
 
 // All tensors of two checkpoints, by name: equal bytes (true) or not, per tensor.
