@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev
-          clang libclang-rt-14-dev python3 unzip)
+          clang libclang-rt-14-dev python3 unzip libcpp-httplib-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
