@@ -15,6 +15,7 @@
 #include "util/error.h"
 #include "support/test_util.h"
 #include "support/tiny_model.h"
+#include "support/sanitizer.h"
 
 namespace dsv4 {
 namespace {
@@ -79,11 +80,11 @@ TEST_P(ChunkingTest, AnyChunkingEqualsOnePrefill) {
   const std::vector<float> whole = run_chunked(*f, tokens, int64_t(tokens.size()));
   const double scale = max_abs(whole);
   ASSERT_GT(scale, 0.0);
-#if defined(__SANITIZE_ADDRESS__)
-  const std::vector<int64_t> chunks = {7, 128, 129};  // chunk 1 runs in the Release suite
-#else
-  const std::vector<int64_t> chunks = {1, 7, 128, 129};
-#endif
+  std::vector<int64_t> chunks = {1, 7, 128, 129};
+  if (test::kSanitizerBuild) {  // token by token is the slowest plan by far
+    chunks.erase(chunks.begin());
+    test::note_left_out(std::string(c.name) + " chunk 1 (the release run covers it)");
+  }
   for (int64_t chunk : chunks) {
     const double d = max_diff(whole, run_chunked(*f, tokens, chunk));
     // Every per-token operation is the same sequence of FP32 operations whatever the chunking;
