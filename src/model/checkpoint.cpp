@@ -6,10 +6,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <unordered_set>
 
 #include "model/hf_names.h"
 #include "util/error.h"
+#include "util/file_read.h"
+#include "util/json_duplicates.h"
 #include "util/json_limits.h"
 #include "util/mmap.h"
 
@@ -51,47 +52,11 @@ uint64_t read_u64_le(const uint8_t* p) {
   return v;
 }
 
-std::string read_small_file(const std::filesystem::path& path, uint64_t max_bytes) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path.string(), ": cannot open");
-  f.seekg(0, std::ios::end);
-  const auto size = f.tellg();
-  if (size < 0 || uint64_t(size) > max_bytes) fail(path.string(), ": size ", int64_t(size), " exceeds ", max_bytes, " bytes");
-  f.seekg(0);
-  std::string text(size_t(size), '\0');
-  f.read(text.data(), size);
-  if (!f) fail(path.string(), ": read error");
-  return text;
-}
-
 // Shard names come from an untrusted index: a bare file name, nothing that walks directories.
 bool plain_file_name(const std::string& s) {
   return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
          s.find('\\') == std::string::npos && s.find('\0') == std::string::npos;
 }
-
-// Records the first key that occurs twice at the top level of a JSON object (a SAX pass, linear).
-struct DuplicateKeyFinder : nlohmann::json_sax<json> {
-  int depth = 0;
-  std::unordered_set<std::string> seen;
-  std::string duplicate;
-  bool key(string_t& k) override {
-    if (depth == 1 && duplicate.empty() && !seen.insert(k).second) duplicate = k;
-    return true;
-  }
-  bool start_object(std::size_t) override { ++depth; return true; }
-  bool end_object() override { --depth; return true; }
-  bool start_array(std::size_t) override { ++depth; return true; }
-  bool end_array() override { --depth; return true; }
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
-};
 
 }  // namespace
 
@@ -129,14 +94,15 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t file_siz
   const std::string_view text(reinterpret_cast<const char*>(bytes + kHeaderPrefixBytes), size_t(n));
   check_json_nesting(text, kMaxHeaderDepth, name + ": header");
 
-  // nlohmann keeps the last of duplicate keys silently; a duplicated tensor name is an error.
-  // (Its parse callback would catch them too, but costs O(n²) on 1,500-tensor headers.)
+  // nlohmann keeps the last of duplicate keys silently; a duplicated tensor name (or field of
+  // one) is an error, as in the reference safetensors library.
   const json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) fail(name, ": header is not valid JSON");
   if (!j.is_object()) fail(name, ": header must be a JSON object");
-  DuplicateKeyFinder dup;
-  json::sax_parse(text.begin(), text.end(), &dup);
-  if (!dup.duplicate.empty()) fail(name, ": tensor '", dup.duplicate, "' appears twice in the header");
+  if (const auto dup = find_duplicate_key(text)) {
+    if (dup->parent.empty()) fail(name, ": tensor '", dup->key, "' appears twice in the header");
+    fail(name, ": header key '", dup->key, "' appears twice in the entry of '", dup->parent, "'");
+  }
 
   SafetensorsHeader h;
   h.header_bytes = size_t(n);
@@ -187,15 +153,33 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t file_siz
     e.end = size_t(en);
     h.entries.push_back(std::move(e));
   }
-  // No two non-empty spans may share a byte.
+  // The spans tile the data section exactly, as the reference safetensors library requires: no
+  // two share a byte, and no byte (before, between or after them) belongs to none — such bytes
+  // would be data that no tensor describes, a sign of a damaged or hand-edited file.
   std::vector<const SafetensorsHeader::Entry*> order;
-  for (const auto& e : h.entries)
-    if (e.end > e.begin) order.push_back(&e);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->begin < b->begin; });
-  for (size_t i = 1; i < order.size(); ++i)
-    if (order[i]->begin < order[i - 1]->end)
-      fail(name, ": tensor '", order[i]->name, "' data_offsets [", order[i]->begin, ", ", order[i]->end,
-           "] overlap tensor '", order[i - 1]->name, "' [", order[i - 1]->begin, ", ", order[i - 1]->end, "]");
+  for (const auto& e : h.entries) order.push_back(&e);
+  std::sort(order.begin(), order.end(), [](auto* a, auto* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  const SafetensorsHeader::Entry* prev = nullptr;
+  for (const auto* e : order) {
+    if (prev && e->begin < prev->end)
+      fail(name, ": tensor '", e->name, "' data_offsets [", e->begin, ", ", e->end, "] overlap tensor '",
+           prev->name, "' [", prev->begin, ", ", prev->end, "]");
+    const size_t covered = prev ? prev->end : 0;
+    if (e->begin > covered) {
+      if (!prev)
+        fail(name, ": the data section starts with ", e->begin, " bytes that no tensor covers (the first tensor, '",
+             e->name, "', begins at data offset ", e->begin, ")");
+      fail(name, ": data bytes [", covered, ", ", e->begin, ") between tensor '", prev->name, "' and tensor '",
+           e->name, "' are covered by no tensor");
+    }
+    if (!prev || e->end >= prev->end) prev = e;
+  }
+  const size_t covered = prev ? prev->end : 0;
+  if (covered < data_len)
+    fail(name, ": ", data_len - covered, " bytes after the last tensor", prev ? " ('" + prev->name + "')" : std::string(),
+         " are covered by no tensor (data section [", covered, ", ", data_len, "), file size ", file_size, ")");
   return h;
 }
 
@@ -226,10 +210,12 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   const auto index_path = dir / kIndexFile;
   const bool have_index = std::filesystem::exists(index_path, ec);
   if (have_index) {
-    const std::string text = read_small_file(index_path, kMaxIndexBytes);
+    const std::string text = read_regular_file(index_path, kMaxIndexBytes);
     check_json_nesting(text, kMaxHeaderDepth, kIndexFile);
     const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) fail(index_path.string(), ": not a JSON object");
+    if (const auto dup = find_duplicate_key(text))
+      fail(index_path.string(), ": key '", dup->path(), "' appears twice (the two entries may disagree)");
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       fail(index_path.string(), ": missing object 'weight_map'");
     std::set<std::string> shards;
@@ -237,16 +223,23 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
       if (!shard.is_string()) fail(index_path.string(), ": weight_map['", tensor, "'] must be a file name");
       const std::string s = shard.get<std::string>();
       if (!plain_file_name(s)) fail(index_path.string(), ": weight_map['", tensor, "'] = '", s, "' is not a plain file name");
-      if (!std::filesystem::is_regular_file(dir / s, ec))
+      if (!std::filesystem::exists(dir / s, ec))
         fail(index_path.string(), ": weight_map['", tensor, "'] points at missing shard '", s, "'");
+      try {
+        require_regular_file(dir / s);
+      } catch (const Error& e) {
+        fail(index_path.string(), ": weight_map['", tensor, "'] = '", s, "': ", e.what());
+      }
       index_map[tensor] = s;
       shards.insert(s);
     }
     shard_names.assign(shards.begin(), shards.end());
   } else {
+    // Every *.safetensors entry is a shard: one that is a directory, FIFO or device is refused by
+    // name when it is opened, never skipped silently.
     for (const auto& ent : std::filesystem::directory_iterator(dir, ec)) {
       const auto fn = ent.path().filename().string();
-      if (ent.is_regular_file() && fn.size() > 12 && fn.substr(fn.size() - 12) == ".safetensors") shard_names.push_back(fn);
+      if (fn.size() > 12 && fn.substr(fn.size() - 12) == ".safetensors") shard_names.push_back(fn);
     }
     if (ec) fail(dir.string(), ": cannot list: ", ec.message());
     std::sort(shard_names.begin(), shard_names.end());

@@ -263,7 +263,7 @@ ModelConfig ModelConfig::from_json(std::string_view text) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) fail("config.json: not valid JSON");
   // The parser would keep the second of two spellings silently.
-  if (auto dup = find_duplicate_key(text)) fail("config.json: key '", *dup, "' appears twice");
+  if (auto dup = find_duplicate_key(text)) fail("config.json: key '", dup->path(), "' appears twice");
   if (!j.is_object()) fail("config.json: top level must be a JSON object");
   Reader r(j);
   ModelConfig c;

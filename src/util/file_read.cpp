@@ -29,7 +29,7 @@ struct stat stat_or_fail(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     const int err = errno;
-    if (err == ENOENT) fail(path.string(), ": no such file");
+    if (err == ENOENT) fail(path.string(), ": cannot open: no such file");
     fail(path.string(), ": cannot stat: ", std::strerror(err));
   }
   return st;

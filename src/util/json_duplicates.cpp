@@ -14,14 +14,13 @@ using json = nlohmann::json;
 
 class DuplicateKeyFinder : public nlohmann::json_sax<json> {
  public:
-  std::optional<std::string> duplicate;
+  std::optional<DuplicateKey> duplicate;
 
   bool key(string_t& k) override {
     Frame& f = frames_.back();
     f.current_key = k;
     if (f.keys.insert(k).second) return true;
-    const std::string p = path();
-    duplicate = p.empty() ? k : p + "." + k;
+    duplicate = DuplicateKey{path(), k};
     return false;  // stop: the first duplicate is the one reported
   }
   bool start_object(std::size_t) override { return open(false); }
@@ -84,7 +83,7 @@ class DuplicateKeyFinder : public nlohmann::json_sax<json> {
 
 }  // namespace
 
-std::optional<std::string> find_duplicate_key(std::string_view json_text) {
+std::optional<DuplicateKey> find_duplicate_key(std::string_view json_text) {
   DuplicateKeyFinder finder;
   json::sax_parse(json_text.begin(), json_text.end(), &finder);
   return finder.duplicate;

@@ -9,9 +9,15 @@
 
 namespace dsv4 {
 
-// The path of the first key that appears twice in one object, at any depth: "fmt" at the top
-// level, "quantization_config.fmt", "layers[2].name". nullopt when there is none (or when the
-// text is not valid JSON: the parser reports that). One linear pass.
-std::optional<std::string> find_duplicate_key(std::string_view json_text);
+struct DuplicateKey {
+  std::string parent;  // path of the object holding it: "" at the top level, "a.b", "layers[2]"
+  std::string key;     // the key that appears twice
+  std::string path() const { return parent.empty() ? key : parent + "." + key; }
+};
+
+// The first key that appears twice in one object, at any depth ("quantization_config.fmt").
+// nullopt when there is none (or when the text is not valid JSON: the parser reports that).
+// One linear pass.
+std::optional<DuplicateKey> find_duplicate_key(std::string_view json_text);
 
 }  // namespace dsv4

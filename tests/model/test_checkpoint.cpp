@@ -3,6 +3,7 @@
 // with real packed data written into the mapped files.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -91,6 +92,63 @@ TEST(Checkpoint, HeaderErrorsNameTheProblem) {
   EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("too small"), std::string::npos);
 }
 
+// The data section must be tiled exactly by the tensors (the reference safetensors library's
+// rule): bytes before, between or after them are refused, naming the file and the tensors.
+TEST(Checkpoint, DataSectionCoveredExactly) {
+  TempDir d;
+  const fs::path f = d.path() / "a.safetensors";
+  auto err = [&](const std::string& header, uint64_t data) {
+    write_raw_safetensors(f, header, data);
+    return error_of([&] { Checkpoint::open(d.path()); });
+  };
+  const std::string two = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                          R"("y":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})";
+  EXPECT_EQ(err(two, 16), "<no error>");
+  const std::string after = err(two, 17);
+  EXPECT_NE(after.find("a.safetensors: 1 bytes after the last tensor ('y') are covered by no tensor"), std::string::npos) << after;
+  const std::string between = err(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                  R"("y":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})", 20);
+  EXPECT_NE(between.find("data bytes [8, 12) between tensor 'x' and tensor 'y' are covered by no tensor"), std::string::npos)
+      << between;
+  const std::string before = err(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12);
+  EXPECT_NE(before.find("starts with 4 bytes that no tensor covers"), std::string::npos) << before;
+  EXPECT_NE(err(R"({"__metadata__":{"format":"pt"}})", 3).find("3 bytes after the last tensor are covered by no tensor"),
+            std::string::npos);
+  // Empty tensors take no bytes and may sit anywhere on the tiling.
+  EXPECT_EQ(err(R"({"e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]},)"
+                R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8), "<no error>");
+  // A field repeated inside one tensor's entry is named too.
+  const std::string dup = err(R"({"x":{"dtype":"F32","dtype":"BF16","shape":[2],"data_offsets":[0,8]}})", 8);
+  EXPECT_NE(dup.find("header key 'dtype' appears twice in the entry of 'x'"), std::string::npos) << dup;
+}
+
+// A shard path that is a directory, FIFO or device is refused by name (never skipped, never
+// waited on), with an index and without.
+TEST(Checkpoint, ShardThatIsNotAFile) {
+  for (const bool with_index : {false, true}) {
+    for (const char* kind : {"directory", "FIFO", "device"}) {
+      TempDir d;
+      const float x[2] = {1, 2};
+      write_safetensors(d.path() / "s1.safetensors", {{"a", DType::kF32, {2}, x}});
+      const fs::path bad = d.path() / "s2.safetensors";
+      if (std::string(kind) == "directory") fs::create_directories(bad);
+      else if (std::string(kind) == "FIFO") ASSERT_EQ(::mkfifo(bad.c_str(), 0600), 0);
+      else fs::create_symlink("/dev/zero", bad);
+      if (with_index) write_index(d.path(), {{"a", "s1.safetensors"}, {"b", "s2.safetensors"}}, 8);
+      const std::string e = error_of([&] { Checkpoint::open(d.path()); });
+      EXPECT_NE(e.find(bad.string() + ": is a"), std::string::npos) << kind << ": " << e;
+      EXPECT_NE(e.find(kind == std::string("device") ? "character device" : kind), std::string::npos) << e;
+      if (with_index) {
+        EXPECT_NE(e.find("weight_map['b'] = 's2.safetensors'"), std::string::npos) << e;
+      }
+    }
+  }
+  TempDir d;
+  fs::create_directories(d.path() / "model.safetensors.index.json");
+  EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("model.safetensors.index.json: is a directory"),
+            std::string::npos);
+}
+
 TEST(Checkpoint, IndexErrors) {
   TempDir d;
   const float x[2] = {1, 2};
@@ -107,6 +165,11 @@ TEST(Checkpoint, IndexErrors) {
   EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("lists 'c'"), std::string::npos);
   write_index(d.path(), {{"a", "s1.safetensors"}}, 16);
   EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("holds tensor 'b'"), std::string::npos);
+  {  // A tensor listed twice in weight_map: the two places may disagree.
+    std::ofstream(d.path() / "model.safetensors.index.json")
+        << R"({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors", "a": "s2.safetensors"}})";
+    EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("key 'weight_map.a' appears twice"), std::string::npos);
+  }
   write_index(d.path(), {{"a", "../s1.safetensors"}}, 16);
   EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("not a plain file name"), std::string::npos);
   fs::remove(d.path() / "model.safetensors.index.json");

@@ -190,7 +190,9 @@ TEST(SkeletonRandom, NvFp4DenseLinears) {
       EXPECT_EQ(l.attn.compressor->wkv.format, WeightFormat::kNVFP4) << l.attn.compressor->wkv.name;
       EXPECT_TRUE(std::isfinite(stats_of(l.attn.compressor->wgate).std));
     }
-    if (l.attn.indexer) EXPECT_EQ(l.attn.indexer->weights_proj.format, WeightFormat::kNVFP4);
+    if (l.attn.indexer) {
+      EXPECT_EQ(l.attn.indexer->weights_proj.format, WeightFormat::kNVFP4);
+    }
   }
   EXPECT_NE(w.head.format, WeightFormat::kNVFP4);  // "lm_head": the HF spelling of head
   ASSERT_FALSE(w.mtp.empty());

@@ -70,15 +70,25 @@ TEST(FileRead, NonFilesAreNamed) {
   fs::remove_all(d);
 }
 
+// The duplicate's full path, "" when there is none.
+std::string dup_path(std::string_view text) {
+  const auto d = find_duplicate_key(text);
+  return d ? d->path() : "";
+}
+
 TEST(JsonDuplicates, NamedByPath) {
-  EXPECT_EQ(find_duplicate_key(R"({"a": 1, "b": {"c": 2}})"), std::nullopt);
-  EXPECT_EQ(find_duplicate_key(R"({"a": 1, "a": 2})"), "a");
-  EXPECT_EQ(find_duplicate_key(R"({"a": 1, "q": {"fmt": "e4m3", "x": [1, {}], "fmt": "e5m2"}})"), "q.fmt");
-  EXPECT_EQ(find_duplicate_key(R"({"l": [{"n": 1}, {"n": 2, "n": 3}]})"), "l[1].n");
-  EXPECT_EQ(find_duplicate_key(R"([{"k": 1}, [], {"k": 1, "k": 2}])"), "[2].k");
+  EXPECT_EQ(dup_path(R"({"a": 1, "b": {"c": 2}})"), "");
+  const auto top = find_duplicate_key(R"({"x.y": 1, "x.y": 2})");  // keys may contain dots
+  ASSERT_TRUE(top.has_value());
+  EXPECT_EQ(top->parent, "");
+  EXPECT_EQ(top->key, "x.y");
+  EXPECT_EQ(dup_path(R"({"a": 1, "a": 2})"), "a");
+  EXPECT_EQ(dup_path(R"({"a": 1, "q": {"fmt": "e4m3", "x": [1, {}], "fmt": "e5m2"}})"), "q.fmt");
+  EXPECT_EQ(dup_path(R"({"l": [{"n": 1}, {"n": 2, "n": 3}]})"), "l[1].n");
+  EXPECT_EQ(dup_path(R"([{"k": 1}, [], {"k": 1, "k": 2}])"), "[2].k");
   // The same key in sibling objects is no duplicate.
-  EXPECT_EQ(find_duplicate_key(R"({"a": {"k": 1}, "b": {"k": 1}, "c": [{"k": 1}, {"k": 2}]})"), std::nullopt);
-  EXPECT_EQ(find_duplicate_key(R"({"a": )"), std::nullopt);  // invalid JSON: the parser's to report
+  EXPECT_EQ(dup_path(R"({"a": {"k": 1}, "b": {"k": 1}, "c": [{"k": 1}, {"k": 2}]})"), "");
+  EXPECT_EQ(dup_path(R"({"a": )"), "");  // invalid JSON: the parser's to report
 }
 
 }  // namespace
