@@ -15,7 +15,7 @@ namespace dsv4 {
 
 int64_t compressor_step(const CpuContext& ctx, const CompressorWeights& w, const RopeTable& rope,
                         const float* x, int64_t T, int64_t pos0, CompressorState& st) {
-  const int64_t m = w.ratio, c = w.width, coff = (m == 4) ? 2 : 1;  // §5: overlap only at m = 4
+  const int64_t m = w.ratio, c = w.width, coff = compressor_overlap(m);
   const int64_t cw = coff * c;
   DSV4_CHECK_MSG(st.n_pending == pos0 % m, "compressor state out of step with position ", pos0);
   DSV4_CHECK_MSG(st.n_entries == pos0 / m, "compressor entries out of step with position ", pos0);

@@ -1,8 +1,11 @@
-// The attention sub-layer on the GPU (§4–§7) for the T tokens of a pass, in the reference's
-// order: query and K=V paths, window rows into the FP8 cache ring, the indexer (CSA: its own
-// compressor, FP4 keys, scores, top-k), the main compressor's entries into the cache, sparse sink
-// attention with inverse RoPE, grouped output projection. Positions are read on the device only.
+// The attention sub-layer on the GPU (§4–§7) for the T rows of a pass (chunks of several
+// sequences), in the reference's order: query and K=V paths, window rows into the pass's own pool
+// rows, the indexer (CSA: its own compressor, paged FP4 keys, scores, top-k), the main
+// compressor's entries into their paged rows, sparse sink attention with inverse RoPE, the window
+// rows into each sequence's ring, grouped output projection. Positions are read on the device only.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "cuda/kernels/attention_indices.cuh"
 #include "cuda/kernels/cache_slots.cuh"
@@ -22,7 +25,7 @@ namespace {
 void rope(const StepContext& c, __nv_bfloat16* x, const float* inv_freq, int heads, int head_dim) {
   RopeApplyParams p;
   p.x = x;
-  p.pos = c.s.pos;
+  p.pos = c.rows.pos;
   p.inv_freq = inv_freq;
   p.n_rows = c.T;
   p.n_heads = heads;
@@ -33,7 +36,7 @@ void rope(const StepContext& c, __nv_bfloat16* x, const float* inv_freq, int hea
 }
 
 // §5: a = x·wkvᵀ, z = x·wgateᵀ in FP32, then the streaming pool/norm/RoPE into s.entry rows with
-// s.entry_idx naming the entry each token emits (−1: none).
+// s.entry_idx naming the entry each row emits (−1: none); state in the slots' rings.
 void run_compressor(const StepContext& c, const DeviceCompressor& w, const float* inv_freq,
                     float* ring_a, float* ring_z) {
   linear_f32(c, w.wkv, c.s.u, c.T, c.s.ca);
@@ -44,7 +47,7 @@ void run_compressor(const StepContext& c, const DeviceCompressor& w, const float
   p.ape = w.ape.get();
   p.norm = w.norm.get();
   p.inv_freq = inv_freq;
-  p.pos = c.s.pos;
+  p.rows = c.rows;
   p.ring_a = ring_a;
   p.ring_z = ring_z;
   p.entry = c.s.entry;
@@ -58,28 +61,43 @@ void run_compressor(const StepContext& c, const DeviceCompressor& w, const float
   launch_compressor(p, c.stream);
 }
 
-void pack_kv(const StepContext& c, const __nv_bfloat16* rows, const int32_t* slots, LayerState& st) {
+// Rows of `rows` [T, d] into the layer's pool at `slots` (−1: skipped).
+void pack_kv(const StepContext& c, const __nv_bfloat16* rows, const int32_t* slots, const LayerPool& pool) {
   KvPackParams p;
   p.kv = rows;
   p.slot = slots;
-  p.cache = st.cache.get();
+  p.cache = pool.cache;
   p.n_tokens = c.T;
   p.block_size = kKvBlockSize;
   p.dim = int(c.m.cfg.head_dim);
   launch_kv_pack(p, c.stream);
 }
 
-// §6: the indexer's keys advance with its compressor; the chunk's queries score the visible keys.
-void indexer(const StepContext& c, const DeviceLayer& w, int layer, LayerState& st,
-             const QuantAct& qr_q, const float* inv_freq) {
-  const ModelConfig& cfg = c.m.cfg;
-  const int Hi = int(cfg.index_n_heads);
-  run_compressor(c, *w.idx_compressor, inv_freq, st.idx_ring_a.get(), st.idx_ring_z.get());
-  HadamardFp4Params hk;  // keys: rotate + FP4, scattered to their entry rows
+// The pool rows (or key rows, base 0) of the entries this pass emitted (s.entry_idx).
+void entry_slots(const StepContext& c, int base, int per_block) {
+  EntrySlotParams p;
+  p.rows = c.rows;
+  p.pages = c.kv.pages();
+  p.entry_idx = c.s.entry_idx;
+  p.out = c.s.entry_slots;
+  p.n = c.T;
+  p.base = base;
+  p.per_block = per_block;
+  launch_entry_slots(p, c.stream);
+}
+
+// §6: the indexer's keys advance with its compressor (written to the paged key pool before any
+// query scores them); the queries are rotated and FP4-rounded for every row of the pass.
+void indexer_keys_and_queries(const StepContext& c, const DeviceLayer& w, int layer,
+                              const LayerPool& pool, const QuantAct& qr_q, const float* inv_freq) {
+  const int Hi = int(c.m.cfg.index_n_heads);
+  run_compressor(c, *w.idx_compressor, inv_freq, pool.idx_ring_a, pool.idx_ring_z);
+  entry_slots(c, 0, kIndexerKeysPerBlock);
+  HadamardFp4Params hk;  // keys: rotate + FP4, scattered to their paged rows
   hk.x = c.s.entry;
-  hk.packed = st.idx_keys.get();
-  hk.scale = st.idx_key_scale.get();
-  hk.row_dst = c.s.entry_idx;
+  hk.packed = pool.idx_keys;
+  hk.scale = pool.idx_key_scale;
+  hk.row_dst = c.s.entry_slots;
   hk.n_rows = c.T;
   launch_hadamard_fp4(hk, c.stream);
   if (c.tracing()) {  // the CPU traces keys rotated and FP4-rounded: the same basis, as BF16
@@ -99,31 +117,39 @@ void indexer(const StepContext& c, const DeviceLayer& w, int layer, LayerState& 
   hq.n_rows = c.T * Hi;
   launch_hadamard_fp4(hq, c.stream);
   linear_f32(c, w.idx_weights_proj, c.s.u, c.T, c.s.hw);
+}
 
+// §6 steps 5–6 for rows [g0, g0+n) into s.topk [n, K].
+void indexer_select(const StepContext& c, const DeviceLayer& w, const LayerPool& pool, int g0, int n) {
+  const ModelConfig& cfg = c.m.cfg;
+  const int Hi = int(cfg.index_n_heads);
   IndexerTopkParams p;
-  p.q = c.s.qi_fq;
-  p.head_weight = c.s.hw;
-  p.key_packed = st.idx_keys.get();
-  p.key_scale = st.idx_key_scale.get();
-  p.pos = c.s.pos;
-  p.score = c.seq.index_score.get();
+  p.q = c.s.qi_fq + size_t(g0) * Hi * kIndexerDim;
+  p.head_weight = c.s.hw + size_t(g0) * Hi;
+  p.key_packed = pool.idx_keys;
+  p.key_scale = pool.idx_key_scale;
+  p.pos = c.rows.pos + g0;
+  p.slot = c.rows.slot + g0;
+  p.pages = c.kv.pages();
+  p.score = c.s.index_score;
   p.topk = c.s.topk;
-  p.n_q = c.T;
+  p.n_q = n;
   p.Hi = Hi;
   p.K = int(cfg.index_topk);
   p.ratio = w.idx_compressor->ratio;
-  p.max_entries = st.max_entries;
+  p.max_entries = pool.max_entries;
   launch_indexer_topk(p, c.stream);
-  c.emit_i32("indexer.topk", layer, c.s.topk, {c.T, int64_t(cfg.index_topk)});
 }
 
 }  // namespace
 
-void attention_step(const StepContext& c, const DeviceLayer& w, int layer, LayerState& st) {
+void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   const ModelConfig& cfg = c.m.cfg;
   const int T = c.T, D = int(cfg.hidden_size), Q = int(cfg.q_lora_rank);
-  const int H = int(cfg.num_attention_heads), d = int(cfg.head_dim);
+  const int H = int(cfg.num_attention_heads), d = int(cfg.head_dim), W = int(cfg.sliding_window);
   const float* inv_freq = c.m.inv_freq(w.spec);
+  const LayerPool& pool = c.kv.layers[size_t(layer)];
+  const bool csa = w.spec.attention == AttentionType::kCSA;
   Scratch& s = c.s;
 
   // §4.1 / §4.2: qr = q_norm(x·wq_aᵀ), q = per-head RMSNorm(qr·wq_bᵀ) + RoPE; kv likewise.
@@ -140,49 +166,80 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer, Layer
   rope(c, s.kv, inv_freq, 1, d);
   c.emit_bf16("attn.kv", layer, s.kv, {T, d});
 
-  // Window rows: slot = position mod ring (ring = W + kMaxChunk, see LayerState).
-  launch_cache_slots({s.pos, s.slots, T, 0, st.ring}, c.stream);
-  pack_kv(c, s.kv, s.slots, st);
+  // Window rows: this pass's own rows now (its queries read them there), the rings after attention.
+  WindowSlotParams ws;
+  ws.rows = c.rows;
+  ws.pass_slot = s.pass_slot;
+  ws.ring_slot = s.ring_slot;
+  ws.n = T;
+  ws.pass_base = pool.pass_base;
+  ws.ring_base = pool.ring_base;
+  ws.window = W;
+  launch_window_slots(ws, c.stream);
+  pack_kv(c, s.kv, s.pass_slot, pool);
 
   // §7 order: the indexer (its compressor, then scores) before the main compressor.
-  if (w.spec.attention == AttentionType::kCSA) indexer(c, w, layer, st, qrq, inv_freq);
+  if (csa) indexer_keys_and_queries(c, w, layer, pool, qrq, inv_freq);
   if (w.compressor) {
-    run_compressor(c, *w.compressor, inv_freq, st.comp_ring_a.get(), st.comp_ring_z.get());
-    launch_cache_slots({s.entry_idx, s.entry_slots, T, st.ring, 0}, c.stream);
-    pack_kv(c, s.entry, s.entry_slots, st);
-    c.emit_entries(w.spec.attention == AttentionType::kCSA ? "csa.entries" : "hca.entries", layer,
-                   s.entry, d);
+    run_compressor(c, *w.compressor, inv_freq, pool.comp_ring_a, pool.comp_ring_z);
+    entry_slots(c, pool.comp_base, pool.per_block);
+    pack_kv(c, s.entry, s.entry_slots, pool);
+    c.emit_entries(csa ? "csa.entries" : "hca.entries", layer, s.entry, d);
   }
 
-  AttnIndexParams ip;
-  ip.pos = s.pos;
-  ip.topk = w.spec.attention == AttentionType::kCSA ? s.topk : nullptr;
-  ip.indices = c.seq.attn_indices.get();
-  ip.n_q = T;
-  ip.window = int(cfg.sliding_window);
-  ip.ring = st.ring;
-  ip.comp_base = st.ring;
-  ip.ratio = w.spec.compress_ratio;
-  ip.topk_k = int(cfg.index_topk);
-  ip.n_idx = st.n_idx;
-  launch_attention_indices(ip, c.stream);
+  // Indexer picks, row lists and sparse attention, kAttentionGroupRows queries at a time.
+  std::vector<int32_t> traced_topk;
+  for (int g0 = 0; g0 < T; g0 += kAttentionGroupRows) {
+    const int n = std::min(kAttentionGroupRows, T - g0);
+    if (csa) {
+      indexer_select(c, w, pool, g0, n);
+      if (c.tracing()) {
+        std::vector<int32_t> h(size_t(n) * cfg.index_topk);
+        DSV4_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+        DSV4_CUDA_CHECK(cudaMemcpy(h.data(), s.topk, h.size() * 4, cudaMemcpyDeviceToHost));
+        traced_topk.insert(traced_topk.end(), h.begin(), h.end());
+      }
+    }
+    AttnIndexParams ip;
+    ip.rows = c.rows;
+    ip.row0 = g0;
+    ip.pages = c.kv.pages();
+    ip.topk = csa ? s.topk : nullptr;
+    ip.indices = s.attn_indices;
+    ip.n_q = n;
+    ip.window = W;
+    ip.pass_base = pool.pass_base;
+    ip.ring_base = pool.ring_base;
+    ip.comp_base = pool.comp_base;
+    ip.per_block = pool.per_block;
+    ip.ratio = w.spec.compress_ratio;
+    ip.topk_k = int(cfg.index_topk);
+    ip.n_idx = pool.n_idx;
+    launch_attention_indices(ip, c.stream);
 
-  SparseAttnParams ap;
-  ap.q = s.q;
-  ap.cache = st.cache.get();
-  ap.indices = c.seq.attn_indices.get();
-  ap.sink = w.attn_sink.get();
-  ap.pos = s.pos;
-  ap.inv_freq = inv_freq;
-  ap.out = s.o;
-  ap.n_q = T;
-  ap.H = H;
-  ap.n_idx = st.n_idx;
-  ap.block_size = kKvBlockSize;
-  ap.dim = d;
-  ap.softmax_scale = float(1.0 / std::sqrt(double(d)));  // §4.3
-  launch_sparse_attention(ap, c.stream);
+    SparseAttnParams ap;
+    ap.q = s.q + size_t(g0) * H * d;
+    ap.cache = pool.cache;
+    ap.indices = s.attn_indices;
+    ap.sink = w.attn_sink.get();
+    ap.pos = c.rows.pos + g0;
+    ap.inv_freq = inv_freq;
+    ap.out = s.o + size_t(g0) * H * d;
+    ap.n_q = n;
+    ap.H = H;
+    ap.n_idx = pool.n_idx;
+    ap.block_size = kKvBlockSize;
+    ap.dim = d;
+    ap.softmax_scale = float(1.0 / std::sqrt(double(d)));  // §4.3
+    launch_sparse_attention(ap, c.stream);
+  }
+  if (csa && c.tracing()) {
+    const std::vector<float> f(traced_topk.begin(), traced_topk.end());
+    const int64_t shape[2] = {T, cfg.index_topk};
+    (*c.trace)("indexer.topk", layer, f.data(), shape);
+  }
   c.emit_bf16("attn.core", layer, s.o, {T, H, d});
+  pack_kv(c, s.kv, s.ring_slot, pool);  // §5.5: the window ring for this sequence's next pass
 
   // §4.5: z_g = wo_a_g · o_g per group (BF16 einsum in the reference), then y = z·wo_bᵀ.
   GroupedOutProjParams gp;

@@ -1,21 +1,23 @@
-// The CUDA forward (§2): embed → L decoder blocks (attention_step, moe_step between mHC pre/post)
-// → HC_head, norm, lm_head, in passes of at most kMaxChunk tokens. One-token decode steps replay
-// a CUDA graph captured once per sequence: the host only writes the token and its position into
-// device memory, everything position-dependent is decided by the kernels. When the caller asks,
-// the next token is sampled on the device after the head (inside the graph for decode), and only
-// its id comes back instead of the logits row.
+// The CUDA runtime (cuda_forward.h): device choice, weight upload and the memory plan (weights,
+// step scratch, the paged KV pool, one size table through DeviceArena), sequences as slots plus
+// KV blocks, and forward(): every item of a call goes through passes over the model whose rows
+// hold chunks of many sequences (step_plan.h, layer_pass.h). A call whose items are all one-token
+// decode steps replays the CUDA graph captured once for the smallest batch bucket that holds them;
+// only the plan (and new page-table entries) change between replays.
 #include "cuda/cuda_forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <optional>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_model.h"
-#include "cuda/kernels/embedding.cuh"
-#include "cuda/kernels/mhc.cuh"
-#include "cuda/kernels/sampling.cuh"
+#include "cuda/kv_pool.h"
+#include "cuda/layer_pass.h"
 #include "cuda/step.h"
+#include "cuda/step_plan.h"
 #include "model/checkpoint.h"
 #include "model/kv_blocks.h"
 #include "model/weights.h"
@@ -28,94 +30,14 @@ namespace {
 using namespace dsv4::cuda;
 
 constexpr double kGiB = double(1 << 30);
+constexpr int kDefaultCudaSequences = 256;
+constexpr int kMaxLogitRows = 256;  // logit rows per pass: the widest decode batch
 
-// HC_pre (§3.1) into s.u with s.post / s.comb, then the sub-layer's RMSNorm.
-void hc_pre(const StepContext& c, const DeviceHyperConn& hc, const DeviceBuffer<__nv_bfloat16>& norm) {
-  const ModelConfig& cfg = c.m.cfg;
-  MhcPreParams p;
-  p.x = c.s.X;
-  p.fn = hc.fn.get();
-  p.base = hc.base.get();
-  p.scale = hc.scale.get();
-  p.partial = c.s.mhc_partial;
-  p.u = c.s.u;
-  p.post = c.s.post;
-  p.comb = c.s.comb;
-  p.n_tokens = c.T;
-  p.D = int(cfg.hidden_size);
-  p.sinkhorn_iters = int(cfg.hc_sinkhorn_iters);
-  p.hc_eps = float(cfg.hc_eps);
-  p.rms_eps = float(cfg.rms_norm_eps);
-  launch_mhc_pre(p, c.stream);
-  rmsnorm(c, c.s.u, norm.get(), c.T, int(cfg.hidden_size));
+size_t free_device_bytes() {
+  size_t free_b = 0, total_b = 0;
+  DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return free_b;
 }
-
-// HC_post (§3.2): X = post·f + Cᵀ·X.
-void hc_post(const StepContext& c, const __nv_bfloat16* f) {
-  MhcPostParams p;
-  p.f = f;
-  p.x = c.s.X;
-  p.post = c.s.post;
-  p.comb = c.s.comb;
-  p.out = c.s.X;
-  p.n_tokens = c.T;
-  p.D = int(c.m.cfg.hidden_size);
-  launch_mhc_post(p, c.stream);
-}
-
-// Enqueues one pass of c.T tokens (s.tokens / s.pos already on the device) and the head for its
-// last `rows` tokens into s.logits. Nothing here reads a position on the host.
-void enqueue_pass(const StepContext& c, int rows) {
-  const ModelConfig& cfg = c.m.cfg;
-  const int T = c.T, n = int(cfg.hc_mult), D = int(cfg.hidden_size);
-  EmbeddingParams ep;
-  ep.table = c.m.embed.get();
-  ep.tokens = c.s.tokens;
-  ep.streams = c.s.X;
-  ep.T = T;
-  ep.n = n;
-  ep.D = D;
-  ep.vocab = int(cfg.vocab_size);
-  launch_embedding(ep, c.stream);
-  for (size_t l = 0; l < c.m.layers.size(); ++l) {
-    const DeviceLayer& w = c.m.layers[l];
-    const int layer = int(l);
-    hc_pre(c, w.hc_attn, w.attn_norm);
-    c.emit_bf16("attn.in", layer, c.s.u, {T, D});
-    attention_step(c, w, layer, c.seq.layers[l]);
-    hc_post(c, c.s.attn_out);
-    hc_pre(c, w.hc_ffn, w.ffn_norm);
-    c.emit_bf16("moe.in", layer, c.s.u, {T, D});
-    moe_step(c, w, layer);
-    hc_post(c, c.s.ffn_out);
-    c.emit_bf16("hc.streams", layer, c.s.X, {T, n, D});
-  }
-  c.emit_bf16("final.streams", -1, c.s.X, {T, n, D});
-
-  // §9: HC_head → RMSNorm → lm_head over the last `rows` tokens.
-  MhcHeadParams hp;
-  hp.x = c.s.X + size_t(T - rows) * n * D;
-  hp.fn = c.m.hc_head.fn.get();
-  hp.base = c.m.hc_head.base.get();
-  hp.scale = c.m.hc_head.scale.get();
-  hp.partial = c.s.mhc_partial;
-  hp.h = c.s.hh;
-  hp.n_tokens = rows;
-  hp.D = D;
-  hp.hc_eps = float(cfg.hc_eps);
-  hp.rms_eps = float(cfg.rms_norm_eps);
-  launch_mhc_head(hp, c.stream);
-  rmsnorm(c, c.s.hh, c.m.norm.get(), rows, D);
-  c.emit_bf16("final.hidden", -1, c.s.hh, {rows, D});
-  linear_f32(c, c.m.head, c.s.hh, rows, c.s.logits);
-}
-
-// The pinned host side of a step's small transfers.
-struct HostIo {
-  int32_t token = 0, pos = 0;  // in: a decode step's token and its position
-  uint64_t step = 0;           // in: the sampler's Philox step (the sampled token's position)
-  int32_t sampled = 0;         // out: the device's choice
-};
 
 // ForwardItem::sample comes from the caller: bad values are errors, not launcher invariants.
 void validate(const DeviceSampling& d) {
@@ -126,10 +48,86 @@ void validate(const DeviceSampling& d) {
     fail("device sampling: top-p must be in (0, 1], got ", d.top_p);
 }
 
-size_t free_device_bytes() {
-  size_t free_b = 0, total_b = 0;
-  DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  return free_b;
+// Decode batch buckets: powers of two up to the largest batch (design.md "decode graphs per
+// batch-size bucket"); a step of b sequences replays the smallest bucket >= b.
+int bucket_for(int b) {
+  int n = 1;
+  while (n < b) n *= 2;
+  return n;
+}
+
+// A sequence: a slot (window ring, compressor rings, page-table row) and the KV blocks it holds.
+class CudaSequenceState final : public SequenceState {
+ public:
+  CudaSequenceState(KvBlockPool& pool, int32_t* page_mirror, int pages_per_slot, int32_t slot,
+                    int64_t max_tokens)
+      : pool_(&pool), pages_(page_mirror + int64_t(slot) * pages_per_slot), slot_(slot),
+        max_tokens_(max_tokens) {}
+  ~CudaSequenceState() override {
+    pool_->give_blocks(blocks_);
+    pool_->give_slot(slot_);
+  }
+  int64_t position() const override { return position_; }
+  // Stale rows are never read (visibility is by position), so a reset only gives the blocks back.
+  void reset() override {
+    position_ = 0;
+    pool_->give_blocks(blocks_);
+    uploaded_ = 0;
+  }
+  int64_t max_tokens() const { return max_tokens_; }
+  int32_t slot() const { return slot_; }
+  void advance(int64_t n) { position_ += n; }
+  bool reserve(int64_t n_tokens) {
+    const int64_t need = (n_tokens + kKvBlockTokens - 1) / kKvBlockTokens - int64_t(blocks_.size());
+    if (need <= 0) return true;
+    const size_t had = blocks_.size();
+    if (!pool_->take_blocks(need, blocks_)) return false;
+    std::copy(blocks_.begin() + std::ptrdiff_t(had), blocks_.end(), pages_ + had);
+    return true;
+  }
+  // Copies the page-table entries the device has not seen yet (pinned mirror -> device).
+  void upload_pages(int32_t* device_row, cudaStream_t stream) {
+    if (uploaded_ == blocks_.size()) return;
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(device_row + uploaded_, pages_ + uploaded_,
+                                    (blocks_.size() - uploaded_) * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, stream));
+    uploaded_ = blocks_.size();
+  }
+
+ private:
+  KvBlockPool* pool_;
+  int32_t* pages_;  // this slot's row of the pinned page-table mirror
+  int32_t slot_;
+  int64_t position_ = 0, max_tokens_ = 0;
+  std::vector<int32_t> blocks_;
+  size_t uploaded_ = 0;
+};
+
+CudaSequenceState& cuda_sequence(SequenceState* s) {
+  auto* c = dynamic_cast<CudaSequenceState*>(s);
+  if (!c) fail("forward: the sequence state was not created by the CUDA backend");
+  return *c;
+}
+
+// Everything the device holds besides the weights, sized from one shape (device_arena.h).
+struct DeviceState {
+  DeviceState(const DeviceModel& m, const KvPoolShape& kv_shape, const ScratchShape& sh, DeviceArena& arena)
+      : plan(sh.rows, sh.logits, arena), kv(m, kv_shape, arena), scratch(m.cfg, sh, arena) {}
+  StepPlan plan;
+  KvPool kv;
+  Scratch scratch;
+};
+
+ScratchShape scratch_shape(const DeviceModel& m, const KvPoolShape& kv, int logit_rows) {
+  DeviceArena count;
+  KvPool sizing(m, kv, count);
+  return {kv.pass_rows, logit_rows, sizing.max_n_idx(), sizing.max_csa_entries()};
+}
+
+size_t device_state_bytes(const DeviceModel& m, const KvPoolShape& kv, int logit_rows) {
+  DeviceArena count;
+  DeviceState sizing(m, kv, scratch_shape(m, kv, logit_rows), count);
+  return count.used();
 }
 
 class CudaForward final : public Forward {
@@ -145,208 +143,337 @@ class CudaForward final : public Forward {
     check_cuda_supported(cfg);
     Checkpoint ckpt = Checkpoint::open(dir);
     const ModelWeights w = bind_weights(cfg, ckpt);
-    DeviceArena count;
-    { Scratch sizing(cfg, kMaxChunk, count); }
-    const size_t need = device_weight_bytes(cfg, w) + count.used();
-    const size_t free_b = free_device_bytes();
-    if (need > free_b)
-      fail("the model needs ", need / kGiB, " GiB of GPU memory (weights and step buffers), ",
-           free_b / kGiB, " GiB are free on device ", opt.device);
+
+    // The memory plan: weights, then the step buffers and one sequence slot at full context must
+    // fit; what the utilisation limit leaves after them goes to slots and KV blocks.
+    size_t free_b = 0, total_b = 0;
+    DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const int64_t ctx = opt.ctx_size > 0 ? std::min(opt.ctx_size, cfg.max_position_embeddings)
+                                         : cfg.max_position_embeddings;
+    const size_t weights = device_weight_bytes(cfg, w);
+    const size_t limit = size_t(double(total_b) * opt.gpu_memory_utilization);
+    const size_t in_use = total_b - free_b;
+    const size_t usable = limit > in_use ? std::min(limit - in_use, free_b) : 0;
+    DeviceModel shell;  // sizing needs only the config and the layer specs
+    shell.cfg = cfg;
+    shell.layers = layer_shells(w);
+    KvPoolShape shape;
+    shape.max_context = ctx;
+    shape.pass_rows = opt.max_pass_rows;
+    shape.n_slots = 1;
+    shape.n_blocks = int(std::min<int64_t>((ctx + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
+    const size_t minimum = weights + device_state_bytes(shell, shape, kMaxLogitRows);
+    if (minimum > usable)
+      fail("the model needs ", minimum / kGiB, " GiB of GPU memory (weights ", weights / kGiB,
+           " GiB, step buffers and one sequence of ", ctx, " tokens), ", usable / kGiB,
+           " GiB are usable on device ", opt.device, " (", free_b / kGiB, " GiB free, --gpu-memory-utilization ",
+           opt.gpu_memory_utilization, "); a smaller --ctx-size needs less");
     model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress));
-    arena_ = std::make_unique<DeviceArena>(count.used());
-    scratch_ = std::make_unique<Scratch>(model_->cfg, kMaxChunk, *arena_);
+
+    // Slots, then blocks from what is left (the KV budget).
+    shape.n_slots = opt.max_sequences > 0 ? int(opt.max_sequences) : kDefaultCudaSequences;
+    shape.n_blocks = 0;
+    const size_t left = usable - weights;
+    const size_t fixed = device_state_bytes(*model_, shape, kMaxLogitRows);
+    if (fixed > left)
+      fail(shape.n_slots, " sequence slots need ", fixed / kGiB, " GiB, ", left / kGiB,
+           " GiB are left after the weights: lower --max-seqs");
+    if (opt.kv_cache_tokens > 0) {
+      shape.n_blocks = int(std::min<int64_t>((opt.kv_cache_tokens + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
+      if (device_state_bytes(*model_, shape, kMaxLogitRows) > left)
+        fail("--kv-cache-tokens ", opt.kv_cache_tokens, " needs more GPU memory than the ", left / kGiB,
+             " GiB left after the weights");
+    } else {
+      shape.n_blocks = fit_blocks(shape, left);
+    }
+    // One sequence never holds more than the pool.
+    shape.max_context = std::min<int64_t>(ctx, int64_t(shape.n_blocks) * kKvBlockTokens);
+    if (shape.max_context < 1) fail("no KV cache fits in the GPU memory left after the weights");
+    arena_ = std::make_unique<DeviceArena>(device_state_bytes(*model_, shape, kMaxLogitRows));
+    state_ = std::make_unique<DeviceState>(*model_, shape, scratch_shape(*model_, shape, kMaxLogitRows), *arena_);
+    blocks_ = std::make_unique<KvBlockPool>(shape.n_blocks, shape.n_slots);
+    const size_t mirror = size_t(shape.n_slots) * shape.pages_per_slot();
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&page_mirror_), mirror * sizeof(int32_t)));
+    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&sampled_host_), kMaxLogitRows * sizeof(int32_t)));
     DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_io_), sizeof(HostIo)));
-    *host_io_ = HostIo{};
-    sample_step_ = DeviceBuffer<uint64_t>(1);
-    sampled_ = DeviceBuffer<int32_t>(1);
+    if (opt.progress)
+      std::fprintf(stderr, "KV cache: %d slots, %d blocks of %lld tokens (%.2f GiB with the step buffers), context %lld\n",
+                   shape.n_slots, shape.n_blocks, (long long)kKvBlockTokens, arena_->used() / kGiB,
+                   (long long)shape.max_context);
   }
+
   ~CudaForward() override {
+    for (auto& [b, g] : graphs_) cudaGraphExecDestroy(g);
     if (stream_) cudaStreamDestroy(stream_);
-    if (host_io_) cudaFreeHost(host_io_);
+    if (page_mirror_) cudaFreeHost(page_mirror_);
+    if (sampled_host_) cudaFreeHost(sampled_host_);
   }
 
   const ModelConfig& config() const override { return model_->cfg; }
   bool samples_on_device() const override { return true; }
 
-  std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) override {
-    if (max_tokens <= 0) fail("new_sequence: max_tokens must be positive, got ", max_tokens);
-    if (max_tokens > int64_t(INT32_MAX) / 2)
-      fail("new_sequence: max_tokens ", max_tokens, " is beyond the CUDA backend's int32 positions");
-    const size_t need = CudaSequenceState::bytes_needed(model_->cfg, max_tokens);
-    const size_t free_b = free_device_bytes();
-    if (need > free_b)
-      fail("a sequence of ", max_tokens, " tokens needs ", need / kGiB, " GiB of GPU memory, ",
-           free_b / kGiB, " GiB are free");
-    return std::make_unique<CudaSequenceState>(*model_, max_tokens);
-  }
-
-  // Each sequence preallocates for its max_tokens here (the paged pool replaces this).
   KvCacheInfo kv_cache() const override {
+    const KvPoolShape& s = state_->kv.shape;
     KvCacheInfo k;
     k.block_tokens = kKvBlockTokens;
-    k.max_context = model_->cfg.max_position_embeddings;
-    k.total_blocks = k.free_blocks = k.blocks_for(k.max_context);
-    k.max_sequences = k.free_sequences = 1;
+    k.total_blocks = s.n_blocks;
+    k.free_blocks = blocks_->free_blocks();
+    k.max_sequences = s.n_slots;
+    k.free_sequences = blocks_->free_slots();
+    k.max_context = s.max_context;
     return k;
   }
+
+  std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) override {
+    const KvPoolShape& s = state_->kv.shape;
+    if (max_tokens <= 0) fail("new_sequence: max_tokens must be positive, got ", max_tokens);
+    if (max_tokens > s.max_context)
+      fail("a sequence of ", max_tokens, " tokens is longer than the context (", s.max_context, " tokens)");
+    const int32_t slot = blocks_->take_slot();
+    if (slot < 0) fail("all ", s.n_slots, " sequence slots are in use");
+    return std::make_unique<CudaSequenceState>(*blocks_, page_mirror_, s.pages_per_slot(), slot, max_tokens);
+  }
+
   bool reserve(SequenceState& seq, int64_t n_tokens) override {
-    auto* s = dynamic_cast<CudaSequenceState*>(&seq);
-    return s && n_tokens <= s->max_tokens();
+    return cuda_sequence(&seq).reserve(n_tokens);
   }
 
   void forward(std::span<ForwardItem> batch, const TraceHook* trace) override {
-    for (ForwardItem& item : batch) run_item(item, trace);
+    const ModelConfig& cfg = model_->cfg;
+    const int64_t V = cfg.vocab_size;
+    bool all_decode = true;
+    for (ForwardItem& item : batch) {
+      CudaSequenceState& seq = cuda_sequence(item.seq);
+      DSV4_CHECK(item.sample == nullptr || item.sampled != nullptr);
+      if (item.sample) validate(*item.sample);
+      const int64_t T = int64_t(item.tokens.size());
+      if (T == 0 && item.sample) fail("forward: a chunk of no tokens has no next token to sample");
+      if (seq.position() + T > seq.max_tokens())
+        fail("forward: sequence would reach ", seq.position() + T, " tokens, its limit is ", seq.max_tokens());
+      for (int64_t t = 0; t < T; ++t)
+        if (item.tokens[size_t(t)] < 0 || item.tokens[size_t(t)] >= V)
+          fail("token ", t, " of the chunk: id ", item.tokens[size_t(t)], " is outside the vocabulary [0, ", V, ")");
+      if (!seq.reserve(seq.position() + T))
+        fail("the KV cache is full: a sequence of ", seq.position() + T, " tokens needs ",
+             kv_cache().blocks_for(seq.position() + T), " blocks, ", blocks_->free_blocks(), " are free");
+      if (item.logits) item.logits->assign(size_t((item.all_logits ? T : (T > 0 ? 1 : 0)) * V), 0.0f);
+      all_decode = all_decode && T == 1;
+    }
+    for (size_t i = 0; i < batch.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (batch[i].seq == batch[j].seq) fail("forward: a sequence appears twice in one batch");
+    const bool tracing = trace && *trace;
+    if (all_decode && !batch.empty() && opt_.use_graph && !tracing &&
+        int(batch.size()) <= max_decode_batch()) {
+      decode_with_graph(batch);
+    } else {
+      run_passes(batch, trace);
+    }
   }
 
  private:
-  void run_item(ForwardItem& item, const TraceHook* trace) {
-    auto* seq = dynamic_cast<CudaSequenceState*>(item.seq);
-    if (!seq) fail("forward: the sequence state was not created by the CUDA backend");
-    DSV4_CHECK(item.logits != nullptr || item.sample != nullptr);
-    DSV4_CHECK(item.sample == nullptr || item.sampled != nullptr);
-    if (item.sample) validate(*item.sample);
-    const ModelConfig& cfg = model_->cfg;
-    const int64_t T = int64_t(item.tokens.size()), V = cfg.vocab_size;
-    if (T == 0) {
-      if (item.logits) item.logits->clear();
-      if (item.sample) fail("forward: a chunk of no tokens has no next token to sample");
-      return;
+  // Layer specs and compressor shapes without device memory: what sizing needs before upload.
+  static std::vector<DeviceLayer> layer_shells(const ModelWeights& w) {
+    std::vector<DeviceLayer> out;
+    for (const LayerWeights& lw : w.layers) {
+      DeviceLayer l;
+      l.spec = lw.spec;
+      auto shell = [](const CompressorWeights& c) {
+        DeviceCompressor d;
+        d.ratio = int(c.ratio);
+        d.width = int(c.width);
+        d.coff = int(compressor_overlap(c.ratio));
+        return d;
+      };
+      if (lw.attn.compressor) l.compressor = shell(*lw.attn.compressor);
+      if (lw.attn.indexer) l.idx_compressor = shell(lw.attn.indexer->compressor);
+      out.push_back(std::move(l));
     }
-    if (seq->position() + T > seq->max_tokens())
-      fail("forward: sequence would reach ", seq->position() + T, " tokens, its limit is ",
-           seq->max_tokens());
-    for (int64_t t = 0; t < T; ++t)
-      if (item.tokens[size_t(t)] < 0 || item.tokens[size_t(t)] >= V)
-        fail("token ", t, " of the chunk: id ", item.tokens[size_t(t)],
-             " is outside the vocabulary [0, ", V, ")");
-    const bool tracing = trace && *trace;
-    if (item.logits) item.logits->resize(size_t((item.all_logits ? T : 1) * V));
-    float* out = item.logits ? item.logits->data() : nullptr;
-
-    if (T == 1 && opt_.use_graph && !tracing) {
-      decode_with_graph(*seq, item.tokens[0], out, item.sample);
-    } else {
-      run_eager(seq, item, trace, out);
-    }
-    if (item.sample) *item.sampled = checked_sample(*seq);
+    return out;
   }
 
-  // Prefill chunks and traced or graph-less steps: passes of at most kMaxChunk tokens.
-  void run_eager(CudaSequenceState* seq, const ForwardItem& item, const TraceHook* trace,
-                 float* out) {
-    const int64_t T = int64_t(item.tokens.size()), V = model_->cfg.vocab_size;
-    for (int64_t t0 = 0; t0 < T; t0 += kMaxChunk) {
-      const int Tc = int(std::min<int64_t>(kMaxChunk, T - t0));
-      const bool last = t0 + Tc == T;
-      const int rows = item.all_logits ? Tc : (last ? 1 : 0);
-      std::vector<int32_t> pos(static_cast<size_t>(Tc));
-      for (int i = 0; i < Tc; ++i) pos[size_t(i)] = int32_t(seq->position() + i);
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens, item.tokens.data() + t0,
-                                      size_t(Tc) * 4, cudaMemcpyHostToDevice, stream_));
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos, pos.data(), size_t(Tc) * 4,
-                                      cudaMemcpyHostToDevice, stream_));
-      const StepContext c{*model_, *seq, *scratch_, stream_, trace, Tc};
-      enqueue_pass(c, std::max(rows, 1));
-      if (last && item.sample) {
-        host_io_->step = uint64_t(seq->position() + Tc);
-        DSV4_CUDA_CHECK(cudaMemcpyAsync(sample_step_.get(), &host_io_->step, 8,
-                                        cudaMemcpyHostToDevice, stream_));
-        enqueue_sample(*item.sample, scratch_->logits + size_t(std::max(rows, 1) - 1) * V);
-        DSV4_CUDA_CHECK(cudaMemcpyAsync(&host_io_->sampled, sampled_.get(), 4,
-                                        cudaMemcpyDeviceToHost, stream_));
+  int fit_blocks(KvPoolShape shape, size_t budget) const {
+    auto fits = [&](int64_t n) {
+      shape.n_blocks = int(n);
+      try {
+        return device_state_bytes(*model_, shape, kMaxLogitRows) <= budget;
+      } catch (const Error&) {  // past the int32 row limit of a layer pool
+        return false;
       }
-      if (rows > 0 && out) {
-        DSV4_CUDA_CHECK(cudaMemcpyAsync(out, scratch_->logits, size_t(rows * V) * 4,
-                                        cudaMemcpyDeviceToHost, stream_));
-        out += rows * V;
-      }
-      if (rows > 0) c.emit_f32("logits", -1, scratch_->logits, {rows, V});
-      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));  // pos / tokens host vectors die here
-      seq->advance(Tc);
+    };
+    if (!fits(0)) return 0;
+    int64_t lo = 0, hi = 1;
+    while (hi < INT32_MAX / 2 && fits(hi)) lo = hi, hi *= 2;
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      (fits(mid) ? lo : hi) = mid;
+    }
+    return int(lo);
+  }
+
+  int max_decode_batch() const {
+    return std::min({state_->kv.shape.n_slots, state_->plan.max_rows(), kMaxLogitRows});
+  }
+
+  StepContext context(int T, int n_logits, const TraceHook* trace) {
+    return StepContext{*model_, state_->kv, state_->scratch, state_->plan, stream_, trace, T, n_logits,
+                       state_->plan.device_rows(), state_->plan.tokens(), state_->plan.n_real()};
+  }
+
+  static RowSampling row_sampling(const DeviceSampling* d, int64_t sampled_position) {
+    RowSampling r;
+    if (!d) return r;  // greedy: a value nobody reads
+    r.temperature = d->temperature;
+    r.top_k = d->top_k;
+    r.top_p = d->top_p;
+    r.seed = d->seed;
+    r.step = uint64_t(sampled_position);  // draws depend on (seed, position) only
+    return r;
+  }
+
+  void upload_pages(std::span<ForwardItem> items) {
+    const int P = state_->kv.shape.pages_per_slot();
+    for (ForwardItem& it : items) {
+      CudaSequenceState& s = cuda_sequence(it.seq);
+      s.upload_pages(state_->kv.page_table + int64_t(s.slot()) * P, stream_);
     }
   }
 
-  // The sampler over one logits row [vocab] into sampled_, at the Philox step in sample_step_.
-  void enqueue_sample(const DeviceSampling& d, const float* row) {
-    SampleParams p;
-    p.logits = row;
-    p.token = sampled_.get();
-    p.step = sample_step_.get();
-    p.rows = 1;
-    p.vocab = int(model_->cfg.vocab_size);
-    p.top_k = int(d.top_k);
-    p.temperature = d.temperature;
-    p.top_p = d.top_p;
-    p.seed = d.seed;
-    launch_sample(p, stream_);
-  }
-
-  // The token the last step sampled (host_io_->sampled, synchronised), after the sequence
-  // advanced: the kernel's sentinel for NaN / +inf / all −inf logits becomes an error naming the
-  // position whose logits they were.
-  int32_t checked_sample(const CudaSequenceState& seq) const {
-    const int32_t id = host_io_->sampled;
+  // The device's choice for logit row `row`, after the stream synchronised; the kernel's sentinel
+  // for NaN / +inf / all −inf logits becomes an error naming the position.
+  int32_t checked_sample(int row, int64_t position) const {
+    const int32_t id = sampled_host_[row];
     if (id == kSampleInvalidToken)
-      fail("non-finite logits at position ", seq.position() - 1,
-           " (NaN, +inf or every logit -inf): no token can be sampled");
+      fail("non-finite logits at position ", position, " (NaN, +inf or every logit -inf): no token can be sampled");
     DSV4_CHECK_MSG(id >= 0 && id < model_->cfg.vocab_size, "device sampler returned id ", id);
     return id;
   }
 
-  // One token: write token and position (and, when sampling, the Philox step: the sampled
-  // token's position, so draws depend on (seed, position) only and graph and eager steps agree)
-  // into the fixed device inputs, replay the sequence's graph (captured on its first decode step,
-  // again when the sampling parameters change: they are baked into the sampler's launch), read
-  // the logits row and / or the sampled id.
-  void decode_with_graph(CudaSequenceState& seq, int32_t token, float* logits,
-                         const DeviceSampling* sample) {
-    const std::optional<DeviceSampling> want =
-        sample ? std::optional<DeviceSampling>(*sample) : std::nullopt;
-    // Dropped before check_step's measurement (destroying frees memory).
-    if (seq.decode_graph && seq.decode_sampling != want) {
-      DSV4_CUDA_CHECK(cudaGraphExecDestroy(seq.decode_graph));
-      seq.decode_graph = nullptr;
+  // Eager passes: each holds chunks of several sequences, at most pass_rows rows and
+  // kMaxLogitRows logit rows; an item longer than what is left of a pass continues in the next.
+  void run_passes(std::span<ForwardItem> batch, const TraceHook* trace) {
+    const int64_t V = model_->cfg.vocab_size;
+    StepPlan& plan = state_->plan;
+    std::vector<int64_t> done(batch.size(), 0);
+    size_t next = 0;  // first item not finished
+    while (true) {
+      while (next < batch.size() && done[next] == int64_t(batch[next].tokens.size())) ++next;
+      if (next == batch.size()) break;
+      plan.clear();
+      struct Part {
+        size_t item;
+        int64_t t0, n;
+        int first_row, first_logit;
+        bool samples;
+      };
+      std::vector<Part> parts;
+      for (size_t i = next; i < batch.size(); ++i) {
+        ForwardItem& it = batch[i];
+        CudaSequenceState& seq = cuda_sequence(it.seq);
+        const int64_t left = int64_t(it.tokens.size()) - done[i];
+        if (left == 0) continue;
+        const int64_t room_rows = plan.max_rows() - plan.rows();
+        const int64_t room_logits = plan.max_logits() - plan.logit_rows();
+        int64_t n = std::min(left, room_rows);
+        if (it.all_logits) n = std::min(n, room_logits);
+        if (n <= 0 || (!it.all_logits && n == left && room_logits < 1)) break;
+        const int64_t pos0 = seq.position();
+        const int first_row = plan.rows();
+        plan.add_chunk(seq.slot(), pos0, it.tokens.data() + done[i], int(n));
+        const bool last_chunk = n == left;
+        const int first_logit = plan.logit_rows();
+        if (it.all_logits) {
+          for (int64_t r = 0; r < n; ++r)
+            plan.add_logit_row(first_row + int(r), row_sampling(last_chunk && r == n - 1 ? it.sample : nullptr,
+                                                                 pos0 + r + 1));
+        } else if (last_chunk && (it.logits || it.sample)) {
+          plan.add_logit_row(first_row + int(n - 1), row_sampling(it.sample, pos0 + n));
+        }
+        parts.push_back({i, done[i], n, first_row, first_logit, last_chunk && it.sample != nullptr});
+        done[i] += n;
+        seq.advance(n);  // positions of this pass are in the plan; the host state moves on now
+        if (plan.rows() == plan.max_rows()) break;
+      }
+      DSV4_CHECK(!parts.empty());
+      std::vector<ForwardItem> in_pass;
+      for (const Part& p : parts) in_pass.push_back(batch[p.item]);
+      upload_pages(in_pass);
+      plan.upload(stream_);
+      const bool sample = std::any_of(parts.begin(), parts.end(), [](const Part& p) { return p.samples; });
+      enqueue_pass(context(plan.rows(), plan.logit_rows(), trace), sample);
+      for (const Part& p : parts) {
+        ForwardItem& it = batch[p.item];
+        if (!it.logits) continue;
+        const int rows = it.all_logits ? int(p.n) : (p.t0 + p.n == int64_t(it.tokens.size()) ? 1 : 0);
+        if (rows == 0) continue;
+        const int64_t out_row = it.all_logits ? p.t0 : 0;
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(it.logits->data() + out_row * V,
+                                        state_->scratch.logits + int64_t(p.first_logit) * V,
+                                        size_t(rows * V) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+      }
+      if (sample)
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, plan.logit_rows() * sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, stream_));
+      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      for (const Part& p : parts) {
+        if (!p.samples) continue;
+        ForwardItem& it = batch[p.item];
+        const int row = it.all_logits ? p.first_logit + int(p.n) - 1 : p.first_logit;
+        *it.sampled = checked_sample(row, cuda_sequence(it.seq).position() - 1);
+      }
     }
-    // Capturing and instantiating a graph may allocate, and so may its first replay (lazy kernel
-    // module loading): the check covers every later replay, which is what decode repeats.
-    if (!seq.decode_graph) capture_decode(seq, want);
-    const bool check = opt_.check_step && seq.decode_replays > 0;
-    const size_t free_before = check ? free_device_bytes() : 0;
-    host_io_->token = token;
-    host_io_->pos = int32_t(seq.position());
-    host_io_->step = uint64_t(seq.position() + 1);
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->tokens, &host_io_->token, 4,
-                                    cudaMemcpyHostToDevice, stream_));
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(scratch_->pos, &host_io_->pos, 4,
-                                    cudaMemcpyHostToDevice, stream_));
-    if (sample)
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(sample_step_.get(), &host_io_->step, 8,
-                                      cudaMemcpyHostToDevice, stream_));
-    DSV4_CUDA_CHECK(cudaGraphLaunch(seq.decode_graph, stream_));
-    if (logits)
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(logits, scratch_->logits,
-                                      size_t(model_->cfg.vocab_size) * 4, cudaMemcpyDeviceToHost,
-                                      stream_));
-    if (sample)
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(&host_io_->sampled, sampled_.get(), 4,
-                                      cudaMemcpyDeviceToHost, stream_));
-    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    ++seq.decode_replays;
-    if (check && free_device_bytes() != free_before)
-      fail("check-step: device memory changed during a decode step (an allocation inside the step)");
-    seq.advance(1);
   }
 
-  // Global capture mode: any host synchronisation or allocation inside the step fails the capture
-  // with a CUDA error instead of being baked into the graph.
-  void capture_decode(CudaSequenceState& seq, const std::optional<DeviceSampling>& sample) {
+  // One-token steps of up to max_decode_batch() sequences: the bucket's graph, captured on first use.
+  void decode_with_graph(std::span<ForwardItem> batch) {
+    const int64_t V = model_->cfg.vocab_size;
+    const int b = int(batch.size()), B = bucket_for(b);
+    StepPlan& plan = state_->plan;
+    plan.clear();
+    for (int i = 0; i < b; ++i) {
+      CudaSequenceState& seq = cuda_sequence(batch[size_t(i)].seq);
+      plan.add_chunk(seq.slot(), seq.position(), batch[size_t(i)].tokens.data(), 1);
+    }
+    plan.pad_to(B);
+    for (int i = 0; i < B; ++i) {
+      const ForwardItem* it = i < b ? &batch[size_t(i)] : nullptr;
+      plan.add_logit_row(i, row_sampling(it ? it->sample : nullptr,
+                                         it ? cuda_sequence(it->seq).position() + 1 : 0));
+    }
+    auto graph = graphs_.find(B);
+    if (graph == graphs_.end()) graph = graphs_.emplace(B, capture(B)).first;
+    const bool check = opt_.check_step && replays_[B] > 0;
+    const size_t free_before = check ? free_device_bytes() : 0;
+    upload_pages(batch);
+    DSV4_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+    for (int i = 0; i < b; ++i)
+      if (batch[size_t(i)].logits)
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(batch[size_t(i)].logits->data(), state_->scratch.logits + int64_t(i) * V,
+                                        size_t(V) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    ++replays_[B];
+    if (check && free_device_bytes() != free_before)
+      fail("check-step: device memory changed during a decode step (an allocation inside the step)");
+    for (int i = 0; i < b; ++i) {
+      ForwardItem& it = batch[size_t(i)];
+      CudaSequenceState& seq = cuda_sequence(it.seq);
+      seq.advance(1);
+      if (it.sample) *it.sampled = checked_sample(i, seq.position() - 1);
+    }
+  }
+
+  // Global capture mode: a host synchronisation or allocation inside the step fails the capture
+  // with a CUDA error instead of being baked into the graph. The plan's upload and the sampled
+  // ids' download are part of the graph; only the plan's pinned contents change between replays.
+  cudaGraphExec_t capture(int B) {
+    if (opt_.progress) std::fprintf(stderr, "capturing the decode graph for batch %d\n", B);
     cudaGraph_t graph = nullptr;
     DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
     try {
-      const StepContext c{*model_, seq, *scratch_, stream_, nullptr, 1};
-      enqueue_pass(c, 1);
-      if (sample) enqueue_sample(*sample, scratch_->logits);
+      state_->plan.upload(stream_);
+      enqueue_pass(context(B, B, nullptr), true);
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, size_t(B) * sizeof(int32_t),
+                                      cudaMemcpyDeviceToHost, stream_));
     } catch (...) {
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
@@ -356,21 +483,23 @@ class CudaForward final : public Forward {
     if (end != cudaSuccess)
       fail("the decode step could not be captured as one CUDA graph (", cudaGetErrorString(end),
            "): a host synchronisation or allocation happened inside the step");
-    const cudaError_t inst = cudaGraphInstantiate(&seq.decode_graph, graph, 0);
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     DSV4_CUDA_CHECK(inst);
-    seq.decode_sampling = sample;
-    seq.decode_replays = 0;
+    return exec;
   }
 
   CudaOptions opt_;
   std::unique_ptr<DeviceModel> model_;
   std::unique_ptr<DeviceArena> arena_;
-  std::unique_ptr<Scratch> scratch_;
+  std::unique_ptr<DeviceState> state_;
+  std::unique_ptr<KvBlockPool> blocks_;
+  int32_t* page_mirror_ = nullptr;   // pinned [n_slots, pages_per_slot]
+  int32_t* sampled_host_ = nullptr;  // pinned [kMaxLogitRows]
   cudaStream_t stream_ = nullptr;
-  HostIo* host_io_ = nullptr;        // pinned
-  DeviceBuffer<uint64_t> sample_step_;  // [1] the sampler's Philox step, written before each sample
-  DeviceBuffer<int32_t> sampled_;       // [1] the sampled id
+  std::map<int, cudaGraphExec_t> graphs_;  // decode graph per batch bucket
+  std::map<int, int64_t> replays_;
 };
 
 }  // namespace

@@ -18,6 +18,7 @@ struct CudaOptions {
   // KV cache (engine/backend.h BackendOptions); 0: derived from the free memory.
   int64_t ctx_size = 0, max_sequences = 0, kv_cache_tokens = 0;
   double gpu_memory_utilization = 0.9;
+  int max_pass_rows = 2048;  // rows of one pass over the model (prefill chunks + decode rows)
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

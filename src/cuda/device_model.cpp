@@ -187,7 +187,7 @@ class Uploader {
     DeviceCompressor d;
     d.ratio = int(w.ratio);
     d.width = int(w.width);
-    d.coff = w.ratio == 4 ? 2 : 1;  // §5: overlapping windows only at m = 4
+    d.coff = int(compressor_overlap(w.ratio));
     d.wkv = linear(w.wkv);
     d.wgate = linear(w.wgate);
     d.ape = f32(w.ape);

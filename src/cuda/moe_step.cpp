@@ -114,7 +114,7 @@ void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
     rp.bias = w.gate_bias.get();
   } else {
     rp.tid2eid = w.tid2eid.get();
-    rp.token_ids = s.tokens;
+    rp.token_ids = c.tokens;
   }
   rp.expert_idx = s.moe.expert_idx;
   rp.expert_weight = s.moe.expert_w;

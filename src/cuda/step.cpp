@@ -18,80 +18,6 @@ namespace dsv4::cuda {
 
 namespace {
 
-int64_t max_entries_for(const LayerSpec& s, int64_t max_tokens) {
-  return s.compress_ratio > 0 ? max_tokens / s.compress_ratio : 0;
-}
-int64_t ring_for(const ModelConfig& cfg) { return cfg.sliding_window + kMaxChunk; }
-int64_t n_idx_for(const ModelConfig& cfg, const LayerSpec& s, int64_t max_tokens) {
-  const int64_t comp = s.attention == AttentionType::kCSA   ? cfg.index_topk
-                       : s.attention == AttentionType::kHCA ? max_entries_for(s, max_tokens)
-                                                            : 0;
-  return cfg.sliding_window + comp;
-}
-int64_t cache_bytes(const ModelConfig& cfg, const LayerSpec& s, int64_t max_tokens) {
-  const int64_t slots = ring_for(cfg) + max_entries_for(s, max_tokens);
-  return (slots + kKvBlockSize - 1) / kKvBlockSize * kv_page_bytes(kKvBlockSize, int(cfg.head_dim));
-}
-int64_t coff_for(int ratio) { return ratio == 4 ? 2 : 1; }  // §5: overlap only at m = 4
-
-}  // namespace
-
-size_t CudaSequenceState::bytes_needed(const ModelConfig& cfg, int64_t max_tokens) {
-  int64_t b = 0, max_csa = 0, max_idx = 0;
-  for (const LayerSpec& s : cfg.layers) {
-    b += cache_bytes(cfg, s, max_tokens);
-    if (s.compress_ratio > 0) {
-      const int64_t co = coff_for(s.compress_ratio);
-      b += 2 * co * s.compress_ratio * co * cfg.head_dim * 4;
-    }
-    if (s.attention == AttentionType::kCSA) {
-      b += 2 * 2 * 4 * 2 * cfg.index_head_dim * 4 + max_entries_for(s, max_tokens) * (64 + 4);
-      max_csa = std::max(max_csa, max_entries_for(s, max_tokens));
-    }
-    max_idx = std::max(max_idx, n_idx_for(cfg, s, max_tokens));
-  }
-  return size_t(b + kMaxChunk * (max_csa * 4 + max_idx * 4));
-}
-
-CudaSequenceState::CudaSequenceState(const DeviceModel& m, int64_t max_tokens)
-    : max_tokens_(max_tokens) {
-  const ModelConfig& cfg = m.cfg;
-  int64_t max_csa = 1, max_idx = 1;
-  for (const DeviceLayer& l : m.layers) {
-    LayerState st;
-    st.ring = int(ring_for(cfg));
-    st.max_entries = int(max_entries_for(l.spec, max_tokens));
-    st.n_idx = int(n_idx_for(cfg, l.spec, max_tokens));
-    st.cache = DeviceBuffer<uint8_t>(size_t(cache_bytes(cfg, l.spec, max_tokens)));
-    if (l.compressor) {
-      const size_t n = size_t(l.compressor->coff * l.compressor->ratio) * l.compressor->coff *
-                       l.compressor->width;
-      st.comp_ring_a = DeviceBuffer<float>(n);
-      st.comp_ring_z = DeviceBuffer<float>(n);
-    }
-    if (l.idx_compressor) {
-      const size_t n = size_t(l.idx_compressor->coff * l.idx_compressor->ratio) *
-                       l.idx_compressor->coff * l.idx_compressor->width;
-      st.idx_ring_a = DeviceBuffer<float>(n);
-      st.idx_ring_z = DeviceBuffer<float>(n);
-      const size_t e = size_t(std::max(st.max_entries, 1));
-      st.idx_keys = DeviceBuffer<uint8_t>(e * (kIndexerDim / 2));
-      st.idx_key_scale = DeviceBuffer<uint8_t>(e * (kIndexerDim / 32));
-      max_csa = std::max<int64_t>(max_csa, st.max_entries);
-    }
-    max_idx = std::max<int64_t>(max_idx, st.n_idx);
-    layers.push_back(std::move(st));
-  }
-  index_score = DeviceBuffer<float>(size_t(kMaxChunk * max_csa));
-  attn_indices = DeviceBuffer<int32_t>(size_t(kMaxChunk * max_idx));
-}
-
-CudaSequenceState::~CudaSequenceState() {
-  if (decode_graph) cudaGraphExecDestroy(decode_graph);
-}
-
-namespace {
-
 // Widest activation that goes through the §12 quantiser (D, Q, G·R, I).
 int64_t max_quant_width(const ModelConfig& c) {
   return std::max({c.hidden_size, c.q_lora_rank, c.o_groups * c.o_lora_rank, c.moe_intermediate_size});
@@ -99,19 +25,20 @@ int64_t max_quant_width(const ModelConfig& c) {
 
 }  // namespace
 
-Scratch::Scratch(const ModelConfig& c, int rows, DeviceArena& arena)
-    : moe(c, rows, arena) {
-  const size_t T = size_t(rows), D = size_t(c.hidden_size), n = size_t(c.hc_mult);
-  const size_t H = size_t(c.num_attention_heads), d = size_t(c.head_dim);
+Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& arena)
+    : moe(c, sh.rows, arena) {
+  const size_t T = size_t(sh.rows), L = size_t(sh.logits), D = size_t(c.hidden_size);
+  const size_t n = size_t(c.hc_mult), H = size_t(c.num_attention_heads), d = size_t(c.head_dim);
   const size_t Hi = size_t(c.index_n_heads), di = size_t(c.index_head_dim);
-  const size_t Kq = size_t(max_quant_width(c));
-  const size_t c_max = std::max(d, di);
-  tokens = arena.take<int32_t>(T);
-  pos = arena.take<int32_t>(T);
-  slots = arena.take<int32_t>(T);
+  const size_t Kq = size_t(max_quant_width(c)), c_max = std::max(d, di);
+  const size_t G = size_t(std::min(sh.rows, kAttentionGroupRows));
+  pass_slot = arena.take<int32_t>(T);
+  ring_slot = arena.take<int32_t>(T);
   entry_idx = arena.take<int32_t>(T);
   entry_slots = arena.take<int32_t>(T);
-  topk = arena.take<int32_t>(T * size_t(std::max<int64_t>(c.index_topk, 1)));
+  topk = arena.take<int32_t>(G * size_t(std::max<int64_t>(c.index_topk, 1)));
+  attn_indices = arena.take<int32_t>(G * size_t(sh.max_n_idx));
+  sampled = arena.take<int32_t>(L);
   X = arena.take<__nv_bfloat16>(T * n * D);
   u = arena.take<__nv_bfloat16>(T * D);
   qr = arena.take<__nv_bfloat16>(T * size_t(c.q_lora_rank));
@@ -124,17 +51,19 @@ Scratch::Scratch(const ModelConfig& c, int rows, DeviceArena& arena)
   zg = arena.take<__nv_bfloat16>(T * size_t(c.o_groups * c.o_lora_rank));
   attn_out = arena.take<__nv_bfloat16>(T * D);
   ffn_out = arena.take<__nv_bfloat16>(T * D);
-  hh = arena.take<__nv_bfloat16>(T * D);
   fake = arena.take<__nv_bfloat16>(T * Kq);
+  Xh = arena.take<__nv_bfloat16>(L * n * D);
+  hh = arena.take<__nv_bfloat16>(L * D);
   aq = arena.take<uint8_t>(T * Kq);
   aqs = arena.take<uint8_t>(T * Kq / 128);
-  mhc_partial = arena.take<float>(mhc_pre_partial_floats(rows, int(D)));
+  mhc_partial = arena.take<float>(mhc_pre_partial_floats(sh.rows, int(D)));
   post = arena.take<float>(T * n);
   comb = arena.take<float>(T * n * n);
   ca = arena.take<float>(T * 2 * c_max);
   cz = arena.take<float>(T * 2 * c_max);
   hw = arena.take<float>(T * std::max<size_t>(Hi, 1));
-  logits = arena.take<float>(T * size_t(c.vocab_size));
+  index_score = arena.take<float>(G * size_t(sh.max_csa_entries));
+  logits = arena.take<float>(L * size_t(c.vocab_size));
 }
 
 // ---- tracing ----

@@ -1,87 +1,66 @@
-// What one forward step on the GPU works with: the device model, the per-sequence state
-// (caches and compressor rings at fixed addresses), the step's scratch buffers and the stream.
-// The sub-layers are attention_step.cpp and moe_step.cpp; the loop and the graph are
-// cuda_forward.cpp's. Every function here only enqueues work (no host sync unless tracing), so
-// the same code runs eagerly and under CUDA-graph capture.
+// What one forward pass on the GPU works with: the device model, the KV pool (kv_pool.h), the
+// step plan (step_plan.h: rows of several sequences), the pass's scratch buffers and the stream.
+// The sub-layers are attention_step.cpp and moe_step.cpp, the layer loop layer_pass.cpp, the
+// runtime around it (sequences, passes, graphs) cuda_forward.cpp. Every function here only
+// enqueues work (no host sync unless tracing), so the same code runs eagerly and under capture.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "cuda/device_arena.h"
-#include "cuda/device_buffer.h"
 #include "cuda/device_model.h"
+#include "cuda/kv_pool.h"
 #include "cuda/moe_step.h"
+#include "cuda/step_plan.h"
 #include "model/forward.h"
 
 namespace dsv4::cuda {
 
-constexpr int kMaxChunk = 128;  // tokens per pass through the layers (prefill splits longer chunks)
-constexpr int kKvBlockSize = 64;  // cache rows per page (FlashMLA's page size)
+constexpr int kKvBlockSize = 64;   // cache rows per page (FlashMLA's page size; kv_cache.cuh)
+// Query rows per indexer / attention launch inside a pass: bounds the per-query scratch (indexer
+// scores over every visible CSA entry, attention row lists), which grows with the context.
+constexpr int kAttentionGroupRows = 128;
 
-// One layer's slice of a sequence's state (§13): the FP8 KV cache (window ring of
-// sliding_window + kMaxChunk rows, so a chunk's rows never overwrite rows its own queries read,
-// then the compressed entries), the compressor rings and the indexer's FP4 keys.
-struct LayerState {
-  int ring = 0;         // window slots
-  int max_entries = 0;  // compressed entries this sequence can reach (0 for sliding layers)
-  int n_idx = 0;        // attention index-list width: window + compressed candidates
-  DeviceBuffer<uint8_t> cache;                    // [pages, kv_page_bytes]
-  DeviceBuffer<float> comp_ring_a, comp_ring_z;   // [coff·m, coff·c]
-  DeviceBuffer<float> idx_ring_a, idx_ring_z;     // indexer compressor rings
-  DeviceBuffer<uint8_t> idx_keys, idx_key_scale;  // [max_entries, 64] e2m1, [max_entries, 4] ue8m0
+// The sizes a pass's scratch is carved for.
+struct ScratchShape {
+  int rows = 0;        // pass rows (StepPlan::max_rows)
+  int logits = 0;      // logit rows (StepPlan::max_logits)
+  int max_n_idx = 0;   // widest attention row list of any layer (KvPool::max_n_idx)
+  int max_csa_entries = 0;  // most CSA entries a sequence can reach (KvPool::max_csa_entries)
 };
 
-class CudaSequenceState final : public SequenceState {
- public:
-  CudaSequenceState(const DeviceModel& m, int64_t max_tokens);
-  ~CudaSequenceState() override;
-  int64_t position() const override { return position_; }
-  void reset() override { position_ = 0; }  // stale rows are never read: visibility is by position
-  int64_t max_tokens() const { return max_tokens_; }
-  void advance(int64_t n) { position_ += n; }
-
-  std::vector<LayerState> layers;
-  DeviceBuffer<float> index_score;     // [kMaxChunk, max CSA entries] indexer scratch
-  DeviceBuffer<int32_t> attn_indices;  // [kMaxChunk, max n_idx]
-  cudaGraphExec_t decode_graph = nullptr;  // captured at the first one-token step
-  // What decode_graph samples with after the head (nullopt: no sampler in it); a step that asks
-  // for other parameters re-captures it (the launch bakes them in).
-  std::optional<DeviceSampling> decode_sampling;
-  int64_t decode_replays = 0;  // of the current decode_graph (its first may load kernel modules)
-  static size_t bytes_needed(const ModelConfig& cfg, int64_t max_tokens);
-
- private:
-  int64_t position_ = 0, max_tokens_ = 0;
-};
-
-// Step scratch for passes of up to `rows` tokens, carved from one DeviceArena (device_arena.h): the
-// same constructor counts the bytes (fit check) and allocates them. Owned by the forward, shared by
-// its sequences (one step runs at a time). Every pointer is device memory.
+// Step scratch, carved from one DeviceArena (device_arena.h): the same constructor counts the
+// bytes (fit check) and allocates them. Owned by the forward (one pass runs at a time). Every
+// pointer is device memory; shapes in the constructor.
 struct Scratch {
-  Scratch(const ModelConfig& cfg, int rows, DeviceArena& arena);
-  int32_t *tokens, *pos, *slots, *entry_idx, *entry_slots, *topk;
-  __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *hh, *fake;
+  Scratch(const ModelConfig& cfg, const ScratchShape& shape, DeviceArena& arena);
+  int32_t *pass_slot, *ring_slot, *entry_idx, *entry_slots, *topk, *attn_indices, *sampled;
+  __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *fake;
+  __nv_bfloat16 *Xh, *hh;  // the head's gathered streams [logits, n, D] and hidden [logits, D]
   uint8_t *aq, *aqs;
-  float *mhc_partial, *post, *comb, *ca, *cz, *hw, *logits;
+  float *mhc_partial, *post, *comb, *ca, *cz, *hw, *index_score, *logits;
   MoeScratch moe;  // the MoE sub-layer's own buffers (moe_step.h)
 };
 
 struct StepContext {
   const DeviceModel& m;
-  CudaSequenceState& seq;
+  KvPool& kv;
   Scratch& s;
+  const StepPlan& plan;
   cudaStream_t stream;
-  const TraceHook* trace;  // non-null only in eager steps
-  int T;                   // tokens in this pass (≤ kMaxChunk)
+  const TraceHook* trace;  // non-null only in eager passes
+  int T;                   // rows in this pass (padding included)
+  int n_logits;            // rows the head projects (the plan's logit rows)
+  StepRows rows;           // = plan.device_rows()
+  const int32_t* tokens;   // [T] device token ids (= plan.tokens())
   // Device int32: how many of the T rows are real; rows at or past it are padding (a decode graph
   // captured for a larger batch) whose results are thrown away, so they should cost no expert
-  // work. nullptr: all T rows are real.
+  // work.
   const int32_t* n_real = nullptr;
 
   bool tracing() const { return trace && *trace; }
@@ -114,6 +93,6 @@ void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16
 // In-place RMSNorm of `rows` rows of `dim` (weight nullptr: unweighted), rms_norm_eps of the model.
 void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim);
 
-void attention_step(const StepContext& c, const DeviceLayer& w, int layer, LayerState& st);
+void attention_step(const StepContext& c, const DeviceLayer& w, int layer);
 
 }  // namespace dsv4::cuda

@@ -15,6 +15,8 @@ namespace dsv4 {
 enum class AttentionType { kSliding, kCSA, kHCA };  // compress ratio 0 / 4 / 128 (§1.2)
 constexpr int kCsaRatio = 4;    // §1.2: CSA compresses 4 tokens per entry (overlapping windows)
 constexpr int kHcaRatio = 128;  // §1.2: HCA compresses 128 tokens per entry
+// §5: compressor windows overlap only at m = 4 (CSA), so its projections carry coff = 2 halves.
+constexpr int64_t compressor_overlap(int64_t ratio) { return ratio == kCsaRatio ? 2 : 1; }
 enum class RoutingType { kHash, kScore };            // tid2eid lookup / biased top-k (§8.1)
 enum class ExpertFormat { kBF16, kFP8Block, kMXFP4, kNVFP4 };  // routed experts on disk (§11)
 

@@ -114,7 +114,7 @@ void walk_hc(const ModelConfig& c, HyperConnWeights* w, const std::string& p, bo
 void walk_compressor(const ModelConfig& c, CompressorWeights* w, const std::string& p, int64_t ratio, int64_t width,
                      Visitor& v, bool opt) {
   // §5: CSA (ratio 4) windows overlap, so its projections carry two halves (coff = 2).
-  const int64_t coff = ratio == kCsaRatio ? 2 : 1;
+  const int64_t coff = compressor_overlap(ratio);
   w->ratio = ratio;
   w->width = width;
   v.linear(&w->wkv, p + "wkv", coff * width, c.hidden_size, config_format(c, LinearKind::kPlain, p + "wkv"), opt);

@@ -1,6 +1,7 @@
 // Parity of kernels/attention_indices.cu against a host index list written from §4.3/§7 (and the
-// CPU backend's key-set loop, src/cpu/attention.cpp): the window positions one by one, then the
-// visible HCA entries or the valid CSA picks in order, −1 after. Exact integer equality, poisoned
+// CPU backend's key-set loop, src/cpu/attention.cpp) over random multi-sequence steps: the window
+// positions one by one (this pass's rows, then the slot's ring), then the visible HCA entries or
+// the valid CSA picks in order through the page table, −1 after. Exact integer equality, poisoned
 // output, and a guard region behind the output that must stay untouched.
 #include <algorithm>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include "cuda/kernels/attention_indices.cuh"
 #include "model/config.h"
 #include "op_parity.h"
+#include "step_layout.h"
 #include "util/error.h"
 
 namespace dsv4::cuda::test {
@@ -21,21 +23,32 @@ constexpr int kGuard = 64;                       // int32s behind the output tha
 
 struct IndexCase {
   const char* what;
-  int ratio, window, ring, topk_k, n_q, max_pos;
-  bool consecutive;  // prefill: positions p0 … p0+n_q−1; else random and boundary positions
+  int ratio, window, topk_k, n_seqs, max_chunk, max_pos;
   int n_idx;         // 0: window + the largest compressed count; > 0: this (smaller: truncation)
 };
 
-// Host reference (§7): window positions max(0, t−W+1) … t at slot position % ring, then the
-// compressed entries, then −1; more than n_idx entries: the first n_idx.
-std::vector<int32_t> reference_row(const IndexCase& c, int t, const int32_t* picks, int comp_base, int n_idx) {
+// The pool layout of one layer (kv_pool.h): rings of 16 slots, then the pass's rows, then entries.
+struct PoolBases {
+  int ring_base, pass_base, comp_base, per_block;
+};
+
+// Host reference (§7, attention_indices.cuh): window positions max(0, t−W+1) … t — this pass's
+// row when at or after the chunk's start, else the slot's ring row — then the compressed entries
+// through the page table, then −1; more than n_idx entries: the first n_idx; padding: all −1.
+std::vector<int32_t> reference_row(const IndexCase& c, const StepLayout& L, const PoolBases& b, int r,
+                                   const int32_t* picks, int n_idx) {
   std::vector<int32_t> row;
-  for (int s = std::max(0, t - c.window + 1); s <= t; ++s) row.push_back(s % c.ring);
-  if (c.ratio == kHcaRatio)
-    for (int j = 0; j < (t + 1) / kHcaRatio; ++j) row.push_back(comp_base + j);
-  if (c.ratio == kCsaRatio)
-    for (int i = 0; i < c.topk_k; ++i)
-      if (picks[i] >= 0) row.push_back(comp_base + picks[i]);
+  const int t = L.pos[size_t(r)];
+  if (t >= 0) {
+    const int slot = L.slot[size_t(r)], first = L.first[size_t(r)], pos0 = L.pos[size_t(first)];
+    for (int p = std::max(0, t - c.window + 1); p <= t; ++p)
+      row.push_back(p >= pos0 ? b.pass_base + first + (p - pos0) : b.ring_base + slot * c.window + p % c.window);
+    if (c.ratio == kHcaRatio)
+      for (int j = 0; j < (t + 1) / kHcaRatio; ++j) row.push_back(b.comp_base + L.entry_row(slot, j, b.per_block));
+    if (c.ratio == kCsaRatio)
+      for (int i = 0; i < c.topk_k; ++i)
+        if (picks[i] >= 0) row.push_back(b.comp_base + L.entry_row(slot, picks[i], b.per_block));
+  }
   row.resize(size_t(n_idx), -1);
   return row;
 }
@@ -44,34 +57,19 @@ class AttentionIndicesTest : public CudaOpTest, public ::testing::WithParamInter
 
 TEST_P(AttentionIndicesTest, MatchesReference) {
   const auto c = GetParam();
-  // Positions: in prefill a consecutive run from a random start; otherwise the boundaries
-  // (0, the window edge, around multiples of 4 and 128) and uniform random positions.
-  std::vector<int32_t> pos;
-  if (c.consecutive) {
-    const int p0 = uniform_int(0, c.max_pos - c.n_q + 1);
-    for (int i = 0; i < c.n_q; ++i) pos.push_back(p0 + i);
-  } else {
-    std::vector<int> special = {0, 1, 2, 3, 4, 5, c.window - 2, c.window - 1, c.window, c.window + 1, 126, 127, 128,
-                                129, 255, 256, 257};
-    for (int k = 0; k < 4; ++k) {
-      const int m4 = 4 * uniform_int(1, c.max_pos / 4), m128 = 128 * uniform_int(1, std::max(1, c.max_pos / 128));
-      for (int d : {-1, 0, 1}) special.push_back(m4 + d), special.push_back(m128 + d);
-    }
-    std::shuffle(special.begin(), special.end(), rng);
-    for (int t : special)
-      if (int(pos.size()) < c.n_q / 2 && t >= 0 && t <= c.max_pos) pos.push_back(t);
-    while (int(pos.size()) < c.n_q) pos.push_back(uniform_int(0, c.max_pos));
-    std::shuffle(pos.begin(), pos.end(), rng);
-  }
-  const int max_t = *std::max_element(pos.begin(), pos.end());
+  constexpr int kSlots = 16;
+  const StepLayout L = random_step_layout(rng, c.n_seqs, c.max_chunk, c.max_pos, kSlots, uniform_int(0, 3));
+  const DeviceStepLayout D(L);
+  const int n_rows = L.rows();
+  const int max_t = *std::max_element(L.pos.begin(), L.pos.end());
 
   // CSA picks as the indexer leaves them: distinct visible entries (j < (t+1)/4) in score order,
   // −1 where fewer are visible than topk_k; some picks masked to −1 mid-list as well.
   std::vector<int32_t> topk;
   if (c.ratio == kCsaRatio) {
-    topk.assign(size_t(c.n_q) * c.topk_k, -1);
-    for (int qi = 0; qi < c.n_q; ++qi) {
-      const int n_vis = (pos[size_t(qi)] + 1) / kCsaRatio, n_pick = std::min(c.topk_k, n_vis);
+    topk.assign(size_t(n_rows) * c.topk_k, -1);
+    for (int qi = 0; qi < n_rows; ++qi) {
+      const int n_vis = std::max(L.pos[size_t(qi)] + 1, 0) / kCsaRatio, n_pick = std::min(c.topk_k, n_vis);
       std::vector<int32_t> picks;
       if (n_vis <= 4 * c.topk_k) {
         picks.resize(size_t(n_vis));
@@ -92,71 +90,85 @@ TEST_P(AttentionIndicesTest, MatchesReference) {
   }
   const int max_comp = c.ratio == kHcaRatio ? (max_t + 1) / kHcaRatio : c.ratio == kCsaRatio ? c.topk_k : 0;
   const int n_idx = c.n_idx > 0 ? c.n_idx : c.window + max_comp;
-  const int comp_base = c.ring + uniform_int(0, 100);  // decode uses comp_base = ring; any larger works
+  PoolBases b;
+  b.ring_base = uniform_int(0, 64);
+  b.pass_base = b.ring_base + kSlots * c.window;
+  b.comp_base = b.pass_base + n_rows + uniform_int(0, 100);
+  b.per_block = c.ratio > 0 ? 256 / c.ratio : 0;
 
-  DeviceBuffer<int32_t> d_pos(pos), d_out(size_t(c.n_q) * n_idx + kGuard);
+  // Launched in groups of rows (row0), as the attention step does; each group writes its own rows.
   DeviceBuffer<int32_t> d_topk(topk);  // empty unless CSA
+  DeviceBuffer<int32_t> d_out(size_t(n_rows) * n_idx + kGuard);
   d_out.fill_bytes(kIndexPoisonByte);
-  AttnIndexParams p;
-  p.pos = d_pos.get();
-  p.topk = c.ratio == kCsaRatio ? d_topk.get() : nullptr;
-  p.indices = d_out.get();
-  p.n_q = c.n_q;
-  p.window = c.window;
-  p.ring = c.ring;
-  p.comp_base = comp_base;
-  p.ratio = c.ratio;
-  p.topk_k = c.ratio == kCsaRatio ? c.topk_k : 0;
-  p.n_idx = n_idx;
-  launch_attention_indices(p, nullptr);
+  const int group = uniform_int(1, n_rows);
+  for (int g0 = 0; g0 < n_rows; g0 += group) {
+    AttnIndexParams p;
+    p.rows = D.rows();
+    p.row0 = g0;
+    p.pages = D.table();
+    p.topk = c.ratio == kCsaRatio ? d_topk.get() + int64_t(g0) * c.topk_k : nullptr;
+    p.indices = d_out.get() + int64_t(g0) * n_idx;
+    p.n_q = std::min(group, n_rows - g0);
+    p.window = c.window;
+    p.pass_base = b.pass_base;
+    p.ring_base = b.ring_base;
+    p.comp_base = b.comp_base;
+    p.per_block = b.per_block;
+    p.ratio = c.ratio;
+    p.topk_k = c.ratio == kCsaRatio ? c.topk_k : 0;
+    p.n_idx = n_idx;
+    launch_attention_indices(p, nullptr);
+  }
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto got = d_out.download();
 
   int64_t n_bad = 0, n_truncated = 0;
-  for (int qi = 0; qi < c.n_q; ++qi) {
-    const int t = pos[size_t(qi)];
-    const auto ref = reference_row(c, t, topk.empty() ? nullptr : topk.data() + int64_t(qi) * c.topk_k, comp_base, n_idx);
+  for (int qi = 0; qi < n_rows; ++qi) {
+    const auto ref = reference_row(c, L, b, qi, topk.empty() ? nullptr : topk.data() + int64_t(qi) * c.topk_k, n_idx);
     n_truncated += ref.back() >= 0;
     for (int i = 0; i < n_idx; ++i) {
       const int32_t g = got[size_t(qi) * n_idx + i], e = ref[size_t(i)];
       if (g != e && n_bad++ < 5)
-        ADD_FAILURE() << c.what << ": query " << qi << " (pos " << t << ") entry " << i << ": got " << g << ", want " << e;
+        ADD_FAILURE() << c.what << ": row " << qi << " (pos " << L.pos[size_t(qi)] << ") entry " << i << ": got " << g
+                      << ", want " << e;
     }
   }
-  for (int i = 0; i < kGuard; ++i) n_bad += got[size_t(c.n_q) * n_idx + i] != kIndexPoison;
-  std::printf("attention_indices %s: n_q=%d n_idx=%d max_pos=%d rows_full=%lld mismatches=%lld\n", c.what, c.n_q, n_idx,
-              max_t, static_cast<long long>(n_truncated), static_cast<long long>(n_bad));
+  for (int i = 0; i < kGuard; ++i) n_bad += got[size_t(n_rows) * n_idx + i] != kIndexPoison;
+  std::printf("attention_indices %s: rows=%d group=%d n_idx=%d max_pos=%d rows_full=%lld mismatches=%lld\n", c.what,
+              n_rows, group, n_idx, max_t, static_cast<long long>(n_truncated), static_cast<long long>(n_bad));
   EXPECT_EQ(n_bad, 0) << c.what;
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, AttentionIndicesTest,
-    ::testing::Values(IndexCase{"sliding", 0, 128, 128, 0, 64, 5000, false, 0},
-                      IndexCase{"sliding_ring_gt_window", 0, 128, 256, 0, 64, 1000, false, 0},
-                      IndexCase{"sliding_truncated", 0, 128, 128, 0, 48, 1000, false, 100},  // window cut
-                      IndexCase{"hca", kHcaRatio, 128, 128, 0, 96, 3000, false, 0},
-                      IndexCase{"hca_prefill", kHcaRatio, 128, 128, 0, 300, 700, true, 0},
-                      IndexCase{"hca_truncated", kHcaRatio, 128, 128, 0, 48, 2000, false, 130},
-                      IndexCase{"csa_nano", kCsaRatio, 128, 128, 16, 64, 700, false, 0},
-                      IndexCase{"csa_nano_prefill", kCsaRatio, 128, 128, 16, 200, 400, true, 0},
-                      IndexCase{"csa_flash_decode", kCsaRatio, 128, 128, 512, 1, 1 << 16, false, 0},
-                      IndexCase{"csa_flash", kCsaRatio, 128, 128, 512, 16, 1 << 16, false, 0},
-                      IndexCase{"csa_pro", kCsaRatio, 128, 128, 1024, 8, 1 << 20, false, 0},
-                      IndexCase{"csa_truncated", kCsaRatio, 128, 128, 512, 16, 1 << 14, false, 228}),
+    ::testing::Values(IndexCase{"sliding", 0, 128, 0, 12, 200, 5000, 0},
+                      IndexCase{"sliding_decode", 0, 128, 0, 40, 1, 5000, 0},
+                      IndexCase{"sliding_truncated", 0, 128, 0, 6, 100, 1000, 100},  // window cut
+                      IndexCase{"hca", kHcaRatio, 128, 0, 12, 64, 3000, 0},
+                      IndexCase{"hca_prefill", kHcaRatio, 128, 0, 3, 300, 700, 0},
+                      IndexCase{"hca_truncated", kHcaRatio, 128, 0, 8, 16, 2000, 130},
+                      IndexCase{"csa_nano", kCsaRatio, 128, 16, 10, 40, 700, 0},
+                      IndexCase{"csa_nano_prefill", kCsaRatio, 128, 16, 2, 200, 400, 0},
+                      IndexCase{"csa_flash_decode", kCsaRatio, 128, 512, 64, 1, 1 << 16, 0},
+                      IndexCase{"csa_flash", kCsaRatio, 128, 512, 6, 8, 1 << 16, 0},
+                      IndexCase{"csa_pro", kCsaRatio, 128, 1024, 4, 4, 1 << 20, 0},
+                      IndexCase{"csa_truncated", kCsaRatio, 128, 512, 6, 8, 1 << 14, 228}),
     [](const ::testing::TestParamInfo<IndexCase>& info) { return std::string(info.param.what); });
 
 // The launcher refuses inconsistent arguments before anything touches the device (host pointers
 // suffice: the checks fire first). Host-only: runs without a GPU.
 TEST(AttentionIndicesArgs, RejectsInconsistentParams) {
-  std::vector<int32_t> pos(1, 0), topk(16, -1), out(256);
+  std::vector<int32_t> pos(1, 0), slot(1, 0), first(1, 0), topk(16, -1), out(256), pages(4, 0);
   auto base = [&] {
     AttnIndexParams p;
-    p.pos = pos.data();
+    p.rows = {pos.data(), slot.data(), first.data(), first.data()};
+    p.pages = {pages.data(), 4};
     p.indices = out.data();
     p.n_q = 1;
     p.window = 128;
-    p.ring = 128;
-    p.comp_base = 128;
+    p.pass_base = 128;
+    p.comp_base = 256;
+    p.per_block = 2;
     p.ratio = kHcaRatio;
     p.n_idx = 256;
     return p;
@@ -165,10 +177,7 @@ TEST(AttentionIndicesArgs, RejectsInconsistentParams) {
   p.ratio = 5;  // not a V4 compress ratio
   EXPECT_THROW(launch_attention_indices(p, nullptr), InternalError);
   p = base();
-  p.ring = 64;  // ring smaller than the window
-  EXPECT_THROW(launch_attention_indices(p, nullptr), InternalError);
-  p = base();
-  p.comp_base = 100;  // compressed slots would alias ring slots
+  p.pages = {};  // a compressed layer without its page table
   EXPECT_THROW(launch_attention_indices(p, nullptr), InternalError);
   p = base();
   p.ratio = kCsaRatio;  // CSA without picks

@@ -201,12 +201,15 @@ TEST_P(CompressorTest, StreamsLikeTheReference) {
     for (int done = 0, i = 0; done < k.len; done += sizes[size_t(i++)]) {
       CompressorParams p;
       p.T = std::min(sizes[size_t(i)], k.len - done);
+      // One sequence in slot 0: this launch's rows are its chunk [0, T).
+      const std::vector<int32_t> slot(size_t(p.T), 0), first(size_t(p.T), 0), last(size_t(p.T), p.T - 1);
+      DeviceBuffer<int32_t> d_slot(slot), d_first(first), d_last(last);
       p.a = d_a.get() + size_t(done) * s.cw;
       p.z = d_z.get() + size_t(done) * s.cw;
       p.ape = d_ape.get();
       p.norm = bf16_ptr(d_norm);
       p.inv_freq = d_freq.get();
-      p.pos = d_pos.get() + done;
+      p.rows = {d_pos.get() + done, d_slot.get(), d_first.get(), d_last.get()};
       p.ring_a = d_ring_a.get();
       p.ring_z = d_ring_z.get();
       p.entry = bf16_ptr(d_entry) + size_t(done) * k.c;

@@ -16,18 +16,26 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 
 __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexParams p) {
-  const int q = blockIdx.x;
-  const int t = p.pos[q];
-  const int n_win = min(max(t + 1, 0), p.window);  // §4.3: positions t−n_win+1 … t
-  const int first = t - n_win + 1;
-  const int n_hca = p.ratio == kHcaRatio ? max(t + 1, 0) / kHcaRatio : 0;  // §7: j < (t+1)/128
+  const int q = blockIdx.x, r = p.row0 + q;
+  const int t = p.rows.pos[r];
   int32_t* row = p.indices + int64_t(q) * p.n_idx;
+  if (t < 0) {  // padding row: attends nothing (block-uniform)
+    for (int i = threadIdx.x; i < p.n_idx; i += kThreads) row[i] = -1;
+    return;
+  }
+  const int slot = p.rows.slot[r], chunk_row = p.rows.first[r], pos0 = p.rows.pos[chunk_row];
+  const int n_win = min(t + 1, p.window);  // §4.3: positions t−n_win+1 … t
+  const int first = t - n_win + 1;
+  const int n_hca = p.ratio == kHcaRatio ? (t + 1) / kHcaRatio : 0;  // §7: j < (t+1)/128
+  const int ring = p.ring_base + slot * p.window;
   for (int i = threadIdx.x; i < p.n_idx; i += kThreads) {
     int32_t v = -1;
-    if (i < n_win)
-      v = (first + i) % p.ring;
-    else if (i - n_win < n_hca)
-      v = p.comp_base + (i - n_win);
+    if (i < n_win) {
+      const int pos = first + i;
+      v = pos >= pos0 ? p.pass_base + chunk_row + (pos - pos0) : ring + pos % p.window;
+    } else if (i - n_win < n_hca) {
+      v = p.comp_base + paged_entry_row(p.pages, slot, i - n_win, p.per_block);
+    }
     row[i] = v;
   }
   if (p.ratio != kCsaRatio) return;  // uniform over the block
@@ -49,7 +57,7 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
       if (w < warp) dst += warp_count[w];
       total += warp_count[w];
     }
-    if (j >= 0 && dst < p.n_idx) row[dst] = p.comp_base + j;
+    if (j >= 0 && dst < p.n_idx) row[dst] = p.comp_base + paged_entry_row(p.pages, slot, j, p.per_block);
     base += total;
     __syncthreads();  // warp_count is rewritten by the next chunk
   }
@@ -58,12 +66,12 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
 }  // namespace
 
 void launch_attention_indices(const AttnIndexParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.pos && p.indices);
-  DSV4_CHECK_MSG(p.n_q >= 0 && p.n_idx >= 0 && p.window >= 1 && p.ring >= p.window, "attention_indices: n_q=", p.n_q,
-                 " n_idx=", p.n_idx, " window=", p.window, " ring=", p.ring);
+  DSV4_CHECK(p.rows.pos && p.rows.slot && p.rows.first && p.indices);
+  DSV4_CHECK_MSG(p.n_q >= 0 && p.row0 >= 0 && p.n_idx >= 0 && p.window >= 1 && p.pass_base >= 0 && p.ring_base >= 0,
+                 "attention_indices: n_q=", p.n_q, " n_idx=", p.n_idx, " window=", p.window);
   DSV4_CHECK_MSG(p.ratio == 0 || p.ratio == kCsaRatio || p.ratio == kHcaRatio, "attention_indices: ratio=", p.ratio);
-  // Compressed slots must not alias the ring's slots [0, ring).
-  DSV4_CHECK_MSG(p.ratio == 0 || p.comp_base >= p.ring, "attention_indices: comp_base=", p.comp_base, " ring=", p.ring);
+  DSV4_CHECK_MSG(p.ratio == 0 || (p.pages.pages && p.pages.per_slot >= 1 && p.per_block >= 1),
+                 "attention_indices: a compressed layer needs its page table");
   DSV4_CHECK_MSG(p.ratio == kCsaRatio ? p.topk && p.topk_k >= 1 : !p.topk, "attention_indices: ratio=", p.ratio,
                  " topk=", p.topk ? "set" : "null", " topk_k=", p.topk_k);
   if (p.n_q == 0) return;

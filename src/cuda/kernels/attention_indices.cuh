@@ -1,5 +1,5 @@
-// The per-query cache-slot list that sparse_attention.cuh consumes (§7): the sliding window's
-// ring slots, then the layer's compressed entries (HCA: all visible; CSA: the indexer's picks),
+// The per-query cache-row list that sparse_attention.cuh consumes (§7): the sliding window's
+// rows (this pass's own, then the sequence's ring), then the layer's compressed entries (HCA: all visible; CSA: the indexer's picks),
 // built on the device from device positions so it runs inside the decode CUDA graph. Producing
 // the picks (indexer top-k) and the cache rows themselves is other kernels' work.
 #pragma once
@@ -8,19 +8,28 @@
 
 #include <cstdint>
 
+#include "cuda/kernels/step_rows.cuh"
+
 namespace dsv4::cuda {
 
-// For each query row q with position p = pos[q]: first the window, positions max(0, p−window+1) … p
-// in increasing order at slot (position % ring); then compressed entries at slot comp_base + j:
-// HCA (ratio 128) every visible j < (p+1)/ratio (§7 visibility), CSA (ratio 4) the indexer picks
-// topk[q][i] that are >= 0, in their order; sliding (ratio 0) none. The rest of the row is −1.
+// For each query row q with position t (step_rows.cuh; its chunk starts at position pos0 in row
+// `first`): first the window, positions max(0, t−window+1) … t in increasing order — at pool row
+// pass_base + first + (p − pos0) when p ≥ pos0 (this pass's own rows), else at its slot's ring row
+// ring_base + slot·window + p % window; then compressed entries: HCA (ratio 128) every visible
+// j < (t+1)/ratio (§7 visibility), CSA (ratio 4) the indexer picks topk[q][i] that are >= 0, in
+// their order, each at comp_base + paged_entry_row(pages, slot, j, per_block); sliding (ratio 0)
+// none. The rest of the row is −1; a padding row (t < 0) is all −1.
 // If more entries are visible than n_idx holds, the first n_idx are written (never out of bounds);
 // the caller sizes n_idx = window + the largest compressed count so this does not happen.
+// Query q of a launch is pass row row0 + q (a pass's rows go through in groups).
 struct AttnIndexParams {
-  const int32_t* pos = nullptr;   // [n_q] query positions
-  const int32_t* topk = nullptr;  // [n_q, topk_k] CSA picks (entry numbers, −1 = none), else nullptr
-  int32_t* indices = nullptr;     // [n_q, n_idx] out: cache slots, −1 = masked
-  int n_q = 0, window = 0, ring = 0, comp_base = 0, ratio = 0, topk_k = 0, n_idx = 0;
+  StepRows rows;                  // positions, slots, chunk starts of the whole pass
+  int row0 = 0;
+  PageTable pages;                // compressed layers: slot -> blocks
+  const int32_t* topk = nullptr;  // [n_q, topk_k] CSA picks of this launch's queries (entry numbers, −1 = none), else nullptr
+  int32_t* indices = nullptr;     // [n_q, n_idx] out: pool rows, −1 = masked
+  int n_q = 0, window = 0, pass_base = 0, ring_base = 0, comp_base = 0, per_block = 0;
+  int ratio = 0, topk_k = 0, n_idx = 0;
 };
 
 void launch_attention_indices(const AttnIndexParams& p, cudaStream_t stream);

@@ -1,4 +1,4 @@
-// Device-side cache-slot arithmetic (cache_slots.cuh).
+// Device-side cache-row arithmetic (cache_slots.cuh): one thread per row.
 #include "cuda/kernels/cache_slots.cuh"
 
 #include "cuda/cuda_check.h"
@@ -7,19 +7,46 @@ namespace dsv4::cuda {
 
 namespace {
 
-__global__ void cache_slots_kernel(CacheSlotParams p) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= p.n) return;
-  const int32_t v = p.in[i];
-  p.out[i] = v < 0 ? -1 : p.base + (p.modulo > 0 ? v % p.modulo : v);
+constexpr int kThreads = 128;
+
+__global__ void window_slots_kernel(WindowSlotParams p) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= p.n) return;
+  const int32_t pos = p.rows.pos[r];
+  if (pos < 0) {
+    p.pass_slot[r] = -1;
+    p.ring_slot[r] = -1;
+    return;
+  }
+  p.pass_slot[r] = p.pass_base + r;
+  const int32_t last_pos = p.rows.pos[p.rows.last[r]];
+  p.ring_slot[r] = last_pos - pos < p.window
+                       ? p.ring_base + p.rows.slot[r] * p.window + pos % p.window
+                       : -1;
+}
+
+__global__ void entry_slots_kernel(EntrySlotParams p) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= p.n) return;
+  const int32_t j = p.entry_idx[r];
+  p.out[r] = j < 0 ? -1 : p.base + paged_entry_row(p.pages, p.rows.slot[r], j, p.per_block);
 }
 
 }  // namespace
 
-void launch_cache_slots(const CacheSlotParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.in && p.out && p.n >= 1 && p.base >= 0 && p.modulo >= 0);
-  constexpr int kThreads = 128;
-  cache_slots_kernel<<<(p.n + kThreads - 1) / kThreads, kThreads, 0, stream>>>(p);
+void launch_window_slots(const WindowSlotParams& p, cudaStream_t stream) {
+  DSV4_CHECK(p.rows.pos && p.rows.slot && p.rows.last && p.pass_slot && p.ring_slot);
+  DSV4_CHECK(p.n >= 0 && p.pass_base >= 0 && p.ring_base >= 0 && p.window >= 1);
+  if (p.n == 0) return;
+  window_slots_kernel<<<(p.n + kThreads - 1) / kThreads, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+void launch_entry_slots(const EntrySlotParams& p, cudaStream_t stream) {
+  DSV4_CHECK(p.rows.slot && p.pages.pages && p.entry_idx && p.out);
+  DSV4_CHECK(p.n >= 0 && p.base >= 0 && p.per_block >= 1 && p.pages.per_slot >= 1);
+  if (p.n == 0) return;
+  entry_slots_kernel<<<(p.n + kThreads - 1) / kThreads, kThreads, 0, stream>>>(p);
   DSV4_CUDA_CHECK_LAUNCH();
 }
 

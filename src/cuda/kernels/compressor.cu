@@ -1,5 +1,5 @@
 // Compressor step kernels and launcher; see compressor.cuh for the contract. Launch 1: a block per
-// window-closing token (a thread per channel) pools, norms, ropes; launch 2 refills the ring.
+// window-closing token (a thread per channel) pools, norms, ropes; launch 2 refills the rings.
 #include "cuda/kernels/compressor.cuh"
 
 #include <algorithm>
@@ -15,28 +15,38 @@ constexpr int kMaxThreads = 512;   // one thread per channel up to c = 512 (head
 constexpr int kRingThreads = 256;  // ring copy: columns of one row
 constexpr int kMaxSmemFloats = 12288;  // the pooled row lives in shared memory: ≤ 48 KiB
 
-// Biased logit z_q + ape[q mod m] (§5) of position q, column col: from the chunk when q ≥ pos0,
-// else from the ring, which stores the same FP32 sum (bit-identical: one IEEE add either way).
-__device__ __forceinline__ float slot_logit(const CompressorParams& p, int q, int pos0, int col) {
-  const int64_t cw = int64_t(p.coff) * p.c;
-  if (q >= pos0) return p.z[(q - pos0) * cw + col] + p.ape[(q % p.m) * cw + col];
-  return p.ring_z[(q % (p.coff * p.m)) * cw + col];
+// Ring of the sequence in `slot`: coff·m rows of coff·c floats.
+__device__ __forceinline__ int64_t ring_base(const CompressorParams& p, int slot) {
+  return int64_t(slot) * p.coff * p.m * p.coff * p.c;
 }
-__device__ __forceinline__ float slot_value(const CompressorParams& p, int q, int pos0, int col) {
+
+// Biased logit z_q + ape[q mod m] (§5) of position q, column col, for a chunk whose first row
+// `first` is at position pos0: from the chunk when q ≥ pos0, else from the slot's ring, which
+// stores the same FP32 sum (bit-identical: one IEEE add either way).
+__device__ __forceinline__ float slot_logit(const CompressorParams& p, int q, int pos0, int first,
+                                            int64_t ring, int col) {
   const int64_t cw = int64_t(p.coff) * p.c;
-  if (q >= pos0) return p.a[(q - pos0) * cw + col];
-  return p.ring_a[(q % (p.coff * p.m)) * cw + col];
+  if (q >= pos0) return p.z[(first + q - pos0) * cw + col] + p.ape[(q % p.m) * cw + col];
+  return p.ring_z[ring + (q % (p.coff * p.m)) * cw + col];
+}
+__device__ __forceinline__ float slot_value(const CompressorParams& p, int q, int pos0, int first,
+                                            int64_t ring, int col) {
+  const int64_t cw = int64_t(p.coff) * p.c;
+  if (q >= pos0) return p.a[(first + q - pos0) * cw + col];
+  return p.ring_a[ring + (q % (p.coff * p.m)) * cw + col];
 }
 
 __global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(CompressorParams p) {
   extern __shared__ float y[];  // [c] pooled, then normalised (the RoPE pairs cross threads)
   __shared__ float warp_ss[kMaxThreads / kWarpSize];
   const int t = blockIdx.x;
-  const int pos = p.pos[t], pos0 = p.pos[0];
-  if ((pos + 1) % p.m != 0) {  // block-uniform: token t closes no window (§5.4)
+  const int pos = p.rows.pos[t];
+  if (pos < 0 || (pos + 1) % p.m != 0) {  // block-uniform: padding, or token t closes no window (§5.4)
     if (threadIdx.x == 0) p.entry_idx[t] = -1;
     return;
   }
+  const int first = p.rows.first[t], pos0 = p.rows.pos[first];
+  const int64_t ring = ring_base(p, p.rows.slot[t]);
   const int j = (pos + 1) / p.m - 1;
   const int w0 = pos + 1 - p.m;  // first position of window j: the RoPE position (§5.3)
   // §5.2 CSA: slots = previous window through series A (columns 0..c−1; absent for j = 0) ∪ this
@@ -48,19 +58,19 @@ __global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(Compressor
   for (int e = threadIdx.x; e < p.c; e += blockDim.x) {
     float mx = -INFINITY;
     if (has_a)
-      for (int q = w0 - p.m; q < w0; ++q) mx = fmaxf(mx, slot_logit(p, q, pos0, e));
-    for (int q = w0; q <= pos; ++q) mx = fmaxf(mx, slot_logit(p, q, pos0, off_b + e));
+      for (int q = w0 - p.m; q < w0; ++q) mx = fmaxf(mx, slot_logit(p, q, pos0, first, ring, e));
+    for (int q = w0; q <= pos; ++q) mx = fmaxf(mx, slot_logit(p, q, pos0, first, ring, off_b + e));
     float den = 0.0f, num = 0.0f;
     if (has_a)
       for (int q = w0 - p.m; q < w0; ++q) {
-        const float w = expf(slot_logit(p, q, pos0, e) - mx);
+        const float w = expf(slot_logit(p, q, pos0, first, ring, e) - mx);
         den += w;
-        num = fmaf(w, slot_value(p, q, pos0, e), num);
+        num = fmaf(w, slot_value(p, q, pos0, first, ring, e), num);
       }
     for (int q = w0; q <= pos; ++q) {
-      const float w = expf(slot_logit(p, q, pos0, off_b + e) - mx);
+      const float w = expf(slot_logit(p, q, pos0, first, ring, off_b + e) - mx);
       den += w;
-      num = fmaf(w, slot_value(p, q, pos0, off_b + e), num);
+      num = fmaf(w, slot_value(p, q, pos0, first, ring, off_b + e), num);
     }
     const float v = num / den;
     y[e] = v;
@@ -98,12 +108,16 @@ __global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(Compressor
   if (threadIdx.x == 0) p.entry_idx[t] = j;
 }
 
-// Block b writes chunk row first + b (position q) into ring row q mod (coff·m): a, and z + ape.
-__global__ void __launch_bounds__(kRingThreads) compressor_ring_kernel(CompressorParams p, int first) {
-  const int t = first + int(blockIdx.x);
-  const int q = p.pos[t];
+// Block t writes row t (position q) into its slot's ring row q mod (coff·m), a and z + ape, when
+// q is among the last coff·m positions of its chunk (§5.5: the current window and, for CSA, the
+// previous one).
+__global__ void __launch_bounds__(kRingThreads) compressor_ring_kernel(CompressorParams p) {
+  const int t = int(blockIdx.x);
+  const int q = p.rows.pos[t];
+  if (q < 0 || p.rows.pos[p.rows.last[t]] - q >= p.coff * p.m) return;  // block-uniform
   const int64_t cw = int64_t(p.coff) * p.c;
-  const int64_t dst = int64_t(q % (p.coff * p.m)) * cw, src = int64_t(t) * cw, bias = int64_t(q % p.m) * cw;
+  const int64_t dst = ring_base(p, p.rows.slot[t]) + int64_t(q % (p.coff * p.m)) * cw;
+  const int64_t src = int64_t(t) * cw, bias = int64_t(q % p.m) * cw;
   for (int64_t col = threadIdx.x; col < cw; col += kRingThreads) {
     p.ring_a[dst + col] = p.a[src + col];
     p.ring_z[dst + col] = p.z[src + col] + p.ape[bias + col];
@@ -113,8 +127,8 @@ __global__ void __launch_bounds__(kRingThreads) compressor_ring_kernel(Compresso
 }  // namespace
 
 void launch_compressor(const CompressorParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.a && p.z && p.ape && p.norm && p.inv_freq && p.pos && p.ring_a && p.ring_z && p.entry &&
-             p.entry_idx);
+  DSV4_CHECK(p.a && p.z && p.ape && p.norm && p.inv_freq && p.rows.pos && p.rows.slot && p.rows.first &&
+             p.rows.last && p.ring_a && p.ring_z && p.entry && p.entry_idx);
   DSV4_CHECK_MSG(p.T >= 0 && p.m >= 1 && (p.coff == 1 || p.coff == 2) && p.c >= 1 && p.c <= kMaxSmemFloats,
                  "compressor T=", p.T, " m=", p.m, " coff=", p.coff, " c=", p.c);
   DSV4_CHECK_MSG(p.rope_dim > 0 && p.rope_dim % 2 == 0 && p.rope_dim <= p.c, "compressor rope_dim=", p.rope_dim,
@@ -123,10 +137,8 @@ void launch_compressor(const CompressorParams& p, cudaStream_t stream) {
   const int threads = std::min((p.c + kWarpSize - 1) / kWarpSize * kWarpSize, kMaxThreads);
   compressor_pool_kernel<<<unsigned(p.T), unsigned(threads), size_t(p.c) * sizeof(float), stream>>>(p);
   DSV4_CUDA_CHECK_LAUNCH();
-  // §5.5: the ring keeps the last coff·m positions (the current window and, for CSA, the previous
-  // one); written after the pooling above so that launch reads the ring as it was at pos[0].
-  const int n_ring = std::min(p.T, p.coff * p.m);
-  compressor_ring_kernel<<<unsigned(n_ring), kRingThreads, 0, stream>>>(p, p.T - n_ring);
+  // Written after the pooling above so that launch reads each ring as it was at its chunk's start.
+  compressor_ring_kernel<<<unsigned(p.T), kRingThreads, 0, stream>>>(p);
   DSV4_CUDA_CHECK_LAUNCH();
 }
 

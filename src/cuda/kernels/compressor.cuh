@@ -7,29 +7,33 @@
 
 #include <cstdint>
 
+#include "cuda/kernels/step_rows.cuh"
+
 namespace dsv4::cuda {
 
-// Compressor step (§5) for T consecutive tokens at positions pos[0] … pos[0]+T−1. Appends z+ape,
-// keeps a and z+ape of the last coff·m positions in a ring (row = position % (coff·m)), and for
-// every token that closes a window (pos+1 ≡ 0 mod m) emits entry j = (pos+1)/m − 1:
-// per channel softmax pooling over the window's slots (CSA, coff = 2: the previous window's A half
-// ∪ this window's B half, A absent for j = 0; HCA, coff = 1: this window), RMSNorm with `norm`,
-// RoPE on the last rope_dim dims at position j·m, rounded to BF16.
+// Compressor step (§5) for the T rows of a pass, which hold consecutive chunks of several
+// sequences (step_rows.cuh). Appends z+ape, keeps a and z+ape of the last coff·m positions of
+// each sequence in its slot's ring (row = position % (coff·m)), and for every token that closes a
+// window (pos+1 ≡ 0 mod m) emits entry j = (pos+1)/m − 1: per channel softmax pooling over the
+// window's slots (CSA, coff = 2: the previous window's A half ∪ this window's B half, A absent for
+// j = 0; HCA, coff = 1: this window), RMSNorm with `norm`, RoPE on the last rope_dim dims at
+// position j·m, rounded to BF16.
 //
-// Rows of positions < pos[0] are read from the ring, rows ≥ pos[0] from this chunk's a/z (so T may
-// exceed the ring size); the ring is rewritten with the chunk's last min(T, coff·m) rows by a
-// second launch on the same stream, after all of the chunk's entries are pooled. Ring rows of
-// positions < 0 are never read, so a fresh sequence needs no ring reset. Rows of `entry` whose
-// token closes no window are not written (entry_idx says which rows are valid).
+// For a row of a chunk starting at position pos0, rows of positions < pos0 are read from its
+// slot's ring, rows ≥ pos0 from the chunk's a/z (so a chunk may exceed the ring size); each ring
+// is rewritten with its chunk's last min(n, coff·m) rows by a second launch on the same stream,
+// after all entries are pooled. Ring rows of positions < 0 are never read, so a fresh sequence
+// needs no ring reset. Rows of `entry` whose token closes no window are not written (entry_idx
+// says which rows are valid); padding rows (pos < 0) emit nothing and touch no ring.
 struct CompressorParams {
-  const float* a = nullptr;             // [T, coff·c] fp32 x·wkvᵀ of the chunk's tokens
+  const float* a = nullptr;             // [T, coff·c] fp32 x·wkvᵀ of the pass's rows
   const float* z = nullptr;             // [T, coff·c] fp32 x·wgateᵀ (ape is added here)
   const float* ape = nullptr;           // [m, coff·c] fp32
   const __nv_bfloat16* norm = nullptr;  // [c] bf16 RMSNorm weight
   const float* inv_freq = nullptr;      // [rope_dim/2] the layer's RoPE table (rope.cuh rope_inv_freq)
-  const int32_t* pos = nullptr;         // [T] absolute positions, pos[t] = pos[0] + t
-  float* ring_a = nullptr;              // [coff·m, coff·c] state (a of earlier positions)
-  float* ring_z = nullptr;              // [coff·m, coff·c] state (z + ape of earlier positions)
+  StepRows rows;                        // positions, slots, chunk bounds (step_rows.cuh)
+  float* ring_a = nullptr;              // [n_slots, coff·m, coff·c] state (a of earlier positions)
+  float* ring_z = nullptr;              // [n_slots, coff·m, coff·c] state (z + ape of earlier positions)
   __nv_bfloat16* entry = nullptr;       // [T, c] out: row t = the entry token t emits
   int32_t* entry_idx = nullptr;         // [T] out: j of row t, or −1 when token t closes no window
   int T = 0, m = 0, c = 0, coff = 0, rope_dim = 0;

@@ -51,8 +51,9 @@ __global__ void __launch_bounds__(kScoreThreads) indexer_score_kernel(IndexerTop
 
   // Dequantise key j: element i = e2m1(nibble i) · 2^(scale[i/32] − 127), exact in FP32.
   float k[kIndexerDim];
-  const uint4* row = reinterpret_cast<const uint4*>(p.key_packed + int64_t(j) * kKeyBytes);
-  const uint32_t scales = *reinterpret_cast<const uint32_t*>(p.key_scale + int64_t(j) * kKeyScales);
+  const int64_t kr = paged_entry_row(p.pages, p.slot[qi], j, kIndexerKeysPerBlock);
+  const uint4* row = reinterpret_cast<const uint4*>(p.key_packed + kr * kKeyBytes);
+  const uint32_t scales = *reinterpret_cast<const uint32_t*>(p.key_scale + kr * kKeyScales);
 #pragma unroll
   for (int b = 0; b < kKeyScales; ++b) {  // one uint4 = 32 elements = one scale block
     const uint4 w4 = row[b];
@@ -200,7 +201,7 @@ void launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream) {
   if (p.n_q == 0) return;
   DSV4_CHECK(p.q && p.head_weight && p.pos && p.score && p.topk);
   DSV4_CHECK(p.Hi >= 1 && p.Hi <= kIndexerMaxHeads && p.K >= 1 && p.ratio >= 1 && p.max_entries >= 0);
-  DSV4_CHECK(p.max_entries == 0 || (p.key_packed && p.key_scale));
+  DSV4_CHECK(p.max_entries == 0 || (p.key_packed && p.key_scale && p.slot && p.pages.pages));
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.key_packed) % alignof(uint4) == 0 &&
              reinterpret_cast<uintptr_t>(p.key_scale) % alignof(uint32_t) == 0 &&
              reinterpret_cast<uintptr_t>(p.q) % alignof(__nv_bfloat162) == 0);

@@ -192,7 +192,17 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   __shared__ Shared sh;
   const int row = blockIdx.x;
   const float* logits = p.logits + int64_t(row) * p.vocab;
-  const uint64_t step = *p.step;  // advance_step, the next kernel in the stream, adds 1 afterwards
+  // Per-row mode: this row's parameters, Philox counter (0, its step); scalar mode: counter (row,
+  // *step) — advance_step, the next kernel in the stream, adds 1 afterwards.
+  if (p.per_row) {
+    const RowSampling rs = p.per_row[row];
+    p.temperature = rs.temperature;
+    p.top_k = rs.top_k;
+    p.top_p = rs.top_p;
+    p.seed = rs.seed;
+  }
+  const uint64_t step = p.per_row ? p.per_row[row].step : *p.step;
+  const uint64_t philox_row = p.per_row ? 0 : uint64_t(row);
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
 
   // Pass 1: rows with NaN / +inf, and the argmax (largest key, then lowest id).
@@ -287,7 +297,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   // floor(u · mass) + 1 in [1, mass], the token whose id-order cumulative weight first reaches it.
   if (threadIdx.x == 0) {
     curandStatePhilox4_32_10_t rng;
-    curand_init(p.seed, uint64_t(row), step * 4, &rng);  // 4 values = one Philox block per step
+    curand_init(p.seed, philox_row, step * 4, &rng);  // 4 values = one Philox block per step
     const uint4 u = curand4(&rng);
     const uint64_t a = uint64_t(u.x) << 32 | u.y, b = uint64_t(u.z) << 32 | u.w;
     // floor((a·2^64 + b) · mass / 2^128) = hi(a·mass) + carry(lo(a·mass) + hi(b·mass)).
@@ -306,7 +316,7 @@ __global__ void advance_step_kernel(uint64_t* step) { ++*step; }
 }  // namespace
 
 void launch_sample(const SampleParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.logits && p.token && p.step && p.rows >= 0 && p.vocab >= 1 && p.top_k >= 0);
+  DSV4_CHECK(p.logits && p.token && (p.step || p.per_row) && p.rows >= 0 && p.vocab >= 1 && p.top_k >= 0);
   DSV4_CHECK_MSG(p.vocab <= kMaxVocab, "sampling: vocab ", p.vocab, " above ", kMaxVocab);
   DSV4_CHECK_MSG(std::isfinite(p.temperature) && p.temperature >= 0.0f, "sampling: temperature ", p.temperature);
   DSV4_CHECK_MSG(p.top_p > 0.0f && p.top_p <= 1.0f, "sampling: top_p ", p.top_p);
@@ -314,6 +324,7 @@ void launch_sample(const SampleParams& p, cudaStream_t stream) {
     sample_kernel<<<p.rows, kThreads, 0, stream>>>(p);
     DSV4_CUDA_CHECK_LAUNCH();
   }
+  if (p.per_row) return;
   advance_step_kernel<<<1, 1, 0, stream>>>(p.step);
   DSV4_CUDA_CHECK_LAUNCH();
 }

@@ -23,16 +23,32 @@ constexpr int32_t kSampleInvalidToken = -1;
 // Philox4x32-10 (curand) keyed by seed with counter (row, *step), so a replayed graph draws fresh
 // numbers each step and the same (seed, *step, logits) always give the same tokens; the launch
 // adds 1 to *step after every row has read it.
+//
+// Per-row mode (per_row set; step and the scalar parameters are ignored): row r samples with
+// per_row[r]'s parameters and the Philox counter (0, per_row[r].step), so a row's draw depends
+// only on its own seed, step and logits — the same alone as in any batch, and the same as a
+// one-row launch with *step = per_row[r].step.
+struct RowSampling {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  uint32_t pad = 0;
+  uint64_t seed = 0;
+  uint64_t step = 0;  // the Philox counter: the sampled token's position
+};
+
 struct SampleParams {
   const float* logits = nullptr;   // [rows, vocab] fp32
   int32_t* token = nullptr;        // [rows] out
-  uint64_t* step = nullptr;        // [1] device counter
+  uint64_t* step = nullptr;        // [1] device counter (scalar mode)
+  const RowSampling* per_row = nullptr;  // [rows] device (per-row mode)
   int rows = 0, vocab = 0, top_k = 0;
   float temperature = 0.0f, top_p = 1.0f;
   uint64_t seed = 0;
 };
 
-// rows >= 0, 1 <= vocab, top_k >= 0, temperature finite >= 0, top_p in (0, 1].
+// rows >= 0, 1 <= vocab, top_k >= 0, temperature finite >= 0, top_p in (0, 1] (per-row values
+// are the caller's to validate).
 void launch_sample(const SampleParams& p, cudaStream_t stream);
 
 }  // namespace dsv4::cuda

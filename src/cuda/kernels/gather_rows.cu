@@ -1,0 +1,28 @@
+// Row gather (gather_rows.cuh): a block per row, 16-byte copies.
+#include "cuda/kernels/gather_rows.cuh"
+
+#include "cuda/cuda_check.h"
+
+namespace dsv4::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void gather_rows_kernel(GatherRowsParams p) {
+  const int i = blockIdx.x;
+  const uint4* src = reinterpret_cast<const uint4*>(p.src + int64_t(p.index[i]) * p.width);
+  uint4* dst = reinterpret_cast<uint4*>(p.dst + int64_t(i) * p.width);
+  for (int64_t k = threadIdx.x; k < p.width / 8; k += kThreads) dst[k] = src[k];
+}
+
+}  // namespace
+
+void launch_gather_rows(const GatherRowsParams& p, cudaStream_t stream) {
+  DSV4_CHECK(p.src && p.index && p.dst && p.n >= 0 && p.width > 0 && p.width % 8 == 0);
+  if (p.n == 0) return;
+  gather_rows_kernel<<<p.n, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,22 @@
+// Row gather on the device: the head projects only the rows whose logits a step needs (the last
+// row of each sequence's chunk, or every row when asked), picked by the step plan.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dsv4::cuda {
+
+// dst[i, :] = src[index[i], :] for i < n, rows of `width` BF16 values.
+struct GatherRowsParams {
+  const __nv_bfloat16* src = nullptr;  // [*, width]
+  const int32_t* index = nullptr;      // [n] device row indices into src
+  __nv_bfloat16* dst = nullptr;        // [n, width]
+  int n = 0;
+  int64_t width = 0;                   // a multiple of 8 (16-byte copies)
+};
+void launch_gather_rows(const GatherRowsParams& p, cudaStream_t stream);
+
+}  // namespace dsv4::cuda
