@@ -1,0 +1,48 @@
+// One dispatch for every dense linear of the step: y = x̃·Wᵀ for FP8 128×128-block weights (FP8
+// 1×128 activations, §11.2 / §12) or BF16 weights, any number of rows. It picks the kernel
+// (kernels/skinny_gemm.cuh for few rows, kernels/gemm_lt.cuh for many); the rules are matmul.cpp's.
+//
+// Row invariance (a row's result independent of the other rows of the call):
+//   * M ≤ matmul_skinny_max_rows(kind): the skinny kernel. Its K order, K split and split-sum
+//     order depend on (N, K) only, and rows never meet inside an MMA, so every row is
+//     bit-identical for all M in [1, matmul_skinny_max_rows] — a decode row equals the same row in a
+//     speculative-verify or batched-decode call.
+//   * Larger M: cuBLASLt. Its rows differ from the skinny kernel's in the last bits (another K
+//     order, and for FP8 its own block-scaled accumulation), and cuBLASLt may pick another
+//     algorithm for another M, so rows are not promised to be bit-identical across M there.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dsv4::cuda {
+
+enum class MatmulPath { kAuto, kSkinny, kLt };
+
+struct MatmulParams {
+  const void* w = nullptr;           // [N, K] e4m3 (w_scale set) or bf16 (w_scale nullptr)
+  const uint8_t* w_scale = nullptr;  // [ceil(N/128), K/128] ue8m0
+  const void* x = nullptr;           // [M, K] e4m3 with FP8 weights, bf16 with BF16 weights
+  const uint8_t* x_scale = nullptr;  // [M, K/128] ue8m0 (FP8)
+  void* y = nullptr;                 // [M, N] bf16 (out_bf16) or fp32
+  int M = 0, N = 0, K = 0;
+  bool out_bf16 = true;
+  MatmulPath path = MatmulPath::kAuto;  // tests and benchmarks pin a kernel; kAuto: the rules
+};
+
+// Rows up to which the skinny kernel runs (the row-invariant range above).
+int matmul_skinny_max_rows(bool fp8);
+// The kernel kAuto chooses for a problem (before any fallback).
+MatmulPath matmul_choose(bool fp8, int M, int N, int K);
+// Enqueues y = x·Wᵀ; returns the kernel that ran (kLt falls back to kSkinny when cuBLASLt has no
+// algorithm for the problem). M = 0 enqueues nothing.
+MatmulPath matmul(const MatmulParams& p, cudaStream_t stream);
+
+// The cuBLASLt workspace, allocated on the first large-M call: call this before capturing a
+// CUDA graph whose steps may have more than matmul_skinny_max_rows rows (gemm_lt.cuh).
+void matmul_reserve();
+size_t matmul_workspace_bytes();
+
+}  // namespace dsv4::cuda
