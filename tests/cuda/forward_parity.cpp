@@ -199,8 +199,9 @@ class CudaForwardParity : public CudaForwardTest,
 //  2. the GPU is closer to CPU official-bf16 than CPU official is (same quantisation points,
 //     only the BF16 rounding differs): in top-1 disagreement and in 1 − cosine. A wrong
 //     formula, index or scale anywhere moves the GPU far outside that rounding sensitivity.
+//  3. with `fixed` (the trained nano model), absolute budgets that do not move with the two CPU
+//     modes: top-1 disagreements, 1 − cosine and the teacher-forced PPL gap (kNanoPrefillBudget).
 // Chunk 129 puts a pass boundary inside a chunk (the CUDA backend splits chunks at 128 tokens).
-// `fixed` (optional) adds absolute budgets (kNanoPrefillBudget).
 void expect_matches_cpu_reference(const std::string& name, const fs::path& dir,
                                   const std::vector<int32_t>& tokens, const FixedBudget* fixed = nullptr) {
   CudaOptions go;
