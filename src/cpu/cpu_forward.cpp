@@ -79,12 +79,11 @@ class CpuForward final : public Forward {
  private:
   void run_item(ForwardItem& item, const TraceHook* trace) {
     CpuSequenceState* seq = &cpu_sequence(*item.seq);
-    DSV4_CHECK(item.logits != nullptr);
     const ModelConfig& cfg = model_->cfg;
     const int64_t T = int64_t(item.tokens.size()), pos0 = seq->position();
     const int64_t n = cfg.hc_mult, D = cfg.hidden_size, V = cfg.vocab_size;
     if (T == 0) {
-      item.logits->clear();
+      if (item.logits) item.logits->clear();
       return;
     }
     if (pos0 + T > seq->max_tokens())
@@ -103,12 +102,13 @@ class CpuForward final : public Forward {
                     item.tokens.data(), T, pos0, seq->layers[l]);
     ctx.emit("final.streams", -1, X.data(), {T, n, D});  // MTP input (§10 step 2)
 
+    seq->advance(T);
+    if (!item.logits) return;
     const int64_t first = item.all_logits ? 0 : T - 1, rows = T - first;
     item.logits->resize(size_t(rows * V));
     output_head(ctx, w.hc_head, w.norm, w.head, X.data() + first * n * D, rows,
                 item.logits->data());
     ctx.emit("logits", -1, item.logits->data(), {rows, V});
-    seq->advance(T);
   }
 
   static CpuSequenceState& cpu_sequence(SequenceState& s) {

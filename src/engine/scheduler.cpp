@@ -342,11 +342,11 @@ bool Scheduler::step() {
     ForwardItem& it = items[i];
     it.seq = r.a->seq;
     it.tokens = r.tokens;
-    it.logits = &logits[i];
     if (r.samples && r.a->on_device) {
-      it.logits = nullptr;
       it.sample = &r.a->device;
       it.sampled = &sampled[i];
+    } else if (r.samples) {
+      it.logits = &logits[i];
     }
   }
   try {

@@ -53,8 +53,8 @@ struct ForwardItem {
   SequenceState* seq = nullptr;
   std::span<const int32_t> tokens;  // appended at positions seq->position() ...
   bool all_logits = false;          // logits for every token, else only the last one
-  // out: [n_rows, vocab] FP32 (resized by the backend). May be null only when `sample` is set
-  // and the backend samples_on_device(): then only the token comes back.
+  // out: [n_rows, vocab] FP32 (resized by the backend). Null: no logits come back (a prefill chunk
+  // that is not the prompt's last, or a step whose token the backend samples on the device).
   std::vector<float>* logits = nullptr;
   const DeviceSampling* sample = nullptr;  // when the backend samples: choose the next token
   int32_t* sampled = nullptr;  // out: the token chosen for the last row, when the backend samples

@@ -245,7 +245,7 @@ TEST(Generation, SeededSamplingIsReproducibleAndSequencesContinue) {
 }
 
 // A backend that samples gets the sample (with the options' parameters) on the prefill's last
-// chunk and every decode step, and no logits vector there; earlier prefill chunks are unchanged.
+// chunk and every decode step, and no logits vector there; earlier prefill chunks ask for nothing.
 TEST(Generation, DeviceSamplingWhenTheBackendCanAndTheOptionsAllow) {
   const Tokenizer tok = byte_tokenizer();
   const std::string script = "device sampled";
@@ -265,9 +265,9 @@ TEST(Generation, DeviceSamplingWhenTheBackendCanAndTheOptionsAllow) {
   }
   ASSERT_EQ(fwd.calls.size(), 3 + script.size());
   for (size_t i = 0; i < fwd.calls.size(); ++i) {
-    const bool samples = i >= 2;  // chunks 4, 4 keep the logits path; the last chunk (2) samples
+    const bool samples = i >= 2;  // chunks 4, 4 need no output; the last chunk (2) samples
     EXPECT_EQ(fwd.calls[i].sampled, samples) << i;
-    EXPECT_EQ(fwd.calls[i].logits, !samples) << i;
+    EXPECT_FALSE(fwd.calls[i].logits) << i;
     if (samples) {
       EXPECT_EQ(fwd.calls[i].sample, (DeviceSampling{0.7f, 5, 0.9f, 1234})) << i;
     }

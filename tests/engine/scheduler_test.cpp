@@ -76,6 +76,7 @@ class FakeForward : public Forward {
       f.ids.insert(f.ids.end(), it.tokens.begin(), it.tokens.end());
       rows += int64_t(it.tokens.size());
       (it.tokens.size() == 1 ? decode : prefill) = true;
+      if (!it.logits) continue;  // a prefill chunk before the prompt's last
       it.logits->assign(kVocab, 0.0f);
       (*it.logits)[next_id(f.ids)] = 10.0f;
     }
