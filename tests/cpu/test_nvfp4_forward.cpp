@@ -1,7 +1,8 @@
 // NVFP4 (§11.6) through the whole CPU forward: a random tiny model whose NVFP4-selected linears
 // (routed experts; every linear; or dense linears named in quantized_layers) are NVFP4, against
-// the same model with those linears stored as their dequantised F32 values, in exact and
-// official numerics (which quantise activations by the linear's role, never by its format).
+// the same model with those linears stored as their dequantised F32 values (each row 0 starting
+// with a hand-computed vector), in exact and official numerics (which quantise activations by the
+// linear's role, never by its format).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,6 +48,23 @@ std::vector<float> all_logits(Forward& f, const std::vector<int32_t>& tokens) {
   f.forward(batch);
   return logits;
 }
+
+// A hand-made NVFP4 vector (§11.6, packing as §11.3), written over the first 32 inputs (two blocks of
+// 16) of row 0 of every NVFP4 linear, in the NVFP4 model as bytes and in the reference as these
+// hand-computed values — independent of pack_nvfp4 and dequant_rows, which could agree with each
+// other on a wrong nibble order or scale layout. Byte b holds element 2b in its LOW nibble and 2b+1
+// in its HIGH nibble: the bytes spell the codes 0, 1, …, 15 in block 0 and 15, 14, …, 0 in block 1.
+// E2M1 code → value: 0..7 → 0, .5, 1, 1.5, 2, 3, 4, 6; 8..15 the same negated. One E4M3 scale per
+// block, row-major [rows, cols/16]: 0x78 = 0|1111|000 = 2^(15−7) = 256, 0x70 = 0|1110|000 = 2^(14−7)
+// = 128. Value = code value · block scale · weight_scale_2; powers of two keep it exact in any order.
+constexpr uint8_t kHandBytes[16] = {0x10, 0x32, 0x54, 0x76, 0x98, 0xBA, 0xDC, 0xFE,
+                                    0xEF, 0xCD, 0xAB, 0x89, 0x67, 0x45, 0x23, 0x01};
+constexpr uint8_t kHandScaleBytes[2] = {0x78, 0x70};
+constexpr float kHandScales[2] = {256.0f, 128.0f};
+constexpr float kHandValues[32] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                   -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f,
+                                   -6.0f, -4.0f, -3.0f, -2.0f, -1.5f, -1.0f, -0.5f, -0.0f,
+                                   6.0f, 4.0f, 3.0f, 2.0f, 1.5f, 1.0f, 0.5f, 0.0f};
 
 struct Nvfp4Case {
   const char* name;
@@ -159,6 +177,16 @@ TEST_P(CpuNvfp4Forward, EqualsTheDequantisedModel) {
           }
           if (block_amax > 0) worst_roundtrip = std::max(worst_roundtrip, err / block_amax);
         }
+      ASSERT_GE(cols, 2 * kNVFP4BlockSize) << base;  // the hand vector (kHandBytes)
+      std::copy(std::begin(kHandBytes), std::end(kHandBytes), pk.p.data.begin());
+      std::copy(std::begin(kHandScaleBytes), std::end(kHandScaleBytes), pk.p.scale.begin());
+      for (int64_t k = 0; k < 2 * kNVFP4BlockSize; ++k)
+        pk.deq[size_t(k)] = kHandValues[k] * kHandScales[k / kNVFP4BlockSize] * pk.global_scale;
+      std::vector<float> row0(static_cast<size_t>(cols));  // the decoder alone: a failure here names it
+      w.dequant_rows(0, 1, row0.data());
+      int64_t hand_mismatches = 0;
+      for (int64_t k = 0; k < 2 * kNVFP4BlockSize; ++k) hand_mismatches += row0[size_t(k)] != pk.deq[size_t(k)];
+      EXPECT_EQ(hand_mismatches, 0) << base << ": dequant_rows disagrees with the hand vector";
       ref_out.push_back(TensorToWrite{name, DType::kF32, {rows, cols}, pk.deq.data()});
       nv_out.push_back(TensorToWrite{name, DType::kU8, packed_data_shape(WeightFormat::kNVFP4, rows, cols),
                                      pk.p.data.data()});
