@@ -3,6 +3,7 @@
 // marker split across pieces is held back in both, and the two forms always agree.
 #include "server/openai_response.h"
 
+#include "chat/special_tokens.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
 
@@ -36,6 +37,38 @@ Json chat_logprob_entry(const Tokenizer& tok, const SampleResult& s, int32_t n_t
   }
   e["top_logprobs"] = std::move(top);
   return e;
+}
+
+// The lenient parser passes a tool-call block it cannot read (cut off by the length limit, or
+// malformed) through as text. Markup must never reach a client as content or reasoning, so such
+// text is dropped from its first marker on (with the "<", "</" and blank lines that lead into it),
+// and so is everything after it in that field (`cut`). At the end of the output, a trailing piece
+// that could be the start of a marker goes as well.
+void strip_stray_dsml(std::string& text, bool final, bool& cut) {
+  if (cut) {
+    text.clear();
+    return;
+  }
+  const size_t marker = text.find(chat::kDsml);
+  if (marker != std::string::npos) {
+    size_t start = marker;
+    if (start > 0 && text[start - 1] == '/') --start;
+    if (start > 0 && text[start - 1] == '<') --start;
+    while (start > 0 && (text[start - 1] == '\n' || text[start - 1] == ' ')) --start;
+    text.resize(start);
+    cut = true;
+    return;
+  }
+  if (!final) return;
+  std::string opener(1, '<');  // (not "<" + string: GCC 12 warns falsely on that, -Wrestrict)
+  opener += chat::kDsml;
+  for (size_t n = std::min(text.size(), opener.size() - 1); n > 0; --n) {
+    if (text.compare(text.size() - n, n, opener, 0, n) == 0) {
+      text.resize(text.size() - n);
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      return;
+    }
+  }
 }
 
 size_t count_code_points(std::string_view s) {
@@ -89,7 +122,11 @@ Json ChatResponseBuilder::chunk(Json delta, const char* finish) const {
 
 Json ChatResponseBuilder::role_chunk() const { return chunk({{"role", "assistant"}, {"content", ""}}, nullptr); }
 
-void ChatResponseBuilder::add_delta(std::vector<Json>& out, const chat::ParseDelta& d, bool flush_logprobs) {
+void ChatResponseBuilder::add_delta(std::vector<Json>& out, chat::ParseDelta d, bool final) {
+  strip_stray_dsml(d.reasoning, final, reasoning_cut_);
+  strip_stray_dsml(d.content, final, content_cut_);
+  reasoning_ += d.reasoning;
+  content_ += d.content;
   Json delta = Json::object();
   if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
   if (!d.content.empty()) delta["content"] = d.content;
@@ -107,7 +144,7 @@ void ChatResponseBuilder::add_delta(std::vector<Json>& out, const chat::ParseDel
   }
   if (!streaming_) return;
   const bool send_logprobs = logprobs_.enabled && !pending_logprobs_.empty();
-  if (delta.empty() && !(flush_logprobs && send_logprobs)) return;
+  if (delta.empty() && !(final && send_logprobs)) return;
   Json c = chunk(std::move(delta), nullptr);
   if (send_logprobs) {
     c["choices"][0]["logprobs"] = {{"content", std::move(pending_logprobs_)}};
@@ -127,7 +164,8 @@ std::vector<Json> ChatResponseBuilder::push(std::string_view text, std::span<con
 
 std::vector<Json> ChatResponseBuilder::finish(const RequestOutcome& o, bool include_usage) {
   std::vector<Json> out;
-  if (o.finish == FinishReason::kEos) add_delta(out, parser_.push_eos(), false);
+  // The output has ended: what the parser flushes now may end in a cut-off marker.
+  if (o.finish == FinishReason::kEos) add_delta(out, parser_.push_eos(), true);
   add_delta(out, parser_.finish(), true);
   if (!streaming_) return out;
   Json last = chunk(Json::object(), finish_reason(o.finish, !tool_calls_.empty()));
@@ -143,10 +181,9 @@ std::vector<Json> ChatResponseBuilder::finish(const RequestOutcome& o, bool incl
 }
 
 Json ChatResponseBuilder::response(const RequestOutcome& o) const {
-  const chat::ParsedCompletion& p = parser_.result();
   Json message = {{"role", "assistant"}};
-  message["content"] = p.content.empty() && !tool_calls_.empty() ? Json(nullptr) : Json(p.content);
-  message["reasoning_content"] = p.reasoning_content.empty() ? Json(nullptr) : Json(p.reasoning_content);
+  message["content"] = content_.empty() && !tool_calls_.empty() ? Json(nullptr) : Json(content_);
+  message["reasoning_content"] = reasoning_.empty() ? Json(nullptr) : Json(reasoning_);
   if (!tool_calls_.empty()) {
     Json calls = Json::array();
     for (const chat::ToolCall& c : tool_calls_)

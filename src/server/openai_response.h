@@ -64,11 +64,15 @@ class ChatResponseBuilder {
   std::vector<Json> finish(const RequestOutcome& o, bool include_usage);
   Json response(const RequestOutcome& o) const;  // the whole chat.completion (after finish)
 
+  // The parser's account (its lenient repairs in `issues`); the message sent is content() etc.
   const chat::ParsedCompletion& parsed() const { return parser_.result(); }
+  const std::string& content() const { return content_; }
+  const std::string& reasoning() const { return reasoning_; }
 
  private:
   Json chunk(Json delta, const char* finish) const;
-  void add_delta(std::vector<Json>& out, const chat::ParseDelta& d, bool flush_logprobs);
+  // `final`: the parser's last flush (a trailing marker prefix is dropped; pending logprobs go).
+  void add_delta(std::vector<Json>& out, chat::ParseDelta d, bool final);
 
   ResponseMeta meta_;
   const Tokenizer& tokenizer_;
@@ -76,6 +80,8 @@ class ChatResponseBuilder {
   bool streaming_;
   std::function<std::string()> new_tool_call_id_;
   chat::CompletionParser parser_;
+  std::string reasoning_, content_;           // what was sent (stray DSML stripped)
+  bool reasoning_cut_ = false, content_cut_ = false;
   std::vector<chat::ToolCall> tool_calls_;   // with ids
   Json all_logprobs_ = Json::array();        // non-streaming: every token's entry
   Json pending_logprobs_ = Json::array();    // streaming: entries not yet sent

@@ -112,18 +112,25 @@ class SseStream : public EventStream {
   bool done_ = false;
 };
 
-// Non-streaming: wait for the outcome, cancelling when the client hangs up.
+// Non-streaming: wait for the outcome, cancelling when the client hangs up (then the reply is
+// nginx's 499 "client closed request": nobody reads it, the request counter does).
 template <class Builder>
 HttpReply respond_whole(Generation& gen, Builder& builder, const std::function<bool()>& client_gone) {
+  bool hung_up = false;
   while (true) {
     GenerationUpdate u = gen.wait(kPollInterval);
     builder.push(u.text, u.tokens);
     if (u.outcome) {
+      if (hung_up && u.outcome->finish == FinishReason::kCancelled)
+        return error_reply(ApiError(499, "the client closed the connection", "", "client_closed_request"));
       if (!answered(*u.outcome)) return error_reply(failed(*u.outcome));
       builder.finish(*u.outcome, false);
       return json_reply(200, builder.response(*u.outcome));
     }
-    if (client_gone && client_gone()) gen.cancel();  // the outcome (kCancelled) follows shortly
+    if (!hung_up && client_gone && client_gone()) {
+      hung_up = true;
+      gen.cancel();  // the outcome (kCancelled) follows at the scheduler's next step
+    }
   }
 }
 
