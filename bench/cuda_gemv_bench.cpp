@@ -10,8 +10,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,87 +21,15 @@
 #include "cuda/kernels/grouped_out_proj.cuh"
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
+#include "cuda_bench_util.h"
 #include "model/quant.h"
 
 namespace dsv4::cuda {
 namespace {
 
-// Fast deterministic filler (xorshift64*): benchmark inputs only need to be non-trivial bytes,
-// never zeros (zeros can run faster than real data, METHOD.md).
-struct Filler {
-  uint64_t s = 0x9E3779B97F4A7C15ull;
-  uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
-  std::vector<uint8_t> bytes(size_t n, uint8_t lo, uint8_t hi, bool avoid_e4m3_nan) {
-    std::vector<uint8_t> v(n);
-    for (size_t i = 0; i < n; ++i) {
-      uint8_t b = uint8_t(lo + next() % uint64_t(hi - lo + 1));
-      if (avoid_e4m3_nan && (b & 0x7f) == 0x7f) b ^= 0x01;
-      v[i] = b;
-    }
-    return v;
-  }
-};
-
-struct Timer {
-  cudaEvent_t a, b;
-  Timer() {
-    DSV4_CUDA_CHECK(cudaEventCreate(&a));
-    DSV4_CUDA_CHECK(cudaEventCreate(&b));
-  }
-  ~Timer() {
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-  }
-  // Median over reps of (time of `iters` calls) / iters, in seconds; one warm-up rep first.
-  // Kernels are captured once into a CUDA graph and replayed, as the decode step will run, so
-  // host launch overhead stays out of their times. The copy roofline is timed from plain stream
-  // launches: captured into a graph it measured 2.4 TB/s on an H100 (while a BF16 GEMV in the same
-  // run streamed 3.1 TB/s), where the plain stream copy measured 3.0 TB/s in an earlier run
-  // (bench/results/2026-11-25-h100-gemv.md).
-  double median(int reps, int iters, bool graph_replay, const std::function<void(int, cudaStream_t)>& body) {
-    cudaStream_t s;
-    DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    if (graph_replay) {
-      DSV4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < iters; ++i) body(i, s);
-      DSV4_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-      DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    }
-    std::vector<double> t;
-    for (int r = -1; r < reps; ++r) {
-      DSV4_CUDA_CHECK(cudaEventRecord(a, s));
-      if (graph_replay) {
-        DSV4_CUDA_CHECK(cudaGraphLaunch(exec, s));
-      } else {
-        for (int i = 0; i < iters; ++i) body(i, s);
-      }
-      DSV4_CUDA_CHECK(cudaEventRecord(b, s));
-      DSV4_CUDA_CHECK(cudaEventSynchronize(b));
-      float ms = 0;
-      DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-      if (r >= 0) t.push_back(ms * 1e-3 / iters);
-    }
-    if (graph_replay) {
-      DSV4_CUDA_CHECK(cudaGraphExecDestroy(exec));
-      DSV4_CUDA_CHECK(cudaGraphDestroy(graph));
-    }
-    DSV4_CUDA_CHECK(cudaStreamDestroy(s));
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  }
-};
-
-// Copies of the weights so that rotating through them defeats the L2 (each launch reads from DRAM).
-int n_copies_for(size_t bytes, size_t l2_bytes) {
-  return int(std::clamp<size_t>((4 * l2_bytes + bytes - 1) / bytes, 1, 64));
-}
+using bench::Filler;
+using bench::n_copies_for;
+using bench::Timer;
 
 struct Row {
   std::string name;
@@ -123,25 +49,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "no CUDA device\n");
       return 1;
     }
-    cudaDeviceProp prop{};
-    DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    char date[64];
-    const std::time_t now = std::time(nullptr);
-    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-    std::printf("card: %s, %d SMs, L2 %d MiB, %.1f GiB; date: %s\n", prop.name, prop.multiProcessorCount,
-                prop.l2CacheSize >> 20, double(prop.totalGlobalMem) / (1 << 30), date);
+    const cudaDeviceProp prop = bench::print_card();
     const size_t l2 = size_t(prop.l2CacheSize);
     Timer timer;
     const int reps = quick ? 3 : 7, iters = quick ? 20 : 50;
-
     // Roofline: device-to-device copy of 1 GiB, bytes read + bytes written.
-    const size_t copy_bytes = size_t(1) << 30;
-    DeviceBuffer<uint8_t> c0(copy_bytes), c1(copy_bytes);
-    c0.fill_bytes(0x5a);
-    const double t_copy = timer.median(reps, 5, false, [&](int, cudaStream_t st) {
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(c1.get(), c0.get(), copy_bytes, cudaMemcpyDeviceToDevice, st));
-    });
-    const double copy_gbps = 2.0 * copy_bytes / t_copy * 1e-9;
+    const double copy_gbps = bench::copy_gbps(timer, reps);
     std::printf("device-to-device copy: %.1f GB/s (read + write)\n\n", copy_gbps);
 
     Filler fill;

@@ -1,9 +1,12 @@
 // mHC pre/post kernels and launchers; see mhc.cuh for the contract.
-// HC_pre runs in two kernels so that decode (one token) reads the 1.5 MiB fn matrix with many
-// blocks: (1) each block dots one kMhcSplit-wide slice of v with the 24 fn rows and sums v²;
-// (2) one block per token reduces the slices in a fixed order (deterministic), then one thread
-// does the 4×4 Sinkhorn and all threads collapse the streams into u. HC_head reuses kernel (1)
-// with its n rows and a finish step without post/comb/Sinkhorn.
+// HC_pre runs in two kernels. (1) The projection [tokens, n·D] × [n·D, 24] in FP32 (and Σv²):
+// a block takes 32 tokens × one kMhcSplit-wide slice of n·D, so each fn value it loads serves 32
+// tokens (decode still spreads the 1.5 MiB fn over n·D/kMhcSplit blocks); it writes per-slice
+// partial sums. (2) One block per token adds the slices (fixed order), does the 4×4 Sinkhorn on
+// 16 lanes of one warp (row sums over lane bits 0–1, column sums over bits 2–3), and collapses
+// the streams into u — optionally normalised and quantised for the sub-layer's first GEMM.
+// HC_head reuses (1) with its n rows and (2) without post/comb/Sinkhorn. No launch shape depends
+// on the token count, so a token's arithmetic does not depend on the batch it is in.
 #include "cuda/kernels/mhc.cuh"
 
 #include "cuda/cuda_check.h"
@@ -13,137 +16,258 @@ namespace dsv4::cuda {
 namespace {
 
 constexpr int kN = kHcStreams;
-constexpr int kSlots = kHcMix + 1;                // 24 dots + Σv² (HC_pre); HC_head uses n + 1
-constexpr int kPartialThreads = kMhcSplit / 4;    // 4 consecutive elements per thread (float4 of fn)
-constexpr int kPartialWarps = kPartialThreads / kWarpSize;
-constexpr int kFinishThreads = 256;
+constexpr int kSlots = kHcMix + 1;        // 24 dots + Σv² (HC_pre); HC_head uses n + 1
+constexpr int kMixThreads = 256;
+constexpr int kMixWarps = kMixThreads / kWarpSize;
+constexpr int kMixTokens = 32;            // tokens per projection block: each fn load serves them all
+constexpr int kTokensPerThread = 4;
+constexpr int kRun = 8;                   // consecutive n·D elements per thread: one 16-byte x load
+constexpr int kKGroups = kMhcSplit / kRun;  // 32 threads along one slice
+static_assert(kKGroups * (kMixTokens / kTokensPerThread) == kMixThreads, "one thread per (k group, token group)");
+static_assert(kKGroups == 4 * kMixWarps, "a warp holds 4 k groups × 8 token groups");
+constexpr int kFinishThreads = 128;
+constexpr int kFinishWarps = kFinishThreads / kWarpSize;
+constexpr int kChunk = 8;                 // BF16 elements per 16-byte access in the collapse
+constexpr int kChunksPerQuantBlock = kActBlockSize / kChunk;  // 16 lanes = one 1×128 block
+static_assert(kChunksPerQuantBlock == kWarpSize / 2 && kFinishThreads % kWarpSize == 0, "a half-warp per block");
 
-// Shared by HC_pre (kRows = 24) and HC_head (kRows = n): slice dots of fn with v and Σv².
-// partial: [n_tokens, n_splits, kRows + 1].
+// (1): partial[t][split][r] = Σ_{k in slice} fn[r][k]·v_t[k] (r < kRows), [kRows] = Σ v_t[k]².
+// Thread (warp w, lane l): tokens 4·(l%8) … +3 of the block's 32, k group 4w + l/8 (8 elements).
+// Summation: 8 sequential FMAs, a 2-level shuffle tree over the warp's 4 k groups, a 3-level tree
+// over the 8 warps — 13 adds deep, whatever the token count.
 template <int kRows>
-__global__ void __launch_bounds__(kPartialThreads)
-mhc_partial_kernel(const __nv_bfloat16* __restrict__ x_all,  // [n_tokens, n, D]
-                   const float* __restrict__ fn,             // [kRows, n·D]
-                   float* __restrict__ partial, int D) {
-  const int tok = blockIdx.y, split = blockIdx.x;
-  const int64_t nD = int64_t(kN) * D;
-  const int64_t k = int64_t(split) * kMhcSplit + 4 * threadIdx.x;
-  const __nv_bfloat16* x = x_all + int64_t(tok) * nD + k;
-  float v[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) v[j] = __bfloat162float(x[j]);
-  float acc[kRows + 1];
-  acc[kRows] = v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const float4 f = *reinterpret_cast<const float4*>(fn + r * nD + k);
-    acc[r] = f.x * v[0] + f.y * v[1] + f.z * v[2] + f.w * v[3];
-  }
-  __shared__ float red[kPartialWarps][kRows + 1];
+__global__ void __launch_bounds__(kMixThreads)
+mhc_mix_kernel(const __nv_bfloat16* __restrict__ x_all,  // [T, n, D]
+               const float* __restrict__ fn,             // [kRows, n·D]
+               float* __restrict__ partial,              // [T, n_splits, kRows + 1]
+               int D, int T) {
+  constexpr int kS = kRows + 1;
+  const int split = blockIdx.x, n_splits = gridDim.x, tok0 = blockIdx.y * kMixTokens;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int tg = lane % 8, kg = warp * 4 + lane / 8;
+  const int64_t nD = int64_t(kN) * D, k0 = int64_t(split) * kMhcSplit + kg * kRun;
+
+  float v[kTokensPerThread][kRun];
 #pragma unroll
-  for (int r = 0; r <= kRows; ++r) {
-    const float s = warp_sum(acc[r]);
-    if (lane == 0) red[warp][r] = s;
+  for (int t = 0; t < kTokensPerThread; ++t) {
+    const int tok = tok0 + tg * kTokensPerThread + t;
+    uint4 raw = make_uint4(0, 0, 0, 0);
+    if (tok < T) raw = __ldg(reinterpret_cast<const uint4*>(x_all + int64_t(tok) * nD + k0));
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // BF16 → FP32 is a shift; the low half is the even element
+      v[t][2 * i] = __uint_as_float(w[i] << 16);
+      v[t][2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
   }
-  __syncthreads();
-  if (threadIdx.x <= kRows) {
-    float s = 0.0f;
+  float acc[kTokensPerThread][kS];
 #pragma unroll
-    for (int w = 0; w < kPartialWarps; ++w) s += red[w][threadIdx.x];
-    partial[(int64_t(tok) * gridDim.x + split) * (kRows + 1) + threadIdx.x] = s;
+  for (int t = 0; t < kTokensPerThread; ++t)
+#pragma unroll
+    for (int r = 0; r < kS; ++r) acc[t][r] = 0.0f;
+  if (tok0 + tg * kTokensPerThread < T) {  // tokens ascend within the group: the first decides
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float4 f0 = __ldg(reinterpret_cast<const float4*>(fn + r * nD + k0));
+      const float4 f1 = __ldg(reinterpret_cast<const float4*>(fn + r * nD + k0 + 4));
+      const float f[kRun] = {f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w};
+#pragma unroll
+      for (int t = 0; t < kTokensPerThread; ++t)
+#pragma unroll
+        for (int i = 0; i < kRun; ++i) acc[t][r] = fmaf(f[i], v[t][i], acc[t][r]);
+    }
+#pragma unroll
+    for (int t = 0; t < kTokensPerThread; ++t)
+#pragma unroll
+      for (int i = 0; i < kRun; ++i) acc[t][kRows] = fmaf(v[t][i], v[t][i], acc[t][kRows]);
+  }
+  // The warp's 4 k groups of one token group are lanes l, l^8, l^16, l^24.
+#pragma unroll
+  for (int t = 0; t < kTokensPerThread; ++t)
+#pragma unroll
+    for (int r = 0; r < kS; ++r) {
+      acc[t][r] += __shfl_xor_sync(kFullMask, acc[t][r], 8);
+      acc[t][r] += __shfl_xor_sync(kFullMask, acc[t][r], 16);
+    }
+  __shared__ float red[kMixWarps][kMixTokens][kS];
+  if (lane < 8)
+#pragma unroll
+    for (int t = 0; t < kTokensPerThread; ++t)
+#pragma unroll
+      for (int r = 0; r < kS; ++r) red[warp][tg * kTokensPerThread + t][r] = acc[t][r];
+  __syncthreads();
+  static_assert(kMixWarps == 8, "the tree below adds 8 warps");
+  for (int i = threadIdx.x; i < kMixTokens * kS; i += kMixThreads) {
+    const int tl = i / kS, r = i % kS, tok = tok0 + tl;
+    if (tok >= T) continue;
+    const float a = (red[0][tl][r] + red[1][tl][r]) + (red[2][tl][r] + red[3][tl][r]);
+    const float b = (red[4][tl][r] + red[5][tl][r]) + (red[6][tl][r] + red[7][tl][r]);
+    partial[(int64_t(tok) * n_splits + split) * kS + r] = a + b;
   }
 }
 
-// Reduce one token's slices in a fixed order (deterministic): mix[0..kRows] = fn·v | Σv².
+// (2a): mix[0..kRows] = Σ over slices of one token's partials: slot s on warp s % 4, the
+// slices spread over the lanes (≤ ceil(n_splits/32) sequential adds), then a 5-level tree.
 template <int kRows>
 __device__ __forceinline__ void reduce_partials(const float* partial, int tok, int n_splits, float* mix) {
-  if (threadIdx.x <= kRows) {
-    const float* part = partial + int64_t(tok) * n_splits * (kRows + 1) + threadIdx.x;
-    float s = 0.0f;
-    for (int i = 0; i < n_splits; ++i) s += part[i * (kRows + 1)];
-    mix[threadIdx.x] = s;
+  constexpr int kS = kRows + 1;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const float* part = partial + int64_t(tok) * n_splits * kS;
+  for (int s = warp; s < kS; s += kFinishWarps) {
+    float v = 0.0f;
+    for (int i = lane; i < n_splits; i += kWarpSize) v += part[int64_t(i) * kS + s];
+    v = warp_sum(v);
+    if (lane == 0) mix[s] = v;
   }
   __syncthreads();
-}
-
-// u = bf16(Σ_j pre_j · X_j), FP32 accumulation (§3.1 step 8, §3.3).
-__device__ __forceinline__ void collapse_streams(const __nv_bfloat16* x, const float* pre, __nv_bfloat16* u, int D) {
-  for (int d = threadIdx.x; d < D; d += kFinishThreads) {
-    float s = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kN; ++j) s = fmaf(pre[j], __bfloat162float(x[int64_t(j) * D + d]), s);
-    u[d] = __float2bfloat16_rn(s);
-  }
 }
 
 __device__ __forceinline__ float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
+// Sum over the 4 lanes whose lane bits `bit`, `2·bit` vary: (a+b)+(c+d), the same bits in each
+// of the 4 lanes (FP32 addition is commutative).
+__device__ __forceinline__ float sum4(float v, int bit) {
+  v += __shfl_xor_sync(kFullMask, v, bit);
+  return v + __shfl_xor_sync(kFullMask, v, 2 * bit);
+}
+
+// Eight BF16 (one uint4) → floats; floats → eight BF16 (round to nearest even).
+__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[kChunk]) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float (&f)[kChunk]) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    w[i] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+struct CollapseOut {
+  __nv_bfloat16* u;             // [D]
+  const __nv_bfloat16* weight;  // [D] or nullptr: no norm
+  uint8_t* q;                   // [D] or nullptr
+  uint8_t* q_scale;             // [D/128]
+  __nv_bfloat16* fake;          // [D] or nullptr
+  float eps;
+};
+
+// (2b): u = bf16(Σ_j pre_j·X_j) (FP32 FMAs in stream order, §3.1 step 8 / §3.3). With a weight:
+// the RMSNorm of that BF16 u — Σu² over the block (8 FMAs per chunk, ≤ D/1024 chunks per thread,
+// a 5-level warp tree, 4 warps in order), then bf16((u·r)·w) as rmsnorm.cu computes it, with the
+// 1×128 quantisation of the result on the half-warp that holds each block. The second pass
+// recomputes u with the same instructions (same bits) instead of keeping it.
+__device__ __forceinline__ void collapse(const __nv_bfloat16* x, const float* pre, int D, const CollapseOut& o) {
+  const int n_chunks = D / kChunk, lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const auto u_chunk = [&](int c, float (&u)[kChunk]) {
+    float xs[kN][kChunk];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) unpack8(__ldg(reinterpret_cast<const uint4*>(x + int64_t(j) * D) + c), xs[j]);
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) {
+      float s = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kN; ++j) s = fmaf(pre[j], xs[j][e], s);
+      u[e] = __bfloat162float(__float2bfloat16_rn(s));
+    }
+  };
+  if (!o.weight) {
+    for (int c = threadIdx.x; c < n_chunks; c += kFinishThreads) {
+      float u[kChunk];
+      u_chunk(c, u);
+      reinterpret_cast<uint4*>(o.u)[c] = pack8(u);
+    }
+    return;
+  }
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < n_chunks; c += kFinishThreads) {
+    float u[kChunk];
+    u_chunk(c, u);
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) ss = fmaf(u[e], u[e], ss);
+  }
+  __shared__ float warp_ss[kFinishWarps];
+  ss = warp_sum(ss);
+  if (lane == 0) warp_ss[warp] = ss;
+  __syncthreads();
+  float total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kFinishWarps; ++w) total += warp_ss[w];
+  const float r = rsqrtf(total / float(D) + o.eps);
+  // Half-warp masks: with q, D % 128 == 0, so a block's 16 lanes are all in or all out.
+  const unsigned half_mask = 0xffffu << (lane & 16);
+  for (int c = threadIdx.x; c < n_chunks; c += kFinishThreads) {
+    float u[kChunk], w[kChunk], y[kChunk];
+    u_chunk(c, u);
+    unpack8(__ldg(reinterpret_cast<const uint4*>(o.weight) + c), w);
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) y[e] = __bfloat162float(__float2bfloat16_rn(u[e] * r * w[e]));
+    reinterpret_cast<uint4*>(o.u)[c] = pack8(y);
+    if (!o.q) continue;
+    // §12 FP8 1×128 of the BF16 y: 2^ceil(log2(max(amax, 1e-4)/448)), RNE to E4M3, ±448.
+    float amax = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) amax = fmaxf(amax, fabsf(y[e]));
+#pragma unroll
+    for (int off = 1; off < kChunksPerQuantBlock; off *= 2) amax = fmaxf(amax, __shfl_xor_sync(half_mask, amax, off));
+    const uint8_t sb = act_scale_byte(amax);
+    const float inv = inv_e8m0(sb), s = e8m0_to_float(sb);
+    uint32_t packed[2] = {0, 0};
+    float fq[kChunk];
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) {
+      const uint8_t b = float_to_e4m3(y[e] * inv);
+      packed[e / 4] |= uint32_t(b) << (8 * (e % 4));
+      if (o.fake) {
+        const float2 f = e4m3x2_to_float2(uint16_t(b));
+        fq[e] = f.x * s;  // exact: an E4M3 value times a power of two fits BF16
+      }
+    }
+    reinterpret_cast<uint2*>(o.q)[c] = make_uint2(packed[0], packed[1]);
+    if (lane % kChunksPerQuantBlock == 0) o.q_scale[c / kChunksPerQuantBlock] = sb;
+    if (o.fake) reinterpret_cast<uint4*>(o.fake)[c] = pack8(fq);
+  }
+}
+
 __global__ void __launch_bounds__(kFinishThreads) mhc_pre_finish_kernel(MhcPreParams p, int n_splits) {
-  const int tok = blockIdx.x;
+  const int tok = blockIdx.x, lane = threadIdx.x % kWarpSize;
   __shared__ float mix[kSlots];
   __shared__ float pre[kN];
   reduce_partials<kHcMix>(p.partial, tok, n_splits, mix);
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < kWarpSize) {
     // m = fn·v̂ = (fn·v) · rsqrt(mean(v²) + eps): the reference's order (§3.1 step 2).
     const float r = rsqrtf(mix[kHcMix] / float(kN * p.D) + p.rms_eps);
-    float m[kHcMix];
-#pragma unroll
-    for (int i = 0; i < kHcMix; ++i) m[i] = mix[i] * r;
-#pragma unroll
-    for (int j = 0; j < kN; ++j) {
-      pre[j] = sigmoid(p.scale[0] * m[j] + p.base[j]) + p.hc_eps;
-      p.post[tok * kN + j] = 2.0f * sigmoid(p.scale[1] * m[kN + j] + p.base[kN + j]);
-    }
-    // Sinkhorn–Knopp (§3.1 step 7): row softmax + eps, column normalise, then iters−1 rounds of
-    // (row normalise, column normalise); the last step is a column normalisation.
-    float c[kN][kN];
-#pragma unroll
-    for (int a = 0; a < kN; ++a) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int b = 0; b < kN; ++b) {
-        c[a][b] = p.scale[2] * m[2 * kN + a * kN + b] + p.base[2 * kN + a * kN + b];
-        mx = fmaxf(mx, c[a][b]);
-      }
-      float sum = 0.0f;
-#pragma unroll
-      for (int b = 0; b < kN; ++b) {
-        c[a][b] = expf(c[a][b] - mx);
-        sum += c[a][b];
-      }
-#pragma unroll
-      for (int b = 0; b < kN; ++b) c[a][b] = c[a][b] / sum + p.hc_eps;
-    }
-    const auto normalise_columns = [&] {
-#pragma unroll
-      for (int b = 0; b < kN; ++b) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int a = 0; a < kN; ++a) sum += c[a][b];
-#pragma unroll
-        for (int a = 0; a < kN; ++a) c[a][b] /= sum + p.hc_eps;
-      }
-    };
-    normalise_columns();
+    if (lane < kN) pre[lane] = sigmoid(p.scale[0] * (mix[lane] * r) + p.base[lane]) + p.hc_eps;
+    else if (lane < 2 * kN)
+      p.post[int64_t(tok) * kN + lane - kN] = 2.0f * sigmoid(p.scale[1] * (mix[lane] * r) + p.base[lane]);
+    // Sinkhorn–Knopp (§3.1 step 7) with C[a][b] on lane 4a + b (lanes 16–31 mirror 0–15): row
+    // softmax + eps, column normalise, then iters−1 rounds of (row, column) normalisation.
+    const int i = lane & 15;
+    float c = p.scale[2] * (mix[2 * kN + i] * r) + p.base[2 * kN + i];
+    float mx = fmaxf(c, __shfl_xor_sync(kFullMask, c, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 2));
+    c = expf(c - mx);
+    c = c / sum4(c, 1) + p.hc_eps;
+    c /= sum4(c, 4) + p.hc_eps;
     for (int it = 1; it < p.sinkhorn_iters; ++it) {
-#pragma unroll
-      for (int a = 0; a < kN; ++a) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int b = 0; b < kN; ++b) sum += c[a][b];
-#pragma unroll
-        for (int b = 0; b < kN; ++b) c[a][b] /= sum + p.hc_eps;
-      }
-      normalise_columns();
+      c /= sum4(c, 1) + p.hc_eps;
+      c /= sum4(c, 4) + p.hc_eps;
     }
-#pragma unroll
-    for (int a = 0; a < kN; ++a)
-#pragma unroll
-      for (int b = 0; b < kN; ++b) p.comb[(tok * kN + a) * kN + b] = c[a][b];
+    if (lane < kN * kN) p.comb[int64_t(tok) * kN * kN + i] = c;
   }
   __syncthreads();
-  collapse_streams(p.x + int64_t(tok) * kN * p.D, pre, p.u + int64_t(tok) * p.D, p.D);
+  const int64_t t = tok;
+  collapse(p.x + t * kN * p.D, pre, p.D,
+           CollapseOut{p.u + t * p.D, p.norm_weight, p.q ? p.q + t * p.D : nullptr,
+                       p.q ? p.q_scale + t * (p.D / kActBlockSize) : nullptr, p.fake ? p.fake + t * p.D : nullptr,
+                       p.rms_eps});
 }
 
 __global__ void __launch_bounds__(kFinishThreads) mhc_head_finish_kernel(MhcHeadParams p, int n_splits) {
@@ -156,7 +280,9 @@ __global__ void __launch_bounds__(kFinishThreads) mhc_head_finish_kernel(MhcHead
     pre[threadIdx.x] = sigmoid(p.scale[0] * (mix[threadIdx.x] * r) + p.base[threadIdx.x]) + p.hc_eps;
   }
   __syncthreads();
-  collapse_streams(p.x + int64_t(tok) * kN * p.D, pre, p.h + int64_t(tok) * p.D, p.D);
+  const int64_t t = tok;
+  collapse(p.x + t * kN * p.D, pre, p.D,
+           CollapseOut{p.h + t * p.D, p.norm_weight, nullptr, nullptr, nullptr, p.rms_eps});
 }
 
 constexpr int kPostThreads = 256;
@@ -189,10 +315,16 @@ size_t mhc_pre_partial_floats(int n_tokens, int D) {
 void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.fn && p.base && p.scale && p.partial && p.u && p.post && p.comb);
   DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0, "HC_pre needs n·D % ", kMhcSplit, " == 0, D=", p.D);
-  DSV4_CHECK(p.sinkhorn_iters >= 1 && p.n_tokens >= 0 && p.n_tokens <= kMaxGridY);
+  DSV4_CHECK(p.sinkhorn_iters >= 1 && p.n_tokens >= 0);
+  DSV4_CHECK_MSG(!p.q || (p.norm_weight && p.q_scale && p.D % int(kActBlockSize) == 0),
+                 "HC_pre quantises only the normalised u, with scales, D % 128 == 0; D=", p.D);
+  DSV4_CHECK_MSG(!p.fake || p.q, "HC_pre fake-quant output needs q");
   if (p.n_tokens == 0) return;
   const int n_splits = int(int64_t(kN) * p.D / kMhcSplit);
-  mhc_partial_kernel<kHcMix><<<dim3(n_splits, p.n_tokens), kPartialThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D);
+  const int64_t tiles = (int64_t(p.n_tokens) + kMixTokens - 1) / kMixTokens;
+  DSV4_CHECK_MSG(tiles <= kMaxGridY, "HC_pre n_tokens=", p.n_tokens, " is too many for one launch");
+  mhc_mix_kernel<kHcMix><<<dim3(n_splits, unsigned(tiles)), kMixThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D,
+                                                                                       p.n_tokens);
   DSV4_CUDA_CHECK_LAUNCH();
   mhc_pre_finish_kernel<<<p.n_tokens, kFinishThreads, 0, stream>>>(p, n_splits);
   DSV4_CUDA_CHECK_LAUNCH();
@@ -201,10 +333,13 @@ void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream) {
 void launch_mhc_head(const MhcHeadParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.fn && p.base && p.scale && p.partial && p.h);
   DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0, "HC_head needs n·D % ", kMhcSplit, " == 0, D=", p.D);
-  DSV4_CHECK(p.n_tokens >= 0 && p.n_tokens <= kMaxGridY);
+  DSV4_CHECK(p.n_tokens >= 0);
   if (p.n_tokens == 0) return;
   const int n_splits = int(int64_t(kN) * p.D / kMhcSplit);
-  mhc_partial_kernel<kN><<<dim3(n_splits, p.n_tokens), kPartialThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D);
+  const int64_t tiles = (int64_t(p.n_tokens) + kMixTokens - 1) / kMixTokens;
+  DSV4_CHECK_MSG(tiles <= kMaxGridY, "HC_head n_tokens=", p.n_tokens, " is too many for one launch");
+  mhc_mix_kernel<kN><<<dim3(n_splits, unsigned(tiles)), kMixThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D,
+                                                                                  p.n_tokens);
   DSV4_CUDA_CHECK_LAUNCH();
   mhc_head_finish_kernel<<<p.n_tokens, kFinishThreads, 0, stream>>>(p, n_splits);
   DSV4_CUDA_CHECK_LAUNCH();
