@@ -5,7 +5,13 @@
 #include "cpu/cpu_forward.h"
 #include "util/error.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
 #ifdef DSV4_WITH_CUDA
+#include "cuda/copy_bandwidth.h"
 #include "cuda/cuda_forward.h"
 #endif
 
@@ -40,6 +46,27 @@ void check_backend(const BackendOptions& o) {
   fail("backend cuda: this dsv4 was built without CUDA (it needs nvcc at configure time and "
        "-DDSV4_CUDA=ON)");
 #endif
+}
+
+MemoryBandwidth measure_copy_bandwidth(const BackendOptions& o) {
+  check_backend(o);
+  if (o.backend == Backend::kCuda) {
+#ifdef DSV4_WITH_CUDA
+    const cuda::CopyBandwidth b = cuda::measure_copy_bandwidth(0);
+    return {b.device, b.bytes_per_s};
+#endif
+  }
+  // One thread's memcpy of 256 MiB, best of 5 (the CPU forward reads weights from many threads,
+  // so this is a lower bound on what it can reach; the report says so).
+  const size_t bytes = size_t(256) << 20;
+  std::vector<char> a(bytes, 1), b(bytes);
+  double best = 1e30;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return {"host memcpy (one thread)", 2.0 * double(bytes) / best};
 }
 
 std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,

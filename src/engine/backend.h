@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "model/forward.h"
@@ -39,6 +40,15 @@ struct BackendOptions {
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without
 // CUDA ("this dsv4 was built without CUDA"). Cheap; make_forward calls it first.
 void check_backend(const BackendOptions& o);
+
+// The memory a backend computes from and its measured copy bandwidth ((read + write) bytes per
+// second of a large copy: host memcpy on the CPU, device-to-device on CUDA), the denominator of a
+// benchmark's roofline share.
+struct MemoryBandwidth {
+  std::string where;  // "host (N threads)" or the GPU's name
+  double bytes_per_s = 0;
+};
+MemoryBandwidth measure_copy_bandwidth(const BackendOptions& o);
 
 // Throws dsv4::Error for bad input: check_backend's cases and the checkpoint's own errors.
 std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,

@@ -1,0 +1,296 @@
+// `dsv4 bench`: prefill and batched-decode speed of a model on a backend, with the bytes each
+// decode step must read (dense weights, the routed experts the step's rows actually touched, the
+// KV rows attention reads) as a share of the copy bandwidth measured in the same run (design.md
+// "Speed principles"). Random token ids; the numbers go to bench/results/ with the card and date.
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/args.h"
+#include "cli/backend_args.h"
+#include "cli/chat_turn.h"
+#include "cli/command.h"
+#include "engine/backend.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "util/error.h"
+
+namespace dsv4::cli {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: dsv4 bench [-m DIR] [--prompt N] [--batch B1,B2,...] [--ctx N] [--steps S] [options]\n"
+    "  -m DIR                checkpoint folder (default: the embedded models/nano)\n"
+    "  --prompt N            prefill: one prompt of N random tokens (default 512; 0: skip)\n"
+    "  --batch LIST          decode batch sizes, comma-separated (default 1)\n"
+    "  --ctx N               context of every sequence when decode is timed (default: --prompt)\n"
+    "  --steps S             timed decode steps per batch size (default 16)\n"
+    "  --seed S              random token ids (default 1)\n"
+    "  --json                one JSON object with every number on stdout instead of the table\n";
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::vector<int64_t> parse_list(const std::string& s, const char* opt) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || v < 1 || v > 65536)
+      fail(opt, ": '", item, "' is not a batch size in [1, 65536]");
+    out.push_back(v);
+  }
+  if (out.empty()) fail(opt, ": empty list");
+  return out;
+}
+
+// Bytes the model's weights take, split the way a decode step reads them: per layer the bytes of
+// one routed expert (w1 + w3 + w2 with scales), and everything a step reads whatever the routing
+// (attention, shared expert, router, compressors, norms, mHC, the LM head).
+struct WeightBytes {
+  std::vector<double> per_expert;  // [layer]
+  double dense = 0;
+  double embed_row = 0;
+};
+
+WeightBytes weight_bytes(const ModelConfig& cfg, const std::filesystem::path& dir) {
+  const Checkpoint ck = Checkpoint::open(dir);
+  WeightBytes w;
+  w.per_expert.assign(size_t(cfg.num_hidden_layers), 0.0);
+  for (const auto& [name, t] : ck.tensors()) {
+    if (name.rfind("mtp.", 0) == 0) continue;  // the MTP block does not run in a decode step
+    if (name == "embed.weight") {
+      w.embed_row = double(t.nbytes) / double(cfg.vocab_size);
+      continue;
+    }
+    const size_t at = name.find(".ffn.experts.");
+    if (at != std::string::npos && name.rfind("layers.", 0) == 0) {
+      const int64_t layer = std::stoll(name.substr(7, at - 7));
+      if (layer >= 0 && layer < cfg.num_hidden_layers)
+        w.per_expert[size_t(layer)] += double(t.nbytes) / double(cfg.n_routed_experts);
+      continue;
+    }
+    w.dense += double(t.nbytes);
+  }
+  return w;
+}
+
+// KV bytes one decode step of one sequence at context `ctx` reads (the CUDA layout, §12.1/§13):
+// the window rows, the compressed rows attention gathers (CSA: its top-k; HCA: all visible) and
+// every visible FP4 indexer key the indexer scores.
+double kv_read_bytes(const ModelConfig& cfg, int64_t ctx) {
+  const double d = double(cfg.head_dim), row = (d - 64) + 2 * 64 + (d - 64) / 64 + 1;
+  const double key = double(cfg.index_head_dim) / 2 + double(cfg.index_head_dim) / 32;
+  const int64_t t = ctx + 1;
+  double b = 0;
+  for (const LayerSpec& s : cfg.layers) {
+    b += double(std::min<int64_t>(t, cfg.sliding_window)) * row;
+    if (s.attention == AttentionType::kCSA)
+      b += double(std::min<int64_t>(cfg.index_topk, t / kCsaRatio)) * row + double(t / kCsaRatio) * key;
+    if (s.attention == AttentionType::kHCA) b += double(t / kHcaRatio) * row;
+  }
+  return b;
+}
+
+struct DecodeResult {
+  int64_t batch = 0, ctx = 0, steps = 0;
+  double seconds_per_step = 0, weight_bytes = 0, kv_bytes = 0, experts_touched = 0;
+};
+
+class Bench {
+ public:
+  Bench(Forward& f, uint64_t seed) : f_(f), rng_(seed) {}
+
+  std::vector<int32_t> random_ids(int64_t n) {
+    std::vector<int32_t> v(static_cast<size_t>(n));
+    for (auto& x : v) x = int32_t(2 + rng_() % uint64_t(f_.config().vocab_size - 2));
+    return v;
+  }
+
+  // Seconds to prefill one prompt of n tokens (a short warm-up prompt first).
+  double prefill(int64_t n) {
+    run_prefill(random_ids(std::min<int64_t>(n, 16)));
+    const auto ids = random_ids(n);
+    const auto t0 = Clock::now();
+    run_prefill(ids);
+    return since(t0);
+  }
+
+  DecodeResult decode(int64_t batch, int64_t ctx, int64_t steps, const WeightBytes& wb) {
+    const KvCacheInfo kv = f_.kv_cache();
+    const int64_t need_tokens = ctx + steps + 4;
+    if (batch > kv.free_sequences)
+      fail("--batch ", batch, ": the backend has ", kv.free_sequences, " free sequence slots (--max-seqs)");
+    if (need_tokens > kv.max_context) fail("--ctx ", ctx, " + the steps exceed the context (", kv.max_context, ")");
+    if (batch * kv.blocks_for(need_tokens) > kv.free_blocks)
+      fail("--batch ", batch, " at --ctx ", ctx, " needs ", batch * kv.blocks_for(need_tokens),
+           " KV blocks, ", kv.free_blocks, " are free (--kv-cache-tokens, --gpu-memory-utilization)");
+    std::vector<std::unique_ptr<SequenceState>> seqs;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int64_t b = 0; b < batch; ++b) {
+      seqs.push_back(f_.new_sequence(need_tokens));
+      prompts.push_back(random_ids(ctx));
+    }
+    std::vector<int32_t> next(static_cast<size_t>(batch));
+    step(seqs, prompts, next);  // prefill all: the context decode is timed at
+    for (int i = 0; i < 2; ++i) step_one(seqs, next, nullptr);  // warm-up (graph capture)
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < steps; ++i) step_one(seqs, next, nullptr);
+    DecodeResult r;
+    r.batch = batch;
+    r.ctx = ctx;
+    r.steps = steps;
+    r.seconds_per_step = since(t0) / double(steps);
+    // One traced step: which experts the step's rows touched, per layer.
+    std::map<int, std::set<int>> touched;
+    const TraceHook hook = [&](std::string_view name, int layer, const float* data, std::span<const int64_t> shape) {
+      if (name != "moe.experts") return;
+      int64_t n = 1;
+      for (int64_t s : shape) n *= s;
+      for (int64_t i = 0; i < n; ++i)
+        if (data[i] >= 0) touched[layer].insert(int(data[i]));
+    };
+    step_one(seqs, next, &hook);
+    r.weight_bytes = wb.dense + double(batch) * wb.embed_row;
+    for (const auto& [layer, experts] : touched) {
+      r.weight_bytes += double(experts.size()) * wb.per_expert[size_t(layer)];
+      r.experts_touched += double(experts.size());
+    }
+    r.experts_touched /= std::max<double>(1, double(touched.size()));
+    r.kv_bytes = double(batch) * kv_read_bytes(f_.config(), ctx);
+    return r;
+  }
+
+ private:
+  void run_prefill(const std::vector<int32_t>& ids) {
+    auto seq = f_.new_sequence(int64_t(ids.size()) + 1);
+    std::vector<std::vector<int32_t>> prompts = {ids};
+    std::vector<std::unique_ptr<SequenceState>> seqs;
+    seqs.push_back(std::move(seq));
+    std::vector<int32_t> next(1);
+    step(seqs, prompts, next);
+  }
+
+  // One forward call over every sequence (tokens[i] appended to seqs[i]); next[i] = its greedy
+  // next token (sampled on the device when the backend can, else the logits' argmax).
+  void step(std::vector<std::unique_ptr<SequenceState>>& seqs, const std::vector<std::vector<int32_t>>& tokens,
+            std::vector<int32_t>& next, const TraceHook* trace = nullptr) {
+    const bool device = f_.samples_on_device();
+    const DeviceSampling greedy{};
+    std::vector<ForwardItem> items(seqs.size());
+    std::vector<std::vector<float>> logits(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      items[i].seq = seqs[i].get();
+      items[i].tokens = tokens[i];
+      if (device) {
+        items[i].sample = &greedy;
+        items[i].sampled = &next[i];
+      } else {
+        items[i].logits = &logits[i];
+      }
+    }
+    f_.forward(items, trace);
+    if (!device)
+      for (size_t i = 0; i < seqs.size(); ++i)
+        next[i] = int32_t(std::max_element(logits[i].begin(), logits[i].end()) - logits[i].begin());
+  }
+
+  void step_one(std::vector<std::unique_ptr<SequenceState>>& seqs, std::vector<int32_t>& next, const TraceHook* trace) {
+    std::vector<std::vector<int32_t>> tokens;
+    for (int32_t t : next) tokens.push_back({t});
+    step(seqs, tokens, next, trace);
+  }
+
+  Forward& f_;
+  std::mt19937_64 rng_;
+};
+
+int run_bench(const std::vector<std::string>& argv) {
+  std::set<std::string> values = backend_value_options();
+  values.insert({"--model", "--prompt", "--batch", "--ctx", "--steps", "--seed"});
+  const Args args(argv, values, {"--help", "--json"}, {{"-m", "--model"}, {"-h", "--help"}});
+  if (args.has("--help")) {
+    std::fprintf(stdout, "%s%s", kUsage, kBackendUsage);
+    return 0;
+  }
+  if (!args.positional().empty()) fail("bench: unexpected argument '", args.positional()[0], "'");
+  const int64_t prompt = args.get_int("--prompt", 512);
+  if (prompt < 0) fail("--prompt must be >= 0, got ", prompt);
+  const std::vector<int64_t> batches = parse_list(args.get_or("--batch", "1"), "--batch");
+  const int64_t ctx = args.get_int("--ctx", std::max<int64_t>(prompt, 1));
+  if (ctx < 1) fail("--ctx must be >= 1, got ", ctx);
+  const int64_t steps = args.get_int("--steps", 16);
+  if (steps < 1 || steps > 100000) fail("--steps must be in [1, 100000], got ", steps);
+  const int64_t seed = args.get_int("--seed", 1);
+  const bool json = args.has("--json");
+  const BackendOptions opt = backend_options(args);
+  const std::filesystem::path dir = resolve_model_dir(args);
+
+  const MemoryBandwidth bw = measure_copy_bandwidth(opt);
+  auto f = make_forward(dir, opt);
+  const ModelConfig& cfg = f->config();
+  const WeightBytes wb = weight_bytes(cfg, dir);
+  Bench bench(*f, uint64_t(seed));
+
+  nlohmann::json out;
+  out["model"] = dir.string();
+  out["backend"] = to_string(opt.backend);
+  out["device"] = bw.where;
+  out["copy_bandwidth_gbs"] = bw.bytes_per_s / 1e9;
+  out["layers"] = cfg.num_hidden_layers;
+  if (!json)
+    std::printf("dsv4 bench: %s, %s backend on %s, copy bandwidth %.0f GB/s (measured now)\n",
+                dir.string().c_str(), to_string(opt.backend), bw.where.c_str(), bw.bytes_per_s / 1e9);
+  if (prompt > 0) {
+    const double s = bench.prefill(prompt);
+    out["prefill"] = {{"tokens", prompt}, {"seconds", s}, {"tok_per_s", double(prompt) / s}};
+    if (!json)
+      std::printf("prefill: %" PRId64 " tokens in %.3f s = %.0f tok/s (%.0f tok/s per layer)\n", prompt, s,
+                  double(prompt) / s, double(prompt) / s * double(cfg.num_hidden_layers));
+  }
+  if (!json)
+    std::printf("%6s %7s %9s %9s %9s %8s %12s %12s %8s %7s\n", "batch", "ctx", "ms/step", "us/layer", "tok/s",
+                "experts", "weights MB", "KV MB", "GB/s", "of copy");
+  out["decode"] = nlohmann::json::array();
+  for (int64_t b : batches) {
+    const DecodeResult r = bench.decode(b, ctx, steps, wb);
+    const double bytes = r.weight_bytes + r.kv_bytes, gbs = bytes / r.seconds_per_step / 1e9;
+    const double share = bytes / r.seconds_per_step / bw.bytes_per_s;
+    out["decode"].push_back({{"batch", b},
+                             {"ctx", ctx},
+                             {"ms_per_step", r.seconds_per_step * 1e3},
+                             {"us_per_layer", r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers)},
+                             {"tok_per_s", double(b) / r.seconds_per_step},
+                             {"experts_touched_per_layer", r.experts_touched},
+                             {"weight_bytes", r.weight_bytes},
+                             {"kv_bytes", r.kv_bytes},
+                             {"gb_per_s", gbs},
+                             {"share_of_copy_bandwidth", share}});
+    if (!json)
+      std::printf("%6" PRId64 " %7" PRId64 " %9.3f %9.1f %9.0f %8.1f %12.1f %12.1f %8.0f %6.1f%%\n", b, ctx,
+                  r.seconds_per_step * 1e3, r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers),
+                  double(b) / r.seconds_per_step, r.experts_touched, r.weight_bytes / 1e6, r.kv_bytes / 1e6, gbs,
+                  100 * share);
+  }
+  if (json) std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
+
+}  // namespace
+
+DSV4_COMMAND("bench", "prefill and batched-decode speed with the roofline share of each step", run_bench);
+
+}  // namespace dsv4::cli
