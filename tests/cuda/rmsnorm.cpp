@@ -30,9 +30,11 @@ TEST_P(RmsNormTest, MatchesReference) {
   const auto w_bf = to_bf16(normals(size_t(c.dim), 0.5f));
   DeviceBuffer<uint16_t> d_x(x_bf), d_w(w_bf), d_y(x_bf.size());
   DeviceBuffer<uint8_t> d_q(c.quant ? x_bf.size() : 0), d_s(c.quant ? x_bf.size() / kActBlockSize : 0);
+  DeviceBuffer<uint16_t> d_fake(c.quant ? x_bf.size() : 0);
   d_y.fill_bytes(kPoisonByte);
   d_q.fill_bytes(kPoisonByte);
   d_s.fill_bytes(kPoisonByte);
+  d_fake.fill_bytes(kPoisonByte);
 
   RmsNormParams p;
   p.x = bf16_ptr(d_x);
@@ -40,6 +42,7 @@ TEST_P(RmsNormTest, MatchesReference) {
   p.y = bf16_ptr(d_y);
   p.q = c.quant ? d_q.get() : nullptr;
   p.q_scale = c.quant ? d_s.get() : nullptr;
+  p.fake = c.quant ? bf16_ptr(d_fake) : nullptr;
   p.n_rows = c.rows;
   p.dim = c.dim;
   p.eps = eps;
@@ -47,8 +50,10 @@ TEST_P(RmsNormTest, MatchesReference) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto y = from_bf16(d_y.download());
 
-  // Budget: FP32 Σx² over ≤ dim/256 + 8 + 5 sequential adds (thread, warp tree, 8 warps), rsqrtf
-  // ≤ 2 ulp, two products: relative δ ≤ (depth/2 + 6)·u before the final BF16 rounding (half ulp).
+  // Budget: FP32 Σx² over ≤ dim/256 + 8 + 5 sequential adds (thread, warp tree, 8 warps; the
+  // vector kernels: ≤ dim/256 + 1 per element position, 3 + 5 tree levels, 8 warps for block
+  // rows), rsqrtf ≤ 2 ulp, two products: relative δ ≤ (depth/2 + 6)·u before the final BF16
+  // rounding (half ulp).
   const double depth = c.dim / 256.0 + 13;
   const double delta = (depth / 2 + 6) * kF32Unit;
   std::vector<double> ref(y.size()), budget(y.size());
@@ -65,6 +70,16 @@ TEST_P(RmsNormTest, MatchesReference) {
     }
   }
   expect_parity(cat("rmsnorm y rows=", c.rows, " dim=", c.dim, c.weighted ? " w" : " no-w"), y, ref, budget);
+  {  // In place (y aliases x, as the step calls it): the same bytes.
+    RmsNormParams ip = p;
+    ip.y = bf16_ptr(d_x);
+    ip.q = ip.q_scale = nullptr;
+    ip.fake = nullptr;
+    const auto y_bytes = d_y.download();
+    launch_rmsnorm(ip, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_TRUE(d_x.download() == y_bytes) << "in-place RMSNorm differs from out-of-place";
+  }
 
   if (c.quant) {
     // The quantiser must see exactly the BF16 y it wrote: derive the expected bytes from it.
@@ -91,6 +106,10 @@ TEST_P(RmsNormTest, MatchesReference) {
     for (size_t k = 0; k < rt.size(); ++k)
       n_diff += e4m3_to_f32(q[k]) * e8m0_to_f32(s[k / kActBlockSize]) != rt[k];
     EXPECT_EQ(n_diff, 0) << "dequantised q differs from fp8_roundtrip_blocks";
+    // The fake-quant output is those values in BF16 (exact: E4M3 × a power of two).
+    std::vector<uint16_t> fake_ref(rt.size());
+    for (size_t k = 0; k < rt.size(); ++k) fake_ref[k] = f32_to_bf16(rt[k]);
+    EXPECT_TRUE(d_fake.download() == fake_ref) << "fake-quant BF16 output differs from q·s";
   }
 }
 

@@ -1,5 +1,8 @@
-// RMSNorm (+ FP8 1×128 quantisation) kernel and its launcher; see rmsnorm.cuh for the contract.
-// One block per row: pass 1 reduces Σx², pass 2 writes y (and q) one 128-wide chunk per warp.
+// RMSNorm (+ FP8 1×128 quantisation) kernels and their launcher; see rmsnorm.cuh for the contract.
+// Rows whose width is a multiple of 8 (every V4 norm) take 16-byte accesses: a warp per row up to
+// kWarpRowMaxDim (q_norm 1024, per-head q and kv 512), a block per row above (hidden 4096/7168);
+// pass 1 sums x² per element position over the row's chunks, pass 2 re-reads x (L1) and writes y
+// (and q, one 1×128 block per half-warp). Other widths take the scalar block-per-row kernel.
 #include "cuda/kernels/rmsnorm.cuh"
 
 #include "cuda/cuda_check.h"
@@ -8,8 +11,13 @@
 namespace dsv4::cuda {
 namespace {
 
-constexpr int kThreads = 256;  // 8 warps: a 4096-wide row is 32 chunks, 4 per warp
-constexpr int kChunk = 4 * kWarpSize;  // 128 elements per warp step = one activation block
+constexpr int kThreads = 256;  // 8 warps
+constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kChunk = 4 * kWarpSize;  // scalar kernel: 128 elements per warp step = one activation block
+constexpr int kVec = 8;                // BF16 per 16-byte access
+constexpr int kWarpRowMaxDim = 2048;   // ≤ 8 chunks per lane
+constexpr int kVecPerQuantBlock = kActBlockSize / kVec;  // 16 lanes hold one 1×128 block
+static_assert(kVecPerQuantBlock == kWarpSize / 2, "a half-warp per quantisation block");
 
 template <bool kQuant>
 __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(RmsNormParams p) {
@@ -53,12 +61,114 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(RmsNormParams p) {
   }
 }
 
+__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[kVec]) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float (&f)[kVec]) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    w[i] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// kWarpRow: a warp per row (8 rows per block); else a block per row. Σx²: per element position
+// e, FP32 FMAs over the thread's ≤ 8 chunks, then a 3-level tree over e, a 5-level warp tree and
+// (block rows) the 8 warps in order — depth ≤ dim/(8·threads) + 16.
+template <bool kWarpRow, bool kQuant>
+__global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) {
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int row = kWarpRow ? int(blockIdx.x) * kWarps + warp : int(blockIdx.x);
+  if (row >= p.n_rows) return;  // a whole warp (warp rows) or the whole block
+  constexpr int kRowThreads = kWarpRow ? kWarpSize : kThreads;
+  const int tid = kWarpRow ? lane : int(threadIdx.x), n_chunks = p.dim / kVec;
+  const uint4* x = reinterpret_cast<const uint4*>(p.x + int64_t(row) * p.dim);
+
+  float acc[kVec] = {};
+  for (int c = tid; c < n_chunks; c += kRowThreads) {
+    float v[kVec];
+    unpack8(x[c], v);  // plain loads: y may alias x (in place), so no read-only-cache path
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) acc[e] = fmaf(v[e], v[e], acc[e]);
+  }
+  float ss = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  ss = warp_sum(ss);
+  if constexpr (!kWarpRow) {
+    __shared__ float warp_ss[kWarps];
+    if (lane == 0) warp_ss[warp] = ss;
+    __syncthreads();
+    ss = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) ss += warp_ss[w];
+  }
+  const float r = rsqrtf(ss / float(p.dim) + p.eps);
+
+  uint4* y = reinterpret_cast<uint4*>(p.y + int64_t(row) * p.dim);
+  const unsigned half_mask = 0xffffu << (lane & 16);  // with q, dim % 128 == 0: whole half-warps
+  for (int c = tid; c < n_chunks; c += kRowThreads) {
+    float v[kVec], w[kVec];
+    unpack8(x[c], v);
+    if (p.weight) unpack8(__ldg(reinterpret_cast<const uint4*>(p.weight) + c), w);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      float t = v[e] * r;  // (x·r)·w, as the scalar kernel
+      if (p.weight) t *= w[e];
+      v[e] = __bfloat162float(__float2bfloat16_rn(t));  // §12: the quantiser sees the BF16 y
+    }
+    y[c] = pack8(v);
+    if constexpr (kQuant) {
+      float amax = 0.0f;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) amax = fmaxf(amax, fabsf(v[e]));
+#pragma unroll
+      for (int off = 1; off < kVecPerQuantBlock; off *= 2) amax = fmaxf(amax, __shfl_xor_sync(half_mask, amax, off));
+      const uint8_t sb = act_scale_byte(amax);
+      const float inv = inv_e8m0(sb), s = e8m0_to_float(sb);
+      uint32_t packed[2] = {0, 0};
+      float fq[kVec];
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        const uint8_t b = float_to_e4m3(v[e] * inv);
+        packed[e / 4] |= uint32_t(b) << (8 * (e % 4));
+        fq[e] = e4m3x2_to_float2(uint16_t(b)).x * s;  // exact in BF16: E4M3 × a power of two
+      }
+      reinterpret_cast<uint2*>(p.q + int64_t(row) * p.dim)[c] = make_uint2(packed[0], packed[1]);
+      if (lane % kVecPerQuantBlock == 0) p.q_scale[int64_t(row) * (p.dim / int(kActBlockSize)) + c / kVecPerQuantBlock] = sb;
+      if (p.fake) reinterpret_cast<uint4*>(p.fake + int64_t(row) * p.dim)[c] = pack8(fq);
+    }
+  }
+}
+
+template <bool kWarpRow, bool kQuant>
+void launch_vec(const RmsNormParams& p, cudaStream_t stream) {
+  const int blocks = kWarpRow ? (p.n_rows + kWarps - 1) / kWarps : p.n_rows;
+  rmsnorm_vec_kernel<kWarpRow, kQuant><<<blocks, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void launch_rmsnorm(const RmsNormParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.y && p.n_rows >= 0 && p.dim >= 1);
   DSV4_CHECK_MSG(!p.q || (p.q_scale && p.dim % kChunk == 0), "FP8 quantisation needs dim % 128 == 0, dim=", p.dim);
+  DSV4_CHECK_MSG(!p.fake || p.q, "rmsnorm: fake-quant output needs q");
   if (p.n_rows == 0) return;
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  const bool vec = p.dim % kVec == 0 && aligned(p.x) && aligned(p.y) && (!p.weight || aligned(p.weight)) &&
+                   (!p.q || reinterpret_cast<uintptr_t>(p.q) % 8 == 0) && (!p.fake || aligned(p.fake));
+  if (vec) {
+    const bool warp_row = p.dim <= kWarpRowMaxDim;
+    if (warp_row) return p.q ? launch_vec<true, true>(p, stream) : launch_vec<true, false>(p, stream);
+    return p.q ? launch_vec<false, true>(p, stream) : launch_vec<false, false>(p, stream);
+  }
+  DSV4_CHECK_MSG(!p.fake, "rmsnorm: fake-quant output needs 16-byte aligned rows of a multiple of 8, dim=", p.dim);
   if (p.q)
     rmsnorm_kernel<true><<<p.n_rows, kThreads, 0, stream>>>(p);
   else

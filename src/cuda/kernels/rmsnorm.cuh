@@ -10,13 +10,16 @@
 namespace dsv4::cuda {
 
 // y = bf16(x / sqrt(mean(x²) + eps) · w) per row, FP32 math (architecture.md header: "All norms
-// compute in FP32"). With q set, also q/q_scale = the FP8 1×128 quantisation of the BF16 y.
+// compute in FP32"). With q set, also q/q_scale = the FP8 1×128 quantisation of the BF16 y (and,
+// with fake, its BF16 fake-quant values q·s): one launch instead of rmsnorm + act_quant. A row's
+// arithmetic depends on dim only, never on n_rows.
 struct RmsNormParams {
   const __nv_bfloat16* x = nullptr;       // [n_rows, dim] bf16
   const __nv_bfloat16* weight = nullptr;  // [dim] bf16, or nullptr: unweighted (§4.1 per-head q norm)
   __nv_bfloat16* y = nullptr;             // [n_rows, dim] bf16; may alias x
   uint8_t* q = nullptr;                   // [n_rows, dim] e4m3, or nullptr (no quantisation)
   uint8_t* q_scale = nullptr;             // [n_rows, dim/128] ue8m0, with q
+  __nv_bfloat16* fake = nullptr;          // [n_rows, dim] bf16 q·s (act_quant.cuh's fake), or nullptr; needs q
   int n_rows = 0, dim = 0;
   float eps = 1e-6f;                      // rms_norm_eps
 };
