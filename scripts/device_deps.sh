@@ -10,8 +10,11 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 debs="$repo/.deb"
 # libpcre2-dev's libpcre2-8.so is a link into libpcre2-8-0; pkgconf/pkgconf-bin/libpkgconf3 give a
-# pkg-config in case the host has none; libgtest-dev ships static libraries and CMake config files.
-packages=(nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libgtest-dev pkgconf pkgconf-bin libpkgconf3)
+# pkg-config in case the host has none; libgtest-dev ships static libraries and CMake config files;
+# the server's cpp-httplib is a compiled library whose pkg-config file requires openssl, zlib and
+# brotli (their -dev packages for the .pc files and headers, the runtime libraries for linking).
+packages=(nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libgtest-dev pkgconf pkgconf-bin libpkgconf3
+          libcpp-httplib-dev libcpp-httplib0.11 libssl-dev libssl3 zlib1g-dev zlib1g libbrotli-dev libbrotli1)
 
 case "${1:-}" in
   download)
@@ -29,9 +32,9 @@ case "${1:-}" in
     arch_lib="$prefix/usr/lib/x86_64-linux-gnu"
     echo "export CMAKE_PREFIX_PATH=$prefix/usr\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
     echo "export PKG_CONFIG_PATH=$arch_lib/pkgconfig:$prefix/usr/share/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_CONFIG_PATH}"
+    echo "export LD_LIBRARY_PATH=$arch_lib:$prefix/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
     if ! command -v pkg-config > /dev/null; then
       echo "export PATH=$prefix/usr/bin:\$PATH"
-      echo "export LD_LIBRARY_PATH=$arch_lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
     fi
     ;;
   *)
