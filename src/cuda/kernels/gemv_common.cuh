@@ -1,5 +1,5 @@
-// What the weight-streaming GEMV families (gemv_fp8, gemv_bf16, gemv_mxfp4, grouped_out_proj)
-// share: the L1-bypassing 16-byte weight load, the BF16 dot product and the split-K scheme (a
+// What the weight-streaming kernels (gemv_fp8, gemv_bf16, gemv_mxfp4, skinny_gemm) share: the
+// L1-bypassing 16-byte weight load; the GEMVs also the BF16 dot product and the split-K scheme (a
 // column's K range spread over kSplit consecutive warps whose partial sums meet in shared memory).
 // The other dot products stay per family.
 #pragma once

@@ -1,5 +1,5 @@
 // Grouped low-rank output projection wo_a (§4.5): z_g = A_g · o_g per group g, the reference's
-// BF16 einsum (FP8 wo_a dequantised to BF16, §12) with FP32 accumulation. wo_b: gemv_fp8.cuh.
+// BF16 einsum (FP8 wo_a dequantised to BF16, §12) with FP32 accumulation. wo_b: matmul.h.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,9 +21,10 @@ struct GroupedOutProjParams {
   int T = 0, G = 0, R = 0, K = 0;
 };
 
-// T >= 1, G >= 1, R >= 1; K % 128 == 0 with w_fp8 (one weight scale per 128 columns; the scale
-// row is that of the absolute weight row g·R + r, so R < 128 may share a tile between groups),
-// K % 8 == 0 with w_bf16; o and the weights 16-byte aligned.
+// T >= 1, G >= 1, R >= 1 with R % 32 == 0 when G > 1; K % 128 == 0 with w_fp8 (one weight
+// scale per 128 columns; the scale row is that of the absolute weight row g·R + r, so R < 128 may
+// share a tile between groups), K % 64 == 0 with w_bf16; o and the weights 16-byte aligned. Runs
+// on the skinny GEMM (one weight pass per 64 tokens; a token's result is the same for any T).
 void launch_grouped_out_proj(const GroupedOutProjParams& p, cudaStream_t stream);
 
 }  // namespace dsv4::cuda
