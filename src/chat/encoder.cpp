@@ -182,8 +182,30 @@ static void check_utf8(std::span<const Message> messages) {
   }
 }
 
+// The reference renders every assistant tool call's arguments as DSML parameters and fails on
+// arguments that are not the text of a JSON object (encoding_dsv4.py encode_arguments_to_dsml:
+// json.loads, then the object's items); so does this encoder, rather than prompt with text the
+// model never saw. Empty or absent arguments are not JSON either. (Python's json also reads NaN
+// and Infinity, which JSON does not have; such arguments are refused here.)
+static void check_tool_call_arguments(std::span<const Message> messages) {
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role != Role::kAssistant) continue;
+    for (size_t c = 0; c < messages[i].tool_calls.size(); ++c) {
+      const std::string& a = messages[i].tool_calls[c].arguments;
+      const std::string where = cat("messages[", i, "].tool_calls[", c, "].function.arguments");
+      const Json j = Json::parse(a, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded()) {
+        const std::string shown = a.size() > 60 ? a.substr(0, 57) + "..." : a;
+        fail(where, ": not valid JSON ('", shown, "'); the reference encoder fails on it too");
+      }
+      if (!j.is_object()) fail(where, ": must be a JSON object, got ", j.type_name());
+    }
+  }
+}
+
 std::string encode_messages(std::span<const Message> messages, const EncodeOptions& options) {
   check_utf8(messages);
+  check_tool_call_arguments(messages);
   const bool thinking = options.mode == ThinkingMode::kThinking;
   const std::string_view effort_prefix =
       reasoning_effort_prefix(options.revision, options.reasoning_effort);

@@ -37,8 +37,8 @@ struct EncodeOptions {
 // levels that add nothing. Unknown levels throw dsv4::Error listing the valid ones.
 std::string_view reasoning_effort_prefix(EncoderRevision revision, std::string_view effort);
 
-// Throws dsv4::Error for text fields that are not UTF-8, an invalid effort level, or tool-call
-// arguments that are JSON but not an object.
+// Throws dsv4::Error for text fields that are not UTF-8, an invalid effort level, or assistant
+// tool-call arguments that are not the text of a JSON object (as the official encoder raises).
 std::string encode_messages(std::span<const Message> messages, const EncodeOptions& options);
 
 }  // namespace dsv4::chat

@@ -2,6 +2,8 @@
 // and field. The rendering rules live in encoder.cpp and dsml.cpp.
 #include "chat/messages.h"
 
+#include <set>
+
 #include "util/error.h"
 
 namespace dsv4::chat {
@@ -112,6 +114,10 @@ Message message_from_json(const Json& j, const std::string& where) {
   if (j.contains("content") && !j["content"].is_null()) {
     m.content = read_content(j["content"], where + ".content", m.role == Role::kTool);
     m.has_content = true;
+  } else if (m.role == Role::kUser && j.contains("content")) {
+    // The reference encoder joins a user message's text and fails on null (a missing key it
+    // reads as ""); refuse it with a name instead.
+    fail(where, ".content: null; a user message needs text (a string or content parts)");
   }
   for (const char* key : {"reasoning_content", "reasoning"}) {
     if (j.contains(key) && !j[key].is_null()) {
@@ -149,6 +155,25 @@ Message message_from_json(const Json& j, const std::string& where) {
   if (m.role == Role::kLatestReminder && !m.has_content)
     fail(where, ".content: a latest_reminder message needs content");
   return m;
+}
+
+std::vector<std::string> unmatched_tool_results(std::span<const Message> messages) {
+  std::vector<std::string> out;
+  std::set<std::string> calls;  // ids of the latest assistant message that made calls
+  bool seen_calls = false;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const Message& m = messages[i];
+    if (m.role == Role::kAssistant && !m.tool_calls.empty()) {
+      calls.clear();
+      for (const ToolCall& tc : m.tool_calls) calls.insert(tc.id);
+      seen_calls = true;
+    } else if (m.role == Role::kTool && !calls.count(m.tool_call_id)) {
+      out.push_back(seen_calls ? cat("messages[", i, "]: a tool result for call id '", m.tool_call_id,
+                                     "', which the latest assistant tool calls do not contain")
+                               : cat("messages[", i, "]: a tool result before any assistant tool call"));
+    }
+  }
+  return out;
 }
 
 std::vector<Message> messages_from_json(const Json& array, const std::string& where) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,11 @@ std::vector<Message> messages_from_json(const Json& array, const std::string& wh
 // tools go onto the leading system/developer message, or onto a new empty system message at
 // index 0 (the vLLM convention, encoding.md §3.1).
 std::vector<Message> read_conversation(const Json& doc, const std::string& origin);
+
+// Tool results (role tool) whose tool_call_id matches no call of the latest assistant message
+// that made calls, one sentence each. The reference encoder renders them anyway (sorted first,
+// encoding.md §3.2), so they are no error; `dsv4 encode` warns about them.
+std::vector<std::string> unmatched_tool_results(std::span<const Message> messages);
 
 // Back to OpenAI-style JSON (used to print parsed completions).
 Json tool_calls_to_json(const std::vector<ToolCall>& calls);

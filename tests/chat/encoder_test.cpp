@@ -111,9 +111,10 @@ TEST(Encoder, EffortLevelsAreCheckedPerRevision) {
   EXPECT_THROW(parse_encoder_revision("0801"), Error);
 }
 
-// Arguments given as an object (vLLM accepts this) render like their JSON text; null or empty
-// arguments give a call with no parameter lines; text that is not JSON falls back to one string
-// parameter named "arguments" (the official encoder's behaviour).
+// Arguments given as an object (vLLM accepts this) render like their JSON text. Where the
+// official encoder (sglang 0.5.18's encoding_dsv4.py, tools/make_encoder_goldens.py) raises —
+// arguments that are not JSON, empty, null or absent, or JSON but not an object — this one
+// raises too, naming the message and the call; a user message with null content likewise.
 TEST(Encoder, ToolCallArgumentForms) {
   auto render = [](const std::string& args_json) {
     Json doc = parse_json(cat(R"([{"role":"user","content":"q"},{"role":"assistant","content":"","tool_calls":[{"id":"1","function":{"name":"f","arguments":)",
@@ -124,11 +125,37 @@ TEST(Encoder, ToolCallArgumentForms) {
     return encode_messages(m, opt);
   };
   EXPECT_EQ(render(R"({"b":1,"a":"x"})"), render(R"("{\"b\": 1, \"a\": \"x\"}")"));
-  EXPECT_NE(render("null").find("<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>"), std::string::npos);
-  EXPECT_EQ(render("null"), render("\"\""));
-  EXPECT_NE(render(R"("not json")").find(
-                "<｜DSML｜parameter name=\"arguments\" string=\"true\">not json</｜DSML｜parameter>"),
-            std::string::npos);
+  EXPECT_NE(render(R"("{}")").find("<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>"), std::string::npos);
+  for (const char* bad : {R"("not json")", R"("")", "null", R"("{} x")", R"("[1]")", R"("null")"}) {
+    try {
+      render(bad);
+      ADD_FAILURE() << "accepted arguments " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("messages[1].tool_calls[0].function.arguments"), std::string::npos)
+          << e.what();
+    }
+  }
+  expect_error(R"([{"role":"user","content":null}])", "messages[0].content: null");
+  // A message without the key reads as empty text, as in the reference.
+  EXPECT_EQ(encode_messages(read_conversation(parse_json(R"([{"role":"user"}])", "t"), "t"), EncodeOptions{}),
+            "<｜begin▁of▁sentence｜><｜User｜><｜Assistant｜><think>");
+}
+
+// A tool result that answers no call is rendered (the reference does) but reported.
+TEST(Encoder, UnmatchedToolResultsAreReported) {
+  const auto m = read_conversation(
+      parse_json(R"([{"role":"tool","tool_call_id":"a","content":"r0"},
+                     {"role":"user","content":"q"},
+                     {"role":"assistant","content":"","tool_calls":[{"id":"c1","function":{"name":"f","arguments":"{}"}}]},
+                     {"role":"tool","tool_call_id":"c1","content":"r1"},
+                     {"role":"tool","tool_call_id":"zz","content":"r2"}])",
+                 "t"),
+      "t");
+  const auto notes = unmatched_tool_results(m);
+  ASSERT_EQ(notes.size(), 2u);
+  EXPECT_NE(notes[0].find("messages[0]: a tool result before any assistant tool call"), std::string::npos) << notes[0];
+  EXPECT_NE(notes[1].find("messages[4]: a tool result for call id 'zz'"), std::string::npos) << notes[1];
+  EXPECT_NO_THROW(encode_messages(m, EncodeOptions{}));
 }
 
 }  // namespace
