@@ -11,6 +11,7 @@
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/mhc.cuh"
 #include "cuda/kernels/rmsnorm.cuh"
+#include "cuda/matmul.h"
 #include "util/error.h"
 #include "util/float_formats.h"
 
@@ -147,48 +148,33 @@ QuantAct quantize(const StepContext& c, const __nv_bfloat16* x, int K, uint8_t* 
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
               __nv_bfloat16* y) {
   DSV4_CHECK(w.K == x.K);
-  for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
-    const int M = std::min(kGemvMaxBatch, rows - r0);
-    if (w.fp8) {
-      GemvFp8Params p;
-      p.w = w.data.get();
-      p.w_scale = w.scale.get();
-      p.x = x.q + size_t(r0) * w.K;
-      p.x_scale = x.scale + size_t(r0) * (w.K / 128);
-      p.y = y + size_t(r0) * w.N;
-      p.M = M;
-      p.N = w.N;
-      p.K = w.K;
-      p.out_bf16 = true;
-      launch_gemv_fp8(p, c.stream);
-    } else {
-      DSV4_CHECK_MSG(x.fake, "BF16 linear fed without fake-quantised activations");
-      GemvBf16Params p;
-      p.w = w.bf16();
-      p.x = x.fake + size_t(r0) * w.K;
-      p.y = y + size_t(r0) * w.N;
-      p.out_bf16 = true;
-      p.M = M;
-      p.N = w.N;
-      p.K = w.K;
-      launch_gemv_bf16(p, c.stream);
-    }
-  }
+  // FP8 weights take the FP8 activations; BF16 weights the same values as BF16 (fake).
+  DSV4_CHECK_MSG(w.fp8 || x.fake, "BF16 linear fed without fake-quantised activations");
+  MatmulParams p;
+  p.w = w.data.get();
+  p.w_scale = w.fp8 ? w.scale.get() : nullptr;
+  p.x = w.fp8 ? static_cast<const void*>(x.q) : static_cast<const void*>(x.fake);
+  p.x_scale = w.fp8 ? x.scale : nullptr;
+  p.y = y;
+  p.M = rows;
+  p.N = w.N;
+  p.K = w.K;
+  p.out_bf16 = true;
+  matmul(p, c.stream);
 }
 
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,
                 float* y) {
   DSV4_CHECK_MSG(!w.fp8, "linear_f32 takes BF16 weights");
-  for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
-    GemvBf16Params p;
-    p.w = w.bf16();
-    p.x = x + size_t(r0) * w.K;
-    p.y = y + size_t(r0) * w.N;
-    p.M = std::min(kGemvMaxBatch, rows - r0);
-    p.N = w.N;
-    p.K = w.K;
-    launch_gemv_bf16(p, c.stream);
-  }
+  MatmulParams p;
+  p.w = w.data.get();
+  p.x = x;
+  p.y = y;
+  p.M = rows;
+  p.N = w.N;
+  p.K = w.K;
+  p.out_bf16 = false;
+  matmul(p, c.stream);
 }
 
 }  // namespace dsv4::cuda
