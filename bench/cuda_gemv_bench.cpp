@@ -1,6 +1,6 @@
-// Decode GEMV benchmark: achieved bandwidth of the FP8-block, FP4-expert (MXFP4, NVFP4), BF16 and
-// grouped wo_a GEMV kernels (and the sparse-attention kernel) at DeepSeek-V4 Flash/Pro
-// decode shapes, as a ratio to a device-to-device copy measured in the same run (design.md "Speed
+// Decode GEMV benchmark: achieved bandwidth of the FP8-block, FP4-expert (MXFP4, NVFP4) and BF16
+// GEMV kernels, the grouped wo_a projection (on the skinny tensor-core GEMM, 1–128 tokens) and the
+// sparse-attention kernel at DeepSeek-V4 Flash/Pro decode shapes, as a ratio to a device-to-device copy measured in the same run (design.md "Speed
 // principles"). Kernels run as CUDA-graph replays. Correctness is tests/cuda's job, not this program's.
 //
 // Usage: bench_cuda_gemv_bench [--quick]. Prints one table; the card and date head the output.
@@ -157,6 +157,8 @@ int main(int argc, char** argv) {
         {"wo_a (Pro)", 1, 16, 1024, 4096, true},
         {"wo_a bf16 (Flash)", 1, 8, 1024, 4096, false},
         {"wo_a (Flash) T=8", 8, 8, 1024, 4096, true},
+        {"wo_a (Flash) T=64", 64, 8, 1024, 4096, true},
+        {"wo_a (Flash) T=128", 128, 8, 1024, 4096, true},
     };
     for (const auto& s : grouped_shapes) {
       const size_t n_rows = size_t(s.G) * s.R, esize = s.fp8 ? 1 : 2;
