@@ -68,6 +68,7 @@ void send_reply(httplib::Response& res, HttpReply reply) {
 std::string endpoint_label(const std::string& path) {
   for (const char* known : {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"})
     if (path == known) return known;
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{model}";
   return "other";
 }
 
@@ -227,6 +228,9 @@ void HttpServer::install_routes() {
   };
   s.Get("/v1/models", v1([](OpenAiService& svc, const httplib::Request&, httplib::Response& res) {
     send_reply(res, svc.models());
+  }));
+  s.Get("/v1/models/(.+)", v1([](OpenAiService& svc, const httplib::Request& req, httplib::Response& res) {
+    send_reply(res, svc.model(req.matches[1]));
   }));
   s.Post("/v1/chat/completions", v1([client_gone](OpenAiService& svc, const httplib::Request& req, httplib::Response& res) {
     send_reply(res, svc.chat_completions(req.body, client_gone(req)));

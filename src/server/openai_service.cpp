@@ -239,13 +239,24 @@ HttpReply OpenAiService::completions(const std::string& body, const std::functio
   }
 }
 
+Json OpenAiService::model_json() const {
+  return {{"id", config_.model_name},
+          {"object", "model"},
+          {"created", 0},
+          {"owned_by", "dsv4"},
+          {"max_model_len", config_.max_context}};
+}
+
 HttpReply OpenAiService::models() const {
-  Json model = {{"id", config_.model_name},
-                {"object", "model"},
-                {"created", 0},
-                {"owned_by", "dsv4"},
-                {"max_model_len", config_.max_context}};
-  return json_reply(200, Json{{"object", "list"}, {"data", Json::array({std::move(model)})}});
+  return json_reply(200, Json{{"object", "list"}, {"data", Json::array({model_json()})}});
+}
+
+HttpReply OpenAiService::model(const std::string& name) const {
+  if (name != config_.model_name)
+    return error_reply(ApiError(404, cat("The model '", name, "' does not exist (this server serves '",
+                                         config_.model_name, "')"),
+                                "model", "model_not_found"));
+  return json_reply(200, model_json());
 }
 
 }  // namespace dsv4::server

@@ -57,6 +57,7 @@ class OpenAiService {
   HttpReply chat_completions(const std::string& body, const std::function<bool()>& client_gone);
   HttpReply completions(const std::string& body, const std::function<bool()>& client_gone);
   HttpReply models() const;
+  HttpReply model(const std::string& name) const;  // GET /v1/models/{model}: the entry, or 404
 
   // Generation requests whose response is not finished (streams included).
   int64_t in_flight() const { return *in_flight_; }
@@ -66,6 +67,7 @@ class OpenAiService {
   // Model and context checks, defaults, submission; throws ApiError (404, 400, 429).
   std::unique_ptr<Generation> start(const GenerationRequest& g, std::vector<int32_t> prompt,
                                     std::chrono::steady_clock::time_point arrival);
+  chat::Json model_json() const;
   std::string random_hex(size_t n);
   uint64_t random_seed();
 

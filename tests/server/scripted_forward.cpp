@@ -73,16 +73,24 @@ bool ScriptedForward::reserve(SequenceState& seq, int64_t n_tokens) {
 }
 
 int32_t ScriptedForward::next_id(const std::vector<int32_t>& h) const {
-  for (const Compiled& s : scripts_) {
-    auto at = std::search(h.begin(), h.end(), s.user.begin(), s.user.end());
-    if (at == h.end()) continue;
-    auto assistant = std::find(at + std::ptrdiff_t(s.user.size()), h.end(), assistant_id_);
-    if (assistant == h.end()) continue;
-    // The output starts after <｜Assistant｜> and the thinking token that primes it.
-    const int64_t start = (assistant - h.begin()) + 2;
-    const int64_t n_out = int64_t(h.size()) - start;
-    if (n_out < 0) continue;
-    return n_out < int64_t(s.completion.size()) ? s.completion[size_t(n_out)] : int32_t(config_.eos_token_id);
+  // The prompt ends at the last <｜Assistant｜> and the thinking token after it (a script never
+  // writes <｜Assistant｜>); the script is the one whose user text comes last before that.
+  const auto assistant = std::find(h.rbegin(), h.rend(), assistant_id_);
+  if (assistant != h.rend()) {
+    const auto prompt_end = assistant.base() - 1;
+    const Compiled* script = nullptr;
+    auto script_at = prompt_end;
+    for (const Compiled& s : scripts_) {
+      auto at = std::find_end(h.begin(), prompt_end, s.user.begin(), s.user.end());
+      if (at != prompt_end && (!script || at > script_at)) {
+        script = &s;
+        script_at = at;
+      }
+    }
+    const int64_t n_out = int64_t(h.end() - prompt_end) - 2;
+    if (script && n_out >= 0)
+      return n_out < int64_t(script->completion.size()) ? script->completion[size_t(n_out)]
+                                                        : int32_t(config_.eos_token_id);
   }
   uint64_t hash = 1469598103934665603ull;  // FNV-1a over the history
   for (int32_t v : h) hash = (hash ^ uint64_t(v)) * 1099511628211ull;

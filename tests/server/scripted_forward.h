@@ -1,6 +1,6 @@
 // A test-only Forward that "generates" known completion text: when a sequence's prompt holds a
-// script's user text, the logits after the prompt spell that script's completion token by token,
-// then EOS; any other prompt gets a deterministic filler (a hash of the history), never EOS. It
+// script's user text (the latest one, in a conversation), the logits after the prompt spell that
+// script's completion token by token, then EOS; any other prompt gets a deterministic filler (a hash of the history), never EOS. It
 // lets the server's tool-call and reasoning paths run end to end where nano cannot produce them.
 // KV blocks and slots are counted in a KvBlockPool, as a real backend does.
 #pragma once
