@@ -1,0 +1,483 @@
+// Grouped FP4 expert GEMM kernel and launcher; see moe_grouped_gemm.cuh for the contract, the
+// arithmetic and the register/shared-memory layout (moe_gemm_layout).
+//
+// A persistent grid walks the items (token chunk of one expert × 128 weight rows of one tensor),
+// decoded from the plan's offsets on the device: no count ever comes back to the host. Per item,
+// 8 warps each stream 16 weight rows (16-byte loads, kStageGroups K groups in flight per lane,
+// bypassing L1) and expand them in registers; the chunk's activations go through shared memory
+// as F16, kStageGroups groups per stage, double-buffered (loaded into registers during the
+// previous stage's MMAs). One __syncthreads per stage.
+#include "cuda/kernels/moe_grouped_gemm.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/gemv_common.cuh"
+
+namespace dsv4::cuda {
+namespace {
+
+namespace L = moe_gemm_layout;
+using Fmt = ExpertWeightFormat;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kTileN = kWarps * L::kWarpRows;  // weight rows per item
+// Padding per staged activation row, in F16: a row stride ≡ 64 bytes (mod 128) puts the two
+// tokens of a quarter-warp's 16-byte reads (lanes g, g+1, four runs each) on disjoint banks.
+constexpr int kXPadHalves = 32;
+constexpr int kRunCols = 8;  // columns per staged run (x_position permutes inside one)
+static_assert(kTileN == 128, "tiles of N are 128 rows (N % 128 == 0)");
+static_assert(L::kBlocks == 4 && L::kBlockK == 2 * 16, "a block is two m16n8k16 steps, a group four blocks");
+static_assert(L::kBlockK == kMXFP4BlockSize, "one MMA block is one MXFP4 scale block");
+static_assert(L::kGroupK == kActBlockSize, "one K group is one activation scale block");
+static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
+              "a lane's 8 columns of a block sit inside one NVFP4 scale block");
+
+// The two launch shapes: kTokTiles B tiles of 8 tokens per chunk, kStageGroups K groups per
+// shared-memory stage (= weight loads in flight per lane and row). Decode: 1 tile, 4 groups (the
+// kernel is a weight stream; depth keeps HBM busy). Prefill: 8 tiles, 2 groups (registers go to
+// the 8 tiles' sums).
+template <int kTokTiles, int kStageGroups>
+struct Shape {
+  static constexpr int kChunkRows = kTokTiles * L::kTileRows;
+  static constexpr int kStageK = kStageGroups * L::kGroupK;
+  static constexpr int kRowHalves = kStageK + kXPadHalves;
+  static constexpr int kRunsPerRow = kStageK / kRunCols;
+  static constexpr int kRuns = kChunkRows * kRunsPerRow;
+  static constexpr int kRunsPerThread = (kRuns + kThreads - 1) / kThreads;
+  static constexpr int kMinBlocks = kTokTiles == 1 ? 2 : 1;  // register budget: 128 / 255 per lane
+  // Shared memory: activations [2][chunk rows][row halves] F16, their scales [2][chunk rows]
+  // [stage groups] FP32, the plan's offsets and chunk starts [E + 1] each, the chunk's x rows.
+  static constexpr size_t kXsBytes = size_t(2) * kChunkRows * kRowHalves * 2;
+  static constexpr size_t kSxBytes = size_t(2) * kChunkRows * kStageGroups * 4;
+  static constexpr size_t kSmemBytes = kXsBytes + kSxBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4 + kChunkRows * 4;
+  static_assert((kRowHalves * 2) % 128 == 64, "row stride ≡ 64 bytes mod 128");
+};
+
+// D += A·B, m16n8k16, F16 × F16 → FP32 (PTX ISA "mma.m16n8k16" fragment layout: a0/a1 rows g /
+// g+8 at K slots 2q, 2q+1; a2/a3 the same rows at 2q+8, 2q+9; b0/b1 column g at those slots;
+// d0/d1 row g columns 2q, 2q+1, d2/d3 row g+8).
+__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                        uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// F16 pair product, subnormals kept (no .ftz): exact here (moe_grouped_gemm.cuh).
+__device__ __forceinline__ uint32_t hmul2_rn(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+// Two E4M3 bytes (low = first) -> F16 pair, exactly (hardware conversion).
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(pair & 0xffffu), __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+// 8 E4M3 activations (columns 8c..8c+7 of a row, little-endian in v) -> the staged F16 run.
+__device__ __forceinline__ uint4 stage_run(uint2 v) {
+  uint32_t pairs[4];
+  L::run_pairs(v.x, v.y, pairs);
+  return make_uint4(e4m3x2_to_f16x2(pairs[0]), e4m3x2_to_f16x2(pairs[1]), e4m3x2_to_f16x2(pairs[2]),
+                    e4m3x2_to_f16x2(pairs[3]));
+}
+
+// Element m (0 or 1) of a two-entry parameter array, as a select: a run-time index into the
+// kernel's parameters would copy them to local memory.
+template <typename T>
+__device__ __forceinline__ T pick(T const (&a)[2], int m) {
+  return m == 0 ? a[0] : a[1];
+}
+
+// Scale bytes of one K group of one weight row: MXFP4 4 × UE8M0 (one per block), NVFP4 8 × E4M3
+// (one per 16 columns).
+template <Fmt kFmt>
+using GroupScale = std::conditional_t<kFmt == Fmt::kNVFP4, uint2, uint32_t>;
+
+template <Fmt kFmt>
+__device__ __forceinline__ GroupScale<kFmt> load_group_scale(const uint8_t* row_scale, int group) {
+  if constexpr (kFmt == Fmt::kNVFP4)
+    return __ldg(reinterpret_cast<const uint2*>(row_scale) + group);
+  else
+    return __ldg(reinterpret_cast<const uint32_t*>(row_scale) + group);
+}
+
+// The work list of a launch, computed by every block from the plan (E <= kGroupedMaxExperts):
+// offs = offsets[0..E], chunk_start[e] = Σ_{e' < e} ceil(count_e' / R) (chunk_start[E] = all
+// chunks). Warp 0 scans, lanes taking contiguous expert ranges. Ends with a __syncthreads.
+__device__ void plan_chunks(const int32_t* offsets, int E, int R, int* offs, int* chunk_start) {
+  const int tid = threadIdx.x, lane = tid % kWarpSize;
+  for (int e = tid; e <= E; e += blockDim.x) offs[e] = offsets[e];
+  __syncthreads();
+  if (tid < kWarpSize) {
+    const int per = (E + kWarpSize - 1) / kWarpSize, e0 = min(lane * per, E), e1 = min(e0 + per, E);
+    int local = 0;
+    for (int e = e0; e < e1; ++e) local += (offs[e + 1] - offs[e] + R - 1) / R;
+    int incl = local;
+#pragma unroll
+    for (int o = 1; o < kWarpSize; o *= 2) {
+      const int u = __shfl_up_sync(kFullMask, incl, o);
+      if (lane >= o) incl += u;
+    }
+    int run = incl - local;
+    for (int e = e0; e < e1; ++e) {
+      chunk_start[e] = run;
+      run += (offs[e + 1] - offs[e] + R - 1) / R;
+    }
+    if (lane == kWarpSize - 1) chunk_start[E] = incl;
+  }
+  __syncthreads();
+}
+
+template <Fmt kFmt, int kTokTiles, int kStageGroups, bool kOutF32>
+__global__ void __launch_bounds__(kThreads, (Shape<kTokTiles, kStageGroups>::kMinBlocks))
+    grouped_fp4_kernel(MoeGroupedParams p) {
+  using S = Shape<kTokTiles, kStageGroups>;
+  constexpr bool kNv = kFmt == Fmt::kNVFP4;
+  constexpr int R = S::kChunkRows;
+  extern __shared__ uint4 smem[];
+  uint16_t* xs = reinterpret_cast<uint16_t*>(smem);                              // [2][R][kRowHalves]
+  float* sxs = reinterpret_cast<float*>(reinterpret_cast<char*>(smem) + S::kXsBytes);  // [2][R][kStageGroups]
+  int* offs = reinterpret_cast<int*>(reinterpret_cast<char*>(sxs) + S::kSxBytes);      // [E + 1]
+  int* chunk_start = offs + (kGroupedMaxExperts + 1);                                   // [E + 1]
+  int* tok_row = chunk_start + (kGroupedMaxExperts + 1);                                // [R]
+
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int g = lane / 4, q = lane % 4;
+  const int E = p.E, N = p.N, K = p.K;
+  const int n_groups = K / L::kGroupK, n_stages = (n_groups + kStageGroups - 1) / kStageGroups;
+  const int tiles_per_mat = N / kTileN;
+
+  plan_chunks(p.offsets, E, R, offs, chunk_start);
+  if (offs[E] > p.max_sel) __trap();  // the plan holds more rows than the launch was shaped for
+  const int n_chunks = chunk_start[E];
+  const int n_items = n_chunks * tiles_per_mat * p.n_mats;
+
+  for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+    const L::GroupedItem it = L::decode_item(item, n_chunks, chunk_start, E, offs, R, tiles_per_mat, kTileN);
+    if (tid < R) tok_row[tid] = tid < it.n_tok ? (p.x_row ? p.x_row[it.j0 + tid] : it.j0 + tid) : -1;
+    __syncthreads();
+    const int n_active = (it.n_tok + L::kTileRows - 1) / L::kTileRows;  // B tiles with a real token
+
+    // This lane's weight rows n_row[0] = n0 + 16·warp + g and n_row[1] = n_row[0] + 8.
+    const uint8_t* w_row[2];
+    const uint8_t* s_row[2];
+    int n_row[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      n_row[r] = it.n0 + warp * L::kWarpRows + g + 8 * r;
+      const int64_t row = int64_t(it.expert) * N + n_row[r];
+      w_row[r] = pick(p.w, it.mat) + row * (K / 2) + 16 * q;  // lane q: block q of every group
+      s_row[r] = pick(p.w_scale, it.mat) + row * (kNv ? K / kNVFP4BlockSize : K / kMXFP4BlockSize);
+    }
+
+    // Weight ring: group i of a stage in slot i, the next stage's group loaded once it is used.
+    uint4 w_raw[kStageGroups][2];
+    GroupScale<kFmt> s_raw[kStageGroups][2];
+    const auto load_group = [&](int slot, int group) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        w_raw[slot][r] = load_stream(w_row[r] + int64_t(group) * (L::kGroupK / 2));
+        s_raw[slot][r] = load_group_scale<kFmt>(s_row[r], group);
+      }
+    };
+#pragma unroll
+    for (int i = 0; i < kStageGroups; ++i)
+      if (i < n_groups) load_group(i, i);
+
+    // Activation staging: run u of a stage = token u / kRunsPerRow, columns 8·(u % kRunsPerRow).
+    uint2 x_raw[S::kRunsPerThread];
+    float sx_raw = 0.0f;
+    const auto load_x = [&](int stage) {
+#pragma unroll
+      for (int m = 0; m < S::kRunsPerThread; ++m) {
+        const int u = tid + m * kThreads, t = u / S::kRunsPerRow;
+        const int col = stage * S::kStageK + (u % S::kRunsPerRow) * kRunCols;
+        const int row = u < S::kRuns ? tok_row[t] : -1;
+        x_raw[m] = row >= 0 && col < K ? __ldg(reinterpret_cast<const uint2*>(p.x + int64_t(row) * K + col))
+                                       : make_uint2(0, 0);
+      }
+      if (tid < R * kStageGroups) {
+        const int t = tid / kStageGroups, group = stage * kStageGroups + tid % kStageGroups;
+        const int row = tok_row[t];
+        sx_raw = row >= 0 && group < n_groups ? e8m0_to_float(p.x_scale[int64_t(row) * n_groups + group]) : 0.0f;
+      }
+    };
+    const auto store_x = [&](int buf) {
+#pragma unroll
+      for (int m = 0; m < S::kRunsPerThread; ++m) {
+        const int u = tid + m * kThreads;
+        if (u < S::kRuns) {
+          const int t = u / S::kRunsPerRow, c = u % S::kRunsPerRow;
+          *reinterpret_cast<uint4*>(xs + (size_t(buf) * R + t) * S::kRowHalves + c * kRunCols) = stage_run(x_raw[m]);
+        }
+      }
+      if (tid < R * kStageGroups) sxs[buf * R * kStageGroups + tid] = sx_raw;
+    };
+    load_x(0);
+    store_x(0);
+    __syncthreads();
+
+    float acc[kTokTiles][4];  // running FP32 totals, C-fragment order
+    float grp[kTokTiles][4];  // this group's sum before s_x (MXFP4: Σ s_w·block; NVFP4: the MMA chain)
+#pragma unroll
+    for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[t][c] = 0.0f;
+
+    for (int stage = 0; stage < n_stages; ++stage) {
+      const int buf = stage & 1;
+      const bool more = stage + 1 < n_stages;
+      if (more) load_x(stage + 1);
+#pragma unroll
+      for (int i = 0; i < kStageGroups; ++i) {
+        const int group = stage * kStageGroups + i;
+        if (group >= n_groups) break;  // uniform: the last stage may be short
+        uint32_t wt[2][4];
+        GroupScale<kFmt> sc[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          wt[r][0] = w_raw[i][r].x;
+          wt[r][1] = w_raw[i][r].y;
+          wt[r][2] = w_raw[i][r].z;
+          wt[r][3] = w_raw[i][r].w;
+          sc[r] = s_raw[i][r];
+        }
+        if (group + kStageGroups < n_groups) load_group(i, group + kStageGroups);
+        // Quad transpose: wt[r][b] becomes columns 32b + 8q .. +7 of the group (layout note).
+#pragma unroll
+        for (int round = 0; round < 2; ++round)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            uint32_t send[2], recv[2];
+            L::quad_send(wt[r], q, round, send);
+            recv[0] = __shfl_xor_sync(kFullMask, send[0], 1 << round);
+            recv[1] = __shfl_xor_sync(kFullMask, send[1], 1 << round);
+            L::quad_recv(wt[r], q, round, recv);
+          }
+        // This lane's B reads: token g of tile t, columns 32b + 8q of group i of the stage.
+        const uint16_t* x_lane = xs + (size_t(buf) * R + g) * S::kRowHalves + i * L::kGroupK + 8 * q;
+#pragma unroll
+        for (int b = 0; b < L::kBlocks; ++b) {
+          uint32_t lo[2][2], hi[2][2];  // [row r][step s]
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            L::e2m1_word_to_f16x2(wt[r][b], lo[r], hi[r]);
+            if constexpr (kNv) {  // fold the E4M3 scale of columns 32b + 8q.. (exact in F16)
+              const int byte = L::nv_scale_byte(b, q);
+              const uint32_t sb = ((byte < 4 ? sc[r].x : sc[r].y) >> (8 * (byte & 3))) & 0xffu;
+              const uint32_t s2 = e4m3x2_to_f16x2(sb | (sb << 8));
+#pragma unroll
+              for (int s = 0; s < 2; ++s) {
+                lo[r][s] = hmul2_rn(lo[r][s], s2);
+                hi[r][s] = hmul2_rn(hi[r][s], s2);
+              }
+            }
+          }
+          float sw[2] = {0.0f, 0.0f};
+          if constexpr (!kNv) {
+            sw[0] = e8m0_to_float(uint8_t(sc[0] >> (8 * b)));
+            sw[1] = e8m0_to_float(uint8_t(sc[1] >> (8 * b)));
+          }
+#pragma unroll
+          for (int t = 0; t < kTokTiles; ++t) {
+            if (t < n_active) {
+              const uint4 bx = *reinterpret_cast<const uint4*>(x_lane + size_t(t) * L::kTileRows * S::kRowHalves + b * L::kBlockK);
+              if constexpr (kNv) {
+                if (b == 0)
+#pragma unroll
+                  for (int c = 0; c < 4; ++c) grp[t][c] = 0.0f;
+                mma_f16(grp[t], lo[0][0], lo[1][0], hi[0][0], hi[1][0], bx.x, bx.y);
+                mma_f16(grp[t], lo[0][1], lo[1][1], hi[0][1], hi[1][1], bx.z, bx.w);
+              } else {
+                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                mma_f16(part, lo[0][0], lo[1][0], hi[0][0], hi[1][0], bx.x, bx.y);
+                mma_f16(part, lo[0][1], lo[1][1], hi[0][1], hi[1][1], bx.z, bx.w);
+#pragma unroll
+                for (int c = 0; c < 4; ++c)
+                  grp[t][c] = b == 0 ? __fmul_rn(part[c], sw[c >> 1]) : __fmaf_rn(part[c], sw[c >> 1], grp[t][c]);
+              }
+            }
+          }
+        }
+        // Group end: × s_x of each token column, into the totals.
+        const float* sx = sxs + (buf * R) * kStageGroups + i;
+#pragma unroll
+        for (int t = 0; t < kTokTiles; ++t) {
+          if (t < n_active) {
+#pragma unroll
+            for (int c = 0; c < 4; ++c)
+              acc[t][c] = __fmaf_rn(grp[t][c], sx[(t * L::kTileRows + 2 * q + (c & 1)) * kStageGroups], acc[t][c]);
+          }
+        }
+      }
+      if (more) store_x(buf ^ 1);
+      __syncthreads();
+    }
+
+    // Epilogue: undo the F16 encoding's 2^-14 (and NVFP4's per-tensor scale), one rounding.
+    const float out_scale = kNv ? __fmul_rn(kE2M1AsHalfScale, pick(p.global_scale, it.mat)[it.expert]) : kE2M1AsHalfScale;
+    void* y = pick(p.y, it.mat);
+#pragma unroll
+    for (int t = 0; t < kTokTiles; ++t) {
+      if (t < n_active) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int tok = t * L::kTileRows + 2 * q + (c & 1);
+          if (tok < it.n_tok) {
+            const float v = __fmul_rn(acc[t][c], out_scale);
+            const int64_t at = int64_t(it.j0 + tok) * N + n_row[c >> 1];
+            if constexpr (kOutF32)
+              static_cast<float*>(y)[at] = v;
+            else
+              static_cast<__nv_bfloat16*>(y)[at] = __float2bfloat16_rn(v);
+          }
+        }
+      }
+    }
+  }
+}
+
+// BF16 experts: a warp per weight row n and chunk of up to kBf16ChunkRows grouped rows of one
+// expert (each weight row read once per chunk). Lane l sums the 8-column pieces l, l + 32, … of
+// K in order (exact BF16 products, FP32 accumulation), then a fixed butterfly: a row's sum is the
+// same whatever chunk it is in and however many rows share it.
+constexpr int kBf16ChunkRows = 8;
+constexpr int kBf16Unroll = 4;  // weight loads in flight per lane
+
+__global__ void __launch_bounds__(kThreads) grouped_bf16_kernel(MoeGroupedBf16Params p) {
+  __shared__ int offs[kGroupedMaxExperts + 1], chunk_start[kGroupedMaxExperts + 1];
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  plan_chunks(p.offsets, p.E, kBf16ChunkRows, offs, chunk_start);
+  if (offs[p.E] > p.max_sel) __trap();
+  const int n_chunks = chunk_start[p.E], tiles_per_mat = p.N / kWarps, pieces = p.K / 8;
+  const int n_items = n_chunks * tiles_per_mat * p.n_mats;
+  for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
+    const L::GroupedItem it =
+        L::decode_item(item, n_chunks, chunk_start, p.E, offs, kBf16ChunkRows, tiles_per_mat, kWarps);
+    const int n = it.n0 + warp;  // < N: N % kWarps == 0
+    const __nv_bfloat16* w_row = pick(p.w, it.mat) + (int64_t(it.expert) * p.N + n) * p.K;
+    const __nv_bfloat16* x_rows[kBf16ChunkRows];
+#pragma unroll
+    for (int r = 0; r < kBf16ChunkRows; ++r) {
+      const int j = it.j0 + min(r, it.n_tok - 1);  // rows past n_tok repeat the last (not stored)
+      x_rows[r] = p.x + int64_t(p.x_row ? p.x_row[j] : j) * p.K;
+    }
+    float acc[kBf16ChunkRows];
+#pragma unroll
+    for (int r = 0; r < kBf16ChunkRows; ++r) acc[r] = 0.0f;
+    for (int c0 = lane; c0 < pieces; c0 += kWarpSize * kBf16Unroll) {
+      uint4 wv[kBf16Unroll];
+#pragma unroll
+      for (int u = 0; u < kBf16Unroll; ++u) {
+        const int c = c0 + u * kWarpSize;
+        if (c < pieces) wv[u] = load_stream(w_row + int64_t(c) * 8);
+      }
+#pragma unroll
+      for (int u = 0; u < kBf16Unroll; ++u) {
+        const int c = c0 + u * kWarpSize;
+        if (c >= pieces) break;
+#pragma unroll
+        for (int r = 0; r < kBf16ChunkRows; ++r)
+          if (r < it.n_tok) acc[r] = __fadd_rn(acc[r], dot8_bf16(wv[u], __ldg(reinterpret_cast<const uint4*>(x_rows[r]) + c)));
+      }
+    }
+    __nv_bfloat16* y = pick(p.y, it.mat);
+#pragma unroll
+    for (int r = 0; r < kBf16ChunkRows; ++r) {
+      const float v = warp_sum(acc[r]);
+      if (lane == 0 && r < it.n_tok) y[int64_t(it.j0 + r) * p.N + n] = __float2bfloat16_rn(v);
+    }
+  }
+}
+
+// Once per kernel instantiation: the shared-memory opt-in and how many blocks fit on the device
+// (host-side queries, legal during graph capture).
+int opt_in_grid(const void* kernel, size_t smem) {
+  DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int device = 0, sms = 0, per_sm = 0;
+  DSV4_CUDA_CHECK(cudaGetDevice(&device));
+  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DSV4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+  DSV4_CHECK_MSG(per_sm >= 1, "moe_grouped_gemm: no block fits on an SM (", smem, " bytes of shared memory)");
+  return sms * per_sm;
+}
+
+template <Fmt kFmt, int kTokTiles, int kStageGroups, bool kOutF32>
+void launch_shape(const MoeGroupedParams& p, cudaStream_t stream) {
+  using S = Shape<kTokTiles, kStageGroups>;
+  const void* kernel = reinterpret_cast<const void*>(grouped_fp4_kernel<kFmt, kTokTiles, kStageGroups, kOutF32>);
+  static const int grid_max = opt_in_grid(kernel, S::kSmemBytes);
+  // At most one item per block: chunks <= E + max_sel / R.
+  const int64_t max_items = (int64_t(p.E) + p.max_sel / S::kChunkRows) * (p.N / kTileN) * p.n_mats;
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
+  grouped_fp4_kernel<kFmt, kTokTiles, kStageGroups, kOutF32><<<grid, kThreads, S::kSmemBytes, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+// Launch-shape heuristic (a host value, never the device counts): up to 16 grouped rows per
+// expert on average is batched decode — 8-row chunks keep the weight stream deep; more is
+// prefill — 64-row chunks read each weight tile once per 64 rows.
+constexpr int kDecodeRowsPerExpert = 16;
+
+template <Fmt kFmt, bool kOutF32>
+void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
+  if (p.max_sel <= kDecodeRowsPerExpert * p.E)
+    launch_shape<kFmt, 1, 2, kOutF32>(p, stream);
+  else
+    launch_shape<kFmt, 8, 2, kOutF32>(p, stream);
+}
+
+}  // namespace
+
+void launch_moe_grouped_gemm(const MoeGroupedParams& p, cudaStream_t stream) {
+  DSV4_CHECK_MSG(p.n_mats == 1 || p.n_mats == 2, "moe_grouped_gemm: n_mats=", p.n_mats);
+  DSV4_CHECK_MSG(p.E >= 1 && p.E <= kGroupedMaxExperts, "moe_grouped_gemm: E=", p.E);
+  DSV4_CHECK_MSG(p.N > 0 && p.N % kTileN == 0, "moe_grouped_gemm: N=", p.N, " is not a multiple of ", kTileN);
+  DSV4_CHECK_MSG(p.K > 0 && p.K % L::kGroupK == 0, "moe_grouped_gemm: K=", p.K, " is not a multiple of ", L::kGroupK);
+  DSV4_CHECK_MSG(p.max_sel >= 0, "moe_grouped_gemm: max_sel=", p.max_sel);
+  if (p.max_sel == 0) return;
+  const bool nv = p.format == Fmt::kNVFP4;
+  DSV4_CHECK_MSG(nv || p.format == Fmt::kMXFP4, "moe_grouped_gemm: format=", int(p.format));
+  DSV4_CHECK(p.x && p.x_scale && p.offsets);
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(p.x) % 16 == 0);
+  for (int m = 0; m < p.n_mats; ++m) {
+    DSV4_CHECK_MSG(p.w[m] && p.w_scale[m] && p.y[m] && (!nv || p.global_scale[m]), "moe_grouped_gemm: tensor ", m);
+    DSV4_CHECK(reinterpret_cast<uintptr_t>(p.w[m]) % 16 == 0 &&
+               reinterpret_cast<uintptr_t>(p.w_scale[m]) % (nv ? 8 : 4) == 0);
+  }
+  DSV4_CHECK_MSG(int64_t(p.max_sel) * std::max(p.N, p.K) < INT32_MAX * int64_t(64),
+                 "moe_grouped_gemm: max_sel=", p.max_sel);
+  if (nv)
+    p.out_f32 ? launch_format<Fmt::kNVFP4, true>(p, stream) : launch_format<Fmt::kNVFP4, false>(p, stream);
+  else
+    p.out_f32 ? launch_format<Fmt::kMXFP4, true>(p, stream) : launch_format<Fmt::kMXFP4, false>(p, stream);
+}
+
+void launch_moe_grouped_bf16(const MoeGroupedBf16Params& p, cudaStream_t stream) {
+  DSV4_CHECK_MSG(p.n_mats == 1 || p.n_mats == 2, "moe_grouped_bf16: n_mats=", p.n_mats);
+  DSV4_CHECK_MSG(p.E >= 1 && p.E <= kGroupedMaxExperts, "moe_grouped_bf16: E=", p.E);
+  DSV4_CHECK_MSG(p.N > 0 && p.N % kWarps == 0 && p.K > 0 && p.K % 8 == 0, "moe_grouped_bf16: N=", p.N, " K=", p.K);
+  DSV4_CHECK_MSG(p.max_sel >= 0, "moe_grouped_bf16: max_sel=", p.max_sel);
+  if (p.max_sel == 0) return;
+  DSV4_CHECK(p.x && p.offsets && reinterpret_cast<uintptr_t>(p.x) % 16 == 0);
+  for (int m = 0; m < p.n_mats; ++m)
+    DSV4_CHECK_MSG(p.w[m] && p.y[m] && reinterpret_cast<uintptr_t>(p.w[m]) % 16 == 0, "moe_grouped_bf16: tensor ", m);
+  static const int grid_max = opt_in_grid(reinterpret_cast<const void*>(grouped_bf16_kernel), 0);
+  const int64_t max_items = (int64_t(p.E) + p.max_sel / kBf16ChunkRows) * (p.N / kWarps) * p.n_mats;
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
+  grouped_bf16_kernel<<<grid, kThreads, 0, stream>>>(p);
+  DSV4_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsv4::cuda
