@@ -1,5 +1,5 @@
 // MoE combine kernel and launcher; see moe_combine.cuh for the contract and the summation order.
-// grid.y = token (in chunks of 65535), grid.x = column tiles; each thread sums 2 adjacent columns.
+// grid.y = row (in chunks of 65535), grid.x = column tiles; each thread sums 2 adjacent columns.
 #include "cuda/kernels/moe_combine.cuh"
 
 #include <algorithm>
@@ -14,8 +14,10 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) moe_combine_kernel(MoeCombineParams p, int t0) {
   const int t = t0 + blockIdx.y;
-  // Slot order of the k rows: ascending expert id when ids are given (the reference's expert loop).
-  __shared__ int order[kMaxCombineK];
+  const bool real = !p.n_real || t < *p.n_real;
+  // Routed row of each pick, in the order of the sum: ascending expert id when ids are given
+  // (the reference's expert loop).
+  __shared__ int64_t row_of[kMaxCombineK];
   if (threadIdx.x < p.k) {
     const int i = threadIdx.x;
     int rank = i;
@@ -25,18 +27,24 @@ __global__ void __launch_bounds__(kThreads) moe_combine_kernel(MoeCombineParams 
       rank = 0;
       for (int j = 0; j < p.k; ++j) rank += ids[j] < e || (ids[j] == e && j < i);
     }
-    order[rank] = i;
+    const int64_t slot = int64_t(t) * p.k + i;
+    row_of[rank] = p.routed_row ? p.routed_row[slot] : slot;
   }
   __syncthreads();
   const int c = 2 * (blockIdx.x * kThreads + threadIdx.x);
   if (c >= p.D) return;
   const bool pair = c + 1 < p.D;
-  const __nv_bfloat16* routed = p.routed + int64_t(t) * p.k * p.D;
   float y0 = 0.0f, y1 = 0.0f;  // the reference's torch.zeros(..., float32) accumulator
-  for (int j = 0; j < p.k; ++j) {
-    const __nv_bfloat16* r = routed + int64_t(order[j]) * p.D + c;
-    y0 += __bfloat162float(r[0]);
-    if (pair) y1 += __bfloat162float(r[1]);
+  if (real) {
+    for (int j = 0; j < p.k; ++j) {
+      if (row_of[j] < 0) {  // a pick without an expert: make the row visibly wrong
+        y0 = y1 = __int_as_float(0x7fc00000);
+        continue;
+      }
+      const __nv_bfloat16* r = p.routed + row_of[j] * p.D + c;
+      y0 += __bfloat162float(r[0]);
+      if (pair) y1 += __bfloat162float(r[1]);
+    }
   }
   const __nv_bfloat16* s = p.shared + int64_t(t) * p.D + c;
   __nv_bfloat16* o = p.out + int64_t(t) * p.D + c;
