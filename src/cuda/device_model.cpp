@@ -94,11 +94,21 @@ class Uploader {
     return from_host(v);
   }
 
-  DeviceLinear linear(const WeightMatrix& w) {
+  // `packed_nvfp4` false: an NVFP4 linear whose consumer takes only FP8 or BF16 weights (wo_a's
+  // grouped projection) is dequantised to BF16, as the reference dequantises FP8 wo_a to BF16
+  // for its BF16 einsum (§12): one rounding per weight.
+  DeviceLinear linear(const WeightMatrix& w, bool packed_nvfp4 = true) {
     DeviceLinear d;
     d.N = int(w.rows);
     d.K = int(w.cols);
-    if (w.format == WeightFormat::kFP8Block) {
+    if (w.format == WeightFormat::kNVFP4 && packed_nvfp4) {
+      if (w.cols % 32 != 0)
+        fail(w.name, ": the CUDA NVFP4 kernel needs in_features (", w.cols, ") to be a multiple of 32");
+      d.nvfp4 = true;
+      d.global_scale = w.global_scale;
+      d.data = raw<uint8_t>(w.data, size_t(w.rows * w.cols / 2));
+      d.scale = raw<uint8_t>(w.scale, size_t(scale_numel(w.format, w.rows, w.cols)));
+    } else if (w.format == WeightFormat::kFP8Block) {
       d.fp8 = true;
       d.data = raw<uint8_t>(w.data, size_t(w.rows * w.cols));
       const size_t ns = size_t(scale_numel(w.format, w.rows, w.cols));
@@ -231,7 +241,7 @@ DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w) {
     l.wq_b = up.linear(a.wq_b);
     l.wkv = up.linear(a.wkv);
     l.kv_norm = up.bf16(a.kv_norm);
-    l.wo_a = up.linear(a.wo_a);
+    l.wo_a = up.linear(a.wo_a, /*packed_nvfp4=*/false);  // grouped_out_proj: FP8 or BF16 only
     l.wo_b = up.linear(a.wo_b);
     l.attn_sink = up.f32(a.attn_sink);
     if (a.compressor) l.compressor = up.compressor(*a.compressor);
@@ -252,7 +262,7 @@ DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w) {
     l.shared_w2 = up.linear(f.shared.w2);
     for (const DeviceLinear* q : {&l.wq_a, &l.wq_b, &l.wkv, &l.wo_b, &l.idx_wq_b, &l.shared_w1,
                                   &l.shared_w3, &l.shared_w2})
-      if (q->N > 0 && !q->fp8) m.has_bf16_act_linears = true;
+      if (q->N > 0 && !q->fp8 && !q->nvfp4) m.has_bf16_act_linears = true;
     if (l.w1.format == DeviceExperts::Format::kBF16) m.has_bf16_act_linears = true;
     m.layers.push_back(std::move(l));
   }

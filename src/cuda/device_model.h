@@ -16,12 +16,16 @@
 
 namespace dsv4::cuda {
 
-// A dense linear y = x·Wᵀ: FP8 E4M3 with UE8M0 128×128 scales, or BF16.
+// A dense linear y = x·Wᵀ: FP8 E4M3 with UE8M0 128×128 scales (fp8), NVFP4 (nvfp4: packed E2M1,
+// E4M3 per-16 scales, F32 global, §11.6; gemv_nvfp4.cuh for its numerics), or BF16 (neither;
+// also MXFP4 and plain-float linears, which dequantise to BF16 exactly or are rounded once).
 struct DeviceLinear {
   bool fp8 = false;
+  bool nvfp4 = false;
   int N = 0, K = 0;                // [out, in]
-  DeviceBuffer<uint8_t> data;      // [N, K] e4m3, or [N, K] bf16 bytes
-  DeviceBuffer<uint8_t> scale;     // [ceil(N/128), K/128] ue8m0 (fp8 only)
+  DeviceBuffer<uint8_t> data;      // [N, K] e4m3, [N, K/2] e2m1 (nvfp4), or [N, K] bf16 bytes
+  DeviceBuffer<uint8_t> scale;     // [ceil(N/128), K/128] ue8m0 (fp8), [N, K/16] e4m3 (nvfp4)
+  float global_scale = 0.0f;       // nvfp4: weight_scale_2
   const __nv_bfloat16* bf16() const { return reinterpret_cast<const __nv_bfloat16*>(data.get()); }
 };
 

@@ -7,6 +7,7 @@
 #include "cuda/kernels/act_quant.cuh"
 #include "cuda/kernels/gemv_bf16.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
+#include "cuda/kernels/gemv_nvfp4.cuh"
 #include "cuda/kernels/hadamard_fp4.cuh"
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/mhc.cuh"
@@ -148,6 +149,23 @@ QuantAct quantize(const StepContext& c, const __nv_bfloat16* x, int K, uint8_t* 
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
               __nv_bfloat16* y) {
   DSV4_CHECK(w.K == x.K);
+  if (w.nvfp4) {  // the FP8 activations of the FP8 linear it replaces (gemv_nvfp4.cuh)
+    for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
+      GemvNvfp4Params p;
+      p.w = w.data.get();
+      p.w_scale = w.scale.get();
+      p.global_scale = w.global_scale;
+      p.x_fp8 = x.q + size_t(r0) * w.K;
+      p.x_scale = x.scale + size_t(r0) * (w.K / 128);
+      p.y = y + size_t(r0) * w.N;
+      p.M = std::min(kGemvMaxBatch, rows - r0);
+      p.N = w.N;
+      p.K = w.K;
+      p.out_bf16 = true;
+      launch_gemv_nvfp4(p, c.stream);
+    }
+    return;
+  }
   // FP8 weights take the FP8 activations; BF16 weights the same values as BF16 (fake).
   DSV4_CHECK_MSG(w.fp8 || x.fake, "BF16 linear fed without fake-quantised activations");
   MatmulParams p;
@@ -165,7 +183,22 @@ void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, in
 
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,
                 float* y) {
-  DSV4_CHECK_MSG(!w.fp8, "linear_f32 takes BF16 weights");
+  DSV4_CHECK_MSG(!w.fp8, "linear_f32 takes BF16 or NVFP4 weights");
+  if (w.nvfp4) {  // the unquantised BF16 input of the BF16 linear it replaces (gemv_nvfp4.cuh)
+    for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
+      GemvNvfp4Params p;
+      p.w = w.data.get();
+      p.w_scale = w.scale.get();
+      p.global_scale = w.global_scale;
+      p.x_bf16 = x + size_t(r0) * w.K;
+      p.y = y + size_t(r0) * w.N;
+      p.M = std::min(kGemvMaxBatch, rows - r0);
+      p.N = w.N;
+      p.K = w.K;
+      launch_gemv_nvfp4(p, c.stream);
+    }
+    return;
+  }
   MatmulParams p;
   p.w = w.data.get();
   p.x = x;
