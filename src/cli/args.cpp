@@ -1,15 +1,20 @@
+// Args (args.h): one pass over argv into values, flags and positionals; typed getters that name
+// the option and the allowed range in every error.
 #include "cli/args.h"
 
 #include <cerrno>
 #include <cmath>
+#include <cctype>
 #include <cstdlib>
+#include <limits>
 
 #include "util/error.h"
 
 namespace dsv4::cli {
 
 Args::Args(const std::vector<std::string>& argv, std::set<std::string> value_options,
-           std::set<std::string> flags, std::map<std::string, std::string> aliases) {
+           std::set<std::string> flags, std::map<std::string, std::string> aliases,
+           size_t max_positional) {
   for (size_t i = 0; i < argv.size(); ++i) {
     std::string a = argv[i];
     if (a.size() < 2 || a[0] != '-' || a == "--") {
@@ -40,6 +45,9 @@ Args::Args(const std::vector<std::string>& argv, std::set<std::string> value_opt
       fail("unknown option ", a);
     }
   }
+  if (positional_.size() > max_positional)
+    fail("unexpected argument '", positional_[max_positional], "'",
+         max_positional == 0 ? " (this command takes only options)" : "");
 }
 
 bool Args::has(const std::string& opt) const {
@@ -63,14 +71,23 @@ std::string Args::require(const std::string& opt) const {
   return *v;
 }
 
-int64_t Args::get_int(const std::string& opt, int64_t fallback) const {
+int64_t Args::get_int(const std::string& opt, int64_t fallback, int64_t lo, int64_t hi) const {
   auto v = get(opt);
   if (!v) return fallback;
+  // An optional sign and decimal digits, nothing else (strtoll would skip leading blanks).
+  const std::string& s = *v;
+  const size_t digits = s.find_first_not_of("+-") == 1 ? 1 : 0;
+  if (s.size() <= digits || s.find_first_not_of("0123456789", digits) != std::string::npos)
+    fail("option ", opt, ": '", s, "' is not an integer");
   errno = 0;
-  char* end = nullptr;
-  long long x = std::strtoll(v->c_str(), &end, 10);
-  if (v->empty() || *end != '\0' || errno == ERANGE) fail("option ", opt, ": '", *v, "' is not an integer");
+  const long long x = std::strtoll(s.c_str(), nullptr, 10);
+  if (errno == ERANGE || x < lo || x > hi)
+    fail("option ", opt, ": ", s, " is out of range: allowed [", lo, ", ", hi, "]");
   return x;
+}
+
+int64_t Args::get_int(const std::string& opt, int64_t fallback) const {
+  return get_int(opt, fallback, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
 }
 
 double Args::get_double(const std::string& opt, double fallback) const {
@@ -79,8 +96,9 @@ double Args::get_double(const std::string& opt, double fallback) const {
   errno = 0;
   char* end = nullptr;
   double x = std::strtod(v->c_str(), &end);
-  if (v->empty() || *end != '\0' || errno == ERANGE || !std::isfinite(x))
-    fail("option ", opt, ": '", *v, "' is not a finite number");
+  if (v->empty() || *end != '\0' || std::isspace(static_cast<unsigned char>(v->front())))
+    fail("option ", opt, ": '", *v, "' is not a number");
+  if (errno == ERANGE || !std::isfinite(x)) fail("option ", opt, ": ", *v, " is out of range: not a finite number");
   return x;
 }
 

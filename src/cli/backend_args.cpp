@@ -1,6 +1,8 @@
 // Reads --backend, --numerics and --threads (see backend_args.h); every message names the option.
 #include "cli/backend_args.h"
 
+#include <cstdint>
+
 #include "util/error.h"
 
 namespace dsv4::cli {
@@ -33,19 +35,14 @@ BackendOptions backend_options(const Args& args) {
   o.numerics = default_numerics(o.backend);
   if (auto numerics = args.get("--numerics"); numerics && !parse_numerics(*numerics, &o.numerics))
     fail("--numerics must be 'exact', 'official' or 'official-bf16', got '", *numerics, "'");
-  const int64_t threads = args.get_int("--threads", 0);
-  if (threads < 0 || threads > 1024) fail("--threads must be in [0, 1024], got ", threads);
-  o.n_threads = int(threads);
+  o.n_threads = int(args.get_int("--threads", 0, 0, 1024));
   const std::string graph = args.get_or("--cuda-graph", "on");
   if (!parse_cuda_graph_mode(graph, &o.cuda_graph))
     fail("--cuda-graph must be 'on', 'off' or 'check', got '", graph, "'");
-  o.ctx_size = args.get_int("--ctx-size", 0);
-  if (o.ctx_size < 0) fail("--ctx-size must be >= 0 (0: the default), got ", o.ctx_size);
-  o.max_sequences = args.get_int("--max-seqs", 0);
-  if (o.max_sequences < 0 || o.max_sequences > 65536)
-    fail("--max-seqs must be in [0, 65536] (0: the default), got ", o.max_sequences);
-  o.kv_cache_tokens = args.get_int("--kv-cache-tokens", 0);
-  if (o.kv_cache_tokens < 0) fail("--kv-cache-tokens must be >= 0 (0: the default), got ", o.kv_cache_tokens);
+  // 0 means the backend's default for these three (kBackendUsage).
+  o.ctx_size = args.get_int("--ctx-size", 0, 0, INT64_MAX);
+  o.max_sequences = args.get_int("--max-seqs", 0, 0, 65536);
+  o.kv_cache_tokens = args.get_int("--kv-cache-tokens", 0, 0, INT64_MAX);
   o.gpu_memory_utilization = args.get_double("--gpu-memory-utilization", 0.9);
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0))
     fail("--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);

@@ -5,29 +5,28 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 
 #include "cli/backend_args.h"
+#include "cli/context_limit.h"
+#include "cli/nonfinite.h"
+#include "cli/progress.h"
 #include "engine/backend.h"
 #include "model/config.h"
 #include "util/error.h"
+#include "util/file_read.h"
 
 namespace dsv4::cli {
-
-std::filesystem::path resolve_model_dir(const Args& args) {
-  if (auto dir = args.get("--model")) return *dir;
-  const auto embedded = std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano";
-  if (!std::filesystem::exists(embedded / "config.json"))
-    fail("no model given (-m DIR) and the embedded model ", embedded.string(), " does not exist");
-  return embedded;
-}
 
 LoadedModel load_model(const std::filesystem::path& dir, const Args& args) {
   const auto t0 = std::chrono::steady_clock::now();
   std::fprintf(stderr, "loading %s ...\n", dir.string().c_str());
   const BackendOptions opt = backend_options(args);
+  require_regular_file(dir / "tokenizer.json");  // before the loader opens it (a FIFO would block)
   LoadedModel m{dir, Tokenizer::load(dir / "tokenizer.json"), make_forward(dir, opt)};
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "loaded in %.2f s: %lld layers, vocab %lld, %s backend, %s numerics\n", s,
@@ -64,28 +63,23 @@ std::set<std::string> generation_value_options() {
 
 GenerationOptions generation_options(const Args& args) {
   GenerationOptions o;
-  o.max_tokens = args.get_int("--max-tokens", kDefaultMaxTokens);
+  // Any positive count: beyond what the context leaves it is capped (finish reason "length"),
+  // context_limit.h.
+  o.max_tokens = args.get_int("--max-tokens", kDefaultMaxTokens, 1, INT64_MAX);
   o.sampling.temperature = static_cast<float>(args.get_double("--temp", kDefaultTemperature));
   o.sampling.top_p = static_cast<float>(args.get_double("--top-p", 1.0));
-  const int64_t top_k = args.get_int("--top-k", 0);
-  if (top_k < 0 || top_k > INT32_MAX) fail("--top-k must be in [0, 2^31), got ", top_k);
-  o.sampling.top_k = static_cast<int32_t>(top_k);
+  o.sampling.top_k = static_cast<int32_t>(args.get_int("--top-k", 0, 0, INT32_MAX));
   o.sampling.min_p = static_cast<float>(args.get_double("--min-p", 0.0));
   if (args.has("--seed")) {
-    const int64_t seed = args.get_int("--seed", 0);
-    if (seed < 0) fail("--seed must be >= 0, got ", seed);
-    o.sampling.seed = static_cast<uint64_t>(seed);
+    o.sampling.seed = static_cast<uint64_t>(args.get_int("--seed", 0, 0, INT64_MAX));
   } else {
     o.sampling.seed = std::random_device{}() & 0x7fffffff;
     if (o.sampling.temperature > 0.0f)
       std::fprintf(stderr, "seed %llu\n", static_cast<unsigned long long>(o.sampling.seed));
   }
   if (auto stop = args.get("--stop")) o.stop_strings.push_back(*stop);
-  const int64_t top_logprobs = args.get_int("--logprobs", 0);
-  if (top_logprobs < 0 || top_logprobs > 100) fail("--logprobs must be in [0, 100], got ", top_logprobs);
-  o.sampling.top_logprobs = static_cast<int32_t>(top_logprobs);
+  o.sampling.top_logprobs = static_cast<int32_t>(args.get_int("--logprobs", 0, 0, 100));
   validate(o.sampling);
-  if (o.max_tokens < 1) fail("--max-tokens must be >= 1, got ", o.max_tokens);
   return o;
 }
 
@@ -124,6 +118,33 @@ class ReasoningPrinter {
 
 }  // namespace
 
+GenerationResult generate_reporting(Forward& forward, SequenceState& seq, const Tokenizer& tokenizer,
+                                    std::span<const int32_t> prompt, size_t n_fresh,
+                                    const GenerationOptions& options, GenerationCallbacks callbacks) {
+  const std::span<const int32_t> held = prompt.first(prompt.size() - n_fresh), fresh = prompt.last(n_fresh);
+  std::optional<ProgressLine> progress;
+  if (int64_t(fresh.size()) > options.prefill_chunk) progress.emplace("prefill", int64_t(fresh.size()));
+  callbacks.on_prefill = [&](int64_t done, int64_t) {
+    if (progress) progress->update(done);
+  };
+  std::vector<int32_t> sampled;
+  const auto on_token = callbacks.on_token;
+  callbacks.on_token = [&](int32_t id) {
+    sampled.push_back(id);
+    if (on_token) on_token(id);
+  };
+  try {
+    return generate(forward, seq, tokenizer, fresh, options, callbacks, held);
+  } catch (const Error& e) {
+    // Both backends' errors about non-finite logits name them ("logits contain nan", "non-finite
+    // logits at position"): say where the first NaN or infinity came from.
+    if (std::string_view(e.what()).find("logits") == std::string_view::npos) throw;
+    std::vector<int32_t> fed(prompt.begin(), prompt.end());
+    fed.insert(fed.end(), sampled.begin(), sampled.end());
+    fail_with_nonfinite_origin(e.what(), forward, fed, options.prefill_chunk);
+  }
+}
+
 TurnResult run_turn(LoadedModel& model, SequenceState& seq, std::vector<int32_t>& held,
                     const std::vector<int32_t>& prompt, chat::ThinkingMode mode,
                     const GenerationOptions& options, bool show_reasoning) {
@@ -151,17 +172,11 @@ TurnResult run_turn(LoadedModel& model, SequenceState& seq, std::vector<int32_t>
   };
   GenerationCallbacks cb;
   cb.on_text = [&](std::string_view t) { show(parser.push(t)); };
-  const bool report_prefill = static_cast<int64_t>(fresh.size()) > options.prefill_chunk;
-  cb.on_prefill = [&](int64_t done, int64_t total) {
-    if (!report_prefill) return;
-    std::fprintf(stderr, "\rprefill %lld/%lld tokens", static_cast<long long>(done),
-                 static_cast<long long>(total));
-    if (done == total) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  };
+  GenerationOptions fitted = options;  // the whole conversation and the answer share the context
+  fitted.max_tokens = max_tokens_in_context(*model.forward, int64_t(prompt.size()), options.max_tokens);
 
   TurnResult r;
-  r.generation = generate(*model.forward, seq, model.tokenizer, fresh, options, cb, held);
+  r.generation = generate_reporting(*model.forward, seq, model.tokenizer, prompt, fresh.size(), fitted, cb);
   held.insert(held.end(), r.generation.fed.begin(), r.generation.fed.end());
   if (r.generation.finish == FinishReason::kEos) show(parser.push_eos());
   show(parser.finish());

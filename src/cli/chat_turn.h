@@ -11,14 +11,12 @@
 
 #include "chat/parser.h"
 #include "cli/args.h"
+#include "cli/model_dir.h"
 #include "engine/generation.h"
 #include "model/forward.h"
 #include "tokenizer/tokenizer.h"
 
 namespace dsv4::cli {
-
-// -m DIR, or the embedded model at ${DSV4_SOURCE_DIR}/models/nano when it exists.
-std::filesystem::path resolve_model_dir(const Args& args);
 
 struct LoadedModel {
   std::filesystem::path dir;
@@ -45,9 +43,20 @@ struct TurnResult {
   chat::ParsedCompletion message;
 };
 
+// generate() (engine/generation.h) on the last `n_fresh` ids of `prompt` (the earlier ones `seq`
+// already holds) with what every subcommand adds around it: a progress line on stderr while a long
+// prompt is prefilled and, when the logits turn non-finite, the layer and tensor where the first
+// NaN or infinity appeared (a replay of `prompt` and the sampled ids, nonfinite.h). The caller
+// fits options.max_tokens to the context first (context_limit.h).
+GenerationResult generate_reporting(Forward& forward, SequenceState& seq, const Tokenizer& tokenizer,
+                                    std::span<const int32_t> prompt, size_t n_fresh,
+                                    const GenerationOptions& options, GenerationCallbacks callbacks = {});
+
 // Feeds `prompt` (the whole conversation's ids) to `seq`, reusing the tokens it already holds
 // when `held` (the ids fed so far, updated here) is a prefix of `prompt`; generates; streams the
-// content to stdout and the reasoning to stderr (unless hidden); parses leniently.
+// content to stdout and the reasoning to stderr (unless hidden); parses leniently. max_tokens is
+// capped to what the context leaves after the conversation; a conversation that fills the context
+// is an Error naming both lengths.
 TurnResult run_turn(LoadedModel& model, SequenceState& seq, std::vector<int32_t>& held,
                     const std::vector<int32_t>& prompt, chat::ThinkingMode mode,
                     const GenerationOptions& options, bool show_reasoning);

@@ -37,8 +37,9 @@ int run_chat(const std::vector<std::string>& argv) {
   const chat::EncodeOptions enc = encode_options(args);
   const GenerationOptions gen = generation_options(args);
   LoadedModel model = load_model(resolve_model_dir(args), args);
-  const int64_t max_position = model.forward->config().max_position_embeddings;
-  auto seq = model.forward->new_sequence(max_position > 0 ? max_position : int64_t{1} << 20);
+  // One sequence for the whole conversation, as long as the context (context_limit.h): each turn
+  // checks that the conversation fits and caps its answer to what is left.
+  auto seq = model.forward->new_sequence(model.forward->kv_cache().max_context);
 
   std::vector<chat::Message> history;
   auto start = [&] {

@@ -18,6 +18,8 @@
 
 #include "cli/args.h"
 #include "cli/command.h"
+#include "cli/context_limit.h"
+#include "cli/model_dir.h"
 #include "cli/token_file.h"
 #include "engine/backend.h"
 #include "util/error.h"
@@ -27,8 +29,9 @@ namespace dsv4::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: dsv4 compare -m DIR --tokens FILE [--chunk N] [--a SPEC] [--b SPEC] [--json]\n"
-    "  -m DIR                checkpoint folder (config.json, safetensors)\n"
+    "usage: dsv4 compare [-m DIR] --tokens FILE [--chunk N] [--a SPEC] [--b SPEC] [--json]\n"
+    "  -m DIR                checkpoint folder (config.json, safetensors; default: the embedded\n"
+    "                        models/nano)\n"
     "  --tokens FILE         JSON array of token ids (as dsv4 logits --tokens)\n"
     "  --chunk N             tokens per forward call, the same for both runs (default: all)\n"
     "  --a SPEC, --b SPEC    cpu-official (default a), cpu-exact, cpu-official-bf16 or cuda (default b)\n"
@@ -129,6 +132,7 @@ void run_traced(const std::string& model_dir, const Spec& spec, const std::vecto
                 int64_t chunk, TraceCollector* out) {
   const auto t0 = std::chrono::steady_clock::now();
   auto fwd = make_forward(model_dir, spec.options);
+  check_fits_context(*fwd, int64_t(tokens.size()), "--tokens");
   const int64_t T = int64_t(tokens.size());
   auto seq = fwd->new_sequence(T);
   const TraceHook hook = out->hook();
@@ -312,13 +316,11 @@ int run_compare(const std::vector<std::string>& argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  const std::string model_dir = args.require("--model");
+  const std::filesystem::path model_dir = resolve_model_dir(args);
   const std::vector<int32_t> tokens = read_token_file(args.require("--tokens"));
   const int64_t T = int64_t(tokens.size());
-  const int64_t chunk = args.get_int("--chunk", T);
-  if (chunk <= 0) fail("--chunk must be a positive number of tokens, got ", chunk);
-  const int64_t threads = args.get_int("--threads", 0);
-  if (threads < 0 || threads > 1024) fail("--threads must be in [0, 1024], got ", threads);
+  const int64_t chunk = args.get_int("--chunk", T, 1, INT64_MAX);
+  const int64_t threads = args.get_int("--threads", 0, 0, 1024);
   const Spec spec_a = parse_spec("--a", args.get_or("--a", "cpu-official"), int(threads));
   const Spec spec_b = parse_spec("--b", args.get_or("--b", "cuda"), int(threads));
 
@@ -327,8 +329,8 @@ int run_compare(const std::vector<std::string>& argv) {
   check_backend(spec_a.options);
   check_backend(spec_b.options);
   TraceCollector a, b;
-  run_traced(model_dir, spec_a, tokens, chunk, &a);
-  run_traced(model_dir, spec_b, tokens, chunk, &b);
+  run_traced(model_dir.string(), spec_a, tokens, chunk, &a);
+  run_traced(model_dir.string(), spec_b, tokens, chunk, &b);
 
   std::vector<Row> rows;
   for (const Key& k : merged_order(a, b)) rows.push_back(measure(k, a.find(k), b.find(k)));

@@ -1,7 +1,6 @@
 // `dsv4 encode`: a messages JSON file -> the exact prompt text of the V4 chat encoder, or its
 // token ids. The encoder is src/chat/encoder.cpp; this file reads options and prints.
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -13,6 +12,7 @@
 #include "cli/command.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/file_read.h"
 
 namespace dsv4::cli {
 
@@ -30,15 +30,12 @@ constexpr const char* kUsage =
     "  -m DIR                the tokenizer for --ids: DIR/tokenizer.json (default: models/nano)\n"
     "The text is printed exactly, without a trailing newline.\n";
 
+constexpr uint64_t kMaxMessagesBytes = uint64_t(1) << 30;
+
 std::string read_input(const std::string& path) {
+  if (path != "-") return read_input_file(path, kMaxMessagesBytes);
   std::ostringstream buf;
-  if (path == "-") {
-    buf << std::cin.rdbuf();
-  } else {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(path, ": cannot open the messages file");
-    buf << in.rdbuf();
-  }
+  buf << std::cin.rdbuf();
   return buf.str();
 }
 
@@ -55,12 +52,17 @@ int run_encode(const std::vector<std::string>& argv) {
   opt.drop_thinking = !args.has("--keep-reasoning");
   const std::vector<chat::Message> messages =
       chat::read_conversation(chat::parse_json(read_input(path), path), path);
+  // Not an error (the reference renders them), but almost always a mistake in the request.
+  for (const std::string& w : chat::unmatched_tool_results(messages))
+    std::fprintf(stderr, "dsv4 encode: warning: %s\n", w.c_str());
   const std::string text = chat::encode_messages(messages, opt);
   if (!args.has("--ids")) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     return 0;
   }
-  const Tokenizer tok = Tokenizer::load(resolve_model_dir(args) / "tokenizer.json");
+  const std::filesystem::path tokenizer_file = resolve_model_dir(args) / "tokenizer.json";
+  require_regular_file(tokenizer_file);  // before the loader opens it (a FIFO would block)
+  const Tokenizer tok = Tokenizer::load(tokenizer_file);
   std::string out = "[";
   const std::vector<int32_t> ids = tok.encode(text);
   for (size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);

@@ -8,6 +8,7 @@
 #include "chat/encoder.h"
 #include "cli/chat_turn.h"
 #include "cli/command.h"
+#include "cli/context_limit.h"
 #include "model/config.h"
 #include "util/error.h"
 
@@ -80,6 +81,8 @@ int run_generate(const std::vector<std::string>& argv) {
   }
   const std::vector<int32_t> prompt = model.tokenizer.encode(prompt_text);
   if (prompt.empty()) fail("--prompt: the text encodes to no tokens");
+  // Refused at once when the prompt does not fit; an answer past the context is cut ("length").
+  gen.max_tokens = max_tokens_in_context(*model.forward, int64_t(prompt.size()), gen.max_tokens);
   auto seq = model.forward->new_sequence(static_cast<int64_t>(prompt.size()) + gen.max_tokens);
 
   GenerationResult g;
@@ -89,7 +92,7 @@ int run_generate(const std::vector<std::string>& argv) {
       std::fwrite(t.data(), 1, t.size(), stdout);
       std::fflush(stdout);
     };
-    g = generate(*model.forward, *seq, model.tokenizer, prompt, gen, cb);
+    g = generate_reporting(*model.forward, *seq, model.tokenizer, prompt, prompt.size(), gen, cb);
     std::fputc('\n', stdout);
     std::fflush(stdout);
     if (args.has("--json")) {

@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/command.h"
+#include "cli/model_dir.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/model_summary.h"
@@ -19,10 +20,10 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr int64_t kDefaultContext = 1 << 20;   // the models' 1M-token context (§1.1)
 constexpr double kDefaultGpuGiB = 80.0;        // H100 80 GB class
 constexpr int64_t kDefaultScanBytes = 1ll << 30;
 constexpr size_t kMaxPrintedProblems = 100;
+constexpr size_t kMaxPrintedNotes = 10;
 constexpr double kGiB = double(1ull << 30);
 
 std::string human_count(double n) {
@@ -65,24 +66,28 @@ ScanResult scan_scales(const Checkpoint& ck, int64_t budget) {
 }
 
 int run_inspect(const std::vector<std::string>& argv) {
-  Args args(argv, {"--context", "--gpu-gib", "--scan-bytes"}, {"--json", "--scan-scales", "--help"});
-  if (args.has("--help") || args.positional().size() != 1) {
-    std::fprintf(stderr,
-                 "usage: dsv4 inspect MODEL_DIR [--json] [--context TOKENS] [--gpu-gib GIB]\n"
+  Args args(argv, {"--model", "--context", "--gpu-gib", "--scan-bytes"}, {"--json", "--scan-scales", "--help"},
+            {{"-m", "--model"}, {"-h", "--help"}}, /*max_positional=*/1);
+  if (args.has("--help")) {
+    std::fprintf(stdout,
+                 "usage: dsv4 inspect [MODEL_DIR | -m DIR] [--json] [--context TOKENS] [--gpu-gib GIB]\n"
                  "                    [--scan-scales [--scan-bytes N]]\n"
-                 "Prints the model summary and verifies every tensor header against config.json.\n"
-                 "Exit 0 only when the checkpoint is complete and consistent.\n");
-    return args.has("--help") ? 0 : 2;
+                 "Prints the model summary and verifies every tensor header against config.json\n"
+                 "(default model: the embedded models/nano). Exit 0 only when the checkpoint is\n"
+                 "complete and consistent.\n");
+    return 0;
   }
-  const std::filesystem::path dir = args.positional()[0];
-  const int64_t context = args.get_int("--context", kDefaultContext);
-  if (context < 1) fail("option --context: must be at least 1");
+  if (!args.positional().empty() && args.has("--model")) fail("give the model folder once: MODEL_DIR or -m DIR");
+  const std::filesystem::path dir =
+      args.positional().empty() ? resolve_model_dir(args) : std::filesystem::path(args.positional()[0]);
   const double gpu_gib = args.get_double("--gpu-gib", kDefaultGpuGiB);
   if (!(gpu_gib > 0)) fail("option --gpu-gib: must be positive");
-  const int64_t scan_budget = args.get_int("--scan-bytes", kDefaultScanBytes);
-  if (scan_budget < 0) fail("option --scan-bytes: must be non-negative");
+  const int64_t scan_budget = args.get_int("--scan-bytes", kDefaultScanBytes, 0, INT64_MAX);
+  args.get_int("--context", 1, 1, INT64_MAX);  // a malformed value is named before the config is read
 
   const ModelConfig cfg = ModelConfig::load(dir);
+  // The KV and GPU numbers are for one sequence of `context` tokens: at most what the model serves.
+  const int64_t context = args.get_int("--context", cfg.max_position_embeddings, 1, cfg.max_position_embeddings);
   const std::string family = model_family(cfg);
   const ParamCounts params = count_parameters(cfg);
   const KvCacheSize kv = kv_cache_size(cfg);
@@ -100,6 +105,7 @@ int run_inspect(const std::vector<std::string>& argv) {
   int64_t n_tensors = 0, n_files = 0;
   bool hf = false;
   ScanResult scan;
+  std::vector<std::string> format_notes;  // linears stored in another format than the config says
   std::optional<Checkpoint> ck;
   try {
     ck.emplace(Checkpoint::open(dir));
@@ -118,6 +124,7 @@ int run_inspect(const std::vector<std::string>& argv) {
     n_files = int64_t(files.size());
     const auto p = check_checkpoint(cfg, *ck);
     problems.insert(problems.end(), p.begin(), p.end());
+    if (p.empty()) format_notes = linear_format_notes(cfg, *ck);
     if (args.has("--scan-scales")) {
       scan = scan_scales(*ck, scan_budget);
       problems.insert(problems.end(), scan.problems.begin(), scan.problems.end());
@@ -151,6 +158,10 @@ int run_inspect(const std::vector<std::string>& argv) {
                     {"reserve", r.reserve}, {"fits", r.fits}, {"max_context", r.max_context}});
     j["gpu_plan"] = {{"gpu_bytes", gpu_gib * kGiB}, {"rows", pj}};
     if (args.has("--scan-scales")) j["scale_scan"] = {{"scanned", scan.scanned}, {"total", scan.total}};
+    std::vector<std::string> notes = cfg.notes;
+    notes.insert(notes.end(), format_notes.begin(), format_notes.end());
+    j["notes"] = notes;
+    j["context"] = {{"max_position_embeddings", cfg.max_position_embeddings}};
     j["ok"] = ok;
     j["problems_total"] = problems.size();
     j["problems"] = std::vector<std::string>(problems.begin(), problems.begin() + std::min(problems.size(), size_t(1000)));
@@ -168,6 +179,8 @@ int run_inspect(const std::vector<std::string>& argv) {
               cfg.num_experts_per_tok, cfg.n_shared_experts, to_string(cfg.expert_format));
   std::printf("parameters:  %s total (+ %s MTP), %s active per token\n", human_count(double(params.total)).c_str(),
               human_count(double(params.mtp)).c_str(), human_count(double(params.active)).c_str());
+  std::printf("context:     %" PRId64 " tokens (max_position_embeddings; --ctx-size may lower it)\n",
+              cfg.max_position_embeddings);
   std::printf("tensors:     %" PRId64 " in %" PRId64 " shards%s\n", n_tensors, n_files, hf ? " (HF names)" : "");
   std::printf("bytes:      ");
   for (const auto& [dt, b] : bytes_by_dtype) std::printf(" %s %s,", dt.c_str(), gib(double(b)).c_str());
@@ -187,6 +200,15 @@ int run_inspect(const std::vector<std::string>& argv) {
   if (args.has("--scan-scales"))
     std::printf("scale scan:  %" PRId64 " of %" PRId64 " UE8M0 bytes read (--scan-bytes bounds it)\n", scan.scanned,
                 scan.total);
+  for (const std::string& n : cfg.notes) std::printf("note:        %s\n", n.c_str());
+  if (!format_notes.empty()) {
+    std::printf("note:        %zu linear%s stored in another format than config.json implies (loaded as stored):\n",
+                format_notes.size(), format_notes.size() == 1 ? "" : "s");
+    for (size_t i = 0; i < format_notes.size() && i < kMaxPrintedNotes; ++i)
+      std::printf("               %s\n", format_notes[i].c_str());
+    if (format_notes.size() > kMaxPrintedNotes)
+      std::printf("               ... and %zu more (--json lists them all)\n", format_notes.size() - kMaxPrintedNotes);
+  }
   if (ok) {
     std::printf("verify:      OK, %" PRId64 " tensors complete and consistent with config.json\n", n_tensors);
     return 0;

@@ -6,31 +6,22 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "cli/args.h"
 #include "cli/command.h"
 #include "model/known_configs.h"
 #include "model/skeleton.h"
 #include "util/error.h"
+#include "util/file_read.h"
 
 namespace dsv4::cli {
 namespace {
 
 constexpr double kProgressSeconds = 2.0;  // at most one progress line per this many seconds
 
-// A positive integer option (0 or negative is an error naming it); `fallback` when absent.
-int64_t positive_option(const Args& args, const std::string& opt, int64_t fallback) {
-  if (!args.has(opt)) return fallback;
-  const int64_t v = args.get_int(opt, 0);
-  if (v < 1) fail("option ", opt, ": ", v, " must be at least 1");
-  return v;
-}
-
 int run_make_skeleton(const std::vector<std::string>& argv) {
   Args args(argv, {"--family", "--config", "--shards", "--random", "--layers", "--mtp", "--vocab"},
-            {"--hf", "--no-index", "--help"});
+            {"--hf", "--no-index", "--help"}, {{"-h", "--help"}}, /*max_positional=*/1);
   if (args.has("--help") || args.positional().size() != 1 || args.has("--family") == args.has("--config")) {
     std::fprintf(stderr,
                  "usage: dsv4 make-skeleton OUT_DIR (--family flash|pro|tiny | --config CONFIG.json)\n"
@@ -53,29 +44,22 @@ int run_make_skeleton(const std::vector<std::string>& argv) {
     else if (*fam == "tiny") config = tiny_config_json();
     else fail("option --family: '", *fam, "' is not flash, pro or tiny");
   } else {
-    std::ifstream f(*args.get("--config"), std::ios::binary);
-    if (!f) fail(*args.get("--config"), ": cannot open");
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    config = ss.str();
+    constexpr uint64_t kMaxConfigBytes = 16 << 20;  // as ModelConfig::load
+    config = read_input_file(*args.get("--config"), kMaxConfigBytes);
   }
+  // Absent options keep the config's value (0 / -1 below); given ones must make sense, checked
+  // against the config itself by override_config.
   ConfigOverrides ov;
-  ov.layers = positive_option(args, "--layers", 0);
-  ov.vocab = positive_option(args, "--vocab", 0);
-  ov.mtp = args.get_int("--mtp", -1);
-  if (args.has("--mtp") && ov.mtp < 0) fail("option --mtp: ", ov.mtp, " must be non-negative");
+  ov.layers = args.get_int("--layers", 0, 1, INT64_MAX);
+  ov.vocab = args.get_int("--vocab", 0, 1, INT64_MAX);
+  ov.mtp = args.get_int("--mtp", -1, 0, INT64_MAX);
   if (ov.layers > 0 || ov.vocab > 0 || ov.mtp >= 0) config = override_config(config, ov);
 
   SkeletonOptions opt;
-  opt.n_shards = args.get_int("--shards", 0);
-  if (opt.n_shards < 0) fail("option --shards: must be non-negative");
+  opt.n_shards = args.get_int("--shards", 0, 1, INT64_MAX);  // absent: one per ~3.5 GB
   opt.hf_names = args.has("--hf");
   opt.with_index = !args.has("--no-index");
-  if (args.has("--random")) {
-    const int64_t seed = args.get_int("--random", 0);
-    if (seed < 0) fail("option --random: ", seed, " must be a non-negative integer seed");
-    opt.random_seed = uint64_t(seed);
-  }
+  if (args.has("--random")) opt.random_seed = uint64_t(args.get_int("--random", 0, 0, INT64_MAX));
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   auto last = t0;

@@ -12,28 +12,32 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/args.h"
 #include "cli/backend_args.h"
 #include "cli/command.h"
+#include "cli/context_limit.h"
+#include "cli/model_dir.h"
+#include "cli/nonfinite.h"
 #include "engine/backend.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 #include "util/error.h"
+#include "util/file_read.h"
 
 namespace dsv4::cli {
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: dsv4 perplexity -m DIR --text-file F [--ctx N] [--chunks K] [--backend cpu|cuda]\n"
+    "usage: dsv4 perplexity [-m DIR] --text-file F [--ctx N] [--chunks K] [--backend cpu|cuda]\n"
     "                       [--numerics exact|official|official-bf16] [--threads N]\n"
-    "  -m DIR                checkpoint folder (config.json, safetensors, tokenizer.json)\n"
+    "  -m DIR                checkpoint folder (config.json, safetensors, tokenizer.json;\n"
+    "                        default: the embedded models/nano)\n"
     "  -f, --text-file F     UTF-8 text to score (e.g. models/nano/validation.txt)\n"
     "  -c, --ctx N           tokens per chunk (default 512, as llama.cpp); its second half is\n"
     "                        scored\n"
@@ -42,12 +46,14 @@ constexpr const char* kUsage =
 constexpr int64_t kDefaultCtx = 512;  // llama.cpp's default n_ctx for perplexity
 constexpr int64_t kMinCtx = 4;        // at least one scored token per chunk
 
+constexpr uint64_t kMaxTextBytes = uint64_t(1) << 30;  // far above any evaluation text
+
+// The text to score: a file (or a pipe) of UTF-8, as `generate` requires of its prompt.
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open the text file");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
+  std::string text = read_input_file(path, kMaxTextBytes);
+  if (const size_t valid = utf8::valid_prefix_length(text); valid != text.size())
+    fail(path, ": not valid UTF-8 at byte ", valid, " (perplexity scores UTF-8 text)");
+  return text;
 }
 
 // -log softmax(row)[target], in double: the row is up to vocab_size FP32 logits.
@@ -68,15 +74,13 @@ int run_perplexity(const std::vector<std::string>& argv) {
     std::fprintf(stdout, "%s%s", kUsage, kBackendUsage);
     return 0;
   }
-  const std::filesystem::path model_dir = args.require("--model");
+  const std::filesystem::path model_dir = resolve_model_dir(args);
   const std::string text_path = args.require("--text-file");
-  const int64_t ctx = args.get_int("--ctx", kDefaultCtx);
-  if (ctx < kMinCtx || ctx > (int64_t(1) << 24))
-    fail("--ctx must be in [", kMinCtx, ", 16777216], got ", ctx);
-  const int64_t max_chunks = args.get_int("--chunks", 0);
-  if (max_chunks < 0) fail("--chunks must be >= 0 (0: all), got ", max_chunks);
+  const int64_t ctx = args.get_int("--ctx", kDefaultCtx, kMinCtx, int64_t(1) << 24);
+  const int64_t max_chunks = args.get_int("--chunks", 0, 0, INT64_MAX);  // 0: all
   const BackendOptions opt = backend_options(args);
 
+  require_regular_file(model_dir / "tokenizer.json");  // before the loader opens it
   const Tokenizer tok = Tokenizer::load(model_dir / "tokenizer.json");
   const std::vector<int32_t> tokens = tok.encode(read_text(text_path));
   int64_t n_chunks = int64_t(tokens.size()) / ctx;
@@ -85,6 +89,7 @@ int run_perplexity(const std::vector<std::string>& argv) {
   if (max_chunks > 0) n_chunks = std::min(n_chunks, max_chunks);
 
   auto fwd = make_forward(model_dir, opt);
+  check_fits_context(*fwd, ctx, "--ctx");
   const ModelConfig& cfg = fwd->config();
   const int64_t V = cfg.vocab_size;
   if (cfg.bos_token_id < 0 || cfg.bos_token_id >= V)
@@ -118,6 +123,10 @@ int run_perplexity(const std::vector<std::string>& argv) {
     DSV4_CHECK(int64_t(logits.size()) == ctx * V);
     for (int64_t p = first; p < ctx - 1; ++p) {
       const double x = token_nll(logits.data() + p * V, V, chunk[p + 1]);
+      if (!std::isfinite(x))  // a NaN would poison every later average: stop at the first
+        fail_with_nonfinite_origin(cat("chunk ", c + 1, ": the loss at position ", p + 1, " (token ", c * ctx + p + 1,
+                                       " of the text) is ", x, ": the logits at position ", p, " are not finite"),
+                                   *fwd, chunk, ctx);
       nll += x;
       nll2 += x * x;
       ++scored;

@@ -2,7 +2,6 @@
 // tokenizer.json. The tokenizer itself is src/tokenizer/; this file only parses options and prints.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -16,6 +15,7 @@
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
+#include "util/file_read.h"
 
 namespace dsv4::cli {
 
@@ -42,15 +42,12 @@ std::filesystem::path tokenizer_path(const Args& args) {
   return embedded;
 }
 
+constexpr uint64_t kMaxTextBytes = uint64_t(1) << 30;
+
 std::string read_file(const std::string& path) {
+  if (path != "-") return read_input_file(path, kMaxTextBytes);
   std::ostringstream buf;
-  if (path == "-") {
-    buf << std::cin.rdbuf();
-    return buf.str();
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open the text file");
-  buf << in.rdbuf();
+  buf << std::cin.rdbuf();
   return buf.str();
 }
 
@@ -81,10 +78,11 @@ int run_tokenize(const std::vector<std::string>& argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  if (!args.positional().empty()) fail("unexpected argument '", args.positional()[0], "'");
   const int n_inputs = args.has("--text") + args.has("--text-file") + args.has("--decode");
   if (n_inputs != 1) fail("give exactly one of --text, --text-file, --decode\n", kUsage);
-  const Tokenizer tok = Tokenizer::load(tokenizer_path(args));
+  const std::filesystem::path tokenizer_file = tokenizer_path(args);
+  require_regular_file(tokenizer_file);  // before the loader opens it (a FIFO would block)
+  const Tokenizer tok = Tokenizer::load(tokenizer_file);
   const bool json = args.has("--json");
 
   if (auto ids_spec = args.get("--decode")) {

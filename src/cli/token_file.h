@@ -8,8 +8,8 @@
 
 namespace dsv4::cli {
 
-// Error naming the file (and the element) for a missing file, bad JSON, a non-array, a
-// non-integer or negative id, or an empty list.
+// Error naming the file (and the element) for a missing file or one that is a directory, bad
+// JSON, a non-array, a non-integer id, an id out of [0, 2^31), or an empty list.
 std::vector<int32_t> read_token_file(const std::string& path);
 
 }  // namespace dsv4::cli
