@@ -1,5 +1,7 @@
 // libFuzzer target: config.json parsing and validation (model/config.cpp), plus the tensor layout
-// derived from configs it accepts (model/weights.cpp). Only dsv4::Error may come out.
+// derived from configs it accepts (model/weights.cpp). Only dsv4::Error may come out. Seeds include
+// the variants of issue 10: re-released schedules, transformers-saved keys, NVFP4 beyond the
+// experts, a duplicated nested key, an integer past 64 bits.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
