@@ -13,7 +13,9 @@ namespace dsv4 {
 // Which GEMMs quantise their input in official numerics is a property of the layer, not of how
 // the weight happens to be stored (§12: wq_a, wq_b, wkv, wo_b, indexer.wq_b, e_proj, h_proj,
 // shared and routed experts; NOT wo_a, the router, compressors, weights_proj, hc, head), so a
-// BF16 export runs the same numerics as the FP8/FP4 original.
+// BF16 export runs the same numerics as the FP8/FP4 original, and a linear a ModelOpt
+// re-quantisation stored as NVFP4 (§11.6) the numerics of the linear it replaces: its weights
+// dequantise exactly, its input is not re-quantised to FP4 (input_scale, for W4A4, is unused).
 enum class ActQuant { kNone, kFp8 };
 
 // y[n, n_rows] = x[n, W.cols] · W[row0 : row0+n_rows]ᵀ   (x, y FP32, row-major)
