@@ -153,11 +153,10 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   Scratch& s = c.s;
 
   // §4.1 / §4.2: qr = q_norm(x·wq_aᵀ), q = per-head RMSNorm(qr·wq_bᵀ) + RoPE; kv likewise.
-  const QuantAct xq = quantize(c, s.u, D, s.aq, s.aqs, s.fake);
+  const QuantAct xq = block_input(c);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
   linear_q(c, w.wq_a, xq, T, s.qr);
   linear_q(c, w.wkv, xq, T, s.kv);
-  rmsnorm(c, s.qr, w.q_norm.get(), T, Q);
-  const QuantAct qrq = quantize(c, s.qr, Q, s.aq, s.aqs, s.fake);
+  const QuantAct qrq = rmsnorm_quantize(c, s.qr, w.q_norm.get(), T, Q);
   linear_q(c, w.wq_b, qrq, T, s.q);
   rmsnorm(c, s.q, nullptr, T * H, d);
   rope(c, s.q, inv_freq, H, d);

@@ -16,6 +16,7 @@
 #include "cuda/device_model.h"
 #include "cuda/kv_pool.h"
 #include "cuda/layer_pass.h"
+#include "cuda/matmul.h"
 #include "cuda/step.h"
 #include "cuda/step_plan.h"
 #include "model/checkpoint.h"
@@ -150,7 +151,8 @@ class CudaForward final : public Forward {
     DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     const int64_t ctx = opt.ctx_size > 0 ? std::min(opt.ctx_size, cfg.max_position_embeddings)
                                          : cfg.max_position_embeddings;
-    const size_t weights = device_weight_bytes(cfg, w);
+    // cuBLASLt's workspace (matmul.h) is taken before anything is captured.
+    const size_t weights = device_weight_bytes(cfg, w) + matmul_workspace_bytes();
     const size_t limit = size_t(double(total_b) * opt.gpu_memory_utilization);
     const size_t in_use = total_b - free_b;
     const size_t usable = limit > in_use ? std::min(limit - in_use, free_b) : 0;
@@ -169,6 +171,7 @@ class CudaForward final : public Forward {
            " GiB are usable on device ", opt.device, " (", free_b / kGiB, " GiB free, --gpu-memory-utilization ",
            opt.gpu_memory_utilization, "); a smaller --ctx-size needs less");
     model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress));
+    matmul_reserve();
 
     // Slots, then blocks from what is left (the KV budget).
     shape.n_slots = opt.max_sequences > 0 ? int(opt.max_sequences) : kDefaultCudaSequences;

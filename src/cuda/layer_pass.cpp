@@ -11,7 +11,8 @@ namespace dsv4::cuda {
 
 namespace {
 
-// HC_pre (§3.1) into s.u with s.post / s.comb, then the sub-layer's RMSNorm.
+// HC_pre (§3.1) into s.u with s.post / s.comb, the sub-layer's RMSNorm fused, and u's §12 FP8
+// quantisation into s.aq / s.aqs (block_input(), step.h) for the sub-layer's first linears.
 void hc_pre(const StepContext& c, const DeviceHyperConn& hc, const DeviceBuffer<__nv_bfloat16>& norm) {
   const ModelConfig& cfg = c.m.cfg;
   MhcPreParams p;
@@ -23,13 +24,17 @@ void hc_pre(const StepContext& c, const DeviceHyperConn& hc, const DeviceBuffer<
   p.u = c.s.u;
   p.post = c.s.post;
   p.comb = c.s.comb;
+  p.norm_weight = norm.get();
+  const QuantAct q = block_input(c);
+  p.q = const_cast<uint8_t*>(q.q);
+  p.q_scale = const_cast<uint8_t*>(q.scale);
+  p.fake = const_cast<__nv_bfloat16*>(q.fake);
   p.n_tokens = c.T;
   p.D = int(cfg.hidden_size);
   p.sinkhorn_iters = int(cfg.hc_sinkhorn_iters);
   p.hc_eps = float(cfg.hc_eps);
   p.rms_eps = float(cfg.rms_norm_eps);
   launch_mhc_pre(p, c.stream);
-  rmsnorm(c, c.s.u, norm.get(), c.T, int(cfg.hidden_size));
 }
 
 // HC_post (§3.2): X = post·f + Cᵀ·X.
@@ -65,10 +70,10 @@ void head(const StepContext& c) {
   hp.h = c.s.hh;
   hp.n_tokens = L;
   hp.D = D;
+  hp.norm_weight = c.m.norm.get();  // §9's final norm, fused
   hp.hc_eps = float(cfg.hc_eps);
   hp.rms_eps = float(cfg.rms_norm_eps);
   launch_mhc_head(hp, c.stream);
-  rmsnorm(c, c.s.hh, c.m.norm.get(), L, D);
   c.emit_bf16("final.hidden", -1, c.s.hh, {L, D});
   linear_f32(c, c.m.head, c.s.hh, L, c.s.logits);
 }

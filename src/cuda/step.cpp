@@ -1,5 +1,5 @@
-// The step's building blocks (step.h): state and scratch allocation, the trace downloads, and the
-// linear dispatch (FP8-block or BF16 weights, M > kGemvMaxBatch split into row slices).
+// The step's building blocks (step.h): scratch allocation, the trace downloads, norms with their
+// quantisation, and the linears (matmul.h's dispatch; NVFP4 weights through gemv_nvfp4.cuh).
 #include "cuda/step.h"
 
 #include <algorithm>
@@ -144,6 +144,26 @@ QuantAct quantize(const StepContext& c, const __nv_bfloat16* x, int K, uint8_t* 
   p.K = K;
   launch_act_quant(p, c.stream);
   return QuantAct{q, qs, p.fake, K};
+}
+
+QuantAct block_input(const StepContext& c) {
+  return QuantAct{c.s.aq, c.s.aqs, c.m.has_bf16_act_linears ? c.s.fake : nullptr, int(c.m.cfg.hidden_size)};
+}
+
+QuantAct rmsnorm_quantize(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows,
+                          int dim) {
+  RmsNormParams p;
+  p.x = x;
+  p.y = x;
+  p.weight = weight;
+  p.q = c.s.aq;
+  p.q_scale = c.s.aqs;
+  p.fake = c.m.has_bf16_act_linears ? c.s.fake : nullptr;
+  p.n_rows = rows;
+  p.dim = dim;
+  p.eps = float(c.m.cfg.rms_norm_eps);
+  launch_rmsnorm(p, c.stream);
+  return QuantAct{c.s.aq, c.s.aqs, p.fake, dim};
 }
 
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,

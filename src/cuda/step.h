@@ -83,6 +83,13 @@ struct QuantAct {
 };
 QuantAct quantize(const StepContext& c, const __nv_bfloat16* x, int K, uint8_t* q, uint8_t* qs,
                   __nv_bfloat16* fake);
+// The sub-layer input s.u as HC_pre left it quantised (layer_pass.cpp fuses norm and §12 FP8
+// quantisation into s.aq / s.aqs / s.fake): valid until the next quantisation into s.aq.
+QuantAct block_input(const StepContext& c);
+// In-place RMSNorm of x [rows, dim] with its §12 FP8 quantisation into s.aq / s.aqs (and s.fake
+// when a BF16-weight linear consumes it), one launch.
+QuantAct rmsnorm_quantize(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows,
+                          int dim);
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
               __nv_bfloat16* y);
 // Unquantised-input linear with BF16 weights: y = x·Wᵀ in FP32 (router, compressor, indexer
