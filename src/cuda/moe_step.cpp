@@ -1,10 +1,11 @@
-// The MoE sub-layer on the GPU (§8) for the T tokens of a pass: router logits in FP32, routing
-// (hash or biased top-k) on the device, the shared expert, the k routed experts per token from
-// their packed weights (the routing weight applied before w2, §12), and the FP32 sum.
-#include "cuda/kernels/act_quant.cuh"
-#include "cuda/kernels/gemv_bf16.cuh"
-#include "cuda/kernels/gemv_mxfp4.cuh"
+// The MoE sub-layer on the GPU (§8) for the T rows of a pass: router logits in FP32, routing
+// (hash or biased top-k) on the device, the shared expert, then the routed half: the dispatch
+// plan (the picks regrouped by expert), the routed experts grouped — each expert's weights read
+// once per step — with the routing weight applied before w2's quantisation (§12), and the FP32
+// sum back in row order. No device count comes back to the host: every launch is shaped by T.
 #include "cuda/kernels/moe_combine.cuh"
+#include "cuda/kernels/moe_dispatch.cuh"
+#include "cuda/kernels/moe_grouped_gemm.cuh"
 #include "cuda/kernels/router.cuh"
 #include "cuda/kernels/swiglu.cuh"
 #include "cuda/step.h"
@@ -13,143 +14,191 @@ namespace dsv4::cuda {
 
 MoeScratch::MoeScratch(const ModelConfig& c, int rows, DeviceArena& arena) {
   const size_t T = size_t(rows), k = size_t(c.num_experts_per_tok), I = size_t(c.moe_intermediate_size);
-  const size_t D = size_t(c.hidden_size);
+  const size_t D = size_t(c.hidden_size), E = size_t(c.n_routed_experts);
   expert_idx = arena.take<int32_t>(T * k);
-  router_logits = arena.take<float>(T * size_t(c.n_routed_experts));
+  router_logits = arena.take<float>(T * E);
   expert_w = arena.take<float>(T * k);
+  plan = MoeDispatchPlan::carve(arena, int(E), rows, int(k));
   g = arena.take<__nv_bfloat16>(T * k * I);
   up = arena.take<__nv_bfloat16>(T * k * I);
   h = arena.take<__nv_bfloat16>(T * k * I);
   y = arena.take<__nv_bfloat16>(T * k * D);
+  hq = arena.take<uint8_t>(T * k * I);
+  hqs = arena.take<uint8_t>(T * k * I / 128);
   sg = arena.take<__nv_bfloat16>(T * I);
   sup = arena.take<__nv_bfloat16>(T * I);
   sh = arena.take<__nv_bfloat16>(T * I);
   sy = arena.take<__nv_bfloat16>(T * D);
-  fake = arena.take<__nv_bfloat16>(T * k * I);
-  hq = arena.take<uint8_t>(T * k * I);
-  hqs = arena.take<uint8_t>(T * k * I / 128);
+  shq = arena.take<uint8_t>(T * I);
+  shqs = arena.take<uint8_t>(T * I / 128);
+  shf = arena.take<__nv_bfloat16>(T * I);
+  if (c.expert_format == ExpertFormat::kBF16) hf = arena.take<__nv_bfloat16>(T * k * I);
 }
 
 namespace {
 
-// One routed-expert projection for n_sel selections: y[s] = x[s / sel_per_x] · W_{idx[s]}ᵀ.
-// x is FP8 (q/scale) for packed FP4 experts and BF16 fake-quant values for BF16 experts.
-void experts(const StepContext& c, const DeviceExperts& w, const QuantAct& x, int sel_per_x,
-             int n_sel, __nv_bfloat16* y) {
-  if (w.format == DeviceExperts::Format::kBF16) {
-    GemvBf16Params p;
-    p.w = reinterpret_cast<const __nv_bfloat16*>(w.data.get());
-    p.x = x.fake;
-    p.y = y;
-    p.out_bf16 = true;
-    p.expert_idx = c.s.moe.expert_idx;
-    p.n_experts = w.E;
-    p.sel_per_x = sel_per_x;
-    p.M = n_sel;
-    p.N = w.N;
-    p.K = w.K;
-    launch_gemv_bf16(p, c.stream);
+// One routed-expert projection over the plan's grouped rows: y_m[j] = x[row(j)] · W_m,e(j)ᵀ for
+// the n_mats tensors w[m] (w1 and w3 share one launch), row(j) = x_row[j] or j. Packed FP4
+// experts read FP8 x (q, scale), BF16 experts its BF16 fake-quant values (fake).
+void routed(const DeviceExperts* const* w, int n_mats, const uint8_t* q, const uint8_t* scale,
+            const __nv_bfloat16* fake, const int32_t* x_row, const MoeDispatchPlan& plan, int max_sel,
+            __nv_bfloat16* const* y, cudaStream_t stream) {
+  for (int m = 1; m < n_mats; ++m)
+    DSV4_CHECK_MSG(w[m]->format == w[0]->format && w[m]->N == w[0]->N && w[m]->K == w[0]->K,
+                   "moe: routed tensors of one launch differ in format or shape");
+  if (w[0]->format == DeviceExperts::Format::kBF16) {
+    DSV4_CHECK_MSG(fake, "moe: BF16 routed experts fed without fake-quantised activations");
+    MoeGroupedBf16Params p;
+    p.n_mats = n_mats;
+    for (int m = 0; m < n_mats; ++m) {
+      p.w[m] = reinterpret_cast<const __nv_bfloat16*>(w[m]->data.get());
+      p.y[m] = y[m];
+    }
+    p.x = fake;
+    p.x_row = x_row;
+    p.offsets = plan.offsets;
+    p.E = w[0]->E;
+    p.N = w[0]->N;
+    p.K = w[0]->K;
+    p.max_sel = max_sel;
+    launch_moe_grouped_bf16(p, stream);
     return;
   }
-  GemvMxfp4Params p;
-  p.format = w.format == DeviceExperts::Format::kNVFP4 ? ExpertWeightFormat::kNVFP4
-                                                       : ExpertWeightFormat::kMXFP4;
-  p.w = w.data.get();
-  p.w_scale = w.scale.get();
-  p.global_scale = w.global_scale.get();
-  p.expert_idx = c.s.moe.expert_idx;
-  p.x = x.q;
-  p.x_scale = x.scale;
-  p.sel_per_x = sel_per_x;
-  p.y = y;
-  p.out_bf16 = true;
-  p.n_sel = n_sel;
-  p.n_experts = w.E;
-  p.N = w.N;
-  p.K = w.K;
-  launch_gemv_mxfp4(p, c.stream);
+  MoeGroupedParams p;
+  p.format = w[0]->format == DeviceExperts::Format::kNVFP4 ? ExpertWeightFormat::kNVFP4 : ExpertWeightFormat::kMXFP4;
+  p.n_mats = n_mats;
+  for (int m = 0; m < n_mats; ++m) {
+    p.w[m] = w[m]->data.get();
+    p.w_scale[m] = w[m]->scale.get();
+    p.global_scale[m] = w[m]->global_scale.get();
+    p.y[m] = y[m];
+  }
+  p.x = q;
+  p.x_scale = scale;
+  p.x_row = x_row;
+  p.offsets = plan.offsets;
+  p.E = w[0]->E;
+  p.N = w[0]->N;
+  p.K = w[0]->K;
+  p.max_sel = max_sel;
+  launch_moe_grouped_gemm(p, stream);
 }
 
-// h = SwiGLU(g, v) (× routing weight), and its §12 quantisation for the w2 projection.
-QuantAct swiglu(const StepContext& c, const __nv_bfloat16* g, const __nv_bfloat16* v,
-                const float* row_weight, int rows, __nv_bfloat16* h, bool bf16_w2) {
-  const int I = int(c.m.cfg.moe_intermediate_size);
+// h = SwiGLU(g, v) (× routing weight) for `rows` rows (of which *active are live when set), and
+// its §12 quantisation for w2: FP8 q/scale, plus the BF16 fake-quant values when `fake` is set.
+void swiglu(const ModelConfig& cfg, const __nv_bfloat16* g, const __nv_bfloat16* v, const float* row_weight,
+            int rows, const int32_t* active, __nv_bfloat16* h, uint8_t* q, uint8_t* qs, __nv_bfloat16* fake,
+            cudaStream_t stream) {
   SwigluParams p;
   p.gate = g;
   p.up = v;
   p.row_weight = row_weight;
   p.h = h;
-  p.q = c.s.moe.hq;
-  p.q_scale = c.s.moe.hqs;
+  p.q = q;
+  p.q_scale = qs;
+  p.fake = fake;
   p.n_rows = rows;
-  p.I = I;
-  p.limit = float(c.m.cfg.swiglu_limit);
-  launch_swiglu(p, c.stream);
-  QuantAct out{c.s.moe.hq, c.s.moe.hqs, nullptr, I};
-  if (bf16_w2) {  // BF16 weights consume the same FP8 grid as BF16 values
-    ActQuantParams a;
-    a.x = h;
-    a.fake = c.s.moe.fake;
-    a.rows = rows;
-    a.K = I;
-    launch_act_quant(a, c.stream);
-    out.fake = c.s.moe.fake;
-  }
-  return out;
+  p.n_rows_active = active;
+  p.I = int(cfg.moe_intermediate_size);
+  p.limit = float(cfg.swiglu_limit);
+  launch_swiglu(p, stream);
 }
 
 }  // namespace
+
+void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3, const DeviceExperts& w2,
+                MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream) {
+  const int T = in.T, D = int(cfg.hidden_size), E = int(cfg.n_routed_experts), k = int(cfg.num_experts_per_tok);
+  DSV4_CHECK_MSG(T <= ms.plan.max_rows, "moe: ", T, " rows in a pass sized for ", ms.plan.max_rows);
+  DSV4_CHECK_MSG(w1.E == E && w3.E == E && w2.E == E, "moe: ", w1.E, " experts in a layer of ", E);
+
+  // The picks regrouped by expert: counts, offsets, the permutation both ways (padding rows and
+  // invalid picks left out).
+  MoeDispatchParams dp;
+  dp.expert_idx = in.expert_idx;
+  dp.expert_weight = in.expert_w;
+  dp.n_real = in.n_real;
+  dp.T = T;
+  dp.plan = ms.plan;
+  launch_moe_dispatch(dp, stream);
+  const int max_sel = T * k;                   // grouped rows the launches are shaped for
+  const int32_t* n_sel = ms.plan.offsets + E;  // device: grouped rows of this pass
+
+  // §8.2 over the grouped rows: w1 and w3 in one launch (x rows through plan.sel_row), SwiGLU
+  // × routing weight before w2's quantisation (§12), then w2 on the grouped h.
+  const DeviceExperts* w13[2] = {&w1, &w3};
+  __nv_bfloat16* gu[2] = {ms.g, ms.up};
+  routed(w13, 2, in.x_q, in.x_scale, in.x_fake, ms.plan.sel_row, ms.plan, max_sel, gu, stream);
+  const bool bf16_w2 = w2.format == DeviceExperts::Format::kBF16;
+  DSV4_CHECK_MSG(!bf16_w2 || ms.hf, "moe: BF16 routed experts in a model whose config says ",
+                 to_string(cfg.expert_format));
+  swiglu(cfg, ms.g, ms.up, ms.plan.sel_weight, max_sel, n_sel, ms.h, ms.hq, ms.hqs, bf16_w2 ? ms.hf : nullptr,
+         stream);
+  const DeviceExperts* w2s[1] = {&w2};
+  __nv_bfloat16* y[1] = {ms.y};
+  routed(w2s, 1, ms.hq, ms.hqs, ms.hf, nullptr, ms.plan, max_sel, y, stream);
+
+  // §8.4: Σ routed (ascending expert id, FP32) + shared, BF16, back in row order.
+  MoeCombineParams mp;
+  mp.routed = ms.y;
+  mp.routed_row = ms.plan.pos_of;
+  mp.shared = in.shared;
+  mp.out = in.out;
+  mp.expert_ids = in.expert_idx;  // the reference's order: routed by ascending expert id
+  mp.n_real = in.n_real;
+  mp.T = T;
+  mp.k = k;
+  mp.D = D;
+  launch_moe_combine(mp, stream);
+}
 
 void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
   const ModelConfig& cfg = c.m.cfg;
   const int T = c.T, D = int(cfg.hidden_size), E = int(cfg.n_routed_experts);
   const int k = int(cfg.num_experts_per_tok);
   Scratch& s = c.s;
+  MoeScratch& ms = s.moe;
 
   // §8.1: s = sqrt(softplus(x·gateᵀ)) in FP32; hash or biased top-k; weights renormalised.
-  linear_f32(c, w.gate, s.u, T, s.moe.router_logits);
+  linear_f32(c, w.gate, s.u, T, ms.router_logits);
   RouterParams rp;
-  rp.logits = s.moe.router_logits;
+  rp.logits = ms.router_logits;
   if (w.spec.routing == RoutingType::kScore) {
     rp.bias = w.gate_bias.get();
   } else {
     rp.tid2eid = w.tid2eid.get();
     rp.token_ids = c.tokens;
   }
-  rp.expert_idx = s.moe.expert_idx;
-  rp.expert_weight = s.moe.expert_w;
+  rp.expert_idx = ms.expert_idx;
+  rp.expert_weight = ms.expert_w;
   rp.n_tokens = T;
   rp.E = E;
   rp.k = k;
   rp.vocab = int(cfg.vocab_size);
   rp.route_scale = float(cfg.routed_scaling_factor);
   launch_router(rp, c.stream);
-  c.emit_i32("moe.experts", layer, s.moe.expert_idx, {T, k});
-  c.emit_f32("moe.weights", layer, s.moe.expert_w, {T, k});
+  c.emit_i32("moe.experts", layer, ms.expert_idx, {T, k});
+  c.emit_f32("moe.weights", layer, ms.expert_w, {T, k});
 
   const QuantAct xq = quantize(c, s.u, D, s.aq, s.aqs, s.fake);
   // §8.3 shared expert.
-  linear_q(c, w.shared_w1, xq, T, s.moe.sg);
-  linear_q(c, w.shared_w3, xq, T, s.moe.sup);
-  // §8.2 routed experts: T·k selections, selection t·k + i reads token t's activations.
-  experts(c, w.w1, xq, k, T * k, s.moe.g);
-  experts(c, w.w3, xq, k, T * k, s.moe.up);
-  // The shared w2 goes first: its SwiGLU quantisation shares the scratch with the routed one.
-  const QuantAct shq = swiglu(c, s.moe.sg, s.moe.sup, nullptr, T, s.moe.sh, !w.shared_w2.fp8);
-  linear_q(c, w.shared_w2, shq, T, s.moe.sy);
-  const QuantAct hq = swiglu(c, s.moe.g, s.moe.up, s.moe.expert_w, T * k, s.moe.h,
-                             w.w2.format == DeviceExperts::Format::kBF16);
-  experts(c, w.w2, hq, 1, T * k, s.moe.y);
+  linear_q(c, w.shared_w1, xq, T, ms.sg);
+  linear_q(c, w.shared_w3, xq, T, ms.sup);
+  __nv_bfloat16* shf = w.shared_w2.fp8 ? nullptr : ms.shf;  // BF16 weights consume BF16 values
+  swiglu(cfg, ms.sg, ms.sup, nullptr, T, nullptr, ms.sh, ms.shq, ms.shqs, shf, c.stream);
+  linear_q(c, w.shared_w2, QuantAct{ms.shq, ms.shqs, shf, int(cfg.moe_intermediate_size)}, T, ms.sy);
 
-  MoeCombineParams mp;
-  mp.routed = s.moe.y;
-  mp.shared = s.moe.sy;
-  mp.out = s.ffn_out;
-  mp.expert_ids = s.moe.expert_idx;  // the reference's order: routed by ascending expert id
-  mp.T = T;
-  mp.k = k;
-  mp.D = D;
-  launch_moe_combine(mp, c.stream);
+  MoeRoutedInput in;
+  in.x_q = xq.q;
+  in.x_scale = xq.scale;
+  in.x_fake = xq.fake;
+  in.expert_idx = ms.expert_idx;
+  in.expert_w = ms.expert_w;
+  in.n_real = c.n_real;
+  in.shared = ms.sy;
+  in.out = s.ffn_out;
+  in.T = T;
+  moe_routed(cfg, w.w1, w.w3, w.w2, ms, in, c.stream);
   c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
 }
 

@@ -3,31 +3,57 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 
 #include "cuda/device_arena.h"
+#include "cuda/kernels/moe_dispatch.cuh"
 #include "model/config.h"
 
 namespace dsv4::cuda {
 
 struct StepContext;
 struct DeviceLayer;
+struct DeviceExperts;
 
-// Buffers of the MoE sub-layer for passes of up to `rows` tokens (device_arena.h: the same code
-// counts and allocates).
+// Buffers of the MoE sub-layer for passes of up to `rows` rows (device_arena.h: the same code
+// counts and allocates). Routed-expert rows are in the dispatch plan's grouped order: up to
+// rows·k of them, expert by expert.
 struct MoeScratch {
   MoeScratch(const ModelConfig& cfg, int rows, DeviceArena& arena);
-  int32_t* expert_idx;                 // [rows, k]
-  float *router_logits, *expert_w;     // [rows, E], [rows, k]
-  __nv_bfloat16 *g, *up, *h, *y;       // [rows·k, I] ×3, [rows·k, D]
-  __nv_bfloat16 *sg, *sup, *sh, *sy;   // shared expert: [rows, I] ×3, [rows, D]
-  __nv_bfloat16* fake;                 // [rows·k, I] BF16 fake-quant input of BF16 w2 weights
-  uint8_t *hq, *hqs;                   // [rows·k, I] e4m3, [rows·k, I/128] ue8m0
+  int32_t* expert_idx;                // [rows, k] router picks
+  float *router_logits, *expert_w;    // [rows, E], [rows, k]
+  MoeDispatchPlan plan;               // the picks regrouped by expert (moe_dispatch.cuh)
+  __nv_bfloat16 *g, *up, *h, *y;      // grouped: [rows·k, I] ×3, [rows·k, D]
+  uint8_t *hq, *hqs;                  // grouped h for w2: [rows·k, I] e4m3, [rows·k, I/128] ue8m0
+  __nv_bfloat16 *sg, *sup, *sh, *sy;  // shared expert: [rows, I] ×3, [rows, D]
+  uint8_t *shq, *shqs;                // shared h for w2: [rows, I] e4m3, [rows, I/128] ue8m0
+  __nv_bfloat16* shf;                 // [rows, I] shared h as BF16 fake-quant (BF16 shared w2)
+  // BF16 routed experts only (nullptr otherwise): grouped h as BF16 fake-quant [rows·k, I].
+  __nv_bfloat16* hf = nullptr;
 };
 
-// x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D]: router, shared expert, routed experts,
-// the reference-order sum (§8).
+// x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D]: router, shared expert, then
+// moe_routed (§8). Rows at or past *c.n_real cost no expert work; their output is the shared
+// expert's.
 void moe_step(const StepContext& c, const DeviceLayer& w, int layer);
+
+// The routed half of moe_step, given the router's picks (device pointers; also what
+// tests/cuda/moe_step.cpp drives): dispatch plan, grouped w1/w3, SwiGLU × routing weight with
+// the §12 quantisation for w2, grouped w2, and the combine with the shared expert's output.
+struct MoeRoutedInput {
+  const uint8_t* x_q = nullptr;          // [T, D] e4m3: the §12-quantised MoE input
+  const uint8_t* x_scale = nullptr;      // [T, D/128] ue8m0
+  const __nv_bfloat16* x_fake = nullptr; // [T, D] the same values in BF16 (BF16 experts only)
+  const int32_t* expert_idx = nullptr;   // [T, k] router picks
+  const float* expert_w = nullptr;       // [T, k] routing weights
+  const int32_t* n_real = nullptr;       // device int32: rows >= it are padding; nullptr: T
+  const __nv_bfloat16* shared = nullptr; // [T, D] shared expert output
+  __nv_bfloat16* out = nullptr;          // [T, D]
+  int T = 0;
+};
+void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3,
+                const DeviceExperts& w2, MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
 
 }  // namespace dsv4::cuda

@@ -15,6 +15,7 @@
 #include "cuda/kernels/moe_dispatch.cuh"
 #include "cuda/kernels/moe_grouped_gemm.cuh"
 #include "model/quant.h"
+#include "moe_fixtures.h"
 #include "op_parity.h"
 #include "support/seed.h"
 #include "util/float_formats.h"
@@ -235,61 +236,16 @@ TEST(MoeGemmLayout, ItemDecodeCoversEveryRowOnce) {
 // ------------------------------------------------------------------------------------------------
 // GPU: parity with the scalar dequantisation, and batch invariance.
 
-// E experts of one tensor [E, N, K] with their host bytes (for the reference) and device copies.
-struct ExpertTensor {
-  Fmt fmt = Fmt::kMXFP4;
-  int E = 0, N = 0, K = 0;
-  std::vector<uint8_t> w, s;
-  std::vector<float> gs;
-  DeviceBuffer<uint8_t> dw, ds;
-  DeviceBuffer<float> dgs;
-
-  int64_t block() const { return fmt == Fmt::kNVFP4 ? kNVFP4BlockSize : kMXFP4BlockSize; }
-  WeightMatrix view(int e) const {  // the scalar ground truth's view of expert e
-    WeightMatrix m;
-    m.name = cat("test.experts.", e, ".w");
-    m.format = fmt == Fmt::kNVFP4 ? WeightFormat::kNVFP4 : WeightFormat::kMXFP4;
-    m.rows = N;
-    m.cols = K;
-    m.data = w.data() + size_t(e) * N * K / 2;
-    m.scale = s.data() + size_t(e) * N * size_t(K / block());
-    m.global_scale = fmt == Fmt::kNVFP4 ? gs[size_t(e)] : 1.0f;
-    return m;
-  }
-};
-
-// Fast random bytes (the Flash-shaped tensors are a GiB): xorshift64* seeded from the test rng.
-void fill_random(std::vector<uint8_t>& v, uint64_t seed) {
-  uint64_t s = seed | 1;
-  size_t i = 0;
-  for (; i + 8 <= v.size(); i += 8) {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    const uint64_t r = s * 0x2545F4914F6CDD1Dull;
-    std::memcpy(v.data() + i, &r, 8);
-  }
-  for (; i < v.size(); ++i) v[i] = uint8_t(i * 131 + seed);
-}
-
 class MoeGroupedGemmTest : public CudaOpTest {
  protected:
   // Every E2M1 code appears (raw random bytes). MXFP4 scales spread ±6 binades around 1; NVFP4
   // scales over the whole finite E4M3 grid with a per-expert global ~ amax/(6·448).
   void make_tensor(ExpertTensor& t, Fmt fmt, int E, int N, int K) {
-    t.fmt = fmt;
-    t.E = E;
-    t.N = N;
-    t.K = K;
-    t.w.resize(size_t(E) * N * K / 2);
-    fill_random(t.w, rng());
-    const size_t ns = size_t(E) * N * size_t(K / t.block());
-    t.s = fmt == Fmt::kNVFP4 ? random_e4m3(ns) : random_e8m0(ns, 6);
-    t.gs.resize(size_t(E));
-    for (auto& g : t.gs) g = uniform(0x1p-12f, 0x1p-6f);
-    t.dw = DeviceBuffer<uint8_t>(t.w);
-    t.ds = DeviceBuffer<uint8_t>(t.s);
-    t.dgs = DeviceBuffer<float>(t.gs);
+    const auto global = [&] { return uniform(0x1p-12f, 0x1p-6f); };
+    if (fmt == Fmt::kNVFP4)
+      t.make(fmt, E, N, K, rng(), ExpertTensor::any_e4m3(), global);
+    else
+      t.make(fmt, E, N, K, rng(), ExpertTensor::ue8m0_around(0, 6), global);
   }
 };
 
@@ -299,27 +255,6 @@ struct Routing {
   std::vector<int32_t> idx;
   std::vector<float> wt;
 };
-
-// The host plan (moe_dispatch.cuh's definition): grouped positions expert by expert, (t, i) order.
-struct HostPlan {
-  std::vector<int32_t> offsets, sel_row, sel_slot, pos_of;
-};
-HostPlan host_plan(const Routing& r, int E) {
-  HostPlan p;
-  p.offsets.assign(size_t(E) + 1, 0);
-  p.pos_of.assign(size_t(r.T) * r.k, -1);
-  for (int e = 0; e < E; ++e) {
-    for (int t = 0; t < r.n_real; ++t)
-      for (int i = 0; i < r.k; ++i)
-        if (r.idx[size_t(t) * r.k + i] == e) {
-          p.pos_of[size_t(t) * r.k + i] = int32_t(p.sel_row.size());
-          p.sel_row.push_back(t);
-          p.sel_slot.push_back(i);
-        }
-    p.offsets[size_t(e) + 1] = int32_t(p.sel_row.size());
-  }
-  return p;
-}
 
 // The device plan for a routing (moe_dispatch.cuh), in buffers owned by the caller.
 struct DevicePlan {
@@ -397,8 +332,8 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
   ExpertTensor wt[2];
   for (int m = 0; m < c.n_mats; ++m) make_tensor(wt[m], c.fmt, c.E, c.N, c.K);
   const Routing r = make_routing(rng, c.T, c.k, c.E, c.pick, n_real);
-  const HostPlan hp = host_plan(r, c.E);
-  const int n_sel = hp.offsets[size_t(c.E)], max_sel = c.T * c.k;
+  const HostPlan hp = host_plan(r.idx, r.T, r.k, r.n_real, c.E);
+  const int n_sel = hp.n_sel(), max_sel = c.T * c.k;
   DevicePlan dp(r, c.E);
   const auto x = random_e4m3(size_t(c.T) * c.K), xs = random_e8m0(size_t(c.T) * (c.K / kActBlockSize), 8);
   DeviceBuffer<uint8_t> d_x(x), d_xs(xs);
@@ -459,7 +394,7 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
         for (int n = 0; n < c.N; ++n) ASSERT_TRUE(std::isfinite(y[size_t(j) * c.N + n])) << "row " << j << " unwritten";
         continue;
       }
-      const int e = int(std::upper_bound(hp.offsets.begin(), hp.offsets.end(), j) - hp.offsets.begin()) - 1;
+      const int e = hp.expert_of(j);
       const int row = hp.sel_row[size_t(j)];
       const WeightMatrix wm = wt[m].view(e);
       for (int n = 0; n < c.N; ++n) {
@@ -568,7 +503,7 @@ TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
         std::copy(&xs_test[size_t(i) * (K / kActBlockSize)], &xs_test[size_t(i + 1) * (K / kActBlockSize)],
                   &xs[size_t(t) * (K / kActBlockSize)]);
       }
-      const HostPlan hp_alone = host_plan(alone, E), hp_big = host_plan(big, E);
+      const HostPlan hp_alone = host_plan(alone.idx, alone.T, k, alone.n_real, E), hp_big = host_plan(big.idx, big.T, k, big.n_real, E);
       for (const bool f32 : {true, false}) {
         const auto y_alone = run(alone, x_test, xs_test, f32), y_big = run(big, x, xs, f32);
         const size_t row_bytes = size_t(N) * (f32 ? 4 : 2);
