@@ -58,6 +58,39 @@ struct ForwardItem {
   std::vector<float>* logits = nullptr;
   const DeviceSampling* sample = nullptr;  // when the backend samples: choose the next token
   int32_t* sampled = nullptr;  // out: the token chosen for the last row, when the backend samples
+  // Speculative decoding (Forward::can_draft): also run the MTP block over this item's rows but
+  // the last (row i with the next token tokens[i+1]) and keep the final streams of its last
+  // kMaxSpeculative + 1 rows for draft(). The sequence's MTP position must equal its position.
+  bool mtp = false;
+  // With all_logits and `sample`: sample every row, not only the last (speculative verification
+  // reads a token per row): sampled_rows[i] for row i (a backend that samples).
+  int32_t* sampled_rows = nullptr;
+};
+
+// Speculative decoding with the model's MTP block (§10). The protocol, for a sequence that has
+// consumed positions [0, p) and whose MTP block has consumed the same positions:
+//   1. forward(tokens = [x_p, d_1 … d_k], mtp, all_logits): the main model verifies the drafts and
+//      the MTP block consumes positions p … p+k−1 with next tokens d_1 … d_k;
+//   2. the caller accepts a drafts (d_1 … d_a agree with the verifier) and calls rollback(seq,
+//      p + a + 1): positions from there on are forgotten in every piece of streaming state (window
+//      rings, compressor windows and entries, indexer keys, KV blocks) and the MTP block's
+//      position becomes p + a (its rows for rejected drafts are forgotten too);
+//   3. draft(seq, token = the verifier's token after d_a): the MTP block consumes position p + a
+//      with that token (from the kept streams of the verify rows) and drafts n tokens, feeding its
+//      own output streams back for the next draft (§10); it then forgets those recurrent rows, so
+//      its position is p + a + 1 = the sequence's.
+// A prefill is step 1 with the prompt (k = len − 1, nothing rejected).
+inline constexpr int kMaxSpeculative = 3;  // drafted tokens per step at most
+
+struct DraftItem {
+  SequenceState* seq = nullptr;
+  int32_t token = 0;        // the token at the sequence's position (sampled, not yet fed)
+  int n_draft = 0;          // 1 … kMaxSpeculative
+  // Chooses each drafted token from the draft logits [vocab] (greedy, or a sample for the
+  // speculative-sampling rule); nullptr: greedy (argmax, lowest id on ties).
+  std::function<int32_t(std::span<const float> logits)> choose;
+  std::vector<int32_t>* drafts = nullptr;  // out [n_draft]
+  std::vector<float>* logits = nullptr;    // out [n_draft, vocab] when not null
 };
 
 // What the backend's KV cache can hold (design.md "Paged KV pools"). Compressed entries, indexer
@@ -93,6 +126,13 @@ class Forward {
   virtual bool samples_on_device() const { return false; }
   // Runs every item (several sequences in one batch); advances each sequence's state.
   virtual void forward(std::span<ForwardItem> batch, const TraceHook* trace = nullptr) = 0;
+
+  // Speculative decoding (the protocol above). can_draft(): the checkpoint has an MTP block and
+  // the backend implements it; the other two throw dsv4::Error when it does not.
+  virtual bool can_draft() const { return false; }
+  virtual void draft(std::span<DraftItem> items);
+  // Forgets positions [n_tokens, position) of `seq` (at most kMaxSpeculative + 1 of them).
+  virtual void rollback(SequenceState& seq, int64_t n_tokens);
 };
 
 }  // namespace dsv4
