@@ -13,6 +13,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -173,7 +174,9 @@ int run_serve(const std::vector<std::string>& raw_argv) {
                  "--encoder-revision", "--http-threads", "--max-body-bytes", "--shutdown-timeout"});
   const Args args(resolve_auto_backend(raw_argv), values, {"--help"}, {{"-m", "--model"}, {"-h", "--help"}});
   if (args.has("--help")) {
-    std::fprintf(stdout, "%s%s", kUsage, kBackendUsage);
+    // kBackendUsage's own --backend line (cpu default) is replaced by kUsage's (auto default).
+    const std::string_view backend = kBackendUsage;
+    std::fprintf(stdout, "%s%s", kUsage, std::string(backend.substr(backend.find('\n') + 1)).c_str());
     return 0;
   }
 
