@@ -3,10 +3,9 @@
 #include "model/config.h"
 
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <optional>
 
 #include "util/error.h"
 #include "util/file_read.h"
