@@ -1,0 +1,418 @@
+// Routed-MoE benchmark: one Flash-shaped layer's routed experts (E = 256, D = 4096, I = 2048,
+// k = 6, MXFP4 or NVFP4) through moe_routed — dispatch plan, grouped w1/w3, SwiGLU + FP8,
+// grouped w2, combine — at decode batches 1/8/64/128 (uniform random routing; experts touched
+// counted) and prefill 2K/8K rows, against a device-to-device copy and an FP8 GEMM at 8192³ timed
+// in the same run (design.md "Speed principles"); the old per-selection GEMV path beside it for
+// decode. Kernels run as CUDA-graph replays; successive replays use different routings so that
+// the L2 does not keep the previous step's experts. Correctness is tests/cuda's job.
+//
+// Usage: bench_cuda_moe_bench [--quick] [--nvfp4]. The card and date head the output.
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_check.h"
+#include "cuda/device_arena.h"
+#include "cuda/device_buffer.h"
+#include "cuda/device_model.h"
+#include "cuda/kernels/gemv_mxfp4.cuh"
+#include "cuda/kernels/moe_combine.cuh"
+#include "cuda/kernels/moe_grouped_gemm.cuh"
+#include "cuda/kernels/swiglu.cuh"
+#include "cuda/moe_step.h"
+#include "model/config.h"
+#include "model/quant.h"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr int kE = 256, kD = 4096, kI = 2048, kK = 6;  // Flash (architecture.md notation table)
+
+// Deterministic non-trivial bytes (xorshift64*): never zeros (METHOD.md).
+struct Filler {
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  std::vector<uint8_t> bytes(size_t n, uint8_t lo, uint8_t hi, bool avoid_e4m3_nan) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) {
+      uint8_t b = uint8_t(lo + next() % uint64_t(hi - lo + 1));
+      if (avoid_e4m3_nan && (b & 0x7f) == 0x7f) b ^= 0x01;
+      v[i] = b;
+    }
+    return v;
+  }
+};
+
+// Median over reps of (time of `iters` calls) / iters, in seconds, one warm-up rep first. With
+// graph_replay the calls are captured once and the graph replayed (how decode runs); the copy
+// roofline is timed from plain stream launches (bench/cuda_gemv_bench.cpp says why).
+double median_seconds(int reps, int iters, bool graph_replay, const std::function<void(int, cudaStream_t)>& body) {
+  cudaStream_t s;
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaEvent_t a, b;
+  DSV4_CUDA_CHECK(cudaEventCreate(&a));
+  DSV4_CUDA_CHECK(cudaEventCreate(&b));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  if (graph_replay) {
+    DSV4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < iters; ++i) body(i, s);
+    DSV4_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  }
+  std::vector<double> t;
+  for (int r = -1; r < reps; ++r) {
+    DSV4_CUDA_CHECK(cudaEventRecord(a, s));
+    if (graph_replay) {
+      DSV4_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    } else {
+      for (int i = 0; i < iters; ++i) body(i, s);
+    }
+    DSV4_CUDA_CHECK(cudaEventRecord(b, s));
+    DSV4_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    if (r >= 0) t.push_back(ms * 1e-3 / iters);
+  }
+  if (graph_replay) {
+    DSV4_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    DSV4_CUDA_CHECK(cudaGraphDestroy(graph));
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  DSV4_CUDA_CHECK(cudaStreamDestroy(s));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+#define BENCH_CUBLAS_CHECK(call)                                                                      \
+  do {                                                                                                \
+    const cublasStatus_t st_ = (call);                                                                \
+    if (st_ != CUBLAS_STATUS_SUCCESS) throw InternalError(cat(#call, " -> ", cublasLtGetStatusName(st_))); \
+  } while (0)
+
+// The FP8 dense reference: cuBLASLt E4M3 × E4M3 -> BF16, FP32 accumulation, 8192³ ("TN", the
+// layout FP8 needs), per-tensor scale 1. Returns TFLOP/s (2·M·N·K / time).
+double fp8_gemm_tflops(int reps, Filler& fill) {
+  const int n = 8192;
+  const size_t elems = size_t(n) * n;
+  DeviceBuffer<uint8_t> a(fill.bytes(elems, 0, 255, true)), b(fill.bytes(elems, 0, 255, true));
+  DeviceBuffer<uint16_t> d(elems);
+  const size_t ws_bytes = size_t(64) << 20;
+  DeviceBuffer<uint8_t> ws(ws_bytes);
+  cublasLtHandle_t h;
+  BENCH_CUBLAS_CHECK(cublasLtCreate(&h));
+  cublasLtMatmulDesc_t desc;
+  BENCH_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  BENCH_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  BENCH_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  cublasLtMatrixLayout_t la, lb, ld;
+  BENCH_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, n, n, n));
+  BENCH_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, n, n, n));
+  BENCH_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, n, n));
+  cublasLtMatmulPreference_t pref;
+  BENCH_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  BENCH_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                          sizeof ws_bytes));
+  cublasLtMatmulHeuristicResult_t result{};
+  int n_results = 0;
+  BENCH_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, ld, ld, pref, 1, &result, &n_results));
+  if (n_results == 0) throw Error("cuBLASLt offers no FP8 algorithm for 8192³");
+  const float alpha = 1.0f, beta = 0.0f;
+  const double t = median_seconds(reps, 10, false, [&](int, cudaStream_t st) {
+    BENCH_CUBLAS_CHECK(cublasLtMatmul(h, desc, &alpha, a.get(), la, b.get(), lb, &beta, d.get(), ld, d.get(), ld,
+                                      &result.algo, ws.get(), ws_bytes, st));
+  });
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(ld);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(h);
+  return 2.0 * n * n * double(n) / t * 1e-12;
+}
+
+// One tensor of the layer's experts [E, N, K]: 8 distinct random experts replicated over E
+// (3 GiB of host randomness would dominate the run; the L2 cannot tell), realistic scales.
+DeviceExperts make_experts(Filler& fill, bool nv, int N, int K) {
+  DeviceExperts d;
+  d.format = nv ? DeviceExperts::Format::kNVFP4 : DeviceExperts::Format::kMXFP4;
+  d.E = kE;
+  d.N = N;
+  d.K = K;
+  const size_t per = size_t(N) * K / 2, scale_per = size_t(N) * K / (nv ? 16 : 32);
+  d.data = DeviceBuffer<uint8_t>(per * kE);
+  const int distinct = 8;
+  for (int e = 0; e < distinct; ++e) {
+    const auto w = fill.bytes(per, 0, 255, false);
+    DSV4_CUDA_CHECK(cudaMemcpy(d.data.get() + e * per, w.data(), per, cudaMemcpyHostToDevice));
+  }
+  for (int e = distinct; e < kE; ++e)
+    DSV4_CUDA_CHECK(cudaMemcpy(d.data.get() + e * per, d.data.get() + (e % distinct) * per, per, cudaMemcpyDeviceToDevice));
+  // MXFP4: UE8M0 2^-7..2^-3; NVFP4: E4M3 0.5..1.875 with a global 2^-5.
+  d.scale = DeviceBuffer<uint8_t>(nv ? fill.bytes(scale_per * kE, 0x30, 0x3f, true) : fill.bytes(scale_per * kE, 120, 124, false));
+  d.global_scale = DeviceBuffer<float>(std::vector<float>(kE, 0x1p-5f));
+  return d;
+}
+
+// One step's routing: [T, k] distinct uniform picks and weights, and the experts it touches.
+struct Routing {
+  DeviceBuffer<int32_t> idx;
+  DeviceBuffer<float> w;
+  int touched = 0;
+};
+Routing make_routing(Filler& fill, int T) {
+  std::vector<int32_t> idx(size_t(T) * kK);
+  std::vector<float> w(idx.size());
+  std::vector<bool> hit(kE, false);
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < kK; ++i) {
+      int32_t e;
+      do e = int32_t(fill.next() % kE);
+      while (std::find(&idx[size_t(t) * kK], &idx[size_t(t) * kK] + i, e) != &idx[size_t(t) * kK] + i);
+      idx[size_t(t) * kK + i] = e;
+      w[size_t(t) * kK + i] = 0.25f;
+      hit[size_t(e)] = true;
+    }
+  Routing r;
+  r.idx = DeviceBuffer<int32_t>(idx);
+  r.w = DeviceBuffer<float>(w);
+  r.touched = int(std::count(hit.begin(), hit.end(), true));
+  return r;
+}
+
+struct Row {
+  std::string name;
+  int T = 0;
+  double touched = 0, weight_mb = 0, routed_us = 0, gemm_us = 0, old_us = 0, tflops = 0;
+};
+
+}  // namespace
+}  // namespace dsv4::cuda
+
+int main(int argc, char** argv) {
+  using namespace dsv4::cuda;
+  using dsv4::cat;
+  bool quick = false, nv = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--nvfp4") == 0) nv = true;
+    else {
+      std::fprintf(stderr, "usage: bench_cuda_moe_bench [--quick] [--nvfp4]\n");
+      return 2;
+    }
+  }
+  try {
+    if (!device_available()) {
+      std::fprintf(stderr, "no CUDA device\n");
+      return 1;
+    }
+    cudaDeviceProp prop{};
+    DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    char date[64];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+    std::printf("card: %s, %d SMs, L2 %d MiB, %.1f GiB; date: %s\n", prop.name, prop.multiProcessorCount,
+                prop.l2CacheSize >> 20, double(prop.totalGlobalMem) / (1 << 30), date);
+    std::printf("routed experts of one Flash layer: E=%d D=%d I=%d k=%d, %s\n", kE, kD, kI, kK, nv ? "NVFP4" : "MXFP4");
+    const int reps = quick ? 3 : 7;
+    Filler fill;
+
+    // Ceilings measured in this run.
+    const size_t copy_bytes = size_t(1) << 30;
+    DeviceBuffer<uint8_t> c0(copy_bytes), c1(copy_bytes);
+    c0.fill_bytes(0x5a);
+    const double t_copy = median_seconds(reps, 5, false, [&](int, cudaStream_t st) {
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(c1.get(), c0.get(), copy_bytes, cudaMemcpyDeviceToDevice, st));
+    });
+    const double copy_gbps = 2.0 * copy_bytes / t_copy * 1e-9;
+    const double fp8_tflops = fp8_gemm_tflops(reps, fill);
+    std::printf("device-to-device copy: %.1f GB/s (read + write); FP8 GEMM 8192^3 (cuBLASLt): %.1f TFLOP/s\n\n",
+                copy_gbps, fp8_tflops);
+
+    dsv4::ModelConfig cfg;
+    cfg.hidden_size = kD;
+    cfg.moe_intermediate_size = kI;
+    cfg.n_routed_experts = kE;
+    cfg.num_experts_per_tok = kK;
+    cfg.swiglu_limit = 10.0;
+    cfg.routed_scaling_factor = 1.5;
+    cfg.expert_format = nv ? dsv4::ExpertFormat::kNVFP4 : dsv4::ExpertFormat::kMXFP4;
+    const DeviceExperts w1 = make_experts(fill, nv, kI, kD), w3 = make_experts(fill, nv, kI, kD),
+                        w2 = make_experts(fill, nv, kD, kI);
+    // Bytes of one expert's three packed tensors and their scales (what a touched expert costs).
+    const double expert_bytes = 3.0 * (double(kI) * kD / 2 + double(kI) * kD / (nv ? 16 : 32));
+
+    std::vector<Row> rows;
+    struct Case { const char* name; int T; bool decode; };
+    for (const Case& cs : {Case{"decode", 1, true}, Case{"decode", 8, true}, Case{"decode", 64, true},
+                           Case{"decode", 128, true}, Case{"prefill", 2048, false}, Case{"prefill", 8192, false}}) {
+      const int T = cs.T, n_sel = T * kK;
+      const int n_inst = cs.decode ? 8 : 1;  // routings replayed in turn (prefill touches every expert anyway)
+      const int iters = cs.decode ? (quick ? 16 : 40) : (quick ? 2 : 5);
+      // Activations (FP8 + scales) and the shared output: any non-trivial values.
+      DeviceBuffer<uint8_t> xq(fill.bytes(size_t(T) * kD, 0, 255, true)), xs(fill.bytes(size_t(T) * kD / 128, 118, 126, false));
+      std::vector<uint16_t> hs(size_t(T) * kD);
+      for (auto& v : hs) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
+      DeviceBuffer<uint16_t> shared(hs), out(size_t(T) * kD);
+      struct Inst {
+        Routing r;
+        std::unique_ptr<DeviceArena> arena;
+        std::unique_ptr<MoeScratch> ms;
+      };
+      std::vector<Inst> inst(static_cast<size_t>(n_inst));
+      DeviceArena counting;
+      const MoeScratch sizing(cfg, T, counting);
+      double touched = 0;
+      for (auto& in : inst) {
+        in.r = make_routing(fill, T);
+        in.arena = std::make_unique<DeviceArena>(counting.used());
+        in.ms = std::make_unique<MoeScratch>(cfg, T, *in.arena);
+        touched += in.r.touched;
+      }
+      touched /= n_inst;
+      const auto input = [&](Inst& in) {
+        MoeRoutedInput mi;
+        mi.x_q = xq.get();
+        mi.x_scale = xs.get();
+        mi.expert_idx = in.r.idx.get();
+        mi.expert_w = in.r.w.get();
+        mi.shared = reinterpret_cast<const __nv_bfloat16*>(shared.get());
+        mi.out = reinterpret_cast<__nv_bfloat16*>(out.get());
+        mi.T = T;
+        return mi;
+      };
+      // Eager once each: plans in place for the GEMM-only timing, lazy setup out of the graphs.
+      for (auto& in : inst) moe_routed(cfg, w1, w3, w2, *in.ms, input(in), nullptr);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+
+      Row row;
+      row.name = cs.name;
+      row.T = T;
+      row.touched = touched;
+      row.weight_mb = touched * expert_bytes * 1e-6;
+      row.routed_us = 1e6 * median_seconds(reps, iters, true, [&](int i, cudaStream_t st) {
+        Inst& in = inst[size_t(i % n_inst)];
+        moe_routed(cfg, w1, w3, w2, *in.ms, input(in), st);
+      });
+      // The two grouped GEMMs alone, on the plans already made.
+      row.gemm_us = 1e6 * median_seconds(reps, iters, true, [&](int i, cudaStream_t st) {
+        MoeScratch& ms = *inst[size_t(i % n_inst)].ms;
+        MoeGroupedParams p;
+        p.format = nv ? ExpertWeightFormat::kNVFP4 : ExpertWeightFormat::kMXFP4;
+        p.n_mats = 2;
+        p.w[0] = w1.data.get();
+        p.w[1] = w3.data.get();
+        p.w_scale[0] = w1.scale.get();
+        p.w_scale[1] = w3.scale.get();
+        p.global_scale[0] = w1.global_scale.get();
+        p.global_scale[1] = w3.global_scale.get();
+        p.y[0] = ms.g;
+        p.y[1] = ms.up;
+        p.x = xq.get();
+        p.x_scale = xs.get();
+        p.x_row = ms.plan.sel_row;
+        p.offsets = ms.plan.offsets;
+        p.E = kE;
+        p.N = kI;
+        p.K = kD;
+        p.max_sel = n_sel;
+        launch_moe_grouped_gemm(p, st);
+        p.n_mats = 1;
+        p.w[0] = w2.data.get();
+        p.w_scale[0] = w2.scale.get();
+        p.global_scale[0] = w2.global_scale.get();
+        p.y[0] = ms.y;
+        p.x = ms.hq;
+        p.x_scale = ms.hqs;
+        p.x_row = nullptr;
+        p.N = kD;
+        p.K = kI;
+        launch_moe_grouped_gemm(p, st);
+      });
+      if (cs.decode) {  // the old path: one GEMV per (row, pick), SwiGLU, GEMV, combine
+        DeviceBuffer<uint16_t> g(size_t(n_sel) * kI), u(size_t(n_sel) * kI), h(size_t(n_sel) * kI), y(size_t(n_sel) * kD);
+        DeviceBuffer<uint8_t> hq(size_t(n_sel) * kI), hqs(size_t(n_sel) * kI / 128);
+        row.old_us = 1e6 * median_seconds(reps, iters, true, [&](int i, cudaStream_t st) {
+          Inst& in = inst[size_t(i % n_inst)];
+          const auto gemv = [&](const DeviceExperts& w, const uint8_t* x, const uint8_t* x_s, int per_x, void* yout) {
+            GemvMxfp4Params p;
+            p.format = nv ? ExpertWeightFormat::kNVFP4 : ExpertWeightFormat::kMXFP4;
+            p.w = w.data.get();
+            p.w_scale = w.scale.get();
+            p.global_scale = w.global_scale.get();
+            p.expert_idx = in.r.idx.get();
+            p.x = x;
+            p.x_scale = x_s;
+            p.sel_per_x = per_x;
+            p.y = yout;
+            p.out_bf16 = true;
+            p.n_sel = n_sel;
+            p.n_experts = kE;
+            p.N = w.N;
+            p.K = w.K;
+            launch_gemv_mxfp4(p, st);
+          };
+          gemv(w1, xq.get(), xs.get(), kK, g.get());
+          gemv(w3, xq.get(), xs.get(), kK, u.get());
+          SwigluParams sp;
+          sp.gate = reinterpret_cast<const __nv_bfloat16*>(g.get());
+          sp.up = reinterpret_cast<const __nv_bfloat16*>(u.get());
+          sp.row_weight = in.r.w.get();
+          sp.h = reinterpret_cast<__nv_bfloat16*>(h.get());
+          sp.q = hq.get();
+          sp.q_scale = hqs.get();
+          sp.n_rows = n_sel;
+          sp.I = kI;
+          launch_swiglu(sp, st);
+          gemv(w2, hq.get(), hqs.get(), 1, y.get());
+          MoeCombineParams mp;
+          mp.routed = reinterpret_cast<const __nv_bfloat16*>(y.get());
+          mp.shared = reinterpret_cast<const __nv_bfloat16*>(shared.get());
+          mp.out = reinterpret_cast<__nv_bfloat16*>(out.get());
+          mp.expert_ids = in.r.idx.get();
+          mp.T = T;
+          mp.k = kK;
+          mp.D = kD;
+          launch_moe_combine(mp, st);
+        });
+      }
+      row.tflops = 2.0 * n_sel * 3.0 * kI * kD / (row.gemm_us * 1e-6) * 1e-12;
+      rows.push_back(row);
+      std::fflush(stdout);
+    }
+
+    std::printf("%-8s %5s %8s %9s %10s %10s %9s %8s %10s %9s %8s\n", "pass", "rows", "experts", "weight_MB",
+                "routed_us", "gemm_us", "GB/s", "of_copy", "old_us", "TFLOP/s", "of_fp8");
+    for (const Row& r : rows) {
+      const double gbps = r.weight_mb * 1e-3 / (r.gemm_us * 1e-6);
+      std::printf("%-8s %5d %8.1f %9.1f %10.1f %10.1f %9.1f %7.1f%% %10s %9.1f %7.1f%%\n", r.name.c_str(), r.T,
+                  r.touched, r.weight_mb, r.routed_us, r.gemm_us, gbps, 100 * gbps / copy_gbps,
+                  r.old_us > 0 ? cat(int64_t(r.old_us + 0.5)).c_str() : "-", r.tflops, 100 * r.tflops / fp8_tflops);
+    }
+    std::printf("\nweight_MB: packed w1+w3+w2 and scales of the experts a step touches (mean over its routings);\n"
+                "GB/s and of_copy: those bytes over the two grouped GEMMs' time, against the copy above;\n"
+                "TFLOP/s: 2·rows·k·3·I·D over the same time, against the FP8 GEMM above; routed_us: the whole\n"
+                "moe_routed (plan, GEMMs, SwiGLU, combine); old_us: the per-selection GEMV path it replaces.\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_moe_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
