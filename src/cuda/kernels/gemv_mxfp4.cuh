@@ -1,6 +1,9 @@
 // FP4 routed-expert GEMV: y_s = x_{s/sel_per_x} · W_{e(s)}ᵀ for each selection s, with packed
 // E2M1 weights expanded in registers under per-32 UE8M0 (MXFP4, §11.3) or per-16 E4M3 × global
-// (NVFP4, §11.6) scales, FP8 1×128 activations (§12) and FP32 accumulation. Dense FP8: gemv_fp8.cuh.
+// (NVFP4, §11.6) scales, FP8 1×128 activations (§12) and FP32 accumulation. One GEMV per
+// selection: the MoE step now runs moe_grouped_gemm.cuh (each expert read once per step); this
+// kernel stays as the independent per-selection oracle of tests/cuda/moe_step.cpp and the
+// baseline of bench/cuda_moe_bench.cpp and cuda_gemv_bench.cpp.
 #pragma once
 
 #include <cuda_runtime_api.h>

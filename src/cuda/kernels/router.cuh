@@ -1,6 +1,6 @@
 // MoE router (§8.1): sqrt-softplus scores, biased top-k (score-routed layers) or token-id hash
 // (hash-routed layers), weights renormalised over the selection × routed_scaling_factor.
-// The gate logits come from gemv_bf16.cuh; experts run in gemv_mxfp4.cuh / swiglu.cuh.
+// The gate logits come from step.h's linear_f32; the picks go to moe_dispatch.cuh.
 #pragma once
 
 #include <cuda_runtime_api.h>
