@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 
 #include "cli/args.h"
 #include "cli/command.h"
+#include "cli/token_file.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
@@ -62,12 +62,7 @@ std::vector<int32_t> parse_ids(const std::string& spec) {
   }
   if (!j.is_array()) fail("--decode: expected a JSON array of ids");
   std::vector<int32_t> ids;
-  for (size_t i = 0; i < j.size(); ++i) {
-    if (!j[i].is_number_integer() || j[i].get<int64_t>() < 0 ||
-        j[i].get<int64_t>() > std::numeric_limits<int32_t>::max())
-      fail("--decode: element ", i, " (", j[i].dump(), ") is not a non-negative token id");
-    ids.push_back(static_cast<int32_t>(j[i].get<int64_t>()));
-  }
+  for (size_t i = 0; i < j.size(); ++i) ids.push_back(token_id_from_json(j[i], cat("--decode: element ", i)));
   return ids;
 }
 

@@ -220,6 +220,7 @@ TEST(HostileInputs, IntegersOutOfRange) {
   write_file(d.path() / "t.json", "[1, 99999999999999999999]");
   expect_refused("logits --tokens " + (d.path() / "t.json").string() + " -o x.npy",
                  {"element 1", "out of range: allowed [0, 2147483647]"});
+  expect_refused("tokenize --decode '[1, 99999999999999999999]'", {"--decode: element 1", "out of range: allowed [0, 2147483647]"});
   json cfg = json::parse(dsv4::tiny_config_json());
   std::string text = cfg.dump();
   text.replace(text.find("\"num_hidden_layers\":6"), 21, "\"num_hidden_layers\":1e30");
