@@ -1,6 +1,6 @@
 // Weight upload: walks ModelWeights once to count device bytes and once to copy, straight from
-// the mmapped shards (packed formats are copied as they are on disk; only plain tensors whose
-// on-disk dtype differs from the kernel's — F32/F16 where BF16 is consumed — are converted).
+// the mmapped shards (packed formats are copied as they are on disk; converted to BF16 are only
+// tensors whose kernel takes BF16 — F32/F16 plain tensors, dense MXFP4 linears, an NVFP4 wo_a).
 #include "cuda/device_model.h"
 
 #include <cmath>
