@@ -1,6 +1,7 @@
-// ModelWeights: typed views of every tensor the config implies (§11.1), bound by canonical name
-// from a Checkpoint and validated for presence, shape and dtype. No copies: every WeightMatrix
-// points into the mapped shards.
+// ModelWeights: typed views of every tensor the config implies (§11.1), each linear in the format
+// its config and tensors say (FP8 block, MXFP4, NVFP4, plain; §11.2–§11.6), bound by canonical
+// name from a Checkpoint and validated for presence, shape and dtype. No copies: every
+// WeightMatrix points into the mapped shards.
 #pragma once
 
 #include <optional>
