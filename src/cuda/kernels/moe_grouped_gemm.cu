@@ -40,9 +40,10 @@ static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
               "a lane's 8 columns of a block sit inside one NVFP4 scale block");
 
 // The two launch shapes: kTokTiles B tiles of 8 tokens per chunk, kStageGroups K groups per
-// shared-memory stage (= weight loads in flight per lane and row). Decode: 1 tile, 4 groups (the
-// kernel is a weight stream; depth keeps HBM busy). Prefill: 8 tiles, 2 groups (registers go to
-// the 8 tiles' sums).
+// shared-memory stage (= weight loads in flight per lane and row). Decode: 1 tile, 2 groups —
+// 106 registers, two blocks per SM, 32 KiB of weights in flight per SM (4 groups needed 160
+// registers: one block per SM, the same bytes in flight). Prefill: 8 tiles, 2 groups, 211
+// (MXFP4) / 255 (NVFP4) registers, one block per SM. To be tuned on the GPU (bench/cuda_moe_bench).
 template <int kTokTiles, int kStageGroups>
 struct Shape {
   static constexpr int kChunkRows = kTokTiles * L::kTileRows;
