@@ -2,14 +2,19 @@
 // sequences streamed in several chunkings (one token at a time, 7, 129, whole, random sizes) for
 // CSA (m = 4) and HCA (m = 128), fresh (poisoned ring) and resumed at a large position (ring
 // pre-filled in its documented layout); every entry, every entry_idx, the final ring, and
-// bit-identical results across chunkings.
+// bit-identical results across chunkings. Then several sequences per pass (step_rows.cuh): each
+// entry bit-identical to its sequence's single-sequence run, every slot's ring as the contract
+// leaves it after every pass, padding rows and non-emitting rows untouched.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <numeric>
 
 #include "cuda/kernels/compressor.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "op_parity.h"
+#include "step_layout.h"
 #include "util/float_formats.h"
 
 namespace dsv4::cuda::test {
@@ -268,6 +273,269 @@ INSTANTIATE_TEST_SUITE_P(
                       CompressorCase{128, 512, 300, 1000037}),  // HCA resumed mid-window
     [](const ::testing::TestParamInfo<CompressorCase>& info) {
       return cat("m", info.param.m, "_c", info.param.c, "_len", info.param.len, "_start", info.param.start);
+    });
+
+// ---- Several sequences per pass ----
+
+struct BatchCase {
+  int m, c;              // ratio, width
+  int n_seqs;            // sequences in distinct slots (one more reuses a finished one's slot)
+  int min_len, max_len;  // tokens per sequence
+};
+
+constexpr int kSlots = 16;  // slots of the ring arrays; the sequences take random ones
+constexpr uint32_t kPoisonF32 = 0xFFFFFFFFu;  // kPoisonByte in every byte: a NaN
+constexpr uint16_t kPoisonBf16 = 0xFFFFu;
+
+// One sequence of a batch case: its slot and data (positions [s.base, k.start + k.len)), how far
+// it has streamed, and the entries of its single-sequence run.
+struct Stream {
+  CompressorCase k;
+  SequenceData s;
+  int slot = 0, done = 0;
+  int after = -1;                  // ≥ 0: joins once that stream (same slot) has finished
+  std::vector<uint16_t> solo;      // [len, c] entry rows of the single-sequence run (bf16 bits)
+  std::vector<uint16_t> batched;   // [len, c] entry rows as the passes emitted them
+  std::vector<int> n_emitted;      // [len] times row (pos − start) emitted an entry
+  bool finished() const { return done == k.len; }
+};
+
+class CompressorBatchTest : public CudaOpTest, public ::testing::WithParamInterface<BatchCase> {
+ protected:
+  // One launch over the rows of L with a/z [rows, cw] (host), rings of `n_ring_slots` slots; the
+  // entry rows (poisoned first) and entry_idx (poisoned first) come back.
+  void run_pass(const BatchCase& b, int coff, const StepLayout& L, const std::vector<float>& a,
+                const std::vector<float>& z, DeviceBuffer<float>& ring_a, DeviceBuffer<float>& ring_z,
+                std::vector<uint16_t>& entry, std::vector<int32_t>& idx) {
+    const DeviceStepLayout D(L);
+    DeviceBuffer<float> d_a(a), d_z(z);
+    DeviceBuffer<uint16_t> d_entry(size_t(L.rows()) * b.c);
+    DeviceBuffer<int32_t> d_idx(size_t(L.rows()));
+    d_entry.fill_bytes(kPoisonByte);
+    d_idx.fill_bytes(kIdxPoison);
+    CompressorParams p;
+    p.a = d_a.get();
+    p.z = d_z.get();
+    p.ape = ape_.get();
+    p.norm = bf16_ptr(norm_);
+    p.inv_freq = freq_.get();
+    p.rows = D.rows();
+    p.ring_a = ring_a.get();
+    p.ring_z = ring_z.get();
+    p.entry = bf16_ptr(d_entry);
+    p.entry_idx = d_idx.get();
+    p.T = L.rows();
+    p.m = b.m;
+    p.c = b.c;
+    p.coff = coff;
+    p.rope_dim = kRopeDim;
+    p.eps = kEps;
+    launch_compressor(p, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    entry = d_entry.download();
+    idx = d_idx.download();
+  }
+  DeviceBuffer<float> ape_, freq_;
+  DeviceBuffer<uint16_t> norm_;
+};
+
+// The contract's ring update (compressor.cuh), on the host: each chunk rewrites its slot's rows
+// q mod ring_rows with a and z + ape of its last min(n, ring_rows) positions; nothing else moves.
+void update_ring_model(const Stream& st, int pos0, int n, std::vector<float>& model_a, std::vector<float>& model_z) {
+  const int rr = st.s.ring_rows, cw = st.s.cw;
+  for (int q = std::max(pos0, pos0 + n - rr); q < pos0 + n; ++q)
+    for (int col = 0; col < cw; ++col) {
+      const size_t at = (size_t(st.slot) * rr + size_t(q % rr)) * cw + col;
+      model_a[at] = st.s.value(q, col);
+      model_z[at] = st.s.logit(st.k, q, col);
+    }
+}
+
+int64_t count_bit_differences(const std::vector<float>& got, const std::vector<float>& want) {
+  int64_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) bad += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
+  return bad;
+}
+
+TEST_P(CompressorBatchTest, EverySequenceAsIfAlone) {
+  const BatchCase b = GetParam();
+  const int coff = b.m == 4 ? 2 : 1;  // §5: overlapping windows only at m = 4
+  const int cw = coff * b.c, rr = coff * b.m;
+
+  // The layer's parameters, shared by every sequence (as one layer's compressor is).
+  const std::vector<float> ape = normals(size_t(b.m) * cw);
+  const std::vector<uint16_t> norm = to_bf16(normals(size_t(b.c), 0.5f));
+  const std::vector<float> inv_freq = rope_inv_freq(compress_table(), kRopeDim);
+  ape_ = DeviceBuffer<float>(ape);
+  freq_ = DeviceBuffer<float>(inv_freq);
+  norm_ = DeviceBuffer<uint16_t>(norm);
+
+  // Sequences: distinct random slots; stream 1 resumes mid-window near 2^20 (its ring pre-filled
+  // as an earlier pass would have left it); a last, fresh one reuses stream 0's slot after it
+  // finishes, over the old sequence's ring rows (a fresh sequence needs no ring reset).
+  std::vector<int> slots(kSlots);
+  std::iota(slots.begin(), slots.end(), 0);
+  std::shuffle(slots.begin(), slots.end(), rng);
+  std::vector<Stream> streams(size_t(b.n_seqs) + 1);
+  for (size_t i = 0; i < streams.size(); ++i) {
+    Stream& st = streams[i];
+    const bool reuse = i == size_t(b.n_seqs);
+    st.slot = reuse ? streams[0].slot : slots[i];
+    st.after = reuse ? 0 : -1;
+    st.k = {b.m, b.c, uniform_int(b.min_len, b.max_len), i == 1 ? 1000000 + uniform_int(rr, 3 * rr) : 0};
+    st.s.coff = coff;
+    st.s.cw = cw;
+    st.s.ring_rows = rr;
+    st.s.base = st.k.start == 0 ? 0 : st.k.start - rr;
+    const int n_rows = st.k.start + st.k.len - st.s.base;
+    st.s.a = normals(size_t(n_rows) * cw);
+    st.s.z = normals(size_t(n_rows) * cw, 2.0f);
+    for (int r = 0; r < n_rows; ++r)  // logits near 100 on every 17th channel: the max shift matters
+      for (int col = 0; col < cw; col += 17) st.s.z[size_t(r) * cw + col] += 100.0f;
+    st.s.ape = ape;
+    st.s.norm = norm;
+    st.s.inv_freq = inv_freq;
+  }
+  auto fill_ring = [&](const Stream& st, std::vector<float>& ra, std::vector<float>& rz, int slot) {
+    for (int q = st.s.base; q < st.k.start; ++q)
+      for (int col = 0; col < cw; ++col) {
+        const size_t at = (size_t(slot) * rr + size_t(q % rr)) * cw + col;
+        ra[at] = st.s.value(q, col);
+        rz[at] = st.s.logit(st.k, q, col);
+      }
+  };
+  float poison;
+  std::memcpy(&poison, &kPoisonF32, sizeof(float));
+
+  // The single-sequence runs: each stream alone, one chunk, in slot 0 of a one-slot ring.
+  for (Stream& st : streams) {
+    std::vector<float> ra(size_t(rr) * cw, poison), rz(ra.size(), poison);
+    fill_ring(st, ra, rz, 0);
+    DeviceBuffer<float> d_ra(ra), d_rz(rz);
+    StepLayout L;
+    L.add_chunk(0, st.k.start, st.k.len);
+    const size_t off = size_t(st.k.start - st.s.base) * cw;
+    const std::vector<float> a(st.s.a.begin() + int64_t(off), st.s.a.end()), z(st.s.z.begin() + int64_t(off), st.s.z.end());
+    std::vector<int32_t> idx;
+    run_pass(b, coff, L, a, z, d_ra, d_rz, st.solo, idx);
+    st.batched.assign(st.solo.size(), kPoisonBf16);
+    st.n_emitted.assign(size_t(st.k.len), 0);
+  }
+
+  // The batched run: passes until every stream has finished. Each pass takes each ready stream
+  // with probability 3/4, in random order, with a chunk of one token (decode), up to the ring
+  // size, or longer than the ring (long prefill); then 0–3 padding rows with random a/z.
+  std::vector<float> model_a(size_t(kSlots) * rr * cw, poison), model_z(model_a.size(), poison);
+  fill_ring(streams[1], model_a, model_z, streams[1].slot);
+  DeviceBuffer<float> ring_a(model_a), ring_z(model_z);
+  int n_passes = 0, n_rows_total = 0, n_pad_total = 0;
+  int64_t idx_bad = 0, untouched_bad = 0, solo_bad = 0, ring_bad = 0;
+  auto ready = [&](const Stream& st) {
+    return !st.finished() && (st.after < 0 || streams[size_t(st.after)].finished());
+  };
+  while (std::any_of(streams.begin(), streams.end(), [](const Stream& st) { return !st.finished(); })) {
+    std::vector<size_t> order;
+    for (size_t i = 0; i < streams.size(); ++i)
+      if (ready(streams[i]) && uniform_int(0, 3) > 0) order.push_back(i);
+    if (order.empty())
+      for (size_t i = 0; i < streams.size() && order.empty(); ++i)
+        if (ready(streams[i])) order.push_back(i);
+    std::shuffle(order.begin(), order.end(), rng);
+    StepLayout L;
+    std::vector<float> a, z;
+    std::vector<int> owner;  // stream of each row, −1 for padding
+    for (size_t i : order) {
+      Stream& st = streams[i];
+      const int kind = uniform_int(0, 9);
+      int n = kind < 4 ? 1 : kind < 7 ? uniform_int(2, rr) : uniform_int(rr + 1, std::max(3 * rr + 5, 150));
+      n = std::min(n, st.k.len - st.done);
+      const int pos0 = st.k.start + st.done;
+      L.add_chunk(st.slot, pos0, n);
+      const size_t r0 = size_t(pos0 - st.s.base) * cw;
+      a.insert(a.end(), st.s.a.begin() + int64_t(r0), st.s.a.begin() + int64_t(r0 + size_t(n) * cw));
+      z.insert(z.end(), st.s.z.begin() + int64_t(r0), st.s.z.begin() + int64_t(r0 + size_t(n) * cw));
+      owner.insert(owner.end(), size_t(n), int(i));
+      update_ring_model(st, pos0, n, model_a, model_z);
+      st.done += n;
+    }
+    const int n_pad = uniform_int(0, 3);
+    L.add_padding(n_pad);
+    const auto pad_a = normals(size_t(n_pad) * cw), pad_z = normals(size_t(n_pad) * cw);
+    a.insert(a.end(), pad_a.begin(), pad_a.end());
+    z.insert(z.end(), pad_z.begin(), pad_z.end());
+    owner.insert(owner.end(), size_t(n_pad), -1);
+
+    std::vector<uint16_t> entry;
+    std::vector<int32_t> idx;
+    run_pass(b, coff, L, a, z, ring_a, ring_z, entry, idx);
+    ++n_passes;
+    n_rows_total += L.rows();
+    n_pad_total += n_pad;
+    for (int r = 0; r < L.rows(); ++r) {
+      const int pos = L.pos[size_t(r)];
+      const int32_t want = pos >= 0 && (pos + 1) % b.m == 0 ? (pos + 1) / b.m - 1 : -1;  // §5.4
+      if (idx[size_t(r)] != want && idx_bad++ < 5)
+        ADD_FAILURE() << "pass " << n_passes << " row " << r << " pos " << pos << ": entry_idx " << idx[size_t(r)]
+                      << ", want " << want;
+      const auto row = entry.begin() + int64_t(r) * b.c;
+      if (want < 0) {  // padding or no window closes: the entry row is not written
+        untouched_bad += std::count_if(row, row + b.c, [](uint16_t v) { return v != kPoisonBf16; });
+        continue;
+      }
+      Stream& st = streams[size_t(owner[size_t(r)])];
+      const size_t at = size_t(pos - st.k.start) * b.c;
+      solo_bad += !std::equal(row, row + b.c, st.solo.begin() + int64_t(at));
+      std::copy(row, row + b.c, st.batched.begin() + int64_t(at));
+      ++st.n_emitted[size_t(pos - st.k.start)];
+    }
+    // Every slot's ring, in the pass or not, used or never used, equals the contract's model.
+    ring_bad += count_bit_differences(ring_a.download(), model_a) + count_bit_differences(ring_z.download(), model_z);
+  }
+  const std::string what = cat("compressor batch m=", b.m, " c=", b.c);
+  std::printf("%s: %zu sequences, %d passes, %d rows (%d padding)\n", what.c_str(), streams.size(), n_passes,
+              n_rows_total, n_pad_total);
+  EXPECT_EQ(idx_bad, 0) << what << ": wrong entry_idx";
+  EXPECT_EQ(untouched_bad, 0) << what << ": entry rows of padding / non-closing tokens were written";
+  EXPECT_EQ(solo_bad, 0) << what << ": entries differ from the single-sequence run (the batch changed the arithmetic)";
+  EXPECT_EQ(ring_bad, 0) << what << ": ring floats differ from the contract (chunk's last coff·m rows, others untouched)";
+
+  // Each sequence: every window-closing token emitted exactly once, within the §5 budget of the
+  // double reference, and the final ring holds its last coff·m positions (the model says the same;
+  // this states it directly for the sequence that ended last in each slot).
+  const auto ring_a_final = ring_a.download(), ring_z_final = ring_z.download();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const Stream& st = streams[i];
+    const Reference ref = reference(st.k, st.s);
+    ASSERT_GE(ref.rows.size(), 2u) << "every sequence must cross several windows";
+    std::vector<int> want_emitted(size_t(st.k.len), 0);
+    std::vector<uint16_t> emitted;
+    for (int row : ref.rows) {
+      want_emitted[size_t(row)] = 1;
+      emitted.insert(emitted.end(), st.batched.begin() + int64_t(row) * b.c, st.batched.begin() + int64_t(row + 1) * b.c);
+    }
+    EXPECT_EQ(st.n_emitted, want_emitted) << what << " sequence " << i << ": entries emitted not exactly once";
+    expect_parity(cat(what, " seq ", i, " slot ", st.slot, " start ", st.k.start), from_bf16(emitted), ref.y, ref.budget);
+    if (i == 0) continue;  // its slot was taken over by the last stream
+    int64_t bad = 0;
+    const int end = st.k.start + st.k.len;
+    for (int q = std::max(end - rr, st.s.base); q < end; ++q)
+      for (int col = 0; col < cw; ++col) {
+        const size_t at = (size_t(st.slot) * rr + size_t(q % rr)) * cw + col;
+        const float ea = st.s.value(q, col), ez = st.s.logit(st.k, q, col);
+        bad += std::memcmp(&ring_a_final[at], &ea, sizeof(float)) != 0 ||
+               std::memcmp(&ring_z_final[at], &ez, sizeof(float)) != 0;
+      }
+    EXPECT_EQ(bad, 0) << what << " sequence " << i << ": final ring is not its last " << rr << " positions";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CompressorBatchTest,
+    ::testing::Values(BatchCase{4, 512, 5, 40, 300},     // CSA main compressor (ring 8 rows)
+                      BatchCase{4, 128, 6, 40, 300},     // CSA indexer compressor
+                      BatchCase{128, 512, 4, 300, 700}),  // HCA (ring 128 rows), 2–5 windows each
+    [](const ::testing::TestParamInfo<BatchCase>& info) {
+      return cat("m", info.param.m, "_c", info.param.c, "_seqs", info.param.n_seqs);
     });
 
 }  // namespace

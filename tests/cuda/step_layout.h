@@ -26,6 +26,40 @@ struct StepLayout {
   int32_t block(int s, int b) const { return pages[size_t(s) * per_slot + b]; }
   // Pool row of entry j of `slot` with `per_block` entries per block (step_rows.cuh).
   int32_t entry_row(int s, int j, int per_block) const { return block(s, j / per_block) * per_block + j % per_block; }
+
+  // Appends a chunk of `n` consecutive positions from pos0 of the sequence in `slot` (what
+  // StepPlan::add_chunk writes), or `n` padding rows (StepPlan::pad_to: pos −1, slot −1, a chunk
+  // of their own).
+  void add_chunk(int s, int pos0, int n) {
+    const int first_row = rows(), last_row = first_row + n - 1;
+    for (int i = 0; i < n; ++i) {
+      pos.push_back(pos0 + i);
+      slot.push_back(s);
+      first.push_back(first_row);
+      last.push_back(last_row);
+    }
+  }
+  void add_padding(int n) {
+    for (int i = 0; i < n; ++i) {
+      const int r = rows();
+      pos.push_back(-1);
+      slot.push_back(-1);
+      first.push_back(r);
+      last.push_back(r);
+    }
+  }
+  // A page table of `slots` rows of `blocks_per_slot` blocks: distinct block ids drawn from a
+  // shuffled [0, slots·blocks_per_slot + spare), so every slot owns blocks (other sequences' keys
+  // and entries sit in the pool too) and some ids belong to nobody.
+  void random_pages(std::mt19937_64& rng, int slots, int blocks_per_slot, int spare = 7) {
+    n_slots = slots;
+    per_slot = blocks_per_slot;
+    n_blocks = slots * blocks_per_slot + spare;
+    std::vector<int32_t> ids(static_cast<size_t>(n_blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    pages.assign(ids.begin(), ids.begin() + int64_t(slots) * blocks_per_slot);
+  }
 };
 
 // `n_seqs` chunks with lengths in [1, max_chunk] (about a third of them single decode rows) at
@@ -34,13 +68,7 @@ struct StepLayout {
 inline StepLayout random_step_layout(std::mt19937_64& rng, int n_seqs, int max_chunk, int max_pos, int n_slots,
                                      int n_pad = 0) {
   StepLayout L;
-  L.n_slots = n_slots;
-  L.per_slot = int((max_pos + kKvBlockTokens) / kKvBlockTokens);
-  L.n_blocks = n_slots * L.per_slot + 7;
-  std::vector<int32_t> ids(size_t(L.n_blocks));
-  std::iota(ids.begin(), ids.end(), 0);
-  std::shuffle(ids.begin(), ids.end(), rng);
-  L.pages.assign(ids.begin(), ids.begin() + int64_t(n_slots) * L.per_slot);
+  L.random_pages(rng, n_slots, int((max_pos + kKvBlockTokens) / kKvBlockTokens));
   std::vector<int32_t> slots(static_cast<size_t>(n_slots));
   std::iota(slots.begin(), slots.end(), 0);
   std::shuffle(slots.begin(), slots.end(), rng);
@@ -48,21 +76,9 @@ inline StepLayout random_step_layout(std::mt19937_64& rng, int n_seqs, int max_c
   for (int s = 0; s < n_seqs; ++s) {
     const int len = draw(0, 2) == 0 ? 1 : draw(1, max_chunk);
     const int pos0 = draw(0, std::max(0, max_pos - len));
-    const int first = L.rows(), last = first + len - 1;
-    for (int i = 0; i < len; ++i) {
-      L.pos.push_back(pos0 + i);
-      L.slot.push_back(slots[size_t(s)]);
-      L.first.push_back(first);
-      L.last.push_back(last);
-    }
+    L.add_chunk(slots[size_t(s)], pos0, len);
   }
-  for (int i = 0; i < n_pad; ++i) {
-    const int r = L.rows();
-    L.pos.push_back(-1);
-    L.slot.push_back(-1);
-    L.first.push_back(r);
-    L.last.push_back(r);
-  }
+  L.add_padding(n_pad);
   return L;
 }
 
