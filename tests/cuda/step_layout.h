@@ -1,7 +1,8 @@
 // Random step layouts for the batched-runtime kernels' tests: several sequences (distinct slots,
 // random positions, chunks of random length — one-token decode rows among them), optional padding
 // rows, and a random page table whose block ids are a permutation, so that a kernel reading the
-// wrong sequence's page or slot shows. The host side of kernels/step_rows.cuh.
+// wrong sequence's page or slot shows; StepLayout's builders (add_chunk, add_padding,
+// random_pages) make hand-shaped ones. The host side of kernels/step_rows.cuh.
 #pragma once
 
 #include <algorithm>
