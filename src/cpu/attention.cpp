@@ -74,9 +74,10 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
   }
 
   // Window rows: positions ≥ pos0 come from this chunk, earlier ones from the ring.
-  if (st.ring.empty()) st.ring.assign(size_t(W * d), 0.0f);
+  const int64_t ring_rows = window_ring_rows(cfg);
+  if (st.ring.empty()) st.ring.assign(size_t(ring_rows * d), 0.0f);
   auto kv_at = [&](int64_t p) -> const float* {
-    return p >= pos0 ? kv.data() + (p - pos0) * d : st.ring.data() + (p % W) * d;
+    return p >= pos0 ? kv.data() + (p - pos0) * d : st.ring.data() + (p % ring_rows) * d;
   };
   const std::vector<float> sink = load_vector(w.attn_sink);
   const float scale = float(1.0 / std::sqrt(double(d)));
@@ -125,10 +126,11 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
   ctx.emit("attn.core", layer, o.data(), {T, H, d});
 
   // The chunk's rows enter the ring only now: earlier queries of this chunk read the ring slots
-  // of positions pos0−W+1 … pos0−1, which later rows of a long chunk would overwrite.
-  for (int64_t p = std::max(pos0, pos0 + T - W); p < pos0 + T; ++p)
+  // of positions pos0−W+1 … pos0−1, which later rows of a long chunk would overwrite. All of the
+  // last ring_rows positions are kept, the rollback margin included.
+  for (int64_t p = std::max(pos0, pos0 + T - ring_rows); p < pos0 + T; ++p)
     std::copy(kv.data() + (p - pos0) * d, kv.data() + (p - pos0 + 1) * d,
-              st.ring.data() + (p % W) * d);
+              st.ring.data() + (p % ring_rows) * d);
 
   // §4.5 grouped output: z_g = A_g · o_g (A_g = wo_a rows g·R …), then y = z · wo_bᵀ.
   std::vector<float> og(size_t(T * HG * d)), zg(size_t(T * R)), z(size_t(T * G * R));

@@ -13,15 +13,24 @@
 
 namespace dsv4 {
 
-// Per sequence and layer (§5.5, §13).
+// Rows of the window ring: the W−1 earlier positions a query reads, its own, and the rollback
+// margin (compressor.h kRollbackPositions) so that a rolled-back position's window is intact.
+inline int64_t window_ring_rows(const ModelConfig& cfg) { return cfg.sliding_window + kRollbackPositions; }
+
+// Per sequence and layer (§5.5, §13), every part kept by position so that a rollback truncates.
 struct AttentionState {
-  std::vector<float> ring;   // [W, d] K=V rows, slot = position mod W
+  std::vector<float> ring;   // [window_ring_rows, d] K=V rows, row = position mod window_ring_rows
   CompressorState comp;      // main compressor (ratio 4 / 128 layers)
   CompressorState index;     // indexer key compressor (ratio 4 layers)
   void reset() {
     ring.clear();
     comp.reset();
     index.reset();
+  }
+  // Forgets positions n_tokens … (the ring's rows need nothing: see window_ring_rows).
+  void truncate(int64_t n_tokens) {
+    comp.truncate(n_tokens);
+    index.truncate(n_tokens);
   }
 };
 

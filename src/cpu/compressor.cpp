@@ -13,55 +13,66 @@
 
 namespace dsv4 {
 
+void CompressorState::truncate(int64_t n_tokens) {
+  if (ratio == 0) return;  // never fed
+  const int64_t keep = n_tokens / ratio;
+  DSV4_CHECK_MSG(keep <= n_entries, "compressor truncated forward: ", keep, " > ", n_entries);
+  n_entries = keep;
+  entries.resize(size_t(keep * width));
+}
+
 int64_t compressor_step(const CpuContext& ctx, const CompressorWeights& w, const RopeTable& rope,
                         const float* x, int64_t T, int64_t pos0, CompressorState& st) {
   const int64_t m = w.ratio, c = w.width, coff = compressor_overlap(m);
-  const int64_t cw = coff * c;
-  DSV4_CHECK_MSG(st.n_pending == pos0 % m, "compressor state out of step with position ", pos0);
+  const int64_t cw = coff * c, R = compressor_kept_rows(m);
   DSV4_CHECK_MSG(st.n_entries == pos0 / m, "compressor entries out of step with position ", pos0);
   std::vector<float> a(size_t(T * cw)), z(size_t(T * cw));
   linear(ctx, x, T, w.wkv, a.data());
   linear(ctx, x, T, w.wgate, z.data());
   const std::vector<float> ape = load_vector(w.ape);  // [m, coff·c]
   DSV4_CHECK(int64_t(ape.size()) == m * cw);
-  if (st.pend_a.empty()) {
-    st.pend_a.assign(size_t(m * cw), 0.0f);
-    st.pend_z.assign(size_t(m * cw), 0.0f);
-    if (coff == 2) {
-      st.prev_a.assign(size_t(m * c), 0.0f);
-      st.prev_z.assign(size_t(m * c), 0.0f);
-    }
+  if (st.rows_a.empty()) {
+    st.ratio = m;
+    st.width = c;
+    st.rows_a.assign(size_t(R * cw), 0.0f);
+    st.rows_z.assign(size_t(R * cw), 0.0f);
   }
+  DSV4_CHECK(st.ratio == m && st.width == c);
+  // Row of position p, column e.
+  auto a_at = [&](int64_t p, int64_t e) { return st.rows_a[size_t((p % R) * cw + e)]; };
+  auto z_at = [&](int64_t p, int64_t e) { return st.rows_z[size_t((p % R) * cw + e)]; };
   const int64_t first_new = st.n_entries;
   std::vector<float> pooled(static_cast<size_t>(c));
   for (int64_t i = 0; i < T; ++i) {
-    const int64_t slot = st.n_pending;  // = (pos0 + i) mod m
+    const int64_t t = pos0 + i, slot = t % m;
+    float* ra = st.rows_a.data() + (t % R) * cw;
+    float* rz = st.rows_z.data() + (t % R) * cw;
     for (int64_t e = 0; e < cw; ++e) {
-      st.pend_a[size_t(slot * cw + e)] = a[size_t(i * cw + e)];
-      st.pend_z[size_t(slot * cw + e)] = z[size_t(i * cw + e)] + ape[size_t(slot * cw + e)];
+      ra[e] = a[size_t(i * cw + e)];
+      rz[e] = z[size_t(i * cw + e)] + ape[size_t(slot * cw + e)];
     }
-    if (++st.n_pending < m) continue;
+    if (slot < m - 1) continue;
 
     // Window j complete: pool per channel over its slots (softmax over positions, not channels).
-    const int64_t j = st.n_entries;
+    const int64_t j = st.n_entries, first = j * m;  // window j = positions first … first+m−1
+    const bool use_prev = coff == 2 && j > 0;       // CSA: window j−1 through series A
+    const int64_t off_b = (coff == 2) ? c : 0;      // CSA: current window through series B
     for (int64_t e = 0; e < c; ++e) {
       float mx = -INFINITY;
-      const bool use_prev = coff == 2 && st.has_prev;
-      const int64_t off_b = (coff == 2) ? c : 0;  // CSA: current window through series B
       if (use_prev)
-        for (int64_t s = 0; s < m; ++s) mx = std::max(mx, st.prev_z[size_t(s * c + e)]);
-      for (int64_t s = 0; s < m; ++s) mx = std::max(mx, st.pend_z[size_t(s * cw + off_b + e)]);
+        for (int64_t s = 0; s < m; ++s) mx = std::max(mx, z_at(first - m + s, e));
+      for (int64_t s = 0; s < m; ++s) mx = std::max(mx, z_at(first + s, off_b + e));
       float den = 0.0f, num = 0.0f;
       if (use_prev)
         for (int64_t s = 0; s < m; ++s) {
-          const float p = std::exp(st.prev_z[size_t(s * c + e)] - mx);
+          const float p = std::exp(z_at(first - m + s, e) - mx);
           den += p;
-          num += p * st.prev_a[size_t(s * c + e)];
+          num += p * a_at(first - m + s, e);
         }
       for (int64_t s = 0; s < m; ++s) {
-        const float p = std::exp(st.pend_z[size_t(s * cw + off_b + e)] - mx);
+        const float p = std::exp(z_at(first + s, off_b + e) - mx);
         den += p;
-        num += p * st.pend_a[size_t(s * cw + off_b + e)];
+        num += p * a_at(first + s, off_b + e);
       }
       pooled[size_t(e)] = num / den;
     }
@@ -70,15 +81,6 @@ int64_t compressor_step(const CpuContext& ctx, const CompressorWeights& w, const
     ctx.bf16(pooled.data(), c);  // official-bf16: a and z stay FP32, the entry is stored BF16
     st.entries.insert(st.entries.end(), pooled.begin(), pooled.end());
     ++st.n_entries;
-    if (coff == 2) {  // §5.5: keep this window's A half for entry j + 1
-      for (int64_t s = 0; s < m; ++s)
-        for (int64_t e = 0; e < c; ++e) {
-          st.prev_a[size_t(s * c + e)] = st.pend_a[size_t(s * cw + e)];
-          st.prev_z[size_t(s * c + e)] = st.pend_z[size_t(s * cw + e)];
-        }
-      st.has_prev = true;
-    }
-    st.n_pending = 0;
   }
   return first_new;
 }

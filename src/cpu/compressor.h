@@ -1,4 +1,4 @@
-// Compressor (§5): projects tokens, carries partial windows across calls (§5.5), pools every
+// Compressor (§5): projects tokens, keeps their rows by position across calls (§5.5), pools every
 // completed window into one entry (HCA m = 128; CSA m = 4 with overlapping A/B halves), applies
 // the norm and RoPE at the window's first position. Quantising the new entries (§5.3 step 3) is
 // left to the owner (attention.cpp: FP8 KV; indexer.cpp: Hadamard + FP4).
@@ -9,21 +9,33 @@
 
 #include "cpu/context.h"
 #include "cpu/rope.h"
+#include "model/config.h"
 #include "model/weights.h"
 
 namespace dsv4 {
 
+// Positions a sequence can be rolled back by (model/forward.h's speculative protocol: the verified
+// token and up to kMaxSpeculative drafts). Every per-position ring of the CPU state keeps this many
+// rows beyond what its next position needs, so a rollback is a truncation (sequence_state.h).
+inline constexpr int64_t kRollbackPositions = kMaxSpeculative + 1;
+
+// Rows of a_t / z_t a compressor keeps: the window being filled and (CSA) the previous one's A
+// half, plus the rollback margin.
+inline int64_t compressor_kept_rows(int64_t m) { return compressor_overlap(m) * m + kRollbackPositions; }
+
 struct CompressorState {
-  int64_t n_pending = 0;       // tokens of the current incomplete window (= position mod m)
-  std::vector<float> pend_a;   // [m, coff·c] a_t of those tokens
-  std::vector<float> pend_z;   // [m, coff·c] z_t + ape[t mod m]
-  bool has_prev = false;       // CSA: a previous complete window exists
-  std::vector<float> prev_a;   // [m, c] CSA: previous window's A half
-  std::vector<float> prev_z;   // [m, c]
+  // Row t mod compressor_kept_rows(m) holds position t's a_t and z_t + ape[t mod m] (§5.5): the
+  // current incomplete window is positions floor(P/m)·m … P−1, the CSA previous window the m before.
+  std::vector<float> rows_a;   // [kept rows, coff·c]
+  std::vector<float> rows_z;   // [kept rows, coff·c]
   std::vector<float> entries;  // [n_entries, c] emitted entries (entry j covers window j)
   int64_t n_entries = 0;
+  int64_t ratio = 0, width = 0;  // m and c, set on first use
 
   void reset() { *this = CompressorState{}; }
+  // Forgets positions n_tokens … : the entries of windows that closed there (the rows need
+  // nothing: the next positions overwrite them before any window reads them).
+  void truncate(int64_t n_tokens);
 };
 
 // Feeds the tokens at positions pos0 … pos0+T−1 (x [T, D], after attn_norm). Every window that

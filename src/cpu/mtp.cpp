@@ -1,6 +1,7 @@
 // MTP (§10): e = RMSNorm_enorm(embed[next]); Hs_j = RMSNorm_hnorm(X_j) per stream;
 // X^mtp_j = h_proj(Hs_j) + e_proj(e); one decoder block (main rope table, score routing, layer id
-// L + block); logits = head · RMSNorm_mtp.norm(HC_head_mtp(X^mtp)).
+// L + block); logits = head · RMSNorm_mtp.norm(HC_head_mtp(X^mtp)). The block's output streams
+// (pre-HC_head) are what a recurrent draft feeds back as the next "previous hidden".
 #include "cpu/mtp.h"
 
 #include <vector>
@@ -13,7 +14,8 @@
 namespace dsv4 {
 
 void mtp_forward(const CpuModel& model, CpuSequenceState& seq, int block, const float* streams,
-                 const int32_t* next_tokens, int64_t T, float* logits, const TraceHook* trace) {
+                 const int32_t* next_tokens, int64_t T, float* logits, float* out_streams,
+                 const TraceHook* trace) {
   const ModelConfig& cfg = model.cfg;
   if (block < 0 || size_t(block) >= model.weights.mtp.size())
     fail("MTP block ", block, " is not in the checkpoint (it has ", model.weights.mtp.size(),
@@ -22,7 +24,7 @@ void mtp_forward(const CpuModel& model, CpuSequenceState& seq, int block, const 
   const CpuContext ctx = model.context(trace);
   const int64_t n = cfg.hc_mult, D = cfg.hidden_size;
   const int layer = int(cfg.num_hidden_layers) + block;
-  const int64_t pos0 = seq.mtp_position;
+  const int64_t pos0 = seq.mtp_position();
   if (pos0 + T > seq.max_tokens())
     fail("MTP: sequence would reach ", pos0 + T, " tokens, its limit is ", seq.max_tokens());
 
@@ -51,8 +53,9 @@ void mtp_forward(const CpuModel& model, CpuSequenceState& seq, int block, const 
 
   decoder_layer(ctx, w.layer, layer, model.rope_for(w.layer.spec), X.data(), next_tokens, T, pos0,
                 seq.mtp[size_t(block)]);
-  output_head(ctx, w.hc_head, w.norm, model.weights.head, X.data(), T, logits);
-  seq.mtp_position += T;
+  if (out_streams) std::copy(X.begin(), X.end(), out_streams);
+  if (logits) output_head(ctx, w.hc_head, w.norm, model.weights.head, X.data(), T, logits);
+  seq.mtp_advance(T);
 }
 
 }  // namespace dsv4

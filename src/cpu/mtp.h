@@ -1,6 +1,6 @@
-// The MTP block's forward (§10), a separate call from the main forward: used for speculative
-// drafting. The main model's final streams come from the "final.streams" trace of
-// Forward::forward (or from the engine); the decoder block is decoder_layer.cpp's.
+// The MTP block's forward (§10): the rows the main forward runs with ForwardItem::mtp, and the
+// drafting steps of Forward::draft (cpu_forward.cpp drives both). The decoder block is
+// decoder_layer.cpp's; the per-sequence MTP state is sequence_state.h's.
 #pragma once
 
 #include <cstdint>
@@ -9,12 +9,14 @@
 
 namespace dsv4 {
 
-// Draft logits for T consecutive draft positions p0 = seq.mtp_position …: streams [T, n, D] are
-// the main model's final (pre-HC_head) streams at positions p, next_tokens [T] the tokens at
-// p + 1. logits [T, V]. Advances the MTP block's window state. Block `block` (0-based) of
-// model.weights.mtp; a checkpoint without mtp.* tensors → dsv4::Error.
+// T consecutive MTP positions p0 = seq.mtp_position() …: streams [T, n, D] are the main model's
+// final (pre-HC_head) streams at positions p, next_tokens [T] the tokens at p + 1. Advances the
+// MTP block's window state. Out, each optional: logits [T, V] (the draft logits of tokens p + 2),
+// out_streams [T, n, D] the block's own pre-HC_head streams (§10: the next draft's "previous
+// hidden"). Block `block` (0-based) of model.weights.mtp; a checkpoint without mtp.* tensors →
+// dsv4::Error.
 void mtp_forward(const CpuModel& model, CpuSequenceState& seq, int block, const float* streams,
-                 const int32_t* next_tokens, int64_t T, float* logits,
+                 const int32_t* next_tokens, int64_t T, float* logits, float* out_streams = nullptr,
                  const TraceHook* trace = nullptr);
 
 }  // namespace dsv4
