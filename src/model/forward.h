@@ -60,7 +60,10 @@ struct ForwardItem {
   int32_t* sampled = nullptr;  // out: the token chosen for the last row, when the backend samples
   // Speculative decoding (Forward::can_draft): also run the MTP block over this item's rows but
   // the last (row i with the next token tokens[i+1]) and keep the final streams of its last
-  // kMaxSpeculative + 1 rows for draft(). The sequence's MTP position must equal its position.
+  // kMaxSpeculative + 1 rows for draft(). The sequence's MTP position must equal its position, or
+  // be one behind it (after a forward with mtp that draft() did not follow — a prefill chunk, or
+  // a step that drafted nothing): then the MTP block first consumes that position, with its kept
+  // streams and tokens[0] as the next token. Every forward of a drafting sequence needs mtp.
   bool mtp = false;
   // With all_logits and `sample`: sample every row, not only the last (speculative verification
   // reads a token per row): sampled_rows[i] for row i (a backend that samples).
