@@ -174,9 +174,9 @@ class Nano(unittest.TestCase):
         self.assertEqual(streamed, text)
 
     def test_chat_logprobs(self):
-        r = self.chat("Who was Moses?", logprobs=True, top_logprobs=3, max_tokens=5)
+        r = self.chat("Who was Moses?", logprobs=True, top_logprobs=3, max_tokens=5, extra_body={"ignore_eos": True})
         entries = r.choices[0].logprobs.content
-        self.assertEqual(len(entries), r.usage.completion_tokens)  # no EOS in a length-cut output
+        self.assertEqual(len(entries), r.usage.completion_tokens)  # every token is output (no stop token)
         for e in entries:
             self.assertLessEqual(e.logprob, 0.0)
             self.assertEqual(len(e.top_logprobs), 3)
@@ -249,7 +249,7 @@ class Nano(unittest.TestCase):
     def test_hang_up_cancels_and_frees_the_kv(self):
         before = self.cancelled()
         stream = self.client.completions.create(model="nano", prompt="And", max_tokens=400, temperature=0,
-                                                stream=True)
+                                                stream=True, extra_body={"ignore_eos": True})
         for i, _ in enumerate(stream):
             if i == 1:
                 break
@@ -258,7 +258,7 @@ class Nano(unittest.TestCase):
         self.assertTrue(wait_for(lambda: self.cancelled() == before + 1 and self.idle()), self.server.metrics())
 
         # Non-streaming: a raw connection that sends its request and goes away.
-        body = json.dumps({"model": "nano", "prompt": "And", "max_tokens": 400}).encode()
+        body = json.dumps({"model": "nano", "prompt": "And", "max_tokens": 400, "ignore_eos": True}).encode()
         host, port = self.server.url[len("http://"):].split(":")
         s = socket.create_connection((host, int(port)))
         s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -287,7 +287,9 @@ class NanoQueueAndShutdown(unittest.TestCase):
         try:
             srv.wait_ready()
             c = client(srv.url)
-            kw = dict(model="nano", messages=[{"role": "user", "content": "hi"}], max_tokens=400, stream=True)
+            # ignore_eos: the running request cannot end (and admit the waiting one) during the test.
+            kw = dict(model="nano", messages=[{"role": "user", "content": "hi"}], max_tokens=2000, stream=True,
+                      extra_body={"ignore_eos": True})
             running = c.chat.completions.create(**kw)
             next(iter(running))  # the role chunk: submitted
             self.assertTrue(wait_for(lambda: metric(srv.metrics(), "dsv4_requests_running") == 1))
@@ -306,7 +308,8 @@ class NanoQueueAndShutdown(unittest.TestCase):
         srv = nano_server(label="nano-drain")
         srv.wait_ready()
         c = client(srv.url)
-        stream = c.completions.create(model="nano", prompt="And", max_tokens=40, temperature=0, stream=True)
+        stream = c.completions.create(model="nano", prompt="And", max_tokens=40, temperature=0, stream=True,
+                                      extra_body={"ignore_eos": True})
         it = iter(stream)
         text = next(it).choices[0].text
         srv.proc.send_signal(signal.SIGTERM)
