@@ -54,6 +54,7 @@ GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer&
   SchedulerOptions so;
   so.max_running = 1;
   so.max_step_tokens = options.prefill_chunk;
+  so.speculative = options.speculative;
   Scheduler scheduler(forward, so);
   scheduler.submit(std::move(r));
   scheduler.run_until_idle();
@@ -65,6 +66,7 @@ GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer&
   result.text = text.text();
   result.prefill_seconds = outcome.ttft_seconds;
   result.decode_seconds = outcome.total_seconds - outcome.ttft_seconds;
+  result.speculative = outcome.speculative;
   // Fed: the prompt and every sampled id but the last (which was never fed back).
   result.fed.assign(prompt.begin(), prompt.end());
   for (size_t i = 0; i + 1 < result.logprobs.size(); ++i) result.fed.push_back(result.logprobs[i].id);

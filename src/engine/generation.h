@@ -30,6 +30,9 @@ struct GenerationOptions {
   std::vector<std::string> stop_strings;   // output ends before the first occurrence
   std::vector<int32_t> stop_ids;           // besides the model's EOS (config.eos_token_id)
   int64_t prefill_chunk = kDefaultPrefillChunk;
+  // Tokens drafted with the model's MTP block and verified per step (SchedulerOptions::speculative;
+  // 0: off).
+  int speculative = 0;
 };
 
 
@@ -44,6 +47,7 @@ struct GenerationResult {
   int64_t n_prompt = 0;
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;
+  SpeculativeCounts speculative;  // drafts verified and kept (all zero without speculation)
   // The ids this call fed to forward(), in order: the prompt and every sampled id but the last
   // (which was never fed back). The sequence holds its earlier ids followed by these, so a
   // follow-up turn can reuse it when its prompt extends exactly that list.

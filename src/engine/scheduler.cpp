@@ -3,6 +3,9 @@
 // of the token budget with prefill chunks (oldest first), run one Forward::forward over all of
 // them, then sample and apply the stop rules. A sequence that cannot grow evicts the newest
 // running sequence, which goes back to the front of the queue and is recomputed from its ids.
+// A speculating sequence's decode row carries its drafts (k + 1 rows, the MTP block runs along);
+// after the step its verdict is applied, the rejected rows rolled back and new drafts made, for
+// every such sequence in one Forward::draft call.
 #include "engine/scheduler.h"
 
 #include <algorithm>
@@ -55,6 +58,14 @@ struct Scheduler::Active {
   std::optional<Sampler> sampler;
   DeviceSampling device;
   bool on_device = false;
+  // Speculative decoding: drafts per step (0: off), the acceptance rule (which also draws every
+  // token the request samples on the host), the drafts waiting to be verified (the continuation
+  // of `next`) and, when sampling, the logits each was drawn from [drafts, V].
+  int speculative = 0;
+  std::optional<SpeculativeSampler> spec;
+  std::vector<int32_t> drafts;
+  std::vector<float> draft_logits;
+  SpeculativeCounts counts;
   bool finished = false;
   Clock::time_point t_submit, t_first_scheduled, t_first_token;
   bool scheduled_once = false;
@@ -67,6 +78,12 @@ Scheduler::Scheduler(Forward& forward, const SchedulerOptions& options)
   if (options.max_running < 1) fail("scheduler: max running sequences must be >= 1, got ", options.max_running);
   if (options.max_step_tokens < 1) fail("scheduler: tokens per step must be >= 1, got ", options.max_step_tokens);
   if (options.max_waiting < 0) fail("scheduler: the waiting limit must be >= 0, got ", options.max_waiting);
+  if (options.speculative < 0 || options.speculative > kMaxSpeculative)
+    fail("speculative decoding: drafted tokens per step must be in [0, ", kMaxSpeculative, "], got ",
+         options.speculative);
+  if (options.speculative > 0 && !forward.can_draft())
+    fail("speculative decoding needs an MTP block (mtp.0.*) and a backend that drafts with it; this "
+         "model on this backend cannot draft");
   publish_stats();
 }
 
@@ -96,7 +113,12 @@ RequestId Scheduler::submit(Request r) {
   a->t_submit = Clock::now();
   a->max_sampled = std::min(a->req.max_tokens, kv.max_context - n_in);
   a->n_prompt_left = int64_t(a->req.prompt.size());
-  a->on_device = forward_.samples_on_device() && device_can_sample(a->req.sampling);
+  a->speculative = options_.speculative;
+  // The device sampler cannot apply the speculative-sampling rule: with temperature > 0 a
+  // speculating request samples on the host (greedy verification only needs each row's argmax).
+  a->on_device = forward_.samples_on_device() && device_can_sample(a->req.sampling) &&
+                 (a->speculative == 0 || a->req.sampling.temperature == 0.0f);
+  if (a->speculative > 0) a->spec.emplace(a->req.sampling);
   if (a->on_device)
     a->device = DeviceSampling{a->req.sampling.temperature, a->req.sampling.top_k,
                                a->req.sampling.top_p, a->req.sampling.seed};
@@ -159,6 +181,7 @@ void Scheduler::finish(Active& a, FinishReason r, int32_t stop_id, std::string e
   o.queue_seconds = a.scheduled_once ? seconds(a.t_submit, a.t_first_scheduled) : seconds(a.t_submit, now);
   o.ttft_seconds = a.n_sampled > 0 ? seconds(a.t_submit, a.t_first_token) : 0.0;
   o.total_seconds = seconds(a.t_submit, now);
+  o.speculative = a.counts;
   {
     std::lock_guard lock(mu_);
     stats_.prompt_tokens += o.n_prompt;
@@ -243,6 +266,8 @@ void Scheduler::preempt(size_t i) {
   a->history.clear();
   a->to_feed = std::move(all);
   a->next = -1;
+  a->drafts.clear();  // drafts are proposals: the recomputed sequence drafts anew
+  a->draft_logits.clear();
   a->seq->reset();
   ++a->n_preempted;
   {
@@ -288,6 +313,89 @@ void Scheduler::accept_sample(Active& a, const SampleResult& s) {
   a.next = s.id;
 }
 
+// Applies the verification of one speculating decode row: `n_fed` tokens (the pending `next`
+// and its drafts) were fed; the rule keeps a prefix of the drafts plus one token of the main
+// model; the sequence is rolled back past the kept tokens and the emitted ones go through the stop
+// rules one by one (several at once may end the request part-way: nothing after the stop is
+// emitted, and a borrowed sequence keeps exactly the ids fed before the last emitted token).
+void Scheduler::settle_verify(Active& a, size_t n_fed, std::span<const float> logits,
+                              std::span<const int32_t> sampled_rows) {
+  const size_t k = n_fed - 1;
+  const int64_t p = a.seq->position() - int64_t(n_fed);  // where `next` went
+  const std::span<const int32_t> drafts(a.drafts.data(), k);
+  Verdict v;
+  if (a.on_device) {  // greedy on the device: each row's argmax (model/forward.h sampled_rows)
+    const int32_t vocab = int32_t(forward_.config().vocab_size);
+    for (size_t i = 0; i <= k; ++i) {
+      SampleResult s;
+      s.id = sampled_rows[i];
+      s.logprob = std::numeric_limits<float>::quiet_NaN();  // not computed on the device
+      DSV4_CHECK_MSG(s.id >= 0 && s.id < vocab, "the backend sampled id ", s.id);
+      v.tokens.push_back(s);
+      if (i == k || s.id != drafts[i]) break;
+      ++v.n_accepted;
+    }
+  } else {
+    const size_t V = size_t(forward_.config().vocab_size);
+    v = a.spec->verify(logits, drafts,
+                       std::span<const float>(a.draft_logits.data(), std::min(a.draft_logits.size(), k * V)));
+  }
+  if (k > 0) {
+    ++a.counts.verify_steps;
+    a.counts.drafted += int64_t(k);
+    a.counts.accepted += v.n_accepted;
+    std::lock_guard lock(mu_);
+    ++stats_.speculative.verify_steps;
+    stats_.speculative.drafted += int64_t(k);
+    stats_.speculative.accepted += v.n_accepted;
+  }
+  forward_.rollback(*a.seq, p + v.n_accepted + 1);
+  a.history.push_back(a.next);
+  a.history.insert(a.history.end(), drafts.begin(), drafts.begin() + v.n_accepted);
+  a.next = -1;
+  a.drafts.clear();
+  a.draft_logits.clear();
+  SequenceState* borrowed = a.req.seq;
+  int64_t emitted = 0;
+  for (const SampleResult& s : v.tokens) {
+    ++emitted;
+    accept_sample(a, s);
+    if (a.finished) break;
+  }
+  // Ended before the last kept token: a borrowed sequence holds every emitted id but the last
+  // (an owned one is gone; a failed one was reset).
+  if (a.finished && borrowed && borrowed->position() > p + emitted)
+    forward_.rollback(*borrowed, p + emitted);
+}
+
+// New drafts for every listed sequence (each with its pending `next`), in one call; as many as
+// the request may still emit beyond `next` (a verify emits drafts + 1 tokens at most).
+void Scheduler::draft(std::vector<Active*>& who) {
+  std::vector<DraftItem> items;
+  std::vector<Active*> owners;
+  for (Active* a : who) {
+    const int64_t n = std::min<int64_t>(a->speculative, a->max_sampled - a->n_sampled - 1);
+    if (a->finished || n < 1) continue;
+    DraftItem d;
+    d.seq = a->seq;
+    d.token = a->next;
+    d.n_draft = int(n);
+    d.drafts = &a->drafts;
+    if (!a->spec->greedy()) {
+      d.choose = [a](std::span<const float> l) { return a->spec->draw_draft(l); };
+      d.logits = &a->draft_logits;
+    }
+    items.push_back(std::move(d));
+    owners.push_back(a);
+  }
+  if (items.empty()) return;
+  try {
+    forward_.draft(items);
+  } catch (const std::exception& e) {
+    for (Active* a : owners) finish(*a, FinishReason::kError, -1, e.what());
+  }
+}
+
 bool Scheduler::step() {
   take_incoming();
   admit();
@@ -296,23 +404,28 @@ bool Scheduler::step() {
     return false;
   }
 
-  // Decode rows first (one per decoding sequence), oldest first; a sequence that cannot grow
-  // evicts the newest.
+  // Decode rows first (one per decoding sequence, plus its drafts), oldest first; a sequence that
+  // cannot grow evicts the newest.
   std::sort(running_.begin(), running_.end(),
             [](const auto& x, const auto& y) { return x->order < y->order; });
   struct Row {
     Active* a;
     std::vector<int32_t> tokens;
     bool samples;
+    bool verify;  // a speculating decode row: tokens = next + drafts
   };
   std::vector<Row> rows;
   int64_t budget = options_.max_step_tokens;
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Active& a = *running_[i];
     if (!a.decoding()) continue;
-    if (!grow_or_preempt(a, a.seq->position() + 1)) break;  // a was the newest: nothing newer runs
-    rows.push_back({&a, {a.next}, true});
-    --budget;
+    // Drafts past the budget are left out (a prefix of the drafts is as valid to verify).
+    const int64_t k = std::min<int64_t>(int64_t(a.drafts.size()), budget - 1);
+    if (!grow_or_preempt(a, a.seq->position() + 1 + k)) break;  // a was the newest: nothing newer runs
+    std::vector<int32_t> tokens = {a.next};
+    tokens.insert(tokens.end(), a.drafts.begin(), a.drafts.begin() + k);
+    rows.push_back({&a, std::move(tokens), true, a.speculative > 0});
+    budget -= 1 + k;
   }
   // Then prefill chunks within what is left of the budget (an eviction removes the newest, the
   // last entry, so the index stays valid).
@@ -322,7 +435,7 @@ bool Scheduler::step() {
     const int64_t n = std::min<int64_t>(budget, int64_t(a.to_feed.size()));
     if (!grow_or_preempt(a, a.seq->position() + n)) break;
     rows.push_back({&a, std::vector<int32_t>(a.to_feed.begin(), a.to_feed.begin() + n),
-                    n == int64_t(a.to_feed.size())});
+                    n == int64_t(a.to_feed.size()), false});
     budget -= n;
   }
   // Evictions above may have removed rows' owners from running_: drop those rows.
@@ -337,14 +450,21 @@ bool Scheduler::step() {
   std::vector<ForwardItem> items(rows.size());
   std::vector<std::vector<float>> logits(rows.size());
   std::vector<int32_t> sampled(rows.size(), -1);
+  std::vector<std::vector<int32_t>> sampled_rows(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     Row& r = rows[i];
     ForwardItem& it = items[i];
     it.seq = r.a->seq;
     it.tokens = r.tokens;
+    it.mtp = r.a->speculative > 0;  // prefill chunks too: the MTP block consumes the prompt
+    it.all_logits = r.verify;
     if (r.samples && r.a->on_device) {
       it.sample = &r.a->device;
       it.sampled = &sampled[i];
+      if (r.verify) {
+        sampled_rows[i].assign(r.tokens.size(), -1);
+        it.sampled_rows = sampled_rows[i].data();
+      }
     } else if (r.samples) {
       it.logits = &logits[i];
     }
@@ -363,10 +483,20 @@ bool Scheduler::step() {
     ++stats_.steps;
   }
 
+  std::vector<Active*> to_draft;  // speculating sequences with a new pending token
   for (size_t i = 0; i < rows.size(); ++i) {
     Row& r = rows[i];
     Active& a = *r.a;
     if (a.finished) continue;
+    if (r.verify) {
+      try {
+        settle_verify(a, r.tokens.size(), logits[i], sampled_rows[i]);
+      } catch (const Error& e) {
+        finish(a, FinishReason::kError, -1, e.what());
+      }
+      if (!a.finished) to_draft.push_back(&a);
+      continue;
+    }
     const bool was_decode = a.decoding();
     a.history.insert(a.history.end(), r.tokens.begin(), r.tokens.end());
     if (was_decode) {
@@ -389,14 +519,16 @@ bool Scheduler::step() {
         s.logprob = std::numeric_limits<float>::quiet_NaN();  // not computed on the device
         DSV4_CHECK_MSG(s.id >= 0 && s.id < forward_.config().vocab_size, "the backend sampled id ", s.id);
       } else {
-        s = a.sampler->sample(logits[i]);
+        s = a.spec ? a.spec->sample(logits[i]) : a.sampler->sample(logits[i]);
       }
     } catch (const Error& e) {
       finish(a, FinishReason::kError, -1, e.what());
       continue;
     }
     accept_sample(a, s);
+    if (a.spec && !a.finished) to_draft.push_back(&a);
   }
+  draft(to_draft);
   remove_finished();
   publish_stats();
   return true;

@@ -4,6 +4,9 @@
 // waits for free sequence slots and KV blocks; a running sequence that cannot grow preempts the
 // newest running one, which is recomputed later. Text (stop strings, UTF-8 streaming) is the
 // caller's: text_stream.h. Backend-agnostic: it only sees model/forward.h.
+// Speculative decoding (SchedulerOptions::speculative): each decoding sequence verifies its MTP
+// drafts in k + 1 rows of the step, keeps what speculative.h's rule accepts, rolls the rest back
+// and drafts again (model/forward.h's protocol).
 #pragma once
 
 #include <atomic>
@@ -14,10 +17,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "engine/sampler.h"
+#include "engine/speculative.h"
 #include "model/forward.h"
 #include "util/error.h"
 
@@ -27,6 +32,27 @@ enum class FinishReason { kEos, kStopId, kStopString, kLength, kCancelled, kErro
 const char* to_string(FinishReason r);
 
 using RequestId = uint64_t;
+
+// Speculative decoding counts (of one request, or totals over all): acceptance rate =
+// accepted / drafted; mean accepted length = tokens a verifying step emits on average, the main
+// model's own token included: (accepted + verify_steps) / verify_steps (1 = no draft ever kept,
+// k + 1 = every draft kept). Steps that verified no draft (the last token of a request) count in
+// neither.
+struct SpeculativeCounts {
+  int64_t verify_steps = 0;  // decode steps that verified at least one drafted token
+  int64_t drafted = 0;       // drafted tokens verified
+  int64_t accepted = 0;      // of those, kept
+  double acceptance_rate() const { return drafted > 0 ? double(accepted) / double(drafted) : 0.0; }
+  double mean_accepted_length() const {
+    return verify_steps > 0 ? double(accepted + verify_steps) / double(verify_steps) : 0.0;
+  }
+  SpeculativeCounts& operator+=(const SpeculativeCounts& o) {
+    verify_steps += o.verify_steps;
+    drafted += o.drafted;
+    accepted += o.accepted;
+    return *this;
+  }
+};
 
 // What a request's callbacks see when it ends (exactly once, on the scheduler's thread).
 struct RequestOutcome {
@@ -39,6 +65,7 @@ struct RequestOutcome {
   double queue_seconds = 0.0;    // submit -> first scheduled
   double ttft_seconds = 0.0;     // submit -> first token
   double total_seconds = 0.0;    // submit -> finish
+  SpeculativeCounts speculative; // all zero without speculative decoding
 };
 
 struct Request {
@@ -65,6 +92,11 @@ struct SchedulerOptions {
   int64_t max_running = 64;       // sequences decoded in one step at most
   int64_t max_step_tokens = 2048; // rows of one forward step (decode rows + prefill chunk tokens)
   int64_t max_waiting = 4096;     // submit() refuses beyond this many waiting requests
+  // Tokens each decoding sequence drafts with the model's MTP block and verifies per step,
+  // 0 … kMaxSpeculative (0: off). Needs Forward::can_draft(). Greedy output is unchanged (bit for
+  // bit on a backend whose rows do not depend on their batch); sampled output keeps its
+  // distribution (speculative.h), though not the draws of a seed without speculation.
+  int speculative = 0;
 };
 
 struct SchedulerStats {
@@ -72,6 +104,7 @@ struct SchedulerStats {
   int64_t kv_blocks_used = 0, kv_blocks_total = 0;
   int64_t steps = 0, preemptions = 0;
   int64_t prompt_tokens = 0, generated_tokens = 0;  // since start
+  SpeculativeCounts speculative;                    // since start, updated every step
 };
 
 // submit() / cancel() / stats() may be called from any thread; step() / run() from one thread.
@@ -106,6 +139,9 @@ class Scheduler {
   void preempt(size_t running_index);
   void finish(Active& a, FinishReason r, int32_t stop_id = -1, std::string error = {});
   void accept_sample(Active& a, const SampleResult& s);
+  void settle_verify(Active& a, size_t n_fed, std::span<const float> logits,
+                     std::span<const int32_t> sampled_rows);
+  void draft(std::vector<Active*>& who);
   void remove_finished();
   void publish_stats();
 
