@@ -33,6 +33,10 @@ LoadedModel load_model(const std::filesystem::path& dir, const Args& args) {
                static_cast<long long>(m.forward->config().num_hidden_layers),
                static_cast<long long>(m.forward->config().vocab_size), to_string(opt.backend),
                to_string(opt.numerics));
+  // Refused now rather than at the first request (the scheduler would refuse it there).
+  if (args.has("--speculative") && args.get_int("--speculative", 0) > 0 && !m.forward->can_draft())
+    fail("--speculative: ", dir.string(), " cannot draft on the ", to_string(opt.backend),
+         " backend (it needs an MTP block, mtp.0.*, and a backend that drafts with it)");
   return m;
 }
 
@@ -47,7 +51,9 @@ const std::string kGenerationUsageText = std::string(
     "  --min-p M             keep tokens with p >= M * p_max (default 0 = off)\n"
     "  --seed S              RNG seed (default: random, printed on stderr)\n"
     "  --stop STR            also stop before this text\n"
-    "  --logprobs N          with --json: each token's log-probability and the N most likely\n") +
+    "  --logprobs N          with --json: each token's log-probability and the N most likely\n"
+    "  --speculative K       draft K tokens per step with the model's MTP block and verify them\n"
+    "                        in one step (0-3, default 0 = off; greedy output is unchanged)\n") +
     kBackendUsage;
 
 }  // namespace
@@ -57,7 +63,7 @@ const char* const kGenerationUsage = kGenerationUsageText.c_str();
 std::set<std::string> generation_value_options() {
   std::set<std::string> o = backend_value_options();
   o.insert({"--model", "--max-tokens", "--temp", "--top-p", "--top-k", "--min-p", "--seed",
-            "--stop", "--logprobs"});
+            "--stop", "--logprobs", "--speculative"});
   return o;
 }
 
@@ -79,6 +85,7 @@ GenerationOptions generation_options(const Args& args) {
   }
   if (auto stop = args.get("--stop")) o.stop_strings.push_back(*stop);
   o.sampling.top_logprobs = static_cast<int32_t>(args.get_int("--logprobs", 0, 0, 100));
+  o.speculative = static_cast<int>(args.get_int("--speculative", 0, 0, kMaxSpeculative));
   validate(o.sampling);
   return o;
 }
@@ -192,6 +199,11 @@ void print_stats(const GenerationResult& g) {
   std::fprintf(stderr, "%lld prompt + %zu generated tokens, prefill %.1f tok/s, decode %.1f tok/s, finish: %s\n",
                static_cast<long long>(g.n_prompt), g.tokens.size(), prefill_tps, decode_tps,
                to_string(g.finish));
+  const SpeculativeCounts& c = g.speculative;
+  if (c.verify_steps > 0)
+    std::fprintf(stderr, "speculative: %lld of %lld drafts kept (%.1f %%), %.2f tokens per verifying step\n",
+                 static_cast<long long>(c.accepted), static_cast<long long>(c.drafted), 100.0 * c.acceptance_rate(),
+                 c.mean_accepted_length());
 }
 
 }  // namespace dsv4::cli

@@ -25,7 +25,8 @@ struct LoadedModel {
 };
 
 // Reads DIR/tokenizer.json and opens the checkpoint on the backend the options name (--backend,
-// --numerics, --threads; cli/backend_args.h), reporting on stderr.
+// --numerics, --threads; cli/backend_args.h), reporting on stderr. --speculative K > 0 on a model
+// or backend that cannot draft is an Error here.
 LoadedModel load_model(const std::filesystem::path& dir, const Args& args);
 
 // Options shared by generate and chat: sampling, limits, backend (the usage text ends with
