@@ -2,6 +2,10 @@
 // decode step must read (dense weights, the routed experts the step's rows actually touched, the
 // KV rows attention reads) as a share of the copy bandwidth measured in the same run (design.md
 // "Speed principles"). Random token ids; the numbers go to bench/results/ with the card and date.
+// --speculative: the cost of the mechanism (a step verifying k drafts, and drafting k, against a
+// plain step, on random ids: the speed-up at any acceptance follows), then greedy decode through
+// the scheduler with MTP drafts against plain decode in the same run, on real text (random ids are
+// never drafted right), with the drafts kept.
 #include <algorithm>
 #include <chrono>
 #include <cinttypes>
@@ -20,9 +24,12 @@
 #include "cli/chat_turn.h"
 #include "cli/command.h"
 #include "engine/backend.h"
+#include "engine/scheduler.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/file_read.h"
 
 namespace dsv4::cli {
 
@@ -36,21 +43,26 @@ constexpr const char* kUsage =
     "  --ctx N               context of every sequence when decode is timed (default: --prompt)\n"
     "  --steps S             timed decode steps per batch size (default 16)\n"
     "  --seed S              random token ids (default 1)\n"
+    "  --speculative LIST    also time greedy decode through the scheduler with K MTP drafts per\n"
+    "                        step (K in 1-3, comma-separated) against K = 0, per batch size, on\n"
+    "                        prompts of --ctx tokens of real text; --steps tokens per sequence\n"
+    "  --text-file F         that text (default: DIR/validation.txt, nano's)\n"
     "  --json                one JSON object with every number on stdout instead of the table\n";
 
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-std::vector<int64_t> parse_list(const std::string& s, const char* opt) {
+std::vector<int64_t> parse_list(const std::string& s, const char* opt, int64_t hi = 65536,
+                                const char* what = "a batch size") {
   std::vector<int64_t> out;
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
     char* end = nullptr;
     const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || v < 1 || v > 65536)
-      fail(opt, ": '", item, "' is not a batch size in [1, 65536]");
+    if (item.empty() || *end != '\0' || v < 1 || v > hi)
+      fail(opt, ": '", item, "' is not ", what, " in [1, ", hi, "]");
     out.push_back(v);
   }
   if (out.empty()) fail(opt, ": empty list");
@@ -110,6 +122,79 @@ struct DecodeResult {
   double seconds_per_step = 0, weight_bytes = 0, kv_bytes = 0, experts_touched = 0;
 };
 
+// Mean seconds of one plain decode step, of one step verifying k drafts per sequence (k + 1 rows
+// with the MTP block along), and of drafting k tokens per sequence.
+struct MechanismCost {
+  double plain = 0, verify = 0, draft = 0;
+};
+
+// Greedy decode of `batch` sequences through the scheduler after their prompts are prefilled: the
+// tokens sampled from then on, the time they took, the steps, and the drafts kept.
+struct SchedulerDecode {
+  int64_t tokens = 0, steps = 0;
+  double seconds = 0;
+  SpeculativeCounts counts;
+};
+
+SchedulerDecode scheduler_decode(Forward& f, const std::vector<std::vector<int32_t>>& prompts, int64_t n_tokens,
+                                 int k) {
+  SchedulerOptions o;
+  o.max_running = int64_t(prompts.size());
+  o.max_step_tokens = 4096;
+  o.speculative = k;
+  Scheduler s(f, o);
+  SchedulerDecode r;
+  int64_t started = 0;
+  bool timing = false;
+  std::vector<char> first(prompts.size(), 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Request q;
+    q.prompt = prompts[i];
+    q.sampling.temperature = 0.0f;
+    q.max_tokens = n_tokens + 1;  // the first token ends the prefill
+    q.ignore_eos = true;
+    q.on_token = [&, i](const SampleResult&) {
+      if (!first[i]) {
+        first[i] = 1;
+        ++started;
+      } else if (timing) {
+        ++r.tokens;
+      }
+      return true;
+    };
+    q.on_finish = [&](const RequestOutcome& oc) {
+      if (oc.finish == FinishReason::kError) fail("bench: ", oc.error);
+      r.counts += oc.speculative;
+    };
+    s.submit(std::move(q));
+  }
+  while (started < int64_t(prompts.size()) && s.step()) {
+  }
+  const int64_t steps0 = s.stats().steps;
+  timing = true;
+  const auto t0 = Clock::now();
+  while (s.step()) {
+  }
+  r.seconds = since(t0);
+  r.steps = s.stats().steps - steps0;
+  return r;
+}
+
+// `batch` prompts of `ctx` tokens (BOS, then the text from evenly spread offsets).
+std::vector<std::vector<int32_t>> text_prompts(const std::vector<int32_t>& text, int64_t batch, int64_t ctx,
+                                               int32_t bos) {
+  if (int64_t(text.size()) < ctx) fail("--text-file: ", text.size(), " tokens, shorter than --ctx ", ctx);
+  std::vector<std::vector<int32_t>> out;
+  const int64_t span = int64_t(text.size()) - ctx + 1;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t at = span * b / batch;
+    std::vector<int32_t> p = {bos};
+    p.insert(p.end(), text.begin() + at, text.begin() + at + ctx - 1);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 class Bench {
  public:
   Bench(Forward& f, uint64_t seed) : f_(f), rng_(seed) {}
@@ -127,6 +212,61 @@ class Bench {
     const auto t0 = Clock::now();
     run_prefill(ids);
     return since(t0);
+  }
+
+  // The speculative protocol's steps on random ids (every draft rejected, so each step keeps one
+  // token): verify [next, k drafts] with mtp, roll back, draft k; and plain one-token steps on
+  // other sequences at the same context.
+  MechanismCost mechanism(int64_t batch, int64_t ctx, int64_t steps, int k) {
+    const int64_t need_tokens = ctx + steps + 8;
+    std::vector<std::unique_ptr<SequenceState>> spec, plain;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int64_t b = 0; b < batch; ++b) {
+      spec.push_back(f_.new_sequence(need_tokens));
+      plain.push_back(f_.new_sequence(need_tokens));
+      prompts.push_back(random_ids(ctx));
+    }
+    std::vector<int32_t> next(static_cast<size_t>(batch)), next_plain(next.size());
+    step(spec, prompts, next, nullptr, /*mtp=*/true);
+    step(plain, prompts, next_plain);
+    std::vector<std::vector<int32_t>> drafts(next.size());
+    auto draft_all = [&] {
+      std::vector<DraftItem> items(spec.size());
+      for (size_t i = 0; i < spec.size(); ++i) items[i] = {spec[i].get(), next[i], k, nullptr, &drafts[i], nullptr};
+      f_.draft(items);
+    };
+    auto verify_all = [&] {
+      std::vector<std::vector<int32_t>> tokens(spec.size());
+      for (size_t i = 0; i < spec.size(); ++i) {
+        tokens[i] = {next[i]};
+        tokens[i].insert(tokens[i].end(), drafts[i].begin(), drafts[i].end());
+      }
+      const std::vector<int64_t> pos = positions(spec);
+      step(spec, tokens, next, nullptr, /*mtp=*/true, /*all_rows=*/true);
+      for (size_t i = 0; i < spec.size(); ++i) f_.rollback(*spec[i], pos[i] + 1);
+    };
+    draft_all();
+    for (int i = 0; i < 2; ++i) {  // warm-up (graph capture)
+      verify_all();
+      draft_all();
+      step_one(plain, next_plain, nullptr);
+    }
+    MechanismCost c;
+    for (int64_t i = 0; i < steps; ++i) {
+      auto t0 = Clock::now();
+      verify_all();
+      c.verify += since(t0);
+      t0 = Clock::now();
+      draft_all();
+      c.draft += since(t0);
+      t0 = Clock::now();
+      step_one(plain, next_plain, nullptr);
+      c.plain += since(t0);
+    }
+    c.verify /= double(steps);
+    c.draft /= double(steps);
+    c.plain /= double(steps);
+    return c;
   }
 
   DecodeResult decode(int64_t batch, int64_t ctx, int64_t steps, const WeightBytes& wb) {
@@ -184,28 +324,47 @@ class Bench {
     step(seqs, prompts, next);
   }
 
+  static std::vector<int64_t> positions(const std::vector<std::unique_ptr<SequenceState>>& seqs) {
+    std::vector<int64_t> p;
+    for (const auto& s : seqs) p.push_back(s->position());
+    return p;
+  }
+
   // One forward call over every sequence (tokens[i] appended to seqs[i]); next[i] = its greedy
-  // next token (sampled on the device when the backend can, else the logits' argmax).
+  // next token (sampled on the device when the backend can, else the logits' argmax). With
+  // all_rows (a speculative verify) every row is scored, next[i] taken from the first row.
   void step(std::vector<std::unique_ptr<SequenceState>>& seqs, const std::vector<std::vector<int32_t>>& tokens,
-            std::vector<int32_t>& next, const TraceHook* trace = nullptr) {
+            std::vector<int32_t>& next, const TraceHook* trace = nullptr, bool mtp = false, bool all_rows = false) {
     const bool device = f_.samples_on_device();
     const DeviceSampling greedy{};
     std::vector<ForwardItem> items(seqs.size());
     std::vector<std::vector<float>> logits(seqs.size());
+    std::vector<std::vector<int32_t>> rows(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) {
       items[i].seq = seqs[i].get();
       items[i].tokens = tokens[i];
+      items[i].mtp = mtp;
+      items[i].all_logits = all_rows;
       if (device) {
         items[i].sample = &greedy;
         items[i].sampled = &next[i];
+        if (all_rows) {
+          rows[i].resize(tokens[i].size());
+          items[i].sampled_rows = rows[i].data();
+        }
       } else {
         items[i].logits = &logits[i];
       }
     }
     f_.forward(items, trace);
-    if (!device)
-      for (size_t i = 0; i < seqs.size(); ++i)
-        next[i] = int32_t(std::max_element(logits[i].begin(), logits[i].end()) - logits[i].begin());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      if (device) {
+        if (all_rows) next[i] = rows[i][0];
+        continue;
+      }
+      const size_t V = size_t(f_.config().vocab_size);
+      next[i] = int32_t(std::max_element(logits[i].begin(), logits[i].begin() + std::ptrdiff_t(V)) - logits[i].begin());
+    }
   }
 
   void step_one(std::vector<std::unique_ptr<SequenceState>>& seqs, std::vector<int32_t>& next, const TraceHook* trace) {
@@ -220,7 +379,7 @@ class Bench {
 
 int run_bench(const std::vector<std::string>& argv) {
   std::set<std::string> values = backend_value_options();
-  values.insert({"--model", "--prompt", "--batch", "--ctx", "--steps", "--seed"});
+  values.insert({"--model", "--prompt", "--batch", "--ctx", "--steps", "--seed", "--speculative", "--text-file"});
   const Args args(argv, values, {"--help", "--json"}, {{"-m", "--model"}, {"-h", "--help"}});
   if (args.has("--help")) {
     std::fprintf(stdout, "%s%s", kUsage, kBackendUsage);
@@ -238,6 +397,17 @@ int run_bench(const std::vector<std::string>& argv) {
   const bool json = args.has("--json");
   const BackendOptions opt = backend_options(args);
   const std::filesystem::path dir = resolve_model_dir(args);
+  std::vector<int64_t> drafts;
+  std::vector<int32_t> text;
+  std::filesystem::path text_file;
+  if (auto list = args.get("--speculative")) {
+    drafts = parse_list(*list, "--speculative", kMaxSpeculative, "a draft count");
+    text_file = args.has("--text-file") ? std::filesystem::path(*args.get("--text-file")) : dir / "validation.txt";
+    const Tokenizer tok = Tokenizer::load(dir / "tokenizer.json");
+    text = tok.encode(read_input_file(text_file, uint64_t(1) << 30));
+  } else if (args.has("--text-file")) {
+    fail("--text-file is the text of --speculative's prompts: give --speculative too");
+  }
 
   const MemoryBandwidth bw = measure_copy_bandwidth(opt);
   auto f = make_forward(dir, opt);
@@ -284,6 +454,63 @@ int run_bench(const std::vector<std::string>& argv) {
                   r.seconds_per_step * 1e3, r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers),
                   double(b) / r.seconds_per_step, r.experts_touched, r.weight_bytes / 1e6, r.kv_bytes / 1e6, gbs,
                   100 * share);
+  }
+  if (!drafts.empty()) {
+    if (!f->can_draft()) fail("--speculative: ", dir.string(), " cannot draft on this backend (no MTP block)");
+    out["speculative"] = nlohmann::json::array();
+    if (!json)
+      std::printf("speculative mechanism (random ids, every draft rejected), ms; a speculative step pays off when it\n"
+                  "emits more tokens per sequence than `ratio` = (verify + draft) / plain\n%6s %3s %9s %9s %9s %9s\n",
+                  "batch", "k", "plain", "verify", "draft", "ratio");
+    out["speculative_cost"] = nlohmann::json::array();
+    for (int64_t b : batches)
+      for (int64_t k : drafts) {
+        const MechanismCost c = bench.mechanism(b, ctx, steps, int(k));
+        const double ratio = (c.verify + c.draft) / c.plain;
+        out["speculative_cost"].push_back({{"batch", b},
+                                           {"k", k},
+                                           {"ctx", ctx},
+                                           {"plain_ms", c.plain * 1e3},
+                                           {"verify_ms", c.verify * 1e3},
+                                           {"draft_ms", c.draft * 1e3},
+                                           {"step_ratio", ratio}});
+        if (!json)
+          std::printf("%6" PRId64 " %3" PRId64 " %9.3f %9.3f %9.3f %9.2f\n", b, k, c.plain * 1e3, c.verify * 1e3,
+                      c.draft * 1e3, ratio);
+      }
+    if (!json)
+      std::printf("speculative greedy decode through the scheduler: %s, prompts of %" PRId64
+                  " tokens, %" PRId64 " tokens per sequence\n%6s %3s %9s %8s %9s %11s %12s\n",
+                  text_file.string().c_str(), ctx, steps, "batch", "k", "tok/s", "vs k=0", "ms/step", "drafts kept",
+                  "tokens/step");
+    for (int64_t b : batches) {
+      const auto prompts = text_prompts(text, b, ctx, int32_t(cfg.bos_token_id));
+      std::vector<int64_t> ks = {0};
+      ks.insert(ks.end(), drafts.begin(), drafts.end());
+      double base_tps = 0;
+      for (int64_t k : ks) {
+        const SchedulerDecode r = scheduler_decode(*f, prompts, steps, int(k));
+        const double tps = double(r.tokens) / r.seconds;
+        if (k == 0) base_tps = tps;
+        out["speculative"].push_back({{"batch", b},
+                                      {"k", k},
+                                      {"ctx", ctx},
+                                      {"tokens", r.tokens},
+                                      {"seconds", r.seconds},
+                                      {"steps", r.steps},
+                                      {"tok_per_s", tps},
+                                      {"speedup_vs_k0", tps / base_tps},
+                                      {"drafted", r.counts.drafted},
+                                      {"accepted", r.counts.accepted},
+                                      {"verify_steps", r.counts.verify_steps},
+                                      {"acceptance_rate", r.counts.acceptance_rate()},
+                                      {"mean_accepted_length", r.counts.mean_accepted_length()}});
+        if (!json)
+          std::printf("%6" PRId64 " %3" PRId64 " %9.1f %7.2fx %9.3f %10.1f%% %12.2f\n", b, k, tps, tps / base_tps,
+                      r.seconds * 1e3 / double(std::max<int64_t>(r.steps, 1)), 100.0 * r.counts.acceptance_rate(),
+                      double(r.tokens) / double(std::max<int64_t>(r.steps, 1)) / double(b));
+      }
+    }
   }
   if (json) std::printf("%s\n", out.dump(2).c_str());
   return 0;
