@@ -39,6 +39,7 @@ KvPool::KvPool(const DeviceModel& m, const KvPoolShape& s, DeviceArena& arena) :
     p.n_idx = W + (l.spec.attention == AttentionType::kCSA   ? int(cfg.index_topk)
                    : l.spec.attention == AttentionType::kHCA ? p.max_entries
                                                              : 0);
+    p.csa = l.spec.attention == AttentionType::kCSA;
     p.ring_base = 0;
     p.pass_base = s.n_slots * W;
     const int64_t comp_base = int64_t(p.pass_base) + s.pass_rows;
@@ -72,7 +73,7 @@ int KvPool::max_n_idx() const {
 int KvPool::max_csa_entries() const {
   int n = 1;
   for (const LayerPool& l : layers)
-    if (l.idx_keys) n = std::max(n, l.max_entries);
+    if (l.csa) n = std::max(n, l.max_entries);
   return n;
 }
 

@@ -33,6 +33,7 @@ struct LayerPool {
   int per_block = 0;    // compressed entries per block: 256/ratio (0: sliding layer)
   int max_entries = 0;  // compressed entries one sequence can reach (max_context / ratio)
   int n_idx = 0;        // attention row-list width: W + (CSA: index_topk, HCA: max_entries)
+  bool csa = false;     // CSA layer: indexer keys and their scores (sizes hold in a counting pool too)
   float *comp_ring_a = nullptr, *comp_ring_z = nullptr;  // [n_slots, coff·m, coff·c] (§5.5)
   float *idx_ring_a = nullptr, *idx_ring_z = nullptr;    // the indexer compressor's (CSA)
   uint8_t *idx_keys = nullptr, *idx_key_scale = nullptr; // [n_blocks·64, 64] e2m1, [.., 4] ue8m0

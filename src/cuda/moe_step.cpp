@@ -180,7 +180,7 @@ void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
   c.emit_i32("moe.experts", layer, ms.expert_idx, {T, k});
   c.emit_f32("moe.weights", layer, ms.expert_w, {T, k});
 
-  const QuantAct xq = quantize(c, s.u, D, s.aq, s.aqs, s.fake);
+  const QuantAct xq = block_input(c);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
   // §8.3 shared expert.
   linear_q(c, w.shared_w1, xq, T, ms.sg);
   linear_q(c, w.shared_w3, xq, T, ms.sup);
