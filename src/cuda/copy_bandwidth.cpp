@@ -2,6 +2,7 @@
 #include "cuda/copy_bandwidth.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
