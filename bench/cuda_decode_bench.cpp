@@ -68,6 +68,7 @@ int main(int argc, char** argv) try {
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   dsv4::CudaOptions graph_opt, eager_opt;
+  graph_opt.kv_cache_tokens = eager_opt.kv_cache_tokens = 64 * 1024;  // two forwards share the card
   graph_opt.progress = eager_opt.progress = false;
   eager_opt.use_graph = false;
   auto graph = dsv4::make_cuda_forward(argv[1], graph_opt);

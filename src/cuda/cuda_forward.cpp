@@ -320,7 +320,7 @@ class CudaForward final : public Forward {
 
   StepContext context(int T, int n_logits, const TraceHook* trace) {
     return StepContext{*model_, state_->kv, state_->scratch, state_->plan, stream_, trace, T, n_logits,
-                       state_->plan.device_rows(), state_->plan.tokens(), state_->plan.n_real()};
+                       state_->plan.device_rows(), state_->plan.tokens(), state_->plan.n_real(), {}};
   }
 
   static RowSampling row_sampling(const DeviceSampling* d, int64_t sampled_position) {
@@ -342,77 +342,104 @@ class CudaForward final : public Forward {
     }
   }
 
-  // The device's choice for logit row `row`, after the stream synchronised; the kernel's sentinel
-  // for NaN / +inf / all −inf logits becomes an error naming the position.
+  // The device's choice for logit row `row` (the token at `position`), after the stream
+  // synchronised; the kernel's sentinel for NaN / +inf / all −inf logits becomes an error.
   int32_t checked_sample(int row, int64_t position) const {
     const int32_t id = sampled_host_[row];
     if (id == kSampleInvalidToken)
-      fail("non-finite logits at position ", position, " (NaN, +inf or every logit -inf): no token can be sampled");
+      fail("non-finite logits before position ", position,
+           " (NaN, +inf or every logit -inf): no token can be sampled");
     DSV4_CHECK_MSG(id >= 0 && id < model_->cfg.vocab_size, "device sampler returned id ", id);
     return id;
   }
 
   // Eager passes: each holds chunks of several sequences, at most pass_rows rows and
-  // kMaxLogitRows logit rows; an item longer than what is left of a pass continues in the next.
+  // kMaxLogitRows logit rows. An item that does not fit what is left of a pass waits for the next
+  // one; only an item longer than a whole pass is split, at the same boundaries as when it runs
+  // alone. Inside a pass the short chunks come first and each long chunk is its own matmul call
+  // (StepContext::segments), so a sequence's rows are computed as if alone (batch invariance).
   void run_passes(std::span<ForwardItem> batch, const TraceHook* trace) {
     const int64_t V = model_->cfg.vocab_size;
     StepPlan& plan = state_->plan;
     std::vector<int64_t> done(batch.size(), 0);
-    size_t next = 0;  // first item not finished
+    struct Part {
+      size_t item;
+      int64_t t0, n;
+      int first_row = 0, first_logit = 0, n_logits = 0;
+      bool samples = false;
+    };
     while (true) {
-      while (next < batch.size() && done[next] == int64_t(batch[next].tokens.size())) ++next;
-      if (next == batch.size()) break;
-      plan.clear();
-      struct Part {
-        size_t item;
-        int64_t t0, n;
-        int first_row, first_logit;
-        bool samples;
-      };
+      // Which chunks go in this pass.
       std::vector<Part> parts;
-      for (size_t i = next; i < batch.size(); ++i) {
-        ForwardItem& it = batch[i];
-        CudaSequenceState& seq = cuda_sequence(it.seq);
+      int64_t rows = 0, logits = 0;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const ForwardItem& it = batch[i];
         const int64_t left = int64_t(it.tokens.size()) - done[i];
         if (left == 0) continue;
-        const int64_t room_rows = plan.max_rows() - plan.rows();
-        const int64_t room_logits = plan.max_logits() - plan.logit_rows();
-        int64_t n = std::min(left, room_rows);
-        if (it.all_logits) n = std::min(n, room_logits);
-        if (n <= 0 || (!it.all_logits && n == left && room_logits < 1)) break;
-        const int64_t pos0 = seq.position();
-        const int first_row = plan.rows();
-        plan.add_chunk(seq.slot(), pos0, it.tokens.data() + done[i], int(n));
-        const bool last_chunk = n == left;
-        const int first_logit = plan.logit_rows();
-        if (it.all_logits) {
-          for (int64_t r = 0; r < n; ++r)
-            plan.add_logit_row(first_row + int(r), row_sampling(last_chunk && r == n - 1 ? it.sample : nullptr,
-                                                                 pos0 + r + 1));
-        } else if (last_chunk && (it.logits || it.sample)) {
-          plan.add_logit_row(first_row + int(n - 1), row_sampling(it.sample, pos0 + n));
+        const bool wants_row = it.logits || it.sample;
+        auto logit_rows = [&](int64_t n) { return it.all_logits ? n : (n == left && wants_row ? 1 : 0); };
+        int64_t n = left;
+        if (rows + n > plan.max_rows() || logits + logit_rows(n) > plan.max_logits()) {
+          if (!parts.empty()) continue;  // waits for a pass of its own
+          n = std::min<int64_t>(n, plan.max_rows());
+          if (it.all_logits) n = std::min<int64_t>(n, plan.max_logits());
         }
-        parts.push_back({i, done[i], n, first_row, first_logit, last_chunk && it.sample != nullptr});
-        done[i] += n;
-        seq.advance(n);  // positions of this pass are in the plan; the host state moves on now
-        if (plan.rows() == plan.max_rows()) break;
+        parts.push_back({i, done[i], n});
+        rows += n;
+        logits += logit_rows(n);
       }
-      DSV4_CHECK(!parts.empty());
+      if (parts.empty()) break;
+      std::stable_sort(parts.begin(), parts.end(), [](const Part& x, const Part& y) {
+        return (x.n <= kInvariantSliceRows) > (y.n <= kInvariantSliceRows);
+      });
+
+      // The plan, and the matmul segments: the short chunks' rows in slices, each long chunk alone.
+      plan.clear();
+      segments_.clear();
+      for (Part& p : parts) {
+        ForwardItem& it = batch[p.item];
+        CudaSequenceState& seq = cuda_sequence(it.seq);
+        const int64_t pos0 = seq.position();
+        const bool last_chunk = p.t0 + p.n == int64_t(it.tokens.size());
+        p.first_row = plan.rows();
+        p.first_logit = plan.logit_rows();
+        plan.add_chunk(seq.slot(), pos0, it.tokens.data() + p.t0, int(p.n));
+        if (it.all_logits) {
+          for (int64_t r = 0; r < p.n; ++r)
+            plan.add_logit_row(p.first_row + int(r),
+                               row_sampling(last_chunk && r == p.n - 1 ? it.sample : nullptr, pos0 + r + 1));
+        } else if (last_chunk && (it.logits || it.sample)) {
+          plan.add_logit_row(p.first_row + int(p.n - 1), row_sampling(it.sample, pos0 + p.n));
+        }
+        p.n_logits = plan.logit_rows() - p.first_logit;
+        p.samples = last_chunk && it.sample != nullptr;
+        if (p.n > kInvariantSliceRows) {
+          segments_.push_back({p.first_row, int(p.n)});
+        } else if (!segments_.empty() && segments_.back().n < kInvariantSliceRows &&
+                   segments_.back().first + segments_.back().n == p.first_row &&
+                   segments_.back().n + int(p.n) <= kInvariantSliceRows) {
+          segments_.back().n += int(p.n);
+        } else {
+          segments_.push_back({p.first_row, int(p.n)});
+        }
+        done[p.item] += p.n;
+        seq.advance(p.n);  // positions of this pass are in the plan; the host state moves on now
+      }
       std::vector<ForwardItem> in_pass;
       for (const Part& p : parts) in_pass.push_back(batch[p.item]);
       upload_pages(in_pass);
       plan.upload(stream_);
       const bool sample = std::any_of(parts.begin(), parts.end(), [](const Part& p) { return p.samples; });
-      enqueue_pass(context(plan.rows(), plan.logit_rows(), trace), sample);
+      StepContext c = context(plan.rows(), plan.logit_rows(), trace);
+      c.segments = segments_;
+      enqueue_pass(c, sample);
       for (const Part& p : parts) {
         ForwardItem& it = batch[p.item];
-        if (!it.logits) continue;
-        const int rows = it.all_logits ? int(p.n) : (p.t0 + p.n == int64_t(it.tokens.size()) ? 1 : 0);
-        if (rows == 0) continue;
+        if (!it.logits || p.n_logits == 0) continue;
         const int64_t out_row = it.all_logits ? p.t0 : 0;
         DSV4_CUDA_CHECK(cudaMemcpyAsync(it.logits->data() + out_row * V,
                                         state_->scratch.logits + int64_t(p.first_logit) * V,
-                                        size_t(rows * V) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+                                        size_t(p.n_logits * V) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
       }
       if (sample)
         DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, plan.logit_rows() * sizeof(int32_t),
@@ -421,8 +448,7 @@ class CudaForward final : public Forward {
       for (const Part& p : parts) {
         if (!p.samples) continue;
         ForwardItem& it = batch[p.item];
-        const int row = it.all_logits ? p.first_logit + int(p.n) - 1 : p.first_logit;
-        *it.sampled = checked_sample(row, cuda_sequence(it.seq).position() - 1);
+        *it.sampled = checked_sample(p.first_logit + p.n_logits - 1, cuda_sequence(it.seq).position());
       }
     }
   }
@@ -461,7 +487,7 @@ class CudaForward final : public Forward {
       ForwardItem& it = batch[size_t(i)];
       CudaSequenceState& seq = cuda_sequence(it.seq);
       seq.advance(1);
-      if (it.sample) *it.sampled = checked_sample(i, seq.position() - 1);
+      if (it.sample) *it.sampled = checked_sample(i, seq.position());
     }
   }
 
@@ -503,6 +529,7 @@ class CudaForward final : public Forward {
   cudaStream_t stream_ = nullptr;
   std::map<int, cudaGraphExec_t> graphs_;  // decode graph per batch bucket
   std::map<int, int64_t> replays_;
+  std::vector<RowRange> segments_;  // the current pass's matmul segments (StepContext::segments)
 };
 
 }  // namespace

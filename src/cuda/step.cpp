@@ -166,6 +166,21 @@ QuantAct rmsnorm_quantize(const StepContext& c, __nv_bfloat16* x, const __nv_bfl
   return QuantAct{c.s.aq, c.s.aqs, p.fake, dim};
 }
 
+namespace {
+
+// The matmul calls of a linear over `rows` rows (StepContext::segments): the pass's segments when
+// it covers the whole pass, else slices of kInvariantSliceRows (the head's logit rows).
+template <typename F>
+void for_each_segment(const StepContext& c, int rows, F&& call) {
+  if (rows == c.T && !c.segments.empty()) {
+    for (const RowRange& r : c.segments) call(r.first, r.n);
+    return;
+  }
+  for (int r0 = 0; r0 < rows; r0 += kInvariantSliceRows) call(r0, std::min(kInvariantSliceRows, rows - r0));
+}
+
+}  // namespace
+
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
               __nv_bfloat16* y) {
   DSV4_CHECK(w.K == x.K);
@@ -188,17 +203,20 @@ void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, in
   }
   // FP8 weights take the FP8 activations; BF16 weights the same values as BF16 (fake).
   DSV4_CHECK_MSG(w.fp8 || x.fake, "BF16 linear fed without fake-quantised activations");
-  MatmulParams p;
-  p.w = w.data.get();
-  p.w_scale = w.fp8 ? w.scale.get() : nullptr;
-  p.x = w.fp8 ? static_cast<const void*>(x.q) : static_cast<const void*>(x.fake);
-  p.x_scale = w.fp8 ? x.scale : nullptr;
-  p.y = y;
-  p.M = rows;
-  p.N = w.N;
-  p.K = w.K;
-  p.out_bf16 = true;
-  matmul(p, c.stream);
+  for_each_segment(c, rows, [&](int r0, int n) {
+    MatmulParams p;
+    p.w = w.data.get();
+    p.w_scale = w.fp8 ? w.scale.get() : nullptr;
+    p.x = w.fp8 ? static_cast<const void*>(x.q + size_t(r0) * w.K)
+                : static_cast<const void*>(x.fake + size_t(r0) * w.K);
+    p.x_scale = w.fp8 ? x.scale + size_t(r0) * (w.K / 128) : nullptr;
+    p.y = y + size_t(r0) * w.N;
+    p.M = n;
+    p.N = w.N;
+    p.K = w.K;
+    p.out_bf16 = true;
+    matmul(p, c.stream);
+  });
 }
 
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,
@@ -219,15 +237,17 @@ void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16
     }
     return;
   }
-  MatmulParams p;
-  p.w = w.data.get();
-  p.x = x;
-  p.y = y;
-  p.M = rows;
-  p.N = w.N;
-  p.K = w.K;
-  p.out_bf16 = false;
-  matmul(p, c.stream);
+  for_each_segment(c, rows, [&](int r0, int n) {
+    MatmulParams p;
+    p.w = w.data.get();
+    p.x = x + size_t(r0) * w.K;
+    p.y = y + size_t(r0) * w.N;
+    p.M = n;
+    p.N = w.N;
+    p.K = w.K;
+    p.out_bf16 = false;
+    matmul(p, c.stream);
+  });
 }
 
 }  // namespace dsv4::cuda

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ constexpr int kKvBlockSize = 64;   // cache rows per page (FlashMLA's page size;
 // Query rows per indexer / attention launch inside a pass: bounds the per-query scratch (indexer
 // scores over every visible CSA entry, attention row lists), which grows with the context.
 constexpr int kAttentionGroupRows = 128;
+// Rows the skinny matmul serves bit-identically for any count up to it, for FP8 and BF16 weights
+// alike (matmul.h: matmul_skinny_max_rows).
+constexpr int kInvariantSliceRows = 64;
 
 // The sizes a pass's scratch is carved for.
 struct ScratchShape {
@@ -47,6 +51,11 @@ struct Scratch {
   MoeScratch moe;  // the MoE sub-layer's own buffers (moe_step.h)
 };
 
+// Rows [first, first + n) of a pass that one matmul call covers (see StepContext::segments).
+struct RowRange {
+  int first = 0, n = 0;
+};
+
 struct StepContext {
   const DeviceModel& m;
   KvPool& kv;
@@ -62,6 +71,13 @@ struct StepContext {
   // captured for a larger batch) whose results are thrown away, so they should cost no expert
   // work.
   const int32_t* n_real = nullptr;
+  // How the pass's dense linears split their T rows into matmul calls, so that a sequence's rows
+  // are computed the same way whatever else is in the step (batch invariance): a chunk longer than
+  // kInvariantSliceRows is its own call (its size picks the kernel, as when it runs alone); the
+  // short chunks (decode rows, drafts, small prefills) come first in the pass and go through in
+  // slices of kInvariantSliceRows, where the skinny kernel's rows do not depend on M (matmul.h).
+  // Empty: slices of kInvariantSliceRows over all rows.
+  std::span<const RowRange> segments;
 
   bool tracing() const { return trace && *trace; }
   // Trace helpers: synchronise, download, convert to FP32, hand to the hook.

@@ -57,7 +57,7 @@ class AttentionIndicesTest : public CudaOpTest, public ::testing::WithParamInter
 
 TEST_P(AttentionIndicesTest, MatchesReference) {
   const auto c = GetParam();
-  constexpr int kSlots = 16;
+  const int kSlots = std::max(16, c.n_seqs);  // every sequence a slot of its own
   const StepLayout L = random_step_layout(rng, c.n_seqs, c.max_chunk, c.max_pos, kSlots, uniform_int(0, 3));
   const DeviceStepLayout D(L);
   const int n_rows = L.rows();

@@ -20,6 +20,7 @@
 #include "model/config.h"
 #include "support/sanitizer.h"
 #include "support/seed.h"
+#include "test_options.h"
 
 namespace dsv4 {
 namespace {
@@ -36,12 +37,9 @@ class BatchedRuntime : public ::testing::Test {
 };
 
 std::unique_ptr<Forward> nano_cuda(bool graph, int64_t kv_tokens = 0) {
-  CudaOptions o;
-  o.progress = false;
+  CudaOptions o = test::cuda_test_options();
   o.use_graph = graph;
-  o.ctx_size = 4096;
-  o.max_sequences = 128;
-  o.kv_cache_tokens = kv_tokens;
+  if (kv_tokens > 0) o.kv_cache_tokens = kv_tokens;
   return make_cuda_forward(kNano, o);
 }
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "test_options.h"
 #include "cpu/cpu_forward.h"
 #include "cuda/cuda_forward.h"
 #include "cuda/cuda_check.h"
@@ -100,7 +101,7 @@ TEST(CudaNvfp4Dense, RandomModelMatchesCpuReference) {
   std::vector<int32_t> tokens(size_t(env ? std::min(300, std::atoi(env)) : 300));
   for (auto& t : tokens) t = int32_t(rng() % 8192u);
 
-  CudaOptions go;
+  CudaOptions go = test::cuda_test_options();
   go.progress = false;
   const std::vector<float> got = all_logits(*make_cuda_forward(dir, go), tokens, 129);
   CpuOptions co;

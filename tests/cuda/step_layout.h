@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "cuda/device_buffer.h"
@@ -70,6 +71,7 @@ inline StepLayout random_step_layout(std::mt19937_64& rng, int n_seqs, int max_c
                                      int n_pad = 0) {
   StepLayout L;
   L.random_pages(rng, n_slots, int((max_pos + kKvBlockTokens) / kKvBlockTokens));
+  if (n_seqs > n_slots) throw std::invalid_argument("random_step_layout: more sequences than slots");
   std::vector<int32_t> slots(static_cast<size_t>(n_slots));
   std::iota(slots.begin(), slots.end(), 0);
   std::shuffle(slots.begin(), slots.end(), rng);
