@@ -45,6 +45,7 @@ constexpr const char* kUsage =
     "  --max-running N       sequences decoded together in one step (default 64)\n"
     "  --max-step-tokens N   tokens in one forward step, decode rows + prefill chunks (default 2048)\n"
     "  --max-waiting N       queued requests beyond which new ones get 429 (default 4096)\n"
+    "  --speculative K       draft K tokens per step with the model's MTP block (0-3, default 0)\n"
     "  --max-tokens N        output limit for requests that set none (default 2048; capped by the context)\n"
     "  --thinking-mode M     default for requests that do not choose: thinking (default) or chat\n"
     "  --reasoning-effort E  default effort (original revision: high|max; 0731: low|high|max)\n"
@@ -171,7 +172,8 @@ int run_serve(const std::vector<std::string>& raw_argv) {
   std::set<std::string> values = backend_value_options();
   values.insert({"--model", "--host", "--port", "--api-key", "--served-model-name", "--max-running",
                  "--max-step-tokens", "--max-waiting", "--max-tokens", "--thinking-mode", "--reasoning-effort",
-                 "--encoder-revision", "--http-threads", "--max-body-bytes", "--shutdown-timeout"});
+                 "--encoder-revision", "--http-threads", "--max-body-bytes", "--shutdown-timeout",
+                 "--speculative"});
   const Args args(resolve_auto_backend(raw_argv), values, {"--help"}, {{"-m", "--model"}, {"-h", "--help"}});
   if (args.has("--help")) {
     // kBackendUsage's own --backend line (cpu default) is replaced by kUsage's (auto default).
@@ -194,6 +196,7 @@ int run_serve(const std::vector<std::string>& raw_argv) {
   scheduler_options.max_running = positive(args, "--max-running", scheduler_options.max_running);
   scheduler_options.max_step_tokens = positive(args, "--max-step-tokens", scheduler_options.max_step_tokens);
   scheduler_options.max_waiting = positive(args, "--max-waiting", scheduler_options.max_waiting);
+  scheduler_options.speculative = int(args.get_int("--speculative", 0, 0, kMaxSpeculative));
 
   const chat::EncodeOptions encode = encode_options(args);  // validates the server defaults now
   server::ServiceConfig config;

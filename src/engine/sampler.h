@@ -19,6 +19,8 @@ struct SamplingParams {
   float min_p = 0.0f;                       // keep p >= min_p * p_max; 0: off
   uint64_t seed = 0;                        // same seed + same logits -> same tokens
   int32_t top_logprobs = 0;                 // report this many most likely alternatives
+  bool logprobs = false;                    // the chosen token's log-probability is wanted (the host
+                                            // sampler reports it; a device sampler cannot)
 };
 
 // Throws dsv4::Error naming the parameter when a value is out of range.

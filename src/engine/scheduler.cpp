@@ -38,7 +38,9 @@ double seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 // What the device sampler lacks (model/forward.h DeviceSampling): min-p and log-probabilities.
-bool device_can_sample(const SamplingParams& p) { return p.min_p == 0.0f && p.top_logprobs == 0; }
+bool device_can_sample(const SamplingParams& p) {
+  return p.min_p == 0.0f && p.top_logprobs == 0 && !p.logprobs;
+}
 
 }  // namespace
 

@@ -112,6 +112,14 @@ std::string ServerMetrics::render(const SchedulerStats& s, int64_t in_flight) co
         s.kv_blocks_total > 0 ? double(s.kv_blocks_used) / double(s.kv_blocks_total) : 0.0);
   counter(out, "dsv4_scheduler_steps_total", "Forward steps run by the scheduler.", double(s.steps));
   counter(out, "dsv4_preemptions_total", "Sequences evicted to be recomputed later.", double(s.preemptions));
+  counter(out, "dsv4_spec_decode_verify_steps_total", "Decode steps that verified MTP drafts (--speculative).",
+          double(s.speculative.verify_steps));
+  counter(out, "dsv4_spec_decode_draft_tokens_total", "Drafted tokens verified.", double(s.speculative.drafted));
+  counter(out, "dsv4_spec_decode_accepted_tokens_total", "Drafted tokens kept.", double(s.speculative.accepted));
+  gauge(out, "dsv4_spec_decode_acceptance_rate", "Share of drafted tokens kept since start (0 to 1).",
+        s.speculative.acceptance_rate());
+  gauge(out, "dsv4_spec_decode_mean_accepted_length", "Tokens emitted per verifying step since start.",
+        s.speculative.mean_accepted_length());
   ttft_.render(out, "dsv4_time_to_first_token_seconds", "Time from request arrival to its first token.");
   inter_token_.render(out, "dsv4_inter_token_latency_seconds", "Time between consecutive tokens of a request.");
   request_.render(out, "dsv4_request_duration_seconds", "Time from request arrival to its last token.");

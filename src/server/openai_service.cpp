@@ -176,9 +176,9 @@ std::unique_ptr<Generation> OpenAiService::start(const GenerationRequest& g, std
   spec.prompt = std::move(prompt);
   spec.sampling = g.sampling;
   spec.sampling.seed = g.seed ? *g.seed : random_seed();
-  // The device sampler computes no log-probabilities (scheduler.h): asking for one alternative
-  // makes the scheduler sample on the host, where the chosen token's logprob comes for free.
-  if (g.logprobs) spec.sampling.top_logprobs = std::max(1, g.top_logprobs);
+  // The device sampler computes no log-probabilities: asking for them makes the scheduler sample
+  // on the host (engine/sampler.h SamplingParams::logprobs).
+  spec.sampling.logprobs = g.logprobs;
   spec.max_tokens = g.max_tokens ? *g.max_tokens : std::min(config_.default_max_tokens, room);
   spec.stop_strings = g.stop;
   spec.stop_ids = g.stop_token_ids;

@@ -276,6 +276,8 @@ TEST(OpenAiService, MetricsAfterRequests) {
   EXPECT_NE(m.find("dsv4_time_to_first_token_seconds_bucket{le=\"+Inf\"} 3"), std::string::npos) << m;
   EXPECT_NE(m.find("dsv4_requests_running 0"), std::string::npos) << m;
   EXPECT_NE(m.find("# TYPE dsv4_kv_cache_usage_ratio gauge"), std::string::npos) << m;
+  EXPECT_NE(m.find("dsv4_spec_decode_verify_steps_total 0"), std::string::npos) << m;  // no --speculative
+  EXPECT_NE(m.find("# TYPE dsv4_spec_decode_acceptance_rate gauge"), std::string::npos) << m;
   const Json models = chat::parse_json(s.service->models().body, "models");
   EXPECT_EQ(models["data"][0]["id"], "nano");
   EXPECT_EQ(models["object"], "list");
