@@ -99,6 +99,7 @@ class Uploader {
   // for its BF16 einsum (§12): one rounding per weight.
   DeviceLinear linear(const WeightMatrix& w, bool packed_nvfp4 = true) {
     DeviceLinear d;
+    d.name = w.name;
     d.N = int(w.rows);
     d.K = int(w.cols);
     if (w.format == WeightFormat::kNVFP4 && packed_nvfp4) {

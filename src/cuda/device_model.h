@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <string>
 #include <optional>
 #include <vector>
 
@@ -20,6 +21,7 @@ namespace dsv4::cuda {
 // E4M3 per-16 scales, F32 global, §11.6; gemv_nvfp4.cuh for its numerics), or BF16 (neither;
 // also MXFP4 and plain-float linears, which dequantise to BF16 exactly or are rounded once).
 struct DeviceLinear {
+  std::string name;                // the checkpoint tensor ("layers.3.attn.wq_b.weight"), for errors
   bool fp8 = false;
   bool nvfp4 = false;
   int N = 0, K = 0;                // [out, in]

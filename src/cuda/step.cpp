@@ -183,7 +183,7 @@ void for_each_segment(const StepContext& c, int rows, F&& call) {
 
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
               __nv_bfloat16* y) {
-  DSV4_CHECK(w.K == x.K);
+  DSV4_CHECK_MSG(w.K == x.K, w.name, ": in_features ", w.K, ", the activations have ", x.K);
   if (w.nvfp4) {  // the FP8 activations of the FP8 linear it replaces (gemv_nvfp4.cuh)
     for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
       GemvNvfp4Params p;
