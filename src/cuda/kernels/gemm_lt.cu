@@ -6,6 +6,7 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <initializer_list>
 #include <map>
 #include <memory>
@@ -75,11 +76,23 @@ struct DeviceState {
 };
 
 std::mutex g_mutex;
-// Per device, created on first use and deliberately never destroyed: the CUDA context may be gone
-// by the time static destructors run.
+// Per device, created on first use and released by an exit handler: registered after the CUDA
+// runtime's own (the runtime initialised before the first state exists), it runs before the
+// runtime tears the context down — a static destructor might run after — so the workspace is
+// freed, not leaked (compute-sanitizer's leak check).
 std::vector<DeviceState*>& states() {
   static auto* v = new std::vector<DeviceState*>();
   return *v;
+}
+
+void release_states() {
+  std::lock_guard lock(g_mutex);
+  for (DeviceState*& s : states()) {
+    if (!s) continue;
+    cublasLtDestroy(s->handle);
+    delete s;
+    s = nullptr;
+  }
 }
 
 DeviceState& state_locked(cudaStream_t stream) {
@@ -93,6 +106,8 @@ DeviceState& state_locked(cudaStream_t stream) {
     DSV4_CHECK_MSG(cap == cudaStreamCaptureStatusNone,
                    "the cuBLASLt workspace would be allocated inside a CUDA-graph capture: call "
                    "matmul_reserve() (lt_reserve) before capturing");
+    static const bool registered = std::atexit(release_states) == 0;
+    (void)registered;
     v[size_t(dev)] = new DeviceState();
   }
   return *v[size_t(dev)];
