@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_bench_util.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_arena.h"
 #include "cuda/device_buffer.h"
@@ -58,46 +59,11 @@ struct Filler {
   }
 };
 
-// Median over reps of (time of `iters` calls) / iters, in seconds, one warm-up rep first. With
-// graph_replay the calls are captured once and the graph replayed (how decode runs); the copy
-// roofline is timed from plain stream launches (bench/cuda_gemv_bench.cpp says why).
+// Median over reps of (time of `iters` calls) / iters, in seconds (cuda_bench_util.h's Timer:
+// graph replay for kernels, plain stream launches for the copy roofline).
 double median_seconds(int reps, int iters, bool graph_replay, const std::function<void(int, cudaStream_t)>& body) {
-  cudaStream_t s;
-  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  cudaEvent_t a, b;
-  DSV4_CUDA_CHECK(cudaEventCreate(&a));
-  DSV4_CUDA_CHECK(cudaEventCreate(&b));
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  if (graph_replay) {
-    DSV4_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < iters; ++i) body(i, s);
-    DSV4_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-    DSV4_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  }
-  std::vector<double> t;
-  for (int r = -1; r < reps; ++r) {
-    DSV4_CUDA_CHECK(cudaEventRecord(a, s));
-    if (graph_replay) {
-      DSV4_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    } else {
-      for (int i = 0; i < iters; ++i) body(i, s);
-    }
-    DSV4_CUDA_CHECK(cudaEventRecord(b, s));
-    DSV4_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (r >= 0) t.push_back(ms * 1e-3 / iters);
-  }
-  if (graph_replay) {
-    DSV4_CUDA_CHECK(cudaGraphExecDestroy(exec));
-    DSV4_CUDA_CHECK(cudaGraphDestroy(graph));
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  DSV4_CUDA_CHECK(cudaStreamDestroy(s));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  static bench::Timer timer;
+  return timer.median(reps, iters, graph_replay, body);
 }
 
 #define BENCH_CUBLAS_CHECK(call)                                                                      \
