@@ -76,6 +76,9 @@ std::string render_dsml_parameters(const ToolCall& call) {
   } catch (const nlohmann::json::parse_error&) {
     append_parameter(out, "arguments", Json(call.arguments));
     return out;
+  } catch (const nlohmann::json::exception& e) {
+    // Python's json.loads would read such a number as inf, which no DSML value can carry.
+    fail("tool call '", call.name, "': arguments are JSON the encoder cannot carry: ", e.what());
   }
   if (args.is_null()) return out;
   if (!args.is_object())

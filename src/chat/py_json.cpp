@@ -156,6 +156,9 @@ Json parse_json(std::string_view text, std::string_view origin) {
   } catch (const nlohmann::json::parse_error& e) {
     // e.byte is 1-based and points at the offending byte; the message names what was expected.
     fail(origin, ": invalid JSON at byte ", e.byte, ": ", e.what());
+  } catch (const nlohmann::json::exception& e) {
+    // Well-formed text the parser still refuses: a number beyond a double's range (out_of_range 406).
+    fail(origin, ": invalid JSON: ", e.what());
   }
 }
 

@@ -126,7 +126,8 @@ TEST(Encoder, ToolCallArgumentForms) {
   };
   EXPECT_EQ(render(R"({"b":1,"a":"x"})"), render(R"("{\"b\": 1, \"a\": \"x\"}")"));
   EXPECT_NE(render(R"("{}")").find("<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>"), std::string::npos);
-  for (const char* bad : {R"("not json")", R"("")", "null", R"("{} x")", R"("[1]")", R"("null")"}) {
+  for (const char* bad : {R"("not json")", R"("")", "null", R"("{} x")", R"("[1]")", R"("null")",
+                          R"("{\"x\": 1e999}")"}) {
     try {
       render(bad);
       ADD_FAILURE() << "accepted arguments " << bad;

@@ -27,6 +27,9 @@ TEST(PyJson, MatchesPythonJsonDumps) {
   for (const auto& [d, want] : reprs) EXPECT_EQ(py_json_dumps(Json(d)), want) << want;
   EXPECT_THROW(py_json_dumps(Json(std::nan(""))), Error);
   EXPECT_THROW(parse_json("{\"a\": }", "x.json"), Error);
+  // Syntactically a number, but beyond a double: nlohmann's out_of_range, reported like a syntax error.
+  EXPECT_THROW(parse_json("{\"a\": -2e2222}", "x.json"), Error);
+  EXPECT_THROW(parse_json("[1e309]", "x.json"), Error);
 }
 
 TEST(PyJson, Truthiness) {

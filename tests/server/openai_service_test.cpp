@@ -174,6 +174,9 @@ TEST(OpenAiService, ErrorsHaveTheirStatus) {
   EXPECT_EQ(error_of(r)["code"], "invalid_json");
   r = s.service->chat_completions(std::string(200, '[') + std::string(200, ']'), nullptr);
   EXPECT_EQ(r.status, 400);  // nesting beyond the limit, refused before parsing
+  r = s.service->chat_completions("{\"model\": \"nano\", \"max_tokens\": 1e999}", nullptr);
+  EXPECT_EQ(r.status, 400);  // a number beyond a double (was a 500: the parser's out_of_range escaped)
+  EXPECT_EQ(error_of(r)["code"], "invalid_json");
 
   r = s.service->chat_completions(chat("hi", {{"model", "gpt-4"}}).dump(), nullptr);
   EXPECT_EQ(r.status, 404);
