@@ -6,13 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 jobs=$(nproc)
+# Each phase prints the seconds since the start: CI must stay under 40 minutes on 2 cores.
+phase() { echo "== $* (at ${SECONDS}s)"; }
 
-echo "== release build + tests"
+phase "release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
-echo "== ASan + UBSan build + tests"
+phase "ASan + UBSan build + tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSV4_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 # Every test runs here too; the slowest shorten themselves (token-by-token plans, the tail of the
@@ -23,5 +25,6 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 echo "== left out under the sanitizers (the release run above covers them)"
 grep -h '^\[sanitizer\] left out: ' build-asan/Testing/Temporary/LastTest.log | sort -u || true
 
-echo "== fuzz targets (bounded)"
+phase "fuzz targets (bounded)"
 bash scripts/fuzz.sh "${DSV4_FUZZ_SECONDS:-20}"
+phase "done"
