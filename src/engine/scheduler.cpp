@@ -201,6 +201,9 @@ void Scheduler::take_incoming() {
       waiting_.push_back(std::move(incoming_.front()));
       incoming_.pop_front();
     }
+    // In the same critical section: submit() checks the queue limit against incoming_ + this,
+    // and a count published only after the step let requests through while one ran.
+    stats_.waiting = int64_t(waiting_.size());
     cancelled.swap(cancelled_);
     cancel_all = cancel_all_;
   }
@@ -217,6 +220,12 @@ void Scheduler::take_incoming() {
 void Scheduler::remove_finished() {
   std::erase_if(waiting_, [](const auto& a) { return a->finished; });
   std::erase_if(running_, [](const auto& a) { return a->finished; });
+  count_waiting();
+}
+
+void Scheduler::count_waiting() {
+  std::lock_guard lock(mu_);
+  stats_.waiting = int64_t(waiting_.size());
 }
 
 // Admission (FIFO): a slot, and blocks for everything the request must prefill, so that an
@@ -244,6 +253,7 @@ void Scheduler::admit() {
              cat("the KV cache cannot hold ", need, " tokens (", forward_.kv_cache().free_blocks,
                  " free blocks of ", forward_.kv_cache().block_tokens, " tokens)"));
       waiting_.pop_front();
+      count_waiting();
       continue;
     }
     a.order = next_order_++;
@@ -253,6 +263,7 @@ void Scheduler::admit() {
     }
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
+    count_waiting();
   }
 }
 
@@ -272,11 +283,12 @@ void Scheduler::preempt(size_t i) {
   a->draft_logits.clear();
   a->seq->reset();
   ++a->n_preempted;
+  waiting_.push_front(std::move(a));
   {
     std::lock_guard lock(mu_);
     ++stats_.preemptions;
+    stats_.waiting = int64_t(waiting_.size());
   }
-  waiting_.push_front(std::move(a));
 }
 
 // Blocks for `n_tokens` in all for `a`, evicting the newest other running sequences while the

@@ -143,6 +143,9 @@ class Scheduler {
                      std::span<const int32_t> sampled_rows);
   void draft(std::vector<Active*>& who);
   void remove_finished();
+  // stats_.waiting = waiting_.size(), under mu_: called wherever waiting_ changes, so that the
+  // queue limit in submit() is exact at every moment (waiting_ itself is the loop thread's).
+  void count_waiting();
   void publish_stats();
 
   Forward& forward_;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <random>
 #include <thread>
@@ -68,6 +69,7 @@ class FakeForward : public Forward {
     return need <= 0 || pool_.take_blocks(need, f.blocks);
   }
   void forward(std::span<ForwardItem> batch, const TraceHook*) override {
+    if (during_forward) during_forward();
     int64_t rows = 0;
     bool prefill = false, decode = false;
     for (ForwardItem& it : batch) {
@@ -93,6 +95,7 @@ class FakeForward : public Forward {
   std::vector<int64_t> step_rows;
   int64_t mixed_steps = 0;
   int64_t eos_after = 0;  // > 0: EOS once a sequence holds this many ids
+  std::function<void()> during_forward;  // runs at the start of every forward (mid-step)
 
  private:
   ModelConfig cfg_;
@@ -285,6 +288,38 @@ TEST(Scheduler, BadRequestsAreErrorsAndTheQueueHasALimit) {
   EXPECT_THROW(s.submit(greedy_request({3}, 2, &c)), QueueFullError);
   s.run_until_idle();
   EXPECT_TRUE(q1.finished && q2.finished);
+}
+
+// The limit holds at every moment of a step, not only between steps: a request submitted while
+// the forward runs (as the server's HTTP threads do) sees the request the step just took from
+// the incoming queue as waiting. (The count was published after the step, so a third request got
+// in: CI's test_queue_full_is_429 failure.)
+TEST(Scheduler, TheQueueLimitHoldsWhileAStepRuns) {
+  FakeForward f(4, 256, 4, 512);
+  SchedulerOptions o;
+  o.max_running = 1;
+  o.max_waiting = 1;
+  Scheduler s(f, o);
+  Collected running, waiting, third;
+  s.submit(greedy_request({3}, 50, &running));
+  ASSERT_TRUE(s.step());  // admits `running`
+  s.submit(greedy_request({4}, 2, &waiting));
+  int refused = 0, accepted = 0;
+  f.during_forward = [&] {
+    try {
+      s.submit(greedy_request({5}, 2, &third));
+      ++accepted;
+    } catch (const QueueFullError&) {
+      ++refused;
+    }
+  };
+  ASSERT_TRUE(s.step());  // takes `waiting` from the incoming queue; it cannot run yet
+  EXPECT_EQ(accepted, 0) << "a second request waited while the limit is 1";
+  EXPECT_EQ(refused, 1);
+  f.during_forward = nullptr;
+  s.run_until_idle();
+  EXPECT_TRUE(running.finished && waiting.finished);
+  EXPECT_EQ(s.stats().waiting, 0);
 }
 
 // A borrowed sequence continues from what it holds (chat's prefix reuse).
