@@ -1,13 +1,15 @@
 // linear_rows: parallel over tiles of output rows; each task expands its tile with
 // WeightMatrix::dequant_rows into a thread-local buffer and takes dot products with every token.
 // Accumulation is FP32 with 16 independent lanes (vectorisable, and closer to a blocked GEMM's
-// rounding than one serial sum).
+// rounding than one serial sum). FP4 tiles go to fp4_rows_dot instead, which decodes in registers
+// with the same arithmetic (cpu/fp4_linear.h): a change to dot() must be made there too.
 #include "cpu/linear.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "cpu/fp4_linear.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -42,12 +44,18 @@ void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightM
     for (int64_t t = 0; t < n; ++t) fp8_roundtrip_blocks(xq.data() + t * K, K, kActBlockSize);
     x = xq.data();
   }
+  const bool fused_fp4 =
+      (w.format == WeightFormat::kMXFP4 || w.format == WeightFormat::kNVFP4) && fp4_fused_available();
   const int64_t n_tiles = (n_rows + kTileRows - 1) / kTileRows;
   ctx.pool.parallel_for(n_tiles, [&](int64_t b, int64_t e) {
     thread_local std::vector<float> tile;
-    tile.resize(size_t(kTileRows * K));
+    if (!fused_fp4) tile.resize(size_t(kTileRows * K));
     for (int64_t ti = b; ti < e; ++ti) {
       const int64_t r = ti * kTileRows, nr = std::min(kTileRows, n_rows - r);
+      if (fused_fp4) {
+        fp4_rows_dot(w, row0 + r, nr, x, n, y + r, n_rows);
+        continue;
+      }
       w.dequant_rows(row0 + r, nr, tile.data());
       for (int64_t t = 0; t < n; ++t) {
         const float* xt = x + t * K;
