@@ -14,6 +14,7 @@
 #include "cpu/cpu_forward.h"
 #include "model/config.h"
 #include "util/error.h"
+#include "support/sanitizer.h"
 #include "support/test_util.h"
 #include "support/tiny_model.h"
 
@@ -159,6 +160,14 @@ struct Variant {
 class RollbackTest : public ::testing::TestWithParam<Variant> {};
 
 // 300 positions: HCA closes at 127 and 255, the indexer is selective (index_topk 16 < 75 keys).
+// Positions a plan covers: 300 crosses both HCA closings (127, 255). Under the sanitizers, 140
+// crosses the first only (the release run covers the second), which halves these tests' time there.
+int64_t plan_length(const std::string& what) {
+  if (!test::kSanitizerBuild) return 300;
+  test::note_left_out("rollback " + what + ": positions 140..299 (the HCA closing at 255)");
+  return 140;
+}
+
 TEST_P(RollbackTest, RejectedDraftsLeaveNoTrace) {
   const Variant v = GetParam();
   test::TinyModelOptions opt;
@@ -172,10 +181,11 @@ TEST_P(RollbackTest, RejectedDraftsLeaveNoTrace) {
   auto f = make_cpu_forward(dir, co);
   ASSERT_TRUE(f->can_draft());
   test::Rng rng(test::seed_for_this_test());
-  const Plan plan = make_plan(rng, 300, 1 + rng.integer(0, 20), opt.vocab);
+  const int64_t n = plan_length(v.name);
+  const Plan plan = make_plan(rng, n, 1 + rng.integer(0, 20), opt.vocab);
   int64_t rejected = 0;
   for (const Step& s : plan.steps) rejected += int64_t(s.fed.size()) - 1 - s.accept;
-  ASSERT_GT(rejected, 50) << "the plan rejects too little to test anything";
+  ASSERT_GT(rejected, n / 6) << "the plan rejects too little to test anything";
   expect_identical(run(*f, plan, true), run(*f, plan, false), v.name);
   fs::remove_all(dir);
 }
@@ -195,7 +205,7 @@ TEST(Rollback, NanoRejectedDraftsLeaveNoTrace) {
   auto f = make_cpu_forward(fs::path(DSV4_SOURCE_DIR) / "models" / "nano", co);
   ASSERT_TRUE(f->can_draft());
   test::Rng rng(test::seed_for_this_test());
-  const Plan plan = make_plan(rng, 300, 1 + rng.integer(0, 40), f->config().vocab_size);
+  const Plan plan = make_plan(rng, plan_length("nano"), 1 + rng.integer(0, 40), f->config().vocab_size);
   expect_identical(run(*f, plan, true), run(*f, plan, false), "nano");
 }
 
