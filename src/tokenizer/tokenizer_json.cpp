@@ -201,6 +201,9 @@ TokenizerSpec parse_tokenizer_json(std::string_view json_text, const std::string
     root = Json::parse(json_text);
   } catch (const Json::parse_error& e) {
     fail(origin, ": invalid JSON at byte ", e.byte, ": ", e.what());
+  } catch (const Json::exception& e) {
+    // Well-formed text the parser still refuses: a number beyond a double's range (out_of_range 406).
+    fail(origin, ": invalid JSON: ", e.what());
   }
   Reader r(origin);
   if (!root.is_object()) r.bad("", "the top level must be an object");

@@ -276,6 +276,8 @@ TEST(Tokenizer, BadFilesNameTheField) {
     return j.dump();
   };
   expect_error("{\"model\": ", "invalid JSON");
+  expect_error("{\"padding\": 1e999}", "invalid JSON");  // beyond a double: nlohmann's out_of_range
+  expect_error("{\"padding\": -2e2222}", "invalid JSON");
   expect_error("[1, 2]", "top level");
   expect_error(with([](json& j) { j.erase("model"); }), "'model'");
   expect_error(with([](json& j) { j["model"]["type"] = "WordPiece"; }), "model.type");
