@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "cli/command.h"
 #include "cli/model_dir.h"
+#include "cpu/fp4_linear_rate.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/model_summary.h"
@@ -25,6 +26,7 @@ constexpr int64_t kDefaultScanBytes = 1ll << 30;
 constexpr size_t kMaxPrintedProblems = 100;
 constexpr size_t kMaxPrintedNotes = 10;
 constexpr double kGiB = double(1ull << 30);
+constexpr double kHostRateSeconds = 0.3;  // the host FP4 GEMV probe (fp4_linear_rate.h)
 
 std::string human_count(double n) {
   char buf[32];
@@ -66,15 +68,19 @@ ScanResult scan_scales(const Checkpoint& ck, int64_t budget) {
 }
 
 int run_inspect(const std::vector<std::string>& argv) {
-  Args args(argv, {"--model", "--context", "--gpu-gib", "--scan-bytes"}, {"--json", "--scan-scales", "--help"},
+  Args args(argv, {"--model", "--context", "--gpu-gib", "--scan-bytes", "--host-experts"},
+            {"--json", "--scan-scales", "--help"},
             {{"-m", "--model"}, {"-h", "--help"}}, /*max_positional=*/1);
   if (args.has("--help")) {
     std::fprintf(stdout,
                  "usage: dsv4 inspect [MODEL_DIR | -m DIR] [--json] [--context TOKENS] [--gpu-gib GIB]\n"
-                 "                    [--scan-scales [--scan-bytes N]]\n"
+                 "                    [--scan-scales [--scan-bytes N]] [--host-experts N]\n"
                  "Prints the model summary and verifies every tensor header against config.json\n"
                  "(default model: the embedded models/nano). Exit 0 only when the checkpoint is\n"
-                 "complete and consistent.\n");
+                 "complete and consistent.\n"
+                 "When the weights do not fit one GPU (or with --host-experts N: N routed experts of\n"
+                 "every layer), also the host tier: the experts kept in host memory and what a decode\n"
+                 "token then reads from them, timed with this host's FP4 GEMV.\n");
     return 0;
   }
   if (!args.positional().empty() && args.has("--model")) fail("give the model folder once: MODEL_DIR or -m DIR");
@@ -84,10 +90,13 @@ int run_inspect(const std::vector<std::string>& argv) {
   if (!(gpu_gib > 0)) fail("option --gpu-gib: must be positive");
   const int64_t scan_budget = args.get_int("--scan-bytes", kDefaultScanBytes, 0, INT64_MAX);
   args.get_int("--context", 1, 1, INT64_MAX);  // a malformed value is named before the config is read
+  const int64_t host_experts = args.get_int("--host-experts", -1, 0, INT64_MAX);
 
   const ModelConfig cfg = ModelConfig::load(dir);
   // The KV and GPU numbers are for one sequence of `context` tokens: at most what the model serves.
   const int64_t context = args.get_int("--context", cfg.max_position_embeddings, 1, cfg.max_position_embeddings);
+  if (host_experts > cfg.n_routed_experts)
+    fail("option --host-experts: ", host_experts, " is more than the ", cfg.n_routed_experts, " routed experts of a layer");
   const std::string family = model_family(cfg);
   const ParamCounts params = count_parameters(cfg);
   const KvCacheSize kv = kv_cache_size(cfg);
@@ -131,6 +140,20 @@ int run_inspect(const std::vector<std::string>& argv) {
     }
   }
   const auto plan = gpu_plan(cfg, expert_bytes, other_bytes, context, gpu_gib * kGiB);
+  // The host tier: asked for, or the way one GPU can still hold the model.
+  const bool show_host = host_experts >= 0 || (!plan.empty() && !plan[0].fits && cfg.n_routed_experts > 0);
+  HostTierPlan host;
+  HostFp4Rate host_rate;
+  if (show_host) {
+    host = host_tier_plan(cfg, expert_bytes, other_bytes, context, gpu_gib * kGiB, host_experts);
+    const bool fp4 = cfg.expert_format == ExpertFormat::kMXFP4 || cfg.expert_format == ExpertFormat::kNVFP4;
+    if (fp4 && host.host_per_layer > 0)
+      host_rate = measure_host_fp4_rate(
+          cfg.expert_format == ExpertFormat::kMXFP4 ? WeightFormat::kMXFP4 : WeightFormat::kNVFP4, 0, kHostRateSeconds);
+  }
+  // Expected host-expert time of one decode token, 0 when there is no rate to divide by.
+  const double host_seconds_per_token =
+      host_rate.weight_bytes_per_s > 0 ? host.host_bytes_per_token / host_rate.weight_bytes_per_s : 0;
   const bool ok = problems.empty();
 
   if (args.has("--json")) {
@@ -157,6 +180,14 @@ int run_inspect(const std::vector<std::string>& argv) {
       pj.push_back({{"gpus", r.n_gpus}, {"weights_per_gpu", r.weights_per_gpu}, {"kv_per_gpu", r.kv_per_gpu},
                     {"reserve", r.reserve}, {"fits", r.fits}, {"max_context", r.max_context}});
     j["gpu_plan"] = {{"gpu_bytes", gpu_gib * kGiB}, {"rows", pj}};
+    if (show_host)
+      j["host_tier"] = {{"gpus", 1}, {"experts_per_layer", host.experts_per_layer}, {"moe_layers", host.moe_layers},
+                        {"host_per_layer", host.host_per_layer}, {"bytes_per_expert", host.bytes_per_expert},
+                        {"host_bytes", host.host_bytes}, {"gpu_weights", host.gpu_weights}, {"kv", host.kv},
+                        {"reserve", host.reserve}, {"fits", host.fits},
+                        {"host_bytes_per_token", host.host_bytes_per_token},
+                        {"host_fp4_bytes_per_s", host_rate.weight_bytes_per_s}, {"host_threads", host_rate.threads},
+                        {"host_seconds_per_token", host_seconds_per_token}};
     if (args.has("--scan-scales")) j["scale_scan"] = {{"scanned", scan.scanned}, {"total", scan.total}};
     std::vector<std::string> notes = cfg.notes;
     notes.insert(notes.end(), format_notes.begin(), format_notes.end());
@@ -197,6 +228,19 @@ int run_inspect(const std::vector<std::string>& argv) {
     std::printf("  %d GPU%s: weights %s + KV %s -> %s (max context %" PRId64 ")\n", r.n_gpus, r.n_gpus > 1 ? "s" : " ",
                 gib(r.weights_per_gpu).c_str(), gib(r.kv_per_gpu).c_str(), r.fits ? "fits" : "does not fit",
                 r.max_context);
+  if (show_host) {
+    std::printf("host tier (1 GPU of %.0f GiB): %" PRId64 " of %" PRId64 " routed experts per layer in host memory "
+                "(%" PRId64 " layers, %s)\n",
+                gpu_gib, host.host_per_layer, host.experts_per_layer, host.moe_layers, gib(host.host_bytes).c_str());
+    std::printf("           GPU: weights %s + KV %s -> %s\n", gib(host.gpu_weights).c_str(), gib(host.kv).c_str(),
+                host.fits ? "fits" : "does not fit even with every routed expert on the host");
+    std::printf("           a decode token reads %.1f MB of host experts on average (k·%" PRId64 "/%" PRId64
+                " of each main layer's)\n",
+                host.host_bytes_per_token / 1e6, host.host_per_layer, host.experts_per_layer);
+    if (host_seconds_per_token > 0)
+      std::printf("           = %.2f ms per token at %.1f GB/s (this host's FP4 GEMV, %d threads, measured)\n",
+                  host_seconds_per_token * 1e3, host_rate.weight_bytes_per_s / 1e9, host_rate.threads);
+  }
   if (args.has("--scan-scales"))
     std::printf("scale scan:  %" PRId64 " of %" PRId64 " UE8M0 bytes read (--scan-bytes bounds it)\n", scan.scanned,
                 scan.total);

@@ -117,4 +117,34 @@ std::vector<GpuPlanRow> gpu_plan(const ModelConfig& cfg, double expert_bytes, do
   return rows;
 }
 
+HostTierPlan host_tier_plan(const ModelConfig& cfg, double expert_bytes, double other_bytes, int64_t context,
+                            double gpu_bytes, int64_t host_per_layer) {
+  const KvCacheSize kv = kv_cache_size(cfg);
+  HostTierPlan p;
+  p.experts_per_layer = cfg.n_routed_experts;
+  p.moe_layers = cfg.num_hidden_layers + int64_t(cfg.mtp_layers.size());
+  p.bytes_per_expert = p.experts_per_layer > 0 && p.moe_layers > 0
+                           ? expert_bytes / double(p.experts_per_layer * p.moe_layers)
+                           : 0;
+  p.kv = kv.ring_fp8_bytes + kv.fp8_mxfp4_per_token * double(context);
+  p.reserve = kRuntimeReserveBytes;
+  const auto set = [&](int64_t h) {
+    p.host_per_layer = h;
+    p.host_bytes = double(h * p.moe_layers) * p.bytes_per_expert;
+    p.gpu_weights = other_bytes + expert_bytes - p.host_bytes;
+    p.fits = p.gpu_weights + p.kv + p.reserve <= gpu_bytes;
+    const double share = p.experts_per_layer > 0 ? double(h) / double(p.experts_per_layer) : 0;
+    p.host_bytes_per_token = double(cfg.num_hidden_layers) * double(cfg.num_experts_per_tok) * share * p.bytes_per_expert;
+  };
+  if (host_per_layer >= 0) {
+    set(std::min(host_per_layer, p.experts_per_layer));
+    return p;
+  }
+  for (int64_t h = 0; h <= p.experts_per_layer; ++h) {  // E <= a few hundred: a scan is clearer than algebra
+    set(h);
+    if (p.fits) return p;
+  }
+  return p;  // all on the host and still no fit: fits = false
+}
+
 }  // namespace dsv4

@@ -47,4 +47,24 @@ struct GpuPlanRow {
 std::vector<GpuPlanRow> gpu_plan(const ModelConfig& cfg, double expert_bytes, double other_bytes, int64_t context,
                                  double gpu_bytes);
 
+// One GPU with a host tier (issue 17): `host_per_layer` routed experts of every layer that has
+// them stay in host memory, the rest of the weights and the KV cache of one sequence of
+// `context` tokens on the GPU. host_per_layer < 0 asks for the fewest that fit.
+struct HostTierPlan {
+  int64_t experts_per_layer = 0;    // routed experts per layer (n_routed_experts)
+  int64_t moe_layers = 0;           // layers with routed experts, main and MTP
+  int64_t host_per_layer = 0;       // of each layer's experts, in host memory
+  double bytes_per_expert = 0;      // one expert's w1 + w2 + w3 with their scales
+  double host_bytes = 0;            // weights in host memory
+  double gpu_weights = 0;           // weights on the GPU
+  double kv = 0, reserve = 0;       // as GpuPlanRow
+  bool fits = false;                // gpu_weights + kv + reserve <= gpu_bytes (false when even all
+                                    // experts on the host leave too little)
+  // Host-expert bytes a decode token reads on average: each main layer routes the token to k of
+  // E experts, host_per_layer / E of them on the host (uniform routing; hash layers route by id).
+  double host_bytes_per_token = 0;
+};
+HostTierPlan host_tier_plan(const ModelConfig& cfg, double expert_bytes, double other_bytes, int64_t context,
+                            double gpu_bytes, int64_t host_per_layer);
+
 }  // namespace dsv4

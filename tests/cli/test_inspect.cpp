@@ -137,6 +137,41 @@ TEST_F(InspectFlash, SummaryAndVerifyPass) {
   EXPECT_NE(t.out.find("verify:      OK"), std::string::npos);
 }
 
+// Flash (148.65 GiB) on one H200 (139 GiB free): the host tier keeps the fewest routed experts
+// per layer in host memory that let the rest fit, and says what a decode token reads from them.
+TEST_F(InspectFlash, HostTierKeepsTheFewestExpertsThatFit) {
+  const auto tier = [](const std::string& extra) {
+    const RunResult r = run("inspect " + dir_->string() + " --json --context 4096 --gpu-gib 139" + extra);
+    EXPECT_EQ(r.rc, 0) << r.out;
+    return json::parse(r.out)["host_tier"];
+  };
+  const json t = tier("");
+  ASSERT_TRUE(t.is_object());
+  const int64_t h = t["host_per_layer"].get<int64_t>();
+  EXPECT_TRUE(t["fits"].get<bool>());
+  EXPECT_GT(h, 0);
+  EXPECT_LT(h, 256);
+  EXPECT_FALSE(tier(" --host-experts " + std::to_string(h - 1))["fits"].get<bool>());  // one fewer: no fit
+  // §11.1 shapes: w1, w3 [2048, 4096] and w2 [4096, 2048] MXFP4, packed nibbles + a UE8M0 byte per 32.
+  const double per_matrix = 2048.0 * 4096 / 2 + 2048.0 * 4096 / 32;
+  EXPECT_DOUBLE_EQ(t["bytes_per_expert"].get<double>(), 3 * per_matrix);
+  EXPECT_EQ(t["moe_layers"], 44);  // 43 main + 1 MTP
+  EXPECT_DOUBLE_EQ(t["host_bytes"].get<double>(), double(h) * 44 * 3 * per_matrix);
+  // Each of the 43 main layers sends a token to 6 of 256 experts: h/256 of them on the host.
+  EXPECT_NEAR(t["host_bytes_per_token"].get<double>(), 43 * 6 * (double(h) / 256) * 3 * per_matrix, 1.0);
+  if (t["host_fp4_bytes_per_s"].get<double>() > 0) {  // hosts with the fused kernel (AVX2) time it
+    EXPECT_NEAR(t["host_seconds_per_token"].get<double>(),
+                t["host_bytes_per_token"].get<double>() / t["host_fp4_bytes_per_s"].get<double>(), 1e-9);
+  }
+
+  const RunResult text = run("inspect " + dir_->string() + " --context 4096 --gpu-gib 139");
+  EXPECT_NE(text.out.find("host tier (1 GPU of 139 GiB): " + std::to_string(h) + " of 256 routed experts"),
+            std::string::npos) << text.out;
+  const RunResult bad = run("inspect " + dir_->string() + " --host-experts 257");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.out.find("--host-experts: 257 is more than the 256 routed experts"), std::string::npos) << bad.out;
+}
+
 TEST_F(InspectFlash, WrongShape) {
   const std::string name = "layers.5.attn.wq_a.weight";  // [1024, 4096] → same bytes, transposed
   const Shard s(shard_of(name));
