@@ -126,11 +126,13 @@ int run_inspect(const std::vector<std::string>& argv) {
     std::set<std::string> files;
     for (const auto& [name, t] : ck->tensors()) {
       bytes_by_dtype[to_string(t.dtype)] += t.nbytes;
-      (name.find(".ffn.experts.") != std::string::npos ? expert_bytes : other_bytes) += double(t.nbytes);
       files.insert(t.file);
       ++n_tensors;
     }
     n_files = int64_t(files.size());
+    const WeightBytesSplit split = split_weight_bytes(*ck);
+    expert_bytes = split.experts;
+    other_bytes = split.other;
     const auto p = check_checkpoint(cfg, *ck);
     problems.insert(problems.end(), p.begin(), p.end());
     if (p.empty()) format_notes = linear_format_notes(cfg, *ck);

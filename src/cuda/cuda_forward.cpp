@@ -21,6 +21,7 @@
 #include "cuda/step_plan.h"
 #include "model/checkpoint.h"
 #include "model/kv_blocks.h"
+#include "model/model_summary.h"
 #include "model/weights.h"
 #include "util/error.h"
 
@@ -165,11 +166,19 @@ class CudaForward final : public Forward {
     shape.n_slots = 1;
     shape.n_blocks = int(std::min<int64_t>((ctx + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
     const size_t minimum = weights + device_state_bytes(shell, shape, kMaxLogitRows);
-    if (minimum > usable)
+    if (minimum > usable) {
+      // inspect's plan for GPUs of this usable size: experts split across them, the rest replicated.
+      const WeightBytesSplit split = split_weight_bytes(ckpt);
+      const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(usable)));
+      const std::string gpus = n > 1 ? cat("; the weights need ", n, " GPUs of this size with the routed experts split "
+                                           "across them (`dsv4 inspect --gpu-gib ", int64_t(usable / kGiB), "`)")
+                                     : n == 0 ? std::string("; not even 8 GPUs of this size hold the weights")
+                                              : std::string("; a smaller --ctx-size needs less");
       fail("the model needs ", minimum / kGiB, " GiB of GPU memory (weights ", weights / kGiB,
            " GiB, step buffers and one sequence of ", ctx, " tokens), ", usable / kGiB,
            " GiB are usable on device ", opt.device, " (", free_b / kGiB, " GiB free, --gpu-memory-utilization ",
-           opt.gpu_memory_utilization, "); a smaller --ctx-size needs less");
+           opt.gpu_memory_utilization, ")", gpus);
+    }
     model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress));
     matmul_reserve();
 

@@ -117,6 +117,19 @@ std::vector<GpuPlanRow> gpu_plan(const ModelConfig& cfg, double expert_bytes, do
   return rows;
 }
 
+int gpus_needed(const std::vector<GpuPlanRow>& plan) {
+  for (const GpuPlanRow& r : plan)
+    if (r.fits) return r.n_gpus;
+  return 0;
+}
+
+WeightBytesSplit split_weight_bytes(const Checkpoint& ck) {
+  WeightBytesSplit s;
+  for (const auto& [name, t] : ck.tensors())
+    (name.find(".ffn.experts.") != std::string::npos ? s.experts : s.other) += double(t.nbytes);
+  return s;
+}
+
 HostTierPlan host_tier_plan(const ModelConfig& cfg, double expert_bytes, double other_bytes, int64_t context,
                             double gpu_bytes, int64_t host_per_layer) {
   const KvCacheSize kv = kv_cache_size(cfg);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "model/checkpoint.h"
 #include "model/config.h"
 
 namespace dsv4 {
@@ -46,6 +47,14 @@ struct GpuPlanRow {
 // `expert_bytes` / `other_bytes`: weight bytes of routed experts / everything else.
 std::vector<GpuPlanRow> gpu_plan(const ModelConfig& cfg, double expert_bytes, double other_bytes, int64_t context,
                                  double gpu_bytes);
+// The fewest GPUs of a plan that hold the model (0: not even the largest row does).
+int gpus_needed(const std::vector<GpuPlanRow>& plan);
+
+// A checkpoint's weight bytes as stored: routed experts (tensors under .ffn.experts.) and the rest.
+struct WeightBytesSplit {
+  double experts = 0, other = 0;
+};
+WeightBytesSplit split_weight_bytes(const Checkpoint& ck);
 
 // One GPU with a host tier (issue 17): `host_per_layer` routed experts of every layer that has
 // them stay in host memory, the rest of the weights and the KV cache of one sequence of
