@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Where a decode step's time goes, kernel by kernel (issues 12 and 13): Nsight Compute times every
+# kernel of `dsv4 bench`'s decode at the given batch sizes (each kernel alone, L2 flushed between
+# kernels, clocks left free), and tools/kernel_profile_summary.py sums the kernels of one
+# graph-replayed decode step by name. The sum over-states the step a little (no overlap, cold L2),
+# so it ranks kernels; `dsv4 bench` gives the step time.
+#
+# Usage (repo root, GPU host, after gpu_suite.sh built build-gpu/):
+#   scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR [BATCHES=1,64] [CTX=128]
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=$1
+model=$2
+batches=${3:-1,64}
+ctx=${4:-128}
+bin="$repo/build-gpu/dsv4"
+mkdir -p "$out"
+for b in ${batches//,/ }; do
+  csv="$out/ncu_batch$b.csv"
+  # --prompt 0: no separate prefill; decode() prefills the batch (ctx tokens each), captures the
+  # graph in two warm-up steps, times one step and traces one more.
+  timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+    "$bin" bench -m "$model" --backend cuda --prompt 0 --batch "$b" --ctx "$ctx" --steps 1 \
+    > "$csv" 2> "$out/ncu_batch$b.log"
+  echo "ncu batch $b rc=$?" >> "$out/ncu_batch$b.log"
+  python3 "$repo/tools/kernel_profile_summary.py" "$csv" --title "batch $b, ctx $ctx, $(basename "$model")" \
+    > "$out/kernels_batch$b.txt" 2>&1
+  cat "$out/kernels_batch$b.txt"
+done

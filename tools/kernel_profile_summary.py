@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Sums the kernels of one decode step from an Nsight Compute CSV (scripts/gpu_kernel_profile.sh).
+
+A step starts at its embedding kernel. `dsv4 bench --steps 1` ends with the graph-replayed timed
+step and one traced step, so the step reported is the second-to-last one.
+"""
+import argparse
+import collections
+import csv
+import re
+import sys
+
+
+def short_name(full: str) -> str:
+    name = full.replace("dsv4::cuda::", "").replace("(anonymous namespace)::", "").replace("void ", "")
+    depth = 0
+    for i, ch in enumerate(name):  # cut the parameter list: the first '(' outside template brackets
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "(" and depth == 0:
+            return name[:i]
+    return name
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("csv")
+    ap.add_argument("--title", default="")
+    args = ap.parse_args()
+    rows = []
+    with open(args.csv, newline="") as f:
+        lines = [ln for ln in f if ln.startswith('"')]
+    header = None
+    for rec in csv.reader(lines):
+        if rec and rec[0] == "ID":
+            header = rec
+            continue
+        if header is None or len(rec) != len(header):
+            continue
+        r = dict(zip(header, rec))
+        if r.get("Metric Name") != "gpu__time_duration.sum":
+            continue
+        rows.append((int(r["ID"]), short_name(r["Kernel Name"]), r.get("Grid Size", ""), float(r["Metric Value"].replace(",", ""))))
+    rows.sort()
+    starts = [i for i, r in enumerate(rows) if re.search(r"embedding_kernel", r[1])]
+    if len(starts) < 2:
+        print(f"{args.csv}: {len(rows)} kernels, {len(starts)} step starts: no complete decode step", file=sys.stderr)
+        return 1
+    step = rows[starts[-2]:starts[-1]]
+    total = sum(r[3] for r in step)
+    print(f"# {args.title}: one decode step, {len(step)} kernels, {total / 1e3:.1f} us "
+          f"(each kernel alone, cold L2)")
+    by_launch = collections.defaultdict(lambda: [0, 0.0])
+    by_name = collections.defaultdict(lambda: [0, 0.0])
+    for _, name, grid, ns in step:
+        by_launch[(name, grid)][0] += 1
+        by_launch[(name, grid)][1] += ns
+        base = name.split("<")[0]
+        by_name[base][0] += 1
+        by_name[base][1] += ns
+    print(f"\n{'kernel':<60} {'calls':>6} {'us':>10} {'share':>7}")
+    for name, (n, ns) in sorted(by_name.items(), key=lambda kv: -kv[1][1]):
+        print(f"{name[:60]:<60} {n:>6} {ns / 1e3:>10.1f} {100 * ns / total:>6.1f}%")
+    print(f"\n{'kernel (template) and grid':<90} {'calls':>6} {'us':>10} {'share':>7}")
+    for (name, grid), (n, ns) in sorted(by_launch.items(), key=lambda kv: -kv[1][1])[:40]:
+        label = f"{name} {grid}"
+        print(f"{label[:90]:<90} {n:>6} {ns / 1e3:>10.1f} {100 * ns / total:>6.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
