@@ -1,10 +1,12 @@
 // Parity of kernels/compressor.cu against a double-precision reference written from §5: whole
 // sequences streamed in several chunkings (one token at a time, 7, 129, whole, random sizes) for
 // CSA (m = 4) and HCA (m = 128), fresh (poisoned ring) and resumed at a large position (ring
-// pre-filled in its documented layout); every entry, every entry_idx, the final ring, and
-// bit-identical results across chunkings. Then several sequences per pass (step_rows.cuh): each
-// entry bit-identical to its sequence's single-sequence run, every slot's ring as the contract
-// leaves it after every pass, padding rows and non-emitting rows untouched.
+// pre-filled in its documented layout), with rings of coff·m rows and of coff·m + the rollback
+// margin; every entry, every entry_idx, the final ring, and bit-identical results across
+// chunkings. Then several sequences per pass (step_rows.cuh): each entry bit-identical to its
+// sequence's single-sequence run, every slot's ring as the contract leaves it after every pass,
+// padding rows and non-emitting rows untouched. Then speculative rollbacks: a sequence whose
+// drafts are rejected and re-fed emits, bit for bit, what the accepted tokens alone emit.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -13,8 +15,10 @@
 
 #include "cuda/kernels/compressor.cuh"
 #include "cuda/kernels/rope.cuh"
+#include "model/rollback.h"
 #include "op_parity.h"
 #include "step_layout.h"
+#include "util/error.h"
 #include "util/float_formats.h"
 
 namespace dsv4::cuda::test {
@@ -23,6 +27,9 @@ namespace {
 constexpr int kRopeDim = 64;     // qk_rope_head_dim
 constexpr float kEps = 1e-6f;    // rms_norm_eps
 constexpr int kIdxPoison = 0x7B;  // entry_idx poison byte: 0x7B7B7B7B is neither −1 nor a valid j
+// Rows the pool adds to each ring beyond coff·m: the positions a speculative step can roll back
+// (model/rollback.h compressor_ring_rows: the pool and the CPU backend keep the same margin).
+constexpr int kMargin = int(kRollbackPositions);
 
 RopeParams compress_table() {  // §4.4: θ = 160000 with YaRN (the table of ratio-4/128 layers)
   RopeParams t;
@@ -37,10 +44,11 @@ RopeParams compress_table() {  // §4.4: θ = 160000 with YaRN (the table of rat
 
 struct CompressorCase {
   int m, c, len, start;  // ratio, width, tokens streamed, position of the first streamed token
+  int margin;            // ring rows beyond coff·m: 0 (the exact ring) or kMargin
 };
 
 // Host data of positions [base, start + len): base = start for a fresh sequence (start = 0), else
-// start − coff·m (those rows pre-fill the ring, as an earlier chunk would have left it).
+// start − ring_rows (those rows pre-fill the ring, as an earlier chunk would have left it).
 struct SequenceData {
   int coff = 0, cw = 0, base = 0, ring_rows = 0;
   std::vector<float> a, z;       // [start + len − base, cw] fp32
@@ -148,7 +156,7 @@ TEST_P(CompressorTest, StreamsLikeTheReference) {
   SequenceData s;
   s.coff = k.m == 4 ? 2 : 1;  // §5: overlapping windows only at m = 4
   s.cw = s.coff * k.c;
-  s.ring_rows = s.coff * k.m;
+  s.ring_rows = s.coff * k.m + k.margin;
   ASSERT_TRUE(k.start == 0 || k.start >= s.ring_rows);
   s.base = k.start == 0 ? 0 : k.start - s.ring_rows;
   const int n_rows = k.start + k.len - s.base;
@@ -224,10 +232,12 @@ TEST_P(CompressorTest, StreamsLikeTheReference) {
       p.coff = s.coff;
       p.rope_dim = kRopeDim;
       p.eps = kEps;
+      p.ring_rows = s.ring_rows;
       launch_compressor(p, nullptr);
     }
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-    const std::string what = cat("compressor m=", k.m, " c=", k.c, " start=", k.start, " ", name);
+    const std::string what =
+        cat("compressor m=", k.m, " c=", k.c, " start=", k.start, " ring_rows=", s.ring_rows, " ", name);
 
     // entry_idx: j at every token that closes a window (§5.4), −1 elsewhere.
     const auto idx = d_idx.download();
@@ -266,13 +276,16 @@ TEST_P(CompressorTest, StreamsLikeTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CompressorTest,
-    ::testing::Values(CompressorCase{4, 512, 300, 0},          // CSA main compressor, fresh sequence
-                      CompressorCase{4, 128, 300, 0},          // CSA indexer compressor
-                      CompressorCase{128, 512, 600, 0},        // HCA, 4 windows + a partial one
-                      CompressorCase{4, 512, 101, 1000001},    // CSA resumed mid-window near 2^20
-                      CompressorCase{128, 512, 300, 1000037}),  // HCA resumed mid-window
+    ::testing::Values(CompressorCase{4, 512, 300, 0, kMargin},          // CSA main compressor, fresh sequence
+                      CompressorCase{4, 128, 300, 0, 0},                // CSA indexer compressor, exact ring
+                      CompressorCase{128, 512, 600, 0, kMargin},        // HCA, 4 windows + a partial one
+                      CompressorCase{4, 512, 101, 1000001, kMargin},    // CSA resumed mid-window near 2^20
+                      CompressorCase{4, 512, 101, 1000001, 0},          // the same, exact ring
+                      CompressorCase{128, 512, 300, 1000037, kMargin},  // HCA resumed mid-window
+                      CompressorCase{128, 512, 300, 1000037, 0}),       // the same, exact ring
     [](const ::testing::TestParamInfo<CompressorCase>& info) {
-      return cat("m", info.param.m, "_c", info.param.c, "_len", info.param.len, "_start", info.param.start);
+      return cat("m", info.param.m, "_c", info.param.c, "_len", info.param.len, "_start", info.param.start,
+                 "_margin", info.param.margin);
     });
 
 // ---- Several sequences per pass ----
@@ -281,6 +294,7 @@ struct BatchCase {
   int m, c;              // ratio, width
   int n_seqs;            // sequences in distinct slots (one more reuses a finished one's slot)
   int min_len, max_len;  // tokens per sequence
+  int margin;            // ring rows beyond coff·m: 0 or kMargin
 };
 
 constexpr int kSlots = 16;  // slots of the ring arrays; the sequences take random ones
@@ -330,6 +344,7 @@ class CompressorBatchTest : public CudaOpTest, public ::testing::WithParamInterf
     p.coff = coff;
     p.rope_dim = kRopeDim;
     p.eps = kEps;
+    p.ring_rows = coff * b.m + b.margin;
     launch_compressor(p, nullptr);
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
     entry = d_entry.download();
@@ -360,7 +375,7 @@ int64_t count_bit_differences(const std::vector<float>& got, const std::vector<f
 TEST_P(CompressorBatchTest, EverySequenceAsIfAlone) {
   const BatchCase b = GetParam();
   const int coff = b.m == 4 ? 2 : 1;  // §5: overlapping windows only at m = 4
-  const int cw = coff * b.c, rr = coff * b.m;
+  const int cw = coff * b.c, rr = coff * b.m + b.margin;
 
   // The layer's parameters, shared by every sequence (as one layer's compressor is).
   const std::vector<float> ape = normals(size_t(b.m) * cw);
@@ -382,7 +397,7 @@ TEST_P(CompressorBatchTest, EverySequenceAsIfAlone) {
     const bool reuse = i == size_t(b.n_seqs);
     st.slot = reuse ? streams[0].slot : slots[i];
     st.after = reuse ? 0 : -1;
-    st.k = {b.m, b.c, uniform_int(b.min_len, b.max_len), i == 1 ? 1000000 + uniform_int(rr, 3 * rr) : 0};
+    st.k = {b.m, b.c, uniform_int(b.min_len, b.max_len), i == 1 ? 1000000 + uniform_int(rr, 3 * rr) : 0, b.margin};
     st.s.coff = coff;
     st.s.cw = cw;
     st.s.ring_rows = rr;
@@ -491,16 +506,16 @@ TEST_P(CompressorBatchTest, EverySequenceAsIfAlone) {
     // Every slot's ring, in the pass or not, used or never used, equals the contract's model.
     ring_bad += count_bit_differences(ring_a.download(), model_a) + count_bit_differences(ring_z.download(), model_z);
   }
-  const std::string what = cat("compressor batch m=", b.m, " c=", b.c);
+  const std::string what = cat("compressor batch m=", b.m, " c=", b.c, " ring_rows=", rr);
   std::printf("%s: %zu sequences, %d passes, %d rows (%d padding)\n", what.c_str(), streams.size(), n_passes,
               n_rows_total, n_pad_total);
   EXPECT_EQ(idx_bad, 0) << what << ": wrong entry_idx";
   EXPECT_EQ(untouched_bad, 0) << what << ": entry rows of padding / non-closing tokens were written";
   EXPECT_EQ(solo_bad, 0) << what << ": entries differ from the single-sequence run (the batch changed the arithmetic)";
-  EXPECT_EQ(ring_bad, 0) << what << ": ring floats differ from the contract (chunk's last coff·m rows, others untouched)";
+  EXPECT_EQ(ring_bad, 0) << what << ": ring floats differ from the contract (chunk's last ring_rows rows, others untouched)";
 
   // Each sequence: every window-closing token emitted exactly once, within the §5 budget of the
-  // double reference, and the final ring holds its last coff·m positions (the model says the same;
+  // double reference, and the final ring holds its last ring_rows positions (the model says the same;
   // this states it directly for the sequence that ended last in each slot).
   const auto ring_a_final = ring_a.download(), ring_z_final = ring_z.download();
   for (size_t i = 0; i < streams.size(); ++i) {
@@ -531,12 +546,225 @@ TEST_P(CompressorBatchTest, EverySequenceAsIfAlone) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CompressorBatchTest,
-    ::testing::Values(BatchCase{4, 512, 5, 40, 300},     // CSA main compressor (ring 8 rows)
-                      BatchCase{4, 128, 6, 40, 300},     // CSA indexer compressor
-                      BatchCase{128, 512, 4, 300, 700}),  // HCA (ring 128 rows), 2–5 windows each
+    ::testing::Values(BatchCase{4, 512, 5, 40, 300, kMargin},     // CSA main compressor (ring 8 + 4 rows)
+                      BatchCase{4, 128, 6, 40, 300, 0},           // CSA indexer compressor, exact ring (8 rows)
+                      BatchCase{128, 512, 4, 300, 700, kMargin}),  // HCA (ring 128 + 4 rows), 2–5 windows each
     [](const ::testing::TestParamInfo<BatchCase>& info) {
-      return cat("m", info.param.m, "_c", info.param.c, "_seqs", info.param.n_seqs);
+      return cat("m", info.param.m, "_c", info.param.c, "_seqs", info.param.n_seqs, "_margin", info.param.margin);
     });
+
+// ---- Speculative rollback ----
+
+// One feed of a rollback schedule: positions [pos0, pos0 + n) — the last `junk` of them rejected
+// drafts, fed with rows of their own (other tokens than the accepted ones) — after which the
+// sequence goes back `back` positions (model/forward.h: the next feed starts at pos0 + n − back).
+struct Feed {
+  int pos0 = 0, n = 0, back = 0, junk = 0;
+  std::vector<float> junk_a, junk_z;  // [junk, cw]
+};
+
+class CompressorRollbackTest : public CudaOpTest, public ::testing::WithParamInterface<CompressorCase> {
+ protected:
+  // Streams `feeds` through the kernel, the sequence in a one-slot ring of ring_rows rows (poisoned
+  // when fresh, else the ring_rows positions before k.start in the documented layout). Returns,
+  // per streamed token, the entry of its latest emission ([len, c] bf16 bits, poison where none)
+  // and counts wrong entry_idx values into idx_bad.
+  std::vector<uint16_t> run(const CompressorCase& k, const SequenceData& s, int ring_rows,
+                            const std::vector<Feed>& feeds, int64_t& idx_bad) {
+    float poison;
+    std::memcpy(&poison, &kPoisonF32, sizeof(float));
+    std::vector<float> ring_a0(size_t(ring_rows) * s.cw, poison), ring_z0(ring_a0.size(), poison);
+    if (k.start > 0)
+      for (int q = k.start - ring_rows; q < k.start; ++q)
+        for (int col = 0; col < s.cw; ++col) {
+          const size_t at = size_t(q % ring_rows) * s.cw + col;
+          ring_a0[at] = s.value(q, col);
+          ring_z0[at] = s.logit(k, q, col);
+        }
+    DeviceBuffer<float> d_ring_a(ring_a0), d_ring_z(ring_z0), d_ape(s.ape), d_freq(s.inv_freq);
+    DeviceBuffer<uint16_t> d_norm(s.norm);
+    std::vector<uint16_t> latest(size_t(k.len) * k.c, kPoisonBf16);
+    for (const Feed& f : feeds) {
+      std::vector<float> a(size_t(f.n) * s.cw), z(a.size());
+      std::vector<int32_t> pos(size_t(f.n));
+      for (int i = 0; i < f.n; ++i) {
+        const int q = f.pos0 + i, junk_row = i - (f.n - f.junk);
+        pos[size_t(i)] = q;
+        for (int col = 0; col < s.cw; ++col) {
+          const size_t at = size_t(i) * s.cw + col;
+          a[at] = junk_row >= 0 ? f.junk_a[size_t(junk_row) * s.cw + col] : s.a[size_t(q - s.base) * s.cw + col];
+          z[at] = junk_row >= 0 ? f.junk_z[size_t(junk_row) * s.cw + col] : s.z[size_t(q - s.base) * s.cw + col];
+        }
+      }
+      const std::vector<int32_t> slot(size_t(f.n), 0), first(size_t(f.n), 0), last(size_t(f.n), f.n - 1);
+      DeviceBuffer<int32_t> d_pos(pos), d_slot(slot), d_first(first), d_last(last);
+      DeviceBuffer<float> d_a(a), d_z(z);
+      DeviceBuffer<uint16_t> d_entry(size_t(f.n) * k.c);
+      DeviceBuffer<int32_t> d_idx(size_t(f.n));
+      d_entry.fill_bytes(kPoisonByte);
+      d_idx.fill_bytes(kIdxPoison);
+      CompressorParams p;
+      p.a = d_a.get();
+      p.z = d_z.get();
+      p.ape = d_ape.get();
+      p.norm = bf16_ptr(d_norm);
+      p.inv_freq = d_freq.get();
+      p.rows = {d_pos.get(), d_slot.get(), d_first.get(), d_last.get()};
+      p.ring_a = d_ring_a.get();
+      p.ring_z = d_ring_z.get();
+      p.entry = bf16_ptr(d_entry);
+      p.entry_idx = d_idx.get();
+      p.T = f.n;
+      p.m = k.m;
+      p.c = k.c;
+      p.coff = s.coff;
+      p.rope_dim = kRopeDim;
+      p.eps = kEps;
+      p.ring_rows = ring_rows;
+      launch_compressor(p, nullptr);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto entry = d_entry.download();
+      const auto idx = d_idx.download();
+      for (int i = 0; i < f.n; ++i) {
+        const int q = f.pos0 + i;
+        const int32_t want = (q + 1) % k.m == 0 ? (q + 1) / k.m - 1 : -1;  // §5.4
+        idx_bad += idx[size_t(i)] != want;
+        if (want >= 0)
+          std::copy(entry.begin() + int64_t(i) * k.c, entry.begin() + int64_t(i + 1) * k.c,
+                    latest.begin() + int64_t(q - k.start) * k.c);
+      }
+    }
+    return latest;
+  }
+};
+
+// A sequence streamed in random feeds (decode tokens, verify chunks of up to kMargin + 1, long
+// prefills), a third of them followed by a rollback of up to kMargin positions behind its
+// furthest feed (the CPU backend's floor rule, cpu/sequence_state.h), the rejected positions
+// of the feed carrying other tokens' rows; then it resumes from the rollback target with the
+// accepted rows. Each window-closing token's latest entry must equal, bit for bit, the entry of
+// the accepted tokens fed alone in one chunk (the same FP32 operations in the same order: the ring
+// and the chunk hold the same values), which is checked against the §5 reference. One rollback is
+// forced: kMargin drafts rejected right after token P closes a window, P ≥ coff·m − 1. The drafts
+// P … P + kMargin − 1 land on the exact ring's rows of positions P − coff·m … P + kMargin − 1 −
+// coff·m, three of which (P + 1 − coff·m …) the re-fed window at P reads; so the same schedule on
+// an exact ring (ring_rows = coff·m) must get some entry wrong — the margin is what makes
+// rollback exact, and this test sees it.
+TEST_P(CompressorRollbackTest, RolledBackStreamEmitsWhatTheAcceptedTokensEmit) {
+  const CompressorCase k = GetParam();
+  SequenceData s;
+  s.coff = k.m == 4 ? 2 : 1;  // §5: overlapping windows only at m = 4
+  s.cw = s.coff * k.c;
+  const int exact_rows = s.coff * k.m;
+  s.ring_rows = exact_rows + k.margin;
+  ASSERT_GE(k.margin, kMargin) << "a ring that cannot take back kMargin positions";
+  ASSERT_TRUE(k.start == 0 || k.start >= s.ring_rows);
+  s.base = k.start == 0 ? 0 : k.start - s.ring_rows;
+  const int n_rows = k.start + k.len - s.base, end = k.start + k.len;
+  auto logits = [&](size_t n) {  // logits near 100 on every 17th channel: the max shift matters
+    std::vector<float> z = normals(n * s.cw, 2.0f);
+    for (size_t r = 0; r < n; ++r)
+      for (int col = 0; col < s.cw; col += 17) z[r * s.cw + col] += 100.0f;
+    return z;
+  };
+  s.a = normals(size_t(n_rows) * s.cw);
+  s.z = logits(size_t(n_rows));
+  s.ape = normals(size_t(k.m) * s.cw);
+  s.norm = to_bf16(normals(size_t(k.c), 0.5f));
+  s.inv_freq = rope_inv_freq(compress_table(), kRopeDim);
+
+  // The schedule. Before the forced rollback, feeds stop at force_at so that one starts there.
+  int force_at = std::max(k.start, exact_rows - 1) + uniform_int(0, 2 * exact_rows);
+  while ((force_at + 1) % k.m != 0) ++force_at;
+  ASSERT_LT(force_at + kMargin, end) << "the case must be long enough for the forced rollback";
+  std::vector<Feed> feeds;
+  int next = k.start, furthest = k.start, n_back = 0, n_refed = 0;
+  bool forced = false;
+  while (next < end) {
+    Feed f;
+    f.pos0 = next;
+    if (!forced && next == force_at) {
+      f.n = f.back = kMargin;
+      forced = true;
+    } else {
+      const int kind = uniform_int(0, 9);
+      f.n = kind < 4 ? 1 : kind < 7 ? uniform_int(2, kMargin + 1) : uniform_int(2, 2 * s.ring_rows + 3);
+      f.n = std::min(f.n, (forced ? end : force_at) - next);
+      const int lowest = std::max(k.start, std::max(furthest, next + f.n) - kMargin);  // the rollback floor
+      f.back = uniform_int(0, 2) == 0 ? uniform_int(1, next + f.n - lowest) : 0;
+    }
+    furthest = std::max(furthest, next + f.n);
+    f.junk = std::min(f.back, f.n);
+    f.junk_a = normals(size_t(f.junk) * s.cw);
+    f.junk_z = logits(size_t(f.junk));
+    next += f.n - f.back;
+    n_back += f.back > 0;
+    n_refed += f.back;
+    feeds.push_back(std::move(f));
+  }
+
+  std::vector<Feed> accepted_only(1);
+  accepted_only[0].pos0 = k.start;
+  accepted_only[0].n = k.len;
+  int64_t idx_bad = 0;
+  const auto accepted = run(k, s, s.ring_rows, accepted_only, idx_bad);
+  const auto rolled = run(k, s, s.ring_rows, feeds, idx_bad);
+  const auto exact = run(k, s, exact_rows, feeds, idx_bad);
+
+  const Reference ref = reference(k, s);
+  ASSERT_GE(ref.rows.size(), 2u) << "the case must cross several windows";
+  const std::string what = cat("compressor rollback m=", k.m, " c=", k.c, " start=", k.start);
+  std::printf("%s: %zu feeds, %d rollbacks, %d positions re-fed, forced at %d\n", what.c_str(), feeds.size(), n_back,
+              n_refed, force_at);
+  std::vector<uint16_t> emitted;
+  int64_t rolled_bad = 0, exact_bad = 0;
+  for (int row : ref.rows) {
+    const auto at = accepted.begin() + int64_t(row) * k.c;
+    emitted.insert(emitted.end(), at, at + k.c);
+    rolled_bad += !std::equal(at, at + k.c, rolled.begin() + int64_t(row) * k.c);
+    exact_bad += !std::equal(at, at + k.c, exact.begin() + int64_t(row) * k.c);
+  }
+  expect_parity(what + " accepted tokens alone", from_bf16(emitted), ref.y, ref.budget);
+  EXPECT_EQ(idx_bad, 0) << what << ": wrong entry_idx";
+  EXPECT_EQ(rolled_bad, 0) << what << ": entries after a rollback differ from the accepted tokens' (ring_rows "
+                           << s.ring_rows << ")";
+  EXPECT_GT(exact_bad, 0) << what << ": the exact ring (" << exact_rows
+                          << " rows) survived the forced rollback, so this test cannot see the margin";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CompressorRollbackTest,
+    ::testing::Values(CompressorCase{4, 512, 300, 0, kMargin},          // CSA main compressor, fresh sequence
+                      CompressorCase{4, 128, 101, 1000001, kMargin},    // CSA indexer compressor, resumed
+                      CompressorCase{128, 512, 600, 0, kMargin},        // HCA, 4 windows + a partial one
+                      CompressorCase{128, 512, 300, 1000037, kMargin}),  // HCA resumed mid-window
+    [](const ::testing::TestParamInfo<CompressorCase>& info) {
+      return cat("m", info.param.m, "_c", info.param.c, "_len", info.param.len, "_start", info.param.start);
+    });
+
+// The launcher refuses a ring shorter than the positions a window pools, before anything touches
+// the device (host pointers suffice: the checks fire first). Host-only: runs without a GPU.
+TEST(CompressorArgs, RejectsARingShorterThanItsWindows) {
+  std::vector<float> f(64);
+  std::vector<int32_t> rows(1, 0), idx(1);
+  std::vector<__nv_bfloat16> bf(64);
+  for (const int coff : {1, 2}) {
+    CompressorParams p;
+    p.a = p.z = p.ape = p.inv_freq = f.data();
+    p.norm = bf.data();
+    p.rows = {rows.data(), rows.data(), rows.data(), rows.data()};
+    p.ring_a = p.ring_z = f.data();
+    p.entry = bf.data();
+    p.entry_idx = idx.data();
+    p.T = 1;
+    p.m = 4;
+    p.c = 8;
+    p.coff = coff;
+    p.rope_dim = 4;
+    p.ring_rows = coff * p.m - 1;
+    EXPECT_THROW(launch_compressor(p, nullptr), InternalError) << "coff " << coff;
+  }
+}
 
 }  // namespace
 }  // namespace dsv4::cuda::test

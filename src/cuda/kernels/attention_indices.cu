@@ -27,12 +27,12 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
   const int n_win = min(t + 1, p.window);  // §4.3: positions t−n_win+1 … t
   const int first = t - n_win + 1;
   const int n_hca = p.ratio == kHcaRatio ? (t + 1) / kHcaRatio : 0;  // §7: j < (t+1)/128
-  const int ring = p.ring_base + slot * p.window;
+  const int ring = p.ring_base + slot * p.ring_rows;
   for (int i = threadIdx.x; i < p.n_idx; i += kThreads) {
     int32_t v = -1;
     if (i < n_win) {
       const int pos = first + i;
-      v = pos >= pos0 ? p.pass_base + chunk_row + (pos - pos0) : ring + pos % p.window;
+      v = pos >= pos0 ? p.pass_base + chunk_row + (pos - pos0) : ring + pos % p.ring_rows;
     } else if (i - n_win < n_hca) {
       v = p.comp_base + paged_entry_row(p.pages, slot, i - n_win, p.per_block);
     }
@@ -69,6 +69,8 @@ void launch_attention_indices(const AttnIndexParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.rows.pos && p.rows.slot && p.rows.first && p.indices);
   DSV4_CHECK_MSG(p.n_q >= 0 && p.row0 >= 0 && p.n_idx >= 0 && p.window >= 1 && p.pass_base >= 0 && p.ring_base >= 0,
                  "attention_indices: n_q=", p.n_q, " n_idx=", p.n_idx, " window=", p.window);
+  // A ring shorter than the window would hand a query rows that later positions overwrote.
+  DSV4_CHECK_MSG(p.ring_rows >= p.window, "attention_indices: ring_rows=", p.ring_rows, " < window=", p.window);
   DSV4_CHECK_MSG(p.ratio == 0 || p.ratio == kCsaRatio || p.ratio == kHcaRatio, "attention_indices: ratio=", p.ratio);
   DSV4_CHECK_MSG(p.ratio == 0 || (p.pages.pages && p.pages.per_slot >= 1 && p.per_block >= 1),
                  "attention_indices: a compressed layer needs its page table");

@@ -15,10 +15,12 @@ namespace dsv4::cuda {
 // For each query row q with position t (step_rows.cuh; its chunk starts at position pos0 in row
 // `first`): first the window, positions max(0, t−window+1) … t in increasing order — at pool row
 // pass_base + first + (p − pos0) when p ≥ pos0 (this pass's own rows), else at its slot's ring row
-// ring_base + slot·window + p % window; then compressed entries: HCA (ratio 128) every visible
-// j < (t+1)/ratio (§7 visibility), CSA (ratio 4) the indexer picks topk[q][i] that are >= 0, in
-// their order, each at comp_base + paged_entry_row(pages, slot, j, per_block); sliding (ratio 0)
-// none. The rest of the row is −1; a padding row (t < 0) is all −1.
+// ring_base + slot·ring_rows + p % ring_rows (the ring keeps the window plus the speculative
+// rollback margin, cache_slots.cuh; only `window` positions are visible); then compressed
+// entries: HCA (ratio 128) every visible j < (t+1)/ratio (§7 visibility), CSA (ratio 4) the
+// indexer picks topk[q][i] that are >= 0, in their order, each at comp_base +
+// paged_entry_row(pages, slot, j, per_block); sliding (ratio 0) none. The rest of the row is
+// −1; a padding row (t < 0) is all −1.
 // If more entries are visible than n_idx holds, the first n_idx are written (never out of bounds);
 // the caller sizes n_idx = window + the largest compressed count so this does not happen.
 // Query q of a launch is pass row row0 + q (a pass's rows go through in groups).
@@ -30,6 +32,7 @@ struct AttnIndexParams {
   int32_t* indices = nullptr;     // [n_q, n_idx] out: pool rows, −1 = masked
   int n_q = 0, window = 0, pass_base = 0, ring_base = 0, comp_base = 0, per_block = 0;
   int ratio = 0, topk_k = 0, n_idx = 0;
+  int ring_rows = 0;  // ring rows per slot (as cache_slots.cuh wrote them): >= window
 };
 
 void launch_attention_indices(const AttnIndexParams& p, cudaStream_t stream);

@@ -20,8 +20,8 @@ __global__ void window_slots_kernel(WindowSlotParams p) {
   }
   p.pass_slot[r] = p.pass_base + r;
   const int32_t last_pos = p.rows.pos[p.rows.last[r]];
-  p.ring_slot[r] = last_pos - pos < p.window
-                       ? p.ring_base + p.rows.slot[r] * p.window + pos % p.window
+  p.ring_slot[r] = last_pos - pos < p.ring_rows
+                       ? p.ring_base + p.rows.slot[r] * p.ring_rows + pos % p.ring_rows
                        : -1;
 }
 
@@ -36,7 +36,8 @@ __global__ void entry_slots_kernel(EntrySlotParams p) {
 
 void launch_window_slots(const WindowSlotParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.rows.pos && p.rows.slot && p.rows.last && p.pass_slot && p.ring_slot);
-  DSV4_CHECK(p.n >= 0 && p.pass_base >= 0 && p.ring_base >= 0 && p.window >= 1);
+  DSV4_CHECK_MSG(p.n >= 0 && p.pass_base >= 0 && p.ring_base >= 0 && p.ring_rows >= 1, "window_slots: n=", p.n,
+                 " pass_base=", p.pass_base, " ring_base=", p.ring_base, " ring_rows=", p.ring_rows);
   if (p.n == 0) return;
   window_slots_kernel<<<(p.n + kThreads - 1) / kThreads, kThreads, 0, stream>>>(p);
   DSV4_CUDA_CHECK_LAUNCH();

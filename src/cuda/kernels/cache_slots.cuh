@@ -15,13 +15,17 @@ namespace dsv4::cuda {
 
 // Window rows of a pass (§4.3, §5.5): row r is written to pass_base + r before attention (the
 // pass's queries read their own chunk there), and after attention to its slot's ring row
-// ring_base + slot·window + pos % window when it is among the last `window` positions of its
-// chunk, which the next pass of that sequence reads. Padding rows get −1 in both.
+// ring_base + slot·ring_rows + pos % ring_rows when it is among the last ring_rows positions of
+// its chunk, which the next pass of that sequence reads. The ring holds the window plus the
+// speculative rollback margin (the pool sizes it), so that rolling a sequence back is a
+// truncation: the window of every position it can go back to is still there. Padding rows get −1
+// in both.
 struct WindowSlotParams {
   StepRows rows;
   int32_t* pass_slot = nullptr;  // [n] out
   int32_t* ring_slot = nullptr;  // [n] out
-  int n = 0, pass_base = 0, ring_base = 0, window = 0;
+  int n = 0, pass_base = 0, ring_base = 0;
+  int ring_rows = 0;  // ring rows per slot: window + rollback margin (>= 1)
 };
 void launch_window_slots(const WindowSlotParams& p, cudaStream_t stream);
 

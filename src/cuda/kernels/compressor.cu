@@ -15,9 +15,9 @@ constexpr int kMaxThreads = 512;   // one thread per channel up to c = 512 (head
 constexpr int kRingThreads = 256;  // ring copy: columns of one row
 constexpr int kMaxSmemFloats = 12288;  // the pooled row lives in shared memory: ≤ 48 KiB
 
-// Ring of the sequence in `slot`: coff·m rows of coff·c floats.
+// Ring of the sequence in `slot`: ring_rows rows of coff·c floats.
 __device__ __forceinline__ int64_t ring_base(const CompressorParams& p, int slot) {
-  return int64_t(slot) * p.coff * p.m * p.coff * p.c;
+  return int64_t(slot) * p.ring_rows * p.coff * p.c;
 }
 
 // Biased logit z_q + ape[q mod m] (§5) of position q, column col, for a chunk whose first row
@@ -27,13 +27,13 @@ __device__ __forceinline__ float slot_logit(const CompressorParams& p, int q, in
                                             int64_t ring, int col) {
   const int64_t cw = int64_t(p.coff) * p.c;
   if (q >= pos0) return p.z[(first + q - pos0) * cw + col] + p.ape[(q % p.m) * cw + col];
-  return p.ring_z[ring + (q % (p.coff * p.m)) * cw + col];
+  return p.ring_z[ring + (q % p.ring_rows) * cw + col];
 }
 __device__ __forceinline__ float slot_value(const CompressorParams& p, int q, int pos0, int first,
                                             int64_t ring, int col) {
   const int64_t cw = int64_t(p.coff) * p.c;
   if (q >= pos0) return p.a[(first + q - pos0) * cw + col];
-  return p.ring_a[ring + (q % (p.coff * p.m)) * cw + col];
+  return p.ring_a[ring + (q % p.ring_rows) * cw + col];
 }
 
 __global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(CompressorParams p) {
@@ -108,15 +108,15 @@ __global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(Compressor
   if (threadIdx.x == 0) p.entry_idx[t] = j;
 }
 
-// Block t writes row t (position q) into its slot's ring row q mod (coff·m), a and z + ape, when
-// q is among the last coff·m positions of its chunk (§5.5: the current window and, for CSA, the
-// previous one).
+// Block t writes row t (position q) into its slot's ring row q mod ring_rows, a and z + ape, when
+// q is among the last ring_rows positions of its chunk (§5.5: the current window and, for CSA, the
+// previous one, plus the rollback margin a resumed-earlier sequence reads).
 __global__ void __launch_bounds__(kRingThreads) compressor_ring_kernel(CompressorParams p) {
   const int t = int(blockIdx.x);
   const int q = p.rows.pos[t];
-  if (q < 0 || p.rows.pos[p.rows.last[t]] - q >= p.coff * p.m) return;  // block-uniform
+  if (q < 0 || p.rows.pos[p.rows.last[t]] - q >= p.ring_rows) return;  // block-uniform
   const int64_t cw = int64_t(p.coff) * p.c;
-  const int64_t dst = ring_base(p, p.rows.slot[t]) + int64_t(q % (p.coff * p.m)) * cw;
+  const int64_t dst = ring_base(p, p.rows.slot[t]) + int64_t(q % p.ring_rows) * cw;
   const int64_t src = int64_t(t) * cw, bias = int64_t(q % p.m) * cw;
   for (int64_t col = threadIdx.x; col < cw; col += kRingThreads) {
     p.ring_a[dst + col] = p.a[src + col];
@@ -131,6 +131,8 @@ void launch_compressor(const CompressorParams& p, cudaStream_t stream) {
              p.rows.last && p.ring_a && p.ring_z && p.entry && p.entry_idx);
   DSV4_CHECK_MSG(p.T >= 0 && p.m >= 1 && (p.coff == 1 || p.coff == 2) && p.c >= 1 && p.c <= kMaxSmemFloats,
                  "compressor T=", p.T, " m=", p.m, " coff=", p.coff, " c=", p.c);
+  // A ring shorter than the pooled span would hand a window rows that later positions overwrote.
+  DSV4_CHECK_MSG(p.ring_rows >= p.coff * p.m, "compressor ring_rows=", p.ring_rows, " < coff·m=", p.coff * p.m);
   DSV4_CHECK_MSG(p.rope_dim > 0 && p.rope_dim % 2 == 0 && p.rope_dim <= p.c, "compressor rope_dim=", p.rope_dim,
                  " c=", p.c);
   if (p.T == 0) return;
