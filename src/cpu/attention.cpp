@@ -74,7 +74,7 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
   }
 
   // Window rows: positions ≥ pos0 come from this chunk, earlier ones from the ring.
-  const int64_t ring_rows = window_ring_rows(cfg);
+  const int64_t ring_rows = window_ring_rows(cfg.sliding_window);
   if (st.ring.empty()) st.ring.assign(size_t(ring_rows * d), 0.0f);
   auto kv_at = [&](int64_t p) -> const float* {
     return p >= pos0 ? kv.data() + (p - pos0) * d : st.ring.data() + (p % ring_rows) * d;

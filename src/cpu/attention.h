@@ -13,13 +13,9 @@
 
 namespace dsv4 {
 
-// Rows of the window ring: the W−1 earlier positions a query reads, its own, and the rollback
-// margin (compressor.h kRollbackPositions) so that a rolled-back position's window is intact.
-inline int64_t window_ring_rows(const ModelConfig& cfg) { return cfg.sliding_window + kRollbackPositions; }
-
 // Per sequence and layer (§5.5, §13), every part kept by position so that a rollback truncates.
 struct AttentionState {
-  std::vector<float> ring;   // [window_ring_rows, d] K=V rows, row = position mod window_ring_rows
+  std::vector<float> ring;   // [window_ring_rows(W), d] K=V rows, row = position mod window_ring_rows
   CompressorState comp;      // main compressor (ratio 4 / 128 layers)
   CompressorState index;     // indexer key compressor (ratio 4 layers)
   void reset() {

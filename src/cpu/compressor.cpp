@@ -24,7 +24,7 @@ void CompressorState::truncate(int64_t n_tokens) {
 int64_t compressor_step(const CpuContext& ctx, const CompressorWeights& w, const RopeTable& rope,
                         const float* x, int64_t T, int64_t pos0, CompressorState& st) {
   const int64_t m = w.ratio, c = w.width, coff = compressor_overlap(m);
-  const int64_t cw = coff * c, R = compressor_kept_rows(m);
+  const int64_t cw = coff * c, R = compressor_ring_rows(m);
   DSV4_CHECK_MSG(st.n_entries == pos0 / m, "compressor entries out of step with position ", pos0);
   std::vector<float> a(size_t(T * cw)), z(size_t(T * cw));
   linear(ctx, x, T, w.wkv, a.data());

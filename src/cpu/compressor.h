@@ -10,21 +10,14 @@
 #include "cpu/context.h"
 #include "cpu/rope.h"
 #include "model/config.h"
+#include "model/rollback.h"
 #include "model/weights.h"
 
 namespace dsv4 {
 
-// Positions a sequence can be rolled back by (model/forward.h's speculative protocol: the verified
-// token and up to kMaxSpeculative drafts). Every per-position ring of the CPU state keeps this many
-// rows beyond what its next position needs, so a rollback is a truncation (sequence_state.h).
-inline constexpr int64_t kRollbackPositions = kMaxSpeculative + 1;
-
-// Rows of a_t / z_t a compressor keeps: the window being filled and (CSA) the previous one's A
-// half, plus the rollback margin.
-inline int64_t compressor_kept_rows(int64_t m) { return compressor_overlap(m) * m + kRollbackPositions; }
 
 struct CompressorState {
-  // Row t mod compressor_kept_rows(m) holds position t's a_t and z_t + ape[t mod m] (§5.5): the
+  // Row t mod compressor_ring_rows(m) holds position t's a_t and z_t + ape[t mod m] (§5.5): the
   // current incomplete window is positions floor(P/m)·m … P−1, the CSA previous window the m before.
   std::vector<float> rows_a;   // [kept rows, coff·c]
   std::vector<float> rows_z;   // [kept rows, coff·c]
