@@ -46,6 +46,8 @@ BackendOptions backend_options(const Args& args) {
   o.gpu_memory_utilization = args.get_double("--gpu-memory-utilization", 0.9);
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0))
     fail("--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);
+  // Any --speculative (generate, chat, serve: K; bench: a list) loads what drafting needs.
+  o.draft = args.has("--speculative");
   check_backend(o);  // now, before any tokenizer or checkpoint is read
   return o;
 }

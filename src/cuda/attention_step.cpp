@@ -56,6 +56,7 @@ void run_compressor(const StepContext& c, const DeviceCompressor& w, const float
   p.m = w.ratio;
   p.c = w.width;
   p.coff = w.coff;
+  p.ring_rows = int(compressor_ring_rows(w.ratio));  // model/rollback.h: the rollback margin
   p.rope_dim = int(c.m.cfg.qk_rope_head_dim);
   p.eps = float(c.m.cfg.rms_norm_eps);
   launch_compressor(p, c.stream);
@@ -173,7 +174,7 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   ws.n = T;
   ws.pass_base = pool.pass_base;
   ws.ring_base = pool.ring_base;
-  ws.window = W;
+  ws.ring_rows = pool.ring_rows;
   launch_window_slots(ws, c.stream);
   pack_kv(c, s.kv, s.pass_slot, pool);
 
@@ -207,6 +208,7 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
     ip.indices = s.attn_indices;
     ip.n_q = n;
     ip.window = W;
+  ip.ring_rows = pool.ring_rows;
     ip.pass_base = pool.pass_base;
     ip.ring_base = pool.ring_base;
     ip.comp_base = pool.comp_base;

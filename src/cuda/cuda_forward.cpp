@@ -3,7 +3,9 @@
 // KV blocks, and forward(): every item of a call goes through passes over the model whose rows
 // hold chunks of many sequences (step_plan.h, layer_pass.h). A call whose items are all one-token
 // decode steps replays the CUDA graph captured once for the smallest batch bucket that holds them;
-// only the plan (and new page-table entries) change between replays.
+// only the plan (and new page-table entries) change between replays. Speculative decoding
+// (model/forward.h's protocol): the MTP block runs after a pass over its items' rows, draft()
+// runs it recurrently, rollback() truncates — every ring keeps model/rollback.h's margin.
 #include "cuda/cuda_forward.h"
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_model.h"
+#include "cuda/kernels/mtp_streams.cuh"
 #include "cuda/kv_pool.h"
 #include "cuda/layer_pass.h"
 #include "cuda/matmul.h"
@@ -58,7 +61,10 @@ int bucket_for(int b) {
   return n;
 }
 
-// A sequence: a slot (window ring, compressor rings, page-table row) and the KV blocks it holds.
+// A sequence: a slot (window ring, compressor rings, page-table row, kept streams) and the KV
+// blocks it holds; its position, and the MTP block's (§10) with the positions whose final streams
+// the slot keeps. Rollback is a truncation down to a floor (cpu/sequence_state.h's rule: a ring
+// row a kept position needs is only overwritten by a position kRollbackPositions past it).
 class CudaSequenceState final : public SequenceState {
  public:
   CudaSequenceState(KvBlockPool& pool, int32_t* page_mirror, int pages_per_slot, int32_t slot,
@@ -72,13 +78,56 @@ class CudaSequenceState final : public SequenceState {
   int64_t position() const override { return position_; }
   // Stale rows are never read (visibility is by position), so a reset only gives the blocks back.
   void reset() override {
-    position_ = 0;
+    position_ = floor_ = mtp_position_ = mtp_floor_ = kept_lo_ = kept_hi_ = 0;
     pool_->give_blocks(blocks_);
     uploaded_ = 0;
   }
   int64_t max_tokens() const { return max_tokens_; }
   int32_t slot() const { return slot_; }
-  void advance(int64_t n) { position_ += n; }
+  void advance(int64_t n) {
+    position_ += n;
+    floor_ = std::max(floor_, position_ - kRollbackPositions);
+  }
+  // Forgets positions [n_tokens, position): KV blocks past n_tokens, the kept streams from there,
+  // the MTP rows of positions ≥ n_tokens − 1 (that row paired n_tokens − 1 with a forgotten token).
+  void rollback(int64_t n_tokens) {
+    if (n_tokens > position_ || n_tokens < floor_)
+      fail("rollback to ", n_tokens, " tokens: the sequence holds ", position_, " and can go back to ", floor_,
+           " at the earliest (", kRollbackPositions, " positions behind its furthest feed)");
+    const int64_t mtp_target = std::min(mtp_position_, std::max<int64_t>(n_tokens - 1, 0));
+    if (mtp_target < mtp_floor_)
+      fail("rollback to ", n_tokens, " tokens: the MTP block can go back to ", mtp_floor_, " at the earliest");
+    position_ = n_tokens;
+    const size_t keep_blocks = size_t((n_tokens + kKvBlockTokens - 1) / kKvBlockTokens);
+    if (blocks_.size() > keep_blocks) {
+      std::vector<int32_t> extra(blocks_.begin() + std::ptrdiff_t(keep_blocks), blocks_.end());
+      blocks_.resize(keep_blocks);
+      pool_->give_blocks(extra);
+      uploaded_ = std::min(uploaded_, keep_blocks);
+    }
+    kept_hi_ = std::min(kept_hi_, n_tokens);
+    kept_lo_ = std::min(kept_lo_, kept_hi_);
+    mtp_position_ = mtp_target;
+  }
+
+  int64_t mtp_position() const { return mtp_position_; }
+  void mtp_advance(int64_t n) {
+    mtp_position_ += n;
+    mtp_floor_ = std::max(mtp_floor_, mtp_position_ - kRollbackPositions);
+  }
+  // draft(): its recurrent rows stand on drafted tokens and are forgotten (n ≥ the floor: the
+  // caller only goes back over the rows it just fed).
+  void mtp_rewind(int64_t n) { mtp_position_ = n; }
+  // Positions [pos0, pos0 + n) fed with mtp: the slot keeps the final streams of their last
+  // kKeptStreamRows (contiguous with what it kept before, or instead of it).
+  void keep(int64_t pos0, int64_t n) {
+    kept_lo_ = kept_hi_ == pos0 ? std::max(kept_lo_, pos0 + n - kKeptStreamRows)
+                                : std::max(pos0, pos0 + n - kKeptStreamRows);
+    kept_hi_ = pos0 + n;
+  }
+  bool kept(int64_t p) const { return p >= kept_lo_ && p < kept_hi_; }
+  // The kept-stream row of position p (KvPool::kept_streams).
+  int32_t kept_row(int64_t p) const { return slot_ * kKeptStreamRows + int32_t(p % kKeptStreamRows); }
   bool reserve(int64_t n_tokens) {
     const int64_t need = (n_tokens + kKvBlockTokens - 1) / kKvBlockTokens - int64_t(blocks_.size());
     if (need <= 0) return true;
@@ -100,7 +149,8 @@ class CudaSequenceState final : public SequenceState {
   KvBlockPool* pool_;
   int32_t* pages_;  // this slot's row of the pinned page-table mirror
   int32_t slot_;
-  int64_t position_ = 0, max_tokens_ = 0;
+  int64_t position_ = 0, max_tokens_ = 0, floor_ = 0;
+  int64_t mtp_position_ = 0, mtp_floor_ = 0, kept_lo_ = 0, kept_hi_ = 0;
   std::vector<int32_t> blocks_;
   size_t uploaded_ = 0;
 };
@@ -114,16 +164,30 @@ CudaSequenceState& cuda_sequence(SequenceState* s) {
 // Everything the device holds besides the weights, sized from one shape (device_arena.h).
 struct DeviceState {
   DeviceState(const DeviceModel& m, const KvPoolShape& kv_shape, const ScratchShape& sh, DeviceArena& arena)
-      : plan(sh.rows, sh.logits, arena), kv(m, kv_shape, arena), scratch(m.cfg, sh, arena) {}
+      : plan(sh.rows, sh.logits, arena), kv(m, kv_shape, arena), scratch(m.cfg, sh, arena) {
+    if (m.mtp) mtp_plan.emplace(sh.rows, sh.logits, arena);
+  }
   StepPlan plan;
   KvPool kv;
   Scratch scratch;
+  std::optional<StepPlan> mtp_plan;  // the MTP block's rows (§10), when it is on the device
 };
 
 ScratchShape scratch_shape(const DeviceModel& m, const KvPoolShape& kv, int logit_rows) {
   DeviceArena count;
   KvPool sizing(m, kv, count);
-  return {kv.pass_rows, logit_rows, sizing.max_n_idx(), sizing.max_csa_entries()};
+  return {kv.pass_rows, logit_rows, sizing.max_n_idx(), sizing.max_csa_entries(), m.mtp.has_value()};
+}
+
+// A pass's matmul segments (StepContext::segments) grow chunk by chunk: a chunk longer than
+// kInvariantSliceRows is its own call; short chunks share slices of up to kInvariantSliceRows.
+void append_segment(std::vector<RowRange>& segments, int first, int n) {
+  if (n <= kInvariantSliceRows && !segments.empty() && segments.back().n < kInvariantSliceRows &&
+      segments.back().first + segments.back().n == first && segments.back().n + n <= kInvariantSliceRows) {
+    segments.back().n += n;
+    return;
+  }
+  segments.push_back({first, n});
 }
 
 size_t device_state_bytes(const DeviceModel& m, const KvPoolShape& kv, int logit_rows) {
@@ -153,13 +217,17 @@ class CudaForward final : public Forward {
     const int64_t ctx = opt.ctx_size > 0 ? std::min(opt.ctx_size, cfg.max_position_embeddings)
                                          : cfg.max_position_embeddings;
     // cuBLASLt's workspace (matmul.h) is taken before anything is captured.
-    const size_t weights = device_weight_bytes(cfg, w) + matmul_workspace_bytes();
+    const size_t weights = device_weight_bytes(cfg, w, opt.draft) + matmul_workspace_bytes();
     const size_t limit = size_t(double(total_b) * opt.gpu_memory_utilization);
     const size_t in_use = total_b - free_b;
     const size_t usable = limit > in_use ? std::min(limit - in_use, free_b) : 0;
     DeviceModel shell;  // sizing needs only the config and the layer specs
     shell.cfg = cfg;
     shell.layers = layer_shells(w);
+    if (opt.draft && !w.mtp.empty()) {
+      shell.mtp.emplace();
+      shell.mtp->layer.spec = w.mtp.front().layer.spec;  // §10: sliding window, no compressor
+    }
     KvPoolShape shape;
     shape.max_context = ctx;
     shape.pass_rows = opt.max_pass_rows;
@@ -179,7 +247,8 @@ class CudaForward final : public Forward {
            " GiB are usable on device ", opt.device, " (", free_b / kGiB, " GiB free, --gpu-memory-utilization ",
            opt.gpu_memory_utilization, ")", gpus);
     }
-    model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress));
+    model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress, opt.draft));
+    checkpoint_has_mtp_ = !w.mtp.empty();
     matmul_reserve();
 
     // Slots, then blocks from what is left (the KV budget).
@@ -250,6 +319,45 @@ class CudaForward final : public Forward {
     return cuda_sequence(&seq).reserve(n_tokens);
   }
 
+  bool can_draft() const override { return model_->mtp.has_value(); }
+
+  void rollback(SequenceState& seq, int64_t n_tokens) override {
+    require_draft();
+    cuda_sequence(&seq).rollback(n_tokens);
+  }
+
+  // §10 drafting, all items together: step i runs the MTP block over one row per item that wants
+  // more than i drafts — position P − 1 + i with the item's token (i = 0: the kept streams of
+  // P − 1; then the block's own output streams and the previous draft) — and chooses on the host.
+  // The rows fed at P and after stand on drafted tokens and are forgotten afterwards.
+  void draft(std::span<DraftItem> items) override {
+    require_draft();
+    const int64_t V = model_->cfg.vocab_size;
+    for (size_t i = 0; i < items.size(); ++i) {
+      const DraftItem& item = items[i];
+      CudaSequenceState& seq = cuda_sequence(item.seq);
+      const int64_t P = seq.position();
+      if (item.n_draft < 1 || item.n_draft > kMaxSpeculative)
+        fail("draft: the number of drafts must be in [1, ", kMaxSpeculative, "], got ", item.n_draft);
+      if (!item.drafts) fail("draft: no output for the drafted tokens");
+      if (item.token < 0 || item.token >= V)
+        fail("draft: token id ", item.token, " is outside the vocabulary [0, ", V, ")");
+      if (P < 1 || seq.mtp_position() != P - 1)
+        fail("draft: the MTP block is at position ", seq.mtp_position(), "; it must be one behind the sequence (",
+             P, "), as the last forward with mtp (and a rollback) leave it");
+      if (!seq.kept(P - 1))
+        fail("draft: the streams of position ", P - 1, " were not kept (the last forward ran without mtp)");
+      if (P - 1 + item.n_draft > seq.max_tokens())
+        fail("draft: the MTP block would reach ", P - 1 + item.n_draft, " tokens, the sequence's limit is ",
+             seq.max_tokens());
+      for (size_t j = 0; j < i; ++j)
+        if (items[j].seq == item.seq) fail("draft: a sequence appears twice in one call");
+    }
+    const size_t group = size_t(state_->mtp_plan->max_logits());
+    for (size_t g0 = 0; g0 < items.size(); g0 += group)
+      draft_group(items.subspan(g0, std::min(group, items.size() - g0)));
+  }
+
   void forward(std::span<ForwardItem> batch, const TraceHook* trace) override {
     const ModelConfig& cfg = model_->cfg;
     const int64_t V = cfg.vocab_size;
@@ -258,6 +366,9 @@ class CudaForward final : public Forward {
       CudaSequenceState& seq = cuda_sequence(item.seq);
       DSV4_CHECK(item.sample == nullptr || item.sampled != nullptr);
       if (item.sample) validate(*item.sample);
+      if (item.sampled_rows && !(item.all_logits && item.sample))
+        fail("forward: sampled_rows needs all_logits and a device sampling choice");
+      if (item.mtp) check_mtp_in_step(seq);
       const int64_t T = int64_t(item.tokens.size());
       if (T == 0 && item.sample) fail("forward: a chunk of no tokens has no next token to sample");
       if (seq.position() + T > seq.max_tokens())
@@ -269,7 +380,7 @@ class CudaForward final : public Forward {
         fail("the KV cache is full: a sequence of ", seq.position() + T, " tokens needs ",
              kv_cache().blocks_for(seq.position() + T), " blocks, ", blocks_->free_blocks(), " are free");
       if (item.logits) item.logits->assign(size_t((item.all_logits ? T : (T > 0 ? 1 : 0)) * V), 0.0f);
-      all_decode = all_decode && T == 1;
+      all_decode = all_decode && T == 1 && !item.mtp;  // the decode graphs hold no MTP block
     }
     for (size_t i = 0; i < batch.size(); ++i)
       for (size_t j = 0; j < i; ++j)
@@ -362,39 +473,65 @@ class CudaForward final : public Forward {
     return id;
   }
 
+  // A chunk of an item in one eager pass (run_passes).
+  struct Part {
+    size_t item;
+    int64_t t0, n;      // the item's tokens [t0, t0 + n)
+    int64_t pos0 = 0;   // the sequence's position at the chunk's first token
+    int first_row = 0, first_logit = 0, n_logits = 0;
+    bool last = false;     // the item's last chunk
+    bool samples = false;  // the device samples a row of it
+  };
+
+  void require_draft() const {
+    if (can_draft()) return;
+    fail(checkpoint_has_mtp_ ? "speculative decoding: the MTP block was not uploaded (load with drafting on: --speculative)"
+                             : "speculative decoding: the checkpoint has no MTP block (mtp.0.*)");
+  }
+
+  // A forward with mtp needs the MTP block at most one position behind (model/forward.h), and the
+  // streams of that position kept. Checked before any state changes.
+  void check_mtp_in_step(const CudaSequenceState& seq) const {
+    require_draft();
+    const int64_t q = seq.mtp_position(), pos0 = seq.position();
+    if (q != pos0 && q != pos0 - 1)
+      fail("speculative decoding: the MTP block is at position ", q, " but the sequence at ", pos0,
+           ": every forward of a drafting sequence must run with mtp");
+    if (q < pos0 && !seq.kept(q)) fail("speculative decoding: the streams of position ", q, " were not kept");
+  }
+
   // Eager passes: each holds chunks of several sequences, at most pass_rows rows and
   // kMaxLogitRows logit rows. An item that does not fit what is left of a pass waits for the next
   // one; only an item longer than a whole pass is split, at the same boundaries as when it runs
   // alone. Inside a pass the short chunks come first and each long chunk is its own matmul call
   // (StepContext::segments), so a sequence's rows are computed as if alone (batch invariance).
+  // An mtp item's MTP rows (enqueue_mtp) may start one position before its chunk, so each counts
+  // one row more against the MTP pass, which has the same size.
   void run_passes(std::span<ForwardItem> batch, const TraceHook* trace) {
     const int64_t V = model_->cfg.vocab_size;
     StepPlan& plan = state_->plan;
     std::vector<int64_t> done(batch.size(), 0);
-    struct Part {
-      size_t item;
-      int64_t t0, n;
-      int first_row = 0, first_logit = 0, n_logits = 0;
-      bool samples = false;
-    };
     while (true) {
       // Which chunks go in this pass.
       std::vector<Part> parts;
-      int64_t rows = 0, logits = 0;
+      int64_t rows = 0, mtp_rows = 0, logits = 0;
       for (size_t i = 0; i < batch.size(); ++i) {
         const ForwardItem& it = batch[i];
         const int64_t left = int64_t(it.tokens.size()) - done[i];
         if (left == 0) continue;
         const bool wants_row = it.logits || it.sample;
         auto logit_rows = [&](int64_t n) { return it.all_logits ? n : (n == left && wants_row ? 1 : 0); };
+        const int64_t extra = it.mtp ? 1 : 0;
         int64_t n = left;
-        if (rows + n > plan.max_rows() || logits + logit_rows(n) > plan.max_logits()) {
+        if (rows + n > plan.max_rows() || (it.mtp && mtp_rows + n + extra > plan.max_rows()) ||
+            logits + logit_rows(n) > plan.max_logits()) {
           if (!parts.empty()) continue;  // waits for a pass of its own
-          n = std::min<int64_t>(n, plan.max_rows());
+          n = std::min<int64_t>(n, plan.max_rows() - extra);
           if (it.all_logits) n = std::min<int64_t>(n, plan.max_logits());
         }
         parts.push_back({i, done[i], n});
         rows += n;
+        if (it.mtp) mtp_rows += n + extra;
         logits += logit_rows(n);
       }
       if (parts.empty()) break;
@@ -405,32 +542,32 @@ class CudaForward final : public Forward {
       // The plan, and the matmul segments: the short chunks' rows in slices, each long chunk alone.
       plan.clear();
       segments_.clear();
+      bool any_mtp = false;
       for (Part& p : parts) {
         ForwardItem& it = batch[p.item];
         CudaSequenceState& seq = cuda_sequence(it.seq);
         const int64_t pos0 = seq.position();
-        const bool last_chunk = p.t0 + p.n == int64_t(it.tokens.size());
+        p.pos0 = pos0;
+        p.last = p.t0 + p.n == int64_t(it.tokens.size());
         p.first_row = plan.rows();
         p.first_logit = plan.logit_rows();
         plan.add_chunk(seq.slot(), pos0, it.tokens.data() + p.t0, int(p.n));
-        if (it.all_logits) {
-          for (int64_t r = 0; r < p.n; ++r)
-            plan.add_logit_row(p.first_row + int(r),
-                               row_sampling(last_chunk && r == p.n - 1 ? it.sample : nullptr, pos0 + r + 1));
-        } else if (last_chunk && (it.logits || it.sample)) {
+        if (it.all_logits) {  // with sampled_rows every row is sampled, else only the item's last
+          for (int64_t r = 0; r < p.n; ++r) {
+            const bool sampled = it.sampled_rows || (p.last && r == p.n - 1);
+            plan.add_logit_row(p.first_row + int(r), row_sampling(sampled ? it.sample : nullptr, pos0 + r + 1));
+          }
+        } else if (p.last && (it.logits || it.sample)) {
           plan.add_logit_row(p.first_row + int(p.n - 1), row_sampling(it.sample, pos0 + p.n));
         }
         p.n_logits = plan.logit_rows() - p.first_logit;
-        p.samples = last_chunk && it.sample != nullptr;
-        if (p.n > kInvariantSliceRows) {
-          segments_.push_back({p.first_row, int(p.n)});
-        } else if (!segments_.empty() && segments_.back().n < kInvariantSliceRows &&
-                   segments_.back().first + segments_.back().n == p.first_row &&
-                   segments_.back().n + int(p.n) <= kInvariantSliceRows) {
-          segments_.back().n += int(p.n);
-        } else {
-          segments_.push_back({p.first_row, int(p.n)});
+        p.samples = it.sample != nullptr && (p.last || it.sampled_rows);
+        if (it.mtp) {  // the final streams the MTP block may still need (enqueue_mtp)
+          any_mtp = true;
+          for (int64_t r = std::max<int64_t>(0, p.n - kKeptStreamRows); r < p.n; ++r)
+            plan.set_keep_row(p.first_row + int(r), seq.kept_row(pos0 + r));
         }
+        append_segment(segments_, p.first_row, int(p.n));
         done[p.item] += p.n;
         seq.advance(p.n);  // positions of this pass are in the plan; the host state moves on now
       }
@@ -442,6 +579,7 @@ class CudaForward final : public Forward {
       StepContext c = context(plan.rows(), plan.logit_rows(), trace);
       c.segments = segments_;
       enqueue_pass(c, sample);
+      if (any_mtp) enqueue_mtp(batch, parts);
       for (const Part& p : parts) {
         ForwardItem& it = batch[p.item];
         if (!it.logits || p.n_logits == 0) continue;
@@ -457,8 +595,117 @@ class CudaForward final : public Forward {
       for (const Part& p : parts) {
         if (!p.samples) continue;
         ForwardItem& it = batch[p.item];
-        *it.sampled = checked_sample(p.first_logit + p.n_logits - 1, cuda_sequence(it.seq).position());
+        if (it.sampled_rows)
+          for (int64_t r = 0; r < p.n; ++r)
+            it.sampled_rows[p.t0 + r] = checked_sample(p.first_logit + int(r), p.pos0 + r + 1);
+        if (p.last) *it.sampled = checked_sample(p.first_logit + p.n_logits - 1, p.pos0 + p.n);
       }
+    }
+  }
+
+  // ForwardItem::mtp, after a pass is enqueued: the MTP block consumes every position of the pass's
+  // mtp parts whose next token is known — from the sequence's MTP position (one before the part:
+  // that row's streams were kept by an earlier pass) to the part's last row, or the item's
+  // second-to-last — and the parts' last kKeptStreamRows rows' final streams are kept. The
+  // block's input is gathered from the pass's s.X before the keep (which may overwrite the kept
+  // row of the position before the part) and before the block overwrites s.X.
+  void enqueue_mtp(std::span<ForwardItem> batch, const std::vector<Part>& parts) {
+    StepPlan& mp = *state_->mtp_plan;
+    Scratch& s = state_->scratch;
+    const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
+    mp.clear();
+    mtp_segments_.clear();
+    for (const Part& p : parts) {
+      ForwardItem& it = batch[p.item];
+      if (!it.mtp) continue;
+      CudaSequenceState& seq = cuda_sequence(it.seq);
+      const int64_t item_pos0 = p.pos0 - p.t0;
+      const int64_t q = seq.mtp_position();
+      DSV4_CHECK(q == p.pos0 || q == p.pos0 - 1);  // check_mtp_in_step, then each part moves it on
+      const int64_t last = std::min(p.pos0 + p.n - 1, item_pos0 + int64_t(it.tokens.size()) - 2);
+      if (last >= q) {
+        const int rows = int(last - q + 1), r0 = mp.rows();
+        mp.add_chunk(seq.slot(), q, it.tokens.data() + (q + 1 - item_pos0), rows);
+        for (int r = 0; r < rows; ++r) {
+          const int64_t pos = q + r;
+          mp.set_source(r0 + r, pos < p.pos0 ? -1 - seq.kept_row(pos) : p.first_row + int(pos - p.pos0));
+        }
+        append_segment(mtp_segments_, r0, rows);
+        seq.mtp_advance(rows);
+      }
+      seq.keep(p.pos0, p.n);
+    }
+    if (mp.rows() > 0) {
+      mp.upload(stream_);
+      launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, mp.rows(), width}, stream_);
+    }
+    launch_keep_streams({s.X, state_->plan.keep_rows(), state_->kv.kept_streams, state_->plan.rows(), width},
+                        stream_);
+    if (mp.rows() == 0) return;
+    enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, mp.rows(), 0, mp.device_rows(),
+                                 mp.tokens(), mp.n_real(), mtp_segments_});
+  }
+
+  // draft() for at most max_logits items (one MTP pass per drafting step).
+  void draft_group(std::span<DraftItem> items) {
+    const int64_t V = model_->cfg.vocab_size;
+    const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
+    StepPlan& mp = *state_->mtp_plan;
+    Scratch& s = state_->scratch;
+    int steps = 0;
+    std::vector<int32_t> token(items.size());
+    std::vector<int> row(items.size(), -1);  // the item's row in the last MTP pass
+    for (size_t i = 0; i < items.size(); ++i) {
+      steps = std::max(steps, items[i].n_draft);
+      token[i] = items[i].token;
+      items[i].drafts->clear();
+      if (items[i].logits) items[i].logits->clear();
+    }
+    std::vector<float> logits;
+    try {
+      for (int step = 0; step < steps; ++step) {
+        mp.clear();
+        for (size_t i = 0; i < items.size(); ++i) {
+          if (items[i].n_draft <= step) continue;
+          CudaSequenceState& seq = cuda_sequence(items[i].seq);
+          const int64_t P = seq.position();
+          const int r = mp.rows();
+          mp.add_chunk(seq.slot(), P - 1 + step, &token[i], 1);
+          mp.set_source(r, step == 0 ? -1 - seq.kept_row(P - 1) : row[i]);
+          mp.add_logit_row(r, RowSampling{});
+          row[i] = r;
+          seq.mtp_advance(1);
+        }
+        const int n = mp.rows();
+        mp.upload(stream_);
+        launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, n, width}, stream_);
+        enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, n, n, mp.device_rows(),
+                                     mp.tokens(), mp.n_real(), {}});
+        logits.resize(size_t(n) * size_t(V));
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(logits.data(), s.logits, logits.size() * sizeof(float),
+                                        cudaMemcpyDeviceToHost, stream_));
+        DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        for (size_t i = 0; i < items.size(); ++i) {
+          DraftItem& item = items[i];
+          if (item.n_draft <= step) continue;
+          const std::span<const float> l(logits.data() + size_t(row[i]) * size_t(V), size_t(V));
+          const int32_t d = item.choose ? item.choose(l) : int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+          if (d < 0 || d >= V) fail("draft: the chooser returned id ", d, ", outside the vocabulary [0, ", V, ")");
+          item.drafts->push_back(d);
+          if (item.logits) item.logits->insert(item.logits->end(), l.begin(), l.end());
+          token[i] = d;
+        }
+      }
+    } catch (...) {
+      for (DraftItem& item : items) {  // as before the call, so that the sequence can still draft
+        CudaSequenceState& seq = cuda_sequence(item.seq);
+        seq.mtp_rewind(seq.position() - 1);
+      }
+      throw;
+    }
+    for (DraftItem& item : items) {
+      CudaSequenceState& seq = cuda_sequence(item.seq);
+      seq.mtp_rewind(seq.position());  // the recurrent rows stand on drafted tokens: forgotten
     }
   }
 
@@ -539,6 +786,8 @@ class CudaForward final : public Forward {
   std::map<int, cudaGraphExec_t> graphs_;  // decode graph per batch bucket
   std::map<int, int64_t> replays_;
   std::vector<RowRange> segments_;  // the current pass's matmul segments (StepContext::segments)
+  std::vector<RowRange> mtp_segments_;  // the MTP pass's
+  bool checkpoint_has_mtp_ = false;
 };
 
 }  // namespace

@@ -19,6 +19,9 @@ struct CudaOptions {
   int64_t ctx_size = 0, max_sequences = 0, kv_cache_tokens = 0;
   double gpu_memory_utilization = 0.9;
   int max_pass_rows = 2048;  // rows of one pass over the model (prefill chunks + decode rows)
+  // Upload the MTP block (§10) so that the forward can draft (speculative decoding); without it
+  // can_draft() is false and the block takes no GPU memory.
+  bool draft = false;
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

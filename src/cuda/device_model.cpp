@@ -222,50 +222,68 @@ class Uploader {
   int last_pct_ = -1;
 };
 
-DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w) {
+// One decoder layer (§2): a main layer, or the MTP block's (§10). Notes in `m` whether a §12
+// quantised-input linear has BF16 weights.
+DeviceLayer upload_layer(Uploader& up, const LayerWeights& lw, DeviceModel& m) {
+  DeviceLayer l;
+  l.spec = lw.spec;
+  l.attn_norm = up.bf16(lw.attn_norm);
+  l.ffn_norm = up.bf16(lw.ffn_norm);
+  l.hc_attn = up.hc(lw.hc_attn);
+  l.hc_ffn = up.hc(lw.hc_ffn);
+  const AttentionWeights& a = lw.attn;
+  l.wq_a = up.linear(a.wq_a);
+  l.q_norm = up.bf16(a.q_norm);
+  l.wq_b = up.linear(a.wq_b);
+  l.wkv = up.linear(a.wkv);
+  l.kv_norm = up.bf16(a.kv_norm);
+  l.wo_a = up.linear(a.wo_a, /*packed_nvfp4=*/false);  // grouped_out_proj: FP8 or BF16 only
+  l.wo_b = up.linear(a.wo_b);
+  l.attn_sink = up.f32(a.attn_sink);
+  if (a.compressor) l.compressor = up.compressor(*a.compressor);
+  if (a.indexer) {
+    l.idx_wq_b = up.linear(a.indexer->wq_b);
+    l.idx_weights_proj = up.linear(a.indexer->weights_proj);
+    l.idx_compressor = up.compressor(a.indexer->compressor);
+  }
+  const MoEWeights& f = lw.ffn;
+  l.gate = up.linear(f.gate);
+  if (lw.spec.routing == RoutingType::kScore) l.gate_bias = up.f32(f.gate_bias);
+  else l.tid2eid = up.i32(f.tid2eid);
+  l.w1 = up.experts(f.experts, &ExpertWeights::w1);
+  l.w3 = up.experts(f.experts, &ExpertWeights::w3);
+  l.w2 = up.experts(f.experts, &ExpertWeights::w2);
+  l.shared_w1 = up.linear(f.shared.w1);
+  l.shared_w3 = up.linear(f.shared.w3);
+  l.shared_w2 = up.linear(f.shared.w2);
+  for (const DeviceLinear* q : {&l.wq_a, &l.wq_b, &l.wkv, &l.wo_b, &l.idx_wq_b, &l.shared_w1,
+                                &l.shared_w3, &l.shared_w2})
+    if (q->N > 0 && !q->fp8 && !q->nvfp4) m.has_bf16_act_linears = true;
+  if (l.w1.format == DeviceExperts::Format::kBF16) m.has_bf16_act_linears = true;
+  return l;
+}
+
+DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w, bool mtp) {
   DeviceModel m;
   m.cfg = cfg;
   m.embed = up.bf16(w.embed);
   m.head = up.linear(w.head);
   m.norm = up.bf16(w.norm);
   m.hc_head = up.hc(w.hc_head);
-  for (const LayerWeights& lw : w.layers) {
-    DeviceLayer l;
-    l.spec = lw.spec;
-    l.attn_norm = up.bf16(lw.attn_norm);
-    l.ffn_norm = up.bf16(lw.ffn_norm);
-    l.hc_attn = up.hc(lw.hc_attn);
-    l.hc_ffn = up.hc(lw.hc_ffn);
-    const AttentionWeights& a = lw.attn;
-    l.wq_a = up.linear(a.wq_a);
-    l.q_norm = up.bf16(a.q_norm);
-    l.wq_b = up.linear(a.wq_b);
-    l.wkv = up.linear(a.wkv);
-    l.kv_norm = up.bf16(a.kv_norm);
-    l.wo_a = up.linear(a.wo_a, /*packed_nvfp4=*/false);  // grouped_out_proj: FP8 or BF16 only
-    l.wo_b = up.linear(a.wo_b);
-    l.attn_sink = up.f32(a.attn_sink);
-    if (a.compressor) l.compressor = up.compressor(*a.compressor);
-    if (a.indexer) {
-      l.idx_wq_b = up.linear(a.indexer->wq_b);
-      l.idx_weights_proj = up.linear(a.indexer->weights_proj);
-      l.idx_compressor = up.compressor(a.indexer->compressor);
-    }
-    const MoEWeights& f = lw.ffn;
-    l.gate = up.linear(f.gate);
-    if (lw.spec.routing == RoutingType::kScore) l.gate_bias = up.f32(f.gate_bias);
-    else l.tid2eid = up.i32(f.tid2eid);
-    l.w1 = up.experts(f.experts, &ExpertWeights::w1);
-    l.w3 = up.experts(f.experts, &ExpertWeights::w3);
-    l.w2 = up.experts(f.experts, &ExpertWeights::w2);
-    l.shared_w1 = up.linear(f.shared.w1);
-    l.shared_w3 = up.linear(f.shared.w3);
-    l.shared_w2 = up.linear(f.shared.w2);
-    for (const DeviceLinear* q : {&l.wq_a, &l.wq_b, &l.wkv, &l.wo_b, &l.idx_wq_b, &l.shared_w1,
-                                  &l.shared_w3, &l.shared_w2})
-      if (q->N > 0 && !q->fp8 && !q->nvfp4) m.has_bf16_act_linears = true;
-    if (l.w1.format == DeviceExperts::Format::kBF16) m.has_bf16_act_linears = true;
-    m.layers.push_back(std::move(l));
+  for (const LayerWeights& lw : w.layers) m.layers.push_back(upload_layer(up, lw, m));
+  if (mtp && !w.mtp.empty()) {
+    const MtpWeights& t = w.mtp.front();  // §10: drafting reuses block 0 recurrently
+    DeviceMtp d;
+    d.layer = upload_layer(up, t.layer, m);
+    d.e_proj = up.linear(t.e_proj);
+    d.h_proj = up.linear(t.h_proj);
+    for (const DeviceLinear* q : {&d.e_proj, &d.h_proj})
+      if (!q->fp8 && !q->nvfp4) m.has_bf16_act_linears = true;
+    d.enorm = up.bf16(t.enorm);
+    d.hnorm = up.bf16(t.hnorm);
+    d.norm = up.bf16(t.norm);
+    d.hc_head = up.hc(t.hc_head);
+    m.mtp = std::move(d);
   }
   m.inv_freq_main = up.from_host(rope_inv_freq(cfg.rope_main, int(cfg.qk_rope_head_dim)));
   m.inv_freq_compress = up.from_host(rope_inv_freq(cfg.rope_compress, int(cfg.qk_rope_head_dim)));
@@ -275,14 +293,14 @@ DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w) {
 
 }  // namespace
 
-size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w) {
+size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool mtp) {
   Uploader dry(true, 0, false);
-  return walk(dry, cfg, w).bytes;
+  return walk(dry, cfg, w, mtp).bytes;
 }
 
-DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress) {
-  Uploader up(false, device_weight_bytes(cfg, w), progress);
-  return walk(up, cfg, w);
+DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp) {
+  Uploader up(false, device_weight_bytes(cfg, w, mtp), progress);
+  return walk(up, cfg, w, mtp);
 }
 
 }  // namespace dsv4::cuda

@@ -69,6 +69,15 @@ struct DeviceLayer {
   DeviceLinear shared_w1, shared_w3, shared_w2;
 };
 
+// The MTP block (§10): one decoder layer (sliding window, score routing) and its input and output
+// projections; it shares embed and head with the main model.
+struct DeviceMtp {
+  DeviceLayer layer;
+  DeviceLinear e_proj, h_proj;                     // [D, D]
+  DeviceBuffer<__nv_bfloat16> enorm, hnorm, norm;  // [D]
+  DeviceHyperConn hc_head;
+};
+
 struct DeviceModel {
   ModelConfig cfg;
   DeviceBuffer<__nv_bfloat16> embed;   // [V, D]
@@ -76,6 +85,7 @@ struct DeviceModel {
   DeviceBuffer<__nv_bfloat16> norm;    // [D]
   DeviceHyperConn hc_head;
   std::vector<DeviceLayer> layers;
+  std::optional<DeviceMtp> mtp;        // uploaded only for drafting (CudaOptions::draft)
   DeviceBuffer<float> inv_freq_main, inv_freq_compress;  // [rope_dim/2] (§4.4)
   bool has_bf16_act_linears = false;   // a §12 quantised-input linear with BF16 weights exists
   size_t bytes = 0;                    // device bytes of all weights
@@ -89,10 +99,12 @@ struct DeviceModel {
 // dims of every V4 checkpoint: multiples of 128, head_dim 128 or 512, index_head_dim 128, hc_mult 4).
 void check_cuda_supported(const ModelConfig& cfg);
 
-// Device bytes the weights will take (what upload_model allocates).
-size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w);
+// Device bytes the weights will take (what upload_model allocates); `mtp`: with the MTP block
+// (when the checkpoint has one).
+size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool mtp);
 
-// Uploads every weight; progress to stderr when asked.
-DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress);
+// Uploads every weight (the MTP block when `mtp` and the checkpoint has it); progress to stderr
+// when asked.
+DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp);
 
 }  // namespace dsv4::cuda

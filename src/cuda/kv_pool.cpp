@@ -19,9 +19,9 @@ int KvPoolShape::pages_per_slot() const {
 
 namespace {
 
-// Floats of one slot's compressor rings: coff·m rows of coff·c (a and z each, §5.5).
+// Floats of one slot's compressor ring (a and z each, §5.5): compressor_ring_rows rows of coff·c.
 size_t ring_floats(const DeviceCompressor& c) {
-  return size_t(c.coff) * c.ratio * c.coff * c.width;
+  return size_t(compressor_ring_rows(c.ratio)) * c.coff * c.width;
 }
 
 }  // namespace
@@ -31,7 +31,7 @@ KvPool::KvPool(const DeviceModel& m, const KvPoolShape& s, DeviceArena& arena) :
   const int W = int(cfg.sliding_window), d = int(cfg.head_dim);
   const int64_t page_bytes = kv_page_bytes(kKvBlockSize, d);
   const size_t slots = size_t(s.n_slots), blocks = size_t(s.n_blocks);
-  for (const DeviceLayer& l : m.layers) {
+  auto add = [&](const DeviceLayer& l) {
     LayerPool p;
     const int ratio = l.spec.compress_ratio;
     p.per_block = ratio > 0 ? int(kKvBlockTokens / ratio) : 0;
@@ -41,7 +41,8 @@ KvPool::KvPool(const DeviceModel& m, const KvPoolShape& s, DeviceArena& arena) :
                                                              : 0);
     p.csa = l.spec.attention == AttentionType::kCSA;
     p.ring_base = 0;
-    p.pass_base = s.n_slots * W;
+    p.ring_rows = int(window_ring_rows(W));
+    p.pass_base = s.n_slots * p.ring_rows;
     const int64_t comp_base = int64_t(p.pass_base) + s.pass_rows;
     const int64_t rows = comp_base + int64_t(s.n_blocks) * p.per_block;
     if (rows > INT_MAX) fail("the KV pool of layer ", layers.size(), " would have ", rows, " rows (int32 limit)");
@@ -60,6 +61,11 @@ KvPool::KvPool(const DeviceModel& m, const KvPoolShape& s, DeviceArena& arena) :
       p.idx_key_scale = arena.take<uint8_t>(keys * (kIndexerDim / 32));
     }
     layers.push_back(p);
+  };
+  for (const DeviceLayer& l : m.layers) add(l);
+  if (m.mtp) {
+    add(m.mtp->layer);
+    kept_streams = arena.take<__nv_bfloat16>(slots * kKeptStreamRows * size_t(cfg.hc_mult * cfg.hidden_size));
   }
   page_table = arena.take<int32_t>(slots * size_t(s.pages_per_slot()));
 }

@@ -11,6 +11,7 @@
 #include "cuda/device_arena.h"
 #include "cuda/device_model.h"
 #include "cuda/kernels/step_rows.cuh"
+#include "model/rollback.h"
 
 namespace dsv4::cuda {
 
@@ -27,23 +28,33 @@ struct KvPoolShape {
 struct LayerPool {
   uint8_t* cache = nullptr;  // [rows / kKvBlockSize pages] kv_cache.cuh pages
   int64_t rows = 0;
-  // Row bases: slot s's ring is [ring_base + s·W, +W); the pass's row r is pass_base + r; entry j
-  // of a sequence is comp_base + paged_entry_row(…, per_block).
+  // Row bases: slot s's ring is [ring_base + s·ring_rows, +ring_rows); the pass's row r is
+  // pass_base + r; entry j of a sequence is comp_base + paged_entry_row(…, per_block).
   int ring_base = 0, pass_base = 0, comp_base = 0;
+  int ring_rows = 0;    // window_ring_rows (model/rollback.h): the window and the rollback margin
   int per_block = 0;    // compressed entries per block: 256/ratio (0: sliding layer)
   int max_entries = 0;  // compressed entries one sequence can reach (max_context / ratio)
   int n_idx = 0;        // attention row-list width: W + (CSA: index_topk, HCA: max_entries)
   bool csa = false;     // CSA layer: indexer keys and their scores (sizes hold in a counting pool too)
-  float *comp_ring_a = nullptr, *comp_ring_z = nullptr;  // [n_slots, coff·m, coff·c] (§5.5)
+  // Compressor rings [n_slots, compressor_ring_rows(m), coff·c] (§5.5, model/rollback.h).
+  float *comp_ring_a = nullptr, *comp_ring_z = nullptr;
   float *idx_ring_a = nullptr, *idx_ring_z = nullptr;    // the indexer compressor's (CSA)
   uint8_t *idx_keys = nullptr, *idx_key_scale = nullptr; // [n_blocks·64, 64] e2m1, [.., 4] ue8m0
 };
+
+// Final streams a slot keeps for the MTP block (§10): the position before the sequence's next one
+// must survive any rollback, so one more than the rollback reach (model/rollback.h).
+inline constexpr int kKeptStreamRows = int(kRollbackPositions) + 1;
 
 // Carved from `arena` (device_arena.h: a counting arena sizes it with the same code).
 struct KvPool {
   KvPool(const DeviceModel& m, const KvPoolShape& shape, DeviceArena& arena);
   KvPoolShape shape;
+  // One per main layer, then the MTP block's (when the model has one; index = its layer id L).
   std::vector<LayerPool> layers;
+  // MTP input (§10 step 2): slot s's final pre-HC_head streams of position p at row
+  // s·kKeptStreamRows + p mod kKeptStreamRows, [n_slots, kKeptStreamRows, n, D]; null without MTP.
+  __nv_bfloat16* kept_streams = nullptr;
   int32_t* page_table = nullptr;  // [n_slots, pages_per_slot] block ids
   PageTable pages() const { return {page_table, shape.pages_per_slot()}; }
   int max_n_idx() const;

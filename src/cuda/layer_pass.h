@@ -1,15 +1,24 @@
 // One pass over the whole model on the GPU for the rows of a step plan (§2): embedding, the L
 // decoder blocks (mHC around attention_step and moe_step), and the head for the plan's logit
-// rows, optionally followed by the device sampler. The CUDA twin of cpu/decoder_layer.cpp and the
-// CPU forward's layer loop; the runtime that builds plans and replays graphs is cuda_forward.cpp.
+// rows, optionally followed by the device sampler; and the MTP block's pass (§10). The CUDA twin
+// of cpu/decoder_layer.cpp, the CPU forward's layer loop and cpu/mtp.cpp; the runtime that builds
+// plans and replays graphs is cuda_forward.cpp.
 #pragma once
 
 #include "cuda/step.h"
 
 namespace dsv4::cuda {
 
-// Enqueues the pass (no host sync unless tracing): s.logits [n_logits, V] afterwards, and with
-// `sample` the plan's per-row sampling into s.sampled [n_logits].
+// Enqueues the pass (no host sync unless tracing): s.X the final streams [T, n, D] (before the
+// head), s.logits [n_logits, V] afterwards, and with `sample` the plan's per-row sampling into
+// s.sampled [n_logits].
 void enqueue_pass(const StepContext& c, bool sample);
+
+// The MTP block (c.m.mtp, §10) over the rows of c.plan, each a position p of its sequence with the
+// token at p + 1 as its plan token and its input streams (the main model's final streams at p, or
+// the block's own for a recurrent draft) in s.mtp_in [T, n, D]. Advances the block's window ring
+// (pool c.m.layers.size()); s.X holds the block's output streams afterwards (the next draft's
+// input), s.logits the draft logits of the plan's logit rows.
+void enqueue_mtp_pass(const StepContext& c);
 
 }  // namespace dsv4::cuda

@@ -56,6 +56,7 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   fake = arena.take<__nv_bfloat16>(T * Kq);
   Xh = arena.take<__nv_bfloat16>(L * n * D);
   hh = arena.take<__nv_bfloat16>(L * D);
+  if (sh.mtp) mtp_in = arena.take<__nv_bfloat16>(T * n * D);
   aq = arena.take<uint8_t>(T * Kq);
   aqs = arena.take<uint8_t>(T * Kq / 128);
   mhc_partial = arena.take<float>(mhc_pre_partial_floats(sh.rows, int(D)));

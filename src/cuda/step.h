@@ -36,6 +36,7 @@ struct ScratchShape {
   int logits = 0;      // logit rows (StepPlan::max_logits)
   int max_n_idx = 0;   // widest attention row list of any layer (KvPool::max_n_idx)
   int max_csa_entries = 0;  // most CSA entries a sequence can reach (KvPool::max_csa_entries)
+  bool mtp = false;         // the model has an MTP block on the device (its input streams)
 };
 
 // Step scratch, carved from one DeviceArena (device_arena.h): the same constructor counts the
@@ -46,6 +47,7 @@ struct Scratch {
   int32_t *pass_slot, *ring_slot, *entry_idx, *entry_slots, *topk, *attn_indices, *sampled;
   __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *fake;
   __nv_bfloat16 *Xh, *hh;  // the head's gathered streams [logits, n, D] and hidden [logits, D]
+  __nv_bfloat16* mtp_in = nullptr;  // [rows, n, D] an MTP pass's input streams (ScratchShape::mtp)
   uint8_t *aq, *aqs;
   float *mhc_partial, *post, *comb, *ca, *cz, *hw, *index_score, *logits;
   MoeScratch moe;  // the MoE sub-layer's own buffers (moe_step.h)

@@ -9,7 +9,7 @@ StepPlan::StepPlan(int max_rows, int max_logits, DeviceArena& arena)
     : max_rows_(max_rows), max_logits_(max_logits) {
   DSV4_CHECK(max_rows >= 1 && max_logits >= 1);
   const size_t R = size_t(max_rows), L = size_t(max_logits);
-  const size_t counts[kArrays] = {R, R, R, R, R, 1, L};
+  const size_t counts[kArrays] = {R, R, R, R, R, R, R, 1, L};
   size_t at = 0;
   for (int a = 0; a < kArrays; ++a) {
     offset_[a] = at;
@@ -31,6 +31,7 @@ StepPlan::~StepPlan() {
 
 void StepPlan::clear() {
   rows_ = real_rows_ = n_logits_ = 0;
+  keeps_ = false;
   *host(kNReal) = 0;
 }
 
@@ -45,6 +46,8 @@ void StepPlan::add_chunk(int slot, int64_t pos0, const int32_t* tokens, int n) {
     host(kSlot)[rows_ + i] = slot;
     host(kFirst)[rows_ + i] = first;
     host(kLast)[rows_ + i] = last;
+    host(kKeep)[rows_ + i] = -1;
+    host(kSource)[rows_ + i] = 0;
   }
   rows_ += n;
   real_rows_ = rows_;
@@ -59,6 +62,8 @@ void StepPlan::pad_to(int rows) {
     host(kSlot)[r] = -1;
     host(kFirst)[r] = r;
     host(kLast)[r] = r;
+    host(kKeep)[r] = -1;
+    host(kSource)[r] = 0;
   }
   rows_ = rows;
 }
@@ -69,6 +74,17 @@ void StepPlan::add_logit_row(int row, const RowSampling& sampling) {
   host(kLogitRows)[n_logits_] = row;
   reinterpret_cast<RowSampling*>(host_ + offset_[kArrays])[n_logits_] = sampling;
   ++n_logits_;
+}
+
+void StepPlan::set_keep_row(int row, int kept_row) {
+  DSV4_CHECK(row >= 0 && row < real_rows_ && kept_row >= 0);
+  host(kKeep)[row] = kept_row;
+  keeps_ = true;
+}
+
+void StepPlan::set_source(int row, int source) {
+  DSV4_CHECK(row >= 0 && row < real_rows_);
+  host(kSource)[row] = source;
 }
 
 void StepPlan::upload(cudaStream_t stream) const {

@@ -89,6 +89,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.max_sequences = o.max_sequences;
   cuda.kv_cache_tokens = o.kv_cache_tokens;
   cuda.gpu_memory_utilization = o.gpu_memory_utilization;
+  cuda.draft = o.draft;
   return make_cuda_forward(model_dir, cuda);
 #else
   throw InternalError("make_forward: check_backend let cuda through in a build without CUDA");

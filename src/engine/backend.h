@@ -35,6 +35,9 @@ struct BackendOptions {
   int64_t max_sequences = 0;     // sequence slots (vLLM --max-num-seqs)
   int64_t kv_cache_tokens = 0;   // token positions in the block pool (SGLang --max-total-tokens)
   double gpu_memory_utilization = 0.9;  // cuda: share of the device's memory dsv4 may hold (vLLM's name)
+  // Speculative decoding will be asked for: the cuda backend uploads the MTP block only then (it
+  // is a whole decoder layer of GPU memory); the CPU backend maps it anyway and ignores this.
+  bool draft = false;
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without

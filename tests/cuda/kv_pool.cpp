@@ -77,9 +77,17 @@ size_t carved(size_t bytes) {
 
 int64_t per_block_of(const LayerSpec& s) { return s.compress_ratio > 0 ? kKvBlockTokens / s.compress_ratio : 0; }
 
+// Speculative decoding rolls back the verified token and up to 3 drafts (model/forward.h), so every
+// per-slot ring keeps 4 rows beyond what the next position reads (model/rollback.h).
+constexpr int64_t kMargin = 4;
+static_assert(kMargin == kMaxSpeculative + 1);
+int64_t ring_rows_of(const ModelConfig& cfg) { return cfg.sliding_window + kMargin; }
+// Compressor ring rows: the window being filled, the CSA previous one, and the margin (§5.5).
+int64_t comp_ring_rows_of(int64_t m) { return compressor_overlap(m) * m + kMargin; }
+
 // The pool's rows of one layer: [rings of every slot | the pass's rows | paged entries].
 int64_t rows_of(const ModelConfig& cfg, const LayerSpec& s, const KvPoolShape& shape) {
-  return int64_t(shape.n_slots) * cfg.sliding_window + shape.pass_rows + int64_t(shape.n_blocks) * per_block_of(s);
+  return int64_t(shape.n_slots) * ring_rows_of(cfg) + shape.pass_rows + int64_t(shape.n_blocks) * per_block_of(s);
 }
 
 // FP8 K=V rows in kv_cache.cuh pages of kKvBlockSize rows.
@@ -92,16 +100,16 @@ size_t cache_bytes(const ModelConfig& cfg, int64_t rows) {
 constexpr int64_t kKeyBytes = kIndexerDim / 2, kKeyScaleBytes = kIndexerDim / 32;
 
 // Everything KvPool carves, written out from kv_pool.h: per layer the cache, the compressor rings
-// (a and z: [n_slots, coff·m, coff·c] FP32, §5.5), the indexer's rings and keys; then the page table.
+// (a and z: [n_slots, coff·m + margin, coff·c] FP32, §5.5), the indexer's rings and keys; then the page table.
 size_t expected_bytes(const ModelConfig& cfg, const KvPoolShape& shape) {
   size_t total = 0;
   const size_t slots = size_t(shape.n_slots), blocks = size_t(shape.n_blocks);
   for (const LayerSpec& s : cfg.layers) {
     total += cache_bytes(cfg, rows_of(cfg, s, shape));
     const int64_t m = s.compress_ratio, coff = compressor_overlap(m);
-    if (m > 0) total += 2 * carved(slots * size_t(coff * m * coff * cfg.head_dim) * sizeof(float));
+    if (m > 0) total += 2 * carved(slots * size_t(comp_ring_rows_of(m) * coff * cfg.head_dim) * sizeof(float));
     if (s.attention == AttentionType::kCSA) {
-      total += 2 * carved(slots * size_t(coff * m * coff * cfg.index_head_dim) * sizeof(float));
+      total += 2 * carved(slots * size_t(comp_ring_rows_of(m) * coff * cfg.index_head_dim) * sizeof(float));
       total += carved(blocks * kIndexerKeysPerBlock * kKeyBytes) + carved(blocks * kIndexerKeysPerBlock * kKeyScaleBytes);
     }
   }
@@ -132,7 +140,7 @@ TEST(KvPoolLayout, RowSpacesAndBytesOfEveryLayer) {
   std::string max_csa_first_bad;
   for (const auto& [name, cfg] : configs()) {
     const DeviceModel m = shell(cfg);
-    const int W = int(cfg.sliding_window);
+    const int W = int(cfg.sliding_window), R = int(ring_rows_of(cfg));
     for (const KvPoolShape& shape : {make_shape(1, 1, 1, 1), make_shape(1, 4096, 1 << 20, 2048),
                                      make_shape(256, 1000, 65536, 2048), make_shape(7, 333, 3001, 129),
                                      make_shape(3, 20, 4000, 256)}) {
@@ -159,16 +167,17 @@ TEST(KvPoolLayout, RowSpacesAndBytesOfEveryLayer) {
         EXPECT_EQ(p.n_idx, want_n_idx) << at;
         want_max_n_idx = std::max<int>(want_max_n_idx, int(want_n_idx));
         if (s.attention == AttentionType::kCSA) want_max_csa = std::max<int>(want_max_csa, p.max_entries);
-        // Rings [ring_base, +n_slots·W) | pass rows [pass_base, +pass_rows) | entries
+        // Rings [ring_base, +n_slots·R) | pass rows [pass_base, +pass_rows) | entries
         // [comp_base, +n_blocks·per_block) = [0, rows): adjacent, in that order, none overlapping.
         EXPECT_EQ(p.ring_base, 0) << at;
-        EXPECT_EQ(int64_t(p.pass_base), int64_t(p.ring_base) + int64_t(shape.n_slots) * W) << at;
+        EXPECT_EQ(p.ring_rows, R) << at;
+        EXPECT_EQ(int64_t(p.pass_base), int64_t(p.ring_base) + int64_t(shape.n_slots) * R) << at;
         EXPECT_EQ(int64_t(p.comp_base), int64_t(p.pass_base) + shape.pass_rows) << at;
         EXPECT_EQ(p.rows, int64_t(p.comp_base) + int64_t(shape.n_blocks) * p.per_block) << at;
         EXPECT_EQ(p.rows, rows_of(cfg, s, shape)) << at;
         // The last ring row of the last slot, the last pass row and the last entry row of the
         // last block (step_rows.cuh paged_entry_row) stay in their own space.
-        EXPECT_LT(int64_t(p.ring_base) + int64_t(shape.n_slots - 1) * W + (W - 1), int64_t(p.pass_base)) << at;
+        EXPECT_LT(int64_t(p.ring_base) + int64_t(shape.n_slots - 1) * R + (R - 1), int64_t(p.pass_base)) << at;
         EXPECT_LT(int64_t(p.pass_base) + shape.pass_rows - 1, int64_t(p.comp_base)) << at;
         if (p.per_block > 0) {
           const int64_t last_entry = int64_t(p.comp_base) + int64_t(shape.n_blocks - 1) * p.per_block + p.per_block - 1;
@@ -191,6 +200,33 @@ TEST(KvPoolLayout, RowSpacesAndBytesOfEveryLayer) {
   EXPECT_EQ(max_csa_bad, 0) << "max_csa_entries() of a counting-arena pool is not the largest CSA layer's "
                             << "max_entries (the indexer's score scratch would be sized too small), first: "
                             << max_csa_first_bad;
+}
+
+// With the MTP block on the device (§10: one sliding-window layer, layer id L) the pool gets one
+// more layer pool of a sliding layer's shape — its ring, the pass rows, no entries — and per slot
+// kMargin + 1 rows of final streams [n, D] BF16 (the position before the next one survives any
+// rollback), carved after the layers and before the page table.
+TEST(KvPoolLayout, MtpBlockGetsASlidingPoolAndKeptStreams) {
+  for (const auto& [name, cfg] : configs()) {
+    DeviceModel m = shell(cfg);
+    const KvPoolShape shape = make_shape(7, 333, 3001, 129);
+    const size_t without = pool_bytes(m, shape);
+    m.mtp.emplace();
+    m.mtp->layer.spec = cfg.layers.front();
+    m.mtp->layer.spec.compress_ratio = 0;
+    m.mtp->layer.spec.attention = AttentionType::kSliding;
+    DeviceArena count;
+    const KvPool pool(m, shape, count);
+    ASSERT_EQ(pool.layers.size(), cfg.layers.size() + 1) << name;
+    const LayerPool& p = pool.layers.back();
+    EXPECT_EQ(p.ring_rows, ring_rows_of(cfg)) << name;
+    EXPECT_EQ(p.per_block, 0) << name;
+    EXPECT_EQ(p.n_idx, cfg.sliding_window) << name;
+    EXPECT_EQ(p.rows, int64_t(shape.n_slots) * ring_rows_of(cfg) + shape.pass_rows) << name;
+    EXPECT_TRUE(p.comp_ring_a == nullptr && p.idx_keys == nullptr) << name;
+    const size_t kept = carved(size_t(shape.n_slots) * (kMargin + 1) * size_t(cfg.hc_mult * cfg.hidden_size) * 2);
+    EXPECT_EQ(count.used(), without + cache_bytes(cfg, p.rows) + kept) << name;
+  }
 }
 
 // Sums over the layer types of one config.
@@ -298,7 +334,7 @@ TEST(KvPoolLayout, RowsPastInt32AreRefused) {
   const ModelConfig cfg = ModelConfig::from_json(flash_config_json());
   const DeviceModel m = shell(cfg);
   KvPoolShape shape = make_shape(4, 0, 1 << 20, 2048);
-  const int64_t comp_base = int64_t(shape.n_slots) * cfg.sliding_window + shape.pass_rows;
+  const int64_t comp_base = int64_t(shape.n_slots) * ring_rows_of(cfg) + shape.pass_rows;
   shape.n_blocks = int((INT_MAX - comp_base) / 64);  // rows = comp_base + 64·n_blocks ≤ INT_MAX
   EXPECT_NO_THROW(pool_bytes(m, shape));
   shape.n_blocks += 1;
@@ -330,7 +366,7 @@ struct Span {
 TEST_F(KvPoolDeviceTest, RowsLandWhereThePoolSays) {
   const ModelConfig cfg = ModelConfig::load(fs::path(DSV4_SOURCE_DIR) / "models/nano");
   const DeviceModel m = shell(cfg);
-  const int d = int(cfg.head_dim), W = int(cfg.sliding_window);
+  const int d = int(cfg.head_dim), R = int(ring_rows_of(cfg));
   constexpr int kSlots = 5;
   const int64_t max_context = 3000;
   const int per_slot = int((max_context + kKvBlockTokens - 1) / kKvBlockTokens);
@@ -353,14 +389,14 @@ TEST_F(KvPoolDeviceTest, RowsLandWhereThePoolSays) {
     const LayerSpec& s = cfg.layers[il];
     const size_t coff = size_t(compressor_overlap(s.compress_ratio)), r = size_t(s.compress_ratio);
     if (s.compress_ratio > 0) {
-      const size_t ring = kSlots * coff * r * coff * size_t(d) * sizeof(float);
+      const size_t ring = kSlots * size_t(comp_ring_rows_of(int64_t(r))) * coff * size_t(d) * sizeof(float);
       spans.push_back({p.comp_ring_a, ring, at + " comp_ring_a"});
       spans.push_back({p.comp_ring_z, ring, at + " comp_ring_z"});
     } else {
       EXPECT_TRUE(p.comp_ring_a == nullptr && p.comp_ring_z == nullptr) << at;
     }
     if (s.attention == AttentionType::kCSA) {
-      const size_t ring = kSlots * coff * r * coff * size_t(cfg.index_head_dim) * sizeof(float);
+      const size_t ring = kSlots * size_t(comp_ring_rows_of(int64_t(r))) * coff * size_t(cfg.index_head_dim) * sizeof(float);
       const size_t keys = size_t(shape.n_blocks) * kIndexerKeysPerBlock;
       spans.push_back({p.idx_ring_a, ring, at + " idx_ring_a"});
       spans.push_back({p.idx_ring_z, ring, at + " idx_ring_z"});
@@ -399,7 +435,7 @@ TEST_F(KvPoolDeviceTest, RowsLandWhereThePoolSays) {
   std::iota(seq_slots.begin(), seq_slots.end(), 0);
   std::shuffle(seq_slots.begin(), seq_slots.end(), rng);
   for (int i = 0; i < 4; ++i) {
-    const int n = i == 0 ? uniform_int(W + 1, 250) : uniform_int(1, 12);
+    const int n = i == 0 ? uniform_int(R + 1, 250) : uniform_int(1, 12);
     L.add_chunk(seq_slots[size_t(i)], uniform_int(0, int(max_context) - n), n);
   }
   L.add_padding(3);
@@ -444,7 +480,7 @@ TEST_F(KvPoolDeviceTest, RowsLandWhereThePoolSays) {
     ws.n = T;
     ws.pass_base = p.pass_base;
     ws.ring_base = p.ring_base;
-    ws.window = W;
+    ws.ring_rows = p.ring_rows;
     launch_window_slots(ws, nullptr);
     std::vector<int32_t> entry_idx(size_t(T), -1);
     for (int r = 0; r < T; ++r) {
@@ -471,9 +507,9 @@ TEST_F(KvPoolDeviceTest, RowsLandWhereThePoolSays) {
     int64_t bad_rows = 0;
     for (int r = 0; r < T; ++r) {
       const int t = L.pos[size_t(r)], sl = L.slot[size_t(r)];
-      const bool in_ring = t >= 0 && L.pos[size_t(L.last[size_t(r)])] - t < W;
+      const bool in_ring = t >= 0 && L.pos[size_t(L.last[size_t(r)])] - t < R;
       const int32_t want_pass = t < 0 ? -1 : p.pass_base + r;
-      const int32_t want_ring = in_ring ? p.ring_base + sl * W + t % W : -1;
+      const int32_t want_ring = in_ring ? p.ring_base + sl * R + t % R : -1;
       const int32_t j = entry_idx[size_t(r)];
       const int32_t want_entry = j < 0 ? -1 : p.comp_base + L.entry_row(sl, j, p.per_block);
       bad_rows += got_pass[size_t(r)] != want_pass || got_ring[size_t(r)] != want_ring || got_entry[size_t(r)] != want_entry;
