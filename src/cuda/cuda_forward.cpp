@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <tuple>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_model.h"
@@ -284,7 +285,8 @@ class CudaForward final : public Forward {
   }
 
   ~CudaForward() override {
-    for (auto& [b, g] : graphs_) cudaGraphExecDestroy(g);
+    for (auto& [key, g] : step_graphs_) cudaGraphExecDestroy(g);
+    for (auto& [key, g] : draft_graphs_) cudaGraphExecDestroy(g);
     if (stream_) cudaStreamDestroy(stream_);
     if (page_mirror_) cudaFreeHost(page_mirror_);
     if (sampled_host_) cudaFreeHost(sampled_host_);
@@ -361,7 +363,6 @@ class CudaForward final : public Forward {
   void forward(std::span<ForwardItem> batch, const TraceHook* trace) override {
     const ModelConfig& cfg = model_->cfg;
     const int64_t V = cfg.vocab_size;
-    bool all_decode = true;
     for (ForwardItem& item : batch) {
       CudaSequenceState& seq = cuda_sequence(item.seq);
       DSV4_CHECK(item.sample == nullptr || item.sampled != nullptr);
@@ -380,15 +381,13 @@ class CudaForward final : public Forward {
         fail("the KV cache is full: a sequence of ", seq.position() + T, " tokens needs ",
              kv_cache().blocks_for(seq.position() + T), " blocks, ", blocks_->free_blocks(), " are free");
       if (item.logits) item.logits->assign(size_t((item.all_logits ? T : (T > 0 ? 1 : 0)) * V), 0.0f);
-      all_decode = all_decode && T == 1 && !item.mtp;  // the decode graphs hold no MTP block
     }
     for (size_t i = 0; i < batch.size(); ++i)
       for (size_t j = 0; j < i; ++j)
         if (batch[i].seq == batch[j].seq) fail("forward: a sequence appears twice in one batch");
     const bool tracing = trace && *trace;
-    if (all_decode && !batch.empty() && opt_.use_graph && !tracing &&
-        int(batch.size()) <= max_decode_batch()) {
-      decode_with_graph(batch);
+    if (opt_.use_graph && !tracing && graph_shaped(batch)) {
+      step_with_graph(batch);
     } else {
       run_passes(batch, trace);
     }
@@ -677,19 +676,29 @@ class CudaForward final : public Forward {
           seq.mtp_advance(1);
         }
         const int n = mp.rows();
-        mp.upload(stream_);
-        launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, n, width}, stream_);
-        enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, n, n, mp.device_rows(),
-                                     mp.tokens(), mp.n_real(), {}});
+        // The MTP pass and each row's argmax on the device: one graph per batch bucket, or eager.
+        if (opt_.use_graph) {
+          const int B = bucket_for(n);
+          mp.pad_to(B);
+          for (int r = n; r < B; ++r) mp.add_logit_row(r, RowSampling{});
+          launch_graph(draft_graphs_, B, [&] { return capture_draft(B); });
+        } else {
+          enqueue_draft_step(n);
+        }
         logits.resize(size_t(n) * size_t(V));
-        DSV4_CUDA_CHECK(cudaMemcpyAsync(logits.data(), s.logits, logits.size() * sizeof(float),
-                                        cudaMemcpyDeviceToHost, stream_));
+        const bool want_logits = std::any_of(items.begin(), items.end(), [&](const DraftItem& it) {
+          return it.n_draft > step && (it.choose || it.logits);
+        });
+        if (want_logits)
+          DSV4_CUDA_CHECK(cudaMemcpyAsync(logits.data(), s.logits, logits.size() * sizeof(float),
+                                          cudaMemcpyDeviceToHost, stream_));
         DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
         for (size_t i = 0; i < items.size(); ++i) {
           DraftItem& item = items[i];
           if (item.n_draft <= step) continue;
+          CudaSequenceState& seq = cuda_sequence(item.seq);
           const std::span<const float> l(logits.data() + size_t(row[i]) * size_t(V), size_t(V));
-          const int32_t d = item.choose ? item.choose(l) : int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+          const int32_t d = item.choose ? item.choose(l) : checked_sample(row[i], seq.position() - 1 + step);
           if (d < 0 || d >= V) fail("draft: the chooser returned id ", d, ", outside the vocabulary [0, ", V, ")");
           item.drafts->push_back(d);
           if (item.logits) item.logits->insert(item.logits->end(), l.begin(), l.end());
@@ -709,56 +718,109 @@ class CudaForward final : public Forward {
     }
   }
 
-  // One-token steps of up to max_decode_batch() sequences: the bucket's graph, captured on first use.
-  void decode_with_graph(std::span<ForwardItem> batch) {
+  // A step a graph can replay (design.md "decode graphs per batch-size bucket"): every item has the
+  // same r rows — one-token decode steps (r = 1), or verify steps (r = 1 + drafts, all_logits) — the
+  // same mtp flag, and with mtp the MTP block exactly at the sequence's position (what draft()
+  // leaves; one behind, after a prefill chunk, goes eagerly). B·r rows fit a pass and its logits.
+  bool graph_shaped(std::span<const ForwardItem> batch) const {
+    if (batch.empty()) return false;
+    const int r = int(batch[0].tokens.size());
+    const bool mtp = batch[0].mtp;
+    if (r < 1 || r > int(kRollbackPositions)) return false;
+    const int B = bucket_for(int(batch.size()));
+    if (B > max_decode_batch() || B * r > state_->plan.max_rows() || B * r > state_->plan.max_logits()) return false;
+    for (const ForwardItem& it : batch) {
+      if (int(it.tokens.size()) != r || it.mtp != mtp || (r > 1 && !it.all_logits)) return false;
+      if (mtp && cuda_sequence(it.seq).mtp_position() != cuda_sequence(it.seq).position()) return false;
+    }
+    return true;
+  }
+
+  // Replays the graph of `key` (captured on first use by `capture`) on the stream; with --cuda-graph
+  // check, fails when device memory changed across a replay after the first.
+  template <typename Key, typename Capture>
+  void launch_graph(std::map<Key, cudaGraphExec_t>& graphs, const Key& key, Capture&& capture) {
+    auto graph = graphs.find(key);
+    if (graph == graphs.end()) graph = graphs.emplace(key, capture()).first;
+    const bool check = opt_.check_step && graph_replays_[graph->second] > 0;
+    const size_t free_before = check ? free_device_bytes() : 0;
+    DSV4_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+    if (check) {
+      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      if (free_device_bytes() != free_before)
+        fail("check-step: device memory changed during a decode step (an allocation inside the step)");
+    }
+    ++graph_replays_[graph->second];
+  }
+
+  // A graph_shaped step: b items of r rows in the graph of (bucket B, r, mtp), captured on first
+  // use. Every row is a logit row (sampled where the item asks, greedy elsewhere: nobody reads it);
+  // with mtp the MTP block consumes each item's first r − 1 positions and the slot keeps all r
+  // rows' streams. Only the plans' pinned contents change between replays.
+  void step_with_graph(std::span<ForwardItem> batch) {
     const int64_t V = model_->cfg.vocab_size;
-    const int b = int(batch.size()), B = bucket_for(b);
+    const int b = int(batch.size()), B = bucket_for(b), r = int(batch[0].tokens.size());
+    const bool mtp = batch[0].mtp;
     StepPlan& plan = state_->plan;
     plan.clear();
+    if (mtp) state_->mtp_plan->clear();
     for (int i = 0; i < b; ++i) {
-      CudaSequenceState& seq = cuda_sequence(batch[size_t(i)].seq);
-      plan.add_chunk(seq.slot(), seq.position(), batch[size_t(i)].tokens.data(), 1);
+      const ForwardItem& it = batch[size_t(i)];
+      CudaSequenceState& seq = cuda_sequence(it.seq);
+      plan.add_chunk(seq.slot(), seq.position(), it.tokens.data(), r);
+      if (!mtp) continue;
+      for (int j = 0; j < r; ++j) plan.set_keep_row(i * r + j, seq.kept_row(seq.position() + j));
+      if (r == 1) continue;
+      StepPlan& mp = *state_->mtp_plan;
+      mp.add_chunk(seq.slot(), seq.position(), it.tokens.data() + 1, r - 1);
+      for (int j = 0; j + 1 < r; ++j) mp.set_source(i * (r - 1) + j, i * r + j);
     }
-    plan.pad_to(B);
+    plan.pad_to(B * r);
+    if (mtp && r > 1) state_->mtp_plan->pad_to(B * (r - 1));
     for (int i = 0; i < B; ++i) {
       const ForwardItem* it = i < b ? &batch[size_t(i)] : nullptr;
-      plan.add_logit_row(i, row_sampling(it ? it->sample : nullptr,
-                                         it ? cuda_sequence(it->seq).position() + 1 : 0));
+      const int64_t pos0 = it ? cuda_sequence(it->seq).position() : 0;
+      for (int j = 0; j < r; ++j) {
+        const bool sampled = it && (it->sampled_rows || j == r - 1);
+        plan.add_logit_row(i * r + j, row_sampling(sampled ? it->sample : nullptr, pos0 + j + 1));
+      }
     }
-    auto graph = graphs_.find(B);
-    if (graph == graphs_.end()) graph = graphs_.emplace(B, capture(B)).first;
-    const bool check = opt_.check_step && replays_[B] > 0;
-    const size_t free_before = check ? free_device_bytes() : 0;
     upload_pages(batch);
-    DSV4_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
-    for (int i = 0; i < b; ++i)
-      if (batch[size_t(i)].logits)
-        DSV4_CUDA_CHECK(cudaMemcpyAsync(batch[size_t(i)].logits->data(), state_->scratch.logits + int64_t(i) * V,
-                                        size_t(V) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    launch_graph(step_graphs_, std::tuple{B, r, mtp}, [&] { return capture_step(B, r, mtp); });
+    for (int i = 0; i < b; ++i) {
+      const ForwardItem& it = batch[size_t(i)];
+      if (it.logits) {
+        const int64_t first = it.all_logits ? int64_t(i) * r : int64_t(i) * r + r - 1;
+        const int64_t n = it.all_logits ? r : 1;
+        DSV4_CUDA_CHECK(cudaMemcpyAsync(it.logits->data(), state_->scratch.logits + first * V,
+                                        size_t(n * V) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+      }
+    }
     DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    ++replays_[B];
-    if (check && free_device_bytes() != free_before)
-      fail("check-step: device memory changed during a decode step (an allocation inside the step)");
     for (int i = 0; i < b; ++i) {
       ForwardItem& it = batch[size_t(i)];
       CudaSequenceState& seq = cuda_sequence(it.seq);
-      seq.advance(1);
-      if (it.sample) *it.sampled = checked_sample(i, seq.position());
+      const int64_t pos0 = seq.position();
+      seq.advance(r);
+      if (mtp) {
+        seq.mtp_advance(r - 1);
+        seq.keep(pos0, r);
+      }
+      if (it.sampled_rows)
+        for (int j = 0; j < r; ++j) it.sampled_rows[j] = checked_sample(i * r + j, pos0 + j + 1);
+      if (it.sample) *it.sampled = checked_sample(i * r + r - 1, pos0 + r);
     }
   }
 
   // Global capture mode: a host synchronisation or allocation inside the step fails the capture
-  // with a CUDA error instead of being baked into the graph. The plan's upload and the sampled
-  // ids' download are part of the graph; only the plan's pinned contents change between replays.
-  cudaGraphExec_t capture(int B) {
-    if (opt_.progress) std::fprintf(stderr, "capturing the decode graph for batch %d\n", B);
+  // with a CUDA error instead of being baked into the graph. `enqueue` is the step; the plan
+  // uploads inside it and the sampled ids' download are part of the graph.
+  template <typename Enqueue>
+  cudaGraphExec_t capture(Enqueue&& enqueue) {
     cudaGraph_t graph = nullptr;
     DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
     try {
-      state_->plan.upload(stream_);
-      enqueue_pass(context(B, B, nullptr), true);
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, size_t(B) * sizeof(int32_t),
-                                      cudaMemcpyDeviceToHost, stream_));
+      enqueue();
     } catch (...) {
       cudaStreamEndCapture(stream_, &graph);
       if (graph) cudaGraphDestroy(graph);
@@ -775,6 +837,62 @@ class CudaForward final : public Forward {
     return exec;
   }
 
+  // The step graph of (B, r, mtp): the pass over B·r rows (matmuls in slices of
+  // kInvariantSliceRows: every item's r rows are computed as in an eager pass), the sampler, and
+  // with mtp the MTP input gather, the kept streams and the MTP pass over B·(r − 1) rows.
+  cudaGraphExec_t capture_step(int B, int r, bool mtp) {
+    if (opt_.progress)
+      std::fprintf(stderr, "capturing the %s graph for batch %d%s\n", r == 1 ? "decode" : "verify", B,
+                   r == 1 ? "" : cat(" × ", r, " rows").c_str());
+    return capture([&] {
+      state_->plan.upload(stream_);
+      enqueue_pass(context(B * r, B * r, nullptr), true);
+      if (mtp) {
+        Scratch& s = state_->scratch;
+        StepPlan& mp = *state_->mtp_plan;
+        const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
+        const int m = B * (r - 1);
+        if (m > 0) {
+          mp.upload(stream_);
+          launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, m, width}, stream_);
+        }
+        launch_keep_streams({s.X, state_->plan.keep_rows(), state_->kv.kept_streams, B * r, width}, stream_);
+        if (m > 0)
+          enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, m, 0, mp.device_rows(),
+                                       mp.tokens(), mp.n_real(), {}});
+      }
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, size_t(B * r) * sizeof(int32_t),
+                                      cudaMemcpyDeviceToHost, stream_));
+    });
+  }
+
+  // One drafting step over the n rows of the MTP plan: input gather, the MTP pass with its head,
+  // each row's argmax (the plan's rows sample greedily), the ids to the host.
+  void enqueue_draft_step(int n) {
+    Scratch& s = state_->scratch;
+    StepPlan& mp = *state_->mtp_plan;
+    const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
+    mp.upload(stream_);
+    launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, n, width}, stream_);
+    const StepContext c{*model_, state_->kv, s, mp, stream_, nullptr, n, n, mp.device_rows(),
+                        mp.tokens(), mp.n_real(), {}};
+    enqueue_mtp_pass(c);
+    SampleParams sp;
+    sp.logits = s.logits;
+    sp.token = s.sampled;
+    sp.per_row = mp.sampling();
+    sp.rows = n;
+    sp.vocab = int(model_->cfg.vocab_size);
+    launch_sample(sp, stream_);
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, s.sampled, size_t(n) * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                    stream_));
+  }
+
+  cudaGraphExec_t capture_draft(int B) {
+    if (opt_.progress) std::fprintf(stderr, "capturing the draft graph for batch %d\n", B);
+    return capture([&] { enqueue_draft_step(B); });
+  }
+
   CudaOptions opt_;
   std::unique_ptr<DeviceModel> model_;
   std::unique_ptr<DeviceArena> arena_;
@@ -783,8 +901,9 @@ class CudaForward final : public Forward {
   int32_t* page_mirror_ = nullptr;   // pinned [n_slots, pages_per_slot]
   int32_t* sampled_host_ = nullptr;  // pinned [kMaxLogitRows]
   cudaStream_t stream_ = nullptr;
-  std::map<int, cudaGraphExec_t> graphs_;  // decode graph per batch bucket
-  std::map<int, int64_t> replays_;
+  std::map<std::tuple<int, int, bool>, cudaGraphExec_t> step_graphs_;  // per (bucket, rows per item, mtp)
+  std::map<int, cudaGraphExec_t> draft_graphs_;                        // draft step per bucket
+  std::map<cudaGraphExec_t, int64_t> graph_replays_;
   std::vector<RowRange> segments_;  // the current pass's matmul segments (StepContext::segments)
   std::vector<RowRange> mtp_segments_;  // the MTP pass's
   bool checkpoint_has_mtp_ = false;
