@@ -1,4 +1,4 @@
-// Reads --backend, --numerics and --threads (see backend_args.h); every message names the option.
+// Reads the backend options (see backend_args.h); every message names the option.
 #include "cli/backend_args.h"
 
 #include <cstdint>
@@ -20,11 +20,13 @@ const char* const kBackendUsage =
     "  --max-seqs N          sequences held at once (default 256)\n"
     "  --kv-cache-tokens N   token positions in the KV block pool (default: cpu unlimited,\n"
     "                        cuda what --gpu-memory-utilization leaves after the weights)\n"
-    "  --gpu-memory-utilization F  cuda: share of the device memory to use, in (0, 1] (default 0.9)\n";
+    "  --gpu-memory-utilization F  cuda: share of the device memory to use, in (0, 1] (default 0.9)\n"
+    "  --synthetic-weights SEED  cuda: fill every tensor with the values `make-skeleton --random\n"
+    "                        SEED` writes, generated at load: a sparse skeleton runs full size\n";
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
-          "--kv-cache-tokens", "--gpu-memory-utilization"};
+          "--kv-cache-tokens", "--gpu-memory-utilization", "--synthetic-weights"};
 }
 
 BackendOptions backend_options(const Args& args) {
@@ -46,6 +48,8 @@ BackendOptions backend_options(const Args& args) {
   o.gpu_memory_utilization = args.get_double("--gpu-memory-utilization", 0.9);
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0))
     fail("--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);
+  if (args.has("--synthetic-weights"))
+    o.synthetic_seed = uint64_t(args.get_int("--synthetic-weights", 0, 0, INT64_MAX));
   // Any --speculative (generate, chat, serve: K; bench: a list) loads what drafting needs.
   o.draft = args.has("--speculative");
   check_backend(o);  // now, before any tokenizer or checkpoint is read

@@ -26,6 +26,7 @@
 #include "model/checkpoint.h"
 #include "model/kv_blocks.h"
 #include "model/model_summary.h"
+#include "model/skeleton.h"
 #include "model/weights.h"
 #include "util/error.h"
 
@@ -248,7 +249,10 @@ class CudaForward final : public Forward {
            " GiB are usable on device ", opt.device, " (", free_b / kGiB, " GiB free, --gpu-memory-utilization ",
            opt.gpu_memory_utilization, ")", gpus);
     }
-    model_ = std::make_unique<DeviceModel>(upload_model(cfg, w, opt.progress, opt.draft));
+    std::optional<RandomTensors> synthetic;
+    if (opt.synthetic_seed) synthetic.emplace(cfg, *opt.synthetic_seed);
+    model_ = std::make_unique<DeviceModel>(
+        upload_model(cfg, w, opt.progress, opt.draft, synthetic ? &*synthetic : nullptr));
     checkpoint_has_mtp_ = !w.mtp.empty();
     matmul_reserve();
 

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "model/forward.h"
 
@@ -22,6 +23,10 @@ struct CudaOptions {
   // Upload the MTP block (§10) so that the forward can draft (speculative decoding); without it
   // can_draft() is false and the block takes no GPU memory.
   bool draft = false;
+  // Synthetic weights: every tensor gets the values `dsv4 make-skeleton --random SEED` would
+  // write, generated at upload (model/skeleton.h RandomTensors), so a sparse skeleton (headers
+  // only) is a full-size random model that needs no weight files.
+  std::optional<uint64_t> synthetic_seed;
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

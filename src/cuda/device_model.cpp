@@ -12,6 +12,7 @@
 #include "cuda/kernels/mhc.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/router.cuh"
+#include "model/skeleton.h"
 #include "util/error.h"
 #include "util/float_formats.h"
 
@@ -45,10 +46,12 @@ void check_cuda_supported(const ModelConfig& c) {
 
 namespace {
 
-// One pass over the weights: counts bytes (dry) or allocates and copies them.
+// One pass over the weights: counts bytes (dry) or allocates and copies them, from the mapped
+// shards or (synthetic) from bytes generated per tensor (model/skeleton.h RandomTensors).
 class Uploader {
  public:
-  Uploader(bool dry, size_t total, bool progress) : dry_(dry), total_(total), progress_(progress) {}
+  Uploader(bool dry, size_t total, bool progress, const RandomTensors* synthetic = nullptr)
+      : dry_(dry), total_(total), progress_(progress), synthetic_(synthetic) {}
   size_t bytes() const { return done_; }
 
   template <typename T>
@@ -70,22 +73,18 @@ class Uploader {
   // typed as T (__nv_bfloat16, or uint8_t for DeviceLinear's untyped bytes).
   template <typename T = __nv_bfloat16>
   DeviceBuffer<T> bf16(const WeightMatrix& w) {
-    const size_t n = size_t(w.rows * w.cols), elems = n * 2 / sizeof(T);
-    if (w.format == WeightFormat::kBF16 || dry_) return raw<T>(w.data, elems);
-    std::vector<float> f(n);
-    w.dequant_rows(0, w.rows, f.data());
-    std::vector<uint16_t> h(n);
-    for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16(f[i]);
-    return raw<T>(reinterpret_cast<const uint8_t*>(h.data()), elems);
+    return bf16_of<T>(source(w));
   }
-  DeviceBuffer<float> f32(const WeightMatrix& w) {
+  DeviceBuffer<float> f32(const WeightMatrix& weights) {
+    const WeightMatrix w = source(weights);
     const size_t n = size_t(w.rows * w.cols);
     if (w.format == WeightFormat::kF32 || dry_) return raw<float>(w.data, n);
     std::vector<float> f(n);
     w.dequant_rows(0, w.rows, f.data());
     return from_host(f);
   }
-  DeviceBuffer<int32_t> i32(const WeightMatrix& w) {
+  DeviceBuffer<int32_t> i32(const WeightMatrix& weights) {
+    const WeightMatrix w = source(weights);
     const size_t n = size_t(w.rows * w.cols);
     if (dry_) return raw<int32_t>(nullptr, n);
     std::vector<int32_t> v(n);
@@ -94,10 +93,23 @@ class Uploader {
     return from_host(v);
   }
 
+  // A sourced plain tensor (source()) as BF16.
+  template <typename T = __nv_bfloat16>
+  DeviceBuffer<T> bf16_of(const WeightMatrix& w) {
+    const size_t n = size_t(w.rows * w.cols), elems = n * 2 / sizeof(T);
+    if (w.format == WeightFormat::kBF16 || dry_) return raw<T>(w.data, elems);
+    std::vector<float> f(n);
+    w.dequant_rows(0, w.rows, f.data());
+    std::vector<uint16_t> h(n);
+    for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16(f[i]);
+    return raw<T>(reinterpret_cast<const uint8_t*>(h.data()), elems);
+  }
+
   // `packed_nvfp4` false: an NVFP4 linear whose consumer takes only FP8 or BF16 weights (wo_a's
   // grouped projection) is dequantised to BF16, as the reference dequantises FP8 wo_a to BF16
   // for its BF16 einsum (§12): one rounding per weight.
-  DeviceLinear linear(const WeightMatrix& w, bool packed_nvfp4 = true) {
+  DeviceLinear linear(const WeightMatrix& weights, bool packed_nvfp4 = true) {
+    const WeightMatrix w = source(weights);
     DeviceLinear d;
     d.name = w.name;
     d.N = int(w.rows);
@@ -129,7 +141,7 @@ class Uploader {
         d.scale = from_host(e);
       }
     } else {
-      d.data = bf16<uint8_t>(w);
+      d.data = bf16_of<uint8_t>(w);
     }
     return d;
   }
@@ -170,7 +182,7 @@ class Uploader {
     std::vector<float> global(ex.size());
     std::vector<uint16_t> conv;
     for (size_t e = 0; e < ex.size(); ++e) {
-      const WeightMatrix& w = ex[e].*which;
+      const WeightMatrix w = source(ex[e].*which);
       if (w.format != w0.format || w.rows != w0.rows || w.cols != w0.cols)
         fail(w.name, ": experts of one layer must share format and shape");
       const uint8_t* src = w.data;
@@ -207,6 +219,24 @@ class Uploader {
   }
 
  private:
+  // The tensor's bytes: as mapped, or generated into the staging buffers (valid until the next
+  // call) when synthetic. The dry pass reads nothing.
+  WeightMatrix source(const WeightMatrix& w) {
+    if (!synthetic_ || dry_ || !w.present()) return w;
+    if (w.format == WeightFormat::kNVFP4)  // its global scale is read at bind time, from the shard
+      fail(w.name, ": synthetic weights do not cover NVFP4 linears (their weight_scale_2 is bound from the file)");
+    WeightMatrix s = w;
+    s.data = stage(w.data_tensor, staged_data_);
+    if (!w.scale_tensor.empty()) s.scale = stage(w.scale_tensor, staged_scale_);
+    return s;
+  }
+  const uint8_t* stage(const std::string& tensor, std::vector<uint8_t>& buffer) {
+    const uint64_t n = synthetic_->bytes(tensor);
+    buffer.resize(size_t(n));
+    synthetic_->fill(tensor, buffer.data(), n);
+    return buffer.data();
+  }
+
   void report() {
     if (!progress_ || total_ == 0) return;
     const int pct = int(100.0 * double(done_) / double(total_));
@@ -220,6 +250,8 @@ class Uploader {
   size_t total_, done_ = 0;
   bool progress_;
   int last_pct_ = -1;
+  const RandomTensors* synthetic_;
+  std::vector<uint8_t> staged_data_, staged_scale_;
 };
 
 // One decoder layer (§2): a main layer, or the MTP block's (§10). Notes in `m` whether a §12
@@ -298,8 +330,9 @@ size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool m
   return walk(dry, cfg, w, mtp).bytes;
 }
 
-DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp) {
-  Uploader up(false, device_weight_bytes(cfg, w, mtp), progress);
+DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp,
+                         const RandomTensors* synthetic) {
+  Uploader up(false, device_weight_bytes(cfg, w, mtp), progress, synthetic);
   return walk(up, cfg, w, mtp);
 }
 

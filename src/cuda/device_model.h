@@ -15,6 +15,10 @@
 #include "model/config.h"
 #include "model/weights.h"
 
+namespace dsv4 {
+class RandomTensors;
+}
+
 namespace dsv4::cuda {
 
 // A dense linear y = x·Wᵀ: FP8 E4M3 with UE8M0 128×128 scales (fp8), NVFP4 (nvfp4: packed E2M1,
@@ -104,7 +108,9 @@ void check_cuda_supported(const ModelConfig& cfg);
 size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool mtp);
 
 // Uploads every weight (the MTP block when `mtp` and the checkpoint has it); progress to stderr
-// when asked.
-DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp);
+// when asked. With `synthetic`, the bytes of every tensor come from it instead of the shards (a
+// sparse skeleton is enough: synthetic weights, model/skeleton.h).
+DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp,
+                         const RandomTensors* synthetic = nullptr);
 
 }  // namespace dsv4::cuda

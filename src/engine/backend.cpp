@@ -37,7 +37,12 @@ Numerics default_numerics(Backend b) {
 }
 
 void check_backend(const BackendOptions& o) {
-  if (o.backend == Backend::kCpu) return;
+  if (o.backend == Backend::kCpu) {
+    if (o.synthetic_seed)
+      fail("--synthetic-weights is CUDA-only: the cpu backend computes from the checkpoint's files "
+           "(write them with `dsv4 make-skeleton --random SEED`)");
+    return;
+  }
   // Checked before the build so that the mistake is named the same way in every build.
   if (o.numerics != Numerics::kOfficial)
     fail("numerics '", to_string(o.numerics), "' is CPU-only: the cuda backend runs the official "
@@ -90,6 +95,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.kv_cache_tokens = o.kv_cache_tokens;
   cuda.gpu_memory_utilization = o.gpu_memory_utilization;
   cuda.draft = o.draft;
+  cuda.synthetic_seed = o.synthetic_seed;
   return make_cuda_forward(model_dir, cuda);
 #else
   throw InternalError("make_forward: check_backend let cuda through in a build without CUDA");

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -38,6 +39,9 @@ struct BackendOptions {
   // Speculative decoding will be asked for: the cuda backend uploads the MTP block only then (it
   // is a whole decoder layer of GPU memory); the CPU backend maps it anyway and ignores this.
   bool draft = false;
+  // cuda: synthetic weights of this seed instead of the shards' bytes (CudaOptions::synthetic_seed);
+  // the CPU backend computes from the mapped files and refuses it.
+  std::optional<uint64_t> synthetic_seed;
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without

@@ -38,6 +38,10 @@ struct WeightMatrix {
   bool scale_is_f32 = false;        // FP8 block scales stored as F32 instead of E8M0
   float global_scale = 1.0f;        // NVFP4 weight_scale_2
   float input_scale = 0.0f;         // NVFP4 input_scale: activation scale, never used on weights
+  // The checkpoint tensors behind data and scale ("….weight", "….scale" / "….weight_scale"; the
+  // scale's empty when unscaled), so that a source other than the shards can produce their bytes
+  // (model/skeleton.h RandomTensors: synthetic weights).
+  std::string data_tensor, scale_tensor;
 
   bool present() const { return data != nullptr; }
   // Dequantise rows [r0, r0+n) into out[n][cols] (FP32). The ground truth for kernels.

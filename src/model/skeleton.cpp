@@ -1,5 +1,6 @@
 // write_skeleton: expected_tensors() → shards (in layout order, cut by size) → sparse files and
-// index, then (random mode) each tensor's region filled in place, chunk by chunk; override_config.
+// index, then (random mode) each tensor's region filled in place, chunk by chunk; RandomTensors,
+// the same fill into memory; override_config.
 // Header parsing/validation of what it writes is checkpoint.cpp's job.
 //
 // Random values (mirroring tests/support/tiny_model.cpp's choices, so a forward pass stays finite
@@ -246,12 +247,29 @@ class ShardFiller {
   uint64_t off_ = 0;
 };
 
+// The same chunked writes into memory (RandomTensors): the chunk buffer is the destination itself.
+class MemoryFiller {
+ public:
+  MemoryFiller(uint8_t* dst, size_t bytes) : dst_(dst), bytes_(bytes) {}
+  template <class T>
+  T* buffer() { return reinterpret_cast<T*>(dst_ + off_); }
+  void write(size_t n) {
+    DSV4_CHECK_MSG(off_ + n <= bytes_, "random tensor: ", off_ + n, " bytes written into ", bytes_);
+    off_ += n;
+  }
+  size_t written() const { return off_; }
+
+ private:
+  uint8_t* dst_;
+  size_t bytes_, off_ = 0;
+};
+
 // n elements, each table[16 random bits]; four elements per 64-bit draw.
-template <class T>
-void stream_lookup(ShardFiller& out, SplitMix64& rng, const T* table, uint64_t n) {
+template <class Out, class T>
+void stream_lookup(Out& out, SplitMix64& rng, const T* table, uint64_t n) {
   while (n > 0) {
     const uint64_t m = std::min<uint64_t>(n, kFillChunkBytes / sizeof(T));  // a multiple of 4 unless last
-    T* dst = out.buffer<T>();
+    T* dst = out.template buffer<T>();
     uint64_t i = 0;
     for (; i + 4 <= m; i += 4) {
       const uint64_t r = rng.next();
@@ -268,13 +286,13 @@ void stream_lookup(ShardFiller& out, SplitMix64& rng, const T* table, uint64_t n
 }
 
 // tid2eid [rows, k]: each row k distinct ids in [0, E) (§8.1 gathers k different experts).
-template <class T>
-void stream_expert_ids(ShardFiller& out, SplitMix64& rng, int64_t rows, int64_t k, int64_t n_experts) {
+template <class T, class Out>
+void stream_expert_ids(Out& out, SplitMix64& rng, int64_t rows, int64_t k, int64_t n_experts) {
   DSV4_CHECK(k >= 1 && k <= n_experts);
   const int64_t rows_per_chunk = int64_t(kFillChunkBytes / sizeof(T)) / k;
   for (int64_t r0 = 0; r0 < rows; r0 += rows_per_chunk) {
     const int64_t nr = std::min(rows_per_chunk, rows - r0);
-    T* dst = out.buffer<T>();
+    T* dst = out.template buffer<T>();
     for (int64_t r = 0; r < nr; ++r) {
       T* row = dst + r * k;
       for (int64_t j = 0; j < k; ++j) {
@@ -303,7 +321,8 @@ std::vector<uint8_t> e8m0_scale_table(int e0) {
   return t;
 }
 
-void fill_tensor(ShardFiller& out, const Planned& p, uint64_t seed, const CodeTables& tb, const ModelConfig& cfg) {
+template <class Out>
+void fill_tensor(Out& out, const Planned& p, uint64_t seed, const CodeTables& tb, const ModelConfig& cfg) {
   SplitMix64 rng = tensor_rng(seed, p.t.name);
   uint64_t numel = 1;
   for (auto d : p.t.shape) numel *= uint64_t(d);
@@ -349,7 +368,7 @@ void fill_tensor(ShardFiller& out, const Planned& p, uint64_t seed, const CodeTa
     case FillKind::kNvfp4Input: {
       // weight_scale_2 puts the dequantised std at 1/sqrt(in); input_scale (activations only,
       // never applied to weights) is ModelOpt's amax/(6·448) for an activation amax of 1.
-      *out.buffer<float>() = f.kind == FillKind::kNvfp4Global
+      *out.template buffer<float>() = f.kind == FillKind::kNvfp4Global
                                  ? float(1.0 / std::sqrt(double(f.in)) / (tb.fp4_rms * tb.nvfp4_scale_rms))
                                  : 1.0f / (kE2M1Max * kE4M3Max);
       out.write(sizeof(float));
@@ -362,6 +381,16 @@ void fill_tensor(ShardFiller& out, const Planned& p, uint64_t seed, const CodeTa
         stream_expert_ids<int32_t>(out, rng, p.t.shape[0], p.t.shape[1], cfg.n_routed_experts);
       return;
   }
+}
+
+// Every tensor of the official layout with its random-mode fill.
+std::vector<Planned> planned_tensors(const ModelConfig& cfg) {
+  const std::vector<ExpectedTensor> expected = expected_tensors(cfg);
+  std::map<std::string, const ExpectedTensor*> by_name;
+  for (const auto& e : expected) by_name[e.name] = &e;
+  std::vector<Planned> tensors;
+  for (const auto& e : expected) tensors.push_back({{e.name, e.dtypes.front(), e.shape, nullptr}, fill_for(e, by_name)});
+  return tensors;
 }
 
 // Data offsets of every tensor in a shard we just wrote, read back from its header so the fill
@@ -395,11 +424,7 @@ SkeletonResult write_skeleton(const std::filesystem::path& dir, const std::strin
     f << config_json;
     if (!f) fail((dir / "config.json").string(), ": write failed");
   }
-  const std::vector<ExpectedTensor> expected = expected_tensors(cfg);
-  std::map<std::string, const ExpectedTensor*> by_name;
-  for (const auto& e : expected) by_name[e.name] = &e;
-  std::vector<Planned> tensors;
-  for (const auto& e : expected) tensors.push_back({{e.name, e.dtypes.front(), e.shape, nullptr}, fill_for(e, by_name)});
+  std::vector<Planned> tensors = planned_tensors(cfg);
   if (opt.hf_names) tensors = to_hf_layout(cfg, tensors);
 
   uint64_t total = 0;
@@ -480,6 +505,35 @@ std::string override_config(const std::string& config_json, const ConfigOverride
   const std::string out = j.dump(2);
   ModelConfig::from_json(out);  // e.g. bos/eos ids beyond a smaller vocab: the field is named
   return out;
+}
+
+struct RandomTensors::Tables {
+  CodeTables codes;
+  std::map<std::string, Planned> by_name;
+};
+
+RandomTensors::RandomTensors(const ModelConfig& cfg, uint64_t seed)
+    : cfg_(std::make_unique<ModelConfig>(cfg)), seed_(seed), tables_(std::make_unique<Tables>()) {
+  for (Planned& p : planned_tensors(cfg)) {
+    const std::string name = p.t.name;
+    tables_->by_name.emplace(name, std::move(p));
+  }
+}
+
+RandomTensors::~RandomTensors() = default;
+
+uint64_t RandomTensors::bytes(const std::string& name) const {
+  auto it = tables_->by_name.find(name);
+  if (it == tables_->by_name.end()) fail("random weights: the official layout has no tensor '", name, "'");
+  return nbytes_of(it->second.t);
+}
+
+void RandomTensors::fill(const std::string& name, uint8_t* dst, uint64_t n_bytes) const {
+  const uint64_t want = bytes(name);
+  if (n_bytes != want) fail("random weights: tensor '", name, "' has ", want, " bytes, the destination ", n_bytes);
+  MemoryFiller out(dst, size_t(n_bytes));
+  fill_tensor(out, tables_->by_name.at(name), seed_, tables_->codes, *cfg_);
+  DSV4_CHECK(out.written() == n_bytes);
 }
 
 }  // namespace dsv4

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -34,6 +35,31 @@ struct SkeletonResult {
 // (created if missing). Throws dsv4::Error on bad config or I/O failure.
 SkeletonResult write_skeleton(const std::filesystem::path& dir, const std::string& config_json,
                               const SkeletonOptions& opt = {});
+
+struct ModelConfig;
+
+// The values random mode writes, produced in memory tensor by tensor instead of read from shards:
+// fill(name) gives exactly the bytes `make-skeleton --random SEED` writes for that tensor of the
+// official layout (each tensor's stream depends only on the seed and its name). A sparse
+// skeleton plus this is a full-size random checkpoint that needs no disk (synthetic weights).
+class RandomTensors {
+ public:
+  RandomTensors(const ModelConfig& cfg, uint64_t seed);
+  ~RandomTensors();
+  RandomTensors(const RandomTensors&) = delete;
+  RandomTensors& operator=(const RandomTensors&) = delete;
+  // Bytes of tensor `name` (its dtype and shape); Error when the layout has no such tensor.
+  uint64_t bytes(const std::string& name) const;
+  // Writes them to dst (n_bytes must equal bytes(name)). Const and re-entrant: threads may fill
+  // different tensors at once.
+  void fill(const std::string& name, uint8_t* dst, uint64_t n_bytes) const;
+
+ private:
+  struct Tables;
+  std::unique_ptr<ModelConfig> cfg_;
+  uint64_t seed_;
+  std::unique_ptr<Tables> tables_;
+};
 
 // Edits of a config for smaller stacks of the same shape (each 0 / -1 = keep). `layers` keeps the
 // first N main layers: compress_ratios keeps its first N entries plus the MTP tail (§1.2),

@@ -266,21 +266,25 @@ class BindVisitor : public Visitor {
     out->rows = rows;
     out->cols = cols;
     out->data = w.data;
+    out->data_tensor = base + ".weight";
     switch (f) {
       case WeightFormat::kFP8Block: {
         const TensorView& s = ck_.get(base + ".scale");
         out->format = f;
         out->scale = s.data;
         out->scale_is_f32 = s.dtype == DType::kF32;
+        out->scale_tensor = base + ".scale";
         break;
       }
       case WeightFormat::kMXFP4:
         out->format = f;
         out->scale = ck_.get(base + ".scale").data;
+        out->scale_tensor = base + ".scale";
         break;
       case WeightFormat::kNVFP4: {
         out->format = f;
         out->scale = ck_.get(base + ".weight_scale").data;
+        out->scale_tensor = base + ".weight_scale";
         out->global_scale = read_f32_scalar(ck_.get(base + ".weight_scale_2"));
         if (const TensorView* in = ck_.find(base + ".input_scale")) out->input_scale = read_f32_scalar(*in);
         if (!std::isfinite(out->global_scale) || out->global_scale <= 0.0f)
@@ -298,6 +302,7 @@ class BindVisitor : public Visitor {
     if (opt && !have_mtp_) return;
     const TensorView& t = ck_.get(name);
     out->name = name;
+    out->data_tensor = name;
     out->rows = shape.size() == 2 ? shape[0] : 1;
     out->cols = shape.size() == 2 ? shape[1] : shape.empty() ? 1 : shape[0];
     out->data = t.data;

@@ -231,6 +231,18 @@ TEST(Backend, UnknownCudaGraphModeIsAnError) {
   EXPECT_TRUE(has(r.all, "--cuda-graph must be 'on', 'off' or 'check', got 'maybe'")) << r.all;
 }
 
+// Synthetic weights are generated at upload by the cuda backend; the cpu backend computes from the
+// mapped shards, so it refuses them by name (in any build) and points at make-skeleton --random.
+TEST(Backend, SyntheticWeightsOnTheCpuAreAnError) {
+  const RunResult r = run_dsv4("generate -m " + kModel + " -p hi --synthetic-weights 7");
+  EXPECT_EQ(r.status, 1) << r.all;
+  EXPECT_TRUE(has(r.all, "--synthetic-weights is CUDA-only")) << r.all;
+  EXPECT_TRUE(has(r.all, "make-skeleton --random")) << r.all;
+  const RunResult bad = run_dsv4("generate -m " + kModel + " -p hi --backend cuda --synthetic-weights x");
+  EXPECT_EQ(bad.status, 1) << bad.all;
+  EXPECT_TRUE(has(bad.all, "--synthetic-weights")) << bad.all;
+}
+
 TEST(Backend, CudaInABuildWithoutCudaIsAnError) {
 #ifdef DSV4_WITH_CUDA
   GTEST_SKIP() << "this build has CUDA";

@@ -259,6 +259,56 @@ TEST(SkeletonRandom, ValuesDependOnlyOnTheSeed) {
   }
 }
 
+// RandomTensors (synthetic weights): for every tensor of the layout, the bytes it generates in
+// memory are the bytes the random skeleton of the same seed holds on disk — on the quantised tiny
+// config (FP8 and MXFP4 linears, E8M0 scales, tid2eid) and its NVFP4 variant; a wrong size or an
+// unknown name is an error naming the tensor.
+TEST(SkeletonRandom, RandomTensorsAreTheSkeletonsBytes) {
+  for (const char* expert_dtype : {"fp4", "nvfp4"}) {
+    nlohmann::json j = nlohmann::json::parse(tiny_config());
+    if (std::string(expert_dtype) == "nvfp4") {  // as NvFp4Experts configures it
+      j.erase("expert_dtype");
+      j["quantization_config"]["quant_algo"] = "MIXED_PRECISION";
+      j["quantization_config"]["moe_quant_algo"] = "NVFP4";
+    }
+    TempDir dir;
+    const uint64_t seed = writer_seed(11);
+    write_skeleton(dir.path(), j.dump(), {.n_shards = 2, .random_seed = seed});
+    const ModelConfig cfg = ModelConfig::load(dir.path());
+    const Checkpoint ck = Checkpoint::open(dir.path());
+    const RandomTensors synthetic(cfg, seed);
+    int64_t n = 0, differ = 0;
+    std::string first;
+    std::vector<uint8_t> buf;
+    for (const auto& [name, view] : ck.tensors()) {
+      ASSERT_EQ(synthetic.bytes(name), view.nbytes) << name;
+      buf.assign(view.nbytes, 0xA5);
+      synthetic.fill(name, buf.data(), buf.size());
+      ++n;
+      if (std::memcmp(buf.data(), view.data, view.nbytes) != 0) {
+        ++differ;
+        if (first.empty()) first = name;
+      }
+    }
+    EXPECT_GT(n, 100) << expert_dtype;
+    EXPECT_EQ(differ, 0) << expert_dtype << ": " << differ << " of " << n << " tensors differ, first " << first;
+    const std::string any = ck.tensors().begin()->first;
+    buf.resize(size_t(synthetic.bytes(any)) + 1);
+    try {
+      synthetic.fill(any, buf.data(), buf.size());
+      ADD_FAILURE() << "a destination of the wrong size was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(any), std::string::npos) << e.what();
+    }
+    try {
+      synthetic.bytes("layers.0.attn.no_such.weight");
+      ADD_FAILURE() << "an unknown tensor was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no_such"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(SkeletonRandom, HfLayoutBinds) {
   nlohmann::json j = nlohmann::json::parse(tiny_config());
   j.erase("quantization_config");

@@ -1,0 +1,107 @@
+// Synthetic weights (CudaOptions::synthetic_seed, issue 16): a sparse skeleton (headers only, every
+// data region a hole) uploaded with the values RandomTensors generates for a seed is the same
+// model as the random checkpoint `make-skeleton --random` writes for that seed — the device holds
+// the same bytes and the logits are bit-identical — on nano's shapes (FP8 linears, MXFP4 experts,
+// hash and score routing, CSA and HCA layers, the MTP block). The generator itself is checked
+// against the written skeleton byte for byte in tests/model/test_skeleton_random.cpp.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_forward.h"
+#include "model/config.h"
+#include "model/skeleton.h"
+#include "support/seed.h"
+#include "test_options.h"
+#include "util/error.h"
+
+namespace dsv4 {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kRoot = fs::path(DSV4_SOURCE_DIR);
+
+class TempDir {
+ public:
+  explicit TempDir(const char* tag)
+      : path_(fs::temp_directory_path() / (std::string("dsv4-") + tag + "-" + std::to_string(::getpid()))) {}
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// Logits of every position of `tokens`, fed in chunks of 37 (several passes, CSA/HCA closings),
+// then three drafts and their logits from the last position (the MTP block's weights too).
+struct Outputs {
+  std::vector<float> logits, draft_logits;
+  std::vector<int32_t> drafts;
+};
+Outputs run(Forward& f, const std::vector<int32_t>& tokens) {
+  Outputs r;
+  auto seq = f.new_sequence(int64_t(tokens.size()) + kMaxSpeculative + 1);
+  for (size_t t0 = 0; t0 < tokens.size(); t0 += 37) {
+    const size_t n = std::min<size_t>(37, tokens.size() - t0);
+    std::vector<float> out;
+    ForwardItem item;
+    item.seq = seq.get();
+    item.tokens = std::span<const int32_t>(tokens.data() + t0, n);
+    item.all_logits = true;
+    item.logits = &out;
+    item.mtp = true;
+    f.forward(std::span<ForwardItem>(&item, 1));
+    r.logits.insert(r.logits.end(), out.begin(), out.end());
+  }
+  DraftItem d{seq.get(), tokens.back(), kMaxSpeculative, nullptr, &r.drafts, &r.draft_logits};
+  f.draft(std::span<DraftItem>(&d, 1));
+  return r;
+}
+
+TEST(CudaSyntheticWeights, SparseSkeletonEqualsTheRandomCheckpoint) {
+  if (!cuda::device_available()) GTEST_SKIP() << "no CUDA device";
+  std::ifstream in(kRoot / "models/nano/config.json");
+  const std::string config = nlohmann::json::parse(in).dump();
+  const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
+  TempDir random_dir("synthetic-random"), sparse_dir("synthetic-sparse");
+  write_skeleton(random_dir.path(), config, {.random_seed = seed});
+  write_skeleton(sparse_dir.path(), config, {});
+
+  CudaOptions o = test::cuda_test_options();
+  o.draft = true;
+  auto from_files = make_cuda_forward(random_dir.path(), o);
+  o.synthetic_seed = seed;
+  auto synthetic = make_cuda_forward(sparse_dir.path(), o);
+  // A sparse skeleton without synthetic values uploads zeros: a different model.
+  CudaOptions zero = test::cuda_test_options();
+  zero.draft = true;
+  auto zeros = make_cuda_forward(sparse_dir.path(), zero);
+
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> tokens(300);
+  for (auto& t : tokens) t = int32_t(rng() % uint64_t(from_files->config().vocab_size));
+  const Outputs a = run(*from_files, tokens), b = run(*synthetic, tokens), z = run(*zeros, tokens);
+  ASSERT_EQ(a.logits.size(), tokens.size() * size_t(from_files->config().vocab_size));
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)), 0)
+      << "the synthetic upload computes other logits than the random checkpoint of the same seed";
+  EXPECT_EQ(a.drafts, b.drafts);
+  ASSERT_EQ(a.draft_logits.size(), b.draft_logits.size());
+  EXPECT_EQ(std::memcmp(a.draft_logits.data(), b.draft_logits.data(), a.draft_logits.size() * sizeof(float)), 0);
+  EXPECT_NE(std::memcmp(a.logits.data(), z.logits.data(), a.logits.size() * sizeof(float)), 0)
+      << "the comparison cannot tell the random weights from the skeleton's zeros";
+}
+
+}  // namespace
+}  // namespace dsv4
