@@ -417,7 +417,9 @@ int run_bench(const std::vector<std::string>& argv) {
   }
 
   const MemoryBandwidth bw = measure_copy_bandwidth(opt);
+  const auto load_start = std::chrono::steady_clock::now();
   auto f = make_forward(dir, opt);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   const ModelConfig& cfg = f->config();
   const WeightBytes wb = weight_bytes(cfg, dir);
   Bench bench(*f, uint64_t(seed));
@@ -428,9 +430,12 @@ int run_bench(const std::vector<std::string>& argv) {
   out["device"] = bw.where;
   out["copy_bandwidth_gbs"] = bw.bytes_per_s / 1e9;
   out["layers"] = cfg.num_hidden_layers;
+  out["load_seconds"] = load_s;
+  out["synthetic_weights"] = opt.synthetic_seed.has_value();
   if (!json)
-    std::printf("dsv4 bench: %s, %s backend on %s, copy bandwidth %.0f GB/s (measured now)\n",
-                dir.string().c_str(), to_string(opt.backend), bw.where.c_str(), bw.bytes_per_s / 1e9);
+    std::printf("dsv4 bench: %s, %s backend on %s, copy bandwidth %.0f GB/s (measured now); loaded in %.1f s%s\n",
+                dir.string().c_str(), to_string(opt.backend), bw.where.c_str(), bw.bytes_per_s / 1e9, load_s,
+                opt.synthetic_seed ? " (synthetic weights)" : "");
   if (prompt > 0) {
     const double s = bench.prefill(prompt);
     out["prefill"] = {{"tokens", prompt}, {"seconds", s}, {"tok_per_s", double(prompt) / s}};
