@@ -125,8 +125,11 @@ int gpus_needed(const std::vector<GpuPlanRow>& plan) {
 
 WeightBytesSplit split_weight_bytes(const Checkpoint& ck) {
   WeightBytesSplit s;
-  for (const auto& [name, t] : ck.tensors())
-    (name.find(".ffn.experts.") != std::string::npos ? s.experts : s.other) += double(t.nbytes);
+  for (const auto& [name, t] : ck.tensors()) {
+    // A GPU keeps the hash layers' int64 expert tables (tid2eid) as int32 (cuda/device_model.cpp).
+    const double bytes = t.dtype == DType::kI64 ? double(t.nbytes) / 2 : double(t.nbytes);
+    (name.find(".ffn.experts.") != std::string::npos ? s.experts : s.other) += bytes;
+  }
   return s;
 }
 

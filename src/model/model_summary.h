@@ -50,7 +50,10 @@ std::vector<GpuPlanRow> gpu_plan(const ModelConfig& cfg, double expert_bytes, do
 // The fewest GPUs of a plan that hold the model (0: not even the largest row does).
 int gpus_needed(const std::vector<GpuPlanRow>& plan);
 
-// A checkpoint's weight bytes as stored: routed experts (tensors under .ffn.experts.) and the rest.
+// A checkpoint's weight bytes as a GPU holds them (as stored, but int64 index tables as int32):
+// routed experts (tensors under .ffn.experts.) and the rest. The CUDA upload of the same
+// checkpoint with its MTP block is exactly this plus the two RoPE tables it computes
+// (tests/cuda/synthetic_weights.cpp checks it on the full-size Flash layout).
 struct WeightBytesSplit {
   double experts = 0, other = 0;
 };

@@ -16,8 +16,13 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_forward.h"
+#include "cuda/device_model.h"
+#include "model/checkpoint.h"
 #include "model/config.h"
+#include "model/known_configs.h"
+#include "model/model_summary.h"
 #include "model/skeleton.h"
+#include "model/weights.h"
 #include "support/seed.h"
 #include "test_options.h"
 #include "util/error.h"
@@ -101,6 +106,31 @@ TEST(CudaSyntheticWeights, SparseSkeletonEqualsTheRandomCheckpoint) {
   EXPECT_EQ(std::memcmp(a.draft_logits.data(), b.draft_logits.data(), a.draft_logits.size() * sizeof(float)), 0);
   EXPECT_NE(std::memcmp(a.logits.data(), z.logits.data(), a.logits.size() * sizeof(float)), 0)
       << "the comparison cannot tell the random weights from the skeleton's zeros";
+}
+
+// Issue 16: inspect's plan (split_weight_bytes) and the actual upload (device_weight_bytes, the
+// same walk that allocates) agree on the bytes of one GPU, on the full-size Flash layout as a
+// sparse skeleton (headers only): with the MTP block exactly, plus the two RoPE inverse-frequency
+// tables the upload computes (2 × qk_rope_head_dim/2 floats); without it (no --speculative), less
+// exactly the mtp.* tensors. Host-only: it runs without a GPU.
+TEST(CudaWeightBytes, UploadCountsWhatInspectPlans) {
+  TempDir dir("flash-skeleton-bytes");
+  write_skeleton(dir.path(), flash_config_json(), {});
+  const ModelConfig cfg = ModelConfig::load(dir.path());
+  const Checkpoint ck = Checkpoint::open(dir.path());
+  const ModelWeights w = bind_weights(cfg, ck);
+  const WeightBytesSplit plan = split_weight_bytes(ck);
+  const double rope_tables = 2.0 * double(cfg.qk_rope_head_dim / 2) * sizeof(float);
+  double mtp = 0;
+  for (const auto& [name, t] : ck.tensors())
+    if (name.rfind("mtp.", 0) == 0) mtp += double(t.nbytes);
+  ASSERT_GT(mtp, 0.0);
+  const double with_mtp = double(cuda::device_weight_bytes(cfg, w, true));
+  const double without = double(cuda::device_weight_bytes(cfg, w, false));
+  std::printf("[bytes] flash: plan %.0f (experts %.0f), upload with MTP %.0f, without %.0f (MTP %.0f)\n",
+              plan.experts + plan.other, plan.experts, with_mtp, without, mtp);
+  EXPECT_EQ(with_mtp, plan.experts + plan.other + rope_tables);
+  EXPECT_EQ(without, plan.experts + plan.other + rope_tables - mtp);
 }
 
 }  // namespace
