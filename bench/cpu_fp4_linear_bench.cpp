@@ -16,6 +16,7 @@
 
 #include "cpu/context.h"
 #include "cpu/fp4_linear.h"
+#include "cpu/fp4_linear_rate.h"
 #include "cpu/linear.h"
 
 namespace {
@@ -64,28 +65,6 @@ double read_bandwidth_gbs(ThreadPool& pool) {
   return double(n * sizeof(float)) / s / 1e9;
 }
 
-struct Fp4Matrix {
-  std::vector<uint8_t> data, scale;
-  WeightMatrix w;
-};
-
-Fp4Matrix random_matrix(std::mt19937_64& rng, WeightFormat f, int64_t rows, int64_t cols) {
-  const int64_t block = f == WeightFormat::kMXFP4 ? kMXFP4BlockSize : kNVFP4BlockSize;
-  Fp4Matrix m;
-  m.data.resize(size_t(rows * cols / 2));
-  for (uint8_t& b : m.data) b = uint8_t(rng());
-  m.scale.resize(size_t(rows * cols / block));
-  for (uint8_t& b : m.scale) b = f == WeightFormat::kMXFP4 ? uint8_t(120 + rng() % 8) : uint8_t(0x30 + rng() % 16);
-  m.w.name = "bench";
-  m.w.format = f;
-  m.w.rows = rows;
-  m.w.cols = cols;
-  m.w.data = m.data.data();
-  m.w.scale = m.scale.data();
-  m.w.global_scale = 0.01f;
-  return m;
-}
-
 // The replaced path on one core: expand 16 rows, then the 16-lane dot per token.
 void expanded_rows(const WeightMatrix& w, const float* x, int64_t n, float* y) {
   const int64_t K = w.cols;
@@ -125,7 +104,7 @@ int main() {
   ModelConfig cfg;
   const CpuContext ctx{cfg, NumericsPoints::from(Numerics::kExact), pool};
   for (WeightFormat f : {WeightFormat::kMXFP4, WeightFormat::kNVFP4}) {
-    const Fp4Matrix m = random_matrix(rng, f, kRows, kCols);
+    const RandomFp4Matrix m = random_fp4_matrix(rng, f, kRows, kCols);
     const double weight_bytes = double(m.data.size() + m.scale.size());
     for (int64_t n : {1, 4, 16, 64}) {
       std::vector<float> x(size_t(n * kCols)), y(size_t(n * kRows));

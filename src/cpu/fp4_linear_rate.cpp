@@ -1,3 +1,4 @@
+// The host FP4 GEMV rate probe and its random input matrices (fp4_linear_rate.h).
 #include "cpu/fp4_linear_rate.h"
 
 #include <atomic>
@@ -15,40 +16,34 @@ namespace {
 
 constexpr int64_t kRows = 2048, kCols = 4096;  // Flash's w1/w3 [moe_intermediate_size, hidden]
 
-struct RandomFp4 {
-  std::vector<uint8_t> data, scale;
-  WeightMatrix w;
-};
+}  // namespace
 
-RandomFp4 random_fp4(WeightFormat f, uint64_t seed) {
+RandomFp4Matrix random_fp4_matrix(std::mt19937_64& rng, WeightFormat f, int64_t rows, int64_t cols) {
   DSV4_CHECK(f == WeightFormat::kMXFP4 || f == WeightFormat::kNVFP4);
-  std::mt19937_64 rng(seed);
-  RandomFp4 m;
-  m.data.resize(size_t(kRows * kCols / 2));
-  for (uint8_t& b : m.data) b = uint8_t(rng());
   const int64_t block = f == WeightFormat::kMXFP4 ? kMXFP4BlockSize : kNVFP4BlockSize;
-  m.scale.resize(size_t(kRows * kCols / block));
-  // Finite scales: UE8M0 near 2^0 (never the NaN byte), small positive E4M3 values.
+  RandomFp4Matrix m;
+  m.data.resize(size_t(rows * cols / 2));
+  for (uint8_t& b : m.data) b = uint8_t(rng());
+  m.scale.resize(size_t(rows * cols / block));
   for (uint8_t& b : m.scale) b = f == WeightFormat::kMXFP4 ? uint8_t(120 + rng() % 8) : uint8_t(0x30 + rng() % 16);
-  m.w.name = "host FP4 rate probe";
+  m.w.name = "random FP4 matrix";
   m.w.format = f;
-  m.w.rows = kRows;
-  m.w.cols = kCols;
+  m.w.rows = rows;
+  m.w.cols = cols;
   m.w.data = m.data.data();
   m.w.scale = m.scale.data();
   m.w.global_scale = 1.0f;
   return m;
 }
 
-}  // namespace
-
 HostFp4Rate measure_host_fp4_rate(WeightFormat f, int n_threads, double seconds) {
   ThreadPool pool(n_threads);
   HostFp4Rate r;
   r.threads = pool.size();
   if (!fp4_fused_available()) return r;
-  std::vector<RandomFp4> mats;
-  for (int t = 0; t < r.threads; ++t) mats.push_back(random_fp4(f, std::random_device{}()));
+  std::vector<RandomFp4Matrix> mats;
+  std::mt19937_64 seeds(std::random_device{}());
+  for (int t = 0; t < r.threads; ++t) mats.push_back(random_fp4_matrix(seeds, f, kRows, kCols));
   const double bytes_per_pass = double(mats[0].data.size() + mats[0].scale.size());
   std::vector<float> x(static_cast<size_t>(kCols));
   std::mt19937 rng(std::random_device{}());

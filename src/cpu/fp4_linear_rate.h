@@ -2,9 +2,23 @@
 // rate behind the host tier's expected cost per token that `dsv4 inspect` prints (issue 17).
 #pragma once
 
+#include <cstdint>
+#include <random>
+#include <vector>
+
 #include "model/quant.h"
 
 namespace dsv4 {
+
+// A random MXFP4 / NVFP4 matrix [rows, cols] with finite scales (UE8M0 near 2^0, small E4M3):
+// timing input for this probe and bench/cpu_fp4_linear_bench.cpp, not a numerics fixture
+// (tests/cpu/test_fp4_linear.cpp covers every nibble and subnormal scales on purpose). `w` views
+// the vectors: move the struct, do not copy it.
+struct RandomFp4Matrix {
+  std::vector<uint8_t> data, scale;
+  WeightMatrix w;
+};
+RandomFp4Matrix random_fp4_matrix(std::mt19937_64& rng, WeightFormat f, int64_t rows, int64_t cols);
 
 struct HostFp4Rate {
   int threads = 0;
