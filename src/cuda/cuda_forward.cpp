@@ -139,7 +139,7 @@ class CudaForward final : public Forward {
     const size_t minimum = weights + device_state_bytes(shell, shape, kMaxLogitRows);
     if (minimum > usable) {
       // inspect's plan for GPUs of this usable size: experts split across them, the rest replicated.
-      const WeightBytesSplit split = split_weight_bytes(ckpt);
+      const WeightBytesSplit split = split_weight_bytes(ckpt, opt.draft);
       const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(usable)));
       const std::string gpus = n > 1 ? cat("; the weights need ", n, " GPUs of this size with the routed experts split "
                                            "across them (`dsv4 inspect --gpu-gib ", int64_t(usable / kGiB), "`)")

@@ -123,9 +123,10 @@ int gpus_needed(const std::vector<GpuPlanRow>& plan) {
   return 0;
 }
 
-WeightBytesSplit split_weight_bytes(const Checkpoint& ck) {
+WeightBytesSplit split_weight_bytes(const Checkpoint& ck, bool with_mtp) {
   WeightBytesSplit s;
   for (const auto& [name, t] : ck.tensors()) {
+    if (!with_mtp && name.rfind("mtp.", 0) == 0) continue;
     // A GPU keeps the hash layers' int64 expert tables (tid2eid) as int32 (cuda/device_model.cpp).
     const double bytes = t.dtype == DType::kI64 ? double(t.nbytes) / 2 : double(t.nbytes);
     (name.find(".ffn.experts.") != std::string::npos ? s.experts : s.other) += bytes;

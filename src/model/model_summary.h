@@ -54,10 +54,12 @@ int gpus_needed(const std::vector<GpuPlanRow>& plan);
 // routed experts (tensors under .ffn.experts.) and the rest. The CUDA upload of the same
 // checkpoint with its MTP block is exactly this plus the two RoPE tables it computes
 // (tests/cuda/synthetic_weights.cpp checks it on the full-size Flash layout).
+// Without `with_mtp` the mtp.* tensors are left out, as the CUDA backend leaves them when nothing
+// drafts.
 struct WeightBytesSplit {
   double experts = 0, other = 0;
 };
-WeightBytesSplit split_weight_bytes(const Checkpoint& ck);
+WeightBytesSplit split_weight_bytes(const Checkpoint& ck, bool with_mtp = true);
 
 // One GPU with a host tier (issue 17): `host_per_layer` routed experts of every layer that has
 // them stay in host memory, the rest of the weights and the KV cache of one sequence of

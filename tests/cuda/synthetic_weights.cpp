@@ -112,7 +112,8 @@ TEST(CudaSyntheticWeights, SparseSkeletonEqualsTheRandomCheckpoint) {
 // same walk that allocates) agree on the bytes of one GPU, on the full-size Flash layout as a
 // sparse skeleton (headers only): with the MTP block exactly, plus the two RoPE inverse-frequency
 // tables the upload computes (2 × qk_rope_head_dim/2 floats); without it (no --speculative), less
-// exactly the mtp.* tensors. Host-only: it runs without a GPU.
+// exactly the mtp.* tensors, which is the plan without them (what the fit error uses then).
+// Host-only: it runs without a GPU.
 TEST(CudaWeightBytes, UploadCountsWhatInspectPlans) {
   TempDir dir("flash-skeleton-bytes");
   write_skeleton(dir.path(), flash_config_json(), {});
@@ -129,8 +130,10 @@ TEST(CudaWeightBytes, UploadCountsWhatInspectPlans) {
   const double without = double(cuda::device_weight_bytes(cfg, w, false));
   std::printf("[bytes] flash: plan %.0f (experts %.0f), upload with MTP %.0f, without %.0f (MTP %.0f)\n",
               plan.experts + plan.other, plan.experts, with_mtp, without, mtp);
+  const WeightBytesSplit plan_without = split_weight_bytes(ck, /*with_mtp=*/false);
   EXPECT_EQ(with_mtp, plan.experts + plan.other + rope_tables);
   EXPECT_EQ(without, plan.experts + plan.other + rope_tables - mtp);
+  EXPECT_EQ(without, plan_without.experts + plan_without.other + rope_tables);
 }
 
 }  // namespace
