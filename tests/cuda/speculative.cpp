@@ -26,12 +26,11 @@
 #include "engine/scheduler.h"
 #include "model/config.h"
 #include "support/sanitizer.h"
+#include "support/nano_text.h"
 #include "support/seed.h"
 #include "support/test_util.h"
 #include "test_options.h"
-#include "tokenizer/tokenizer.h"
 #include "util/error.h"
-#include "util/file_read.h"
 
 namespace dsv4 {
 namespace {
@@ -436,22 +435,6 @@ TEST_F(CudaSpeculative, DraftLogitsMatchCpu) {
 
 // ---- 3/4. Through the scheduler ----
 
-// Prompts: BOS and a stretch of nano's validation text at a random offset (the MTP block drafts
-// real text right often; random ids hardly ever), built as speculative_nano_test.cpp builds them.
-std::vector<std::vector<int32_t>> text_prompts(std::mt19937_64& rng, int n, int64_t min_len, int64_t max_len) {
-  const Tokenizer tok = Tokenizer::load(kNano / "tokenizer.json");
-  const std::vector<int32_t> ids = tok.encode(read_regular_file(kNano / "validation.txt", uint64_t(1) << 24));
-  std::vector<std::vector<int32_t>> out;
-  for (int i = 0; i < n; ++i) {
-    const int64_t len = min_len + int64_t(rng() % uint64_t(max_len - min_len + 1));
-    const size_t at = size_t(rng() % uint64_t(ids.size() - size_t(len)));
-    std::vector<int32_t> p = {0};
-    p.insert(p.end(), ids.begin() + std::ptrdiff_t(at), ids.begin() + std::ptrdiff_t(at) + len - 1);
-    out.push_back(std::move(p));
-  }
-  return out;
-}
-
 struct Out {
   std::vector<int32_t> ids;
   std::vector<float> logprobs;
@@ -532,8 +515,9 @@ TEST_F(CudaSpeculative, GreedyEqualsPlainGreedy) {
   } else {
     for (int k = 1; k <= kMaxSpeculative; ++k) draft_counts.push_back(k);
   }
-  const auto prompts = text_prompts(rng, n_prompts, 8, invariant_rows);
-  const auto long_prompts = short_run ? text_prompts(rng, n_long, 241, 250) : text_prompts(rng, n_long, 190, 250);
+  const auto prompts = test::nano_text_prompts(rng, n_prompts, 8, invariant_rows);
+  const auto long_prompts = short_run ? test::nano_text_prompts(rng, n_long, 241, 250)
+                                       : test::nano_text_prompts(rng, n_long, 190, 250);
   SamplingParams greedy;
   greedy.temperature = 0.0f;  // no logprobs: the device chooses every token (sampled_rows)
 
@@ -585,7 +569,7 @@ TEST_F(CudaSpeculative, SamplingRunsAndRepeats) {
   std::mt19937_64 rng(test::seed_for_this_test());
   const bool short_run = shortened();
   if (short_run) test::note_left_out("CudaSpeculative sampling: prompts 3..16 and tokens 17..32");
-  const auto prompts = text_prompts(rng, short_run ? 2 : 16, 20, 64);
+  const auto prompts = test::nano_text_prompts(rng, short_run ? 2 : 16, 20, 64);
   const int64_t n_generated = short_run ? 16 : 32;
   SamplingParams p;
   p.temperature = 0.8f;

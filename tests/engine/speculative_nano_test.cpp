@@ -15,9 +15,8 @@
 #include "engine/scheduler.h"
 #include "model/config.h"
 #include "support/sanitizer.h"
+#include "support/nano_text.h"
 #include "support/seed.h"
-#include "tokenizer/tokenizer.h"
-#include "util/file_read.h"
 
 namespace dsv4 {
 namespace {
@@ -31,21 +30,6 @@ std::unique_ptr<Forward> nano(int64_t kv_tokens = 0) {
   o.ctx_size = 1024;
   o.kv_cache_tokens = kv_tokens;
   return make_cpu_forward(kNano, o);
-}
-
-// Prompts: BOS and a stretch of the validation text at a random offset.
-std::vector<std::vector<int32_t>> text_prompts(std::mt19937_64& rng, int n, int64_t min_len, int64_t max_len) {
-  const Tokenizer tok = Tokenizer::load(kNano / "tokenizer.json");
-  const std::vector<int32_t> ids = tok.encode(read_regular_file(kNano / "validation.txt", uint64_t(1) << 24));
-  std::vector<std::vector<int32_t>> out;
-  for (int i = 0; i < n; ++i) {
-    const int64_t len = min_len + int64_t(rng() % uint64_t(max_len - min_len + 1));
-    const size_t at = size_t(rng() % uint64_t(ids.size() - size_t(len)));
-    std::vector<int32_t> p = {0};
-    p.insert(p.end(), ids.begin() + std::ptrdiff_t(at), ids.begin() + std::ptrdiff_t(at) + len - 1);
-    out.push_back(std::move(p));
-  }
-  return out;
 }
 
 struct Out {
@@ -91,7 +75,8 @@ TEST(SpeculativeNano, GreedyEqualsPlainGreedyBitForBitWithPreemption) {
   const int n_prompts = short_run ? 3 : 8;
   const int64_t n_generated = short_run ? 16 : 64;
   const int64_t pool_blocks = short_run ? 2 : 6;
-  const auto prompts = short_run ? text_prompts(rng, n_prompts, 241, 250) : text_prompts(rng, n_prompts, 190, 250);
+  const auto prompts = short_run ? test::nano_text_prompts(rng, n_prompts, 241, 250)
+                                  : test::nano_text_prompts(rng, n_prompts, 190, 250);
   std::vector<int> draft_counts;
   if (short_run) {
     draft_counts = {1 + int(rng() % uint64_t(kMaxSpeculative))};
@@ -135,7 +120,7 @@ TEST(SpeculativeNano, SamplingRunsAndIsReproducible) {
   // Under the sanitizers: 2 of the 4 prompts and 16 of the 32 tokens.
   const bool short_run = test::kSanitizerBuild;
   if (short_run) test::note_left_out("SpeculativeNano sampling: prompts 3..4 and tokens 17..32");
-  const auto prompts = text_prompts(rng, short_run ? 2 : 4, 20, 80);
+  const auto prompts = test::nano_text_prompts(rng, short_run ? 2 : 4, 20, 80);
   const int64_t n_generated = short_run ? 16 : 32;
   SamplingParams p;
   p.temperature = 0.8f;
