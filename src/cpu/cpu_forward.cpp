@@ -171,14 +171,7 @@ class CpuForward final : public Forward {
     CpuSequenceState& seq = cpu_sequence(*item.seq);
     const int64_t P = seq.position(), V = model_->cfg.vocab_size;
     const int64_t w = model_->cfg.hc_mult * model_->cfg.hidden_size;
-    if (item.n_draft < 1 || item.n_draft > kMaxSpeculative)
-      fail("draft: the number of drafts must be in [1, ", kMaxSpeculative, "], got ", item.n_draft);
-    if (!item.drafts) fail("draft: no output for the drafted tokens");
-    if (item.token < 0 || item.token >= V)
-      fail("draft: token id ", item.token, " is outside the vocabulary [0, ", V, ")");
-    if (P < 1 || seq.mtp_position() != P - 1)
-      fail("draft: the MTP block is at position ", seq.mtp_position(), "; it must be one behind the sequence (",
-           P, "), as the last forward with mtp (and a rollback) leave it");
+    check_draft_item(item, V, P, seq.mtp_position());
     const float* kept = seq.kept_streams(P - 1);
     if (!kept) fail("draft: the streams of position ", P - 1, " were not kept (the last forward ran without mtp)");
     std::vector<float> in(kept, kept + w), out(static_cast<size_t>(w)), logits(static_cast<size_t>(V));

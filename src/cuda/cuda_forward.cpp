@@ -244,14 +244,7 @@ class CudaForward final : public Forward {
       const DraftItem& item = items[i];
       CudaSequenceState& seq = cuda_sequence(item.seq);
       const int64_t P = seq.position();
-      if (item.n_draft < 1 || item.n_draft > kMaxSpeculative)
-        fail("draft: the number of drafts must be in [1, ", kMaxSpeculative, "], got ", item.n_draft);
-      if (!item.drafts) fail("draft: no output for the drafted tokens");
-      if (item.token < 0 || item.token >= V)
-        fail("draft: token id ", item.token, " is outside the vocabulary [0, ", V, ")");
-      if (P < 1 || seq.mtp_position() != P - 1)
-        fail("draft: the MTP block is at position ", seq.mtp_position(), "; it must be one behind the sequence (",
-             P, "), as the last forward with mtp (and a rollback) leave it");
+      check_draft_item(item, V, P, seq.mtp_position());
       if (!seq.kept(P - 1))
         fail("draft: the streams of position ", P - 1, " were not kept (the last forward ran without mtp)");
       if (P - 1 + item.n_draft > seq.max_tokens())
@@ -510,13 +503,10 @@ class CudaForward final : public Forward {
   // ForwardItem::mtp, after a pass is enqueued: the MTP block consumes every position of the pass's
   // mtp parts whose next token is known — from the sequence's MTP position (one before the part:
   // that row's streams were kept by an earlier pass) to the part's last row, or the item's
-  // second-to-last — and the parts' last kKeptStreamRows rows' final streams are kept. The
-  // block's input is gathered from the pass's s.X before the keep (which may overwrite the kept
-  // row of the position before the part) and before the block overwrites s.X.
+  // second-to-last — and the parts' last kKeptStreamRows rows' final streams are kept
+  // (enqueue_mtp_after_pass).
   void enqueue_mtp(std::span<ForwardItem> batch, const std::vector<Part>& parts) {
     StepPlan& mp = *state_->mtp_plan;
-    Scratch& s = state_->scratch;
-    const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
     mp.clear();
     mtp_segments_.clear();
     for (const Part& p : parts) {
@@ -539,15 +529,25 @@ class CudaForward final : public Forward {
       }
       seq.keep(p.pos0, p.n);
     }
-    if (mp.rows() > 0) {
+    enqueue_mtp_after_pass(state_->plan.rows(), mp.rows(), mtp_segments_);
+  }
+
+  // After a pass whose final streams are in s.X, with the MTP plan filled: the MTP rows' input
+  // streams are gathered first (before the keep, which may overwrite the kept row of the position
+  // before a chunk, and before the MTP block overwrites s.X), then the pass's rows with a keep row
+  // are kept, then the MTP pass runs over its `mtp_rows` rows.
+  void enqueue_mtp_after_pass(int pass_rows, int mtp_rows, std::span<const RowRange> mtp_segments) {
+    StepPlan& mp = *state_->mtp_plan;
+    Scratch& s = state_->scratch;
+    const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
+    if (mtp_rows > 0) {
       mp.upload(stream_);
-      launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, mp.rows(), width}, stream_);
+      launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, mtp_rows, width}, stream_);
     }
-    launch_keep_streams({s.X, state_->plan.keep_rows(), state_->kv.kept_streams, state_->plan.rows(), width},
-                        stream_);
-    if (mp.rows() == 0) return;
-    enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, mp.rows(), 0, mp.device_rows(),
-                                 mp.tokens(), mp.n_real(), mtp_segments_});
+    launch_keep_streams({s.X, state_->plan.keep_rows(), state_->kv.kept_streams, pass_rows, width}, stream_);
+    if (mtp_rows > 0)
+      enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, mtp_rows, 0, mp.device_rows(),
+                                   mp.tokens(), mp.n_real(), mtp_segments});
   }
 
   // draft() for at most max_logits items (one MTP pass per drafting step).
@@ -751,20 +751,7 @@ class CudaForward final : public Forward {
     return capture([&] {
       state_->plan.upload(stream_);
       enqueue_pass(context(B * r, B * r, nullptr), true);
-      if (mtp) {
-        Scratch& s = state_->scratch;
-        StepPlan& mp = *state_->mtp_plan;
-        const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
-        const int m = B * (r - 1);
-        if (m > 0) {
-          mp.upload(stream_);
-          launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, m, width}, stream_);
-        }
-        launch_keep_streams({s.X, state_->plan.keep_rows(), state_->kv.kept_streams, B * r, width}, stream_);
-        if (m > 0)
-          enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, m, 0, mp.device_rows(),
-                                       mp.tokens(), mp.n_real(), {}});
-      }
+      if (mtp) enqueue_mtp_after_pass(B * r, B * (r - 1), {});
       DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, size_t(B * r) * sizeof(int32_t),
                                       cudaMemcpyDeviceToHost, stream_));
     });

@@ -96,6 +96,11 @@ struct DraftItem {
   std::vector<float>* logits = nullptr;    // out [n_draft, vocab] when not null
 };
 
+// The checks every backend's draft() makes of an item before any state changes (Error naming the
+// field): 1 ≤ n_draft ≤ kMaxSpeculative, an output, a token in [0, vocab), and the MTP block one
+// position behind the sequence (`position`, `mtp_position`: the item's sequence's).
+void check_draft_item(const DraftItem& item, int64_t vocab, int64_t position, int64_t mtp_position);
+
 // What the backend's KV cache can hold (design.md "Paged KV pools"). Compressed entries, indexer
 // keys and (CSA) their scratch live in blocks of `block_tokens` token positions taken from one
 // pool; window rings and compressor state live in per-sequence slots. A scheduler admits and
