@@ -41,7 +41,7 @@ struct WeightMatrix {
   // The checkpoint tensors behind data and scale ("….weight", "….scale" / "….weight_scale"; the
   // scale's empty when unscaled), so that a source other than the shards can produce their bytes
   // (model/skeleton.h RandomTensors: synthetic weights).
-  std::string data_tensor, scale_tensor;
+  std::string data_tensor = {}, scale_tensor = {};
 
   bool present() const { return data != nullptr; }
   // Dequantise rows [r0, r0+n) into out[n][cols] (FP32). The ground truth for kernels.
