@@ -18,14 +18,15 @@ namespace {
 
 // What both implementations ask of all_reduce_sum's arguments: one buffer and one stream per rank,
 // and rank buffers that do not overlap (an overlap would make the in-place sum depend on timing).
-void check_all_reduce_args(std::string_view who, int ranks, std::span<__nv_bfloat16* const> bufs, size_t count,
+template <typename T>
+void check_all_reduce_args(std::string_view who, int ranks, std::span<T* const> bufs, size_t count,
                            std::span<const cudaStream_t> streams) {
   if (int(bufs.size()) != ranks || int(streams.size()) != ranks)
     fail(who, " all_reduce_sum: ", bufs.size(), " buffers and ", streams.size(), " streams for ", ranks, " ranks");
   if (count == 0) return;
   for (int r = 0; r < ranks; ++r)
     if (!bufs[size_t(r)]) fail(who, " all_reduce_sum: rank ", r, "'s buffer is null");
-  const uintptr_t bytes = count * sizeof(__nv_bfloat16);
+  const uintptr_t bytes = count * sizeof(T);
   for (int r = 0; r < ranks; ++r)
     for (int s = r + 1; s < ranks; ++s) {
       const auto a = reinterpret_cast<uintptr_t>(bufs[size_t(r)]), b = reinterpret_cast<uintptr_t>(bufs[size_t(s)]);
@@ -44,21 +45,30 @@ class LoopbackCollective final : public Collective {
 
   void all_reduce_sum(std::span<__nv_bfloat16* const> bufs, size_t count,
                       std::span<const cudaStream_t> streams) override {
+    reduce(bufs, count, streams);
+  }
+  void all_reduce_sum(std::span<float* const> bufs, size_t count, std::span<const cudaStream_t> streams) override {
+    reduce(bufs, count, streams);
+  }
+
+ private:
+  template <typename T>
+  void reduce(std::span<T* const> bufs, size_t count, std::span<const cudaStream_t> streams) {
     check_all_reduce_args("loopback", ranks_, bufs, count, streams);
     // One kernel serves every rank, so the ranks must share the stream it runs on; distinct
     // streams would need events between them, which is what NCCL's ranks do across GPUs.
     for (int r = 1; r < ranks_; ++r)
       if (streams[size_t(r)] != streams[0])
-        fail("loopback all_reduce_sum: rank ", r, "'s stream differs from rank 0's (the loopback's ranks share one stream)");
+        fail("loopback all_reduce_sum: rank ", r,
+             "'s stream differs from rank 0's (the loopback's ranks share one stream)");
     if (count == 0) return;
-    LoopbackReduceParams p;
+    LoopbackReduceParams<T> p;
     for (int r = 0; r < ranks_; ++r) p.in[r] = p.out[r] = bufs[size_t(r)];
     p.ranks = ranks_;
     p.count = count;
     launch_loopback_reduce(p, streams[0]);
   }
 
- private:
   int ranks_;
 };
 
@@ -89,21 +99,29 @@ class NcclCollective final : public Collective {
 
   void all_reduce_sum(std::span<__nv_bfloat16* const> bufs, size_t count,
                       std::span<const cudaStream_t> streams) override {
-    check_all_reduce_args("nccl", ranks(), bufs, count, streams);
-    if (count == 0) return;
-    // One thread drives every GPU: without the group, the first rank's call could wait for ranks
-    // that are not issued yet.
-    // The group is closed even when a call in it fails, so the thread is not left inside it.
-    DSV4_NCCL_CHECK(ncclGroupStart());
-    ncclResult_t issued = ncclSuccess;
-    for (size_t r = 0; r < comms_.size() && issued == ncclSuccess; ++r)
-      issued = ncclAllReduce(bufs[r], bufs[r], count, ncclBfloat16, ncclSum, comms_[r], streams[r]);
-    const ncclResult_t ended = ncclGroupEnd();
-    nccl_check(issued, "ncclAllReduce(ncclBfloat16, ncclSum)");
-    nccl_check(ended, "ncclGroupEnd (after ncclAllReduce)");
+    reduce(bufs, count, streams, ncclBfloat16);
+  }
+  void all_reduce_sum(std::span<float* const> bufs, size_t count, std::span<const cudaStream_t> streams) override {
+    reduce(bufs, count, streams, ncclFloat32);
   }
 
  private:
+  template <typename T>
+  void reduce(std::span<T* const> bufs, size_t count, std::span<const cudaStream_t> streams, ncclDataType_t type) {
+    check_all_reduce_args("nccl", ranks(), bufs, count, streams);
+    if (count == 0) return;
+    // One thread drives every GPU: without the group, the first rank's call could wait for ranks
+    // that are not issued yet. The group is closed even when a call in it fails.
+    DSV4_NCCL_CHECK(ncclGroupStart());
+    ncclResult_t issued = ncclSuccess;
+    for (size_t r = 0; r < comms_.size() && issued == ncclSuccess; ++r)
+      issued = ncclAllReduce(bufs[r], bufs[r], count, type, ncclSum, comms_[r], streams[r]);
+    const ncclResult_t ended = ncclGroupEnd();
+    nccl_check(issued, type == ncclBfloat16 ? "ncclAllReduce(ncclBfloat16, ncclSum)"
+                                            : "ncclAllReduce(ncclFloat32, ncclSum)");
+    nccl_check(ended, "ncclGroupEnd (after ncclAllReduce)");
+  }
+
   std::vector<ncclComm_t> comms_;  // [ranks], rank r on devices[r]
 };
 
@@ -122,7 +140,7 @@ std::unique_ptr<Collective> make_nccl_collective(std::span<const int> devices) {
     for (size_t j = 0; j < i; ++j)
       if (devices[j] == devices[i])
         fail("NCCL collective: device ", devices[i], " is given for ranks ", j, " and ", i,
-             " (NCCL puts one rank of a communicator on a GPU; virtual ranks on one GPU are the loopback collective's)");
+             " (NCCL puts one rank of a communicator on a GPU; virtual ranks on one GPU are the loopback's)");
   }
   int n_devices = 0;
   if (cudaGetDeviceCount(&n_devices) != cudaSuccess) {
