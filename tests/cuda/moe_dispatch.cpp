@@ -18,6 +18,9 @@ struct DispatchCase {
   int invalid_every;  // > 0: every n-th row gets the router's −1 picks
   bool repeats;       // picks may repeat inside a row (a hash table may)
   int hot_experts;    // > 0: picks only from experts [0, hot_experts)
+  // Expert parallelism: > 0: picks from [0, global_E), the plan covers this rank's E experts
+  // starting at `base` (the rest are other ranks' and left out).
+  int global_E = 0, base = 0;
 };
 
 class MoeDispatchTest : public CudaOpTest, public ::testing::WithParamInterface<DispatchCase> {};
@@ -25,7 +28,7 @@ class MoeDispatchTest : public CudaOpTest, public ::testing::WithParamInterface<
 TEST_P(MoeDispatchTest, MatchesHostPlan) {
   const DispatchCase& c = GetParam();
   const int n = c.T * c.k, n_real = c.n_real < 0 ? c.T : c.n_real;
-  const int pool = c.hot_experts > 0 ? c.hot_experts : c.E;
+  const int pool = c.hot_experts > 0 ? c.hot_experts : c.global_E > 0 ? c.global_E : c.E;
   std::vector<int32_t> idx(static_cast<size_t>(n));
   std::vector<float> wt(static_cast<size_t>(n));
   for (int t = 0; t < c.T; ++t)
@@ -37,7 +40,7 @@ TEST_P(MoeDispatchTest, MatchesHostPlan) {
     }
   if (c.invalid_every > 0)
     for (int t = 0; t < c.T; t += c.invalid_every)
-      for (int i = 0; i < c.k; ++i) idx[size_t(t) * c.k + i] = (i % 2 == 0) ? -1 : c.E;  // −1 and out of range
+      for (int i = 0; i < c.k; ++i) idx[size_t(t) * c.k + i] = (i % 2 == 0) ? -1 : std::max(c.E, c.global_E);  // −1 and out of range
 
   // Host plan, by definition.
   std::vector<int32_t> counts(size_t(c.E), 0), offsets(size_t(c.E) + 1, 0), sel_row, sel_slot, pos_of(size_t(n), -1);
@@ -45,7 +48,7 @@ TEST_P(MoeDispatchTest, MatchesHostPlan) {
   for (int e = 0; e < c.E; ++e) {
     for (int t = 0; t < n_real; ++t)
       for (int i = 0; i < c.k; ++i)
-        if (idx[size_t(t) * c.k + i] == e) {
+        if (idx[size_t(t) * c.k + i] == c.base + e) {
           pos_of[size_t(t) * c.k + i] = int32_t(sel_row.size());
           sel_row.push_back(t);
           sel_slot.push_back(i);
@@ -69,6 +72,7 @@ TEST_P(MoeDispatchTest, MatchesHostPlan) {
   p.n_real = c.n_real < 0 ? nullptr : d_nreal.get();
   p.T = c.T;
   p.plan = plan;
+  p.expert_base = c.base;
   launch_moe_dispatch(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
 
@@ -84,7 +88,7 @@ TEST_P(MoeDispatchTest, MatchesHostPlan) {
   };
   std::vector<float> got_w(n_sel);
   if (n_sel) DSV4_CUDA_CHECK(cudaMemcpy(got_w.data(), plan.sel_weight, n_sel * 4, cudaMemcpyDeviceToHost));
-  const std::string tag = cat(" ", c.name, " T=", c.T, " k=", c.k, " E=", c.E, " n_sel=", n_sel);
+  const std::string tag = cat(" ", c.name, " T=", c.T, " k=", c.k, " E=", c.E, " base=", c.base, " n_sel=", n_sel);
   expect_bytes_equal("counts" + tag, as_bytes(down_i(plan.counts, size_t(c.E))), as_bytes(counts));
   expect_bytes_equal("offsets" + tag, as_bytes(down_i(plan.offsets, size_t(c.E) + 1)), as_bytes(offsets));
   expect_bytes_equal("sel_row" + tag, as_bytes(down_i(plan.sel_row, n_sel)), as_bytes(sel_row));
@@ -110,7 +114,13 @@ INSTANTIATE_TEST_SUITE_P(
         DispatchCase{"hash_repeats", 200, 6, 16, -1, 0, true, 0},
         DispatchCase{"nano", 128, 4, 16, 100, 0, false, 0},
         DispatchCase{"max_experts", 40, 8, kDispatchMaxExperts, -1, 0, false, 0},
-        DispatchCase{"empty_pass", 0, 6, 256, -1, 0, false, 0}),
+        DispatchCase{"empty_pass", 0, 6, 256, -1, 0, false, 0},
+        // Expert-parallel shards: the first, a middle and the last of several ranks' ranges, with
+        // padding rows and invalid picks.
+        DispatchCase{"ep_first_of_4", 64, 6, 64, -1, 0, false, 0, 256, 0},
+        DispatchCase{"ep_third_of_4", 300, 6, 64, 250, 7, false, 0, 256, 128},
+        DispatchCase{"ep_last_of_2", 64, 6, 128, -1, 5, false, 0, 256, 128},
+        DispatchCase{"ep_nano_of_3", 128, 4, 5, 100, 0, false, 0, 16, 5}),
     [](const ::testing::TestParamInfo<DispatchCase>& i) { return std::string(i.param.name); });
 
 // Bad shapes are refused with a message, never launched.

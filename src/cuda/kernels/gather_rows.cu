@@ -11,8 +11,13 @@ constexpr int kThreads = 256;
 
 __global__ void gather_rows_kernel(GatherRowsParams p) {
   const int i = blockIdx.x;
-  const uint4* src = reinterpret_cast<const uint4*>(p.src + int64_t(p.index[i]) * p.width);
+  const int32_t row = p.index[i];
   uint4* dst = reinterpret_cast<uint4*>(p.dst + int64_t(i) * p.width);
+  if (row < 0) {
+    for (int64_t k = threadIdx.x; k < p.width / 8; k += kThreads) dst[k] = make_uint4(0, 0, 0, 0);
+    return;
+  }
+  const uint4* src = reinterpret_cast<const uint4*>(p.src + int64_t(row) * p.width);
   for (int64_t k = threadIdx.x; k < p.width / 8; k += kThreads) dst[k] = src[k];
 }
 

@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(kCountThreads) dispatch_count_kernel(MoeDispat
   if (tid < E) count[tid] = 0;
   __syncthreads();
   for (int s = tid; s < n; s += kCountThreads) {
-    const int e = p.expert_idx[s];
+    const int e = p.expert_idx[s] - p.expert_base;  // local id; other ranks' picks fall outside [0, E)
     if (s / k < n_real && e >= 0 && e < E) atomicAdd(&count[e], 1);
     p.plan.pos_of[s] = -1;  // the fill kernel overwrites the selections' entries
   }
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kFillWarps * kWarpSize) dispatch_fill_kernel(M
 #pragma unroll
     for (int u = 0; u < kFillUnroll; ++u) {
       const int s = s0 + u * kWarpSize + lane;
-      picked[u] = s < n ? p.expert_idx[s] : -1;
+      picked[u] = s < n ? p.expert_idx[s] - p.expert_base : -1;  // local id, as in the count
     }
 #pragma unroll
     for (int u = 0; u < kFillUnroll; ++u) {
@@ -121,6 +121,7 @@ void launch_moe_dispatch(const MoeDispatchParams& p, cudaStream_t stream) {
                  "moe_dispatch: T=", p.T, " max_rows=", pl.max_rows, " k=", pl.k);
   DSV4_CHECK(pl.counts && pl.offsets && pl.sel_row && pl.sel_slot && pl.sel_weight && pl.pos_of);
   DSV4_CHECK(p.T == 0 || (p.expert_idx && p.expert_weight));
+  DSV4_CHECK_MSG(p.expert_base >= 0 && p.expert_base <= INT32_MAX - pl.E, "moe_dispatch: expert_base=", p.expert_base);
   // T = 0 still runs the count kernel: the offsets (all zero) must be valid for the launches after.
   dispatch_count_kernel<<<1, kCountThreads, 0, stream>>>(p);
   DSV4_CUDA_CHECK_LAUNCH();

@@ -12,8 +12,8 @@
 namespace dsv4::cuda {
 
 // The plan of one step, all device arrays, for up to max_rows rows × k picks and E experts.
-// A selection is one (row t, pick slot i) with a valid expert id (0 <= e < E) on a real row
-// (t < *n_real). Selections are laid out expert by expert ("grouped order"), ascending expert id,
+// A selection is one (row t, pick slot i) with a valid expert id (0 <= e < E, the id relative to
+// MoeDispatchParams::expert_base) on a real row (t < *n_real). Selections are laid out expert by expert ("grouped order"), ascending expert id,
 // and within one expert by ascending (t, i): the layout depends only on the picks, never on
 // timing, so a row's grouped position is deterministic. The same structure is what an
 // expert-parallel all-to-all would send between GPUs (counts per expert, rows in grouped order).
@@ -36,6 +36,10 @@ struct MoeDispatchParams {
   const float* expert_weight = nullptr;    // [T, k] routing weights
   const int32_t* n_real = nullptr;         // device int32: rows >= *n_real are padding; nullptr: T
   int T = 0;                               // rows of this pass (T <= plan.max_rows)
+  // Expert parallelism: this rank holds experts [expert_base, expert_base + plan.E) of the model;
+  // a pick of expert g is a selection of local expert g − expert_base, other picks are left out
+  // (another rank computes them). 0 when one rank holds them all.
+  int expert_base = 0;
   MoeDispatchPlan plan;
 };
 
