@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <optional>
+#include <span>
 #include <thread>
 
 #include "cuda/kernels/hadamard_fp4.cuh"
@@ -49,6 +51,12 @@ void check_cuda_supported(const ModelConfig& c) {
 
 namespace {
 
+// Part of a weight one rank of tensor parallelism holds: rows or columns [first, first + n).
+struct Slice {
+  enum class Along { kRows, kCols } along = Along::kRows;
+  int64_t first = 0, n = 0;
+};
+
 // One pass over the weights: counts bytes (dry) or allocates and copies them, from the mapped
 // shards or (synthetic) from bytes generated per tensor (model/skeleton.h RandomTensors).
 class Uploader {
@@ -78,8 +86,8 @@ class Uploader {
   DeviceBuffer<T> bf16(const WeightMatrix& w) {
     return bf16_of<T>(source(w));
   }
-  DeviceBuffer<float> f32(const WeightMatrix& weights) {
-    const WeightMatrix w = source(weights);
+  DeviceBuffer<float> f32(const WeightMatrix& weights, const std::optional<Slice>& part = {}) {
+    const WeightMatrix w = cut(source(weights), part);
     const size_t n = size_t(w.rows * w.cols);
     if (w.format == WeightFormat::kF32 || dry_) return raw<float>(w.data, n);
     std::vector<float> f(n);
@@ -111,8 +119,8 @@ class Uploader {
   // `packed_nvfp4` false: an NVFP4 linear whose consumer takes only FP8 or BF16 weights (wo_a's
   // grouped projection) is dequantised to BF16, as the reference dequantises FP8 wo_a to BF16
   // for its BF16 einsum (§12): one rounding per weight.
-  DeviceLinear linear(const WeightMatrix& weights, bool packed_nvfp4 = true) {
-    const WeightMatrix w = source(weights);
+  DeviceLinear linear(const WeightMatrix& weights, bool packed_nvfp4 = true, const std::optional<Slice>& part = {}) {
+    const WeightMatrix w = cut(source(weights), part);
     DeviceLinear d;
     d.name = w.name;
     d.N = int(w.rows);
@@ -149,10 +157,13 @@ class Uploader {
     return d;
   }
 
-  DeviceExperts experts(const std::vector<ExpertWeights>& ex, WeightMatrix ExpertWeights::*which) {
+  // The layer's experts [first, first + ex.size()) of one kind.
+  DeviceExperts experts(std::span<const ExpertWeights> ex, int first, WeightMatrix ExpertWeights::*which) {
     DeviceExperts d;
+    DSV4_CHECK(!ex.empty());
     const WeightMatrix& w0 = ex.front().*which;
     d.E = int(ex.size());
+    d.first = first;
     d.N = int(w0.rows);
     d.K = int(w0.cols);
     size_t data_per = 0, scale_per = 0;
@@ -229,7 +240,7 @@ class Uploader {
   // Synthetic MXFP4 experts of one kind, generated on all host threads (expert e by thread
   // e mod n) into one staging copy of the stacked layout, then one copy per buffer: the bulk of a
   // full-size model's bytes, which one thread would generate at ~1.3 GB/s.
-  void synthetic_experts(const std::vector<ExpertWeights>& ex, WeightMatrix ExpertWeights::*which, DeviceExperts& d,
+  void synthetic_experts(std::span<const ExpertWeights> ex, WeightMatrix ExpertWeights::*which, DeviceExperts& d,
                          size_t data_per, size_t scale_per) {
     std::vector<uint8_t> data(data_per * ex.size()), scale(scale_per * ex.size());
     const size_t n_threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 64);
@@ -253,6 +264,53 @@ class Uploader {
     DSV4_CUDA_CHECK(cudaMemcpy(d.data.get(), data.data(), data.size(), cudaMemcpyHostToDevice));
     DSV4_CUDA_CHECK(cudaMemcpy(d.scale.get(), scale.data(), scale.size(), cudaMemcpyHostToDevice));
     report();
+  }
+
+  // `w` (sourced) cut to `part`: a row range is a view (FP8 tiles whole), a column range a staged
+  // copy. Plain and FP8-block tensors only; the dry pass only changes the shape.
+  WeightMatrix cut(const WeightMatrix& w, const std::optional<Slice>& part) {
+    if (!part) return w;
+    const bool rows = part->along == Slice::Along::kRows;
+    const int64_t extent = rows ? w.rows : w.cols, first = part->first, n = part->n;
+    if (first < 0 || n < 1 || first + n > extent)
+      fail(w.name, ": tensor-parallel part [", first, ", ", first + n, ") of ", extent, rows ? " rows" : " columns");
+    int64_t elem = 0;
+    switch (w.format) {
+      case WeightFormat::kF32: elem = 4; break;
+      case WeightFormat::kBF16:
+      case WeightFormat::kF16: elem = 2; break;
+      case WeightFormat::kFP8Block: elem = 1; break;
+      default:
+        fail(w.name, ": tensor parallelism cannot cut ", to_string(w.format), " weights (FP8 blocks and plain ones only)");
+    }
+    const bool fp8 = w.format == WeightFormat::kFP8Block;
+    if (fp8 && (first % kFP8BlockSize != 0 || (n % kFP8BlockSize != 0 && first + n != extent)))
+      fail(w.name, ": a tensor-parallel part must hold whole 128×128 tiles, got [", first, ", ", first + n, ")");
+    WeightMatrix v = w;
+    const int64_t scale_bytes = w.scale_is_f32 ? 4 : 1;
+    const int64_t tile_cols = (w.cols + kFP8BlockSize - 1) / kFP8BlockSize;
+    if (rows) {
+      v.rows = n;
+      if (dry_) return v;
+      v.data = w.data + first * w.cols * elem;
+      if (fp8) v.scale = w.scale + (first / kFP8BlockSize) * tile_cols * scale_bytes;
+      return v;
+    }
+    v.cols = n;
+    if (dry_) return v;
+    staged_part_.resize(size_t(w.rows * n * elem));
+    for (int64_t r = 0; r < w.rows; ++r)
+      std::memcpy(&staged_part_[size_t(r * n * elem)], w.data + (r * w.cols + first) * elem, size_t(n * elem));
+    v.data = staged_part_.data();
+    if (fp8) {
+      const int64_t tile_rows = (w.rows + kFP8BlockSize - 1) / kFP8BlockSize, n_tiles = (n + kFP8BlockSize - 1) / kFP8BlockSize;
+      staged_part_scale_.resize(size_t(tile_rows * n_tiles * scale_bytes));
+      for (int64_t r = 0; r < tile_rows; ++r)
+        std::memcpy(&staged_part_scale_[size_t(r * n_tiles * scale_bytes)],
+                    w.scale + (r * tile_cols + first / kFP8BlockSize) * scale_bytes, size_t(n_tiles * scale_bytes));
+      v.scale = staged_part_scale_.data();
+    }
+    return v;
   }
 
   // The tensor's bytes: as mapped, or generated into the staging buffers (valid until the next
@@ -288,11 +346,12 @@ class Uploader {
   int last_pct_ = -1;
   const RandomTensors* synthetic_;
   std::vector<uint8_t> staged_data_, staged_scale_;
+  std::vector<uint8_t> staged_part_, staged_part_scale_;  // cut()'s column ranges
 };
 
 // One decoder layer (§2): a main layer, or the MTP block's (§10). Notes in `m` whether a §12
 // quantised-input linear has BF16 weights.
-DeviceLayer upload_layer(Uploader& up, const LayerWeights& lw, DeviceModel& m) {
+DeviceLayer upload_layer(Uploader& up, const LayerWeights& lw, const WeightShard& shard, DeviceModel& m) {
   DeviceLayer l;
   l.spec = lw.spec;
   l.attn_norm = up.bf16(lw.attn_norm);
@@ -302,12 +361,22 @@ DeviceLayer upload_layer(Uploader& up, const LayerWeights& lw, DeviceModel& m) {
   const AttentionWeights& a = lw.attn;
   l.wq_a = up.linear(a.wq_a);
   l.q_norm = up.bf16(a.q_norm);
-  l.wq_b = up.linear(a.wq_b);
+  // Tensor parallelism (DeviceModel::tp): this rank's query heads — whole output groups — in wq_b's
+  // rows, attn_sink, wo_a's group rows and wo_b's input columns (§4.5).
+  std::optional<Slice> q_rows, sink_cols, group_rows, z_cols;
+  if (shard.tp > 1) {
+    const int64_t heads = m.heads(), d = m.cfg.head_dim, zr = m.groups() * m.cfg.o_lora_rank;
+    q_rows = Slice{Slice::Along::kRows, shard.tp_rank * heads * d, heads * d};
+    sink_cols = Slice{Slice::Along::kCols, shard.tp_rank * heads, heads};
+    group_rows = Slice{Slice::Along::kRows, shard.tp_rank * zr, zr};
+    z_cols = Slice{Slice::Along::kCols, shard.tp_rank * zr, zr};
+  }
+  l.wq_b = up.linear(a.wq_b, true, q_rows);
   l.wkv = up.linear(a.wkv);
   l.kv_norm = up.bf16(a.kv_norm);
-  l.wo_a = up.linear(a.wo_a, /*packed_nvfp4=*/false);  // grouped_out_proj: FP8 or BF16 only
-  l.wo_b = up.linear(a.wo_b);
-  l.attn_sink = up.f32(a.attn_sink);
+  l.wo_a = up.linear(a.wo_a, /*packed_nvfp4=*/false, group_rows);  // grouped_out_proj: FP8 or BF16 only
+  l.wo_b = up.linear(a.wo_b, true, z_cols);
+  l.attn_sink = up.f32(a.attn_sink, sink_cols);
   if (a.compressor) l.compressor = up.compressor(*a.compressor);
   if (a.indexer) {
     l.idx_wq_b = up.linear(a.indexer->wq_b);
@@ -318,9 +387,15 @@ DeviceLayer upload_layer(Uploader& up, const LayerWeights& lw, DeviceModel& m) {
   l.gate = up.linear(f.gate);
   if (lw.spec.routing == RoutingType::kScore) l.gate_bias = up.f32(f.gate_bias);
   else l.tid2eid = up.i32(f.tid2eid);
-  l.w1 = up.experts(f.experts, &ExpertWeights::w1);
-  l.w3 = up.experts(f.experts, &ExpertWeights::w3);
-  l.w2 = up.experts(f.experts, &ExpertWeights::w2);
+  const int E = int(f.experts.size());
+  ExpertRange range = shard.experts;
+  if (range.count < 0) range = {0, E};
+  DSV4_CHECK_MSG(range.first >= 0 && range.count >= 1 && range.first + range.count <= E, "upload: experts [",
+                 range.first, ", ", range.first + range.count, ") of a layer of ", E);
+  const std::span<const ExpertWeights> mine = std::span(f.experts).subspan(size_t(range.first), size_t(range.count));
+  l.w1 = up.experts(mine, range.first, &ExpertWeights::w1);
+  l.w3 = up.experts(mine, range.first, &ExpertWeights::w3);
+  l.w2 = up.experts(mine, range.first, &ExpertWeights::w2);
   l.shared_w1 = up.linear(f.shared.w1);
   l.shared_w3 = up.linear(f.shared.w3);
   l.shared_w2 = up.linear(f.shared.w2);
@@ -331,18 +406,22 @@ DeviceLayer upload_layer(Uploader& up, const LayerWeights& lw, DeviceModel& m) {
   return l;
 }
 
-DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w, bool mtp) {
+DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w, bool mtp, const WeightShard& shard) {
   DeviceModel m;
   m.cfg = cfg;
+  DSV4_CHECK_MSG(shard.tp >= 1 && shard.tp_rank >= 0 && shard.tp_rank < shard.tp && cfg.o_groups % shard.tp == 0,
+                 "upload: tensor-parallel rank ", shard.tp_rank, " of ", shard.tp, " over ", cfg.o_groups, " output groups");
+  m.tp = shard.tp;
+  m.tp_rank = shard.tp_rank;
   m.embed = up.bf16(w.embed);
   m.head = up.linear(w.head);
   m.norm = up.bf16(w.norm);
   m.hc_head = up.hc(w.hc_head);
-  for (const LayerWeights& lw : w.layers) m.layers.push_back(upload_layer(up, lw, m));
+  for (const LayerWeights& lw : w.layers) m.layers.push_back(upload_layer(up, lw, shard, m));
   if (mtp && !w.mtp.empty()) {
     const MtpWeights& t = w.mtp.front();  // §10: drafting reuses block 0 recurrently
     DeviceMtp d;
-    d.layer = upload_layer(up, t.layer, m);
+    d.layer = upload_layer(up, t.layer, shard, m);
     d.e_proj = up.linear(t.e_proj);
     d.h_proj = up.linear(t.h_proj);
     for (const DeviceLinear* q : {&d.e_proj, &d.h_proj})
@@ -361,15 +440,22 @@ DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w, bo
 
 }  // namespace
 
-size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool mtp) {
+ExpertRange expert_range(int E, int rank, int ranks) {
+  DSV4_CHECK_MSG(ranks >= 1 && rank >= 0 && rank < ranks && E >= ranks, "expert_range: rank ", rank, " of ", ranks,
+                 " over ", E, " experts");
+  const int first = int(int64_t(rank) * E / ranks), end = int(int64_t(rank + 1) * E / ranks);
+  return {first, end - first};
+}
+
+size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool mtp, const WeightShard& shard) {
   Uploader dry(true, 0, false);
-  return walk(dry, cfg, w, mtp).bytes;
+  return walk(dry, cfg, w, mtp, shard).bytes;
 }
 
 DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp,
-                         const RandomTensors* synthetic) {
-  Uploader up(false, device_weight_bytes(cfg, w, mtp), progress, synthetic);
-  return walk(up, cfg, w, mtp);
+                         const RandomTensors* synthetic, const WeightShard& shard) {
+  Uploader up(false, device_weight_bytes(cfg, w, mtp, shard), progress, synthetic);
+  return walk(up, cfg, w, mtp, shard);
 }
 
 }  // namespace dsv4::cuda

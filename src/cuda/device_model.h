@@ -35,10 +35,12 @@ struct DeviceLinear {
   const __nv_bfloat16* bf16() const { return reinterpret_cast<const __nv_bfloat16*>(data.get()); }
 };
 
-// The E routed experts' w1, w3 or w2, stacked: [E, N, K] in one format.
+// The E routed experts' w1, w3 or w2, stacked: [E, N, K] in one format. A rank of expert
+// parallelism holds the model's experts [first, first + E); one rank holds all (first 0).
 struct DeviceExperts {
   enum class Format { kMXFP4, kNVFP4, kBF16 } format = Format::kMXFP4;
   int E = 0, N = 0, K = 0;
+  int first = 0;
   DeviceBuffer<uint8_t> data;          // [E, N, K/2] packed e2m1, or [E, N, K] bf16 bytes
   DeviceBuffer<uint8_t> scale;         // [E, N, K/32] ue8m0 (MXFP4) or [E, N, K/16] e4m3 (NVFP4)
   DeviceBuffer<float> global_scale;    // [E] NVFP4 weight_scale_2
@@ -93,6 +95,12 @@ struct DeviceModel {
   DeviceBuffer<float> inv_freq_main, inv_freq_compress;  // [rope_dim/2] (§4.4)
   bool has_bf16_act_linears = false;   // a §12 quantised-input linear with BF16 weights exists
   size_t bytes = 0;                    // device bytes of all weights
+  // Tensor parallelism of attention (layer_pass.h): this rank's query heads are
+  // [tp_rank·heads(), +heads()) — groups() whole output groups — of the model's; wq_b, attn_sink,
+  // wo_a and wo_b hold only theirs, and wo_b's output is a partial sum the ranks add.
+  int tp = 1, tp_rank = 0;
+  int heads() const { return int(cfg.num_attention_heads) / tp; }
+  int groups() const { return int(cfg.o_groups) / tp; }
 
   const float* inv_freq(const LayerSpec& s) const {
     return s.compress_rope ? inv_freq_compress.get() : inv_freq_main.get();
@@ -103,14 +111,30 @@ struct DeviceModel {
 // dims of every V4 checkpoint: multiples of 128, head_dim 128 or 512, index_head_dim 128, hc_mult 4).
 void check_cuda_supported(const ModelConfig& cfg);
 
-// Device bytes the weights will take (what upload_model allocates); `mtp`: with the MTP block
-// (when the checkpoint has one).
-size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool mtp);
+// The routed experts one rank uploads (expert parallelism, docs/parallel.md): ids
+// [first, first + count) of every layer's E; count < 0: all of them.
+struct ExpertRange {
+  int first = 0, count = -1;
+};
+// Rank `rank` of `ranks`: [⌊rank·E/ranks⌋, ⌊(rank + 1)·E/ranks⌋), every expert on exactly one rank.
+ExpertRange expert_range(int E, int rank, int ranks);
 
-// Uploads every weight (the MTP block when `mtp` and the checkpoint has it); progress to stderr
-// when asked. With `synthetic`, the bytes of every tensor come from it instead of the shards (a
-// sparse skeleton is enough: synthetic weights, model/skeleton.h).
+// The weights one rank holds: its routed experts, and with tp > 1 its share of the attention heads
+// (DeviceModel::tp). The default is the whole model.
+struct WeightShard {
+  ExpertRange experts;
+  int tp = 1, tp_rank = 0;
+};
+
+// Device bytes the weights will take (what upload_model allocates); `mtp`: with the MTP block
+// (when the checkpoint has one); `shard`: what this rank holds.
+size_t device_weight_bytes(const ModelConfig& cfg, const ModelWeights& w, bool mtp, const WeightShard& shard = {});
+
+// Uploads the weights of one rank (`shard`; the MTP block when `mtp` and the checkpoint has it);
+// progress to stderr when asked. With `synthetic`, the bytes of every tensor come from it instead
+// of the shards (a sparse skeleton is enough: synthetic weights, model/skeleton.h). Allocates on
+// the current device.
 DeviceModel upload_model(const ModelConfig& cfg, const ModelWeights& w, bool progress, bool mtp,
-                         const RandomTensors* synthetic = nullptr);
+                         const RandomTensors* synthetic = nullptr, const WeightShard& shard = {});
 
 }  // namespace dsv4::cuda

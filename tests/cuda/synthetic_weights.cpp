@@ -136,5 +136,30 @@ TEST(CudaWeightBytes, UploadCountsWhatInspectPlans) {
   EXPECT_EQ(without, plan_without.experts + plan_without.other + rope_tables);
 }
 
+// The same agreement per GPU under expert parallelism: inspect's plan for n GPUs (gpu_plan: routed
+// experts split evenly, the rest on each) and each rank's upload of its experts
+// (cuda::expert_range), for the n that Flash's 256 experts allow without remainder. Host-only.
+TEST(CudaWeightBytes, EachRankUploadsWhatInspectPlansPerGpu) {
+  TempDir dir("flash-skeleton-rank-bytes");
+  write_skeleton(dir.path(), flash_config_json(), {});
+  const ModelConfig cfg = ModelConfig::load(dir.path());
+  const Checkpoint ck = Checkpoint::open(dir.path());
+  const ModelWeights w = bind_weights(cfg, ck);
+  const WeightBytesSplit split = split_weight_bytes(ck);
+  const double rope_tables = 2.0 * double(cfg.qk_rope_head_dim / 2) * sizeof(float);
+  const std::vector<GpuPlanRow> plan = gpu_plan(cfg, split.experts, split.other, 4096, 1e15);
+  for (const GpuPlanRow& row : plan) {
+    double total = 0;
+    for (int r = 0; r < row.n_gpus; ++r) {
+      const cuda::ExpertRange range = cuda::expert_range(int(cfg.n_routed_experts), r, row.n_gpus);
+      const double rank = double(cuda::device_weight_bytes(cfg, w, true, {row.n_gpus > 1 ? range : cuda::ExpertRange{}}));
+      EXPECT_EQ(rank, row.weights_per_gpu + rope_tables) << "rank " << r << " of " << row.n_gpus;
+      total += rank - split.other - rope_tables;
+    }
+    EXPECT_EQ(total, split.experts) << row.n_gpus << " ranks: every expert byte on exactly one";
+    std::printf("[bytes] flash on %d GPUs: %.3f GiB per GPU\n", row.n_gpus, row.weights_per_gpu / double(1 << 30));
+  }
+}
+
 }  // namespace
 }  // namespace dsv4
