@@ -147,7 +147,8 @@ void indexer_select(const StepContext& c, const DeviceLayer& w, const LayerPool&
 void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   const ModelConfig& cfg = c.m.cfg;
   const int T = c.T, D = int(cfg.hidden_size), Q = int(cfg.q_lora_rank);
-  const int H = int(cfg.num_attention_heads), d = int(cfg.head_dim), W = int(cfg.sliding_window);
+  // This rank's query heads (all of them unless attention is tensor-parallel: DeviceModel::tp).
+  const int H = c.m.heads(), d = int(cfg.head_dim), W = int(cfg.sliding_window);
   const float* inv_freq = c.m.inv_freq(w.spec);
   const LayerPool& pool = c.kv.layers[size_t(layer)];
   const bool csa = w.spec.attention == AttentionType::kCSA;
@@ -253,11 +254,15 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   }
   gp.z = s.zg;
   gp.T = T;
-  gp.G = int(cfg.o_groups);
+  gp.G = c.m.groups();
   gp.R = int(cfg.o_lora_rank);
   gp.K = int(cfg.heads_per_group() * d);
   launch_grouped_out_proj(gp, c.stream);
   const QuantAct zq = quantize(c, s.zg, gp.G * gp.R, s.aq, s.aqs, s.fake);
+  if (s.attn_partial) {  // tensor parallelism: the ranks add these in FP32 (layer_pass.cpp)
+    linear_q_f32(c, w.wo_b, zq, T, s.attn_partial);
+    return;
+  }
   linear_q(c, w.wo_b, zq, T, s.attn_out);
   c.emit_bf16("attn.out", layer, s.attn_out, {T, D});
 }

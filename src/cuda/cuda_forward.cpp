@@ -13,8 +13,12 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <span>
 #include <tuple>
+#include <utility>
+#include <vector>
 
+#include "cuda/collective.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_model.h"
 #include "cuda/kernels/mtp_streams.cuh"
@@ -76,10 +80,10 @@ struct DeviceState {
   std::optional<StepPlan> mtp_plan;  // the MTP block's rows (§10), when it is on the device
 };
 
-ScratchShape scratch_shape(const DeviceModel& m, const KvPoolShape& kv, int logit_rows) {
+ScratchShape scratch_shape(const DeviceModel& m, const KvPoolShape& kv, int logit_rows, const MoeShard& moe) {
   DeviceArena count;
   KvPool sizing(m, kv, count);
-  return {kv.pass_rows, logit_rows, sizing.max_n_idx(), sizing.max_csa_entries(), m.mtp.has_value()};
+  return {kv.pass_rows, logit_rows, sizing.max_n_idx(), sizing.max_csa_entries(), m.mtp.has_value(), moe, m.tp > 1};
 }
 
 // A pass's matmul segments (StepContext::segments) grow chunk by chunk: a chunk longer than
@@ -93,10 +97,43 @@ void append_segment(std::vector<RowRange>& segments, int first, int n) {
   segments.push_back({first, n});
 }
 
-size_t device_state_bytes(const DeviceModel& m, const KvPoolShape& kv, int logit_rows) {
+size_t device_state_bytes(const DeviceModel& m, const KvPoolShape& kv, int logit_rows, const MoeShard& moe) {
   DeviceArena count;
-  DeviceState sizing(m, kv, scratch_shape(m, kv, logit_rows), count);
+  DeviceState sizing(m, kv, scratch_shape(m, kv, logit_rows, moe), count);
   return count.used();
+}
+
+constexpr int kMaxRanks = 8;  // the GPUs of one host; also the loopback collective's limit
+
+// One rank of the model (expert parallelism, layer_pass.h): its device, its routed experts, its
+// weights, step state and stream.
+struct Rank {
+  int device = 0;
+  WeightShard shard;  // its routed experts and attention heads
+  std::unique_ptr<DeviceModel> model;
+  std::unique_ptr<DeviceArena> arena;
+  std::unique_ptr<DeviceState> state;
+  cudaStream_t stream = nullptr;
+  bool owns_stream = false;  // virtual ranks of one device share the first one's
+};
+
+// What a rank's MoE scratch holds: its experts, and pick-order outputs when a collective sums them.
+MoeShard moe_shard(const Rank& rank, bool collective) {
+  return {rank.shard.experts.count > 0 ? rank.shard.experts.count : 0, collective};
+}
+
+// One device's share of the memory plan.
+struct DevicePlan {
+  int ranks = 0;
+  size_t free = 0, usable = 0;
+  size_t weights = 0;  // its ranks' weights and the cuBLASLt workspace
+  size_t minimum = 0;  // + per rank the step buffers and one sequence at full context
+};
+
+// A captured step: one graph per distinct stream of the ranks (virtual ranks share one).
+using StepGraph = std::vector<std::pair<cudaStream_t, cudaGraphExec_t>>;
+void destroy(StepGraph& g) {
+  for (auto& [stream, exec] : g) cudaGraphExecDestroy(exec);
 }
 
 class CudaForward final : public Forward {
@@ -105,25 +142,42 @@ class CudaForward final : public Forward {
     int n_dev = 0;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0)
       fail("--backend cuda: no CUDA device is available");
-    if (opt.device < 0 || opt.device >= n_dev)
-      fail("CUDA device ", opt.device, " does not exist (", n_dev, " devices)");
-    DSV4_CUDA_CHECK(cudaSetDevice(opt.device));
+    if (opt.ep < 1 || opt.ep > kMaxRanks) fail("--ep must be in [1, ", kMaxRanks, "], got ", opt.ep);
+    const bool loopback = opt.comm == CudaOptions::Comm::kLoopback;
+    const int last_device = loopback ? opt.device : opt.device + opt.ep - 1;
+    if (opt.device < 0 || last_device >= n_dev)
+      fail(opt.ep > 1 && !loopback ? cat(opt.ep, " expert-parallel ranks need CUDA devices ", opt.device, "..", last_device)
+                                   : cat("CUDA device ", opt.device, " does not exist"),
+           " (", n_dev, " devices)");
     ModelConfig cfg = ModelConfig::load(dir);
     check_cuda_supported(cfg);
+    if (opt.ep > cfg.n_routed_experts)
+      fail("--ep ", opt.ep, ": the model has only ", cfg.n_routed_experts, " routed experts to split");
+    if (opt.tp != 1 && opt.tp != opt.ep)
+      fail("--tp ", opt.tp, ": attention is split over all the ranks or none (--tp 1 or --tp ", opt.ep, " with --ep ",
+           opt.ep, ")");
+    if (cfg.o_groups % opt.tp != 0)
+      fail("--tp ", opt.tp, ": the model's ", cfg.o_groups, " attention output groups do not split evenly");
     Checkpoint ckpt = Checkpoint::open(dir);
     const ModelWeights w = bind_weights(cfg, ckpt);
 
-    // The memory plan: weights, then the step buffers and one sequence slot at full context must
-    // fit; what the utilisation limit leaves after them goes to slots and KV blocks.
-    size_t free_b = 0, total_b = 0;
-    DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    // The ranks: the routed experts split over them, everything else on each (docs/parallel.md); a
+    // collective sums their routed outputs unless one rank runs alone.
+    const bool collective = opt.ep > 1 || opt.comm != CudaOptions::Comm::kAuto;
+    ranks_.resize(size_t(opt.ep));
+    for (int r = 0; r < opt.ep; ++r) {
+      ranks_[size_t(r)].device = loopback ? opt.device : opt.device + r;
+      WeightShard& shard = ranks_[size_t(r)].shard;
+      if (opt.ep > 1) shard.experts = expert_range(int(cfg.n_routed_experts), r, opt.ep);
+      shard.tp = opt.tp;
+      shard.tp_rank = opt.tp > 1 ? r : 0;
+    }
+
+    // The memory plan, per device: the weights of its ranks, then per rank the step buffers and one
+    // sequence slot at full context must fit; what the utilisation limit leaves after them goes to
+    // slots and KV blocks (the same number on every rank: they hold the same sequences).
     const int64_t ctx = opt.ctx_size > 0 ? std::min(opt.ctx_size, cfg.max_position_embeddings)
                                          : cfg.max_position_embeddings;
-    // cuBLASLt's workspace (matmul.h) is taken before anything is captured.
-    const size_t weights = device_weight_bytes(cfg, w, opt.draft) + matmul_workspace_bytes();
-    const size_t limit = size_t(double(total_b) * opt.gpu_memory_utilization);
-    const size_t in_use = total_b - free_b;
-    const size_t usable = limit > in_use ? std::min(limit - in_use, free_b) : 0;
     DeviceModel shell;  // sizing needs only the config and the layer specs
     shell.cfg = cfg;
     shell.layers = layer_shells(w);
@@ -136,63 +190,125 @@ class CudaForward final : public Forward {
     shape.pass_rows = opt.max_pass_rows;
     shape.n_slots = 1;
     shape.n_blocks = int(std::min<int64_t>((ctx + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
-    const size_t minimum = weights + device_state_bytes(shell, shape, kMaxLogitRows);
-    if (minimum > usable) {
+    std::map<int, DevicePlan> devices;  // per device ordinal
+    for (Rank& rank : ranks_) {
+      DevicePlan& d = devices[rank.device];
+      if (d.ranks == 0) {
+        DSV4_CUDA_CHECK(cudaSetDevice(rank.device));
+        size_t free_b = 0, total_b = 0;
+        DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        const size_t limit = size_t(double(total_b) * opt.gpu_memory_utilization);
+        const size_t in_use = total_b - free_b;
+        d.free = free_b;
+        d.usable = limit > in_use ? std::min(limit - in_use, free_b) : 0;
+        d.weights = matmul_workspace_bytes();  // cuBLASLt's, taken before anything is captured
+      }
+      ++d.ranks;
+      d.weights += device_weight_bytes(cfg, w, opt.draft, rank.shard);
+      shell.tp = rank.shard.tp;
+      d.minimum = d.weights + size_t(d.ranks) * device_state_bytes(shell, shape, kMaxLogitRows, moe_shard(rank, collective));
+    }
+    for (const auto& [device, d] : devices) {
+      if (d.minimum <= d.usable) continue;
       // inspect's plan for GPUs of this usable size: experts split across them, the rest replicated.
       const WeightBytesSplit split = split_weight_bytes(ckpt, opt.draft);
-      const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(usable)));
-      const std::string gpus = n > 1 ? cat("; the weights need ", n, " GPUs of this size with the routed experts split "
-                                           "across them (`dsv4 inspect --gpu-gib ", int64_t(usable / kGiB), "`)")
-                                     : n == 0 ? std::string("; not even 8 GPUs of this size hold the weights")
-                                              : std::string("; a smaller --ctx-size needs less");
-      fail("the model needs ", minimum / kGiB, " GiB of GPU memory (weights ", weights / kGiB,
-           " GiB, step buffers and one sequence of ", ctx, " tokens), ", usable / kGiB,
-           " GiB are usable on device ", opt.device, " (", free_b / kGiB, " GiB free, --gpu-memory-utilization ",
-           opt.gpu_memory_utilization, ")", gpus);
+      const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(d.usable)));
+      const std::string gpus = n > opt.ep ? cat("; the weights need ", n, " GPUs of this size with the routed experts split "
+                                                "across them (`dsv4 inspect --gpu-gib ", int64_t(d.usable / kGiB), "`)")
+                               : n == 0 ? std::string("; not even 8 GPUs of this size hold the weights")
+                                        : std::string("; a smaller --ctx-size needs less");
+      fail("the model needs ", d.minimum / kGiB, " GiB of GPU memory on device ", device, " (weights ",
+           d.weights / kGiB, " GiB for ", d.ranks, d.ranks == 1 ? " rank" : " ranks",
+           ", step buffers and one sequence of ", ctx, " tokens), ", d.usable / kGiB, " GiB are usable (",
+           d.free / kGiB, " GiB free, --gpu-memory-utilization ", opt.gpu_memory_utilization, ")", gpus);
     }
     std::optional<RandomTensors> synthetic;
     if (opt.synthetic_seed) synthetic.emplace(cfg, *opt.synthetic_seed);
-    model_ = std::make_unique<DeviceModel>(
-        upload_model(cfg, w, opt.progress, opt.draft, synthetic ? &*synthetic : nullptr));
+    for (Rank& rank : ranks_) {
+      DSV4_CUDA_CHECK(cudaSetDevice(rank.device));
+      if (opt.progress && ranks_.size() > 1)
+        std::fprintf(stderr, "rank %d of %zu: device %d, routed experts [%d, %d), attention heads %d of %lld\n",
+                     int(&rank - ranks_.data()), ranks_.size(), rank.device, rank.shard.experts.first,
+                     rank.shard.experts.first + rank.shard.experts.count, int(cfg.num_attention_heads) / opt.tp,
+                     (long long)cfg.num_attention_heads);
+      rank.model = std::make_unique<DeviceModel>(
+          upload_model(cfg, w, opt.progress, opt.draft, synthetic ? &*synthetic : nullptr, rank.shard));
+      matmul_reserve();
+    }
     checkpoint_has_mtp_ = !w.mtp.empty();
-    matmul_reserve();
 
-    // Slots, then blocks from what is left (the KV budget).
+    // Slots, then blocks from what is left (the KV budget) on the tightest rank.
     shape.n_slots = opt.max_sequences > 0 ? int(opt.max_sequences) : kDefaultCudaSequences;
     shape.n_blocks = 0;
-    const size_t left = usable - weights;
-    const size_t fixed = device_state_bytes(*model_, shape, kMaxLogitRows);
-    if (fixed > left)
-      fail(shape.n_slots, " sequence slots need ", fixed / kGiB, " GiB, ", left / kGiB,
-           " GiB are left after the weights: lower --max-seqs");
-    if (opt.kv_cache_tokens > 0) {
-      shape.n_blocks = int(std::min<int64_t>((opt.kv_cache_tokens + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
-      if (device_state_bytes(*model_, shape, kMaxLogitRows) > left)
-        fail("--kv-cache-tokens ", opt.kv_cache_tokens, " needs more GPU memory than the ", left / kGiB,
-             " GiB left after the weights");
-    } else {
-      shape.n_blocks = fit_blocks(shape, left);
+    int fit = INT32_MAX;
+    for (const Rank& rank : ranks_) {
+      const DevicePlan& d = devices[rank.device];
+      const size_t left = (d.usable - d.weights) / size_t(d.ranks);
+      const MoeShard ms = moe_shard(rank, collective);
+      const size_t fixed = device_state_bytes(*rank.model, shape, kMaxLogitRows, ms);
+      if (fixed > left)
+        fail(shape.n_slots, " sequence slots need ", fixed / kGiB, " GiB per rank, ", left / kGiB,
+             " GiB are left after the weights: lower --max-seqs");
+      if (opt.kv_cache_tokens > 0) {
+        KvPoolShape asked = shape;
+        asked.n_blocks = int(std::min<int64_t>((opt.kv_cache_tokens + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
+        if (device_state_bytes(*rank.model, asked, kMaxLogitRows, ms) > left)
+          fail("--kv-cache-tokens ", opt.kv_cache_tokens, " needs more GPU memory than the ", left / kGiB,
+               " GiB left per rank after the weights");
+        fit = asked.n_blocks;
+      } else {
+        fit = std::min(fit, fit_blocks(*rank.model, shape, left, ms));
+      }
     }
+    shape.n_blocks = fit;
     // One sequence never holds more than the pool.
     shape.max_context = std::min<int64_t>(ctx, int64_t(shape.n_blocks) * kKvBlockTokens);
     if (shape.max_context < 1) fail("no KV cache fits in the GPU memory left after the weights");
-    arena_ = std::make_unique<DeviceArena>(device_state_bytes(*model_, shape, kMaxLogitRows));
-    state_ = std::make_unique<DeviceState>(*model_, shape, scratch_shape(*model_, shape, kMaxLogitRows), *arena_);
+    for (Rank& rank : ranks_) {
+      DSV4_CUDA_CHECK(cudaSetDevice(rank.device));
+      const MoeShard ms = moe_shard(rank, collective);
+      rank.arena = std::make_unique<DeviceArena>(device_state_bytes(*rank.model, shape, kMaxLogitRows, ms));
+      rank.state = std::make_unique<DeviceState>(*rank.model, shape,
+                                                 scratch_shape(*rank.model, shape, kMaxLogitRows, ms), *rank.arena);
+      // Virtual ranks of one device share its stream: their work is ordered, and the loopback
+      // collective is one kernel on it (collective.h).
+      const Rank* same = &rank == &ranks_.front() || !loopback ? nullptr : &ranks_.front();
+      if (same) {
+        rank.stream = same->stream;
+      } else {
+        DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&rank.stream, cudaStreamNonBlocking));
+        rank.owns_stream = true;
+      }
+    }
+    DSV4_CUDA_CHECK(cudaSetDevice(opt.device));
+    if (collective) {
+      if (loopback) {
+        comm_ = make_loopback_collective(opt.ep);
+      } else {
+        std::vector<int> ordinals;
+        for (const Rank& rank : ranks_) ordinals.push_back(rank.device);
+        comm_ = make_nccl_collective(ordinals);
+        DSV4_CUDA_CHECK(cudaSetDevice(opt.device));
+      }
+    }
+    model_ = ranks_.front().model.get();
+    state_ = ranks_.front().state.get();
+    stream_ = ranks_.front().stream;
     blocks_ = std::make_unique<KvBlockPool>(shape.n_blocks, shape.n_slots);
     const size_t mirror = size_t(shape.n_slots) * shape.pages_per_slot();
     DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&page_mirror_), mirror * sizeof(int32_t)));
     DSV4_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&sampled_host_), kMaxLogitRows * sizeof(int32_t)));
-    DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     if (opt.progress)
-      std::fprintf(stderr, "KV cache: %d slots, %d blocks of %lld tokens (%.2f GiB with the step buffers), context %lld\n",
-                   shape.n_slots, shape.n_blocks, (long long)kKvBlockTokens, arena_->used() / kGiB,
-                   (long long)shape.max_context);
+      std::fprintf(stderr, "KV cache: %d slots, %d blocks of %lld tokens (%.2f GiB with the step buffers%s), context %lld\n",
+                   shape.n_slots, shape.n_blocks, (long long)kKvBlockTokens, ranks_.front().arena->used() / kGiB,
+                   ranks_.size() > 1 ? ", per rank" : "", (long long)shape.max_context);
   }
 
   ~CudaForward() override {
-    for (auto& [key, g] : step_graphs_) cudaGraphExecDestroy(g);
-    for (auto& [key, g] : draft_graphs_) cudaGraphExecDestroy(g);
-    if (stream_) cudaStreamDestroy(stream_);
+    for (auto& [key, g] : step_graphs_) destroy(g);
+    for (auto& [key, g] : draft_graphs_) destroy(g);
+    for (Rank& rank : ranks_)
+      if (rank.owns_stream) cudaStreamDestroy(rank.stream);
     if (page_mirror_) cudaFreeHost(page_mirror_);
     if (sampled_host_) cudaFreeHost(sampled_host_);
   }
@@ -312,11 +428,11 @@ class CudaForward final : public Forward {
     return out;
   }
 
-  int fit_blocks(KvPoolShape shape, size_t budget) const {
+  static int fit_blocks(const DeviceModel& m, KvPoolShape shape, size_t budget, const MoeShard& moe) {
     auto fits = [&](int64_t n) {
       shape.n_blocks = int(n);
       try {
-        return device_state_bytes(*model_, shape, kMaxLogitRows) <= budget;
+        return device_state_bytes(m, shape, kMaxLogitRows, moe) <= budget;
       } catch (const Error&) {  // past the int32 row limit of a layer pool
         return false;
       }
@@ -335,9 +451,35 @@ class CudaForward final : public Forward {
     return std::min({state_->kv.shape.n_slots, state_->plan.max_rows(), kMaxLogitRows});
   }
 
-  StepContext context(int T, int n_logits, const TraceHook* trace) {
-    return StepContext{*model_, state_->kv, state_->scratch, state_->plan, stream_, trace, T, n_logits,
-                       state_->plan.device_rows(), state_->plan.tokens(), state_->plan.n_real(), {}};
+  // A pass's contexts, one per rank, over each rank's plan (the MTP block's with `mtp`); the trace
+  // goes to rank 0 only (every rank computes the same values but the routed experts' parts).
+  std::vector<StepContext> contexts(bool mtp, int T, int n_logits, const TraceHook* trace,
+                                    std::span<const RowRange> segments) {
+    std::vector<StepContext> out;
+    for (Rank& r : ranks_) {
+      const StepPlan& plan = mtp ? *r.state->mtp_plan : r.state->plan;
+      out.push_back(StepContext{r.device, *r.model, r.state->kv, r.state->scratch, plan, r.stream,
+                                &r == &ranks_.front() ? trace : nullptr, T, n_logits, plan.device_rows(),
+                                plan.tokens(), plan.n_real(), segments});
+    }
+    return out;
+  }
+  Ranks ranks(const std::vector<StepContext>& contexts) const { return {contexts, comm_.get()}; }
+
+  // Rank 0's plan (the host writes only there) to every rank's device copy.
+  void upload_plan(bool mtp) {
+    const StepPlan& host = mtp ? *state_->mtp_plan : state_->plan;
+    for (Rank& r : ranks_) {
+      DSV4_CUDA_CHECK(cudaSetDevice(r.device));
+      (mtp ? *r.state->mtp_plan : r.state->plan).upload_from(host, r.stream);
+    }
+    DSV4_CUDA_CHECK(cudaSetDevice(opt_.device));
+  }
+
+  // Waits for every rank's stream (the pinned plans and pages are rewritten next).
+  void synchronize() {
+    for (Rank& r : ranks_)
+      if (r.owns_stream) DSV4_CUDA_CHECK(cudaStreamSynchronize(r.stream));
   }
 
   static RowSampling row_sampling(const DeviceSampling* d, int64_t sampled_position) {
@@ -353,9 +495,15 @@ class CudaForward final : public Forward {
 
   void upload_pages(std::span<ForwardItem> items) {
     const int P = state_->kv.shape.pages_per_slot();
+    std::vector<int32_t*> rows(ranks_.size());
+    std::vector<cudaStream_t> streams(ranks_.size());
     for (ForwardItem& it : items) {
       CudaSequenceState& s = cuda_sequence(it.seq);
-      s.upload_pages(state_->kv.page_table + int64_t(s.slot()) * P, stream_);
+      for (size_t r = 0; r < ranks_.size(); ++r) {
+        rows[r] = ranks_[r].state->kv.page_table + int64_t(s.slot()) * P;
+        streams[r] = ranks_[r].stream;
+      }
+      s.upload_pages(rows, streams);  // copies between pinned and device memory: no device switch
     }
   }
 
@@ -471,11 +619,9 @@ class CudaForward final : public Forward {
       std::vector<ForwardItem> in_pass;
       for (const Part& p : parts) in_pass.push_back(batch[p.item]);
       upload_pages(in_pass);
-      plan.upload(stream_);
+      upload_plan(false);
       const bool sample = std::any_of(parts.begin(), parts.end(), [](const Part& p) { return p.samples; });
-      StepContext c = context(plan.rows(), plan.logit_rows(), trace);
-      c.segments = segments_;
-      enqueue_pass(c, sample);
+      enqueue_pass(ranks(contexts(false, plan.rows(), plan.logit_rows(), trace, segments_)), sample);
       if (any_mtp) enqueue_mtp(batch, parts);
       for (const Part& p : parts) {
         ForwardItem& it = batch[p.item];
@@ -488,7 +634,7 @@ class CudaForward final : public Forward {
       if (sample)
         DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, plan.logit_rows() * sizeof(int32_t),
                                         cudaMemcpyDeviceToHost, stream_));
-      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      synchronize();
       for (const Part& p : parts) {
         if (!p.samples) continue;
         ForwardItem& it = batch[p.item];
@@ -537,17 +683,18 @@ class CudaForward final : public Forward {
   // before a chunk, and before the MTP block overwrites s.X), then the pass's rows with a keep row
   // are kept, then the MTP pass runs over its `mtp_rows` rows.
   void enqueue_mtp_after_pass(int pass_rows, int mtp_rows, std::span<const RowRange> mtp_segments) {
-    StepPlan& mp = *state_->mtp_plan;
-    Scratch& s = state_->scratch;
     const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
-    if (mtp_rows > 0) {
-      mp.upload(stream_);
-      launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, mtp_rows, width}, stream_);
+    if (mtp_rows > 0) upload_plan(true);
+    for (Rank& r : ranks_) {
+      DSV4_CUDA_CHECK(cudaSetDevice(r.device));
+      const DeviceState& st = *r.state;
+      const Scratch& s = st.scratch;
+      if (mtp_rows > 0)
+        launch_mtp_input({s.X, st.kv.kept_streams, st.mtp_plan->sources(), s.mtp_in, mtp_rows, width}, r.stream);
+      launch_keep_streams({s.X, st.plan.keep_rows(), st.kv.kept_streams, pass_rows, width}, r.stream);
     }
-    launch_keep_streams({s.X, state_->plan.keep_rows(), state_->kv.kept_streams, pass_rows, width}, stream_);
-    if (mtp_rows > 0)
-      enqueue_mtp_pass(StepContext{*model_, state_->kv, s, mp, stream_, nullptr, mtp_rows, 0, mp.device_rows(),
-                                   mp.tokens(), mp.n_real(), mtp_segments});
+    if (mtp_rows > 0) enqueue_mtp_pass(ranks(contexts(true, mtp_rows, 0, nullptr, mtp_segments)));
+    DSV4_CUDA_CHECK(cudaSetDevice(opt_.device));
   }
 
   // draft() for at most max_logits items (one MTP pass per drafting step).
@@ -596,7 +743,7 @@ class CudaForward final : public Forward {
         if (want_logits)
           DSV4_CUDA_CHECK(cudaMemcpyAsync(logits.data(), s.logits, logits.size() * sizeof(float),
                                           cudaMemcpyDeviceToHost, stream_));
-        DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        synchronize();
         for (size_t i = 0; i < items.size(); ++i) {
           DraftItem& item = items[i];
           if (item.n_draft <= step) continue;
@@ -643,18 +790,19 @@ class CudaForward final : public Forward {
   // Replays the graph of `key` (captured on first use by `capture`) on the stream; with --cuda-graph
   // check, fails when device memory changed across a replay after the first.
   template <typename Key, typename Capture>
-  void launch_graph(std::map<Key, cudaGraphExec_t>& graphs, const Key& key, Capture&& capture) {
+  void launch_graph(std::map<Key, StepGraph>& graphs, const Key& key, Capture&& capture) {
     auto graph = graphs.find(key);
     if (graph == graphs.end()) graph = graphs.emplace(key, capture()).first;
-    const bool check = opt_.check_step && graph_replays_[graph->second] > 0;
+    int64_t& replays = graph_replays_[graph->second.front().second];
+    const bool check = opt_.check_step && replays > 0;
     const size_t free_before = check ? free_device_bytes() : 0;
-    DSV4_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+    for (auto& [stream, exec] : graph->second) DSV4_CUDA_CHECK(cudaGraphLaunch(exec, stream));
     if (check) {
-      DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      synchronize();
       if (free_device_bytes() != free_before)
         fail("check-step: device memory changed during a decode step (an allocation inside the step)");
     }
-    ++graph_replays_[graph->second];
+    ++replays;
   }
 
   // A graph_shaped step: b items of r rows in the graph of (bucket B, r, mtp), captured on first
@@ -700,7 +848,7 @@ class CudaForward final : public Forward {
                                         size_t(n * V) * sizeof(float), cudaMemcpyDeviceToHost, stream_));
       }
     }
-    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    synchronize();
     for (int i = 0; i < b; ++i) {
       ForwardItem& it = batch[size_t(i)];
       CudaSequenceState& seq = cuda_sequence(it.seq);
@@ -719,38 +867,70 @@ class CudaForward final : public Forward {
   // Global capture mode: a host synchronisation or allocation inside the step fails the capture
   // with a CUDA error instead of being baked into the graph. `enqueue` is the step; the plan
   // uploads inside it and the sampled ids' download are part of the graph.
+  // Every rank's stream is captured at once (the collective's calls span them); one graph per
+  // distinct stream, launched together.
   template <typename Enqueue>
-  cudaGraphExec_t capture(Enqueue&& enqueue) {
-    cudaGraph_t graph = nullptr;
-    DSV4_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+  StepGraph capture(Enqueue&& enqueue) {
+    std::vector<Rank*> owners;
+    for (Rank& r : ranks_)
+      if (r.owns_stream) owners.push_back(&r);
+    for (Rank* r : owners) {
+      DSV4_CUDA_CHECK(cudaSetDevice(r->device));
+      DSV4_CUDA_CHECK(cudaStreamBeginCapture(r->stream, cudaStreamCaptureModeGlobal));
+    }
+    std::vector<cudaGraph_t> graphs(owners.size(), nullptr);
+    auto end_all = [&] {
+      cudaError_t first = cudaSuccess;
+      for (size_t i = 0; i < owners.size(); ++i) {
+        cudaSetDevice(owners[i]->device);
+        const cudaError_t e = cudaStreamEndCapture(owners[i]->stream, &graphs[i]);
+        if (first == cudaSuccess) first = e;
+      }
+      cudaSetDevice(opt_.device);
+      return first;
+    };
+    auto destroy_graphs = [&] {
+      for (cudaGraph_t g : graphs)
+        if (g) cudaGraphDestroy(g);
+    };
     try {
       enqueue();
     } catch (...) {
-      cudaStreamEndCapture(stream_, &graph);
-      if (graph) cudaGraphDestroy(graph);
+      end_all();
+      destroy_graphs();
       throw;
     }
-    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-    if (end != cudaSuccess)
+    const cudaError_t end = end_all();
+    if (end != cudaSuccess) {
+      destroy_graphs();
       fail("the decode step could not be captured as one CUDA graph (", cudaGetErrorString(end),
            "): a host synchronisation or allocation happened inside the step");
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
+    }
+    StepGraph out;
+    cudaError_t inst = cudaSuccess;
+    for (size_t i = 0; i < owners.size() && inst == cudaSuccess; ++i) {
+      cudaGraphExec_t exec = nullptr;
+      DSV4_CUDA_CHECK(cudaSetDevice(owners[i]->device));
+      inst = cudaGraphInstantiate(&exec, graphs[i], 0);
+      if (inst == cudaSuccess) out.emplace_back(owners[i]->stream, exec);
+    }
+    destroy_graphs();
+    DSV4_CUDA_CHECK(cudaSetDevice(opt_.device));
+    if (inst != cudaSuccess) destroy(out);
     DSV4_CUDA_CHECK(inst);
-    return exec;
+    return out;
   }
 
   // The step graph of (B, r, mtp): the pass over B·r rows (matmuls in slices of
   // kInvariantSliceRows: every item's r rows are computed as in an eager pass), the sampler, and
   // with mtp the MTP input gather, the kept streams and the MTP pass over B·(r − 1) rows.
-  cudaGraphExec_t capture_step(int B, int r, bool mtp) {
+  StepGraph capture_step(int B, int r, bool mtp) {
     if (opt_.progress)
       std::fprintf(stderr, "capturing the %s graph for batch %d%s\n", r == 1 ? "decode" : "verify", B,
                    r == 1 ? "" : cat(" × ", r, " rows").c_str());
     return capture([&] {
-      state_->plan.upload(stream_);
-      enqueue_pass(context(B * r, B * r, nullptr), true);
+      upload_plan(false);
+      enqueue_pass(ranks(contexts(false, B * r, B * r, nullptr, {})), true);
       if (mtp) enqueue_mtp_after_pass(B * r, B * (r - 1), {});
       DSV4_CUDA_CHECK(cudaMemcpyAsync(sampled_host_, state_->scratch.sampled, size_t(B * r) * sizeof(int32_t),
                                       cudaMemcpyDeviceToHost, stream_));
@@ -763,11 +943,15 @@ class CudaForward final : public Forward {
     Scratch& s = state_->scratch;
     StepPlan& mp = *state_->mtp_plan;
     const int64_t width = model_->cfg.hc_mult * model_->cfg.hidden_size;
-    mp.upload(stream_);
-    launch_mtp_input({s.X, state_->kv.kept_streams, mp.sources(), s.mtp_in, n, width}, stream_);
-    const StepContext c{*model_, state_->kv, s, mp, stream_, nullptr, n, n, mp.device_rows(),
-                        mp.tokens(), mp.n_real(), {}};
-    enqueue_mtp_pass(c);
+    upload_plan(true);
+    for (Rank& r : ranks_) {
+      DSV4_CUDA_CHECK(cudaSetDevice(r.device));
+      const DeviceState& st = *r.state;
+      launch_mtp_input({st.scratch.X, st.kv.kept_streams, st.mtp_plan->sources(), st.scratch.mtp_in, n, width},
+                       r.stream);
+    }
+    enqueue_mtp_pass(ranks(contexts(true, n, n, nullptr, {})));
+    DSV4_CUDA_CHECK(cudaSetDevice(opt_.device));
     SampleParams sp;
     sp.logits = s.logits;
     sp.token = s.sampled;
@@ -779,21 +963,24 @@ class CudaForward final : public Forward {
                                     stream_));
   }
 
-  cudaGraphExec_t capture_draft(int B) {
+  StepGraph capture_draft(int B) {
     if (opt_.progress) std::fprintf(stderr, "capturing the draft graph for batch %d\n", B);
     return capture([&] { enqueue_draft_step(B); });
   }
 
   CudaOptions opt_;
-  std::unique_ptr<DeviceModel> model_;
-  std::unique_ptr<DeviceArena> arena_;
-  std::unique_ptr<DeviceState> state_;
+  std::vector<Rank> ranks_;
+  std::unique_ptr<Collective> comm_;  // sums the ranks' routed outputs; null for one rank alone
+  // Rank 0's: the host writes plans there (upload_plan mirrors them), the head and sampler run
+  // there, logits and sampled ids come back from there.
+  DeviceModel* model_ = nullptr;
+  DeviceState* state_ = nullptr;
+  cudaStream_t stream_ = nullptr;
   std::unique_ptr<KvBlockPool> blocks_;
   int32_t* page_mirror_ = nullptr;   // pinned [n_slots, pages_per_slot]
   int32_t* sampled_host_ = nullptr;  // pinned [kMaxLogitRows]
-  cudaStream_t stream_ = nullptr;
-  std::map<std::tuple<int, int, bool>, cudaGraphExec_t> step_graphs_;  // per (bucket, rows per item, mtp)
-  std::map<int, cudaGraphExec_t> draft_graphs_;                        // draft step per bucket
+  std::map<std::tuple<int, int, bool>, StepGraph> step_graphs_;  // per (bucket, rows per item, mtp)
+  std::map<int, StepGraph> draft_graphs_;                        // draft step per bucket
   std::map<cudaGraphExec_t, int64_t> graph_replays_;
   std::vector<RowRange> segments_;  // the current pass's matmul segments (StepContext::segments)
   std::vector<RowRange> mtp_segments_;  // the MTP pass's

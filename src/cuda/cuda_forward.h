@@ -27,6 +27,18 @@ struct CudaOptions {
   // write, generated at upload (model/skeleton.h RandomTensors), so a sparse skeleton (headers
   // only) is a full-size random model that needs no weight files.
   std::optional<uint64_t> synthetic_seed;
+  // Expert parallelism (docs/parallel.md): the routed experts split over `ep` ranks,
+  // everything else on each, the ranks' routed outputs summed after every MoE. Ranks run on
+  // devices device, device + 1, … and sum through NCCL; with kLoopback all run on `device` as
+  // virtual ranks summed by one kernel (collective.h), which is how tests compare several ranks
+  // with one on one GPU and how the layer's cost is measured there. kNccl with ep = 1 runs the
+  // one-rank NCCL path (pick-order outputs and the collective) instead of the plain one.
+  int ep = 1;
+  // Tensor parallelism of attention over the same ranks (1 or ep): each rank holds the query heads
+  // of o_groups/tp output groups (wq_b, attn_sink, wo_a, wo_b cut; the rest of attention, its KV
+  // and compressors whole) and the ranks add their wo_b partial sums in FP32.
+  int tp = 1;
+  enum class Comm { kAuto, kNccl, kLoopback } comm = Comm::kAuto;  // kAuto: NCCL for several ranks
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

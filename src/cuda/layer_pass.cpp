@@ -3,11 +3,17 @@
 // from the step plan.
 #include "cuda/layer_pass.h"
 
+#include <type_traits>
+#include <vector>
+
+#include "cuda/collective.h"
+#include "cuda/cuda_check.h"
 #include "cuda/kernels/embedding.cuh"
 #include "cuda/kernels/gather_rows.cuh"
 #include "cuda/kernels/mhc.cuh"
 #include "cuda/kernels/mtp_streams.cuh"
 #include "cuda/kernels/sampling.cuh"
+#include "cuda/kernels/to_bf16.cuh"
 
 namespace dsv4::cuda {
 
@@ -81,36 +87,85 @@ void head(const StepContext& c, const DeviceHyperConn& hc_head, const DeviceBuff
   linear_f32(c, c.m.head, c.s.hh, L, c.s.logits);
 }
 
-// One decoder block (§2): HC_pre / attention / HC_post, HC_pre / MoE / HC_post on s.X.
-void enqueue_layer(const StepContext& c, const DeviceLayer& w, int layer) {
-  const int T = c.T, n = int(c.m.cfg.hc_mult), D = int(c.m.cfg.hidden_size);
-  hc_pre(c, w.hc_attn, w.attn_norm);
-  c.emit_bf16("attn.in", layer, c.s.u, {T, D});
-  attention_step(c, w, layer);
-  hc_post(c, c.s.attn_out);
-  hc_pre(c, w.hc_ffn, w.ffn_norm);
-  c.emit_bf16("moe.in", layer, c.s.u, {T, D});
-  moe_step(c, w, layer);
-  hc_post(c, c.s.ffn_out);
-  c.emit_bf16("hc.streams", layer, c.s.X, {T, n, D});
+// The rank's block `layer`: a main layer, or the MTP block's (layer id L, §10).
+const DeviceLayer& block(const StepContext& c, int layer) {
+  return layer < int(c.m.layers.size()) ? c.m.layers[size_t(layer)] : c.m.mtp->layer;
+}
+
+void use_device(const StepContext& c) { DSV4_CUDA_CHECK(cudaSetDevice(c.device)); }
+
+// Each rank's scratch buffer `buffer(s)` of `count` values summed in place by the collective.
+template <typename Buffer>
+void all_reduce(const Ranks& ranks, Buffer&& buffer, size_t count) {
+  DSV4_CHECK_MSG(ranks.comm, "a collective step on ranks without a collective");
+  using T = std::remove_pointer_t<decltype(buffer(ranks.contexts.front().s))>;
+  std::vector<T*> bufs;
+  std::vector<cudaStream_t> streams;
+  for (const StepContext& c : ranks.contexts) {
+    DSV4_CHECK_MSG(buffer(c.s), "a rank without the buffer its collective sums");
+    bufs.push_back(buffer(c.s));
+    streams.push_back(c.stream);
+  }
+  ranks.comm->all_reduce_sum(std::span<T* const>(bufs), count, streams);
+}
+
+// One decoder block (§2) on every rank: HC_pre / attention / HC_post, HC_pre / MoE / HC_post on
+// s.X. The collective sums the ranks' attention partials (tensor parallelism) between attention and
+// its HC_post, and their routed outputs (expert parallelism) between moe_step and the combine.
+void enqueue_layer(const Ranks& ranks, int layer) {
+  const StepContext& c0 = ranks.contexts.front();
+  const size_t T = size_t(c0.T), D = size_t(c0.m.cfg.hidden_size), k = size_t(c0.m.cfg.num_experts_per_tok);
+  for (const StepContext& c : ranks.contexts) {
+    use_device(c);
+    const DeviceLayer& w = block(c, layer);
+    hc_pre(c, w.hc_attn, w.attn_norm);
+    c.emit_bf16("attn.in", layer, c.s.u, {c.T, int64_t(D)});
+    attention_step(c, w, layer);
+  }
+  const bool tensor_parallel = c0.s.attn_partial != nullptr;
+  if (tensor_parallel) all_reduce(ranks, [](const Scratch& s) { return s.attn_partial; }, T * D);
+  for (const StepContext& c : ranks.contexts) {
+    use_device(c);
+    const DeviceLayer& w = block(c, layer);
+    if (tensor_parallel) {
+      launch_to_bf16({c.s.attn_partial, c.s.attn_out, T * D}, c.stream);
+      c.emit_bf16("attn.out", layer, c.s.attn_out, {c.T, int64_t(D)});
+    }
+    hc_post(c, c.s.attn_out);
+    hc_pre(c, w.hc_ffn, w.ffn_norm);
+    c.emit_bf16("moe.in", layer, c.s.u, {c.T, int64_t(D)});
+    moe_step(c, w, layer);
+  }
+  if (ranks.comm) all_reduce(ranks, [](const Scratch& s) { return s.moe.picks; }, T * k * D);
+  for (const StepContext& c : ranks.contexts) {
+    use_device(c);
+    if (ranks.comm) moe_combine_picks(c, layer);
+    hc_post(c, c.s.ffn_out);
+    c.emit_bf16("hc.streams", layer, c.s.X, {c.T, int(c.m.cfg.hc_mult), int64_t(D)});
+  }
 }
 
 }  // namespace
 
-void enqueue_pass(const StepContext& c, bool sample) {
+void enqueue_pass(const Ranks& ranks, bool sample) {
+  DSV4_CHECK(!ranks.contexts.empty() && (ranks.comm || ranks.contexts.size() == 1));
+  for (const StepContext& c : ranks.contexts) {
+    use_device(c);
+    EmbeddingParams ep;
+    ep.table = c.m.embed.get();
+    ep.tokens = c.tokens;
+    ep.streams = c.s.X;
+    ep.T = c.T;
+    ep.n = int(c.m.cfg.hc_mult);
+    ep.D = int(c.m.cfg.hidden_size);
+    ep.vocab = int(c.m.cfg.vocab_size);
+    launch_embedding(ep, c.stream);
+  }
+  const StepContext& c = ranks.contexts.front();
+  for (size_t l = 0; l < c.m.layers.size(); ++l) enqueue_layer(ranks, int(l));
+  use_device(c);
   const ModelConfig& cfg = c.m.cfg;
-  const int T = c.T, n = int(cfg.hc_mult), D = int(cfg.hidden_size);
-  EmbeddingParams ep;
-  ep.table = c.m.embed.get();
-  ep.tokens = c.tokens;
-  ep.streams = c.s.X;
-  ep.T = T;
-  ep.n = n;
-  ep.D = D;
-  ep.vocab = int(cfg.vocab_size);
-  launch_embedding(ep, c.stream);
-  for (size_t l = 0; l < c.m.layers.size(); ++l) enqueue_layer(c, c.m.layers[l], int(l));
-  c.emit_bf16("final.streams", -1, c.s.X, {T, n, D});
+  c.emit_bf16("final.streams", -1, c.s.X, {c.T, cfg.hc_mult, cfg.hidden_size});
   if (c.n_logits == 0) return;
   head(c, c.m.hc_head, c.m.norm);
   c.emit_f32("logits", -1, c.s.logits, {c.n_logits, cfg.vocab_size});
@@ -124,44 +179,50 @@ void enqueue_pass(const StepContext& c, bool sample) {
   launch_sample(sp, c.stream);
 }
 
-void enqueue_mtp_pass(const StepContext& c) {
-  DSV4_CHECK(c.m.mtp && c.s.mtp_in);
-  const DeviceMtp& mtp = *c.m.mtp;
-  const ModelConfig& cfg = c.m.cfg;
-  const int T = c.T, n = int(cfg.hc_mult), D = int(cfg.hidden_size);
-  const int layer = int(c.m.layers.size());  // the block's layer id L (§10) and its KV pool
-  // Step 1: e = e_proj(RMSNorm_enorm(embed[next token])) into s.ffn_out (s.u holds the embedding).
-  GatherRowsParams g;
-  g.src = c.m.embed.get();
-  g.index = c.tokens;
-  g.dst = c.s.u;
-  g.n = T;
-  g.width = D;
-  launch_gather_rows(g, c.stream);
-  const QuantAct eq = rmsnorm_quantize(c, c.s.u, mtp.enorm.get(), T, D);
-  linear_q(c, mtp.e_proj, eq, T, c.s.ffn_out);
-  // Steps 2–3: X_j = h_proj(RMSNorm_hnorm(streams_j)) + e, each stream row alone. The T·n rows go
-  // through in n groups of T consecutive rows (the quantiser's scratch holds T rows of D), each in
-  // slices where the skinny matmul's rows do not depend on the row count (empty segments).
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(c.s.X, c.s.mtp_in, size_t(T) * n * D * sizeof(__nv_bfloat16),
-                                  cudaMemcpyDeviceToDevice, c.stream));
-  StepContext sliced = c;
-  sliced.segments = {};
-  for (int j = 0; j < n; ++j) {
-    __nv_bfloat16* rows = c.s.X + size_t(j) * T * D;
-    const QuantAct hq = rmsnorm_quantize(sliced, rows, mtp.hnorm.get(), T, D);
-    linear_q(sliced, mtp.h_proj, hq, T, rows);
+void enqueue_mtp_pass(const Ranks& ranks) {
+  DSV4_CHECK(!ranks.contexts.empty() && (ranks.comm || ranks.contexts.size() == 1));
+  for (const StepContext& c : ranks.contexts) {
+    use_device(c);
+    DSV4_CHECK(c.m.mtp && c.s.mtp_in);
+    const DeviceMtp& mtp = *c.m.mtp;
+    const ModelConfig& cfg = c.m.cfg;
+    const int T = c.T, n = int(cfg.hc_mult), D = int(cfg.hidden_size);
+    // Step 1: e = e_proj(RMSNorm_enorm(embed[next token])) into s.ffn_out (s.u holds the embedding).
+    GatherRowsParams g;
+    g.src = c.m.embed.get();
+    g.index = c.tokens;
+    g.dst = c.s.u;
+    g.n = T;
+    g.width = D;
+    launch_gather_rows(g, c.stream);
+    const QuantAct eq = rmsnorm_quantize(c, c.s.u, mtp.enorm.get(), T, D);
+    linear_q(c, mtp.e_proj, eq, T, c.s.ffn_out);
+    // Steps 2–3: X_j = h_proj(RMSNorm_hnorm(streams_j)) + e, each stream row alone. The T·n rows go
+    // through in n groups of T consecutive rows (the quantiser's scratch holds T rows of D), each in
+    // slices where the skinny matmul's rows do not depend on the row count (empty segments).
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(c.s.X, c.s.mtp_in, size_t(T) * n * D * sizeof(__nv_bfloat16),
+                                    cudaMemcpyDeviceToDevice, c.stream));
+    StepContext sliced = c;
+    sliced.segments = {};
+    for (int j = 0; j < n; ++j) {
+      __nv_bfloat16* rows = c.s.X + size_t(j) * T * D;
+      const QuantAct hq = rmsnorm_quantize(sliced, rows, mtp.hnorm.get(), T, D);
+      linear_q(sliced, mtp.h_proj, hq, T, rows);
+    }
+    AddToStreamsParams a;
+    a.X = c.s.X;
+    a.e = c.s.ffn_out;
+    a.T = T;
+    a.n = n;
+    a.D = D;
+    launch_add_to_streams(a, c.stream);
   }
-  AddToStreamsParams a;
-  a.X = c.s.X;
-  a.e = c.s.ffn_out;
-  a.T = T;
-  a.n = n;
-  a.D = D;
-  launch_add_to_streams(a, c.stream);
-  // Step 4: the decoder block; step 5: its HC_head and norm before the shared lm_head.
-  enqueue_layer(c, mtp.layer, layer);
-  if (c.n_logits > 0) head(c, mtp.hc_head, mtp.norm);
+  // Step 4: the decoder block (layer id L: its own KV pool); step 5: its HC_head and norm before
+  // the shared lm_head, on rank 0.
+  const StepContext& c = ranks.contexts.front();
+  enqueue_layer(ranks, int(c.m.layers.size()));
+  use_device(c);
+  if (c.n_logits > 0) head(c, c.m.mtp->hc_head, c.m.mtp->norm);
 }
 
 }  // namespace dsv4::cuda

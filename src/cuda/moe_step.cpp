@@ -3,6 +3,7 @@
 // plan (the picks regrouped by expert), the routed experts grouped — each expert's weights read
 // once per step — with the routing weight applied before w2's quantisation (§12), and the FP32
 // sum back in row order. No device count comes back to the host: every launch is shaped by T.
+#include "cuda/kernels/gather_rows.cuh"
 #include "cuda/kernels/moe_combine.cuh"
 #include "cuda/kernels/moe_dispatch.cuh"
 #include "cuda/kernels/moe_grouped_gemm.cuh"
@@ -12,13 +13,13 @@
 
 namespace dsv4::cuda {
 
-MoeScratch::MoeScratch(const ModelConfig& c, int rows, DeviceArena& arena) {
+MoeScratch::MoeScratch(const ModelConfig& c, int rows, DeviceArena& arena, const MoeShard& shard) {
   const size_t T = size_t(rows), k = size_t(c.num_experts_per_tok), I = size_t(c.moe_intermediate_size);
-  const size_t D = size_t(c.hidden_size), E = size_t(c.n_routed_experts);
+  const size_t D = size_t(c.hidden_size), E = size_t(shard.experts > 0 ? shard.experts : c.n_routed_experts);
   expert_idx = arena.take<int32_t>(T * k);
-  router_logits = arena.take<float>(T * E);
+  router_logits = arena.take<float>(T * size_t(c.n_routed_experts));  // the router scores them all
   expert_w = arena.take<float>(T * k);
-  plan = MoeDispatchPlan::carve(arena, int(E), rows, int(k));
+  plan = MoeDispatchPlan::carve(arena, int(E), rows, int(k));  // this rank's experts only
   g = arena.take<__nv_bfloat16>(T * k * I);
   up = arena.take<__nv_bfloat16>(T * k * I);
   h = arena.take<__nv_bfloat16>(T * k * I);
@@ -33,6 +34,7 @@ MoeScratch::MoeScratch(const ModelConfig& c, int rows, DeviceArena& arena) {
   shqs = arena.take<uint8_t>(T * I / 128);
   shf = arena.take<__nv_bfloat16>(T * I);
   if (c.expert_format == ExpertFormat::kBF16) hf = arena.take<__nv_bfloat16>(T * k * I);
+  if (shard.picks) picks = arena.take<__nv_bfloat16>(T * k * D);
 }
 
 namespace {
@@ -108,9 +110,14 @@ void swiglu(const ModelConfig& cfg, const __nv_bfloat16* g, const __nv_bfloat16*
 
 void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3, const DeviceExperts& w2,
                 MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream) {
-  const int T = in.T, D = int(cfg.hidden_size), E = int(cfg.n_routed_experts), k = int(cfg.num_experts_per_tok);
+  const int T = in.T, D = int(cfg.hidden_size), E = ms.plan.E, k = int(cfg.num_experts_per_tok);
   DSV4_CHECK_MSG(T <= ms.plan.max_rows, "moe: ", T, " rows in a pass sized for ", ms.plan.max_rows);
-  DSV4_CHECK_MSG(w1.E == E && w3.E == E && w2.E == E, "moe: ", w1.E, " experts in a layer of ", E);
+  DSV4_CHECK_MSG(w1.E == E && w3.E == E && w2.E == E, "moe: ", w1.E, " experts in a pass planned for ", E);
+  DSV4_CHECK_MSG(w1.first == in.expert_base && w3.first == in.expert_base && w2.first == in.expert_base &&
+                     in.expert_base + E <= int(cfg.n_routed_experts),
+                 "moe: experts from ", w1.first, " fed as a shard from ", in.expert_base);
+  DSV4_CHECK_MSG(ms.picks || E == int(cfg.n_routed_experts),
+                 "moe: a rank holding ", E, " of ", cfg.n_routed_experts, " experts must leave its outputs in pick order");
 
   // The picks regrouped by expert: counts, offsets, the permutation both ways (padding rows and
   // invalid picks left out).
@@ -120,6 +127,7 @@ void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExp
   dp.n_real = in.n_real;
   dp.T = T;
   dp.plan = ms.plan;
+  dp.expert_base = in.expert_base;
   launch_moe_dispatch(dp, stream);
   const int max_sel = T * k;                   // grouped rows the launches are shaped for
   const int32_t* n_sel = ms.plan.offsets + E;  // device: grouped rows of this pass
@@ -138,6 +146,16 @@ void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExp
   __nv_bfloat16* y[1] = {ms.y};
   routed(w2s, 1, ms.hq, ms.hqs, ms.hf, nullptr, ms.plan, max_sel, y, stream);
 
+  if (ms.picks) {  // expert parallelism: pick order, +0 where another rank's expert was picked
+    GatherRowsParams g;
+    g.src = ms.y;
+    g.index = ms.plan.pos_of;
+    g.dst = ms.picks;
+    g.n = T * k;
+    g.width = D;
+    launch_gather_rows(g, stream);
+    return;
+  }
   // §8.4: Σ routed (ascending expert id, FP32) + shared, BF16, back in row order.
   MoeCombineParams mp;
   mp.routed = ms.y;
@@ -151,6 +169,37 @@ void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExp
   mp.D = D;
   launch_moe_combine(mp, stream);
 }
+
+void moe_combine_routed(const ModelConfig& cfg, const MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream) {
+  DSV4_CHECK_MSG(ms.picks, "moe: combining from pick order without pick-order buffers");
+  MoeCombineParams mp;
+  mp.routed = ms.picks;  // routed_row nullptr: pick (t, i) is row t·k + i
+  mp.shared = in.shared;
+  mp.out = in.out;
+  mp.expert_ids = in.expert_idx;  // the same ascending-expert-id order as one rank's combine
+  mp.n_real = in.n_real;
+  mp.T = in.T;
+  mp.k = int(cfg.num_experts_per_tok);
+  mp.D = int(cfg.hidden_size);
+  launch_moe_combine(mp, stream);
+}
+
+namespace {
+
+// The routed half's rows, picks, shared output and destination in a step (the input is set by
+// moe_step).
+MoeRoutedInput routed_input(const StepContext& c) {
+  MoeRoutedInput in;
+  in.expert_idx = c.s.moe.expert_idx;
+  in.expert_w = c.s.moe.expert_w;
+  in.n_real = c.n_real;
+  in.shared = c.s.moe.sy;
+  in.out = c.s.ffn_out;
+  in.T = c.T;
+  return in;
+}
+
+}  // namespace
 
 void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
   const ModelConfig& cfg = c.m.cfg;
@@ -188,18 +237,18 @@ void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
   swiglu(cfg, ms.sg, ms.sup, nullptr, T, nullptr, ms.sh, ms.shq, ms.shqs, shf, c.stream);
   linear_q(c, w.shared_w2, QuantAct{ms.shq, ms.shqs, shf, int(cfg.moe_intermediate_size)}, T, ms.sy);
 
-  MoeRoutedInput in;
+  MoeRoutedInput in = routed_input(c);
   in.x_q = xq.q;
   in.x_scale = xq.scale;
   in.x_fake = xq.fake;
-  in.expert_idx = ms.expert_idx;
-  in.expert_w = ms.expert_w;
-  in.n_real = c.n_real;
-  in.shared = ms.sy;
-  in.out = s.ffn_out;
-  in.T = T;
+  in.expert_base = w.w1.first;
   moe_routed(cfg, w.w1, w.w3, w.w2, ms, in, c.stream);
-  c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
+  if (!ms.picks) c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
+}
+
+void moe_combine_picks(const StepContext& c, int layer) {
+  moe_combine_routed(c.m.cfg, c.s.moe, routed_input(c), c.stream);
+  c.emit_bf16("moe.out", layer, c.s.ffn_out, {c.T, int(c.m.cfg.hidden_size)});
 }
 
 }  // namespace dsv4::cuda

@@ -17,11 +17,19 @@ struct StepContext;
 struct DeviceLayer;
 struct DeviceExperts;
 
+// What one rank computes of the routed experts (expert parallelism, docs/parallel.md):
+// `experts` of them (0: all E), and whether its routed outputs leave the rank in pick order for a
+// collective to sum (MoeScratch::picks) before the combine.
+struct MoeShard {
+  int experts = 0;
+  bool picks = false;
+};
+
 // Buffers of the MoE sub-layer for passes of up to `rows` rows (device_arena.h: the same code
 // counts and allocates). Routed-expert rows are in the dispatch plan's grouped order: up to
 // rows·k of them, expert by expert.
 struct MoeScratch {
-  MoeScratch(const ModelConfig& cfg, int rows, DeviceArena& arena);
+  MoeScratch(const ModelConfig& cfg, int rows, DeviceArena& arena, const MoeShard& shard = {});
   int32_t* expert_idx;                // [rows, k] router picks
   float *router_logits, *expert_w;    // [rows, E], [rows, k]
   MoeDispatchPlan plan;               // the picks regrouped by expert (moe_dispatch.cuh)
@@ -32,12 +40,17 @@ struct MoeScratch {
   __nv_bfloat16* shf;                 // [rows, I] shared h as BF16 fake-quant (BF16 shared w2)
   // BF16 routed experts only (nullptr otherwise): grouped h as BF16 fake-quant [rows·k, I].
   __nv_bfloat16* hf = nullptr;
+  // MoeShard::picks only (nullptr otherwise): routed outputs in pick order [rows, k, D], +0 for
+  // the picks of other ranks' experts; summed over ranks in place (collective.h), then combined.
+  __nv_bfloat16* picks = nullptr;
 };
 
 // x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D]: router, shared expert, then
 // moe_routed (§8). Rows at or past *c.n_real cost no expert work; their output is the shared
-// expert's.
+// expert's. With MoeScratch::picks, ffn_out is not written: the rank's routed outputs are in
+// s.moe.picks, and moe_combine_picks finishes the sub-layer once a collective has summed them.
 void moe_step(const StepContext& c, const DeviceLayer& w, int layer);
+void moe_combine_picks(const StepContext& c, int layer);
 
 // The routed half of moe_step, given the router's picks (device pointers; also what
 // tests/cuda/moe_step.cpp drives): dispatch plan, grouped w1/w3, SwiGLU × routing weight with
@@ -52,8 +65,15 @@ struct MoeRoutedInput {
   const __nv_bfloat16* shared = nullptr; // [T, D] shared expert output
   __nv_bfloat16* out = nullptr;          // [T, D]
   int T = 0;
+  // Expert parallelism: the global id of w1/w3/w2's first expert (DeviceExperts::first), and with
+  // MoeScratch::picks the outputs go there in pick order instead of being combined into `out`
+  // (moe_combine_routed does that after the collective).
+  int expert_base = 0;
 };
 void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3,
                 const DeviceExperts& w2, MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
+// §8.4 from pick order: out = Σ picks (ascending expert id, FP32) + shared, as moe_routed's own
+// combine adds the same values in the same order (so the result is bit-identical to one rank).
+void moe_combine_routed(const ModelConfig& cfg, const MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
 
 }  // namespace dsv4::cuda

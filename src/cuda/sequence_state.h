@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "cuda/cuda_check.h"
@@ -75,12 +76,15 @@ class CudaSequenceState final : public SequenceState {
     std::copy(blocks_.begin() + std::ptrdiff_t(had), blocks_.end(), pages_ + had);
     return true;
   }
-  // Copies the page-table entries the device has not seen yet (pinned mirror -> device).
-  void upload_pages(int32_t* device_row, cudaStream_t stream) {
+  // Copies the page-table entries the devices have not seen yet (pinned mirror -> device) to every
+  // rank's copy of this slot's row: replica r is device_rows[r] on streams[r].
+  void upload_pages(std::span<int32_t* const> device_rows, std::span<const cudaStream_t> streams) {
+    DSV4_CHECK(device_rows.size() == streams.size());
     if (uploaded_ == blocks_.size()) return;
-    DSV4_CUDA_CHECK(cudaMemcpyAsync(device_row + uploaded_, pages_ + uploaded_,
-                                    (blocks_.size() - uploaded_) * sizeof(int32_t),
-                                    cudaMemcpyHostToDevice, stream));
+    for (size_t r = 0; r < device_rows.size(); ++r)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(device_rows[r] + uploaded_, pages_ + uploaded_,
+                                      (blocks_.size() - uploaded_) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                      streams[r]));
     uploaded_ = blocks_.size();
   }
 

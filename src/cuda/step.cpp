@@ -28,7 +28,7 @@ int64_t max_quant_width(const ModelConfig& c) {
 }  // namespace
 
 Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& arena)
-    : moe(c, sh.rows, arena) {
+    : moe(c, sh.rows, arena, sh.moe) {
   const size_t T = size_t(sh.rows), L = size_t(sh.logits), D = size_t(c.hidden_size);
   const size_t n = size_t(c.hc_mult), H = size_t(c.num_attention_heads), d = size_t(c.head_dim);
   const size_t Hi = size_t(c.index_n_heads), di = size_t(c.index_head_dim);
@@ -57,6 +57,7 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   Xh = arena.take<__nv_bfloat16>(L * n * D);
   hh = arena.take<__nv_bfloat16>(L * D);
   if (sh.mtp) mtp_in = arena.take<__nv_bfloat16>(T * n * D);
+  if (sh.attn_partial) attn_partial = arena.take<float>(T * D);
   aq = arena.take<uint8_t>(T * Kq);
   aqs = arena.take<uint8_t>(T * Kq / 128);
   mhc_partial = arena.take<float>(mhc_pre_partial_floats(sh.rows, int(D)));
@@ -182,8 +183,13 @@ void for_each_segment(const StepContext& c, int rows, F&& call) {
 
 }  // namespace
 
-void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
-              __nv_bfloat16* y) {
+namespace {
+
+// y = x̃·Wᵀ, BF16 (out_bf16) or FP32 rows of N.
+void quantized_linear(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, void* y,
+                      bool out_bf16) {
+  const size_t out_bytes = out_bf16 ? 2 : 4;
+  auto row_ptr = [&](int r0) { return static_cast<uint8_t*>(y) + size_t(r0) * w.N * out_bytes; };
   DSV4_CHECK_MSG(w.K == x.K, w.name, ": in_features ", w.K, ", the activations have ", x.K);
   if (w.nvfp4) {  // the FP8 activations of the FP8 linear it replaces (gemv_nvfp4.cuh)
     for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
@@ -193,11 +199,11 @@ void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, in
       p.global_scale = w.global_scale;
       p.x_fp8 = x.q + size_t(r0) * w.K;
       p.x_scale = x.scale + size_t(r0) * (w.K / 128);
-      p.y = y + size_t(r0) * w.N;
+      p.y = row_ptr(r0);
       p.M = std::min(kGemvMaxBatch, rows - r0);
       p.N = w.N;
       p.K = w.K;
-      p.out_bf16 = true;
+      p.out_bf16 = out_bf16;
       launch_gemv_nvfp4(p, c.stream);
     }
     return;
@@ -211,13 +217,23 @@ void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, in
     p.x = w.fp8 ? static_cast<const void*>(x.q + size_t(r0) * w.K)
                 : static_cast<const void*>(x.fake + size_t(r0) * w.K);
     p.x_scale = w.fp8 ? x.scale + size_t(r0) * (w.K / 128) : nullptr;
-    p.y = y + size_t(r0) * w.N;
+    p.y = row_ptr(r0);
     p.M = n;
     p.N = w.N;
     p.K = w.K;
-    p.out_bf16 = true;
+    p.out_bf16 = out_bf16;
     matmul(p, c.stream);
   });
+}
+
+}  // namespace
+
+void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, __nv_bfloat16* y) {
+  quantized_linear(c, w, x, rows, y, true);
+}
+
+void linear_q_f32(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, float* y) {
+  quantized_linear(c, w, x, rows, y, false);
 }
 
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,

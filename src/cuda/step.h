@@ -37,6 +37,8 @@ struct ScratchShape {
   int max_n_idx = 0;   // widest attention row list of any layer (KvPool::max_n_idx)
   int max_csa_entries = 0;  // most CSA entries a sequence can reach (KvPool::max_csa_entries)
   bool mtp = false;         // the model has an MTP block on the device (its input streams)
+  MoeShard moe;             // this rank's routed experts (expert parallelism; moe_step.h)
+  bool attn_partial = false;  // wo_b's output is a tensor-parallel partial sum (DeviceModel::tp)
 };
 
 // Step scratch, carved from one DeviceArena (device_arena.h): the same constructor counts the
@@ -48,6 +50,8 @@ struct Scratch {
   __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *fake;
   __nv_bfloat16 *Xh, *hh;  // the head's gathered streams [logits, n, D] and hidden [logits, D]
   __nv_bfloat16* mtp_in = nullptr;  // [rows, n, D] an MTP pass's input streams (ScratchShape::mtp)
+  // [rows, D] FP32: this rank's wo_b partial sum, added over the ranks (ScratchShape::attn_partial).
+  float* attn_partial = nullptr;
   uint8_t *aq, *aqs;
   float *mhc_partial, *post, *comb, *ca, *cz, *hw, *index_score, *logits;
   MoeScratch moe;  // the MoE sub-layer's own buffers (moe_step.h)
@@ -59,6 +63,7 @@ struct RowRange {
 };
 
 struct StepContext {
+  int device;              // the CUDA device of this rank (layer_pass.cpp switches to it)
   const DeviceModel& m;
   KvPool& kv;
   Scratch& s;
@@ -110,6 +115,8 @@ QuantAct rmsnorm_quantize(const StepContext& c, __nv_bfloat16* x, const __nv_bfl
                           int dim);
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
               __nv_bfloat16* y);
+// The same with FP32 output, before the BF16 rounding: a tensor-parallel rank's partial sum.
+void linear_q_f32(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, float* y);
 // Unquantised-input linear with BF16 weights: y = x·Wᵀ in FP32 (router, compressor, indexer
 // weights_proj, LM head), y FP32 [rows, N].
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,

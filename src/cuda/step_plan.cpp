@@ -91,6 +91,12 @@ void StepPlan::upload(cudaStream_t stream) const {
   DSV4_CUDA_CHECK(cudaMemcpyAsync(device_, host_, bytes_, cudaMemcpyHostToDevice, stream));
 }
 
+void StepPlan::upload_from(const StepPlan& source, cudaStream_t stream) const {
+  DSV4_CHECK_MSG(source.bytes_ == bytes_ && source.max_rows_ == max_rows_ && source.max_logits_ == max_logits_,
+                 "step plan: a replica of another shape");
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(device_, source.host_, bytes_, cudaMemcpyHostToDevice, stream));
+}
+
 StepRows StepPlan::device_rows() const {
   return {dev(kPos), dev(kSlot), dev(kFirst), dev(kLast)};
 }

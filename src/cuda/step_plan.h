@@ -44,6 +44,9 @@ class StepPlan {
   int logit_rows() const { return n_logits_; }
   // The whole plan (fixed size) host -> device on `stream`; capturable in a CUDA graph.
   void upload(cudaStream_t stream) const;
+  // `source`'s host plan to this plan's device copy: another rank's replica of the same plan
+  // (expert parallelism); the shapes must match.
+  void upload_from(const StepPlan& source, cudaStream_t stream) const;
 
   // Device side.
   StepRows device_rows() const;

@@ -38,6 +38,8 @@ Numerics default_numerics(Backend b) {
 
 void check_backend(const BackendOptions& o) {
   if (o.backend == Backend::kCpu) {
+    if (o.ep != 1 || o.tp != 1 || o.comm != BackendOptions::Comm::kAuto)
+      fail("--ep, --tp and --comm are CUDA-only: the cpu backend runs the whole model in one process on one host");
     if (o.synthetic_seed)
       fail("--synthetic-weights is CUDA-only: the cpu backend computes from the checkpoint's files "
            "(write them with `dsv4 make-skeleton --random SEED`)");
@@ -96,6 +98,11 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.gpu_memory_utilization = o.gpu_memory_utilization;
   cuda.draft = o.draft;
   cuda.synthetic_seed = o.synthetic_seed;
+  cuda.ep = o.ep;
+  cuda.tp = o.tp;
+  cuda.comm = o.comm == BackendOptions::Comm::kNccl       ? CudaOptions::Comm::kNccl
+              : o.comm == BackendOptions::Comm::kLoopback ? CudaOptions::Comm::kLoopback
+                                                          : CudaOptions::Comm::kAuto;
   return make_cuda_forward(model_dir, cuda);
 #else
   throw InternalError("make_forward: check_backend let cuda through in a build without CUDA");

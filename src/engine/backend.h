@@ -42,6 +42,10 @@ struct BackendOptions {
   // cuda: synthetic weights of this seed instead of the shards' bytes (CudaOptions::synthetic_seed);
   // the CPU backend computes from the mapped files and refuses it.
   std::optional<uint64_t> synthetic_seed;
+  // cuda: expert-parallel ranks (CudaOptions::ep), attention split over them (tp: 1 or ep) and how
+  // they sum; the CPU backend refuses them.
+  int ep = 1, tp = 1;
+  enum class Comm { kAuto, kNccl, kLoopback } comm = Comm::kAuto;
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without
