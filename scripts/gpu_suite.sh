@@ -9,6 +9,7 @@
 # (git-ignored via .git/info/exclude) may hold test_cuda/bench_cuda_gemv_bench built here, used only
 # if the device build fails. The summary (printed last) lists each step's rc and time.
 set -uo pipefail
+export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off (collective.h), also for compute-sanitizer's children
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-${OUT:-/tmp/dsv4-gpu}}
 mkdir -p "$out"
@@ -39,6 +40,7 @@ step() {  # step NAME LOG TIMEOUT_S CMD...: run, record rc and seconds in the su
   cmake --version | head -1
   c++ --version | head -1
   command -v compute-sanitizer || echo "compute-sanitizer: not found"
+  python3 -c "import nvidia.nccl as m; print('nccl wheel:', m.__path__[0])" 2>&1 || echo "nccl wheel: none"
   grep PRETTY_NAME /etc/os-release
 } > "$out/env.txt" 2>&1
 
