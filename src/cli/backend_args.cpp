@@ -23,16 +23,19 @@ const char* const kBackendUsage =
     "  --gpu-memory-utilization F  cuda: share of the device memory to use, in (0, 1] (default 0.9)\n"
     "  --synthetic-weights SEED  cuda: fill every tensor with the values `make-skeleton --random\n"
     "                        SEED` writes, generated at load: a sparse skeleton runs full size\n"
-    "  --ep N                cuda: expert parallelism over N ranks on GPUs 0..N-1 (routed experts\n"
-    "                        split, the rest on each; NCCL sums the MoE outputs); default 1\n"
-    "  --tp N                cuda: attention heads split over the same ranks too (1 or the --ep\n"
-    "                        value): each rank reads its heads' q/o weights, FP32 partials summed\n"
+    "  --gpus N|auto         cuda: ranks on GPUs 0..N-1, the routed experts split over them (expert\n"
+    "                        parallel, NCCL sums the MoE outputs; the rest on each); default auto:\n"
+    "                        the fewest GPUs that hold the model (`dsv4 inspect`'s plan)\n"
+    "  --ep N                the same count, named for expert parallelism (with --comm loopback:\n"
+    "                        N virtual ranks on one GPU)\n"
+    "  --tp N                cuda: attention heads split over the same ranks too (1 or the rank\n"
+    "                        count): each rank reads its heads' q/o weights, FP32 partials summed\n"
     "  --comm C              cuda: how ranks sum: nccl (default for N > 1; with N = 1 the one-rank\n"
     "                        NCCL path) or loopback (N virtual ranks on one GPU: tests, cost)\n";
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
-          "--kv-cache-tokens", "--gpu-memory-utilization", "--synthetic-weights", "--ep", "--tp", "--comm"};
+          "--kv-cache-tokens", "--gpu-memory-utilization", "--synthetic-weights", "--gpus", "--ep", "--tp", "--comm"};
 }
 
 BackendOptions backend_options(const Args& args) {
@@ -56,7 +59,13 @@ BackendOptions backend_options(const Args& args) {
     fail("--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);
   if (args.has("--synthetic-weights"))
     o.synthetic_seed = uint64_t(args.get_int("--synthetic-weights", 0, 0, INT64_MAX));
-  o.ep = int(args.get_int("--ep", 1, 1, 8));
+  // --gpus and --ep name one count (0: auto); given both, they must agree.
+  if (auto gpus = args.get("--gpus"); gpus && *gpus != "auto") o.ep = int(args.get_int("--gpus", 0, 1, 8));
+  if (args.has("--ep")) {
+    const int ep = int(args.get_int("--ep", 0, 1, 8));
+    if (o.ep != 0 && o.ep != ep) fail("--gpus ", o.ep, " and --ep ", ep, " disagree: both name the number of ranks");
+    o.ep = ep;
+  }
   o.tp = int(args.get_int("--tp", 1, 1, 8));
   if (auto comm = args.get("--comm")) {
     if (*comm == "nccl") o.comm = BackendOptions::Comm::kNccl;

@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <span>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -130,6 +131,16 @@ struct DevicePlan {
   size_t minimum = 0;  // + per rank the step buffers and one sequence at full context
 };
 
+// A device's free bytes and what the utilisation limit lets dsv4 use of them.
+std::pair<size_t, size_t> device_memory(int device, double utilisation) {
+  DSV4_CUDA_CHECK(cudaSetDevice(device));
+  size_t free_b = 0, total_b = 0;
+  DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const size_t limit = size_t(double(total_b) * utilisation);
+  const size_t in_use = total_b - free_b;
+  return {free_b, limit > in_use ? std::min(limit - in_use, free_b) : 0};
+}
+
 // A captured step: one graph per distinct stream of the ranks (virtual ranks share one).
 using StepGraph = std::vector<std::pair<cudaStream_t, cudaGraphExec_t>>;
 void destroy(StepGraph& g) {
@@ -142,33 +153,37 @@ class CudaForward final : public Forward {
     int n_dev = 0;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0)
       fail("--backend cuda: no CUDA device is available");
-    if (opt.ep < 1 || opt.ep > kMaxRanks) fail("--ep must be in [1, ", kMaxRanks, "], got ", opt.ep);
+    if (opt.ep < 0 || opt.ep > kMaxRanks) fail("--gpus / --ep must be in [1, ", kMaxRanks, "], got ", opt.ep);
     const bool loopback = opt.comm == CudaOptions::Comm::kLoopback;
-    const int last_device = loopback ? opt.device : opt.device + opt.ep - 1;
-    if (opt.device < 0 || last_device >= n_dev)
-      fail(opt.ep > 1 && !loopback ? cat(opt.ep, " expert-parallel ranks need CUDA devices ", opt.device, "..", last_device)
-                                   : cat("CUDA device ", opt.device, " does not exist"),
-           " (", n_dev, " devices)");
+    if (opt.ep == 0 && loopback) fail("--comm loopback needs the number of virtual ranks (--ep N)");
+    if (opt.device < 0 || opt.device >= n_dev) fail("CUDA device ", opt.device, " does not exist (", n_dev, " devices)");
     ModelConfig cfg = ModelConfig::load(dir);
     check_cuda_supported(cfg);
-    if (opt.ep > cfg.n_routed_experts)
-      fail("--ep ", opt.ep, ": the model has only ", cfg.n_routed_experts, " routed experts to split");
-    if (opt.tp != 1 && opt.tp != opt.ep)
-      fail("--tp ", opt.tp, ": attention is split over all the ranks or none (--tp 1 or --tp ", opt.ep, " with --ep ",
-           opt.ep, ")");
-    if (cfg.o_groups % opt.tp != 0)
-      fail("--tp ", opt.tp, ": the model's ", cfg.o_groups, " attention output groups do not split evenly");
     Checkpoint ckpt = Checkpoint::open(dir);
     const ModelWeights w = bind_weights(cfg, ckpt);
+    const int64_t ctx = opt.ctx_size > 0 ? std::min(opt.ctx_size, cfg.max_position_embeddings)
+                                         : cfg.max_position_embeddings;
+    const int n_ranks = opt.ep > 0 ? opt.ep : gpus_needed_here(cfg, ckpt, ctx, n_dev);
+    opt_.ep = n_ranks;
+    const int last_device = loopback ? opt.device : opt.device + n_ranks - 1;
+    if (last_device >= n_dev)
+      fail(n_ranks, " expert-parallel ranks need CUDA devices ", opt.device, "..", last_device, " (", n_dev, " devices)");
+    if (n_ranks > cfg.n_routed_experts)
+      fail("--ep ", n_ranks, ": the model has only ", cfg.n_routed_experts, " routed experts to split");
+    if (opt.tp != 1 && opt.tp != n_ranks)
+      fail("--tp ", opt.tp, ": attention is split over all the ranks or none (--tp 1 or --tp ", n_ranks, " with ",
+           n_ranks, " ranks)");
+    if (cfg.o_groups % opt.tp != 0)
+      fail("--tp ", opt.tp, ": the model's ", cfg.o_groups, " attention output groups do not split evenly");
 
     // The ranks: the routed experts split over them, everything else on each (docs/parallel.md); a
     // collective sums their routed outputs unless one rank runs alone.
-    const bool collective = opt.ep > 1 || opt.comm != CudaOptions::Comm::kAuto;
-    ranks_.resize(size_t(opt.ep));
-    for (int r = 0; r < opt.ep; ++r) {
+    const bool collective = n_ranks > 1 || opt.comm != CudaOptions::Comm::kAuto;
+    ranks_.resize(size_t(n_ranks));
+    for (int r = 0; r < n_ranks; ++r) {
       ranks_[size_t(r)].device = loopback ? opt.device : opt.device + r;
       WeightShard& shard = ranks_[size_t(r)].shard;
-      if (opt.ep > 1) shard.experts = expert_range(int(cfg.n_routed_experts), r, opt.ep);
+      if (n_ranks > 1) shard.experts = expert_range(int(cfg.n_routed_experts), r, n_ranks);
       shard.tp = opt.tp;
       shard.tp_rank = opt.tp > 1 ? r : 0;
     }
@@ -176,8 +191,6 @@ class CudaForward final : public Forward {
     // The memory plan, per device: the weights of its ranks, then per rank the step buffers and one
     // sequence slot at full context must fit; what the utilisation limit leaves after them goes to
     // slots and KV blocks (the same number on every rank: they hold the same sequences).
-    const int64_t ctx = opt.ctx_size > 0 ? std::min(opt.ctx_size, cfg.max_position_embeddings)
-                                         : cfg.max_position_embeddings;
     DeviceModel shell;  // sizing needs only the config and the layer specs
     shell.cfg = cfg;
     shell.layers = layer_shells(w);
@@ -194,13 +207,7 @@ class CudaForward final : public Forward {
     for (Rank& rank : ranks_) {
       DevicePlan& d = devices[rank.device];
       if (d.ranks == 0) {
-        DSV4_CUDA_CHECK(cudaSetDevice(rank.device));
-        size_t free_b = 0, total_b = 0;
-        DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-        const size_t limit = size_t(double(total_b) * opt.gpu_memory_utilization);
-        const size_t in_use = total_b - free_b;
-        d.free = free_b;
-        d.usable = limit > in_use ? std::min(limit - in_use, free_b) : 0;
+        std::tie(d.free, d.usable) = device_memory(rank.device, opt.gpu_memory_utilization);
         d.weights = matmul_workspace_bytes();  // cuBLASLt's, taken before anything is captured
       }
       ++d.ranks;
@@ -213,7 +220,7 @@ class CudaForward final : public Forward {
       // inspect's plan for GPUs of this usable size: experts split across them, the rest replicated.
       const WeightBytesSplit split = split_weight_bytes(ckpt, opt.draft);
       const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(d.usable)));
-      const std::string gpus = n > opt.ep ? cat("; the weights need ", n, " GPUs of this size with the routed experts split "
+      const std::string gpus = n > n_ranks ? cat("; the weights need ", n, " GPUs of this size with the routed experts split "
                                                 "across them (`dsv4 inspect --gpu-gib ", int64_t(d.usable / kGiB), "`)")
                                : n == 0 ? std::string("; not even 8 GPUs of this size hold the weights")
                                         : std::string("; a smaller --ctx-size needs less");
@@ -283,7 +290,7 @@ class CudaForward final : public Forward {
     DSV4_CUDA_CHECK(cudaSetDevice(opt.device));
     if (collective) {
       if (loopback) {
-        comm_ = make_loopback_collective(opt.ep);
+        comm_ = make_loopback_collective(n_ranks);
       } else {
         std::vector<int> ordinals;
         for (const Rank& rank : ranks_) ordinals.push_back(rank.device);
@@ -408,6 +415,20 @@ class CudaForward final : public Forward {
   }
 
  private:
+  // --gpus auto: the fewest GPUs (inspect's plan: 1, 2, 4 or 8 of the usable size of `device`, the
+  // routed experts split across them) that hold the weights and one sequence of `ctx` tokens.
+  int gpus_needed_here(const ModelConfig& cfg, const Checkpoint& ckpt, int64_t ctx, int n_dev) const {
+    const size_t usable = device_memory(opt_.device, opt_.gpu_memory_utilization).second;
+    const WeightBytesSplit split = split_weight_bytes(ckpt, opt_.draft);
+    const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(usable)));
+    const std::string inspect = cat("(`dsv4 inspect --gpu-gib ", int64_t(usable / kGiB), "`)");
+    if (n == 0) fail("not even 8 GPUs of ", usable / kGiB, " usable GiB hold the model ", inspect);
+    if (opt_.device + n > n_dev)
+      fail("the model needs ", n, " GPUs of ", usable / kGiB, " usable GiB with the routed experts split across them ",
+           inspect, "; ", n_dev - opt_.device, " are visible from device ", opt_.device);
+    return n;
+  }
+
   // Layer specs and compressor shapes without device memory: what sizing needs before upload.
   static std::vector<DeviceLayer> layer_shells(const ModelWeights& w) {
     std::vector<DeviceLayer> out;

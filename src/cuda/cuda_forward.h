@@ -33,6 +33,7 @@ struct CudaOptions {
   // virtual ranks summed by one kernel (collective.h), which is how tests compare several ranks
   // with one on one GPU and how the layer's cost is measured there. kNccl with ep = 1 runs the
   // one-rank NCCL path (pick-order outputs and the collective) instead of the plain one.
+  // 0: the fewest GPUs that hold the model (inspect's plan for GPUs of this device's size).
   int ep = 1;
   // Tensor parallelism of attention over the same ranks (1 or ep): each rank holds the query heads
   // of o_groups/tp output groups (wq_b, attn_sink, wo_a, wo_b cut; the rest of attention, its KV

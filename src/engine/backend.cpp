@@ -38,8 +38,8 @@ Numerics default_numerics(Backend b) {
 
 void check_backend(const BackendOptions& o) {
   if (o.backend == Backend::kCpu) {
-    if (o.ep != 1 || o.tp != 1 || o.comm != BackendOptions::Comm::kAuto)
-      fail("--ep, --tp and --comm are CUDA-only: the cpu backend runs the whole model in one process on one host");
+    if (o.ep > 1 || o.tp != 1 || o.comm != BackendOptions::Comm::kAuto)
+      fail("--gpus, --ep, --tp and --comm are CUDA-only: the cpu backend runs the whole model in one process on one host");
     if (o.synthetic_seed)
       fail("--synthetic-weights is CUDA-only: the cpu backend computes from the checkpoint's files "
            "(write them with `dsv4 make-skeleton --random SEED`)");

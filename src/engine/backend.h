@@ -42,9 +42,10 @@ struct BackendOptions {
   // cuda: synthetic weights of this seed instead of the shards' bytes (CudaOptions::synthetic_seed);
   // the CPU backend computes from the mapped files and refuses it.
   std::optional<uint64_t> synthetic_seed;
-  // cuda: expert-parallel ranks (CudaOptions::ep), attention split over them (tp: 1 or ep) and how
-  // they sum; the CPU backend refuses them.
-  int ep = 1, tp = 1;
+  // cuda: ranks, one GPU each, with the routed experts split over them (CudaOptions::ep; 0: as
+  // many as the model needs), attention split over them too (tp: 1 or the rank count) and how they
+  // sum; the CPU backend refuses more than one.
+  int ep = 0, tp = 1;
   enum class Comm { kAuto, kNccl, kLoopback } comm = Comm::kAuto;
 };
 
