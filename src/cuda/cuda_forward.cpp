@@ -104,7 +104,7 @@ size_t device_state_bytes(const DeviceModel& m, const KvPoolShape& kv, int logit
   return count.used();
 }
 
-constexpr int kMaxRanks = 8;  // the GPUs of one host; also the loopback collective's limit
+constexpr int kMaxRanks = kMaxLoopbackRanks;  // the GPUs of one host (an H200 host has 8)
 
 // One rank of the model (expert parallelism, layer_pass.h): its device, its routed experts, its
 // weights, step state and stream.
@@ -191,8 +191,9 @@ class CudaForward final : public Forward {
     // The memory plan, per device: the weights of its ranks, then per rank the step buffers and one
     // sequence slot at full context must fit; what the utilisation limit leaves after them goes to
     // slots and KV blocks (the same number on every rank: they hold the same sequences).
-    DeviceModel shell;  // sizing needs only the config and the layer specs
+    DeviceModel shell;  // sizing needs only the config, the layer specs and the head split
     shell.cfg = cfg;
+    shell.tp = opt.tp;
     shell.layers = layer_shells(w);
     if (opt.draft && !w.mtp.empty()) {
       shell.mtp.emplace();
@@ -212,7 +213,6 @@ class CudaForward final : public Forward {
       }
       ++d.ranks;
       d.weights += device_weight_bytes(cfg, w, opt.draft, rank.shard);
-      shell.tp = rank.shard.tp;
       d.minimum = d.weights + size_t(d.ranks) * device_state_bytes(shell, shape, kMaxLogitRows, moe_shard(rank, collective));
     }
     for (const auto& [device, d] : devices) {

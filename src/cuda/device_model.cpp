@@ -412,7 +412,6 @@ DeviceModel walk(Uploader& up, const ModelConfig& cfg, const ModelWeights& w, bo
   DSV4_CHECK_MSG(shard.tp >= 1 && shard.tp_rank >= 0 && shard.tp_rank < shard.tp && cfg.o_groups % shard.tp == 0,
                  "upload: tensor-parallel rank ", shard.tp_rank, " of ", shard.tp, " over ", cfg.o_groups, " output groups");
   m.tp = shard.tp;
-  m.tp_rank = shard.tp_rank;
   m.embed = up.bf16(w.embed);
   m.head = up.linear(w.head);
   m.norm = up.bf16(w.norm);

@@ -95,10 +95,10 @@ struct DeviceModel {
   DeviceBuffer<float> inv_freq_main, inv_freq_compress;  // [rope_dim/2] (§4.4)
   bool has_bf16_act_linears = false;   // a §12 quantised-input linear with BF16 weights exists
   size_t bytes = 0;                    // device bytes of all weights
-  // Tensor parallelism of attention (layer_pass.h): this rank's query heads are
-  // [tp_rank·heads(), +heads()) — groups() whole output groups — of the model's; wq_b, attn_sink,
-  // wo_a and wo_b hold only theirs, and wo_b's output is a partial sum the ranks add.
-  int tp = 1, tp_rank = 0;
+  // Tensor parallelism of attention (layer_pass.h): this rank holds heads() query heads —
+  // groups() whole output groups — of the model's (which ones: its WeightShard::tp_rank); wq_b,
+  // attn_sink, wo_a and wo_b hold only theirs, and wo_b's output is a partial sum the ranks add.
+  int tp = 1;
   int heads() const { return int(cfg.num_attention_heads) / tp; }
   int groups() const { return int(cfg.o_groups) / tp; }
 

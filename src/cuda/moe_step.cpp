@@ -86,6 +86,23 @@ void routed(const DeviceExperts* const* w, int n_mats, const uint8_t* q, const u
   launch_moe_grouped_gemm(p, stream);
 }
 
+// §8.4: Σ routed (ascending expert id, FP32 — the reference's order) + shared, BF16, back in row
+// order; routed rows through routed_row (grouped order) or in pick order (nullptr).
+void combine(const ModelConfig& cfg, const __nv_bfloat16* routed, const int32_t* routed_row, const MoeRoutedInput& in,
+             cudaStream_t stream) {
+  MoeCombineParams mp;
+  mp.routed = routed;
+  mp.routed_row = routed_row;
+  mp.shared = in.shared;
+  mp.out = in.out;
+  mp.expert_ids = in.expert_idx;
+  mp.n_real = in.n_real;
+  mp.T = in.T;
+  mp.k = int(cfg.num_experts_per_tok);
+  mp.D = int(cfg.hidden_size);
+  launch_moe_combine(mp, stream);
+}
+
 // h = SwiGLU(g, v) (× routing weight) for `rows` rows (of which *active are live when set), and
 // its §12 quantisation for w2: FP8 q/scale, plus the BF16 fake-quant values when `fake` is set.
 void swiglu(const ModelConfig& cfg, const __nv_bfloat16* g, const __nv_bfloat16* v, const float* row_weight,
@@ -156,32 +173,12 @@ void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExp
     launch_gather_rows(g, stream);
     return;
   }
-  // §8.4: Σ routed (ascending expert id, FP32) + shared, BF16, back in row order.
-  MoeCombineParams mp;
-  mp.routed = ms.y;
-  mp.routed_row = ms.plan.pos_of;
-  mp.shared = in.shared;
-  mp.out = in.out;
-  mp.expert_ids = in.expert_idx;  // the reference's order: routed by ascending expert id
-  mp.n_real = in.n_real;
-  mp.T = T;
-  mp.k = k;
-  mp.D = D;
-  launch_moe_combine(mp, stream);
+  combine(cfg, ms.y, ms.plan.pos_of, in, stream);
 }
 
 void moe_combine_routed(const ModelConfig& cfg, const MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream) {
   DSV4_CHECK_MSG(ms.picks, "moe: combining from pick order without pick-order buffers");
-  MoeCombineParams mp;
-  mp.routed = ms.picks;  // routed_row nullptr: pick (t, i) is row t·k + i
-  mp.shared = in.shared;
-  mp.out = in.out;
-  mp.expert_ids = in.expert_idx;  // the same ascending-expert-id order as one rank's combine
-  mp.n_real = in.n_real;
-  mp.T = in.T;
-  mp.k = int(cfg.num_experts_per_tok);
-  mp.D = int(cfg.hidden_size);
-  launch_moe_combine(mp, stream);
+  combine(cfg, ms.picks, nullptr, in, stream);  // no routed_row: pick (t, i) is row t·k + i
 }
 
 namespace {

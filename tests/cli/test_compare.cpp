@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -246,21 +247,18 @@ TEST(Backend, SyntheticWeightsOnTheCpuAreAnError) {
 // Several ranks are the cuda backend's (docs/parallel.md); the count's two names must agree, and
 // the options are checked before any checkpoint is read, in any build.
 TEST(Backend, RankOptionsAreCheckedByName) {
-  const RunResult cpu = run_dsv4("generate -m " + kModel + " -p hi --ep 2");
-  EXPECT_EQ(cpu.status, 1) << cpu.all;
-  EXPECT_TRUE(has(cpu.all, "--gpus, --ep, --tp and --comm are CUDA-only")) << cpu.all;
-  const RunResult tp = run_dsv4("generate -m " + kModel + " -p hi --tp 2");
-  EXPECT_EQ(tp.status, 1) << tp.all;
-  EXPECT_TRUE(has(tp.all, "CUDA-only")) << tp.all;
-  const RunResult disagree = run_dsv4("generate -m " + kModel + " -p hi --backend cuda --gpus 2 --ep 4");
-  EXPECT_EQ(disagree.status, 1) << disagree.all;
-  EXPECT_TRUE(has(disagree.all, "--gpus 2 and --ep 4 disagree")) << disagree.all;
-  const RunResult comm = run_dsv4("generate -m " + kModel + " -p hi --backend cuda --comm carrier-pigeon");
-  EXPECT_EQ(comm.status, 1) << comm.all;
-  EXPECT_TRUE(has(comm.all, "--comm must be 'nccl' or 'loopback', got 'carrier-pigeon'")) << comm.all;
-  const RunResult range = run_dsv4("generate -m " + kModel + " -p hi --backend cuda --gpus 9");
-  EXPECT_EQ(range.status, 1) << range.all;
-  EXPECT_TRUE(has(range.all, "--gpus")) << range.all;
+  const std::pair<const char*, const char*> cases[] = {  // options, what the error must say
+      {"--ep 2", "--gpus, --ep, --tp and --comm are CUDA-only"},
+      {"--tp 2", "CUDA-only"},
+      {"--backend cuda --gpus 2 --ep 4", "--gpus 2 and --ep 4 disagree"},
+      {"--backend cuda --comm carrier-pigeon", "--comm must be 'nccl' or 'loopback', got 'carrier-pigeon'"},
+      {"--backend cuda --gpus 9", "--gpus"},
+  };
+  for (const auto& [options, message] : cases) {
+    const RunResult r = run_dsv4("generate -m " + kModel + " -p hi " + options);
+    EXPECT_EQ(r.status, 1) << options << ": " << r.all;
+    EXPECT_TRUE(has(r.all, message)) << options << ": " << r.all;
+  }
   // The cpu backend takes the default count (auto) and an explicit one rank.
   const RunResult one = run_dsv4("generate -p hi --max-tokens 1 --gpus 1");
   EXPECT_EQ(one.status, 0) << one.all;

@@ -252,7 +252,7 @@ TEST_F(ExpertParallel, RefusesWhatCannotRun) {
   o.tp = 2;  // attention over some of the ranks only
   EXPECT_THROW(make_cuda_forward(kNano, o), Error);
   o.tp = 1;
-  o.ep = 0;
+  o.ep = 0;  // auto: the fewest GPUs that hold the model, which says nothing about virtual ranks
   EXPECT_THROW(make_cuda_forward(kNano, o), Error);
   int n_dev = 0;
   DSV4_CUDA_CHECK(cudaGetDeviceCount(&n_dev));
