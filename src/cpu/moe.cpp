@@ -20,28 +20,41 @@ namespace {
 float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }  // torch's threshold
 float silu(float v) { return v / (1.0f + std::exp(-v)); }
 
-// SwiGLU with the clamp (§8.2 / §8.3): xs [n, D] → y [n, D]; row_weight [n] scales h when given.
-void swiglu(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int64_t n,
-            const float* row_weight, float* y) {
+}  // namespace
+
+void expert_hidden(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int64_t n, const float* row_weight,
+                   int64_t i0, int64_t ni, float* h) {
   const int64_t I = e.w1.rows;
   const float L = float(ctx.cfg.swiglu_limit);
-  std::vector<float> g(size_t(n * I)), v(size_t(n * I));
-  linear(ctx, xs, n, e.w1, g.data(), ActQuant::kFp8);
-  linear(ctx, xs, n, e.w3, v.data(), ActQuant::kFp8);
-  ctx.bf16(g.data(), n * I);  // official-bf16: w1, w3, h and w2 outputs are BF16 tensors
-  ctx.bf16(v.data(), n * I);
+  std::vector<float> g(size_t(n * ni)), v(size_t(n * ni));
+  linear_rows(ctx, xs, n, e.w1, i0, ni, g.data(), ActQuant::kFp8);
+  linear_rows(ctx, xs, n, e.w3, i0, ni, v.data(), ActQuant::kFp8);
+  ctx.bf16(g.data(), n * ni);  // official-bf16: w1, w3, h and w2 outputs are BF16 tensors
+  ctx.bf16(v.data(), n * ni);
   for (int64_t r = 0; r < n; ++r)
-    for (int64_t i = 0; i < I; ++i) {
-      const size_t k = size_t(r * I + i);
-      g[k] = silu(std::min(g[k], L)) * std::clamp(v[k], -L, L);
-      if (row_weight) g[k] *= row_weight[r];
+    for (int64_t i = 0; i < ni; ++i) {
+      const size_t k = size_t(r * ni + i);
+      float hv = silu(std::min(g[k], L)) * std::clamp(v[k], -L, L);
+      if (row_weight) hv *= row_weight[r];
+      h[r * I + i0 + i] = ctx.numerics.bf16_act ? round_bf16(hv) : hv;
     }
-  ctx.bf16(g.data(), n * I);
-  linear(ctx, g.data(), n, e.w2, y, ActQuant::kFp8);
-  ctx.bf16(y, n * e.w2.rows);
 }
 
-}  // namespace
+void expert_output(const CpuContext& ctx, const ExpertWeights& e, const float* h, int64_t n, int64_t d0, int64_t nd,
+                   float* y) {
+  const int64_t D = e.w2.rows;
+  std::vector<float> part(size_t(n * nd));
+  linear_rows(ctx, h, n, e.w2, d0, nd, part.data(), ActQuant::kFp8);
+  ctx.bf16(part.data(), n * nd);
+  for (int64_t r = 0; r < n; ++r) std::copy_n(part.data() + r * nd, nd, y + r * D + d0);
+}
+
+void expert_forward(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int64_t n,
+                    const float* row_weight, float* y) {
+  std::vector<float> h(size_t(n * e.w1.rows));
+  expert_hidden(ctx, e, xs, n, row_weight, 0, e.w1.rows, h.data());
+  expert_output(ctx, e, h.data(), n, 0, e.w2.rows, y);
+}
 
 void moe_forward(const CpuContext& ctx, const MoEWeights& w, const LayerSpec& spec, int layer,
                  const float* x, const int32_t* tokens, int64_t T, float* out) {
@@ -91,7 +104,7 @@ void moe_forward(const CpuContext& ctx, const MoEWeights& w, const LayerSpec& sp
   // stores the sum as BF16.
   const bool bf16 = ctx.numerics.bf16_act;
   std::vector<float> shared(bf16 ? size_t(T * D) : 0);
-  swiglu(ctx, w.shared, x, T, nullptr, bf16 ? shared.data() : out);
+  expert_forward(ctx, w.shared, x, T, nullptr, bf16 ? shared.data() : out);
   if (bf16) std::fill(out, out + T * D, 0.0f);
   std::vector<float> xs, ws, ys;
   std::vector<int64_t> rows;
@@ -110,7 +123,7 @@ void moe_forward(const CpuContext& ctx, const MoEWeights& w, const LayerSpec& sp
     for (int64_t r = 0; r < n; ++r) std::copy(x + rows[r] * D, x + (rows[r] + 1) * D, xs.begin() + r * D);
     ys.resize(size_t(n * D));
     const bool before = ctx.numerics.route_before_w2;
-    swiglu(ctx, w.experts[size_t(e)], xs.data(), n, before ? ws.data() : nullptr, ys.data());
+    expert_forward(ctx, w.experts[size_t(e)], xs.data(), n, before ? ws.data() : nullptr, ys.data());
     for (int64_t r = 0; r < n; ++r)
       for (int64_t c = 0; c < D; ++c)
         out[rows[r] * D + c] += before ? ys[size_t(r * D + c)] : ys[size_t(r * D + c)] * ws[size_t(r)];
