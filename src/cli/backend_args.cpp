@@ -12,7 +12,7 @@ const char* const kBackendUsage =
     "  --numerics M          exact (FP32, HF parity; cpu default), official (the reference's\n"
     "                        FP8/FP4 quantisation points, §12; cuda's only mode) or official-bf16\n"
     "                        (cpu: official plus BF16 activations between ops, as cuda rounds)\n"
-    "  --threads N           CPU threads (default: all cores)\n"
+    "  --threads N           CPU threads (default: all cores; cuda: the host tier's)\n"
     "  --cuda-graph G        cuda decode steps: on (replay one CUDA graph, default), off (eager)\n"
     "                        or check (replay; fail on a host sync or allocation in the step)\n"
     "  --ctx-size N          longest sequence in tokens (default: the model's\n"
@@ -21,6 +21,10 @@ const char* const kBackendUsage =
     "  --kv-cache-tokens N   token positions in the KV block pool (default: cpu unlimited,\n"
     "                        cuda what --gpu-memory-utilization leaves after the weights)\n"
     "  --gpu-memory-utilization F  cuda: share of the device memory to use, in (0, 1] (default 0.9)\n"
+    "  --gpu-memory GIB      cuda: use at most this many GiB of the device (plan as a smaller card)\n"
+    "  --cpu-experts N|auto  cuda, one GPU: keep N routed experts of every layer (the highest ids)\n"
+    "                        in host memory, computed by the host's cores; auto: the fewest that\n"
+    "                        let the rest fit (`dsv4 inspect` shows the split and its cost)\n"
     "  --synthetic-weights SEED  cuda: fill every tensor with the values `make-skeleton --random\n"
     "                        SEED` writes, generated at load: a sparse skeleton runs full size\n"
     "  --gpus N|auto         cuda: ranks on GPUs 0..N-1, the routed experts split over them (expert\n"
@@ -35,7 +39,8 @@ const char* const kBackendUsage =
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
-          "--kv-cache-tokens", "--gpu-memory-utilization", "--synthetic-weights", "--gpus", "--ep", "--tp", "--comm"};
+          "--kv-cache-tokens", "--gpu-memory-utilization", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
+          "--comm", "--cpu-experts"};
 }
 
 BackendOptions backend_options(const Args& args) {
@@ -57,6 +62,14 @@ BackendOptions backend_options(const Args& args) {
   o.gpu_memory_utilization = args.get_double("--gpu-memory-utilization", 0.9);
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0))
     fail("--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);
+  if (args.has("--gpu-memory")) {
+    const double gib = args.get_double("--gpu-memory", 0);
+    if (!(gib > 0 && gib <= 1e6)) fail("--gpu-memory must be a positive number of GiB, got ", gib);
+    o.gpu_memory_bytes = gib * double(1ull << 30);
+  }
+  if (auto cpu = args.get("--cpu-experts")) {
+    o.cpu_experts = *cpu == "auto" ? BackendOptions::kAutoCpuExperts : int(args.get_int("--cpu-experts", 0, 1, 1 << 20));
+  }
   if (args.has("--synthetic-weights"))
     o.synthetic_seed = uint64_t(args.get_int("--synthetic-weights", 0, 0, INT64_MAX));
   // --gpus and --ep name one count (0: auto); given both, they must agree.

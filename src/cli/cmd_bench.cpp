@@ -121,6 +121,7 @@ double kv_read_bytes(const ModelConfig& cfg, int64_t ctx) {
 struct DecodeResult {
   int64_t batch = 0, ctx = 0, steps = 0;
   double seconds_per_step = 0, weight_bytes = 0, kv_bytes = 0, experts_touched = 0;
+  double host_seconds_per_step = 0, host_picks_per_step = 0;  // the host tier's share (HostTierInfo)
 };
 
 // Mean seconds of one plain decode step, of one step verifying k drafts per sequence (k + 1 rows
@@ -288,6 +289,7 @@ class Bench {
     std::vector<int32_t> next(static_cast<size_t>(batch));
     step(seqs, prompts, next);  // prefill all: the context decode is timed at
     for (int i = 0; i < 2; ++i) step_one(seqs, next, nullptr);  // warm-up (graph capture)
+    const HostTierInfo host0 = f_.host_tier();
     const auto t0 = Clock::now();
     for (int64_t i = 0; i < steps; ++i) step_one(seqs, next, nullptr);
     DecodeResult r;
@@ -295,6 +297,9 @@ class Bench {
     r.ctx = ctx;
     r.steps = steps;
     r.seconds_per_step = since(t0) / double(steps);
+    const HostTierInfo host1 = f_.host_tier();
+    r.host_seconds_per_step = (host1.seconds - host0.seconds) / double(steps);
+    r.host_picks_per_step = double(host1.picks - host0.picks) / double(steps);
     // One traced step: which experts the step's rows touched, per layer.
     std::map<int, std::set<int>> touched;
     const TraceHook hook = [&](std::string_view name, int layer, const float* data, std::span<const int64_t> shape) {
@@ -436,12 +441,24 @@ int run_bench(const std::vector<std::string>& argv) {
     std::printf("dsv4 bench: %s, %s backend on %s, copy bandwidth %.0f GB/s (measured now); loaded in %.1f s%s\n",
                 dir.string().c_str(), to_string(opt.backend), bw.where.c_str(), bw.bytes_per_s / 1e9, load_s,
                 opt.synthetic_seed ? " (synthetic weights)" : "");
-  if (prompt > 0) {
-    const double s = bench.prefill(prompt);
-    out["prefill"] = {{"tokens", prompt}, {"seconds", s}, {"tok_per_s", double(prompt) / s}};
+  const HostTierInfo host = f->host_tier();
+  if (host.host_experts > 0) {
+    out["host_tier"] = {{"host_experts_per_layer", host.host_experts}, {"experts_per_layer", host.experts},
+                        {"host_bytes", host.host_bytes}};
     if (!json)
-      std::printf("prefill: %" PRId64 " tokens in %.3f s = %.0f tok/s (%.0f tok/s per layer)\n", prompt, s,
-                  double(prompt) / s, double(prompt) / s * double(cfg.num_hidden_layers));
+      std::printf("host tier: %" PRId64 " of %" PRId64 " routed experts per layer in host memory (%.2f GiB), "
+                  "computed by the host's cores\n",
+                  host.host_experts, host.experts, double(host.host_bytes) / double(1ull << 30));
+  }
+  if (prompt > 0) {
+    const double host0 = f->host_tier().seconds;
+    const double s = bench.prefill(prompt);
+    const double host_s = f->host_tier().seconds - host0;
+    out["prefill"] = {{"tokens", prompt}, {"seconds", s}, {"tok_per_s", double(prompt) / s}, {"host_seconds", host_s}};
+    if (!json)
+      std::printf("prefill: %" PRId64 " tokens in %.3f s = %.0f tok/s (%.0f tok/s per layer)%s\n", prompt, s,
+                  double(prompt) / s, double(prompt) / s * double(cfg.num_hidden_layers),
+                  host.host_experts > 0 ? cat(", ", host_s, " s of it in host experts").c_str() : "");
   }
   if (!json)
     std::printf("%6s %7s %9s %9s %9s %8s %12s %12s %8s %7s\n", "batch", "ctx", "ms/step", "us/layer", "tok/s",
@@ -460,12 +477,18 @@ int run_bench(const std::vector<std::string>& argv) {
                              {"weight_bytes", r.weight_bytes},
                              {"kv_bytes", r.kv_bytes},
                              {"gb_per_s", gbs},
-                             {"share_of_copy_bandwidth", share}});
+                             {"share_of_copy_bandwidth", share},
+                             {"host_ms_per_step", r.host_seconds_per_step * 1e3},
+                             {"host_picks_per_step", r.host_picks_per_step}});
     if (!json)
       std::printf("%6" PRId64 " %7" PRId64 " %9.3f %9.1f %9.0f %8.1f %12.1f %12.1f %8.0f %6.1f%%\n", b, ctx,
                   r.seconds_per_step * 1e3, r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers),
                   double(b) / r.seconds_per_step, r.experts_touched, r.weight_bytes / 1e6, r.kv_bytes / 1e6, gbs,
                   100 * share);
+    if (!json && host.host_experts > 0)
+      std::printf("       host tier: %.3f ms of the step (%.1f %%) in host experts, %.1f (row, pick) pairs\n",
+                  r.host_seconds_per_step * 1e3, 100 * r.host_seconds_per_step / r.seconds_per_step,
+                  r.host_picks_per_step);
   }
   if (!drafts.empty()) {
     if (!f->can_draft()) fail("--speculative: ", dir.string(), " cannot draft on this backend (no MTP block)");

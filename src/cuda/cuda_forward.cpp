@@ -22,6 +22,7 @@
 #include "cuda/collective.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_model.h"
+#include "cuda/host_experts.h"
 #include "cuda/kernels/mtp_streams.cuh"
 #include "cuda/kv_pool.h"
 #include "cuda/layer_pass.h"
@@ -118,9 +119,10 @@ struct Rank {
   bool owns_stream = false;  // virtual ranks of one device share the first one's
 };
 
-// What a rank's MoE scratch holds: its experts, and pick-order outputs when a collective sums them.
-MoeShard moe_shard(const Rank& rank, bool collective) {
-  return {rank.shard.experts.count > 0 ? rank.shard.experts.count : 0, collective};
+// What a rank's MoE scratch holds: its experts, pick-order outputs when a collective or the host
+// tier adds to them, and a dispatch plan for the host tier's experts when they can run on the GPU.
+MoeShard moe_shard(const Rank& rank, bool picks, int host_experts_on_gpu) {
+  return {rank.shard.experts.count > 0 ? rank.shard.experts.count : 0, picks, host_experts_on_gpu};
 }
 
 // One device's share of the memory plan.
@@ -131,14 +133,16 @@ struct DevicePlan {
   size_t minimum = 0;  // + per rank the step buffers and one sequence at full context
 };
 
-// A device's free bytes and what the utilisation limit lets dsv4 use of them.
-std::pair<size_t, size_t> device_memory(int device, double utilisation) {
+// A device's free bytes and what the utilisation limit (and the cap, CudaOptions::gpu_memory_limit,
+// when set) lets dsv4 use of them.
+std::pair<size_t, size_t> device_memory(int device, const CudaOptions& opt) {
   DSV4_CUDA_CHECK(cudaSetDevice(device));
   size_t free_b = 0, total_b = 0;
   DSV4_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  const size_t limit = size_t(double(total_b) * utilisation);
+  const size_t limit = size_t(double(total_b) * opt.gpu_memory_utilization);
   const size_t in_use = total_b - free_b;
-  return {free_b, limit > in_use ? std::min(limit - in_use, free_b) : 0};
+  const size_t usable = limit > in_use ? std::min(limit - in_use, free_b) : 0;
+  return {free_b, opt.gpu_memory_limit > 0 ? std::min(usable, opt.gpu_memory_limit) : usable};
 }
 
 // A captured step: one graph per distinct stream of the ranks (virtual ranks share one).
@@ -163,7 +167,16 @@ class CudaForward final : public Forward {
     const ModelWeights w = bind_weights(cfg, ckpt);
     const int64_t ctx = opt.ctx_size > 0 ? std::min(opt.ctx_size, cfg.max_position_embeddings)
                                          : cfg.max_position_embeddings;
-    const int n_ranks = opt.ep > 0 ? opt.ep : gpus_needed_here(cfg, ckpt, ctx, n_dev);
+    // The host tier runs beside one GPU; auto's count is known once the memory plan below can
+    // size the GPU's share.
+    const bool host_asked = opt.cpu_experts != 0;
+    const int E = int(cfg.n_routed_experts);
+    if (host_asked && (opt.ep > 1 || opt.tp != 1 || opt.comm != CudaOptions::Comm::kAuto))
+      fail("--cpu-experts: the host tier runs beside one GPU (no --gpus/--ep/--tp/--comm)");
+    if (host_asked && opt.cpu_experts != CudaOptions::kAutoCpuExperts && (opt.cpu_experts < 1 || opt.cpu_experts >= E))
+      fail("--cpu-experts ", opt.cpu_experts, ": between 1 and ", E - 1, " of the model's ", E,
+           " routed experts per layer (the GPU keeps at least one)");
+    const int n_ranks = host_asked ? 1 : opt.ep > 0 ? opt.ep : gpus_needed_here(cfg, ckpt, ctx, n_dev);
     opt_.ep = n_ranks;
     const int last_device = loopback ? opt.device : opt.device + n_ranks - 1;
     if (last_device >= n_dev)
@@ -204,16 +217,25 @@ class CudaForward final : public Forward {
     shape.pass_rows = opt.max_pass_rows;
     shape.n_slots = 1;
     shape.n_blocks = int(std::min<int64_t>((ctx + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
+    const int host_experts =  // per layer; 0 when auto finds that everything fits
+        opt.cpu_experts == CudaOptions::kAutoCpuExperts ? fewest_host_experts(cfg, w, shell, shape) : opt.cpu_experts;
+    const bool host_tier = host_experts > 0;
+    if (host_tier) ranks_.front().shard.experts = {0, E - host_experts};
+    const bool picks = collective || host_tier;  // routed outputs in pick order (moe_step.h)
+    // The host tier's GPU share: one layer of its experts (a pass of many rows copies them there).
+    const size_t host_staging = host_tier ? HostExperts::device_bytes(w, E - host_experts) : 0;
+    const int host_on_gpu = host_staging > 0 ? host_experts : 0;
     std::map<int, DevicePlan> devices;  // per device ordinal
     for (Rank& rank : ranks_) {
       DevicePlan& d = devices[rank.device];
       if (d.ranks == 0) {
-        std::tie(d.free, d.usable) = device_memory(rank.device, opt.gpu_memory_utilization);
+        std::tie(d.free, d.usable) = device_memory(rank.device, opt);
         d.weights = matmul_workspace_bytes();  // cuBLASLt's, taken before anything is captured
       }
       ++d.ranks;
-      d.weights += device_weight_bytes(cfg, w, opt.draft, rank.shard);
-      d.minimum = d.weights + size_t(d.ranks) * device_state_bytes(shell, shape, kMaxLogitRows, moe_shard(rank, collective));
+      d.weights += device_weight_bytes(cfg, w, opt.draft, rank.shard) + host_staging;
+      d.minimum = d.weights +
+                  size_t(d.ranks) * device_state_bytes(shell, shape, kMaxLogitRows, moe_shard(rank, picks, host_on_gpu));
     }
     for (const auto& [device, d] : devices) {
       if (d.minimum <= d.usable) continue;
@@ -221,7 +243,8 @@ class CudaForward final : public Forward {
       const WeightBytesSplit split = split_weight_bytes(ckpt, opt.draft);
       const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(d.usable)));
       const std::string gpus = n > n_ranks ? cat("; the weights need ", n, " GPUs of this size with the routed experts split "
-                                                "across them (`dsv4 inspect --gpu-gib ", int64_t(d.usable / kGiB), "`)")
+                                                "across them (`dsv4 inspect --gpu-gib ", int64_t(d.usable / kGiB), "`), "
+                                                "or some routed experts in host memory (--cpu-experts auto)")
                                : n == 0 ? std::string("; not even 8 GPUs of this size hold the weights")
                                         : std::string("; a smaller --ctx-size needs less");
       fail("the model needs ", d.minimum / kGiB, " GiB of GPU memory on device ", device, " (weights ",
@@ -243,6 +266,14 @@ class CudaForward final : public Forward {
       matmul_reserve();
     }
     checkpoint_has_mtp_ = !w.mtp.empty();
+    if (host_tier) {
+      const int first = ranks_.front().shard.experts.count;
+      if (opt.progress)
+        std::fprintf(stderr, "host tier: %d of %d routed experts per layer in host memory (ids %d..%d)\n", E - first, E,
+                     first, E - 1);
+      host_ = std::make_unique<HostExperts>(cfg, w, first, opt.draft, synthetic ? &*synthetic : nullptr,
+                                            opt.max_pass_rows, opt.host_threads, opt.progress);
+    }
 
     // Slots, then blocks from what is left (the KV budget) on the tightest rank.
     shape.n_slots = opt.max_sequences > 0 ? int(opt.max_sequences) : kDefaultCudaSequences;
@@ -251,7 +282,7 @@ class CudaForward final : public Forward {
     for (const Rank& rank : ranks_) {
       const DevicePlan& d = devices[rank.device];
       const size_t left = (d.usable - d.weights) / size_t(d.ranks);
-      const MoeShard ms = moe_shard(rank, collective);
+      const MoeShard ms = moe_shard(rank, picks, host_on_gpu);
       const size_t fixed = device_state_bytes(*rank.model, shape, kMaxLogitRows, ms);
       if (fixed > left)
         fail(shape.n_slots, " sequence slots need ", fixed / kGiB, " GiB per rank, ", left / kGiB,
@@ -273,7 +304,7 @@ class CudaForward final : public Forward {
     if (shape.max_context < 1) fail("no KV cache fits in the GPU memory left after the weights");
     for (Rank& rank : ranks_) {
       DSV4_CUDA_CHECK(cudaSetDevice(rank.device));
-      const MoeShard ms = moe_shard(rank, collective);
+      const MoeShard ms = moe_shard(rank, picks, host_on_gpu);
       rank.arena = std::make_unique<DeviceArena>(device_state_bytes(*rank.model, shape, kMaxLogitRows, ms));
       rank.state = std::make_unique<DeviceState>(*rank.model, shape,
                                                  scratch_shape(*rank.model, shape, kMaxLogitRows, ms), *rank.arena);
@@ -322,6 +353,12 @@ class CudaForward final : public Forward {
 
   const ModelConfig& config() const override { return model_->cfg; }
   bool samples_on_device() const override { return true; }
+
+  HostTierInfo host_tier() const override {
+    if (!host_) return {};
+    const HostExpertStats s = host_->stats();
+    return {host_->count(), model_->cfg.n_routed_experts, host_->weight_bytes(), s.seconds, s.calls, s.picks, s.streamed};
+  }
 
   KvCacheInfo kv_cache() const override {
     const KvPoolShape& s = state_->kv.shape;
@@ -418,7 +455,7 @@ class CudaForward final : public Forward {
   // --gpus auto: the fewest GPUs (inspect's plan: 1, 2, 4 or 8 of the usable size of `device`, the
   // routed experts split across them) that hold the weights and one sequence of `ctx` tokens.
   int gpus_needed_here(const ModelConfig& cfg, const Checkpoint& ckpt, int64_t ctx, int n_dev) const {
-    const size_t usable = device_memory(opt_.device, opt_.gpu_memory_utilization).second;
+    const size_t usable = device_memory(opt_.device, opt_).second;
     const WeightBytesSplit split = split_weight_bytes(ckpt, opt_.draft);
     const int n = gpus_needed(gpu_plan(cfg, split.experts, split.other, ctx, double(usable)));
     const std::string inspect = cat("(`dsv4 inspect --gpu-gib ", int64_t(usable / kGiB), "`)");
@@ -427,6 +464,38 @@ class CudaForward final : public Forward {
       fail("the model needs ", n, " GPUs of ", usable / kGiB, " usable GiB with the routed experts split across them ",
            inspect, "; ", n_dev - opt_.device, " are visible from device ", opt_.device);
     return n;
+  }
+
+  // --cpu-experts auto: the fewest routed experts per layer (the highest ids) that the host must keep
+  // for the GPU to hold the rest of the weights, the step buffers, the sequence slots asked for and
+  // a KV pool of --kv-cache-tokens (at least one sequence of the full context); 0 when everything
+  // fits.
+  int fewest_host_experts(const ModelConfig& cfg, const ModelWeights& w, const DeviceModel& shell,
+                          KvPoolShape shape) const {
+    shape.n_slots = opt_.max_sequences > 0 ? int(opt_.max_sequences) : kDefaultCudaSequences;
+    const int64_t tokens = std::max<int64_t>(shape.max_context, opt_.kv_cache_tokens);
+    shape.n_blocks = int(std::min<int64_t>((tokens + kKvBlockTokens - 1) / kKvBlockTokens, INT32_MAX));
+    const size_t usable = device_memory(opt_.device, opt_).second;
+    const int E = int(cfg.n_routed_experts);
+    const auto need = [&](int host) {
+      WeightShard shard;
+      if (host > 0) shard.experts = {0, E - host};
+      const size_t staging = host > 0 ? HostExperts::device_bytes(w, E - host) : 0;
+      const MoeShard moe{host > 0 ? E - host : 0, host > 0, staging > 0 ? host : 0};
+      return matmul_workspace_bytes() + device_weight_bytes(cfg, w, opt_.draft, shard) + staging +
+             device_state_bytes(shell, shape, kMaxLogitRows, moe);
+    };
+    if (need(0) <= usable) return 0;
+    if (need(E - 1) > usable)
+      fail("--cpu-experts auto: even with ", E - 1, " of ", E, " routed experts per layer in host memory the model needs ",
+           need(E - 1) / kGiB, " GiB of GPU memory (weights, step buffers, ", shape.n_slots, " sequence slots and ", tokens,
+           " tokens of KV), ", usable / kGiB, " GiB are usable; a smaller --ctx-size, --kv-cache-tokens or --max-seqs needs less");
+    int lo = 0, hi = E - 1;  // need(lo) > usable >= need(hi): the bytes fall as the host takes more
+    while (hi - lo > 1) {
+      const int mid = lo + (hi - lo) / 2;
+      (need(mid) <= usable ? hi : lo) = mid;
+    }
+    return hi;
   }
 
   // Layer specs and compressor shapes without device memory: what sizing needs before upload.
@@ -485,7 +554,7 @@ class CudaForward final : public Forward {
     }
     return out;
   }
-  Ranks ranks(const std::vector<StepContext>& contexts) const { return {contexts, comm_.get()}; }
+  Ranks ranks(const std::vector<StepContext>& contexts) const { return {contexts, comm_.get(), host_.get()}; }
 
   // Rank 0's plan (the host writes only there) to every rank's device copy.
   void upload_plan(bool mtp) {
@@ -501,6 +570,7 @@ class CudaForward final : public Forward {
   void synchronize() {
     for (Rank& r : ranks_)
       if (r.owns_stream) DSV4_CUDA_CHECK(cudaStreamSynchronize(r.stream));
+    if (host_) host_->check();
   }
 
   static RowSampling row_sampling(const DeviceSampling* d, int64_t sampled_position) {
@@ -992,6 +1062,7 @@ class CudaForward final : public Forward {
   CudaOptions opt_;
   std::vector<Rank> ranks_;
   std::unique_ptr<Collective> comm_;  // sums the ranks' routed outputs; null for one rank alone
+  std::unique_ptr<HostExperts> host_;  // the host tier (CudaOptions::cpu_experts); null without
   // Rank 0's: the host writes plans there (upload_plan mirrors them), the head and sampler run
   // there, logits and sampled ids come back from there.
   DeviceModel* model_ = nullptr;

@@ -19,6 +19,9 @@ struct CudaOptions {
   // KV cache (engine/backend.h BackendOptions); 0: derived from the free memory.
   int64_t ctx_size = 0, max_sequences = 0, kv_cache_tokens = 0;
   double gpu_memory_utilization = 0.9;
+  // A cap on the device memory dsv4 may hold, in bytes (0: none): to plan as a smaller card would,
+  // e.g. an H100's 80 GB on an H200.
+  size_t gpu_memory_limit = 0;
   int max_pass_rows = 2048;  // rows of one pass over the model (prefill chunks + decode rows)
   // Upload the MTP block (§10) so that the forward can draft (speculative decoding); without it
   // can_draft() is false and the block takes no GPU memory.
@@ -40,6 +43,12 @@ struct CudaOptions {
   // and compressors whole) and the ranks add their wo_b partial sums in FP32.
   int tp = 1;
   enum class Comm { kAuto, kNccl, kLoopback } comm = Comm::kAuto;  // kAuto: NCCL for several ranks
+  // The host tier (cuda/host_experts.h; one GPU): this many routed experts of every MoE layer, the
+  // highest ids, stay in pinned host memory and run on the host's cores. 0: none; kAutoCpuExperts:
+  // the fewest that let the rest fit.
+  int cpu_experts = 0;
+  static constexpr int kAutoCpuExperts = -1;
+  int host_threads = 0;  // host tier threads; 0: every hardware thread
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

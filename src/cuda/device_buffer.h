@@ -60,4 +60,45 @@ class DeviceBuffer {
   size_t n_ = 0;
 };
 
+// PinnedBuffer<T>: page-locked host memory, mapped into the device's address space (cudaHostAlloc
+// with cudaHostAllocMapped): async copies to and from it run at bus speed, and kernels may read it
+// in place (device()). The host tier's weights and hand-off buffers (host_experts.h).
+template <typename T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(size_t n) : n_(n) {
+    if (n_ == 0) return;
+    DSV4_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ptr_), n_ * sizeof(T), cudaHostAllocMapped));
+    DSV4_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_), ptr_, 0));
+  }
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), device_(std::exchange(o.device_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      if (ptr_) cudaFreeHost(ptr_);
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      device_ = std::exchange(o.device_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+
+  T* get() { return ptr_; }
+  const T* get() const { return ptr_; }
+  const T* device() const { return device_; }  // the same memory, as kernels address it
+  size_t size() const { return n_; }
+  size_t bytes() const { return n_ * sizeof(T); }
+
+ private:
+  T* ptr_ = nullptr;
+  T* device_ = nullptr;
+  size_t n_ = 0;
+};
+
 }  // namespace dsv4::cuda

@@ -8,6 +8,7 @@
 
 #include "cuda/collective.h"
 #include "cuda/cuda_check.h"
+#include "cuda/host_experts.h"
 #include "cuda/kernels/embedding.cuh"
 #include "cuda/kernels/gather_rows.cuh"
 #include "cuda/kernels/mhc.cuh"
@@ -111,7 +112,8 @@ void all_reduce(const Ranks& ranks, Buffer&& buffer, size_t count) {
 
 // One decoder block (§2) on every rank: HC_pre / attention / HC_post, HC_pre / MoE / HC_post on
 // s.X. The collective sums the ranks' attention partials (tensor parallelism) between attention and
-// its HC_post, and their routed outputs (expert parallelism) between moe_step and the combine.
+// its HC_post, and their routed outputs (expert parallelism) between moe_step and the combine; the
+// host tier adds its experts' outputs there too.
 void enqueue_layer(const Ranks& ranks, int layer) {
   const StepContext& c0 = ranks.contexts.front();
   const size_t T = size_t(c0.T), D = size_t(c0.m.cfg.hidden_size), k = size_t(c0.m.cfg.num_experts_per_tok);
@@ -136,19 +138,26 @@ void enqueue_layer(const Ranks& ranks, int layer) {
     c.emit_bf16("moe.in", layer, c.s.u, {c.T, int64_t(D)});
     moe_step(c, w, layer);
   }
+  if (ranks.host) ranks.host->enqueue(c0, layer);
   if (ranks.comm) all_reduce(ranks, [](const Scratch& s) { return s.moe.picks; }, T * k * D);
   for (const StepContext& c : ranks.contexts) {
     use_device(c);
-    if (ranks.comm) moe_combine_picks(c, layer);
+    if (c.s.moe.picks) moe_combine_picks(c, layer);
     hc_post(c, c.s.ffn_out);
     c.emit_bf16("hc.streams", layer, c.s.X, {c.T, int(c.m.cfg.hc_mult), int64_t(D)});
   }
 }
 
+// A pass needs a collective for several ranks, and a host tier only beside one rank.
+void check_ranks(const Ranks& ranks) {
+  DSV4_CHECK(!ranks.contexts.empty() && (ranks.comm || ranks.contexts.size() == 1));
+  DSV4_CHECK(!ranks.host || ranks.contexts.size() == 1);
+}
+
 }  // namespace
 
 void enqueue_pass(const Ranks& ranks, bool sample) {
-  DSV4_CHECK(!ranks.contexts.empty() && (ranks.comm || ranks.contexts.size() == 1));
+  check_ranks(ranks);
   for (const StepContext& c : ranks.contexts) {
     use_device(c);
     EmbeddingParams ep;
@@ -180,7 +189,7 @@ void enqueue_pass(const Ranks& ranks, bool sample) {
 }
 
 void enqueue_mtp_pass(const Ranks& ranks) {
-  DSV4_CHECK(!ranks.contexts.empty() && (ranks.comm || ranks.contexts.size() == 1));
+  check_ranks(ranks);
   for (const StepContext& c : ranks.contexts) {
     use_device(c);
     DSV4_CHECK(c.m.mtp && c.s.mtp_in);

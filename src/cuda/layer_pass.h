@@ -11,7 +11,8 @@
 
 namespace dsv4::cuda {
 
-class Collective;  // collective.h
+class Collective;   // collective.h
+class HostExperts;  // host_experts.h
 
 // A pass runs on the ranks of the model (expert parallelism, docs/parallel.md): one
 // StepContext per rank, the same plan, each rank's own weights, KV and scratch. Every rank computes
@@ -19,9 +20,12 @@ class Collective;  // collective.h
 // routed outputs (pick order, moe_step.h), so the ranks are enqueued in lockstep, sub-layer by
 // sub-layer. One rank without a collective is the plain pass. The head (and sampler) runs on
 // rank 0 only: every rank's final streams are the same.
+// With a host tier (one rank), the host computes the routed experts the rank does not hold and
+// adds their outputs to the rank's before the combine.
 struct Ranks {
   std::span<const StepContext> contexts;
   Collective* comm = nullptr;  // nullptr: one rank, whose MoE combines its own outputs
+  HostExperts* host = nullptr;
 };
 
 // Enqueues the pass (no host sync unless tracing): s.X the final streams [T, n, D] (before the

@@ -35,6 +35,7 @@ MoeScratch::MoeScratch(const ModelConfig& c, int rows, DeviceArena& arena, const
   shf = arena.take<__nv_bfloat16>(T * I);
   if (c.expert_format == ExpertFormat::kBF16) hf = arena.take<__nv_bfloat16>(T * k * I);
   if (shard.picks) picks = arena.take<__nv_bfloat16>(T * k * D);
+  if (shard.host_experts > 0) host_plan = MoeDispatchPlan::carve(arena, shard.host_experts, rows, int(k));
 }
 
 namespace {
@@ -170,6 +171,7 @@ void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExp
     g.dst = ms.picks;
     g.n = T * k;
     g.width = D;
+    g.keep_negative = in.keep_other_picks;
     launch_gather_rows(g, stream);
     return;
   }

@@ -23,6 +23,7 @@ struct DeviceExperts;
 struct MoeShard {
   int experts = 0;
   bool picks = false;
+  int host_experts = 0;  // the host tier's experts (host_experts.h), when it runs them on the GPU
 };
 
 // Buffers of the MoE sub-layer for passes of up to `rows` rows (device_arena.h: the same code
@@ -43,6 +44,9 @@ struct MoeScratch {
   // MoeShard::picks only (nullptr otherwise): routed outputs in pick order [rows, k, D], +0 for
   // the picks of other ranks' experts; summed over ranks in place (collective.h), then combined.
   __nv_bfloat16* picks = nullptr;
+  // MoeShard::host_experts only: the dispatch plan of a pass that runs the host tier's experts on
+  // the GPU (their weights copied over for a pass of many rows; host_experts.h).
+  MoeDispatchPlan host_plan{};
 };
 
 // x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D]: router, shared expert, then
@@ -69,6 +73,9 @@ struct MoeRoutedInput {
   // MoeScratch::picks the outputs go there in pick order instead of being combined into `out`
   // (moe_combine_routed does that after the collective).
   int expert_base = 0;
+  // With MoeScratch::picks: the picks of other experts keep what is there instead of +0 (a second
+  // pass over the same picks: the host tier's experts after the GPU's own).
+  bool keep_other_picks = false;
 };
 void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3,
                 const DeviceExperts& w2, MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);

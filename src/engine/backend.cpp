@@ -40,6 +40,8 @@ void check_backend(const BackendOptions& o) {
   if (o.backend == Backend::kCpu) {
     if (o.ep > 1 || o.tp != 1 || o.comm != BackendOptions::Comm::kAuto)
       fail("--gpus, --ep, --tp and --comm are CUDA-only: the cpu backend runs the whole model in one process on one host");
+    if (o.cpu_experts != 0 || o.gpu_memory_bytes > 0)
+      fail("--cpu-experts and --gpu-memory are CUDA-only: the cpu backend keeps every expert in host memory already");
     if (o.synthetic_seed)
       fail("--synthetic-weights is CUDA-only: the cpu backend computes from the checkpoint's files "
            "(write them with `dsv4 make-skeleton --random SEED`)");
@@ -100,6 +102,9 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.synthetic_seed = o.synthetic_seed;
   cuda.ep = o.ep;
   cuda.tp = o.tp;
+  cuda.cpu_experts = o.cpu_experts == BackendOptions::kAutoCpuExperts ? CudaOptions::kAutoCpuExperts : o.cpu_experts;
+  cuda.host_threads = o.n_threads;
+  cuda.gpu_memory_limit = size_t(o.gpu_memory_bytes);
   cuda.comm = o.comm == BackendOptions::Comm::kNccl       ? CudaOptions::Comm::kNccl
               : o.comm == BackendOptions::Comm::kLoopback ? CudaOptions::Comm::kLoopback
                                                           : CudaOptions::Comm::kAuto;

@@ -47,6 +47,12 @@ struct BackendOptions {
   // sum; the CPU backend refuses more than one.
   int ep = 0, tp = 1;
   enum class Comm { kAuto, kNccl, kLoopback } comm = Comm::kAuto;
+  // cuda: the host tier (CudaOptions::cpu_experts): routed experts per layer kept in host memory
+  // and computed by the host's n_threads cores; 0 none, kAutoCpuExperts the fewest that fit.
+  int cpu_experts = 0;
+  static constexpr int kAutoCpuExperts = -1;
+  // cuda: at most this many bytes of the device (0: no cap), to plan as a smaller card would.
+  double gpu_memory_bytes = 0;
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without

@@ -116,6 +116,18 @@ struct KvCacheInfo {
   int64_t blocks_for(int64_t n) const { return block_tokens > 0 ? (n + block_tokens - 1) / block_tokens : 0; }
 };
 
+// A backend's host tier (the CUDA backend's routed experts kept in host memory and computed by
+// the host's cores, cuda/host_experts.h): its share, and the work it has done since load (a
+// benchmark reads differences). All zero when there is none.
+struct HostTierInfo {
+  int64_t host_experts = 0;  // routed experts per layer on the host
+  int64_t experts = 0;       // routed experts per layer in all
+  size_t host_bytes = 0;     // their weights in host memory
+  double seconds = 0;        // wall time of the host's computations
+  int64_t calls = 0, picks = 0;  // MoE sub-layers run, (row, pick) pairs computed
+  int64_t streamed = 0;      // MoE sub-layers of many rows whose host experts were copied to the GPU
+};
+
 class Forward {
  public:
   virtual ~Forward() = default;
@@ -141,6 +153,8 @@ class Forward {
   virtual void draft(std::span<DraftItem> items);
   // Forgets positions [n_tokens, position) of `seq` (at most kMaxSpeculative + 1 of them).
   virtual void rollback(SequenceState& seq, int64_t n_tokens);
+
+  virtual HostTierInfo host_tier() const { return {}; }
 };
 
 }  // namespace dsv4

@@ -14,6 +14,7 @@ __global__ void gather_rows_kernel(GatherRowsParams p) {
   const int32_t row = p.index[i];
   uint4* dst = reinterpret_cast<uint4*>(p.dst + int64_t(i) * p.width);
   if (row < 0) {
+    if (p.keep_negative) return;
     for (int64_t k = threadIdx.x; k < p.width / 8; k += kThreads) dst[k] = make_uint4(0, 0, 0, 0);
     return;
   }

@@ -19,6 +19,9 @@ struct GatherRowsParams {
   __nv_bfloat16* dst = nullptr;        // [n, width]
   int n = 0;
   int64_t width = 0;                   // a multiple of 8 (16-byte copies)
+  // Rows with a negative index are left as they are instead of zeroed: a second pass over the same
+  // picks (the host tier's streamed experts, host_experts.h) fills only its own.
+  bool keep_negative = false;
 };
 void launch_gather_rows(const GatherRowsParams& p, cudaStream_t stream);
 

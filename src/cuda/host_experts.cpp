@@ -1,0 +1,353 @@
+// The host tier (host_experts.h): loading the host's experts into pinned memory, and one MoE
+// sub-layer's host share per enqueue — on the host's cores (copies down, a host function, the
+// hand-back kernel) or, for a pass of many rows, on the GPU (the weights copied up, the grouped
+// GEMM over the same picks).
+#include "cuda/host_experts.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "cpu/context.h"
+#include "cpu/moe.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/host_picks.cuh"
+#include "cuda/step.h"
+#include "model/skeleton.h"
+#include "util/error.h"
+#include "util/float_formats.h"
+
+namespace dsv4::cuda {
+
+namespace {
+
+// Bytes of a stored matrix and of its block scales (model/quant.h layouts).
+size_t data_bytes(const WeightMatrix& w) {
+  const size_t n = size_t(w.rows) * size_t(w.cols);
+  switch (w.format) {
+    case WeightFormat::kMXFP4:
+    case WeightFormat::kNVFP4: return n / 2;
+    case WeightFormat::kFP8Block: return n;
+    case WeightFormat::kBF16:
+    case WeightFormat::kF16: return n * 2;
+    case WeightFormat::kF32: return n * 4;
+    default: fail(w.name, ": routed experts in ", to_string(w.format), " cannot live in the host tier");
+  }
+}
+size_t scale_bytes(const WeightMatrix& w) {
+  if (!w.scale) return 0;
+  return size_t(scale_numel(w.format, w.rows, w.cols)) * (w.scale_is_f32 ? 4 : 1);
+}
+
+// Output rows per unit of the host's sweeps: 128 rows of a Flash expert's w1 and w3 are 512 KiB
+// of MXFP4, of w2 256 KiB — enough per wake-up, and 16 units per expert and sweep keep 16 threads
+// busy on the one expert a decode row usually brings.
+constexpr int64_t kHostRowBlock = 128;
+
+constexpr WeightMatrix ExpertWeights::*kMatrices[] = {&ExpertWeights::w1, &ExpertWeights::w3, &ExpertWeights::w2};
+
+// Whether a pass of many rows can run the host's experts on the GPU: the grouped GEMM reads packed
+// FP4 as stored (device_model.h DeviceExperts); other formats the upload converts, which a
+// per-pass copy would have to repeat.
+bool streamable(const ExpertWeights& e) {
+  for (auto m : kMatrices)
+    if ((e.*m).format != WeightFormat::kMXFP4 && (e.*m).format != WeightFormat::kNVFP4) return false;
+  return true;
+}
+
+// One matrix (w1, w3 or w2) of a layer's n host experts in the pinned block: every expert's data,
+// then every expert's scales, then (NVFP4) every expert's global scale — each one contiguous copy
+// to the GPU's staging experts.
+struct MatrixBlock {
+  size_t data = 0, scale = 0, global = 0;  // offsets in the layer's block
+  size_t data_per = 0, scale_per = 0;      // bytes per expert
+};
+std::vector<MatrixBlock> block_layout(const ExpertWeights& e0, size_t n, size_t* total) {
+  std::vector<MatrixBlock> out;
+  size_t at = 0;
+  for (auto m : kMatrices) {
+    const WeightMatrix& w = e0.*m;
+    MatrixBlock b;
+    b.data_per = data_bytes(w);
+    b.scale_per = scale_bytes(w);
+    b.data = at;
+    b.scale = b.data + n * b.data_per;
+    b.global = b.scale + n * b.scale_per;
+    at = b.global + (w.format == WeightFormat::kNVFP4 ? n * sizeof(float) : 0);
+    at = (at + 15) / 16 * 16;  // 16-byte aligned blocks
+    out.push_back(b);
+  }
+  *total = at;
+  return out;
+}
+
+}  // namespace
+
+HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int first, bool mtp,
+                         const RandomTensors* synthetic, int max_rows, int threads, bool progress)
+    : cfg_(cfg), first_(first), max_rows_(max_rows), pool_(threads) {
+  const int E = int(cfg.n_routed_experts);
+  DSV4_CHECK_MSG(first >= 1 && first < E, "host tier: experts [", first, ", ", E, ") of ", E,
+                 " (the GPU keeps at least one, the host at least one)");
+  std::vector<const LayerWeights*> layers;
+  for (const LayerWeights& l : w.layers) layers.push_back(&l);
+  if (mtp && !w.mtp.empty()) layers.push_back(&w.mtp.front().layer);
+  DSV4_CHECK(!layers.empty());
+  for (const LayerWeights* l : layers) {
+    DSV4_CHECK(int(l->ffn.experts.size()) == E);
+    layers_.push_back(load_layer(l->ffn.experts, synthetic));
+    weight_bytes_ += layers_.back().bytes.bytes();
+    if (progress)
+      std::fprintf(stderr, "\rhost tier: experts %d..%d of %zu of %zu layers in pinned host memory, %.2f GiB", first,
+                   E - 1, layers_.size(), layers.size(), double(weight_bytes_) / double(1ull << 30));
+  }
+  if (progress) std::fprintf(stderr, "\n");
+  const ExpertWeights& e0 = layers_.front().experts.front();
+  if (streamable(e0)) {
+    for (auto m : kMatrices) {
+      const WeightMatrix& wm = e0.*m;
+      DeviceExperts d;
+      d.format = wm.format == WeightFormat::kNVFP4 ? DeviceExperts::Format::kNVFP4 : DeviceExperts::Format::kMXFP4;
+      d.E = count();
+      d.N = int(wm.rows);
+      d.K = int(wm.cols);
+      d.first = first;
+      d.data = DeviceBuffer<uint8_t>(data_bytes(wm) * size_t(count()));
+      d.scale = DeviceBuffer<uint8_t>(scale_bytes(wm) * size_t(count()));
+      if (d.format == DeviceExperts::Format::kNVFP4) d.global_scale = DeviceBuffer<float>(size_t(count()));
+      staging_.push_back(std::move(d));
+    }
+  }
+  const size_t D = size_t(cfg.hidden_size), k = size_t(cfg.num_experts_per_tok), rows = size_t(max_rows);
+  x_q_ = PinnedBuffer<uint8_t>(rows * D);
+  x_scale_ = PinnedBuffer<uint8_t>(rows * D / size_t(kActBlockSize));
+  expert_idx_ = PinnedBuffer<int32_t>(rows * k);
+  n_real_ = PinnedBuffer<int32_t>(1);
+  expert_w_ = PinnedBuffer<float>(rows * k);
+  out_ = PinnedBuffer<uint16_t>(rows * k * D);
+}
+
+HostExperts::~HostExperts() = default;
+
+size_t HostExperts::device_bytes(const ModelWeights& w, int first) {
+  if (w.layers.empty()) return 0;
+  const std::vector<ExpertWeights>& experts = w.layers.front().ffn.experts;
+  if (first < 0 || size_t(first) >= experts.size() || !streamable(experts[size_t(first)])) return 0;
+  const size_t n = experts.size() - size_t(first);
+  size_t bytes = 0;
+  for (auto m : kMatrices) {
+    const WeightMatrix& wm = experts[size_t(first)].*m;
+    bytes += n * (data_bytes(wm) + scale_bytes(wm) + (wm.format == WeightFormat::kNVFP4 ? sizeof(float) : 0));
+  }
+  return bytes;
+}
+
+HostExperts::Layer HostExperts::load_layer(const std::vector<ExpertWeights>& experts, const RandomTensors* synthetic) {
+  const size_t n = experts.size() - size_t(first_);
+  const ExpertWeights& e0 = experts[size_t(first_)];
+  size_t total = 0;
+  const std::vector<MatrixBlock> blocks = block_layout(e0, n, &total);
+  Layer l;
+  l.bytes = PinnedBuffer<uint8_t>(total);
+  l.experts.resize(n);
+  for (size_t mi = 0; mi < 3; ++mi) {
+    const WeightMatrix& w0 = e0.*kMatrices[mi];
+    const MatrixBlock& b = blocks[mi];
+    for (size_t j = 0; j < n; ++j) {
+      const WeightMatrix& src = experts[size_t(first_) + j].*kMatrices[mi];
+      if (src.format != w0.format || src.rows != w0.rows || src.cols != w0.cols || src.scale_is_f32 != w0.scale_is_f32 ||
+          (src.scale == nullptr) != (w0.scale == nullptr))
+        fail(src.name, ": experts of one layer must share format and shape");
+      WeightMatrix& dst = l.experts[j].*kMatrices[mi];
+      dst = src;
+      dst.data = l.bytes.get() + b.data + j * b.data_per;
+      dst.scale = src.scale ? l.bytes.get() + b.scale + j * b.scale_per : nullptr;
+      if (w0.format == WeightFormat::kNVFP4)
+        reinterpret_cast<float*>(l.bytes.get() + b.global)[j] = src.global_scale;
+    }
+  }
+  // Fill on every thread, expert by expert: copies out of the mapped shards, or generated bytes.
+  pool_.parallel_for(int64_t(n), [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j)
+      for (auto m : kMatrices) {
+        const WeightMatrix& src = experts[size_t(first_) + size_t(j)].*m;
+        const WeightMatrix& dst = l.experts[size_t(j)].*m;
+        uint8_t* data = const_cast<uint8_t*>(dst.data);
+        uint8_t* scale = const_cast<uint8_t*>(dst.scale);
+        if (synthetic) {
+          synthetic->fill(src.data_tensor, data, data_bytes(src));
+          if (scale) synthetic->fill(src.scale_tensor, scale, scale_bytes(src));
+        } else {
+          std::memcpy(data, src.data, data_bytes(src));
+          if (scale) std::memcpy(scale, src.scale, scale_bytes(src));
+        }
+      }
+  });
+  return l;
+}
+
+void HostExperts::enqueue(const StepContext& c, int layer) {
+  DSV4_CHECK_MSG(c.T <= max_rows_, "host tier: a pass of ", c.T, " rows, buffers for ", max_rows_);
+  DSV4_CHECK_MSG(layer >= 0 && size_t(layer) < layers_.size(), "host tier: layer ", layer, " of ", layers_.size());
+  DSV4_CHECK_MSG(c.s.moe.picks, "host tier: the pass's routed outputs are not in pick order");
+  if (c.T >= kHostStreamRows && !staging_.empty()) {
+    enqueue_streamed(c, layer);
+  } else {
+    enqueue_on_host(c, layer);
+  }
+}
+
+void HostExperts::enqueue_on_host(const StepContext& c, int layer) {
+  const int T = c.T, D = int(cfg_.hidden_size), k = int(cfg_.num_experts_per_tok);
+  const QuantAct x = block_input(c);
+  const cudaMemcpyKind down = cudaMemcpyDeviceToHost;
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_q_.get(), x.q, size_t(T) * D, down, c.stream));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_scale_.get(), x.scale, size_t(T) * D / kActBlockSize, down, c.stream));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, c.stream));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, c.stream));
+  if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, c.stream));
+  Call& call = calls_[{layer, T}];
+  call = {this, layer, T, c.n_real != nullptr};
+  DSV4_CUDA_CHECK(cudaLaunchHostFunc(c.stream, &HostExperts::run_call, &call));
+  TakeHostPicksParams p;
+  p.host = reinterpret_cast<const __nv_bfloat16*>(out_.device());
+  p.expert_idx = c.s.moe.expert_idx;
+  p.n_real = c.n_real;
+  p.picks = c.s.moe.picks;
+  p.T = T;
+  p.k = k;
+  p.D = D;
+  p.first = first_;
+  p.end = int(cfg_.n_routed_experts);
+  launch_take_host_picks(p, c.stream);
+}
+
+void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
+  DSV4_CHECK_MSG(c.s.moe.host_plan.E == count(), "host tier: the pass has no dispatch plan for the host's experts");
+  const Layer& l = layers_[size_t(layer)];
+  size_t total = 0;
+  const std::vector<MatrixBlock> blocks = block_layout(l.experts.front(), size_t(count()), &total);
+  for (size_t mi = 0; mi < 3; ++mi) {
+    DeviceExperts& d = staging_[mi];
+    const MatrixBlock& b = blocks[mi];
+    const cudaMemcpyKind up = cudaMemcpyHostToDevice;
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(d.data.get(), l.bytes.get() + b.data, d.data.bytes(), up, c.stream));
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(d.scale.get(), l.bytes.get() + b.scale, d.scale.bytes(), up, c.stream));
+    if (d.global_scale.size())
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(d.global_scale.get(), l.bytes.get() + b.global, d.global_scale.bytes(), up, c.stream));
+  }
+  // The same routed pass as the GPU's own experts (moe_step.cpp), over the host's: its own
+  // dispatch plan, outputs into the host's picks only.
+  MoeScratch ms = c.s.moe;
+  ms.plan = c.s.moe.host_plan;
+  const QuantAct x = block_input(c);
+  MoeRoutedInput in;
+  in.x_q = x.q;
+  in.x_scale = x.scale;
+  in.expert_idx = c.s.moe.expert_idx;
+  in.expert_w = c.s.moe.expert_w;
+  in.n_real = c.n_real;
+  in.T = c.T;
+  in.expert_base = first_;
+  in.keep_other_picks = true;
+  moe_routed(cfg_, staging_[0], staging_[1], staging_[2], ms, in, c.stream);
+  const std::lock_guard lock(mutex_);
+  stats_.streamed += 1;
+}
+
+void HostExperts::run_call(void* call) {
+  const Call& c = *static_cast<const Call*>(call);
+  c.self->run(c);
+}
+
+void HostExperts::run(const Call& call) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t D = cfg_.hidden_size, k = cfg_.num_experts_per_tok, E = cfg_.n_routed_experts;
+  int64_t picks = 0;
+  try {
+    const int64_t n_real = call.has_n_real ? std::clamp<int64_t>(*n_real_.get(), 0, call.T) : call.T;
+    // The host's picks, expert by expert (ascending row within one: the order is fixed).
+    std::vector<std::vector<int64_t>> by_expert(size_t(E - first_));
+    for (int64_t p = 0; p < n_real * k; ++p) {
+      const int32_t e = expert_idx_.get()[p];
+      if (e >= first_ && e < E) by_expert[size_t(e - first_)].push_back(p);
+    }
+    const CpuContext ctx{cfg_, NumericsPoints::from(Numerics::kOfficialBf16), pool_};
+    const int64_t I = cfg_.moe_intermediate_size;
+    // Per touched expert: its rows' inputs (the GPU's §12 quantisation of the MoE input expanded,
+    // FP8 values times their 1×128 scales; the expert quantises them again, which gives the same
+    // values back), routing weights, hidden and output rows.
+    struct Work {
+      size_t j;
+      int64_t n;
+      std::vector<float> xs, ws, h, y;
+    };
+    std::vector<Work> work;
+    for (size_t j = 0; j < by_expert.size(); ++j) {
+      const std::vector<int64_t>& rows = by_expert[j];
+      if (rows.empty()) continue;
+      const int64_t n = int64_t(rows.size());
+      Work w{j, n, std::vector<float>(size_t(n * D)), std::vector<float>(size_t(n)), std::vector<float>(size_t(n * I)),
+             std::vector<float>(size_t(n * D))};
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t t = rows[size_t(r)] / k;
+        const uint8_t* q = x_q_.get() + t * D;
+        const uint8_t* s = x_scale_.get() + t * (D / kActBlockSize);
+        for (int64_t col = 0; col < D; ++col)
+          w.xs[size_t(r * D + col)] = e4m3_to_f32(q[col]) * e8m0_to_f32(s[col / kActBlockSize]);
+        w.ws[size_t(r)] = expert_w_.get()[rows[size_t(r)]];
+      }
+      picks += n;
+      work.push_back(std::move(w));
+    }
+    // Two sweeps over every thread, each of (expert, block of output rows) units: w1/w3 and
+    // SwiGLU into h, then w2 into y. A unit runs inline on its thread, so a layer costs two
+    // wake-ups of the pool however many experts it touches, and one expert still spreads over
+    // every thread. Each output element is one unit's, computed as expert_forward computes it.
+    const std::vector<ExpertWeights>& experts = layers_[size_t(call.layer)].experts;
+    const int64_t hidden_blocks = (I + kHostRowBlock - 1) / kHostRowBlock;
+    const int64_t output_blocks = (D + kHostRowBlock - 1) / kHostRowBlock;
+    pool_.parallel_for(int64_t(work.size()) * hidden_blocks, [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        Work& w = work[size_t(u / hidden_blocks)];
+        const int64_t i0 = (u % hidden_blocks) * kHostRowBlock;
+        expert_hidden(ctx, experts[w.j], w.xs.data(), w.n, w.ws.data(), i0, std::min(kHostRowBlock, I - i0), w.h.data());
+      }
+    });
+    pool_.parallel_for(int64_t(work.size()) * output_blocks, [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        Work& w = work[size_t(u / output_blocks)];
+        const int64_t d0 = (u % output_blocks) * kHostRowBlock, nd = std::min(kHostRowBlock, D - d0);
+        expert_output(ctx, experts[w.j], w.h.data(), w.n, d0, nd, w.y.data());
+        for (int64_t r = 0; r < w.n; ++r) {  // into the picks' rows of the hand-back buffer (BF16 already)
+          uint16_t* out = out_.get() + by_expert[w.j][size_t(r)] * D;
+          for (int64_t col = d0; col < d0 + nd; ++col) out[col] = f32_to_bf16(w.y[size_t(r * D + col)]);
+        }
+      }
+    });
+  } catch (const std::exception& e) {
+    const std::lock_guard lock(mutex_);
+    if (error_.empty()) error_ = e.what();
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::lock_guard lock(mutex_);
+  stats_.seconds += s;
+  stats_.calls += 1;
+  stats_.picks += picks;
+}
+
+void HostExperts::check() {
+  const std::lock_guard lock(mutex_);
+  if (error_.empty()) return;
+  const std::string e = std::exchange(error_, {});
+  fail("host tier: ", e);
+}
+
+HostExpertStats HostExperts::stats() const {
+  const std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,116 @@
+// The host tier (issue 17, docs/parallel.md "Host tier"): the routed experts [first, E) of every
+// MoE layer kept in pinned host memory in their checkpoint format, and their share of each MoE
+// sub-layer, inside the step. The GPU's experts leave +0 at the host's picks (moe_step.h, pick
+// order); this fills those picks before the combine. A pass of few rows (decode) touches few host
+// experts and a row or two of each: the host's cores compute them where they lie. A pass of many
+// rows (prefill) touches nearly all of them with many rows each: their weights cross the bus once
+// and the GPU's grouped GEMM runs them (packed FP4 experts; other formats stay on the host).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda/device_buffer.h"
+#include "cuda/device_model.h"
+#include "model/config.h"
+#include "model/weights.h"
+#include "util/thread_pool.h"
+
+namespace dsv4 {
+class RandomTensors;
+}
+
+namespace dsv4::cuda {
+
+struct StepContext;
+
+// What the host tier has computed since it was made (dsv4 bench reads the difference over a run).
+struct HostExpertStats {
+  double seconds = 0;     // wall time inside the host computations
+  int64_t calls = 0;      // MoE sub-layers that ran on the host's cores
+  int64_t picks = 0;      // (row, pick) pairs the host's cores computed
+  int64_t streamed = 0;   // MoE sub-layers whose host experts were copied to the GPU (eager passes)
+};
+
+// Passes of at least this many rows copy the host's experts to the GPU instead of computing on the
+// host. Measured for Flash-sized experts (13.4 MB; bench/results/…-host-tier.md): at 16 rows a
+// pass touches about a third of the host's experts, one row each, which the host's cores stream
+// faster than the bus carries all of them; from 32 rows on most are touched, several rows each,
+// and the host's GEMV slows with every row while the copy does not.
+constexpr int kHostStreamRows = 32;
+
+class HostExperts {
+ public:
+  // Copies (with `synthetic`: generates) experts [first, E) of the main layers, and of the MTP
+  // block's layer when `mtp` and the checkpoint has one, into pinned host memory, with hand-off
+  // buffers for passes of up to `max_rows` rows. `threads` <= 0: every hardware thread.
+  HostExperts(const ModelConfig& cfg, const ModelWeights& w, int first, bool mtp, const RandomTensors* synthetic,
+              int max_rows, int threads, bool progress);
+  ~HostExperts();
+  HostExperts(const HostExperts&) = delete;
+  HostExperts& operator=(const HostExperts&) = delete;
+
+  int first() const { return first_; }
+  int count() const { return int(cfg_.n_routed_experts) - first_; }  // per layer
+  size_t weight_bytes() const { return weight_bytes_; }
+  // Device bytes the tier takes for experts [first, E) of `w`'s layers: one layer's worth of them,
+  // where a pass of many rows copies their weights (packed FP4 experts; 0 for other formats).
+  static size_t device_bytes(const ModelWeights& w, int first);
+
+  // Enqueues on c.stream, once moe_step has left the pass's routed outputs in pick order
+  // (c.s.moe.picks, +0 at the host's picks) and while block_input(c) still holds the MoE input:
+  // copies of that input, the picks and their weights to the host; a host function (a graph node
+  // under capture) that runs the host's experts on them (cpu/moe.h expert_forward, official
+  // numerics); a kernel that reads their outputs into c.s.moe.picks. `layer`: the main layer, or
+  // the MTP block's as layer L (layer_pass.cpp).
+  void enqueue(const StepContext& c, int layer);
+
+  // Rethrows, once the stream has synchronised, the first error a host computation raised (a NaN
+  // scale byte in a host expert, say): a host function cannot throw into the stream.
+  void check();
+  HostExpertStats stats() const;
+
+ private:
+  // A layer's host experts: for w1, w3 and w2 in turn, every expert's data, then every expert's
+  // scales, as stored (so each is one contiguous copy to the GPU's staging experts).
+  struct Layer {
+    PinnedBuffer<uint8_t> bytes;
+    std::vector<ExpertWeights> experts;  // views into `bytes`, expert first + j at j
+  };
+  struct Call {  // one host node's arguments: stable addresses (a graph keeps the pointer)
+    HostExperts* self;
+    int layer, T;
+    bool has_n_real;
+  };
+  static void run_call(void* call);
+  void run(const Call& call);
+  Layer load_layer(const std::vector<ExpertWeights>& experts, const RandomTensors* synthetic);
+  void enqueue_on_host(const StepContext& c, int layer);
+  void enqueue_streamed(const StepContext& c, int layer);
+
+  ModelConfig cfg_;
+  int first_, max_rows_;
+  ThreadPool pool_;
+  std::vector<Layer> layers_;  // main layers, then the MTP block's
+  size_t weight_bytes_ = 0;
+  // w1, w3, w2 of one layer's host experts on the GPU (their weights copied in by a pass of many
+  // rows; global scales once); empty when the experts are not packed FP4.
+  std::vector<DeviceExperts> staging_;
+  // Hand-off buffers of one pass (the stream orders the layers' uses).
+  PinnedBuffer<uint8_t> x_q_, x_scale_;   // [rows, D] e4m3, [rows, D/128] ue8m0
+  PinnedBuffer<int32_t> expert_idx_, n_real_;
+  PinnedBuffer<float> expert_w_;          // [rows, k]
+  PinnedBuffer<uint16_t> out_;            // [rows, k, D] BF16 bits
+  std::map<std::pair<int, int>, Call> calls_;  // by (layer, T)
+  // Written by host functions, read after a stream sync.
+  mutable std::mutex mutex_;
+  std::string error_;
+  HostExpertStats stats_;
+};
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,130 @@
+// The host tier on one GPU (issue 17; cuda/host_experts.h): the trained nano model with some of
+// every layer's 16 routed experts kept in host memory and computed by the host's cores, against
+// all of them on the GPU — prefill chunks and decode rows of several sequences in the same steps,
+// eager passes and replayed decode graphs, the MTP block's drafts. Decode rows run the host's
+// experts on the host's cores; prefill passes (≥ kHostStreamRows rows) copy them to the GPU and
+// run the grouped GEMM there, which is the GPU's own arithmetic.
+//
+// What is promised. On the host's cores the host computes its experts with the CPU backend's expert (cpu/moe.h
+// expert_forward, official-bf16: the GPU's quantisation points and BF16 stores), whose FP4 GEMV is
+// bit-identical to the scalar dequantiser (tests/cpu/test_fp4_linear.cpp). The GPU's grouped GEMM
+// adds the same products in another order, so an expert's BF16 output may differ by a rounding
+// step where a sum falls near a BF16 boundary: a rounding-only difference, held to the bar issue 12
+// set for those (top-1 ≥ 99.5 % of logit rows, every row's cosine ≥ 0.9999); the test prints how
+// close it is. Within the host tier, a replayed graph gives the eager pass's logits bit for bit
+// (the host's work is the same function on the same inputs, its order fixed).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_forward.h"
+#include "model/config.h"
+#include "support/seed.h"
+#include "teacher_forcing.h"
+#include "test_options.h"
+#include "util/error.h"
+
+namespace dsv4 {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kNano = fs::path(DSV4_SOURCE_DIR) / "models/nano";
+
+std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft) {
+  CudaOptions o = test::cuda_test_options();
+  o.max_sequences = 8;
+  o.kv_cache_tokens = 16 * 1024;
+  o.cpu_experts = cpu_experts;
+  o.use_graph = graph;
+  o.draft = draft;
+  return make_cuda_forward(kNano, o);
+}
+
+class HostTier : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda::device_available()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+void expect_close(const test::Outputs& want, const test::Outputs& got, int64_t V, const std::string& what) {
+  ASSERT_EQ(want.logits.size(), got.logits.size()) << what;
+  const test::RowAgreement r = test::agreement(want.logits, got.logits, V);
+  std::printf("[host] %s: %zu rows, top-1 %.4f, min cosine %.7f, %zu bit-identical\n", what.c_str(), r.rows, r.top1,
+              r.min_cosine, r.identical);
+  EXPECT_GE(r.top1, 0.995) << what;
+  EXPECT_GE(r.min_cosine, 0.9999) << what;
+}
+
+TEST_F(HostTier, AgreesWithEveryExpertOnTheGpu) {
+  const uint64_t seed = test::seed_for("HostTier.Agrees");
+  for (const bool graph : {false, true}) {
+    const std::unique_ptr<Forward> gpu = nano(0, graph, false);
+    const int64_t V = gpu->config().vocab_size;
+    const auto prompts = test::random_prompts(seed, V);
+    const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(48)), false);
+    EXPECT_EQ(gpu->host_tier().host_experts, 0);
+    for (const int host : {4, 15}) {
+      const std::unique_ptr<Forward> f = nano(host, graph, false);
+      const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(48)), false);
+      const HostTierInfo info = f->host_tier();
+      EXPECT_EQ(info.host_experts, host);
+      EXPECT_EQ(info.experts, 16);
+      // Both ways ran (the comparison below is not vacuous): decode rows on the host's cores,
+      // prefill passes of many rows with the host's experts copied to the GPU.
+      EXPECT_GT(info.calls, 0);
+      EXPECT_GT(info.picks, 0);
+      EXPECT_GT(info.streamed, 0);
+      expect_close(want, got, V, std::to_string(host) + " of 16 experts on the host" + (graph ? ", decode graphs" : ", eager"));
+    }
+  }
+}
+
+TEST_F(HostTier, GraphReplayEqualsEager) {
+  const uint64_t seed = test::seed_for("HostTier.Graph");
+  const std::unique_ptr<Forward> eager = nano(6, false, false);
+  const auto prompts = test::random_prompts(seed, eager->config().vocab_size);
+  const test::Outputs want = test::teacher_forced(*eager, prompts, int(test::cap(48)), false);
+  const std::unique_ptr<Forward> graph = nano(6, true, false);
+  test::expect_same_run(want, test::teacher_forced(*graph, prompts, int(test::cap(48)), false),
+                        "host tier, decode graphs vs eager");
+}
+
+TEST_F(HostTier, DraftsAgreeWithEveryExpertOnTheGpu) {
+  const uint64_t seed = test::seed_for("HostTier.Drafts");
+  const std::unique_ptr<Forward> gpu = nano(0, true, true);
+  ASSERT_TRUE(gpu->can_draft());
+  const int64_t V = gpu->config().vocab_size;
+  const auto prompts = test::random_prompts(seed, V);
+  const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(24)), true);
+  const std::unique_ptr<Forward> f = nano(8, true, true);
+  const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(24)), true);
+  expect_close(want, got, V, "8 of 16 experts on the host, with MTP drafts");
+}
+
+TEST_F(HostTier, RefusesWhatCannotRun) {
+  CudaOptions o = test::cuda_test_options();
+  o.cpu_experts = 16;  // nano has 16 routed experts: the GPU keeps at least one
+  EXPECT_THROW(make_cuda_forward(kNano, o), Error);
+  o.cpu_experts = -7;
+  EXPECT_THROW(make_cuda_forward(kNano, o), Error);
+  o.cpu_experts = 4;
+  o.ep = 2;  // the host tier runs beside one GPU
+  o.comm = CudaOptions::Comm::kLoopback;
+  EXPECT_THROW(make_cuda_forward(kNano, o), Error);
+}
+
+// auto keeps every expert on the GPU when they fit (nano fits any card many times over).
+TEST_F(HostTier, AutoKeepsEveryExpertOnTheGpuWhenTheyFit) {
+  CudaOptions o = test::cuda_test_options();
+  o.cpu_experts = CudaOptions::kAutoCpuExperts;
+  EXPECT_EQ(make_cuda_forward(kNano, o)->host_tier().host_experts, 0);
+}
+
+}  // namespace
+}  // namespace dsv4
