@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/run_command.h"
+#include "support/sanitizer.h"
 
 namespace {
 
@@ -35,6 +36,18 @@ double parse_line(const std::string& out, const std::string& key) {
 }
 
 TEST(Perplexity, NanoMatchesHfTransformers) {
+  if (dsv4::test::kSanitizerBuild) {
+    // The same command on half the window (two chunks of 256, half the tokens): the code paths
+    // without the comparison, which needs HF's numbers for 512.
+    dsv4::test::note_left_out("Perplexity: the HF comparison (ctx 512; run at ctx 256 here)");
+    const RunResult r = run_dsv4("-m " + kNano.string() + " --text-file " + (kNano / "validation.txt").string() +
+                                 " --ctx 256 --chunks 2 --numerics exact --threads 2");
+    ASSERT_EQ(r.status, 0) << r.output;
+    const double got = parse_line(r.output, "perplexity: ");
+    EXPECT_TRUE(std::isfinite(got) && got > 1.0) << r.output;
+    EXPECT_EQ(parse_line(r.output, "tokens: "), double(2 * (256 - 128 - 1))) << r.output;
+    return;
+  }
   std::ifstream in(kNano / "hf_reference.json");
   ASSERT_TRUE(in) << "missing " << (kNano / "hf_reference.json") << " (tools/nano/eval_ppl.py --json-out)";
   const nlohmann::json ref = nlohmann::json::parse(in);

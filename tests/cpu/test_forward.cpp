@@ -81,9 +81,9 @@ TEST_P(ChunkingTest, AnyChunkingEqualsOnePrefill) {
   const double scale = max_abs(whole);
   ASSERT_GT(scale, 0.0);
   std::vector<int64_t> chunks = {1, 7, 128, 129};
-  if (test::kSanitizerBuild) {  // token by token is the slowest plan by far
-    chunks.erase(chunks.begin());
-    test::note_left_out(std::string(c.name) + " chunk 1 (the release run covers it)");
+  if (test::kSanitizerBuild) {  // token by token is the slowest plan by far; 128's path: Parity.Exact
+    chunks = {7, 129};
+    test::note_left_out(std::string(c.name) + " chunks 1 and 128 (the release run covers them)");
   }
   for (int64_t chunk : chunks) {
     const double d = max_diff(whole, run_chunked(*f, tokens, chunk));

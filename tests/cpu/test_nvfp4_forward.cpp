@@ -27,6 +27,7 @@
 #include "model/quant.h"
 #include "model/safetensors_writer.h"
 #include "model/weights.h"
+#include "support/sanitizer.h"
 #include "support/test_util.h"
 #include "support/tiny_model.h"
 #include "util/float_formats.h"
@@ -210,7 +211,14 @@ TEST_P(CpuNvfp4Forward, EqualsTheDequantisedModel) {
     EXPECT_TRUE(notes.empty()) << notes.size() << " notes, first: " << notes.front();
   }
 
-  for (const Numerics numerics : {Numerics::kExact, Numerics::kOfficial}) {
+  // Under the sanitizers official numerics only: the same NVFP4 weight paths, plus the activation
+  // quantisation exact mode leaves out.
+  std::vector<Numerics> modes = {Numerics::kExact, Numerics::kOfficial};
+  if (test::kSanitizerBuild) {
+    modes = {Numerics::kOfficial};
+    test::note_left_out(std::string("nvfp4 forward ") + c.name + ": exact numerics (the release run covers them)");
+  }
+  for (const Numerics numerics : modes) {
     CpuOptions co;
     co.numerics = numerics;
     auto ref = make_cpu_forward(ref_dir, co);

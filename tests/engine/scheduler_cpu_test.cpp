@@ -11,6 +11,7 @@
 #include "cpu/cpu_forward.h"
 #include "engine/scheduler.h"
 #include "model/config.h"
+#include "support/sanitizer.h"
 #include "support/seed.h"
 
 namespace dsv4 {
@@ -41,11 +42,16 @@ TEST(SchedulerCpu, LogitsDoNotDependOnTheBatch) {
   auto f = nano();
   const int64_t V = f->config().vocab_size;
   // Lengths cross the CSA window (4), the HCA window (128) and the sliding window (128).
-  const std::vector<int64_t> lengths = {131, 260, 7, 140};
+  std::vector<int64_t> lengths = {131, 260, 7, 140};
+  // Chunk plan per sequence: a prefill of some size, then one-token steps.
+  std::vector<int64_t> first = {100, 250, 3, 129};
+  if (test::kSanitizerBuild) {  // the 260-token sequence's prefill crosses 127 too
+    lengths.pop_back();
+    first.pop_back();
+    test::note_left_out("SchedulerCpu batch: the fourth sequence (140 tokens, a prefill across the HCA closing at 127)");
+  }
   std::vector<std::vector<int32_t>> ids;
   for (int64_t n : lengths) ids.push_back(random_ids(rng, n, V));
-  // Chunk plan per sequence: a prefill of some size, then one-token steps.
-  const std::vector<int64_t> first = {100, 250, 3, 129};
 
   auto run = [&](bool together) {
     std::vector<std::unique_ptr<SequenceState>> seqs;
