@@ -42,7 +42,7 @@ size_t scale_bytes(const WeightMatrix& w) {
 }
 
 // Output rows per unit of the host's sweeps: 128 rows of a Flash expert's w1 and w3 are 512 KiB
-// of MXFP4, of w2 256 KiB — enough per wake-up, and 16 units per expert and sweep keep 16 threads
+// of MXFP4, of w2 128 KiB — enough per wake-up, and 16 units per expert and sweep keep 16 threads
 // busy on the one expert a decode row usually brings.
 constexpr int64_t kHostRowBlock = 128;
 

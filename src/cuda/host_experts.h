@@ -38,10 +38,11 @@ struct HostExpertStats {
 };
 
 // Passes of at least this many rows copy the host's experts to the GPU instead of computing on the
-// host. Measured for Flash-sized experts (13.4 MB; bench/results/…-host-tier.md): at 16 rows a
-// pass touches about a third of the host's experts, one row each, which the host's cores stream
-// faster than the bus carries all of them; from 32 rows on most are touched, several rows each,
-// and the host's GEMV slows with every row while the copy does not.
+// host. An estimate, not a measured crossover: for Flash (256 experts, k = 6, 13.4 MB each) a pass
+// of 16 rows touches about a third of the host's experts, a row each, which the host's cores read
+// at their FP4 GEMV rate (28–39 GB/s with 16 threads on the H200 host, `dsv4 inspect`) in less
+// time than the bus takes to carry all of them; at 32 rows most are touched with several rows
+// each, and the host's GEMV slows with every row while the copy does not.
 constexpr int kHostStreamRows = 32;
 
 class HostExperts {

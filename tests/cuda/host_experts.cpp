@@ -11,7 +11,7 @@
 // adds the same products in another order, so an expert's BF16 output may differ by a rounding
 // step where a sum falls near a BF16 boundary: a rounding-only difference, held to the bar issue 12
 // set for those (top-1 ≥ 99.5 % of logit rows, every row's cosine ≥ 0.9999); the test prints how
-// close it is. Within the host tier, a replayed graph gives the eager pass's logits bit for bit
+// close it is (on nano: every row bit-identical, bench/results/2026-12-03-h200-host-tier.md). Within the host tier, a replayed graph gives the eager pass's logits bit for bit
 // (the host's work is the same function on the same inputs, its order fixed).
 #include <gtest/gtest.h>
 
