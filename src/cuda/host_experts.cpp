@@ -208,7 +208,7 @@ void HostExperts::enqueue_on_host(const StepContext& c, int layer) {
   DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, c.stream));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, c.stream));
   if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, c.stream));
-  Call& call = calls_[{layer, T}];
+  Call& call = calls_[{layer, T, c.n_real != nullptr}];
   call = {this, layer, T, c.n_real != nullptr};
   DSV4_CUDA_CHECK(cudaLaunchHostFunc(c.stream, &HostExperts::run_call, &call));
   TakeHostPicksParams p;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -107,7 +108,9 @@ class HostExperts {
   PinnedBuffer<int32_t> expert_idx_, n_real_;
   PinnedBuffer<float> expert_w_;          // [rows, k]
   PinnedBuffer<uint16_t> out_;            // [rows, k, D] BF16 bits
-  std::map<std::pair<int, int>, Call> calls_;  // by (layer, T)
+  // By (layer, T, has_n_real): a captured graph keeps its Call's address, and a later pass with the
+  // same key finds the same values there.
+  std::map<std::tuple<int, int, bool>, Call> calls_;
   // Written by host functions, read after a stream sync.
   mutable std::mutex mutex_;
   std::string error_;
