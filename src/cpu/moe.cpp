@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/linear.h"
+#include "model/quant.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -22,13 +23,18 @@ float silu(float v) { return v / (1.0f + std::exp(-v)); }
 
 }  // namespace
 
-void expert_hidden(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int64_t n, const float* row_weight,
+void expert_act_quant(const CpuContext& ctx, float* x, int64_t n, int64_t K) {
+  if (!ctx.numerics.act_fp8) return;
+  for (int64_t r = 0; r < n; ++r) fp8_roundtrip_blocks(x + r * K, K, kActBlockSize);  // linear_rows' kFp8 point
+}
+
+void expert_hidden(const CpuContext& ctx, const ExpertWeights& e, const float* xq, int64_t n, const float* row_weight,
                    int64_t i0, int64_t ni, float* h) {
   const int64_t I = e.w1.rows;
   const float L = float(ctx.cfg.swiglu_limit);
   std::vector<float> g(size_t(n * ni)), v(size_t(n * ni));
-  linear_rows(ctx, xs, n, e.w1, i0, ni, g.data(), ActQuant::kFp8);
-  linear_rows(ctx, xs, n, e.w3, i0, ni, v.data(), ActQuant::kFp8);
+  linear_rows(ctx, xq, n, e.w1, i0, ni, g.data());
+  linear_rows(ctx, xq, n, e.w3, i0, ni, v.data());
   ctx.bf16(g.data(), n * ni);  // official-bf16: w1, w3, h and w2 outputs are BF16 tensors
   ctx.bf16(v.data(), n * ni);
   for (int64_t r = 0; r < n; ++r)
@@ -40,19 +46,21 @@ void expert_hidden(const CpuContext& ctx, const ExpertWeights& e, const float* x
     }
 }
 
-void expert_output(const CpuContext& ctx, const ExpertWeights& e, const float* h, int64_t n, int64_t d0, int64_t nd,
+void expert_output(const CpuContext& ctx, const ExpertWeights& e, const float* hq, int64_t n, int64_t d0, int64_t nd,
                    float* y) {
   const int64_t D = e.w2.rows;
   std::vector<float> part(size_t(n * nd));
-  linear_rows(ctx, h, n, e.w2, d0, nd, part.data(), ActQuant::kFp8);
+  linear_rows(ctx, hq, n, e.w2, d0, nd, part.data());
   ctx.bf16(part.data(), n * nd);
   for (int64_t r = 0; r < n; ++r) std::copy_n(part.data() + r * nd, nd, y + r * D + d0);
 }
 
 void expert_forward(const CpuContext& ctx, const ExpertWeights& e, const float* xs, int64_t n,
                     const float* row_weight, float* y) {
-  std::vector<float> h(size_t(n * e.w1.rows));
-  expert_hidden(ctx, e, xs, n, row_weight, 0, e.w1.rows, h.data());
+  std::vector<float> xq(xs, xs + n * e.w1.cols), h(size_t(n * e.w1.rows));
+  expert_act_quant(ctx, xq.data(), n, e.w1.cols);
+  expert_hidden(ctx, e, xq.data(), n, row_weight, 0, e.w1.rows, h.data());
+  expert_act_quant(ctx, h.data(), n, e.w1.rows);
   expert_output(ctx, e, h.data(), n, 0, e.w2.rows, y);
 }
 

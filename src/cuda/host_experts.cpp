@@ -277,8 +277,9 @@ void HostExperts::run(const Call& call) {
     const CpuContext ctx{cfg_, NumericsPoints::from(Numerics::kOfficialBf16), pool_};
     const int64_t I = cfg_.moe_intermediate_size;
     // Per touched expert: its rows' inputs (the GPU's §12 quantisation of the MoE input expanded,
-    // FP8 values times their 1×128 scales; the expert quantises them again, which gives the same
-    // values back), routing weights, hidden and output rows.
+    // FP8 values times their 1×128 scales: already what expert_act_quant would make of them, since
+    // a second quantisation returns the first's values — tests/model/test_quant.cpp), routing
+    // weights, hidden and output rows.
     struct Work {
       size_t j;
       int64_t n;
@@ -302,10 +303,11 @@ void HostExperts::run(const Call& call) {
       picks += n;
       work.push_back(std::move(w));
     }
-    // Two sweeps over every thread, each of (expert, block of output rows) units: w1/w3 and
-    // SwiGLU into h, then w2 into y. A unit runs inline on its thread, so a layer costs two
-    // wake-ups of the pool however many experts it touches, and one expert still spreads over
-    // every thread. Each output element is one unit's, computed as expert_forward computes it.
+    // Three sweeps over every thread: (expert, block of h's rows) units for w1/w3 and SwiGLU into
+    // h, (expert, 128 columns of h) units for its quantisation, (expert, block of y's rows) units
+    // for w2 into y. A unit runs inline on its thread, so a layer costs three wake-ups of the pool
+    // however many experts it touches, and one expert still spreads over every thread. Each output
+    // element is one unit's, computed as expert_forward computes it.
     const std::vector<ExpertWeights>& experts = layers_[size_t(call.layer)].experts;
     const int64_t hidden_blocks = (I + kHostRowBlock - 1) / kHostRowBlock;
     const int64_t output_blocks = (D + kHostRowBlock - 1) / kHostRowBlock;
@@ -314,6 +316,15 @@ void HostExperts::run(const Call& call) {
         Work& w = work[size_t(u / hidden_blocks)];
         const int64_t i0 = (u % hidden_blocks) * kHostRowBlock;
         expert_hidden(ctx, experts[w.j], w.xs.data(), w.n, w.ws.data(), i0, std::min(kHostRowBlock, I - i0), w.h.data());
+      }
+    });
+    const int64_t h_blocks = (I + kActBlockSize - 1) / kActBlockSize;  // §12 blocks of a row of h
+    pool_.parallel_for(int64_t(work.size()) * h_blocks, [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        Work& w = work[size_t(u / h_blocks)];
+        const int64_t c0 = (u % h_blocks) * kActBlockSize;
+        for (int64_t r = 0; r < w.n; ++r)
+          expert_act_quant(ctx, w.h.data() + r * I + c0, 1, std::min<int64_t>(kActBlockSize, I - c0));
       }
     });
     pool_.parallel_for(int64_t(work.size()) * output_blocks, [&](int64_t b, int64_t e) {
