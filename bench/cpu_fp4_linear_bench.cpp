@@ -1,7 +1,8 @@
 // The host FP4 expert GEMV (cpu/fp4_linear.h) on Flash's routed-expert shape, w1/w3 [2048, 4096]
 // in MXFP4 and NVFP4, for 1, 4, 16 and 64 activation rows:
-//   - one core: the fused kernel against the path it replaced (expand 16 rows with the scalar
-//     dequantiser, then the 16-lane dot), as a ratio measured in the same run;
+//   - one core: the fused kernel (its AVX-512 build where the host has it, and its AVX2 build)
+//     against the path it replaced (expand 16 rows with the scalar dequantiser, then the 16-lane
+//     dot), as ratios measured in the same run;
 //   - every core: linear_rows (which dispatches to the fused kernel) in weight GB/s, against this
 //     host's read bandwidth measured in the same run (a threaded sum over 1 GiB).
 // Prints the CPU and thread count. Correctness is tests/cpu/test_fp4_linear.cpp.
@@ -98,8 +99,10 @@ int main() {
   const double bw = read_bandwidth_gbs(pool);
   std::printf("%s, %d threads; read bandwidth %.1f GB/s (threaded sum over 1 GiB)\n", cpu_name().c_str(),
               pool.size(), bw);
-  std::printf("%-6s %5s | %12s %12s %7s | %14s %9s\n", "format", "rows", "1-core fused", "expanded", "ratio",
-              "all-core GB/s", "of read");
+  const Fp4Kernel best = fp4_best_kernel();
+  std::printf("fused kernel: %s\n", to_string(best));
+  std::printf("%-6s %5s | %12s %12s %12s %7s %7s | %14s %9s\n", "format", "rows", "1-core fused", "1-core avx2",
+              "expanded", "vs avx2", "vs exp.", "all-core GB/s", "of read");
   std::mt19937_64 rng(std::random_device{}());
   ModelConfig cfg;
   const CpuContext ctx{cfg, NumericsPoints::from(Numerics::kExact), pool};
@@ -112,11 +115,14 @@ int main() {
       for (float& v : x) v = normal(rng);
       const int reps = n >= 16 ? 3 : 10;
       const double fused = best_seconds(reps, [&] { fp4_rows_dot(m.w, 0, kRows, x.data(), n, y.data(), kRows); });
+      const double avx2 = best_seconds(
+          reps, [&] { fp4_rows_dot(m.w, 0, kRows, x.data(), n, y.data(), kRows, Fp4Kernel::kAvx2); });
       const double expanded = best_seconds(reps, [&] { expanded_rows(m.w, x.data(), n, y.data()); });
       const double all = best_seconds(reps * 3, [&] { linear(ctx, x.data(), n, m.w, y.data()); });
       const double gbs = weight_bytes / all / 1e9;
-      std::printf("%-6s %5lld | %9.2f ms %9.2f ms %6.1fx | %14.1f %8.1f%%\n", to_string(f), (long long)n,
-                  fused * 1e3, expanded * 1e3, expanded / fused, gbs, 100.0 * gbs / bw);
+      std::printf("%-6s %5lld | %9.2f ms %9.2f ms %9.2f ms %6.1fx %6.1fx | %14.1f %8.1f%%\n", to_string(f),
+                  (long long)n, fused * 1e3, avx2 * 1e3, expanded * 1e3, avx2 / fused, expanded / fused, gbs,
+                  100.0 * gbs / bw);
     }
   }
   return 0;

@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "cli/command.h"
 #include "cli/model_dir.h"
+#include "cpu/fp4_linear.h"
 #include "cpu/fp4_linear_rate.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
@@ -240,8 +241,9 @@ int run_inspect(const std::vector<std::string>& argv) {
                 " of each main layer's)\n",
                 host.host_bytes_per_token / 1e6, host.host_per_layer, host.experts_per_layer);
     if (host_seconds_per_token > 0)
-      std::printf("           = %.2f ms per token at %.1f GB/s (this host's FP4 GEMV, %d threads, measured)\n",
-                  host_seconds_per_token * 1e3, host_rate.weight_bytes_per_s / 1e9, host_rate.threads);
+      std::printf("           = %.2f ms per token at %.1f GB/s (this host's FP4 GEMV, %s, %d threads, measured)\n",
+                  host_seconds_per_token * 1e3, host_rate.weight_bytes_per_s / 1e9, to_string(fp4_best_kernel()),
+                  host_rate.threads);
   }
   if (args.has("--scan-scales"))
     std::printf("scale scan:  %" PRId64 " of %" PRId64 " UE8M0 bytes read (--scan-bytes bounds it)\n", scan.scanned,

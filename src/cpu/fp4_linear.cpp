@@ -1,13 +1,21 @@
-// fp4_rows_dot: for each pass of up to 4 activation rows and each weight row, walk the row 16
-// columns at a time: two AVX2 decodes of 8 columns (lanes 0–7 and 8–15 of linear.cpp's dot), a
-// multiply by the block scale, then a multiply and an add into each row's two accumulators. The
-// token passes are the outer loop so that a tile of weight rows is read from L1/L2 once per pass.
-// Target attributes rather than a global -mavx2: the binary still runs on any x86-64 host, and
-// the build never enables FMA for this file, which would change the roundings (see the header).
+// fp4_rows_dot's two vector kernels. Both walk a weight row 16 columns at a time (the 16 lanes of
+// linear.cpp's dot), decode the columns' nibbles in registers, multiply by the block scale, then
+// multiply and add into each activation row's accumulators; the token passes are the outer loop
+// so that a tile of weight rows is read from L1/L2 once per pass.
+//   - AVX2: two decodes of 8 columns (lanes 0–7 and 8–15), each a broadcast, shift, mask, 8-entry
+//     magnitude lookup and sign flip, then the multiply by the scale.
+//   - AVX-512: one 16-entry lookup per 16 columns into the block's table of e2m1 · scale (the same
+//     products, made once per block), and 4 weight rows side by side: a lane's sum is one serial
+//     chain of adds (its order is the contract), so independent rows are what fill the pipeline.
+// Target attributes rather than a global -mavx2/-mavx512f: the binary still runs on any x86-64
+// host. CMakeLists.txt compiles this file with -ffp-contract=off: AVX-512 brings FMA, which would
+// change the roundings (see the header).
 #include "cpu/fp4_linear.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "util/error.h"
 #include "util/float_formats.h"
@@ -18,14 +26,47 @@
 
 namespace dsv4 {
 
+const char* to_string(Fp4Kernel k) {
+  switch (k) {
+    case Fp4Kernel::kNone: return "none";
+    case Fp4Kernel::kAvx2: return "avx2";
+    case Fp4Kernel::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
 #if defined(__x86_64__)
 
 namespace {
 
 #define DSV4_AVX2 __attribute__((target("avx2")))
+#define DSV4_AVX512 __attribute__((target("avx512f")))
+
+// Row r's scale of block b: UE8M0 (MXFP4) or E4M3 (NVFP4, the global scale applied after).
+template <bool kNvfp4>
+float block_scale(const WeightMatrix& w, int64_t r, int64_t b, uint8_t byte) {
+  if constexpr (kNvfp4) {
+    return e4m3_to_f32(byte);
+  } else {
+    if (byte == kE8M0Nan) {  // the scalar dequantiser raises the error that names it
+      float unused[kMXFP4BlockSize];
+      w.dequant_block(r, b * kMXFP4BlockSize, kMXFP4BlockSize, unused);
+    }
+    return e8m0_to_f32(byte);
+  }
+}
+
+// dot()'s final reduction: lanes 0..15 in order, then its (empty) tail.
+inline float lane_sum(const float (&lanes)[16]) {
+  float sum = 0.0f;
+  for (float v : lanes) sum += v;
+  return sum + 0.0f;
+}
+
+// ---- AVX2
 
 // Activation rows that share one decode of the weights: 2 accumulators each, 8 of 16 registers.
-constexpr int kTokensPerPass = 4;
+constexpr int kAvx2Tokens = 4;
 
 // Columns c..c+7 of a row as E2M1 values, unscaled. `packed` holds their 4 bytes, low nibble =
 // even column (§11.3), so column c+j's nibble is bits 4j..4j+3 of the little-endian word.
@@ -42,8 +83,7 @@ DSV4_AVX2 inline __m256 decode8(uint32_t packed) {
 }
 
 template <bool kNvfp4, int kTokens>
-DSV4_AVX2 void rows_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x, float* y,
-                         int64_t y_stride) {
+DSV4_AVX2 void avx2_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x, float* y, int64_t y_stride) {
   constexpr int64_t kBlock = kNvfp4 ? kNVFP4BlockSize : kMXFP4BlockSize;
   static_assert(kBlock % 16 == 0, "a block holds whole 16-column steps");
   const int64_t K = w.cols;
@@ -55,17 +95,7 @@ DSV4_AVX2 void rows_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const fl
     __m256 lo[kTokens], hi[kTokens];  // lanes 0–7 and 8–15 of each token's 16-lane sum
     for (int t = 0; t < kTokens; ++t) lo[t] = hi[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < K / kBlock; ++b) {
-      float s;
-      if constexpr (kNvfp4) {
-        s = e4m3_to_f32(srow[b]);
-      } else {
-        if (srow[b] == kE8M0Nan) {  // the scalar dequantiser raises the error that names it
-          float unused[kBlock];
-          w.dequant_block(r, b * kBlock, kBlock, unused);
-        }
-        s = e8m0_to_f32(srow[b]);
-      }
-      const __m256 scale = _mm256_set1_ps(s);
+      const __m256 scale = _mm256_set1_ps(block_scale<kNvfp4>(w, r, b, srow[b]));
       for (int64_t c = b * kBlock; c < (b + 1) * kBlock; c += 16) {
         uint32_t packed[2];
         std::memcpy(packed, row + c / 2, 8);
@@ -87,51 +117,169 @@ DSV4_AVX2 void rows_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const fl
       alignas(32) float lanes[16];
       _mm256_store_ps(lanes, lo[t]);
       _mm256_store_ps(lanes + 8, hi[t]);
-      float sum = 0.0f;  // dot()'s final reduction: lanes 0..15 in order, then its (empty) tail
-      for (float v : lanes) sum += v;
-      y[t * y_stride + i] = sum + 0.0f;
+      y[t * y_stride + i] = lane_sum(lanes);
     }
   }
 }
 
 template <bool kNvfp4>
-void rows_dot(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x, int64_t n, float* y,
-              int64_t y_stride) {
-  for (int64_t t0 = 0; t0 < n; t0 += kTokensPerPass) {
+void avx2_rows_dot(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x, int64_t n, float* y,
+                   int64_t y_stride) {
+  for (int64_t t0 = 0; t0 < n; t0 += kAvx2Tokens) {
     const float* xt = x + t0 * w.cols;
     float* yt = y + t0 * y_stride;
-    switch (std::min<int64_t>(kTokensPerPass, n - t0)) {
-      case 1: rows_pass<kNvfp4, 1>(w, r0, nr, xt, yt, y_stride); break;
-      case 2: rows_pass<kNvfp4, 2>(w, r0, nr, xt, yt, y_stride); break;
-      case 3: rows_pass<kNvfp4, 3>(w, r0, nr, xt, yt, y_stride); break;
-      default: rows_pass<kNvfp4, 4>(w, r0, nr, xt, yt, y_stride); break;
+    switch (std::min<int64_t>(kAvx2Tokens, n - t0)) {
+      case 1: avx2_pass<kNvfp4, 1>(w, r0, nr, xt, yt, y_stride); break;
+      case 2: avx2_pass<kNvfp4, 2>(w, r0, nr, xt, yt, y_stride); break;
+      case 3: avx2_pass<kNvfp4, 3>(w, r0, nr, xt, yt, y_stride); break;
+      default: avx2_pass<kNvfp4, 4>(w, r0, nr, xt, yt, y_stride); break;
     }
   }
 }
 
+// ---- AVX-512
+
+// GCC 12 reports the intrinsics' own self-initialised _mm512_undefined_* temporaries as maybe
+// uninitialised once inlined here (GCC bug 105593, fixed in 13); nothing of this file's is.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// Weight rows and activation rows of one step: 16 accumulators, 4 tables and temporaries of 32
+// registers.
+constexpr int kAvx512Rows = 4, kAvx512Tokens = 4;
+
+// The nibble indices of 16 columns from their 8 bytes: 64-bit lane j holds byte j, and q | q << 28
+// puts its low nibble (the even column, §11.3) in bits 0–3 of 32-bit lane 2j and its high nibble
+// in bits 0–3 of lane 2j + 1; permutexvar reads only bits 0–3 of an index.
+DSV4_AVX512 inline __m512i nibble_indices16(const uint8_t* p) {
+  const __m512i q = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_or_si512(q, _mm512_slli_epi64(q, 28));
+}
+
+// Rows r0..r0+kRows-1 times activation rows 0..kTokens-1, into y[t·y_stride + j].
+template <bool kNvfp4, int kRows, int kTokens>
+DSV4_AVX512 void avx512_step(const WeightMatrix& w, int64_t r0, const float* x, float* y, int64_t y_stride) {
+  constexpr int64_t kBlock = kNvfp4 ? kNVFP4BlockSize : kMXFP4BlockSize;
+  static_assert(kBlock % 16 == 0, "a block holds whole 16-column steps");
+  const int64_t K = w.cols;
+  // e2m1_to_f32 of nibbles 0..15: bit 3 is the sign, so nibble 8 is −0 as there.
+  const __m512 e2m1 = _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f,
+                                     -2.0f, -3.0f, -4.0f, -6.0f);
+  const __m512 global = _mm512_set1_ps(w.global_scale);
+  __m512 acc[kRows][kTokens];
+  for (int j = 0; j < kRows; ++j)
+    for (int t = 0; t < kTokens; ++t) acc[j][t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < K / kBlock; ++b) {
+    // The block's 16 possible weights per row: (e2m1 · s) exact, then NVFP4's one rounding by
+    // the global scale, the same two multiplies per value as the scalar dequantiser.
+    __m512 table[kRows];
+    for (int j = 0; j < kRows; ++j) {
+      const int64_t r = r0 + j;
+      const float s = block_scale<kNvfp4>(w, r, b, w.scale[r * (K / kBlock) + b]);
+      table[j] = _mm512_mul_ps(e2m1, _mm512_set1_ps(s));
+      if constexpr (kNvfp4) table[j] = _mm512_mul_ps(table[j], global);
+    }
+    for (int64_t c = b * kBlock; c < (b + 1) * kBlock; c += 16) {
+      for (int j = 0; j < kRows; ++j) {
+        const __m512 wv = _mm512_permutexvar_ps(nibble_indices16(w.data + (r0 + j) * (K / 2) + c / 2), table[j]);
+        for (int t = 0; t < kTokens; ++t)
+          acc[j][t] = _mm512_add_ps(acc[j][t], _mm512_mul_ps(_mm512_loadu_ps(x + t * K + c), wv));
+      }
+    }
+  }
+  for (int j = 0; j < kRows; ++j)
+    for (int t = 0; t < kTokens; ++t) {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[j][t]);
+      y[t * y_stride + j] = lane_sum(lanes);
+    }
+}
+
+template <bool kNvfp4, int kRows>
+void avx512_step_tokens(int64_t tokens, const WeightMatrix& w, int64_t r0, const float* x, float* y,
+                        int64_t y_stride) {
+  switch (tokens) {
+    case 1: avx512_step<kNvfp4, kRows, 1>(w, r0, x, y, y_stride); break;
+    case 2: avx512_step<kNvfp4, kRows, 2>(w, r0, x, y, y_stride); break;
+    case 3: avx512_step<kNvfp4, kRows, 3>(w, r0, x, y, y_stride); break;
+    default: avx512_step<kNvfp4, kRows, 4>(w, r0, x, y, y_stride); break;
+  }
+}
+
+template <bool kNvfp4>
+void avx512_rows_dot(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x, int64_t n, float* y,
+                     int64_t y_stride) {
+  for (int64_t t0 = 0; t0 < n; t0 += kAvx512Tokens) {
+    const int64_t tokens = std::min<int64_t>(kAvx512Tokens, n - t0);
+    const float* xt = x + t0 * w.cols;
+    for (int64_t i = 0; i < nr; i += kAvx512Rows) {
+      float* yt = y + t0 * y_stride + i;
+      switch (std::min<int64_t>(kAvx512Rows, nr - i)) {
+        case 1: avx512_step_tokens<kNvfp4, 1>(tokens, w, r0 + i, xt, yt, y_stride); break;
+        case 2: avx512_step_tokens<kNvfp4, 2>(tokens, w, r0 + i, xt, yt, y_stride); break;
+        case 3: avx512_step_tokens<kNvfp4, 3>(tokens, w, r0 + i, xt, yt, y_stride); break;
+        default: avx512_step_tokens<kNvfp4, 4>(tokens, w, r0 + i, xt, yt, y_stride); break;
+      }
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+
 }  // namespace
 
-bool fp4_fused_available() {
+bool fp4_kernel_runs_here(Fp4Kernel k) {
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  return avx2;
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  switch (k) {
+    case Fp4Kernel::kNone: return true;
+    case Fp4Kernel::kAvx2: return avx2;
+    case Fp4Kernel::kAvx512: return avx512;
+  }
+  return false;
+}
+
+Fp4Kernel fp4_best_kernel() {
+  static const Fp4Kernel best = [] {
+    if (const char* env = std::getenv("DSV4_FP4_KERNEL"); env && *env) {
+      for (Fp4Kernel k : {Fp4Kernel::kAvx2, Fp4Kernel::kAvx512}) {
+        if (std::string_view(env) != to_string(k)) continue;
+        if (!fp4_kernel_runs_here(k)) fail("DSV4_FP4_KERNEL=", env, ": this host cannot run that kernel");
+        return k;
+      }
+      fail("DSV4_FP4_KERNEL=", env, ": not a kernel (avx2 or avx512)");
+    }
+    return fp4_kernel_runs_here(Fp4Kernel::kAvx512) ? Fp4Kernel::kAvx512
+           : fp4_kernel_runs_here(Fp4Kernel::kAvx2) ? Fp4Kernel::kAvx2
+                                                    : Fp4Kernel::kNone;
+  }();
+  return best;
 }
 
 void fp4_rows_dot(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x, int64_t n, float* y,
-                  int64_t y_stride) {
+                  int64_t y_stride, Fp4Kernel kernel) {
   DSV4_CHECK_MSG(w.format == WeightFormat::kMXFP4 || w.format == WeightFormat::kNVFP4, w.name, ": ",
                  to_string(w.format), " is not FP4");
   DSV4_CHECK_MSG(w.data != nullptr && w.scale != nullptr, w.name);
   DSV4_CHECK_MSG(r0 >= 0 && nr >= 0 && r0 + nr <= w.rows && n >= 0, w.name);
-  DSV4_CHECK_MSG(fp4_fused_available(), "fp4_rows_dot needs AVX2");
-  if (w.format == WeightFormat::kNVFP4) rows_dot<true>(w, r0, nr, x, n, y, y_stride);
-  else rows_dot<false>(w, r0, nr, x, n, y, y_stride);
+  DSV4_CHECK_MSG(kernel != Fp4Kernel::kNone && fp4_kernel_runs_here(kernel), "fp4_rows_dot: the ",
+                 to_string(kernel), " kernel does not run on this host");
+  const bool nvfp4 = w.format == WeightFormat::kNVFP4;
+  if (kernel == Fp4Kernel::kAvx512) {
+    if (nvfp4) avx512_rows_dot<true>(w, r0, nr, x, n, y, y_stride);
+    else avx512_rows_dot<false>(w, r0, nr, x, n, y, y_stride);
+  } else {
+    if (nvfp4) avx2_rows_dot<true>(w, r0, nr, x, n, y, y_stride);
+    else avx2_rows_dot<false>(w, r0, nr, x, n, y, y_stride);
+  }
 }
 
 #else  // not x86-64: linear_rows expands FP4 rows with the scalar dequantiser instead
 
-bool fp4_fused_available() { return false; }
+bool fp4_kernel_runs_here(Fp4Kernel k) { return k == Fp4Kernel::kNone; }
+Fp4Kernel fp4_best_kernel() { return Fp4Kernel::kNone; }
 
-void fp4_rows_dot(const WeightMatrix& w, int64_t, int64_t, const float*, int64_t, float*, int64_t) {
+void fp4_rows_dot(const WeightMatrix& w, int64_t, int64_t, const float*, int64_t, float*, int64_t, Fp4Kernel) {
   fail(w.name, ": the fused FP4 kernel needs x86-64 with AVX2");
 }
 

@@ -1,12 +1,14 @@
 // The fused FP4 GEMV (cpu/fp4_linear.h) on fresh random MXFP4 and NVFP4 bytes (every nibble,
-// scales across the range, subnormal MXFP4 scales): bit-identical to expanding each row with the
-// scalar dequantiser and summing in 16 lanes, which is its contract; within the FP32 summation
-// bound of a double-precision dot of the dequantised weights; the same through linear_rows on a
-// thread pool with FP8 activations; a NaN MXFP4 scale is the dequantiser's error.
+// scales across the range, subnormal MXFP4 scales), each vector kernel this host runs (AVX2 and
+// AVX-512): bit-identical to expanding each row with the scalar dequantiser and summing in 16
+// lanes, which is its contract; within the FP32 summation bound of a double-precision dot of the
+// dequantised weights; the same through linear_rows on a thread pool with FP8 activations; a NaN
+// MXFP4 scale is the dequantiser's error.
 #include <gtest/gtest.h>
 
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,16 @@ std::vector<float> random_activations(test::Rng& rng, int64_t n, int64_t K) {
   return x;
 }
 
+// The kernels to compare on this host; a kernel it cannot run is said, not silently passed.
+std::vector<Fp4Kernel> kernels_here() {
+  std::vector<Fp4Kernel> out;
+  for (Fp4Kernel k : {Fp4Kernel::kAvx2, Fp4Kernel::kAvx512}) {
+    if (fp4_kernel_runs_here(k)) out.push_back(k);
+    else std::printf("[fp4] the %s kernel does not run on this host: not tested here\n", to_string(k));
+  }
+  return out;
+}
+
 class Fp4Linear : public ::testing::TestWithParam<WeightFormat> {
  protected:
   void SetUp() override {
@@ -80,14 +92,16 @@ TEST_P(Fp4Linear, EqualsExpandedRowsBitForBitAndTheDoubleDotWithinTheSumBound) {
   const WeightFormat f = GetParam();
   const int64_t block = f == WeightFormat::kMXFP4 ? kMXFP4BlockSize : kNVFP4BlockSize;
   test::Rng rng(test::seed_for_this_test());
-  for (int shape = 0; shape < 8; ++shape) {
+  const std::vector<Fp4Kernel> kernels = kernels_here();
+  for (int shape = 0; shape < 8 * int(kernels.size()); ++shape) {  // 8 shapes per kernel, in turn
+    const Fp4Kernel kernel = kernels[size_t(shape) % kernels.size()];
     const int64_t rows = rng.integer(1, 40), K = block * rng.integer(1, 48), n = rng.integer(1, 9);
     const RandomFp4 q = random_fp4(rng, f, rows, K);
     const std::vector<float> x = random_activations(rng, n, K);
     const int64_t r0 = rng.integer(0, rows - 1), nr = rng.integer(1, rows - r0);
     const int64_t y_stride = nr + rng.integer(0, 3);
     std::vector<float> y(size_t(n * y_stride), NAN);
-    fp4_rows_dot(q.w, r0, nr, x.data(), n, y.data(), y_stride);
+    fp4_rows_dot(q.w, r0, nr, x.data(), n, y.data(), y_stride, kernel);
 
     std::vector<float> wrow(static_cast<size_t>(K));
     for (int64_t i = 0; i < nr; ++i) {
@@ -97,8 +111,8 @@ TEST_P(Fp4Linear, EqualsExpandedRowsBitForBitAndTheDoubleDotWithinTheSumBound) {
         const float got = y[size_t(t * y_stride + i)];
         const float want = expanded_lane16_dot(xt, wrow.data(), K);
         ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want))
-            << to_string(f) << " rows " << rows << " K " << K << " row " << r0 + i << " token " << t << ": " << got
-            << " vs " << want;
+            << to_string(kernel) << " " << to_string(f) << " rows " << rows << " K " << K << " row " << r0 + i
+            << " token " << t << ": " << got << " vs " << want;
         // Independent of the lane order: a double dot, and the classic bound for FP32 sums of
         // K/16 + 16 terms deep (each product rounds once more), plus subnormal products' absolute error.
         double exact = 0.0, magnitude = 0.0;
@@ -161,11 +175,13 @@ TEST(Fp4LinearErrors, NanMxfp4ScaleIsTheDequantisersError) {
   ASSERT_FALSE(want.empty()) << "the scalar dequantiser accepted a NaN scale";
   const std::vector<float> x = random_activations(rng, 2, 128);
   std::vector<float> y(8);
-  try {
-    fp4_rows_dot(q.w, 0, 4, x.data(), 2, y.data(), 4);
-    ADD_FAILURE() << "a NaN scale was used";
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), want);
+  for (Fp4Kernel kernel : kernels_here()) {
+    try {
+      fp4_rows_dot(q.w, 0, 4, x.data(), 2, y.data(), 4, kernel);
+      ADD_FAILURE() << to_string(kernel) << ": a NaN scale was used";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), want) << to_string(kernel);
+    }
   }
 }
 
