@@ -1,7 +1,7 @@
 // The host tier (host_experts.h): loading the host's experts into pinned memory, and one MoE
-// sub-layer's host share per enqueue — on the host's cores (copies down, a host function, the
-// hand-back kernel) or, for a pass of many rows, on the GPU (the weights copied up, the grouped
-// GEMM over the same picks).
+// sub-layer's host share per start/finish — on the host's cores (copies down and a host function
+// on a side stream, beside the GPU's experts, then the hand-back kernel) or, for a pass of many
+// rows, on the GPU (the weights copied up, the grouped GEMM over the same picks).
 #include "cuda/host_experts.h"
 
 #include <algorithm>
@@ -127,9 +127,16 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   n_real_ = PinnedBuffer<int32_t>(1);
   expert_w_ = PinnedBuffer<float>(rows * k);
   out_ = PinnedBuffer<uint16_t>(rows * k * D);
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+  DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+  DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
 }
 
-HostExperts::~HostExperts() = default;
+HostExperts::~HostExperts() {
+  cudaEventDestroy(join_);
+  cudaEventDestroy(fork_);
+  cudaStreamDestroy(side_);
+}
 
 size_t HostExperts::device_bytes(const ModelWeights& w, int first) {
   if (w.layers.empty()) return 0;
@@ -188,37 +195,50 @@ HostExperts::Layer HostExperts::load_layer(const std::vector<ExpertWeights>& exp
   return l;
 }
 
-void HostExperts::enqueue(const StepContext& c, int layer) {
+bool HostExperts::streams_to_gpu(const StepContext& c) const { return c.T >= kHostStreamRows && !staging_.empty(); }
+
+void HostExperts::check_pass(const StepContext& c, int layer) const {
   DSV4_CHECK_MSG(c.T <= max_rows_, "host tier: a pass of ", c.T, " rows, buffers for ", max_rows_);
   DSV4_CHECK_MSG(layer >= 0 && size_t(layer) < layers_.size(), "host tier: layer ", layer, " of ", layers_.size());
   DSV4_CHECK_MSG(c.s.moe.picks, "host tier: the pass's routed outputs are not in pick order");
-  if (c.T >= kHostStreamRows && !staging_.empty()) {
-    enqueue_streamed(c, layer);
-  } else {
-    enqueue_on_host(c, layer);
-  }
 }
 
-void HostExperts::enqueue_on_host(const StepContext& c, int layer) {
+void HostExperts::start(const StepContext& c, int layer) {
+  check_pass(c, layer);
+  if (streams_to_gpu(c)) return;
   const int T = c.T, D = int(cfg_.hidden_size), k = int(cfg_.num_experts_per_tok);
+  // Fork: the side stream sees the router's picks and the quantised input; the pass's stream goes
+  // on to the shared expert and the GPU's experts, which read them too and write neither.
+  DSV4_CUDA_CHECK(cudaEventRecord(fork_, c.stream));
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_));
   const QuantAct x = block_input(c);
   const cudaMemcpyKind down = cudaMemcpyDeviceToHost;
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_q_.get(), x.q, size_t(T) * D, down, c.stream));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_scale_.get(), x.scale, size_t(T) * D / kActBlockSize, down, c.stream));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, c.stream));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, c.stream));
-  if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, c.stream));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_q_.get(), x.q, size_t(T) * D, down, side_));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_scale_.get(), x.scale, size_t(T) * D / kActBlockSize, down, side_));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, side_));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, side_));
+  if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, side_));
   Call& call = calls_[{layer, T, c.n_real != nullptr}];
   call = {this, layer, T, c.n_real != nullptr};
-  DSV4_CUDA_CHECK(cudaLaunchHostFunc(c.stream, &HostExperts::run_call, &call));
+  DSV4_CUDA_CHECK(cudaLaunchHostFunc(side_, &HostExperts::run_call, &call));
+  DSV4_CUDA_CHECK(cudaEventRecord(join_, side_));
+}
+
+void HostExperts::finish(const StepContext& c, int layer) {
+  check_pass(c, layer);
+  if (streams_to_gpu(c)) {
+    enqueue_streamed(c, layer);
+    return;
+  }
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, join_));
   TakeHostPicksParams p;
   p.host = reinterpret_cast<const __nv_bfloat16*>(out_.device());
   p.expert_idx = c.s.moe.expert_idx;
   p.n_real = c.n_real;
   p.picks = c.s.moe.picks;
-  p.T = T;
-  p.k = k;
-  p.D = D;
+  p.T = c.T;
+  p.k = int(cfg_.num_experts_per_tok);
+  p.D = int(cfg_.hidden_size);
   p.first = first_;
   p.end = int(cfg_.n_routed_experts);
   launch_take_host_picks(p, c.stream);

@@ -64,13 +64,21 @@ class HostExperts {
   // where a pass of many rows copies their weights (packed FP4 experts; 0 for other formats).
   static size_t device_bytes(const ModelWeights& w, int first);
 
-  // Enqueues on c.stream, once moe_step has left the pass's routed outputs in pick order
-  // (c.s.moe.picks, +0 at the host's picks) and while block_input(c) still holds the MoE input:
-  // copies of that input, the picks and their weights to the host; a host function (a graph node
-  // under capture) that runs the host's experts on them (cpu/moe.h expert_forward, official
-  // numerics); a kernel that reads their outputs into c.s.moe.picks. `layer`: the main layer, or
-  // the MTP block's as layer L (layer_pass.cpp).
-  void enqueue(const StepContext& c, int layer);
+  // One MoE sub-layer's host share, in two calls around the GPU's own experts (layer_pass.cpp):
+  // `start` once moe_route has left the picks and their weights while block_input(c) holds the
+  // quantised MoE input; `finish` once moe_experts has left the pass's routed outputs in pick
+  // order (c.s.moe.picks, +0 at the host's picks). `layer`: the main layer, or the MTP block's as
+  // layer L.
+  //   - A pass of fewer than kHostStreamRows rows runs on the host's cores while the GPU runs its
+  //     experts: `start` forks a side stream off c.stream that copies the input, the picks and
+  //     their weights to the host and runs a host function (a graph node under capture) computing
+  //     the host's experts (cpu/moe.h, official numerics); `finish` joins it back and launches the
+  //     kernel that reads their outputs into c.s.moe.picks.
+  //   - A larger pass runs them on the GPU: `start` does nothing, `finish` copies their weights up
+  //     and runs the grouped GEMM over the host's picks (it shares the GPU experts' scratch, so it
+  //     comes after them).
+  void start(const StepContext& c, int layer);
+  void finish(const StepContext& c, int layer);
 
   // Rethrows, once the stream has synchronised, the first error a host computation raised (a NaN
   // scale byte in a host expert, say): a host function cannot throw into the stream.
@@ -92,7 +100,8 @@ class HostExperts {
   static void run_call(void* call);
   void run(const Call& call);
   Layer load_layer(const std::vector<ExpertWeights>& experts, const RandomTensors* synthetic);
-  void enqueue_on_host(const StepContext& c, int layer);
+  bool streams_to_gpu(const StepContext& c) const;
+  void check_pass(const StepContext& c, int layer) const;
   void enqueue_streamed(const StepContext& c, int layer);
 
   ModelConfig cfg_;
@@ -103,7 +112,12 @@ class HostExperts {
   // w1, w3, w2 of one layer's host experts on the GPU (their weights copied in by a pass of many
   // rows; global scales once); empty when the experts are not packed FP4.
   std::vector<DeviceExperts> staging_;
-  // Hand-off buffers of one pass (the stream orders the layers' uses).
+  // The side stream a pass's host share runs on, and the events that fork it off and join it back
+  // to the pass's stream (created on the device that was current at construction: the rank's).
+  cudaStream_t side_ = nullptr;
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  // Hand-off buffers of one pass. Layer l + 1's copies into them fork after layer l's join and
+  // hand-back kernel, so one set serves every layer.
   PinnedBuffer<uint8_t> x_q_, x_scale_;   // [rows, D] e4m3, [rows, D/128] ue8m0
   PinnedBuffer<int32_t> expert_idx_, n_real_;
   PinnedBuffer<float> expert_w_;          // [rows, k]

@@ -136,9 +136,11 @@ void enqueue_layer(const Ranks& ranks, int layer) {
     hc_post(c, c.s.attn_out);
     hc_pre(c, w.hc_ffn, w.ffn_norm);
     c.emit_bf16("moe.in", layer, c.s.u, {c.T, int64_t(D)});
-    moe_step(c, w, layer);
+    moe_route(c, w, layer);
+    if (ranks.host) ranks.host->start(c, layer);  // its share runs beside the GPU's experts
+    moe_experts(c, w, layer);
   }
-  if (ranks.host) ranks.host->enqueue(c0, layer);
+  if (ranks.host) ranks.host->finish(c0, layer);
   if (ranks.comm) all_reduce(ranks, [](const Scratch& s) { return s.moe.picks; }, T * k * D);
   for (const StepContext& c : ranks.contexts) {
     use_device(c);

@@ -200,10 +200,9 @@ MoeRoutedInput routed_input(const StepContext& c) {
 
 }  // namespace
 
-void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
+void moe_route(const StepContext& c, const DeviceLayer& w, int layer) {
   const ModelConfig& cfg = c.m.cfg;
-  const int T = c.T, D = int(cfg.hidden_size), E = int(cfg.n_routed_experts);
-  const int k = int(cfg.num_experts_per_tok);
+  const int T = c.T, E = int(cfg.n_routed_experts), k = int(cfg.num_experts_per_tok);
   Scratch& s = c.s;
   MoeScratch& ms = s.moe;
 
@@ -227,7 +226,13 @@ void moe_step(const StepContext& c, const DeviceLayer& w, int layer) {
   launch_router(rp, c.stream);
   c.emit_i32("moe.experts", layer, ms.expert_idx, {T, k});
   c.emit_f32("moe.weights", layer, ms.expert_w, {T, k});
+}
 
+void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {
+  const ModelConfig& cfg = c.m.cfg;
+  const int T = c.T, D = int(cfg.hidden_size);
+  Scratch& s = c.s;
+  MoeScratch& ms = s.moe;
   const QuantAct xq = block_input(c);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
   // §8.3 shared expert.
   linear_q(c, w.shared_w1, xq, T, ms.sg);

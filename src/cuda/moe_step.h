@@ -49,11 +49,14 @@ struct MoeScratch {
   MoeDispatchPlan host_plan{};
 };
 
-// x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D]: router, shared expert, then
-// moe_routed (§8). Rows at or past *c.n_real cost no expert work; their output is the shared
-// expert's. With MoeScratch::picks, ffn_out is not written: the rank's routed outputs are in
-// s.moe.picks, and moe_combine_picks finishes the sub-layer once a collective has summed them.
-void moe_step(const StepContext& c, const DeviceLayer& w, int layer);
+// x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D] in two calls: moe_route (the router:
+// s.moe.expert_idx and expert_w), then moe_experts (shared expert, then moe_routed; §8). Between
+// them the host tier starts its share of the picks (host_experts.h). Rows at or past *c.n_real
+// cost no expert work; their output is the shared expert's. With MoeScratch::picks, ffn_out is
+// not written: the rank's routed outputs are in s.moe.picks, and moe_combine_picks finishes the
+// sub-layer once a collective has summed them.
+void moe_route(const StepContext& c, const DeviceLayer& w, int layer);
+void moe_experts(const StepContext& c, const DeviceLayer& w, int layer);
 void moe_combine_picks(const StepContext& c, int layer);
 
 // The routed half of moe_step, given the router's picks (device pointers; also what
