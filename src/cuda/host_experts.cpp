@@ -43,8 +43,10 @@ size_t scale_bytes(const WeightMatrix& w) {
 
 // Output rows per unit of the host's sweeps: 128 rows of a Flash expert's w1 and w3 are 512 KiB
 // of MXFP4, of w2 128 KiB — enough per wake-up, and 16 units per expert and sweep keep 16 threads
-// busy on the one expert a decode row usually brings.
+// busy on the one expert a decode row usually brings. A whole number of §12 blocks, so that a
+// hidden unit quantises the columns of h it made (expert_act_quant works per 128 columns).
 constexpr int64_t kHostRowBlock = 128;
+static_assert(kHostRowBlock % kActBlockSize == 0);
 
 constexpr WeightMatrix ExpertWeights::*kMatrices[] = {&ExpertWeights::w1, &ExpertWeights::w3, &ExpertWeights::w2};
 
@@ -323,28 +325,20 @@ void HostExperts::run(const Call& call) {
       picks += n;
       work.push_back(std::move(w));
     }
-    // Three sweeps over every thread: (expert, block of h's rows) units for w1/w3 and SwiGLU into
-    // h, (expert, 128 columns of h) units for its quantisation, (expert, block of y's rows) units
-    // for w2 into y. A unit runs inline on its thread, so a layer costs three wake-ups of the pool
-    // however many experts it touches, and one expert still spreads over every thread. Each output
-    // element is one unit's, computed as expert_forward computes it.
+    // Two sweeps over every thread, each of (expert, block of output rows) units: w1/w3 and
+    // SwiGLU into h, quantised there (the unit's rows of w1/w3 are whole §12 blocks of h's
+    // columns), then w2 into y. A unit runs inline on its thread, so a layer costs two wake-ups of
+    // the pool however many experts it touches, and one expert still spreads over every thread.
+    // Each output element is one unit's, computed as expert_forward computes it.
     const std::vector<ExpertWeights>& experts = layers_[size_t(call.layer)].experts;
     const int64_t hidden_blocks = (I + kHostRowBlock - 1) / kHostRowBlock;
     const int64_t output_blocks = (D + kHostRowBlock - 1) / kHostRowBlock;
     pool_.parallel_for(int64_t(work.size()) * hidden_blocks, [&](int64_t b, int64_t e) {
       for (int64_t u = b; u < e; ++u) {
         Work& w = work[size_t(u / hidden_blocks)];
-        const int64_t i0 = (u % hidden_blocks) * kHostRowBlock;
-        expert_hidden(ctx, experts[w.j], w.xs.data(), w.n, w.ws.data(), i0, std::min(kHostRowBlock, I - i0), w.h.data());
-      }
-    });
-    const int64_t h_blocks = (I + kActBlockSize - 1) / kActBlockSize;  // §12 blocks of a row of h
-    pool_.parallel_for(int64_t(work.size()) * h_blocks, [&](int64_t b, int64_t e) {
-      for (int64_t u = b; u < e; ++u) {
-        Work& w = work[size_t(u / h_blocks)];
-        const int64_t c0 = (u % h_blocks) * kActBlockSize;
-        for (int64_t r = 0; r < w.n; ++r)
-          expert_act_quant(ctx, w.h.data() + r * I + c0, 1, std::min<int64_t>(kActBlockSize, I - c0));
+        const int64_t i0 = (u % hidden_blocks) * kHostRowBlock, ni = std::min(kHostRowBlock, I - i0);
+        expert_hidden(ctx, experts[w.j], w.xs.data(), w.n, w.ws.data(), i0, ni, w.h.data());
+        for (int64_t r = 0; r < w.n; ++r) expert_act_quant(ctx, w.h.data() + r * I + i0, 1, ni);
       }
     });
     pool_.parallel_for(int64_t(work.size()) * output_blocks, [&](int64_t b, int64_t e) {
