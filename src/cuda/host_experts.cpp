@@ -11,7 +11,7 @@
 #include <exception>
 
 #include "cpu/context.h"
-#include "cpu/moe.h"
+#include "cpu/expert_units.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/host_picks.cuh"
 #include "cuda/step.h"
@@ -40,13 +40,6 @@ size_t scale_bytes(const WeightMatrix& w) {
   if (!w.scale) return 0;
   return size_t(scale_numel(w.format, w.rows, w.cols)) * (w.scale_is_f32 ? 4 : 1);
 }
-
-// Output rows per unit of the host's sweeps: 128 rows of a Flash expert's w1 and w3 are 512 KiB
-// of MXFP4, of w2 128 KiB — enough per wake-up, and 16 units per expert and sweep keep 16 threads
-// busy on the one expert a decode row usually brings. A whole number of §12 blocks, so that a
-// hidden unit quantises the columns of h it made (expert_act_quant works per 128 columns).
-constexpr int64_t kHostRowBlock = 128;
-static_assert(kHostRowBlock % kActBlockSize == 0);
 
 constexpr WeightMatrix ExpertWeights::*kMatrices[] = {&ExpertWeights::w1, &ExpertWeights::w3, &ExpertWeights::w2};
 
@@ -297,61 +290,42 @@ void HostExperts::run(const Call& call) {
       if (e >= first_ && e < E) by_expert[size_t(e - first_)].push_back(p);
     }
     const CpuContext ctx{cfg_, NumericsPoints::from(Numerics::kOfficialBf16), pool_};
-    const int64_t I = cfg_.moe_intermediate_size;
     // Per touched expert: its rows' inputs (the GPU's §12 quantisation of the MoE input expanded,
     // FP8 values times their 1×128 scales: already what expert_act_quant would make of them, since
-    // a second quantisation returns the first's values — tests/model/test_quant.cpp), routing
-    // weights, hidden and output rows.
-    struct Work {
-      size_t j;
-      int64_t n;
-      std::vector<float> xs, ws, h, y;
-    };
-    std::vector<Work> work;
+    // a second quantisation returns the first's values — tests/model/test_quant.cpp) and routing
+    // weights.
+    std::vector<ExpertRows> work;
+    std::vector<size_t> work_expert;  // work[i] is host expert work_expert[i]
+    const std::vector<ExpertWeights>& experts = layers_[size_t(call.layer)].experts;
     for (size_t j = 0; j < by_expert.size(); ++j) {
       const std::vector<int64_t>& rows = by_expert[j];
       if (rows.empty()) continue;
-      const int64_t n = int64_t(rows.size());
-      Work w{j, n, std::vector<float>(size_t(n * D)), std::vector<float>(size_t(n)), std::vector<float>(size_t(n * I)),
-             std::vector<float>(size_t(n * D))};
-      for (int64_t r = 0; r < n; ++r) {
+      ExpertRows w;
+      w.weights = &experts[j];
+      w.n = int64_t(rows.size());
+      w.x.resize(size_t(w.n * D));
+      w.row_weight.resize(size_t(w.n));
+      for (int64_t r = 0; r < w.n; ++r) {
         const int64_t t = rows[size_t(r)] / k;
         const uint8_t* q = x_q_.get() + t * D;
         const uint8_t* s = x_scale_.get() + t * (D / kActBlockSize);
         for (int64_t col = 0; col < D; ++col)
-          w.xs[size_t(r * D + col)] = e4m3_to_f32(q[col]) * e8m0_to_f32(s[col / kActBlockSize]);
-        w.ws[size_t(r)] = expert_w_.get()[rows[size_t(r)]];
+          w.x[size_t(r * D + col)] = e4m3_to_f32(q[col]) * e8m0_to_f32(s[col / kActBlockSize]);
+        w.row_weight[size_t(r)] = expert_w_.get()[rows[size_t(r)]];
       }
-      picks += n;
+      picks += w.n;
       work.push_back(std::move(w));
+      work_expert.push_back(j);
     }
-    // Two sweeps over every thread, each of (expert, block of output rows) units: w1/w3 and
-    // SwiGLU into h, quantised there (the unit's rows of w1/w3 are whole §12 blocks of h's
-    // columns), then w2 into y. A unit runs inline on its thread, so a layer costs two wake-ups of
-    // the pool however many experts it touches, and one expert still spreads over every thread.
-    // Each output element is one unit's, computed as expert_forward computes it.
-    const std::vector<ExpertWeights>& experts = layers_[size_t(call.layer)].experts;
-    const int64_t hidden_blocks = (I + kHostRowBlock - 1) / kHostRowBlock;
-    const int64_t output_blocks = (D + kHostRowBlock - 1) / kHostRowBlock;
-    pool_.parallel_for(int64_t(work.size()) * hidden_blocks, [&](int64_t b, int64_t e) {
-      for (int64_t u = b; u < e; ++u) {
-        Work& w = work[size_t(u / hidden_blocks)];
-        const int64_t i0 = (u % hidden_blocks) * kHostRowBlock, ni = std::min(kHostRowBlock, I - i0);
-        expert_hidden(ctx, experts[w.j], w.xs.data(), w.n, w.ws.data(), i0, ni, w.h.data());
-        for (int64_t r = 0; r < w.n; ++r) expert_act_quant(ctx, w.h.data() + r * I + i0, 1, ni);
+    run_expert_rows(ctx, work);
+    for (size_t i = 0; i < work.size(); ++i) {  // into the picks' rows of the hand-back buffer (BF16 already)
+      const std::vector<int64_t>& rows = by_expert[work_expert[i]];
+      for (int64_t r = 0; r < work[i].n; ++r) {
+        uint16_t* out = out_.get() + rows[size_t(r)] * D;
+        const float* y = work[i].y.data() + r * D;
+        for (int64_t col = 0; col < D; ++col) out[col] = f32_to_bf16(y[col]);
       }
-    });
-    pool_.parallel_for(int64_t(work.size()) * output_blocks, [&](int64_t b, int64_t e) {
-      for (int64_t u = b; u < e; ++u) {
-        Work& w = work[size_t(u / output_blocks)];
-        const int64_t d0 = (u % output_blocks) * kHostRowBlock, nd = std::min(kHostRowBlock, D - d0);
-        expert_output(ctx, experts[w.j], w.h.data(), w.n, d0, nd, w.y.data());
-        for (int64_t r = 0; r < w.n; ++r) {  // into the picks' rows of the hand-back buffer (BF16 already)
-          uint16_t* out = out_.get() + by_expert[w.j][size_t(r)] * D;
-          for (int64_t col = d0; col < d0 + nd; ++col) out[col] = f32_to_bf16(w.y[size_t(r * D + col)]);
-        }
-      }
-    });
+    }
   } catch (const std::exception& e) {
     const std::lock_guard lock(mutex_);
     if (error_.empty()) error_ = e.what();

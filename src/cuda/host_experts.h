@@ -72,7 +72,7 @@ class HostExperts {
   //   - A pass of fewer than kHostStreamRows rows runs on the host's cores while the GPU runs its
   //     experts: `start` forks a side stream off c.stream that copies the input, the picks and
   //     their weights to the host and runs a host function (a graph node under capture) computing
-  //     the host's experts (cpu/moe.h, official numerics); `finish` joins it back and launches the
+  //     the host's experts (cpu/expert_units.h, official numerics); `finish` joins it back and launches the
   //     kernel that reads their outputs into c.s.moe.picks.
   //   - A larger pass runs them on the GPU: `start` does nothing, `finish` copies their weights up
   //     and runs the grouped GEMM over the host's picks (it shares the GPU experts' scratch, so it
