@@ -12,7 +12,9 @@ import sys
 
 
 def short_name(full: str) -> str:
-    name = full.replace("dsv4::cuda::", "").replace("(anonymous namespace)::", "").replace("void ", "")
+    name = full.replace("void ", "")
+    for prefix in ("dsv4::cuda::", "dsv4::", "(anonymous namespace)::", "<unnamed>::"):  # ncu spells both ways
+        name = name.replace(prefix, "")
     depth = 0
     for i, ch in enumerate(name):  # cut the parameter list: the first '(' outside template brackets
         if ch == "<":
