@@ -4,6 +4,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -14,6 +15,7 @@ constexpr int kBlock = 4 * kWarpSize;  // one quantisation block per warp
 static_assert(kBlock == kActBlockSize);
 
 __global__ void __launch_bounds__(kThreads) act_quant_kernel(ActQuantParams p, int64_t n_blocks) {
+  wait_for_prior_grids();
   const int64_t b = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
   if (b >= n_blocks) return;  // whole warp
   const int lane = threadIdx.x % kWarpSize;
@@ -59,8 +61,7 @@ void launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
   if (n_blocks == 0) return;
   const int64_t grid = (n_blocks + kWarpsPerBlock - 1) / kWarpsPerBlock;
   DSV4_CHECK_MSG(grid <= INT32_MAX, "act_quant: ", p.rows, " x ", p.K, " is too large for one launch");
-  act_quant_kernel<<<unsigned(grid), kThreads, 0, stream>>>(p, n_blocks);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(act_quant_kernel, unsigned(grid), kThreads, 0, stream, p, n_blocks);
 }
 
 }  // namespace dsv4::cuda

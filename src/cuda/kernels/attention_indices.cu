@@ -7,6 +7,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 #include "model/config.h"
 
 namespace dsv4::cuda {
@@ -16,6 +17,7 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 
 __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexParams p) {
+  wait_for_prior_grids();
   const int q = blockIdx.x, r = p.row0 + q;
   const int t = p.rows.pos[r];
   int32_t* row = p.indices + int64_t(q) * p.n_idx;
@@ -77,8 +79,7 @@ void launch_attention_indices(const AttnIndexParams& p, cudaStream_t stream) {
   DSV4_CHECK_MSG(p.ratio == kCsaRatio ? p.topk && p.topk_k >= 1 : !p.topk, "attention_indices: ratio=", p.ratio,
                  " topk=", p.topk ? "set" : "null", " topk_k=", p.topk_k);
   if (p.n_q == 0) return;
-  attention_indices_kernel<<<p.n_q, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(attention_indices_kernel, p.n_q, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

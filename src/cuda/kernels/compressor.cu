@@ -7,6 +7,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -37,6 +38,7 @@ __device__ __forceinline__ float slot_value(const CompressorParams& p, int q, in
 }
 
 __global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(CompressorParams p) {
+  wait_for_prior_grids();
   extern __shared__ float y[];  // [c] pooled, then normalised (the RoPE pairs cross threads)
   __shared__ float warp_ss[kMaxThreads / kWarpSize];
   const int t = blockIdx.x;
@@ -112,6 +114,7 @@ __global__ void __launch_bounds__(kMaxThreads) compressor_pool_kernel(Compressor
 // q is among the last ring_rows positions of its chunk (§5.5: the current window and, for CSA, the
 // previous one, plus the rollback margin a resumed-earlier sequence reads).
 __global__ void __launch_bounds__(kRingThreads) compressor_ring_kernel(CompressorParams p) {
+  wait_for_prior_grids();
   const int t = int(blockIdx.x);
   const int q = p.rows.pos[t];
   if (q < 0 || p.rows.pos[p.rows.last[t]] - q >= p.ring_rows) return;  // block-uniform
@@ -137,11 +140,9 @@ void launch_compressor(const CompressorParams& p, cudaStream_t stream) {
                  " c=", p.c);
   if (p.T == 0) return;
   const int threads = std::min((p.c + kWarpSize - 1) / kWarpSize * kWarpSize, kMaxThreads);
-  compressor_pool_kernel<<<unsigned(p.T), unsigned(threads), size_t(p.c) * sizeof(float), stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(compressor_pool_kernel, unsigned(p.T), unsigned(threads), size_t(p.c) * sizeof(float), stream, p);
   // Written after the pooling above so that launch reads each ring as it was at its chunk's start.
-  compressor_ring_kernel<<<unsigned(p.T), kRingThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(compressor_ring_kernel, unsigned(p.T), kRingThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

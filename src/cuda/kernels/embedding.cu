@@ -3,6 +3,7 @@
 #include "cuda/kernels/embedding.cuh"
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -13,6 +14,7 @@ constexpr uint16_t kBf16QuietNan = 0x7fc0;
 
 template <typename Word>  // uint4 (8 bf16) or uint16_t (1 bf16)
 __global__ void __launch_bounds__(kThreads) embedding_kernel(EmbeddingParams p) {
+  wait_for_prior_grids();
   constexpr int kPer = sizeof(Word) / sizeof(uint16_t);
   const int t = blockIdx.x;
   const int id = p.tokens[t];
@@ -37,10 +39,9 @@ void launch_embedding(const EmbeddingParams& p, cudaStream_t stream) {
   if (p.T == 0) return;
   const bool aligned = (reinterpret_cast<uintptr_t>(p.table) | reinterpret_cast<uintptr_t>(p.streams)) % 16 == 0;
   if (p.D % kVec == 0 && aligned)
-    embedding_kernel<uint4><<<p.T, kThreads, 0, stream>>>(p);
+    launch_kernel(embedding_kernel<uint4>, p.T, kThreads, 0, stream, p);
   else
-    embedding_kernel<uint16_t><<<p.T, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(embedding_kernel<uint16_t>, p.T, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -2,6 +2,7 @@
 #include "cuda/kernels/gather_rows.cuh"
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 
@@ -10,6 +11,7 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void gather_rows_kernel(GatherRowsParams p) {
+  wait_for_prior_grids();
   const int i = blockIdx.x;
   const int32_t row = p.index[i];
   uint4* dst = reinterpret_cast<uint4*>(p.dst + int64_t(i) * p.width);
@@ -27,8 +29,7 @@ __global__ void gather_rows_kernel(GatherRowsParams p) {
 void launch_gather_rows(const GatherRowsParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.src && p.index && p.dst && p.n >= 0 && p.width > 0 && p.width % 8 == 0);
   if (p.n == 0) return;
-  gather_rows_kernel<<<p.n, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(gather_rows_kernel, p.n, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

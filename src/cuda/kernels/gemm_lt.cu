@@ -17,6 +17,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -39,6 +40,7 @@ constexpr int kScaleRowPad = 4;                          // 2-D block scales: K 
 // VEC128 layout).
 __global__ void lt_scales_kernel(const uint8_t* __restrict__ w_scale, float* __restrict__ w_out, int nb, int n_kb,
                                  int l4, const uint8_t* __restrict__ x_scale, float* __restrict__ x_out, int M) {
+  wait_for_prior_grids();
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t n_w = int64_t(nb) * l4, n_x = int64_t(M) * n_kb;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n_w + n_x; i += stride) {
@@ -215,9 +217,8 @@ bool lt_gemm(const LtGemmParams& p, cudaStream_t stream) {
       const int w_blocks = weights_scaled ? 0 : nb;  // the weight scales once per call
       const int64_t n = int64_t(w_blocks) * l4 + int64_t(c.M) * n_kb;
       const int threads = 256, blocks = int(std::min<int64_t>((n + threads - 1) / threads, 1024));
-      lt_scales_kernel<<<blocks, threads, 0, stream>>>(p.w_scale, s.w_scale.get(), w_blocks, n_kb, l4,
-                                                         p.x_scale + int64_t(c.r0) * n_kb, s.x_scale.get(), c.M);
-      DSV4_CUDA_CHECK_LAUNCH();
+      launch_kernel(lt_scales_kernel, blocks, threads, 0, stream, p.w_scale, s.w_scale.get(), w_blocks, n_kb, l4,
+                    p.x_scale + int64_t(c.r0) * n_kb, s.x_scale.get(), c.M);
       weights_scaled = true;
     }
     const float alpha = 1.0f, beta = 0.0f;

@@ -10,6 +10,7 @@
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/gemv_common.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -22,6 +23,7 @@ constexpr int kUnroll = 4;
 // kExperts: kM == 1 and y row m = blockIdx.y uses expert expert_idx[m].
 template <int kM, int kSplit, typename OutT, bool kExperts>
 __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(GemvBf16Params p) {
+  wait_for_prior_grids();
   static_assert(!kExperts || kM == 1, "expert mode: one y row per grid row");
   constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
@@ -75,10 +77,9 @@ void launch_ms(const GemvBf16Params& p, cudaStream_t stream) {
   constexpr int kColsPerBlock = kThreads / kWarpSize / kSplit;
   const dim3 grid((p.N + kColsPerBlock - 1) / kColsPerBlock, kExperts ? p.M : 1);
   if (p.out_bf16)
-    gemv_bf16_kernel<kM, kSplit, __nv_bfloat16, kExperts><<<grid, kThreads, 0, stream>>>(p);
+    launch_kernel(gemv_bf16_kernel<kM, kSplit, __nv_bfloat16, kExperts>, grid, kThreads, 0, stream, p);
   else
-    gemv_bf16_kernel<kM, kSplit, float, kExperts><<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(gemv_bf16_kernel<kM, kSplit, float, kExperts>, grid, kThreads, 0, stream, p);
 }
 
 template <int kM, bool kExperts>

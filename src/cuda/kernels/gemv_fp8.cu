@@ -9,6 +9,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/gemv_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -40,6 +41,7 @@ __device__ __forceinline__ float dot16_e4m3(const uint4& a, const uint4& b) {
 // loads in flight (split_k_for in gemv_common.cuh).
 template <int kM, int kSplit, typename OutT>
 __global__ void __launch_bounds__(kThreads) gemv_fp8_kernel(GemvFp8Params p) {
+  wait_for_prior_grids();
   constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int part = warp % kSplit;
@@ -91,10 +93,9 @@ void launch_ms(const GemvFp8Params& p, cudaStream_t stream) {
   constexpr int kColsPerBlock = kThreads / kWarpSize / kSplit;
   const int grid = (p.N + kColsPerBlock - 1) / kColsPerBlock;
   if (p.out_bf16)
-    gemv_fp8_kernel<kM, kSplit, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+    launch_kernel(gemv_fp8_kernel<kM, kSplit, __nv_bfloat16>, grid, kThreads, 0, stream, p);
   else
-    gemv_fp8_kernel<kM, kSplit, float><<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(gemv_fp8_kernel<kM, kSplit, float>, grid, kThreads, 0, stream, p);
 }
 
 template <int kM>

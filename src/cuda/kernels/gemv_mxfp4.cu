@@ -12,6 +12,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/gemv_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -35,6 +36,7 @@ using ChunkScale = std::conditional_t<kFmt == ExpertWeightFormat::kNVFP4, uint16
 
 template <ExpertWeightFormat kFmt, typename OutT>
 __global__ void __launch_bounds__(kThreads) gemv_fp4_kernel(GemvMxfp4Params p) {
+  wait_for_prior_grids();
   constexpr bool kNv = kFmt == ExpertWeightFormat::kNVFP4;
   // xs[j * n_chunks + c] = x[32c + 4j .. 32c + 4j + 3]: lane c reads float4 j at consecutive
   // addresses across the warp (conflict-free), instead of a 128-byte stride (8-way conflicts).
@@ -126,10 +128,9 @@ void launch_format(const GemvMxfp4Params& p, cudaStream_t stream) {
   const dim3 grid((p.N + kRowsPerBlock - 1) / kRowsPerBlock, p.n_sel);
   const size_t smem = size_t(p.K) * sizeof(float);  // ≤ 32 KiB: under the 48 KiB default
   if (p.out_bf16)
-    gemv_fp4_kernel<kFmt, __nv_bfloat16><<<grid, kThreads, smem, stream>>>(p);
+    launch_kernel(gemv_fp4_kernel<kFmt, __nv_bfloat16>, grid, kThreads, smem, stream, p);
   else
-    gemv_fp4_kernel<kFmt, float><<<grid, kThreads, smem, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(gemv_fp4_kernel<kFmt, float>, grid, kThreads, smem, stream, p);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/gemv_common.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -53,6 +54,7 @@ __device__ __forceinline__ float2 chunk_dots(const uint4& wv, const uint4 (&xv)[
 
 template <int kM, int kSplit, typename OutT, bool kFp8In>
 __global__ void __launch_bounds__(kThreads) gemv_nvfp4_kernel(GemvNvfp4Params p) {
+  wait_for_prior_grids();
   constexpr int kWarps = kThreads / kWarpSize, kColsPerBlock = kWarps / kSplit;
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int part = warp % kSplit;
@@ -123,10 +125,9 @@ void launch_ms(const GemvNvfp4Params& p, cudaStream_t stream) {
   constexpr int kColsPerBlock = kThreads / kWarpSize / kSplit;
   const int grid = (p.N + kColsPerBlock - 1) / kColsPerBlock;
   if (p.out_bf16)
-    gemv_nvfp4_kernel<kM, kSplit, __nv_bfloat16, kFp8In><<<grid, kThreads, 0, stream>>>(p);
+    launch_kernel(gemv_nvfp4_kernel<kM, kSplit, __nv_bfloat16, kFp8In>, grid, kThreads, 0, stream, p);
   else
-    gemv_nvfp4_kernel<kM, kSplit, float, kFp8In><<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(gemv_nvfp4_kernel<kM, kSplit, float, kFp8In>, grid, kThreads, 0, stream, p);
 }
 
 template <int kM, bool kFp8In>

@@ -6,6 +6,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -38,6 +39,7 @@ __device__ __forceinline__ float e2m1_value(uint32_t code) {
 }
 
 __global__ void __launch_bounds__(kThreads) hadamard_fp4_kernel(HadamardFp4Params p) {
+  wait_for_prior_grids();
   const int row = blockIdx.x * (kThreads / kWarpSize) + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (row >= p.n_rows) return;
@@ -91,8 +93,7 @@ void launch_hadamard_fp4(const HadamardFp4Params& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.n_rows >= 0 && (!p.packed || p.scale) && (!p.row_dst || p.packed));
   if (p.n_rows == 0) return;
   const int per_block = kThreads / kWarpSize;
-  hadamard_fp4_kernel<<<(p.n_rows + per_block - 1) / per_block, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(hadamard_fp4_kernel, (p.n_rows + per_block - 1) / per_block, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -3,6 +3,7 @@
 #include "cuda/kernels/host_picks.cuh"
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 
@@ -11,6 +12,7 @@ namespace {
 constexpr int kThreads = 128;
 
 __global__ void take_host_picks_kernel(TakeHostPicksParams p) {
+  wait_for_prior_grids();
   const int pick = blockIdx.x, t = pick / p.k;
   const int n_real = p.n_real ? *p.n_real : p.T;
   const int e = p.expert_idx[pick];
@@ -27,8 +29,7 @@ void launch_take_host_picks(const TakeHostPicksParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.T >= 0 && p.k > 0 && p.D > 0 && p.D % 8 == 0 && p.first <= p.end);
   if (p.T == 0) return;
   DSV4_CHECK(p.host && p.expert_idx && p.picks);
-  take_host_picks_kernel<<<unsigned(p.T * p.k), kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(take_host_picks_kernel, unsigned(p.T * p.k), kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

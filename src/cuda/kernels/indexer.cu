@@ -10,6 +10,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/hadamard_fp4.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -34,6 +35,7 @@ __device__ __forceinline__ int visible_keys(const IndexerTopkParams& p, int qi) 
 
 // Grid (key tiles, queries). S_j = Σ_h fma(ReLU(q_h·k_j), w_h·di^−½·Hi^−½) in FP32 (§6 step 5).
 __global__ void __launch_bounds__(kScoreThreads) indexer_score_kernel(IndexerTopkParams p, float w_scale) {
+  wait_for_prior_grids();
   const int qi = blockIdx.y;
   const int n_vis = visible_keys(p, qi);
   const int j0 = blockIdx.x * kScoreThreads;
@@ -103,6 +105,7 @@ __device__ __forceinline__ uint32_t warp_inclusive_scan(uint32_t v) {
 // One block per query (§6 step 6): keep the min(K, visible) largest scores, ties to the lower
 // index, in increasing entry order; −1 after them.
 __global__ void __launch_bounds__(kSelectThreads) indexer_select_kernel(IndexerTopkParams p) {
+  wait_for_prior_grids();
   __shared__ uint32_t hist[kRadixBins];
   __shared__ uint32_t warp_excl[kSelectWarps];
   __shared__ uint32_t s_digit, s_above, s_tile_total;
@@ -209,11 +212,9 @@ void launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream) {
   const float w_scale = float(1.0 / std::sqrt(double(kIndexerDim)) / std::sqrt(double(p.Hi)));
   if (p.max_entries > 0) {
     const dim3 grid((p.max_entries + kScoreThreads - 1) / kScoreThreads, p.n_q);
-    indexer_score_kernel<<<grid, kScoreThreads, 0, stream>>>(p, w_scale);
-    DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(indexer_score_kernel, grid, kScoreThreads, 0, stream, p, w_scale);
   }
-  indexer_select_kernel<<<p.n_q, kSelectThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(indexer_select_kernel, p.n_q, kSelectThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -5,6 +5,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -15,6 +16,7 @@ static_assert(kKvRope == 2 * kWarpSize, "one warp copies the 64 RoPE values, two
 
 template <int D>
 __global__ void __launch_bounds__(kThreads) kv_pack_kernel(KvPackParams p) {
+  wait_for_prior_grids();
   constexpr int kNope = kv_nope(D), kTiles = kv_tiles(D);
   constexpr int kDataBytes = kv_row_data_bytes(D), kScaleBytes = kv_row_scale_bytes(D);
   const int t = blockIdx.x * (kThreads / kWarpSize) + threadIdx.x / kWarpSize;
@@ -50,10 +52,9 @@ void launch_kv_pack(const KvPackParams& p, cudaStream_t stream) {
   const int per_block = kThreads / kWarpSize;
   const dim3 grid((p.n_tokens + per_block - 1) / per_block);
   if (p.dim == kKvDimV4)
-    kv_pack_kernel<kKvDimV4><<<grid, kThreads, 0, stream>>>(p);
+    launch_kernel(kv_pack_kernel<kKvDimV4>, grid, kThreads, 0, stream, p);
   else
-    kv_pack_kernel<kKvDimNano><<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(kv_pack_kernel<kKvDimNano>, grid, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

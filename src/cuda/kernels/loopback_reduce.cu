@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 
@@ -68,6 +69,7 @@ __device__ __forceinline__ void reduce_scalar(const LoopbackReduceParams<T>& p, 
 // parameter reads. kVector: the first count/V·V elements go V at a time, the tail one at a time.
 template <typename T, int R, bool kVector>
 __global__ void __launch_bounds__(kThreads) loopback_reduce_kernel(const LoopbackReduceParams<T> p) {
+  wait_for_prior_grids();
   constexpr int V = sizeof(uint4) / sizeof(T);
   const size_t first = size_t(blockIdx.x) * kThreads + threadIdx.x, stride = size_t(gridDim.x) * kThreads;
   size_t scalar_begin = 0;
@@ -84,10 +86,9 @@ void launch_for_ranks(const LoopbackReduceParams<T>& p, bool vector, int blocks,
   if constexpr (R <= kMaxLoopbackRanks) {
     if (p.ranks != R) return launch_for_ranks<T, R + 1>(p, vector, blocks, stream);
     if (vector)
-      loopback_reduce_kernel<T, R, true><<<blocks, kThreads, 0, stream>>>(p);
+      launch_kernel(loopback_reduce_kernel<T, R, true>, blocks, kThreads, 0, stream, p);
     else
-      loopback_reduce_kernel<T, R, false><<<blocks, kThreads, 0, stream>>>(p);
-    DSV4_CUDA_CHECK_LAUNCH();
+      launch_kernel(loopback_reduce_kernel<T, R, false>, blocks, kThreads, 0, stream, p);
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -13,6 +14,7 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) moe_combine_kernel(MoeCombineParams p, int t0) {
+  wait_for_prior_grids();
   const int t = t0 + blockIdx.y;
   const bool real = !p.n_real || t < *p.n_real;
   // Routed row of each pick, in the order of the sum: ascending expert id when ids are given
@@ -62,8 +64,7 @@ void launch_moe_combine(const MoeCombineParams& p, cudaStream_t stream) {
   const int tiles = (p.D + 2 * kThreads - 1) / (2 * kThreads);
   for (int t0 = 0; t0 < p.T; t0 += kMaxGridY) {
     const dim3 grid(tiles, std::min(kMaxGridY, p.T - t0));
-    moe_combine_kernel<<<grid, kThreads, 0, stream>>>(p, t0);
-    DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(moe_combine_kernel, grid, kThreads, 0, stream, p, t0);
   }
 }
 

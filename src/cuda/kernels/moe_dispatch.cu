@@ -9,6 +9,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 
@@ -39,6 +40,7 @@ __device__ __forceinline__ int real_rows(const MoeDispatchParams& p) {
 }
 
 __global__ void __launch_bounds__(kCountThreads) dispatch_count_kernel(MoeDispatchParams p) {
+  wait_for_prior_grids();
   __shared__ int count[kDispatchMaxExperts];
   __shared__ int warp_total[kCountThreads / kWarpSize];
   const int E = p.plan.E, k = p.plan.k, n = p.T * k, n_real = real_rows(p);
@@ -80,6 +82,7 @@ __global__ void __launch_bounds__(kCountThreads) dispatch_count_kernel(MoeDispat
 }
 
 __global__ void __launch_bounds__(kFillWarps * kWarpSize) dispatch_fill_kernel(MoeDispatchParams p) {
+  wait_for_prior_grids();
   const int e = blockIdx.x * kFillWarps + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (e >= p.plan.E) return;  // whole warp
@@ -123,11 +126,9 @@ void launch_moe_dispatch(const MoeDispatchParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.T == 0 || (p.expert_idx && p.expert_weight));
   DSV4_CHECK_MSG(p.expert_base >= 0 && p.expert_base <= INT32_MAX - pl.E, "moe_dispatch: expert_base=", p.expert_base);
   // T = 0 still runs the count kernel: the offsets (all zero) must be valid for the launches after.
-  dispatch_count_kernel<<<1, kCountThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(dispatch_count_kernel, 1, kCountThreads, 0, stream, p);
   if (p.T == 0) return;
-  dispatch_fill_kernel<<<(pl.E + kFillWarps - 1) / kFillWarps, kFillWarps * kWarpSize, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(dispatch_fill_kernel, (pl.E + kFillWarps - 1) / kFillWarps, kFillWarps * kWarpSize, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -18,6 +18,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/gemv_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -143,6 +144,7 @@ __device__ void plan_chunks(const int32_t* offsets, int E, int R, int* offs, int
 template <Fmt kFmt, int kTokTiles, int kStageGroups, bool kOutF32>
 __global__ void __launch_bounds__(kThreads, (Shape<kTokTiles, kStageGroups>::kMinBlocks))
     grouped_fp4_kernel(MoeGroupedParams p) {
+  wait_for_prior_grids();
   using S = Shape<kTokTiles, kStageGroups>;
   constexpr bool kNv = kFmt == Fmt::kNVFP4;
   constexpr int R = S::kChunkRows;
@@ -357,6 +359,7 @@ constexpr int kBf16ChunkRows = 8;
 constexpr int kBf16Unroll = 4;  // weight loads in flight per lane
 
 __global__ void __launch_bounds__(kThreads) grouped_bf16_kernel(MoeGroupedBf16Params p) {
+  wait_for_prior_grids();
   __shared__ int offs[kGroupedMaxExperts + 1], chunk_start[kGroupedMaxExperts + 1];
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   plan_chunks(p.offsets, p.E, kBf16ChunkRows, offs, chunk_start);
@@ -422,8 +425,7 @@ void launch_shape(const MoeGroupedParams& p, cudaStream_t stream) {
   // At most one item per block: chunks <= E + max_sel / R.
   const int64_t max_items = (int64_t(p.E) + p.max_sel / S::kChunkRows) * (p.N / kTileN) * p.n_mats;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
-  grouped_fp4_kernel<kFmt, kTokTiles, kStageGroups, kOutF32><<<grid, kThreads, S::kSmemBytes, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(grouped_fp4_kernel<kFmt, kTokTiles, kStageGroups, kOutF32>, grid, kThreads, S::kSmemBytes, stream, p);
 }
 
 // Launch-shape heuristic (a host value, never the device counts): up to 16 grouped rows per
@@ -477,8 +479,7 @@ void launch_moe_grouped_bf16(const MoeGroupedBf16Params& p, cudaStream_t stream)
   static const int grid_max = opt_in_grid(reinterpret_cast<const void*>(grouped_bf16_kernel), 0);
   const int64_t max_items = (int64_t(p.E) + p.max_sel / kBf16ChunkRows) * (p.N / kWarps) * p.n_mats;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
-  grouped_bf16_kernel<<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(grouped_bf16_kernel, grid, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -3,6 +3,7 @@
 #include "cuda/kernels/mtp_streams.cuh"
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 
@@ -17,18 +18,21 @@ __device__ __forceinline__ void copy_row(const __nv_bfloat16* src, __nv_bfloat16
 }
 
 __global__ void keep_streams_kernel(KeepStreamsParams p) {
+  wait_for_prior_grids();
   const int r = blockIdx.x, to = p.keep_row[r];
   if (to < 0) return;  // block-uniform
   copy_row(p.X + int64_t(r) * p.width, p.kept + int64_t(to) * p.width, p.width);
 }
 
 __global__ void mtp_input_kernel(MtpInputParams p) {
+  wait_for_prior_grids();
   const int r = blockIdx.x, from = p.source[r];
   const __nv_bfloat16* src = from >= 0 ? p.X + int64_t(from) * p.width : p.kept + int64_t(-1 - from) * p.width;
   copy_row(src, p.dst + int64_t(r) * p.width, p.width);
 }
 
 __global__ void add_to_streams_kernel(AddToStreamsParams p) {
+  wait_for_prior_grids();
   const int t = blockIdx.x;
   const int64_t chunks = int64_t(p.n) * p.D / 8;
   for (int64_t k = threadIdx.x; k < chunks; k += kThreads) {
@@ -52,22 +56,19 @@ __global__ void add_to_streams_kernel(AddToStreamsParams p) {
 void launch_keep_streams(const KeepStreamsParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.X && p.keep_row && p.kept && p.T >= 0 && p.width > 0 && p.width % 8 == 0);
   if (p.T == 0) return;
-  keep_streams_kernel<<<p.T, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(keep_streams_kernel, p.T, kThreads, 0, stream, p);
 }
 
 void launch_mtp_input(const MtpInputParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.X && p.kept && p.source && p.dst && p.T >= 0 && p.width > 0 && p.width % 8 == 0);
   if (p.T == 0) return;
-  mtp_input_kernel<<<p.T, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(mtp_input_kernel, p.T, kThreads, 0, stream, p);
 }
 
 void launch_add_to_streams(const AddToStreamsParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.X && p.e && p.T >= 0 && p.n >= 1 && p.D > 0 && p.D % 8 == 0);
   if (p.T == 0) return;
-  add_to_streams_kernel<<<p.T, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(add_to_streams_kernel, p.T, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

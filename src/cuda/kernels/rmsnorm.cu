@@ -7,6 +7,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -21,6 +22,7 @@ static_assert(kVecPerQuantBlock == kWarpSize / 2, "a half-warp per quantisation 
 
 template <bool kQuant>
 __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(RmsNormParams p) {
+  wait_for_prior_grids();
   const int row = blockIdx.x;
   const __nv_bfloat16* x = p.x + int64_t(row) * p.dim;
   __nv_bfloat16* y = p.y + int64_t(row) * p.dim;
@@ -84,6 +86,7 @@ __device__ __forceinline__ uint4 pack8(const float (&f)[kVec]) {
 // (block rows) the 8 warps in order — depth ≤ dim/(8·threads) + 16.
 template <bool kWarpRow, bool kQuant>
 __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) {
+  wait_for_prior_grids();
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int row = kWarpRow ? int(blockIdx.x) * kWarps + warp : int(blockIdx.x);
   if (row >= p.n_rows) return;  // a whole warp (warp rows) or the whole block
@@ -149,8 +152,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) 
 template <bool kWarpRow, bool kQuant>
 void launch_vec(const RmsNormParams& p, cudaStream_t stream) {
   const int blocks = kWarpRow ? (p.n_rows + kWarps - 1) / kWarps : p.n_rows;
-  rmsnorm_vec_kernel<kWarpRow, kQuant><<<blocks, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(rmsnorm_vec_kernel<kWarpRow, kQuant>, blocks, kThreads, 0, stream, p);
 }
 
 }  // namespace
@@ -170,10 +172,9 @@ void launch_rmsnorm(const RmsNormParams& p, cudaStream_t stream) {
   }
   DSV4_CHECK_MSG(!p.fake, "rmsnorm: fake-quant output needs 16-byte aligned rows of a multiple of 8, dim=", p.dim);
   if (p.q)
-    rmsnorm_kernel<true><<<p.n_rows, kThreads, 0, stream>>>(p);
+    launch_kernel(rmsnorm_kernel<true>, p.n_rows, kThreads, 0, stream, p);
   else
-    rmsnorm_kernel<false><<<p.n_rows, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(rmsnorm_kernel<false>, p.n_rows, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

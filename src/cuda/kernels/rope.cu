@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 
@@ -43,6 +44,7 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads) rope_kernel(RopeApplyParams p) {
+  wait_for_prior_grids();
   const int half = p.rope_dim / 2;
   const int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (t >= int64_t(p.n_rows) * p.n_heads * half) return;
@@ -68,8 +70,7 @@ void launch_rope(const RopeApplyParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.n_rows >= 0 && p.n_heads >= 1 && p.row_stride >= int64_t(p.n_heads) * p.head_dim);
   const int64_t n = int64_t(p.n_rows) * p.n_heads * (p.rope_dim / 2);
   if (n == 0) return;
-  rope_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(rope_kernel, unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -5,6 +5,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -18,6 +19,7 @@ __device__ __forceinline__ float sqrt_softplus(float z) {
 }
 
 __global__ void __launch_bounds__(kThreads) router_kernel(RouterParams p) {
+  wait_for_prior_grids();
   const int tok = blockIdx.x * (kThreads / kWarpSize) + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (tok >= p.n_tokens) return;
@@ -95,8 +97,7 @@ void launch_router(const RouterParams& p, cudaStream_t stream) {
   DSV4_CHECK(!p.tid2eid || (p.token_ids && p.vocab > 0));
   if (p.n_tokens == 0) return;
   const int per_block = kThreads / kWarpSize;
-  router_kernel<<<(p.n_tokens + per_block - 1) / per_block, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(router_kernel, (p.n_tokens + per_block - 1) / per_block, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -15,6 +15,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -189,6 +190,7 @@ __device__ int id_select(const Row& r, uint64_t target, F f, Shared& sh) {
 }
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
+  wait_for_prior_grids();
   __shared__ Shared sh;
   const int row = blockIdx.x;
   const float* logits = p.logits + int64_t(row) * p.vocab;
@@ -311,7 +313,10 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
   if (threadIdx.x == 0) p.token[row] = token;
 }
 
-__global__ void advance_step_kernel(uint64_t* step) { ++*step; }
+__global__ void advance_step_kernel(uint64_t* step) {
+  wait_for_prior_grids();
+  ++*step;
+}
 
 }  // namespace
 
@@ -321,12 +326,10 @@ void launch_sample(const SampleParams& p, cudaStream_t stream) {
   DSV4_CHECK_MSG(std::isfinite(p.temperature) && p.temperature >= 0.0f, "sampling: temperature ", p.temperature);
   DSV4_CHECK_MSG(p.top_p > 0.0f && p.top_p <= 1.0f, "sampling: top_p ", p.top_p);
   if (p.rows > 0) {
-    sample_kernel<<<p.rows, kThreads, 0, stream>>>(p);
-    DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(sample_kernel, p.rows, kThreads, 0, stream, p);
   }
   if (p.per_row) return;
-  advance_step_kernel<<<1, 1, 0, stream>>>(p.step);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(advance_step_kernel, 1, 1, 0, stream, p.step);
 }
 
 }  // namespace dsv4::cuda

@@ -14,6 +14,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/gemv_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -88,6 +89,7 @@ constexpr int min_blocks_for(int tiles) { return tiles <= 2 ? 2 : 1; }
 
 template <SkinnyKind kKind, int kTiles, bool kOutBf16>
 __global__ void __launch_bounds__(kThreads, min_blocks_for(kTiles)) skinny_gemm_kernel(SkinnyGemmParams p, SkinnySplit sp) {
+  wait_for_prior_grids();
   using T = KindTraits<kKind>;
   constexpr int kRegs = 2 * kTiles * 4;  // accumulator floats per lane: 2 A tiles × kTiles × 4
   extern __shared__ float exchange[];    // [kWarps][kRegs][32]
@@ -332,13 +334,16 @@ void launch_kts(const SkinnyGemmParams& p, SkinnySplit sp, cudaStream_t stream) 
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = kSmem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(sp.cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  // Programmatic dependent launch as in launch_kernel (launch.cuh), plus the cluster shape.
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = unsigned(sp.cluster);
+  attr[1].val.clusterDim.y = 1;
+  attr[1].val.clusterDim.z = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = sp.cluster > 1 ? 1 : 0;
+  cfg.numAttrs = sp.cluster > 1 ? 2 : 1;
   DSV4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sp));
 }
 

@@ -16,6 +16,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/kv_cache.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -119,6 +120,7 @@ __device__ __forceinline__ float reduce_heads(const float (&v)[kHeads], int lane
 
 template <int D>
 __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, 2) sparse_attention_kernel(SparseAttnParams p) {
+  wait_for_prior_grids();
   using S = Shape<D>;
   constexpr int kNope = S::kNope, kRowBytes = S::kRowBytes, kScaleBytes = S::kScaleBytes, kDL = S::kDimsPerLane;
   __shared__ __align__(16) Smem<D> sm;
@@ -345,10 +347,9 @@ void launch_sparse_attention(const SparseAttnParams& p, cudaStream_t stream) {
   if (p.n_q == 0) return;
   const dim3 grid((p.H + kHeads - 1) / kHeads * kSplit, p.n_q);  // x: whole clusters
   if (p.dim == kKvDimV4)
-    sparse_attention_kernel<kKvDimV4><<<grid, kThreads, 0, stream>>>(p);
+    launch_kernel(sparse_attention_kernel<kKvDimV4>, grid, kThreads, 0, stream, p);
   else
-    sparse_attention_kernel<kKvDimNano><<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(sparse_attention_kernel<kKvDimNano>, grid, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -7,6 +7,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -16,6 +17,7 @@ constexpr int kChunk = 4 * kWarpSize;
 
 template <bool kQuant>
 __global__ void __launch_bounds__(kThreads) swiglu_kernel(SwigluParams p) {
+  wait_for_prior_grids();
   const int chunk = blockIdx.x * (kThreads / kWarpSize) + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   if (chunk * kChunk >= p.I) return;  // whole warp
@@ -68,10 +70,9 @@ void launch_swiglu(const SwigluParams& p, cudaStream_t stream) {
   const int n_chunks = (p.I + kChunk - 1) / kChunk;
   const dim3 grid((n_chunks + kThreads / kWarpSize - 1) / (kThreads / kWarpSize), std::min(p.n_rows, kMaxGridY));
   if (p.q)
-    swiglu_kernel<true><<<grid, kThreads, 0, stream>>>(p);
+    launch_kernel(swiglu_kernel<true>, grid, kThreads, 0, stream, p);
   else
-    swiglu_kernel<false><<<grid, kThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+    launch_kernel(swiglu_kernel<false>, grid, kThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

@@ -1,0 +1,50 @@
+// Kernel launches with programmatic dependent launch (PDL, sm_90): a kernel launched through
+// launch_kernel() may be scheduled while the kernel before it on the stream is still finishing,
+// so its launch latency and block dispatch overlap the predecessor's tail instead of following
+// it. A decode step is ~260 short dependent kernels (bench/results/2026-12-04-h200-pdl.md), so
+// that gap is a visible share of it.
+//
+// The rule that keeps this correct: every kernel launched through launch_kernel() calls
+// wait_for_prior_grids() before its first global-memory access (read or write). That call
+// returns once every grid it depends on has completed and its writes are visible, exactly the
+// guarantee of ordinary stream order; without the launch attribute (DSV4_PDL=0, or a kernel
+// after a copy, a host node or a library kernel) it returns at once. Nothing in a kernel before
+// the call may touch global memory; parameters, shared memory and registers are fine.
+//
+// DSV4_PDL=0 launches without the attribute (for A/B measurements); read once per process.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "cuda/cuda_check.h"
+
+namespace dsv4::cuda {
+
+__device__ __forceinline__ void wait_for_prior_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Whether launches carry the PDL attribute (DSV4_PDL unset or not "0"). Host side.
+bool pdl_enabled();
+
+template <typename... KernelArgs, typename... Args>
+void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  DSV4_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace dsv4::cuda
