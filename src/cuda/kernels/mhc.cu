@@ -5,12 +5,17 @@
 // partial sums. (2) One block per token adds the slices (fixed order), does the 4×4 Sinkhorn on
 // 16 lanes of one warp (row sums over lane bits 0–1, column sums over bits 2–3), and collapses
 // the streams into u — optionally normalised and quantised for the sub-layer's first GEMM.
+// (2) is one serial chain per token, so at decode its latency is what counts: 512 threads hold
+// one or two 8-element chunks each, whose four stream loads are issued on entry and land while
+// the partials are reduced and the Sinkhorn runs; u stays in registers between the norm's two
+// passes (bench/results/2026-12-04-h200-pdl.md: 15.8 µs per call before, one block of 128).
 // HC_head reuses (1) with its n rows and (2) without post/comb/Sinkhorn. No launch shape depends
 // on the token count, so a token's arithmetic does not depend on the batch it is in.
 #include "cuda/kernels/mhc.cuh"
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -25,11 +30,14 @@ constexpr int kRun = 8;                   // consecutive n·D elements per threa
 constexpr int kKGroups = kMhcSplit / kRun;  // 32 threads along one slice
 static_assert(kKGroups * (kMixTokens / kTokensPerThread) == kMixThreads, "one thread per (k group, token group)");
 static_assert(kKGroups == 4 * kMixWarps, "a warp holds 4 k groups × 8 token groups");
-constexpr int kFinishThreads = 128;
+constexpr int kFinishThreads = kMhcFinishThreads;
 constexpr int kFinishWarps = kFinishThreads / kWarpSize;
 constexpr int kChunk = 8;                 // BF16 elements per 16-byte access in the collapse
+constexpr int kChunksPerThread = kMhcMaxD / (kChunk * kFinishThreads);  // register-resident chunks
 constexpr int kChunksPerQuantBlock = kActBlockSize / kChunk;  // 16 lanes = one 1×128 block
 static_assert(kChunksPerQuantBlock == kWarpSize / 2 && kFinishThreads % kWarpSize == 0, "a half-warp per block");
+static_assert(kChunksPerThread * kChunk * kFinishThreads == kMhcMaxD, "kMhcMaxD is whole chunks per thread");
+static_assert(kFinishWarps == 16, "the Σu² tree below adds 16 warps");
 
 // (1): partial[t][split][r] = Σ_{k in slice} fn[r][k]·v_t[k] (r < kRows), [kRows] = Σ v_t[k]².
 // Thread (warp w, lane l): tokens 4·(l%8) … +3 of the block's 32, k group 4w + l/8 (8 elements).
@@ -41,6 +49,7 @@ mhc_mix_kernel(const __nv_bfloat16* __restrict__ x_all,  // [T, n, D]
                const float* __restrict__ fn,             // [kRows, n·D]
                float* __restrict__ partial,              // [T, n_splits, kRows + 1]
                int D, int T) {
+  wait_for_prior_grids();
   constexpr int kS = kRows + 1;
   const int split = blockIdx.x, n_splits = gridDim.x, tok0 = blockIdx.y * kMixTokens;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
@@ -159,56 +168,74 @@ struct CollapseOut {
   float eps;
 };
 
-// (2b): u = bf16(Σ_j pre_j·X_j) (FP32 FMAs in stream order, §3.1 step 8 / §3.3). With a weight:
-// the RMSNorm of that BF16 u — Σu² over the block (8 FMAs per chunk, ≤ D/1024 chunks per thread,
-// a 5-level warp tree, 4 warps in order), then bf16((u·r)·w) as rmsnorm.cu computes it, with the
-// 1×128 quantisation of the result on the half-warp that holds each block. The second pass
-// recomputes u with the same instructions (same bits) instead of keeping it.
-__device__ __forceinline__ void collapse(const __nv_bfloat16* x, const float* pre, int D, const CollapseOut& o) {
-  const int n_chunks = D / kChunk, lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  const auto u_chunk = [&](int c, float (&u)[kChunk]) {
-    float xs[kN][kChunk];
+// This thread's chunks of one token's streams: chunk c = threadIdx.x + k·kFinishThreads (k <
+// kChunksPerThread), raw[k][j] = elements 8c .. 8c+7 of stream j (zero past D).
+struct StreamChunks {
+  uint4 raw[kChunksPerThread][kN];
+};
+__device__ __forceinline__ void load_stream_chunks(const __nv_bfloat16* x, int D, StreamChunks& s) {
+  const int n_chunks = D / kChunk;
 #pragma unroll
-    for (int j = 0; j < kN; ++j) unpack8(__ldg(reinterpret_cast<const uint4*>(x + int64_t(j) * D) + c), xs[j]);
+  for (int k = 0; k < kChunksPerThread; ++k) {
+    const int c = threadIdx.x + k * kFinishThreads;
+#pragma unroll
+    for (int j = 0; j < kN; ++j)
+      s.raw[k][j] = c < n_chunks ? __ldg(reinterpret_cast<const uint4*>(x + int64_t(j) * D) + c) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// (2b): u = bf16(Σ_j pre_j·X_j) (FP32 FMAs in stream order, §3.1 step 8 / §3.3). With a weight:
+// the RMSNorm of that BF16 u — Σu² per thread (8 FMAs per chunk, ≤ kChunksPerThread chunks), a
+// 5-level warp tree, a 4-level tree over the 16 warps — then bf16((u·r)·w) as rmsnorm.cu computes
+// it, with the 1×128 quantisation of the result on the half-warp that holds each block.
+__device__ __forceinline__ void collapse(const StreamChunks& xs, const float* pre, int D, const CollapseOut& o) {
+  const int n_chunks = D / kChunk, lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  float u[kChunksPerThread][kChunk];
+#pragma unroll
+  for (int k = 0; k < kChunksPerThread; ++k) {
+    float x[kN][kChunk];
+#pragma unroll
+    for (int j = 0; j < kN; ++j) unpack8(xs.raw[k][j], x[j]);
 #pragma unroll
     for (int e = 0; e < kChunk; ++e) {
       float s = 0.0f;
 #pragma unroll
-      for (int j = 0; j < kN; ++j) s = fmaf(pre[j], xs[j][e], s);
-      u[e] = __bfloat162float(__float2bfloat16_rn(s));
+      for (int j = 0; j < kN; ++j) s = fmaf(pre[j], x[j][e], s);
+      u[k][e] = __bfloat162float(__float2bfloat16_rn(s));
     }
-  };
+  }
   if (!o.weight) {
-    for (int c = threadIdx.x; c < n_chunks; c += kFinishThreads) {
-      float u[kChunk];
-      u_chunk(c, u);
-      reinterpret_cast<uint4*>(o.u)[c] = pack8(u);
+#pragma unroll
+    for (int k = 0; k < kChunksPerThread; ++k) {
+      const int c = threadIdx.x + k * kFinishThreads;
+      if (c < n_chunks) reinterpret_cast<uint4*>(o.u)[c] = pack8(u[k]);
     }
     return;
   }
-  float ss = 0.0f;
-  for (int c = threadIdx.x; c < n_chunks; c += kFinishThreads) {
-    float u[kChunk];
-    u_chunk(c, u);
+  float ss = 0.0f;  // chunks past D are zero
 #pragma unroll
-    for (int e = 0; e < kChunk; ++e) ss = fmaf(u[e], u[e], ss);
-  }
+  for (int k = 0; k < kChunksPerThread; ++k)
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) ss = fmaf(u[k][e], u[k][e], ss);
   __shared__ float warp_ss[kFinishWarps];
   ss = warp_sum(ss);
   if (lane == 0) warp_ss[warp] = ss;
   __syncthreads();
-  float total = 0.0f;
+  float w8[8];
 #pragma unroll
-  for (int w = 0; w < kFinishWarps; ++w) total += warp_ss[w];
+  for (int i = 0; i < 8; ++i) w8[i] = warp_ss[2 * i] + warp_ss[2 * i + 1];
+  const float total = ((w8[0] + w8[1]) + (w8[2] + w8[3])) + ((w8[4] + w8[5]) + (w8[6] + w8[7]));
   const float r = rsqrtf(total / float(D) + o.eps);
   // Half-warp masks: with q, D % 128 == 0, so a block's 16 lanes are all in or all out.
   const unsigned half_mask = 0xffffu << (lane & 16);
-  for (int c = threadIdx.x; c < n_chunks; c += kFinishThreads) {
-    float u[kChunk], w[kChunk], y[kChunk];
-    u_chunk(c, u);
+#pragma unroll
+  for (int k = 0; k < kChunksPerThread; ++k) {
+    const int c = threadIdx.x + k * kFinishThreads;
+    if (c >= n_chunks) continue;
+    float w[kChunk], y[kChunk];
     unpack8(__ldg(reinterpret_cast<const uint4*>(o.weight) + c), w);
 #pragma unroll
-    for (int e = 0; e < kChunk; ++e) y[e] = __bfloat162float(__float2bfloat16_rn(u[e] * r * w[e]));
+    for (int e = 0; e < kChunk; ++e) y[e] = __bfloat162float(__float2bfloat16_rn(u[k][e] * r * w[e]));
     reinterpret_cast<uint4*>(o.u)[c] = pack8(y);
     if (!o.q) continue;
     // §12 FP8 1×128 of the BF16 y: 2^ceil(log2(max(amax, 1e-4)/448)), RNE to E4M3, ±448.
@@ -237,7 +264,10 @@ __device__ __forceinline__ void collapse(const __nv_bfloat16* x, const float* pr
 }
 
 __global__ void __launch_bounds__(kFinishThreads) mhc_pre_finish_kernel(MhcPreParams p, int n_splits) {
+  wait_for_prior_grids();
   const int tok = blockIdx.x, lane = threadIdx.x % kWarpSize;
+  StreamChunks xs;  // in flight while the partials are reduced and the Sinkhorn runs
+  load_stream_chunks(p.x + int64_t(tok) * kN * p.D, p.D, xs);
   __shared__ float mix[kSlots];
   __shared__ float pre[kN];
   reduce_partials<kHcMix>(p.partial, tok, n_splits, mix);
@@ -264,14 +294,17 @@ __global__ void __launch_bounds__(kFinishThreads) mhc_pre_finish_kernel(MhcPrePa
   }
   __syncthreads();
   const int64_t t = tok;
-  collapse(p.x + t * kN * p.D, pre, p.D,
+  collapse(xs, pre, p.D,
            CollapseOut{p.u + t * p.D, p.norm_weight, p.q ? p.q + t * p.D : nullptr,
                        p.q ? p.q_scale + t * (p.D / kActBlockSize) : nullptr, p.fake ? p.fake + t * p.D : nullptr,
                        p.rms_eps});
 }
 
 __global__ void __launch_bounds__(kFinishThreads) mhc_head_finish_kernel(MhcHeadParams p, int n_splits) {
+  wait_for_prior_grids();
   const int tok = blockIdx.x;
+  StreamChunks xs;
+  load_stream_chunks(p.x + int64_t(tok) * kN * p.D, p.D, xs);
   __shared__ float mix[kN + 1];
   __shared__ float pre[kN];
   reduce_partials<kN>(p.partial, tok, n_splits, mix);
@@ -281,13 +314,14 @@ __global__ void __launch_bounds__(kFinishThreads) mhc_head_finish_kernel(MhcHead
   }
   __syncthreads();
   const int64_t t = tok;
-  collapse(p.x + t * kN * p.D, pre, p.D,
+  collapse(xs, pre, p.D,
            CollapseOut{p.h + t * p.D, p.norm_weight, nullptr, nullptr, nullptr, p.rms_eps});
 }
 
 constexpr int kPostThreads = 256;
 
 __global__ void __launch_bounds__(kPostThreads) mhc_post_kernel(MhcPostParams p) {
+  wait_for_prior_grids();
   const int tok = blockIdx.y;
   const int d = blockIdx.x * kPostThreads + threadIdx.x;
   if (d >= p.D) return;
@@ -314,7 +348,8 @@ size_t mhc_pre_partial_floats(int n_tokens, int D) {
 
 void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.fn && p.base && p.scale && p.partial && p.u && p.post && p.comb);
-  DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0, "HC_pre needs n·D % ", kMhcSplit, " == 0, D=", p.D);
+  DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0 && p.D <= kMhcMaxD, "HC_pre needs n·D % ", kMhcSplit,
+                 " == 0 and D <= ", kMhcMaxD, ", D=", p.D);
   DSV4_CHECK(p.sinkhorn_iters >= 1 && p.n_tokens >= 0);
   DSV4_CHECK_MSG(!p.q || (p.norm_weight && p.q_scale && p.D % int(kActBlockSize) == 0),
                  "HC_pre quantises only the normalised u, with scales, D % 128 == 0; D=", p.D);
@@ -323,33 +358,29 @@ void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream) {
   const int n_splits = int(int64_t(kN) * p.D / kMhcSplit);
   const int64_t tiles = (int64_t(p.n_tokens) + kMixTokens - 1) / kMixTokens;
   DSV4_CHECK_MSG(tiles <= kMaxGridY, "HC_pre n_tokens=", p.n_tokens, " is too many for one launch");
-  mhc_mix_kernel<kHcMix><<<dim3(n_splits, unsigned(tiles)), kMixThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D,
-                                                                                       p.n_tokens);
-  DSV4_CUDA_CHECK_LAUNCH();
-  mhc_pre_finish_kernel<<<p.n_tokens, kFinishThreads, 0, stream>>>(p, n_splits);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(mhc_mix_kernel<kHcMix>, dim3(n_splits, unsigned(tiles)), kMixThreads, 0, stream, p.x, p.fn, p.partial,
+                p.D, p.n_tokens);
+  launch_kernel(mhc_pre_finish_kernel, p.n_tokens, kFinishThreads, 0, stream, p, n_splits);
 }
 
 void launch_mhc_head(const MhcHeadParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.fn && p.base && p.scale && p.partial && p.h);
-  DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0, "HC_head needs n·D % ", kMhcSplit, " == 0, D=", p.D);
+  DSV4_CHECK_MSG(p.D > 0 && (int64_t(kN) * p.D) % kMhcSplit == 0 && p.D <= kMhcMaxD, "HC_head needs n·D % ", kMhcSplit,
+                 " == 0 and D <= ", kMhcMaxD, ", D=", p.D);
   DSV4_CHECK(p.n_tokens >= 0);
   if (p.n_tokens == 0) return;
   const int n_splits = int(int64_t(kN) * p.D / kMhcSplit);
   const int64_t tiles = (int64_t(p.n_tokens) + kMixTokens - 1) / kMixTokens;
   DSV4_CHECK_MSG(tiles <= kMaxGridY, "HC_head n_tokens=", p.n_tokens, " is too many for one launch");
-  mhc_mix_kernel<kN><<<dim3(n_splits, unsigned(tiles)), kMixThreads, 0, stream>>>(p.x, p.fn, p.partial, p.D,
-                                                                                  p.n_tokens);
-  DSV4_CUDA_CHECK_LAUNCH();
-  mhc_head_finish_kernel<<<p.n_tokens, kFinishThreads, 0, stream>>>(p, n_splits);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(mhc_mix_kernel<kN>, dim3(n_splits, unsigned(tiles)), kMixThreads, 0, stream, p.x, p.fn, p.partial, p.D,
+                p.n_tokens);
+  launch_kernel(mhc_head_finish_kernel, p.n_tokens, kFinishThreads, 0, stream, p, n_splits);
 }
 
 void launch_mhc_post(const MhcPostParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.f && p.x && p.post && p.comb && p.out && p.D > 0 && p.n_tokens >= 0 && p.n_tokens <= kMaxGridY);
   if (p.n_tokens == 0) return;
-  mhc_post_kernel<<<dim3((p.D + kPostThreads - 1) / kPostThreads, p.n_tokens), kPostThreads, 0, stream>>>(p);
-  DSV4_CUDA_CHECK_LAUNCH();
+  launch_kernel(mhc_post_kernel, dim3((p.D + kPostThreads - 1) / kPostThreads, p.n_tokens), kPostThreads, 0, stream, p);
 }
 
 }  // namespace dsv4::cuda

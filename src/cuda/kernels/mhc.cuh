@@ -13,6 +13,8 @@ namespace dsv4::cuda {
 constexpr int kHcStreams = 4;                                 // n (hc_mult); validated at load
 constexpr int kHcMix = (2 + kHcStreams) * kHcStreams;         // 24: pre | post | comb (n×n)
 constexpr int kMhcSplit = 256;                                // n·D elements per partial block
+constexpr int kMhcFinishThreads = 512;  // threads of the per-token finish block (the RMSNorm's Σu² order)
+constexpr int kMhcMaxD = 8192;          // D a finish block holds in registers (Flash 4096, Pro 7168)
 
 // HC_pre: v̂ = RMSNorm(vec(X)), m = fn·v̂, pre = sigmoid(scale0·m[0:n]+base) + eps,
 // post = 2·sigmoid(scale1·m[n:2n]+base), C = Sinkhorn(scale2·m[2n:]+base), u = Σ_j pre_j X_j.
@@ -40,7 +42,7 @@ struct MhcPreParams {
 
 // Floats of scratch launch_mhc_pre (and launch_mhc_head) need for (n_tokens, D).
 size_t mhc_pre_partial_floats(int n_tokens, int D);
-// D % (kMhcSplit / n) == 0 (and D % 128 == 0 with q). Every token's arithmetic is the same for any
+// D % (kMhcSplit / n) == 0, D <= kMhcMaxD (and D % 128 == 0 with q). Every token's arithmetic is the same for any
 // n_tokens: a row of a batch equals the row computed alone, bit for bit.
 void launch_mhc_pre(const MhcPreParams& p, cudaStream_t stream);
 
@@ -57,7 +59,7 @@ struct MhcHeadParams {
   int n_tokens = 0, D = 0;
   float hc_eps = 1e-6f, rms_eps = 1e-6f;
 };
-// D % (kMhcSplit / n) == 0.
+// D % (kMhcSplit / n) == 0, D <= kMhcMaxD.
 void launch_mhc_head(const MhcHeadParams& p, cudaStream_t stream);
 
 // HC_post: out[b] = bf16(post_b · f + Σ_a C[a][b] · X_a), FP32 math (§3.2: Cᵀ·X, not C·X).
