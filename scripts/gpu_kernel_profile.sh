@@ -6,7 +6,9 @@
 # so it ranks kernels; `dsv4 bench` gives the step time.
 #
 # Usage (repo root, GPU host, after gpu_suite.sh built build-gpu/):
-#   scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR [BATCHES=1,64] [CTX=128]
+#   [BENCH_ARGS="--synthetic-weights 1"] scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR [BATCHES=1,64] [CTX=128]
+# BENCH_ARGS go to `dsv4 bench` as they are: "--synthetic-weights 1" for a header-only skeleton
+# (`dsv4 make-skeleton`).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=$1
@@ -20,7 +22,7 @@ for b in ${batches//,/ }; do
   # --prompt 0: no separate prefill; decode() prefills the batch (ctx tokens each), captures the
   # graph in two warm-up steps, times one step and traces one more.
   timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-    "$bin" bench -m "$model" --backend cuda --prompt 0 --batch "$b" --ctx "$ctx" --steps 1 \
+    "$bin" bench -m "$model" --backend cuda ${BENCH_ARGS:-} --prompt 0 --batch "$b" --ctx "$ctx" --steps 1 \
     > "$csv" 2> "$out/ncu_batch$b.log"
   echo "ncu batch $b rc=$?" >> "$out/ncu_batch$b.log"
   python3 "$repo/tools/kernel_profile_summary.py" "$csv" --title "batch $b, ctx $ctx, $(basename "$model")" \
