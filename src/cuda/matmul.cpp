@@ -1,5 +1,5 @@
-// The matmul dispatch (matmul.h) and its rules. Each rule states its reason; the numbers are
-// predictions until bench/cuda_matmul_bench.cpp measures them on an H200 (bench/results/).
+// The matmul dispatch (matmul.h) and its rules. Each rule states its reason, with the numbers
+// bench/cuda_matmul_bench.cpp measured on an H200 (bench/results/2026-12-02-h200-batched-runtime.md).
 #include "cuda/matmul.h"
 
 #include "cuda/kernels/gemm_lt.cuh"
@@ -10,19 +10,21 @@ namespace dsv4::cuda {
 
 namespace {
 
-// Rule 1, FP8 weights: the skinny kernel up to 128 rows. Reason (prediction): it reads each
-// weight byte once per 64 rows and is bound by HBM up to about 64 rows (≈ 80 % of copy bandwidth
-// on the wide Flash matrices, M = 1…64 within ~20 % of each other); at 65–128 rows it makes two
-// weight passes and the emulated FP8 MMA (E4M3 → F16 + HMMA on sm_90) starts to bind, yet it should
-// still match cuBLASLt, whose block-scaled kernels at ≤ 128 rows run one wave of mostly idle
-// 128-row tiles plus a scale-conversion launch. Above 128 rows cuBLASLt's wgmma wins (it should
-// reach ≥ 50 % of the FP8 peak from ~512 rows on the wide matrices). Keeping decode, speculative
-// verify and batched decode (≤ 128 rows) on one kernel also keeps their rows bit-identical.
+// Rule 1, FP8 weights: the skinny kernel up to 128 rows. Reason: its rows are bit-identical for
+// every row count, so a decode row, a speculative verify row and a row of a batch of 128 give the
+// same logits (the batch-independence guarantee, tests/cuda/batched_runtime.cpp); at decode sizes
+// it streams the wide matrices near the copy bandwidth: wq_b (32768×1024) at 1–8 rows in 11.0 µs,
+// 72–73 % (the narrow ones less: wq_a 1024×4096 at 1 row 5.03 µs, 19.7 %). Its cost, measured:
+// at 33–128 rows it falls to 10–19 % of the copy bandwidth — wq_b at 64 rows 47.4 µs (18.8 %)
+// against cuBLASLt's 16.2 µs (55.1 %). A faster row-invariant kernel for 9–128 rows, not a switch
+// to cuBLASLt, is the planned fix (issue 12). Above 128 rows cuBLASLt's block-scaled FP8 GEMM:
+// wq_b at 2,048 rows 135 µs (72 % of the FP8 peak), at 8,192 rows 519 µs (75 %).
 constexpr int kSkinnyMaxRowsFp8 = 128;
-// Rule 2, BF16 weights (router, compressor, indexer weights_proj, LM head): the skinny kernel
-// up to 64 rows. Reason (prediction): BF16 MMA does half the FP8 work per instruction, so the
-// skinny kernel turns compute-bound near 64 rows (the LM head at 64 rows: ≈ 68 GFLOP, ≈ 1 GB);
-// beyond, cuBLASLt's BF16 GEMM (~700 TFLOP/s dense) is ahead.
+// Rule 2, BF16 weights (router, compressor, indexer weights_proj, LM head): the skinny kernel up
+// to 64 rows, for the same row invariance. Measured on the full LM head (129280×4096): 1 row
+// 261 µs (95.6 % of copy); 64 rows 535 µs against cuBLASLt's 279 µs — the price of invariant
+// logits at batch 64. BF16 MMA does half the FP8 work per instruction, so past 64 rows the skinny
+// kernel is compute-bound and cuBLASLt's BF16 GEMM takes over.
 constexpr int kSkinnyMaxRowsBf16 = 64;
 
 }  // namespace
