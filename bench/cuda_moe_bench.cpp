@@ -6,7 +6,9 @@
 // decode. Kernels run as CUDA-graph replays; successive replays use different routings so that
 // the L2 does not keep the previous step's experts. Correctness is tests/cuda's job.
 //
-// Usage: bench_cuda_moe_bench [--quick] [--nvfp4]. The card and date head the output.
+// Usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--rows T]. The card and date head the output.
+// --rows T runs only the case of T rows (a profiler's run: `ncu -k regex:grouped_fp4 -c 2` then
+// sees that case's first eager launches, w1/w3 and w2).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -176,11 +179,13 @@ int main(int argc, char** argv) {
   using namespace dsv4::cuda;
   using dsv4::cat;
   bool quick = false, nv = false;
+  int only_rows = 0;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--nvfp4") == 0) nv = true;
+    else if (std::strcmp(argv[i], "--rows") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_rows = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_cuda_moe_bench [--quick] [--nvfp4]\n");
+      std::fprintf(stderr, "usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--rows T]\n");
       return 2;
     }
   }
@@ -229,6 +234,7 @@ int main(int argc, char** argv) {
     struct Case { const char* name; int T; bool decode; };
     for (const Case& cs : {Case{"decode", 1, true}, Case{"decode", 8, true}, Case{"decode", 64, true},
                            Case{"decode", 128, true}, Case{"prefill", 2048, false}, Case{"prefill", 8192, false}}) {
+      if (only_rows && cs.T != only_rows) continue;
       const int T = cs.T, n_sel = T * kK;
       const int n_inst = cs.decode ? 8 : 1;  // routings replayed in turn (prefill touches every expert anyway)
       const int iters = cs.decode ? (quick ? 16 : 40) : (quick ? 2 : 5);
