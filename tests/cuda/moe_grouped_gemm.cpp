@@ -11,6 +11,8 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <set>
+#include <vector>
 
 #include "cuda/kernels/moe_dispatch.cuh"
 #include "cuda/kernels/moe_grouped_gemm.cuh"
@@ -170,6 +172,44 @@ TEST(MoeGemmLayout, WarpGroupEmulationMatchesDirectSums) {
 
 // Every operand the kernel hands the F16 MMA is an F16 value, for every code: E2M1 patterns
 // (· 2^-14), E2M1 × every finite E4M3 scale (NVFP4, · 2^-14), every finite E4M3 activation.
+// The decode launches' transpose through shared memory (trans_slot) hands every lane the same
+// words as the shuffles (random words, fresh each run), and neither its stores nor its 16-byte
+// reads meet a bank conflict: each store instruction (fixed j) covers 32 banks, each
+// quarter-warp of reads (8 lanes × 4 words) too.
+TEST(MoeGemmLayout, SharedMemoryTransposeEqualsShuffles) {
+  std::mt19937_64 rng(dsv4::test::seed_for_this_test());
+  uint32_t wt[32][4], shuffled[32][4];
+  for (auto& lane : wt)
+    for (uint32_t& word : lane) word = uint32_t(rng());
+  std::memcpy(shuffled, wt, sizeof wt);
+  for (int round = 0; round < 2; ++round) {
+    uint32_t send[32][2];
+    for (int lane = 0; lane < 32; ++lane) L::quad_send(shuffled[lane], lane % 4, round, send[lane]);
+    for (int lane = 0; lane < 32; ++lane) L::quad_recv(shuffled[lane], lane % 4, round, send[lane ^ (1 << round)]);
+  }
+  std::vector<int64_t> smem(32 * 4, -1);  // one row's 32 slots of four words
+  for (int j = 0; j < 4; ++j) {
+    std::set<int> banks;
+    for (int lane = 0; lane < 32; ++lane) {
+      const int word = L::trans_slot(lane / 4, j) * 4 + lane % 4;
+      ASSERT_EQ(smem[size_t(word)], -1) << "two lanes store to word " << word;
+      smem[size_t(word)] = wt[lane][j];
+      banks.insert(word % 32);
+    }
+    EXPECT_EQ(banks.size(), 32u) << "store j=" << j;
+  }
+  for (int quarter = 0; quarter < 4; ++quarter) {
+    std::set<int> banks;
+    for (int lane = 8 * quarter; lane < 8 * quarter + 8; ++lane)
+      for (int b = 0; b < 4; ++b) banks.insert((L::trans_slot(lane / 4, lane % 4) * 4 + b) % 32);
+    EXPECT_EQ(banks.size(), 32u) << "reads of quarter-warp " << quarter;
+  }
+  for (int lane = 0; lane < 32; ++lane)
+    for (int b = 0; b < 4; ++b)
+      ASSERT_EQ(smem[size_t(L::trans_slot(lane / 4, lane % 4) * 4 + b)], int64_t(shuffled[lane][b]))
+          << "lane " << lane << " word " << b;
+}
+
 TEST(MoeGemmLayout, F16HoldsEveryOperandExactly) {
   for (uint32_t nib = 0; nib < 16; ++nib) {
     uint32_t lo[2], hi[2];

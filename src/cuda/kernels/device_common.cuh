@@ -36,6 +36,13 @@ __device__ __forceinline__ float e8m0_to_float(uint8_t b) {
   if (b == 0) return 5.877471754111438e-39f;  // 2^-127
   return __int_as_float(int(b) << 23);
 }
+// The same value as selects instead of branches, for inner loops: there ptxas turns the form
+// above into a reconvergence block per call (BSSY/BSYNC; 8 per K group of the grouped FP4
+// GEMM), and a branch on a just-loaded byte stalls the loads queued behind it.
+__device__ __forceinline__ float e8m0_to_float_select(uint32_t b) {
+  const float normal = __uint_as_float(b << 23);
+  return b == kE8M0Nan ? __uint_as_float(0x7fc00000u) : b == 0 ? 5.877471754111438e-39f : normal;
+}
 
 // Two E4M3 bytes (low byte = first element) -> two floats, via the hardware E4M3x2 -> F16x2
 // conversion (every E4M3 value is exact in F16).

@@ -4,7 +4,8 @@
 // A persistent grid walks the items (token chunk of one expert × 128 weight rows of one tensor),
 // decoded from the plan's offsets on the device: no count ever comes back to the host. Per item,
 // 8 warps each stream 16 weight rows (16-byte loads, kStageGroups K groups in flight per lane,
-// bypassing L1) and expand them in registers; the chunk's activations go through shared memory
+// bypassing L1), transpose the words inside each quad (shuffles, or through shared memory) and
+// expand them in registers; the chunk's activations go through shared memory
 // as F16, kStageGroups groups per stage, double-buffered (loaded into registers during the
 // previous stage's MMAs). One __syncthreads per stage.
 #include "cuda/kernels/moe_grouped_gemm.cuh"
@@ -40,26 +41,40 @@ static_assert(L::kGroupK == kActBlockSize, "one K group is one activation scale 
 static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
               "a lane's 8 columns of a block sit inside one NVFP4 scale block");
 
-// The two launch shapes: kTokTiles B tiles of 8 tokens per chunk, kStageGroups K groups per
-// shared-memory stage (= weight loads in flight per lane and row). Decode: 1 tile, 2 groups —
-// 106 registers, two blocks per SM, 32 KiB of weights in flight per SM (4 groups needed 160
-// registers: one block per SM, the same bytes in flight). Prefill: 8 tiles, 2 groups, 211
-// (MXFP4) / 255 (NVFP4) registers, one block per SM. To be tuned on the GPU (bench/cuda_moe_bench).
-template <int kTokTiles, int kStageGroups>
+// The launch shapes: kTokTiles B tiles of 8 tokens per chunk, kStageGroups K groups per
+// shared-memory stage (= weight loads in flight per lane and row), kSmemT the weight words'
+// quad transpose through shared memory instead of shuffles, kMinBlocks blocks per SM (the
+// register budget). Measured on an H200 (bench/results/2026-12-04-h200-grouped-decode.md):
+//   decode, few rows (< kFewRows selections): 1 tile, 2 groups, shared-memory transpose, two
+//     blocks per SM (114 registers) — one item per block, so latency decides: 30.8 % of copy at
+//     batch 1, against 29.7 % with shuffles and 23 % with three blocks per SM;
+//   decode: the same with three blocks per SM (80 registers, 24 warps per SM): batch 64 49.7 %
+//     of copy, against 44.7 % with two blocks and 43.6 % with shuffles and two (before). The
+//     kernel is issue-bound there (61 % issue-active, the top stall a fixed-latency dependency),
+//     so fewer instructions per weight byte and more warps to interleave are what pay;
+//   prefill: 8 tiles, 2 groups, shuffles, one block per SM (211 / 255 registers; not re-tuned).
+template <int kTokTiles_, int kStageGroups_, bool kSmemT_, int kMinBlocksPerSm>
 struct Shape {
+  static constexpr int kTokTiles = kTokTiles_, kStageGroups = kStageGroups_;
   static constexpr int kChunkRows = kTokTiles * L::kTileRows;
   static constexpr int kStageK = kStageGroups * L::kGroupK;
   static constexpr int kRowHalves = kStageK + kXPadHalves;
   static constexpr int kRunsPerRow = kStageK / kRunCols;
   static constexpr int kRuns = kChunkRows * kRunsPerRow;
   static constexpr int kRunsPerThread = (kRuns + kThreads - 1) / kThreads;
-  static constexpr int kMinBlocks = kTokTiles == 1 ? 2 : 1;  // register budget: 128 / 255 per lane
+  static constexpr bool kSmemT = kSmemT_;
+  static constexpr int kMinBlocks = kMinBlocksPerSm;
+  // The transpose buffer: per warp two (alternating K groups) of two rows × 32 slots of 16 bytes.
+  static constexpr int kTransWords = 2 * 2 * 32 * 4;
+  static constexpr size_t kTransBytes = kSmemT ? size_t(kWarps) * kTransWords * 4 : 0;
   // Shared memory: activations [2][chunk rows][row halves] F16, their scales [2][chunk rows]
-  // [stage groups] FP32, the plan's offsets and chunk starts [E + 1] each, the chunk's x rows.
+  // [stage groups] FP32, the transpose buffers, the plan's offsets and chunk starts [E + 1]
+  // each, the chunk's x rows.
   static constexpr size_t kXsBytes = size_t(2) * kChunkRows * kRowHalves * 2;
   static constexpr size_t kSxBytes = size_t(2) * kChunkRows * kStageGroups * 4;
-  static constexpr size_t kSmemBytes = kXsBytes + kSxBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4 + kChunkRows * 4;
+  static constexpr size_t kSmemBytes = kXsBytes + kSxBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4 + kChunkRows * 4 + kTransBytes;
   static_assert((kRowHalves * 2) % 128 == 64, "row stride ≡ 64 bytes mod 128");
+  static_assert((kXsBytes + kSxBytes) % 16 == 0, "the transpose buffer is read 16 bytes at a time");
 };
 
 // D += A·B, m16n8k16, F16 × F16 → FP32 (PTX ISA "mma.m16n8k16" fragment layout: a0/a1 rows g /
@@ -141,23 +156,25 @@ __device__ void plan_chunks(const int32_t* offsets, int E, int R, int* offs, int
   __syncthreads();
 }
 
-template <Fmt kFmt, int kTokTiles, int kStageGroups, bool kOutF32>
-__global__ void __launch_bounds__(kThreads, (Shape<kTokTiles, kStageGroups>::kMinBlocks))
-    grouped_fp4_kernel(MoeGroupedParams p) {
+template <Fmt kFmt, class S, bool kOutF32>
+__global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_fp4_kernel(MoeGroupedParams p) {
   wait_for_prior_grids();
-  using S = Shape<kTokTiles, kStageGroups>;
+  constexpr int kTokTiles = S::kTokTiles, kStageGroups = S::kStageGroups;
   constexpr bool kNv = kFmt == Fmt::kNVFP4;
   constexpr int R = S::kChunkRows;
   extern __shared__ uint4 smem[];
   uint16_t* xs = reinterpret_cast<uint16_t*>(smem);                              // [2][R][kRowHalves]
   float* sxs = reinterpret_cast<float*>(reinterpret_cast<char*>(smem) + S::kXsBytes);  // [2][R][kStageGroups]
-  int* offs = reinterpret_cast<int*>(reinterpret_cast<char*>(sxs) + S::kSxBytes);      // [E + 1]
+  uint32_t* trans = reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(sxs) + S::kSxBytes);  // [warps][kTransWords]
+  int* offs = reinterpret_cast<int*>(reinterpret_cast<char*>(trans) + S::kTransBytes);  // [E + 1]
   int* chunk_start = offs + (kGroupedMaxExperts + 1);                                   // [E + 1]
   int* tok_row = chunk_start + (kGroupedMaxExperts + 1);                                // [R]
 
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int g = lane / 4, q = lane % 4;
   const int E = p.E, N = p.N, K = p.K;
+  // The transpose through shared memory (kSmemT, L::trans_slot): this warp's two buffers.
+  uint32_t* trans_warp = trans + warp * S::kTransWords;
   const int n_groups = K / L::kGroupK, n_stages = (n_groups + kStageGroups - 1) / kStageGroups;
   const int tiles_per_mat = N / kTileN;
 
@@ -213,7 +230,7 @@ __global__ void __launch_bounds__(kThreads, (Shape<kTokTiles, kStageGroups>::kMi
       if (tid < R * kStageGroups) {
         const int t = tid / kStageGroups, group = stage * kStageGroups + tid % kStageGroups;
         const int row = tok_row[t];
-        sx_raw = row >= 0 && group < n_groups ? e8m0_to_float(p.x_scale[int64_t(row) * n_groups + group]) : 0.0f;
+        sx_raw = row >= 0 && group < n_groups ? e8m0_to_float_select(p.x_scale[int64_t(row) * n_groups + group]) : 0.0f;
       }
     };
     const auto store_x = [&](int buf) {
@@ -258,16 +275,33 @@ __global__ void __launch_bounds__(kThreads, (Shape<kTokTiles, kStageGroups>::kMi
         }
         if (group + kStageGroups < n_groups) load_group(i, group + kStageGroups);
         // Quad transpose: wt[r][b] becomes columns 32b + 8q .. +7 of the group (layout note).
+        if constexpr (S::kSmemT) {
+          uint32_t* tb = trans_warp + (group & 1) * (S::kTransWords / 2);  // alternate: one __syncwarp per group
 #pragma unroll
-        for (int round = 0; round < 2; ++round)
+          for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) tb[r * 128 + L::trans_slot(g, j) * 4 + q] = wt[r][j];
+          __syncwarp();
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
-            uint32_t send[2], recv[2];
-            L::quad_send(wt[r], q, round, send);
-            recv[0] = __shfl_xor_sync(kFullMask, send[0], 1 << round);
-            recv[1] = __shfl_xor_sync(kFullMask, send[1], 1 << round);
-            L::quad_recv(wt[r], q, round, recv);
+            const uint4 v = *reinterpret_cast<const uint4*>(tb + r * 128 + L::trans_slot(g, q) * 4);
+            wt[r][0] = v.x;
+            wt[r][1] = v.y;
+            wt[r][2] = v.z;
+            wt[r][3] = v.w;
           }
+        } else {
+#pragma unroll
+          for (int round = 0; round < 2; ++round)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              uint32_t send[2], recv[2];
+              L::quad_send(wt[r], q, round, send);
+              recv[0] = __shfl_xor_sync(kFullMask, send[0], 1 << round);
+              recv[1] = __shfl_xor_sync(kFullMask, send[1], 1 << round);
+              L::quad_recv(wt[r], q, round, recv);
+            }
+        }
         // This lane's B reads: token g of tile t, columns 32b + 8q of group i of the stage.
         const uint16_t* x_lane = xs + (size_t(buf) * R + g) * S::kRowHalves + i * L::kGroupK + 8 * q;
 #pragma unroll
@@ -289,8 +323,8 @@ __global__ void __launch_bounds__(kThreads, (Shape<kTokTiles, kStageGroups>::kMi
           }
           float sw[2] = {0.0f, 0.0f};
           if constexpr (!kNv) {
-            sw[0] = e8m0_to_float(uint8_t(sc[0] >> (8 * b)));
-            sw[1] = e8m0_to_float(uint8_t(sc[1] >> (8 * b)));
+            sw[0] = e8m0_to_float_select((sc[0] >> (8 * b)) & 0xffu);
+            sw[1] = e8m0_to_float_select((sc[1] >> (8 * b)) & 0xffu);
           }
 #pragma unroll
           for (int t = 0; t < kTokTiles; ++t) {
@@ -417,28 +451,35 @@ int opt_in_grid(const void* kernel, size_t smem) {
   return sms * per_sm;
 }
 
-template <Fmt kFmt, int kTokTiles, int kStageGroups, bool kOutF32>
+template <Fmt kFmt, class S, bool kOutF32>
 void launch_shape(const MoeGroupedParams& p, cudaStream_t stream) {
-  using S = Shape<kTokTiles, kStageGroups>;
-  const void* kernel = reinterpret_cast<const void*>(grouped_fp4_kernel<kFmt, kTokTiles, kStageGroups, kOutF32>);
+  const void* kernel = reinterpret_cast<const void*>(grouped_fp4_kernel<kFmt, S, kOutF32>);
   static const int grid_max = opt_in_grid(kernel, S::kSmemBytes);
   // At most one item per block: chunks <= E + max_sel / R.
   const int64_t max_items = (int64_t(p.E) + p.max_sel / S::kChunkRows) * (p.N / kTileN) * p.n_mats;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
-  launch_kernel(grouped_fp4_kernel<kFmt, kTokTiles, kStageGroups, kOutF32>, grid, kThreads, S::kSmemBytes, stream, p);
+  launch_kernel(grouped_fp4_kernel<kFmt, S, kOutF32>, grid, kThreads, S::kSmemBytes, stream, p);
 }
 
 // Launch-shape heuristic (a host value, never the device counts): up to 16 grouped rows per
 // expert on average is batched decode — 8-row chunks keep the weight stream deep; more is
-// prefill — 64-row chunks read each weight tile once per 64 rows.
+// prefill — 64-row chunks read each weight tile once per 64 rows. Below kFewRows selections
+// (batch 1–5 at k = 6) the decode launch keeps two blocks per SM (see Shape), and so does NVFP4
+// always: at three blocks per SM its decode kernel spills 64 bytes per lane inside the K loop.
 constexpr int kDecodeRowsPerExpert = 16;
+constexpr int kFewRows = 32;
+using DecodeFewShape = Shape<1, 2, true, 2>;
+using DecodeShape = Shape<1, 2, true, 3>;
+using PrefillShape = Shape<8, 2, false, 1>;
 
 template <Fmt kFmt, bool kOutF32>
 void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
-  if (p.max_sel <= kDecodeRowsPerExpert * p.E)
-    launch_shape<kFmt, 1, 2, kOutF32>(p, stream);
+  if (kFmt == Fmt::kNVFP4 || p.max_sel < kFewRows)
+    launch_shape<kFmt, DecodeFewShape, kOutF32>(p, stream);
+  else if (p.max_sel <= kDecodeRowsPerExpert * p.E)
+    launch_shape<kFmt, DecodeShape, kOutF32>(p, stream);
   else
-    launch_shape<kFmt, 8, 2, kOutF32>(p, stream);
+    launch_shape<kFmt, PrefillShape, kOutF32>(p, stream);
 }
 
 }  // namespace

@@ -80,7 +80,8 @@ void launch_moe_grouped_bf16(const MoeGroupedBf16Params& p, cudaStream_t stream)
 // tile and the token column g of a B tile; q = lane%4). A K group is 128 columns (one
 // activation scale block) = 4 blocks of 32 (one MXFP4 weight scale block, two MMA k16 steps).
 //   Weights: lane q loads the 16 bytes of block q of the group (one 16-byte load per row),
-//     then a 4×4 transpose inside the quad (quad_send/quad_recv, two xor-shuffles) leaves lane q
+//     then a 4×4 transpose inside the quad (quad_send/quad_recv, two xor-shuffles; the decode
+//     launches do the same permutation through shared memory) leaves lane q
 //     holding, for every block b, the word W_b = bytes [16b + 4q, 16b + 4q + 4) = columns
 //     c = 32b + 8q + i, i = 0..7 (nibble i of the word).
 //   MMA step s (0, 1) of block b, for this lane's row: A register pair (a0|a1 for row g,
@@ -148,6 +149,12 @@ __host__ __device__ inline void quad_recv(uint32_t (&w)[4], int q, int round, co
     if (up) { w[0] = recv[0]; w[1] = recv[1]; } else { w[2] = recv[0]; w[3] = recv[1]; }
   }
 }
+
+// The same transpose through shared memory (the decode launches): per row, 32 slots of four
+// words. Lane (g, q) stores word j of its block q at word q of slot trans_slot(g, j), then
+// reads slot trans_slot(g, q) whole: word b of it is word q of block b. The rotation by 2j
+// spreads each store instruction and each quarter-warp of 16-byte reads over all 32 banks.
+__host__ __device__ constexpr int trans_slot(int g, int j) { return 8 * j + ((g + 2 * j) & 7); }
 
 // NVFP4: the E4M3 scale of this lane's 8 columns of block b is byte nv_scale_byte(b, q) of the
 // row's 8 scale bytes of the group (one per 16 columns: (32b + 8q) / 16).

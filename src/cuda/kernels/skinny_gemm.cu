@@ -59,13 +59,6 @@ __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t pair) {
   return (f16x2 & 0x80008000u) | (mag + ((kRebias | (kRebias << 16)) & __vcmpne2(mag, 0u)));
 }
 
-// UE8M0 byte → 2^(b−127) without branches (device_common.cuh's e8m0_to_float, as selects: a
-// branch on a just-loaded byte would stall the loads queued behind it).
-__device__ __forceinline__ float ue8m0_value(uint32_t b) {
-  const float normal = __uint_as_float(b << 23);
-  return b == kE8M0Nan ? __uint_as_float(0x7fc00000u) : b == 0 ? 5.877471754111438e-39f : normal;
-}
-
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
@@ -229,10 +222,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(kTiles)) skinny_gemm_
       for (int j = 0; j < kTiles; ++j) {
         float scale[2] = {1.0f, 1.0f};
         if constexpr (T::kWeightScaled) {
-          const float sw = ue8m0_value(sw_byte);
+          const float sw = e8m0_to_float_select(sw_byte);
 #pragma unroll
           for (int c = 0; c < 2; ++c)
-            scale[c] = !T::kActScaled ? sw : m0 + j * kTileCols + 2 * t + c < p.M ? sw * ue8m0_value(sx_byte[j][c]) : 0.0f;
+            scale[c] = !T::kActScaled ? sw : m0 + j * kTileCols + 2 * t + c < p.M ? sw * e8m0_to_float_select(sx_byte[j][c]) : 0.0f;
         }
 #pragma unroll
         for (int a = 0; a < kASweep; ++a)
