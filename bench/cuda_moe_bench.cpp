@@ -9,7 +9,6 @@
 // Usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--rows T]. The card and date head the output.
 // --rows T runs only the case of T rows (a profiler's run: `ncu -k regex:grouped_fp4 -c 2` then
 // sees that case's first eager launches, w1/w3 and w2).
-#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -18,8 +17,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,80 +39,7 @@ namespace {
 
 constexpr int kE = 256, kD = 4096, kI = 2048, kK = 6;  // Flash (architecture.md notation table)
 
-// Deterministic non-trivial bytes (xorshift64*): never zeros (METHOD.md).
-struct Filler {
-  uint64_t s = 0x9E3779B97F4A7C15ull;
-  uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545F4914F6CDD1Dull;
-  }
-  std::vector<uint8_t> bytes(size_t n, uint8_t lo, uint8_t hi, bool avoid_e4m3_nan) {
-    std::vector<uint8_t> v(n);
-    for (size_t i = 0; i < n; ++i) {
-      uint8_t b = uint8_t(lo + next() % uint64_t(hi - lo + 1));
-      if (avoid_e4m3_nan && (b & 0x7f) == 0x7f) b ^= 0x01;
-      v[i] = b;
-    }
-    return v;
-  }
-};
-
-// Median over reps of (time of `iters` calls) / iters, in seconds (cuda_bench_util.h's Timer:
-// graph replay for kernels, plain stream launches for the copy roofline).
-double median_seconds(int reps, int iters, bool graph_replay, const std::function<void(int, cudaStream_t)>& body) {
-  static bench::Timer timer;
-  return timer.median(reps, iters, graph_replay, body);
-}
-
-#define BENCH_CUBLAS_CHECK(call)                                                                      \
-  do {                                                                                                \
-    const cublasStatus_t st_ = (call);                                                                \
-    if (st_ != CUBLAS_STATUS_SUCCESS) throw InternalError(cat(#call, " -> ", cublasLtGetStatusName(st_))); \
-  } while (0)
-
-// The FP8 dense reference: cuBLASLt E4M3 × E4M3 -> BF16, FP32 accumulation, 8192³ ("TN", the
-// layout FP8 needs), per-tensor scale 1. Returns TFLOP/s (2·M·N·K / time).
-double fp8_gemm_tflops(int reps, Filler& fill) {
-  const int n = 8192;
-  const size_t elems = size_t(n) * n;
-  DeviceBuffer<uint8_t> a(fill.bytes(elems, 0, 255, true)), b(fill.bytes(elems, 0, 255, true));
-  DeviceBuffer<uint16_t> d(elems);
-  const size_t ws_bytes = size_t(64) << 20;
-  DeviceBuffer<uint8_t> ws(ws_bytes);
-  cublasLtHandle_t h;
-  BENCH_CUBLAS_CHECK(cublasLtCreate(&h));
-  cublasLtMatmulDesc_t desc;
-  BENCH_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  BENCH_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  BENCH_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  cublasLtMatrixLayout_t la, lb, ld;
-  BENCH_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, n, n, n));
-  BENCH_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, n, n, n));
-  BENCH_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, n, n));
-  cublasLtMatmulPreference_t pref;
-  BENCH_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  BENCH_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                                          sizeof ws_bytes));
-  cublasLtMatmulHeuristicResult_t result{};
-  int n_results = 0;
-  BENCH_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, ld, ld, pref, 1, &result, &n_results));
-  if (n_results == 0) throw Error("cuBLASLt offers no FP8 algorithm for 8192³");
-  const float alpha = 1.0f, beta = 0.0f;
-  const double t = median_seconds(reps, 10, false, [&](int, cudaStream_t st) {
-    BENCH_CUBLAS_CHECK(cublasLtMatmul(h, desc, &alpha, a.get(), la, b.get(), lb, &beta, d.get(), ld, d.get(), ld,
-                                      &result.algo, ws.get(), ws_bytes, st));
-  });
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(ld);
-  cublasLtMatmulDescDestroy(desc);
-  cublasLtDestroy(h);
-  return 2.0 * n * n * double(n) / t * 1e-12;
-}
+using bench::Filler;
 
 // One tensor of the layer's experts [E, N, K]: 8 distinct random experts replicated over E
 // (3 GiB of host randomness would dominate the run; the L2 cannot tell), realistic scales.
@@ -194,26 +118,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "no CUDA device\n");
       return 1;
     }
-    cudaDeviceProp prop{};
-    DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    char date[64];
-    const std::time_t now = std::time(nullptr);
-    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-    std::printf("card: %s, %d SMs, L2 %d MiB, %.1f GiB; date: %s\n", prop.name, prop.multiProcessorCount,
-                prop.l2CacheSize >> 20, double(prop.totalGlobalMem) / (1 << 30), date);
+    bench::print_card();
     std::printf("routed experts of one Flash layer: E=%d D=%d I=%d k=%d, %s\n", kE, kD, kI, kK, nv ? "NVFP4" : "MXFP4");
     const int reps = quick ? 3 : 7;
     Filler fill;
 
     // Ceilings measured in this run.
-    const size_t copy_bytes = size_t(1) << 30;
-    DeviceBuffer<uint8_t> c0(copy_bytes), c1(copy_bytes);
-    c0.fill_bytes(0x5a);
-    const double t_copy = median_seconds(reps, 5, false, [&](int, cudaStream_t st) {
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(c1.get(), c0.get(), copy_bytes, cudaMemcpyDeviceToDevice, st));
-    });
-    const double copy_gbps = 2.0 * copy_bytes / t_copy * 1e-9;
-    const double fp8_tflops = fp8_gemm_tflops(reps, fill);
+    bench::Timer timer;
+    const double copy_gbps = bench::copy_gbps(timer, reps);
+    const double fp8_tflops = bench::lt_peak_tflops(timer, reps, true, 8192);
     std::printf("device-to-device copy: %.1f GB/s (read + write); FP8 GEMM 8192^3 (cuBLASLt): %.1f TFLOP/s\n\n",
                 copy_gbps, fp8_tflops);
 
@@ -279,12 +192,12 @@ int main(int argc, char** argv) {
       row.T = T;
       row.touched = touched;
       row.weight_mb = touched * expert_bytes * 1e-6;
-      row.routed_us = 1e6 * median_seconds(reps, iters, true, [&](int i, cudaStream_t st) {
+      row.routed_us = 1e6 * timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
         Inst& in = inst[size_t(i % n_inst)];
         moe_routed(cfg, w1, w3, w2, *in.ms, input(in), st);
       });
       // The two grouped GEMMs alone, on the plans already made.
-      row.gemm_us = 1e6 * median_seconds(reps, iters, true, [&](int i, cudaStream_t st) {
+      row.gemm_us = 1e6 * timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
         MoeScratch& ms = *inst[size_t(i % n_inst)].ms;
         MoeGroupedParams p;
         p.format = nv ? ExpertWeightFormat::kNVFP4 : ExpertWeightFormat::kMXFP4;
@@ -321,7 +234,7 @@ int main(int argc, char** argv) {
       if (cs.decode) {  // the old path: one GEMV per (row, pick), SwiGLU, GEMV, combine
         DeviceBuffer<uint16_t> g(size_t(n_sel) * kI), u(size_t(n_sel) * kI), h(size_t(n_sel) * kI), y(size_t(n_sel) * kD);
         DeviceBuffer<uint8_t> hq(size_t(n_sel) * kI), hqs(size_t(n_sel) * kI / 128);
-        row.old_us = 1e6 * median_seconds(reps, iters, true, [&](int i, cudaStream_t st) {
+        row.old_us = 1e6 * timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
           Inst& in = inst[size_t(i % n_inst)];
           const auto gemv = [&](const DeviceExperts& w, const uint8_t* x, const uint8_t* x_s, int per_x, void* yout) {
             GemvMxfp4Params p;
