@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const dsv4::Tokenizer tok =

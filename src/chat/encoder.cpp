@@ -9,6 +9,7 @@
 #include "chat/dsml.h"
 #include "chat/special_tokens.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 namespace dsv4::chat {
 
@@ -167,7 +168,7 @@ void append_tools_and_format(std::string& out, const Message& m) {
 // the prompt must be UTF-8 for the tokenizer to see what the reference would.
 static void check_utf8(std::span<const Message> messages) {
   auto check = [](const std::string& s, size_t i, const char* field) {
-    if (!is_valid_utf8(s)) fail("messages[", i, "].", field, ": not valid UTF-8");
+    if (!utf8::is_valid(s)) fail("messages[", i, "].", field, ": not valid UTF-8");
   };
   for (size_t i = 0; i < messages.size(); ++i) {
     const Message& m = messages[i];

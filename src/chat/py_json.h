@@ -27,7 +27,4 @@ std::string py_json_quote(std::string_view text);
 // byte offset.
 Json parse_json(std::string_view text, std::string_view origin);
 
-// True when `text` is well-formed UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF).
-bool is_valid_utf8(std::string_view text);
-
 }  // namespace dsv4::chat

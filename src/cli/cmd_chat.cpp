@@ -11,6 +11,7 @@
 #include "cli/command.h"
 #include "model/config.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 namespace dsv4::cli {
 
@@ -68,7 +69,7 @@ int run_chat(const std::vector<std::string>& argv) {
       continue;
     }
     if (line.empty()) continue;
-    if (!chat::is_valid_utf8(line)) {
+    if (!utf8::is_valid(line)) {
       std::fputs("error: the input is not valid UTF-8; message ignored\n", stderr);
       continue;
     }

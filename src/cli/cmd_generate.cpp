@@ -11,6 +11,7 @@
 #include "cli/context_limit.h"
 #include "model/config.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 namespace dsv4::cli {
 
@@ -50,8 +51,8 @@ int run_generate(const std::vector<std::string>& argv) {
     return 0;
   }
   const std::string text = args.require("--prompt");
-  if (!chat::is_valid_utf8(text)) fail("--prompt: the text is not valid UTF-8");
-  if (auto system = args.get("--system"); system && !chat::is_valid_utf8(*system))
+  if (!utf8::is_valid(text)) fail("--prompt: the text is not valid UTF-8");
+  if (auto system = args.get("--system"); system && !utf8::is_valid(*system))
     fail("--system: the text is not valid UTF-8");
   const bool raw = args.has("--raw");
   if (raw && (args.has("--system") || args.has("--thinking-mode") || args.has("--reasoning-effort")))

@@ -25,7 +25,7 @@
 #include "engine/backend.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 #include "util/error.h"
 #include "util/file_read.h"
 

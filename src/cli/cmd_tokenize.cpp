@@ -13,7 +13,7 @@
 #include "cli/command.h"
 #include "cli/token_file.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 #include "util/error.h"
 #include "util/file_read.h"
 

@@ -4,7 +4,7 @@
 #include "server/openai_response.h"
 
 #include "chat/special_tokens.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 #include "util/error.h"
 
 namespace dsv4::server {

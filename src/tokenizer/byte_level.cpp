@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 
 namespace dsv4::byte_level {
 

@@ -1,7 +1,7 @@
 // StreamDecoder: emits whole UTF-8 characters as token bytes arrive (see tokenizer.h). The bytes
 // each id stands for come from Tokenizer::token_bytes; the UTF-8 rules from utf8.cpp.
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 
 namespace dsv4 {
 

@@ -13,30 +13,13 @@
 
 #include "tokenizer/unicode_tables.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 namespace dsv4::unicode {
 
 namespace {
 
 constexpr uint32_t kCodePoints = 0x110000;
-
-void append_utf8(std::string& s, uint32_t cp) {
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    s += static_cast<char>(0xE0 | (cp >> 12));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    s += static_cast<char>(0xF0 | (cp >> 18));
-    s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 // One bit per code point: PCRE2's \p{gc} disagrees with kGcRuns. For each run of one category
 // in kGcRuns, the run's characters are matched against [^\p{gc}] and every hit is a drift.
@@ -62,7 +45,7 @@ std::vector<bool> compute_drift() {
     const uint32_t last = r + 1 < kGcRuns.size() ? kGcRuns[r + 1].first - 1 : kCodePoints - 1;
     if (kGcRuns[r].gc == Gc::Cs) continue;  // surrogates never occur in UTF-8 text
     chars.clear();
-    for (uint32_t cp = first; cp <= last; ++cp) append_utf8(chars, cp);
+    for (uint32_t cp = first; cp <= last; ++cp) utf8::append(chars, cp);
     pcre2_code* re = not_gc[static_cast<int>(kGcRuns[r].gc)];
     size_t start = 0;
     while (start < chars.size()) {

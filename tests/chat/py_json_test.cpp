@@ -39,14 +39,5 @@ TEST(PyJson, Truthiness) {
     EXPECT_TRUE(py_truthy(Json::parse(truthy))) << truthy;
 }
 
-TEST(Utf8, ValidAndIllFormed) {
-  EXPECT_TRUE(is_valid_utf8(""));
-  EXPECT_TRUE(is_valid_utf8("a é 中 \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF"));
-  for (const char* bad : {"\x80", "\xC0\xAF", "\xC1\xBF", "\xE0\x80\xAF", "\xED\xA0\x80",
-                          "\xF0\x80\x80\xAF", "\xF4\x90\x80\x80", "\xF5\x80\x80\x80", "\xC3", "\xE4\xB8",
-                          "\xFF"})
-    EXPECT_FALSE(is_valid_utf8(bad)) << testing::PrintToString(std::string(bad));
-}
-
 }  // namespace
 }  // namespace dsv4::chat

@@ -11,7 +11,7 @@
 #include "engine/text_stream.h"
 #include "server/openai_response.h"
 #include "support/test_util.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 
 namespace dsv4::server {
 namespace {

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 #include "support/sha256.h"
 #include "tokenizer_test_util.h"
 

@@ -10,7 +10,7 @@
 #include "support/seed.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
+#include "util/utf8.h"
 #include "util/error.h"
 #include "tokenizer_test_util.h"
 

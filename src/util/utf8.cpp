@@ -1,8 +1,10 @@
-// UTF-8 well-formedness and lossy repair (see utf8.h). Which bytes a token stands for is decided
-// in byte_level.cpp; this file only judges byte sequences.
-#include "tokenizer/utf8.h"
+// UTF-8 well-formedness, lossy repair and encoding (see utf8.h). Which bytes a token stands for
+// is decided in tokenizer/byte_level.cpp; this file only judges and writes byte sequences.
+#include "util/utf8.h"
 
 #include <cstdint>
+
+#include "util/error.h"
 
 namespace dsv4::utf8 {
 
@@ -70,6 +72,25 @@ std::string repair(std::string_view s) {
     i += step(s.substr(i)).length;
   }
   return out;
+}
+
+void append(std::string& out, char32_t cp) {
+  DSV4_CHECK_MSG(cp < 0x110000, "utf8::append: code point ", uint32_t(cp), " is past U+10FFFF");
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
 }
 
 }  // namespace dsv4::utf8
