@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "tokenizer/tokenizer.h"
-#include "util/utf8.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

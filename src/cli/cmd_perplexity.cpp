@@ -25,9 +25,9 @@
 #include "engine/backend.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
-#include "util/utf8.h"
 #include "util/error.h"
 #include "util/file_read.h"
+#include "util/utf8.h"
 
 namespace dsv4::cli {
 

@@ -13,9 +13,9 @@
 #include "cli/command.h"
 #include "cli/token_file.h"
 #include "tokenizer/tokenizer.h"
-#include "util/utf8.h"
 #include "util/error.h"
 #include "util/file_read.h"
+#include "util/utf8.h"
 
 namespace dsv4::cli {
 

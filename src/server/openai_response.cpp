@@ -4,8 +4,8 @@
 #include "server/openai_response.h"
 
 #include "chat/special_tokens.h"
-#include "util/utf8.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 namespace dsv4::server {
 

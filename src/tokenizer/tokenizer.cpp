@@ -13,8 +13,8 @@
 #include "tokenizer/byte_level.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer_json.h"
-#include "util/utf8.h"
 #include "util/error.h"
+#include "util/utf8.h"
 
 namespace dsv4 {
 

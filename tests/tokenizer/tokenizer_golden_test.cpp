@@ -5,9 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/sha256.h"
 #include "tokenizer/tokenizer.h"
 #include "util/utf8.h"
-#include "support/sha256.h"
 #include "tokenizer_test_util.h"
 
 namespace dsv4 {

@@ -10,8 +10,8 @@
 #include "support/seed.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
-#include "util/utf8.h"
 #include "util/error.h"
+#include "util/utf8.h"
 #include "tokenizer_test_util.h"
 
 namespace dsv4 {
