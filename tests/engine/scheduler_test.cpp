@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "engine/scheduler.h"
+#include "fake_kv_forward.h"
 #include "model/config.h"
 #include "model/kv_blocks.h"
 #include "support/seed.h"
@@ -23,51 +24,14 @@ namespace {
 constexpr int64_t kVocab = 64;
 constexpr int32_t kEos = 1;
 
-struct FakeSeq : SequenceState {
-  FakeSeq(KvBlockPool& p, int32_t s) : pool(&p), slot(s) {}
-  ~FakeSeq() override {
-    pool->give_blocks(blocks);
-    pool->give_slot(slot);
-  }
-  int64_t position() const override { return int64_t(ids.size()); }
-  void reset() override {
-    ids.clear();
-    pool->give_blocks(blocks);
-  }
-  KvBlockPool* pool;
-  int32_t slot;
-  std::vector<int32_t> blocks;
-  std::vector<int32_t> ids;
-};
+using FakeSeq = test::PooledSequence;
 
 // Logits peak at a hash of (last id, length), never EOS unless `eos_at` says so; rows per call and
 // the mix of prefill / decode items are recorded.
-class FakeForward : public Forward {
+class FakeForward : public test::PooledForward<FakeSeq> {
  public:
   FakeForward(int64_t block_tokens, int64_t blocks, int64_t slots, int64_t ctx)
-      : pool_(blocks, slots) {
-    cfg_.vocab_size = kVocab;
-    cfg_.eos_token_id = kEos;
-    info_ = {block_tokens, blocks, blocks, slots, slots, ctx};
-  }
-  const ModelConfig& config() const override { return cfg_; }
-  std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) override {
-    if (max_tokens > info_.max_context) fail("too long");
-    const int32_t slot = pool_.take_slot();
-    if (slot < 0) fail("no slot");
-    return std::make_unique<FakeSeq>(pool_, slot);
-  }
-  KvCacheInfo kv_cache() const override {
-    KvCacheInfo k = info_;
-    k.free_blocks = pool_.free_blocks();
-    k.free_sequences = pool_.free_slots();
-    return k;
-  }
-  bool reserve(SequenceState& s, int64_t n) override {
-    auto& f = static_cast<FakeSeq&>(s);
-    const int64_t need = info_.blocks_for(n) - int64_t(f.blocks.size());
-    return need <= 0 || pool_.take_blocks(need, f.blocks);
-  }
+      : PooledForward(kVocab, kEos, block_tokens, blocks, slots, ctx) {}
   void forward(std::span<ForwardItem> batch, const TraceHook*) override {
     if (during_forward) during_forward();
     int64_t rows = 0;
@@ -96,11 +60,6 @@ class FakeForward : public Forward {
   int64_t mixed_steps = 0;
   int64_t eos_after = 0;  // > 0: EOS once a sequence holds this many ids
   std::function<void()> during_forward;  // runs at the start of every forward (mid-step)
-
- private:
-  ModelConfig cfg_;
-  KvCacheInfo info_;
-  KvBlockPool pool_;
 };
 
 struct Collected {

@@ -15,6 +15,7 @@
 
 #include "engine/scheduler.h"
 #include "engine/speculative.h"
+#include "fake_kv_forward.h"
 #include "model/config.h"
 #include "model/kv_blocks.h"
 #include "support/seed.h"
@@ -171,36 +172,22 @@ uint64_t hash_ids(std::span<const int32_t> ids, uint64_t salt) {
   return h;
 }
 
-struct SpecSeq : SequenceState {
-  SpecSeq(KvBlockPool& p, int32_t s) : pool(&p), slot(s) {}
-  ~SpecSeq() override {
-    pool->give_blocks(blocks);
-    pool->give_slot(slot);
-  }
-  int64_t position() const override { return int64_t(ids.size()); }
+struct SpecSeq : test::PooledSequence {
+  using PooledSequence::PooledSequence;
   void reset() override {
-    ids.clear();
+    PooledSequence::reset();
     mtp = 0;
-    pool->give_blocks(blocks);
   }
-  KvBlockPool* pool;
-  int32_t slot;
-  std::vector<int32_t> blocks;
-  std::vector<int32_t> ids;
   int64_t mtp = 0;  // the MTP block's position (model/forward.h protocol)
 };
 
 // Main-model logits after `ids`: random normals keyed by the ids (EOS far below them, until it
 // peaks once a sequence holds `eos_after` ids). Draft logits: the same plus noise keyed by the ids, so the draft agrees often
 // but not always (noise 0: always). Checks the protocol's preconditions and throws when broken.
-class SpecForward : public Forward {
+class SpecForward : public test::PooledForward<SpecSeq> {
  public:
   SpecForward(int64_t block_tokens, int64_t blocks, int64_t slots, int64_t ctx, uint64_t salt)
-      : salt_(salt), pool_(blocks, slots) {
-    cfg_.vocab_size = kVocab;
-    cfg_.eos_token_id = kEos;
-    info_ = {block_tokens, blocks, blocks, slots, slots, ctx};
-  }
+      : PooledForward(kVocab, kEos, block_tokens, blocks, slots, ctx), salt_(salt) {}
   float noise = 1.0f;
   int64_t eos_after = 0;
   bool device = false;
@@ -222,24 +209,6 @@ class SpecForward : public Forward {
     return l;
   }
 
-  const ModelConfig& config() const override { return cfg_; }
-  std::unique_ptr<SequenceState> new_sequence(int64_t max_tokens) override {
-    if (max_tokens > info_.max_context) fail("too long");
-    const int32_t slot = pool_.take_slot();
-    if (slot < 0) fail("no slot");
-    return std::make_unique<SpecSeq>(pool_, slot);
-  }
-  KvCacheInfo kv_cache() const override {
-    KvCacheInfo k = info_;
-    k.free_blocks = pool_.free_blocks();
-    k.free_sequences = pool_.free_slots();
-    return k;
-  }
-  bool reserve(SequenceState& s, int64_t n) override {
-    auto& f = static_cast<SpecSeq&>(s);
-    const int64_t need = info_.blocks_for(n) - int64_t(f.blocks.size());
-    return need <= 0 || pool_.take_blocks(need, f.blocks);
-  }
   bool samples_on_device() const override { return device; }
   bool can_draft() const override { return drafts; }
 
@@ -303,9 +272,6 @@ class SpecForward : public Forward {
 
  private:
   uint64_t salt_;
-  ModelConfig cfg_;
-  KvCacheInfo info_;
-  KvBlockPool pool_;
 };
 
 struct Job {
