@@ -15,9 +15,9 @@
 
 #include "engine/scheduler.h"
 #include "engine/speculative.h"
-#include "fake_kv_forward.h"
 #include "model/config.h"
 #include "model/kv_blocks.h"
+#include "support/pooled_forward.h"
 #include "support/seed.h"
 #include "util/error.h"
 

@@ -5,28 +5,14 @@
 #include <algorithm>
 #include <thread>
 
+#include "support/pooled_forward.h"
 #include "util/error.h"
 
 namespace dsv4::test {
 
 namespace {
 
-struct ScriptedSequence : SequenceState {
-  ScriptedSequence(KvBlockPool& p, int32_t s) : pool(&p), slot(s) {}
-  ~ScriptedSequence() override {
-    pool->give_blocks(blocks);
-    pool->give_slot(slot);
-  }
-  int64_t position() const override { return int64_t(ids.size()); }
-  void reset() override {
-    ids.clear();
-    pool->give_blocks(blocks);
-  }
-  KvBlockPool* pool;
-  int32_t slot;
-  std::vector<int32_t> blocks;
-  std::vector<int32_t> ids;
-};
+using ScriptedSequence = PooledSequence;
 
 // Logit of the scripted id; every other id gets 0, so even a temperature-1 draw picks it except
 // with probability vocab * e^-kPeak (below 1e-9 for vocabularies up to 10^4 ids).

@@ -1,7 +1,7 @@
-// The KV side of the engine tests' fake backends (scheduler_test.cpp, speculative_test.cpp): a
-// real KvBlockPool behind sequences that only record the ids fed to them, so the scheduler's
-// admission, preemption and page accounting run against the engine's own pool while the test
-// decides the logits.
+// The KV side of the tests' fake backends (tests/engine's scheduler and speculative tests, the
+// server tests' scripted backend): a real KvBlockPool behind sequences that only record the ids
+// fed to them, so the scheduler's admission, preemption and page accounting run against the
+// engine's own pool while the test decides the logits.
 #pragma once
 
 #include <cstdint>
