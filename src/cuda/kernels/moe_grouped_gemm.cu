@@ -46,9 +46,9 @@ static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
 // quad transpose through shared memory instead of shuffles, kMinBlocks blocks per SM (the
 // register budget). Measured on an H200 (bench/results/2026-12-04-h200-grouped-decode.md):
 //   decode, few rows (< kFewRows selections): 1 tile, 2 groups, shared-memory transpose, two
-//     blocks per SM (114 registers) — one item per block, so latency decides: 30.8 % of copy at
+//     blocks per SM (112 registers) — one item per block, so latency decides: 30.8 % of copy at
 //     batch 1, against 29.7 % with shuffles and 23 % with three blocks per SM;
-//   decode: the same with three blocks per SM (80 registers, 24 warps per SM): batch 64 49.7 %
+//   decode: the same with three blocks per SM (80 registers and 24 bytes spilled, 24 warps per SM): batch 64 49.7 %
 //     of copy, against 44.7 % with two blocks and 43.6 % with shuffles and two (before). The
 //     kernel is issue-bound there (61 % issue-active, the top stall a fixed-latency dependency),
 //     so fewer instructions per weight byte and more warps to interleave are what pay;
