@@ -48,8 +48,9 @@ static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
 //   decode, few rows (< kFewRows selections): 1 tile, 2 groups, shared-memory transpose, two
 //     blocks per SM (112 registers) — one item per block, so latency decides: 30.8 % of copy at
 //     batch 1, against 29.7 % with shuffles and 23 % with three blocks per SM;
-//   decode: the same with three blocks per SM (80 registers and 24 bytes spilled, 24 warps per SM): batch 64 49.7 %
-//     of copy, against 44.7 % with two blocks and 43.6 % with shuffles and two (before). The
+//   decode: the same with three blocks per SM (80 registers, 24 bytes spilled, 24 warps per
+//     SM): batch 64 49.7 % of copy, against 44.7 % with two blocks and 43.6 % with shuffles and
+//     two (before). The
 //     kernel is issue-bound there (61 % issue-active, the top stall a fixed-latency dependency),
 //     so fewer instructions per weight byte and more warps to interleave are what pay;
 //   prefill: 8 tiles, 2 groups, shuffles, one block per SM (211 / 255 registers; not re-tuned).
@@ -72,7 +73,8 @@ struct Shape {
   // each, the chunk's x rows.
   static constexpr size_t kXsBytes = size_t(2) * kChunkRows * kRowHalves * 2;
   static constexpr size_t kSxBytes = size_t(2) * kChunkRows * kStageGroups * 4;
-  static constexpr size_t kSmemBytes = kXsBytes + kSxBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4 + kChunkRows * 4 + kTransBytes;
+  static constexpr size_t kSmemBytes =
+      kXsBytes + kSxBytes + kTransBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4 + kChunkRows * 4;
   static_assert((kRowHalves * 2) % 128 == 64, "row stride ≡ 64 bytes mod 128");
   static_assert((kXsBytes + kSxBytes) % 16 == 0, "the transpose buffer is read 16 bytes at a time");
 };
