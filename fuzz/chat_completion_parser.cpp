@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (policy == ParsePolicy::kLenient) std::abort();  // lenient promised never to throw
     return 0;
   }
-  if (policy == ParsePolicy::kLenient && utf8::is_valid(text)) {
+  if (policy == ParsePolicy::kLenient && dsv4::utf8::is_valid(text)) {
     for (const ToolCall& call : parser.result().tool_calls)
       if (!Json::accept(call.arguments)) std::abort();
   }
