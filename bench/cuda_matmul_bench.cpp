@@ -6,7 +6,8 @@
 // Correctness is tests/cuda's job, not this program's.
 //
 // Usage: bench_cuda_matmul_bench [--quick]. Prints tables; the card and date head the output;
-// a '*' marks the kernel matmul() chooses for that row count.
+// a '*' marks the kernel matmul() chooses for that row count; skinny/R is the skinny kernel with
+// R rows of x per weight pass.
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
@@ -23,6 +24,7 @@
 #include "cuda/kernels/gemv_bf16.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
 #include "cuda/kernels/mhc.cuh"
+#include "cuda/kernels/skinny_gemm.cuh"
 #include "cuda/matmul.h"
 #include "cuda_bench_util.h"
 
@@ -85,7 +87,7 @@ int main(int argc, char** argv) {
         {"bf16 head (Flash)", false, 129280, 4096, false, 128},
     };
     Filler fill;
-    std::printf("%-26s %5s %-7s %10s %9s %7s %9s %7s\n", "shape", "M", "kernel", "time_us", "GB/s", "of_copy",
+    std::printf("%-26s %5s %-10s %10s %9s %7s %9s %7s\n", "shape", "M", "kernel", "time_us", "GB/s", "of_copy",
                 "TFLOP/s", "of_peak");
     for (const Shape& s : shapes) {
       const int mmax = std::min(s.max_m, ms.back());
@@ -115,11 +117,16 @@ int main(int argc, char** argv) {
       for (const int M : ms) {
         if (M > mmax) continue;
         const MatmulPath chosen = matmul_choose(s.fp8, M, s.N, s.K);
-        std::vector<Kernel> kernels;
-        if (M <= 128) kernels.push_back(Kernel::kGemv);
-        if (M <= 512) kernels.push_back(Kernel::kSkinny);
-        if (M >= 64) kernels.push_back(Kernel::kLt);
-        for (const Kernel k : kernels) {
+        const SkinnyKind kind = s.fp8 ? SkinnyKind::kFp8 : SkinnyKind::kBf16;
+        // (kernel, skinny rows per pass): above 8 rows every pass width the skinny kernel has
+        // (skinny_rows_per_pass's evidence); the rule's own choice is the one marked.
+        std::vector<std::pair<Kernel, int>> kernels;
+        if (M <= 128) kernels.emplace_back(Kernel::kGemv, 0);
+        if (M <= 8) kernels.emplace_back(Kernel::kSkinny, skinny_rows_per_pass(kind));
+        if (M > 8 && M <= 512)
+          for (const int rpp : {8, 16, 32, 64}) kernels.emplace_back(Kernel::kSkinny, rpp);
+        if (M >= 64) kernels.emplace_back(Kernel::kLt, 0);
+        for (const auto& [k, rpp] : kernels) {
           const int iters = M >= 2048 ? 5 : quick ? 10 : 30;
           MatmulPath ran = MatmulPath::kAuto;
           const double t = timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
@@ -154,6 +161,23 @@ int main(int argc, char** argv) {
               }
               return;
             }
+            if (k == Kernel::kSkinny) {
+              SkinnyGemmParams p;
+              p.kind = kind;
+              p.w = wi;
+              p.w_scale = s.fp8 ? si : nullptr;
+              p.x = x.get();
+              p.x_scale = s.fp8 ? xs.get() : nullptr;
+              p.y = y.get();
+              p.M = M;
+              p.N = s.N;
+              p.K = s.K;
+              p.out_bf16 = s.out_bf16;
+              p.rows_per_pass = rpp;
+              launch_skinny_gemm(p, st);
+              ran = MatmulPath::kSkinny;
+              return;
+            }
             MatmulParams p;
             p.w = wi;
             p.w_scale = s.fp8 ? si : nullptr;
@@ -164,18 +188,19 @@ int main(int argc, char** argv) {
             p.N = s.N;
             p.K = s.K;
             p.out_bf16 = s.out_bf16;
-            p.path = k == Kernel::kSkinny ? MatmulPath::kSkinny : MatmulPath::kLt;
+            p.path = MatmulPath::kLt;
             ran = matmul(p, st);
           });
           const double bytes = double(wbytes + sbytes) + double(M) * s.K * in_bytes +
                                (s.fp8 ? double(M) * (s.K / 128) : 0) + double(M) * s.N * out_bytes;
           const double flops = 2.0 * M * double(s.N) * s.K;
           const double peak = s.fp8 ? fp8_peak : bf16_peak;
-          const bool star = (k == Kernel::kSkinny && chosen == MatmulPath::kSkinny) ||
+          const bool star = (k == Kernel::kSkinny && chosen == MatmulPath::kSkinny && rpp == skinny_rows_per_pass(kind)) ||
                             (k == Kernel::kLt && chosen == MatmulPath::kLt);
           std::string name = kernel_name(k);
+          if (k == Kernel::kSkinny) name += "/" + std::to_string(rpp);
           if (k == Kernel::kLt && ran == MatmulPath::kSkinny) name = "lt->sk";  // cuBLASLt had no algorithm
-          std::printf("%-26s %5d %-6s%s %10.2f %9.1f %6.1f%% %9.1f %6.1f%%\n", s.name, M, name.c_str(), star ? "*" : " ",
+          std::printf("%-26s %5d %-9s%s %10.2f %9.1f %6.1f%% %9.1f %6.1f%%\n", s.name, M, name.c_str(), star ? "*" : " ",
                       t * 1e6, bytes / t * 1e-9, 100 * bytes / t * 1e-9 / copy_gbps, flops / t * 1e-12,
                       100 * flops / t * 1e-12 / peak);
         }

@@ -14,11 +14,12 @@ namespace {
 // every row count, so a decode row, a speculative verify row and a row of a batch of 128 give the
 // same logits (the batch-independence guarantee, tests/cuda/batched_runtime.cpp); at decode sizes
 // it streams the wide matrices near the copy bandwidth: wq_b (32768×1024) at 1–8 rows in 11.0 µs,
-// 72–73 % (the narrow ones less: wq_a 1024×4096 at 1 row 5.03 µs, 19.7 %). Its cost, measured:
-// at 33–128 rows it falls to 10–19 % of the copy bandwidth — wq_b at 64 rows 47.4 µs (18.8 %)
-// against cuBLASLt's 16.2 µs (55.1 %). A faster row-invariant kernel for 9–128 rows, not a switch
-// to cuBLASLt, is the planned fix (issue 12). Above 128 rows cuBLASLt's block-scaled FP8 GEMM:
-// wq_b at 2,048 rows 135 µs (72 % of the FP8 peak), at 8,192 rows 519 µs (75 %).
+// 72–73 % (the narrow ones less: wq_a 1024×4096 at 1 row 5.03 µs, 19.7 %). Its cost, measured
+// (2026-12-04, after the explicit F16 conversion and the 16-row passes): at 33–128 rows it falls
+// to 35–17 % of the copy bandwidth — wq_b at 64 rows 32.3 µs (27.6 %) against cuBLASLt's 16.4 µs
+// (54.2 %). A faster row-invariant kernel for 9–128 rows, not a switch to cuBLASLt, is the planned
+// fix (issue 12). Above 128 rows cuBLASLt's block-scaled FP8 GEMM: wq_b at 2,048 rows 135 µs (72 %
+// of the FP8 peak), at 8,192 rows 519 µs (75 %).
 constexpr int kSkinnyMaxRowsFp8 = 128;
 // Rule 2, BF16 weights (router, compressor, indexer weights_proj, LM head): the skinny kernel up
 // to 64 rows, for the same row invariance. Measured on the full LM head (129280×4096): 1 row

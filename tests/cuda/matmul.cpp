@@ -23,15 +23,13 @@ namespace L = skinny_layout;
 
 // ---- host emulation of one warp's K unit (no GPU) ----
 //
-// The PTX ISA's fragment layouts (mma.m16n8k32 .e4m3 and mma.m16n8k16 .bf16): which lane,
-// register and sub-word hold A[r][κ] and B[κ][c]. The emulation feeds each lane's registers the
-// way skinny_gemm.cu does (through skinny_layout) and evaluates the MMAs by these layouts; the
-// sums must equal the plain dot products of the unit.
+// The PTX ISA's fragment layout of mma.m16n8k16 (.f16 and .bf16 alike): which lane, register and
+// sub-word hold A[r][κ] and B[κ][c]. The emulation feeds each lane's registers the way
+// skinny_gemm.cu does (through skinny_layout) and evaluates the MMAs by this layout; the sums must
+// equal the plain dot products of the unit.
 struct Slot {
   int lane, reg, sub;
 };
-Slot a_slot_k32(int r, int k) { return {(r % 8) * 4 + (k % 16) / 4, (r >= 8 ? 1 : 0) + (k >= 16 ? 2 : 0), k % 4}; }
-Slot b_slot_k32(int k, int c) { return {c * 4 + (k % 16) / 4, k >= 16 ? 1 : 0, k % 4}; }
 Slot a_slot_k16(int r, int k) { return {(r % 8) * 4 + (k % 8) / 2, (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0), k % 2}; }
 Slot b_slot_k16(int k, int c) { return {c * 4 + (k % 8) / 2, k >= 8 ? 1 : 0, k % 2}; }
 
@@ -41,15 +39,16 @@ using Frag = std::vector<std::array<std::array<int64_t, 4>, 4>>;
 // Emulates the skinny kernel on one unit: W [32 rows][unit K values], X [8 rows][unit K values]
 // (integers, so every sum is exact). Returns D[32][8].
 std::vector<int64_t> emulate_unit(SkinnyKind kind, const std::vector<int64_t>& W, const std::vector<int64_t>& X) {
-  const bool k32 = kind == SkinnyKind::kFp8;
   const int w_elem = kind == SkinnyKind::kBf16 ? 2 : 1;  // bytes per weight element
   const int x_elem = kind == SkinnyKind::kFp8 ? 1 : 2;
   const int unit_k = L::kUnitBytes / w_elem;
   const int steps = kind == SkinnyKind::kFp8AsBf16 ? 4 : 2;
+  const int k16_per_step = kind == SkinnyKind::kFp8 ? 2 : 1;  // kFp8: two F16 MMAs per step
   std::vector<int64_t> D(32 * 8, 0);
   for (int h = 0; h < 2; ++h)
-    for (int s = 0; s < steps; ++s)
+    for (int sm = 0; sm < steps * k16_per_step; ++sm)  // MMA step s, its F16 MMA m
       for (int a = 0; a < 2; ++a) {
+        const int s = sm / k16_per_step, m = sm % k16_per_step;
         Frag af(32), bf(32);
         for (int lane = 0; lane < 32; ++lane) {
           // Weight chunk of row i: 16 bytes from byte chunk_byte(lane, h) = elements / w_elem.
@@ -58,13 +57,16 @@ std::vector<int64_t> emulate_unit(SkinnyKind kind, const std::vector<int64_t>& W
           };
           const int lo = 2 * a, hi = 2 * a + 1;
           const int per_word = 4 / w_elem;  // elements per 32-bit word of the chunk
-          if (kind == SkinnyKind::kFp8AsBf16) {
-            // a0 = bytes 0,1 of word s, a2 = bytes 2,3 (rows g); a1, a3 the same of rows g + 8.
+          if (kind != SkinnyKind::kBf16) {
+            // One byte per weight value, expanded to a 16-bit pair per register: a0 = bytes 0,1 of
+            // word w, a2 = bytes 2,3 (rows g); a1, a3 the same of rows g + 8. w is s (kFp8AsBf16)
+            // or word_of_step(s, m) (kFp8's F16 MMA m of step s).
+            const int w = kind == SkinnyKind::kFp8AsBf16 ? s : L::word_of_step(s, m);
             for (int sub = 0; sub < 2; ++sub) {
-              af[lane][0][sub] = w_el(lo, 4 * s + sub);
-              af[lane][2][sub] = w_el(lo, 4 * s + 2 + sub);
-              af[lane][1][sub] = w_el(hi, 4 * s + sub);
-              af[lane][3][sub] = w_el(hi, 4 * s + 2 + sub);
+              af[lane][0][sub] = w_el(lo, 4 * w + sub);
+              af[lane][2][sub] = w_el(lo, 4 * w + 2 + sub);
+              af[lane][1][sub] = w_el(hi, 4 * w + sub);
+              af[lane][3][sub] = w_el(hi, 4 * w + 2 + sub);
             }
           } else {
             for (int sub = 0; sub < per_word; ++sub) {
@@ -84,18 +86,22 @@ std::vector<int64_t> emulate_unit(SkinnyKind kind, const std::vector<int64_t>& W
               const int off = L::x_chunk_bytes_fp8_as_bf16(lane, h, s / 2);
               bf[lane][0][sub] = x_word_el(off, L::word_of_step(s % 2, 0), sub);
               bf[lane][1][sub] = x_word_el(off, L::word_of_step(s % 2, 1), sub);
+            } else if (kind == SkinnyKind::kFp8) {  // b0 = bytes 0,1 of word_of_step(s, m), b1 = bytes 2,3
+              if (sub < 2) {
+                bf[lane][0][sub] = x_word_el(L::chunk_byte(lane, h), L::word_of_step(s, m), sub);
+                bf[lane][1][sub] = x_word_el(L::chunk_byte(lane, h), L::word_of_step(s, m), 2 + sub);
+              }
             } else {
               bf[lane][0][sub] = x_word_el(L::chunk_byte(lane, h), L::word_of_step(s, 0), sub);
               bf[lane][1][sub] = x_word_el(L::chunk_byte(lane, h), L::word_of_step(s, 1), sub);
             }
           }
         }
-        const int kk = k32 ? 32 : 16;
         for (int r = 0; r < 16; ++r)
           for (int c = 0; c < 8; ++c)
-            for (int k = 0; k < kk; ++k) {
-              const Slot sa = k32 ? a_slot_k32(r, k) : a_slot_k16(r, k);
-              const Slot sb = k32 ? b_slot_k32(k, c) : b_slot_k16(k, c);
+            for (int k = 0; k < 16; ++k) {
+              const Slot sa = a_slot_k16(r, k);
+              const Slot sb = b_slot_k16(k, c);
               D[size_t(16 * a + r) * 8 + c] += af[sa.lane][sa.reg][sa.sub] * bf[sb.lane][sb.reg][sb.sub];
             }
       }
@@ -153,8 +159,9 @@ TEST(SkinnyGemmSplit, DependsOnShapeOnlyAndCoversK) {
 
 constexpr double kU = kF32Unit;
 // Accumulation model (derivations for the budgets below):
-//  * MMA: on sm_90 ptxas lowers m16n8k32 E4M3 to exact E4M3 → F16 conversions and HMMA.16816.F32
-//    (seen in the SASS); products are exact in FP32. One k16 HMMA adds 16 products to the
+//  * MMA: sm_90 has no E4M3 mma.sync; the skinny kernel converts E4M3 → F16 exactly and runs
+//    m16n8k16 F16 MMAs (HMMA.16816.F32), as ptxas itself lowers an E4M3 m16n8k32; products are
+//    exact in FP32. One k16 HMMA adds 16 products to the
 //    accumulator in ≤ 4 truncating steps (tensor cores align to the largest term and truncate:
 //    Fasi et al., "Numerical behavior of NVIDIA tensor cores", 2021), each ≤ 1 ulp = 2u of a
 //    magnitude ≤ Σ|terms|: ≤ 8u·Σ|terms| per HMMA.
@@ -309,6 +316,31 @@ TEST_P(MatmulTest, MatchesDequantisedProductAndIsRowInvariant) {
             << c.name << ": skinny rows of an M=" << M << " call differ from the same rows at M=" << kRefRows;
       }
     }
+  }
+
+  // Every pass width of the skinny kernel gives the same rows: M = 100 in passes of 8, 16, 32 and
+  // 64 rows (13, 7, 4 and 2 passes, the last one partial) equals the 512-row run byte for byte.
+  for (const int rows_per_pass : {8, 16, 32, 64}) {
+    constexpr int M = 100;
+    d_y.fill_bytes(kPoisonByte);
+    SkinnyGemmParams q;
+    q.kind = c.fp8 ? SkinnyKind::kFp8 : SkinnyKind::kBf16;
+    q.w = d_w.get();
+    q.w_scale = c.fp8 ? d_ws.get() : nullptr;
+    q.x = d_x.get();
+    q.x_scale = c.fp8 ? d_xs.get() : nullptr;
+    q.y = d_y.get();
+    q.M = M;
+    q.N = c.N;
+    q.K = c.K;
+    q.out_bf16 = c.out_bf16;
+    q.rows_per_pass = rows_per_pass;
+    launch_skinny_gemm(q, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<uint8_t> bytes(size_t(M) * c.N * out_bytes);
+    DSV4_CUDA_CHECK(cudaMemcpy(bytes.data(), d_y.get(), bytes.size(), cudaMemcpyDeviceToHost));
+    EXPECT_EQ(std::memcmp(bytes.data(), skinny_ref.data(), bytes.size()), 0)
+        << c.name << ": skinny rows in passes of " << rows_per_pass << " differ from the " << kRefRows << "-row run";
   }
 
   // Against the GEMVs it replaces (M ≤ 8): |skinny − gemv| within both budgets; the GEMV's is

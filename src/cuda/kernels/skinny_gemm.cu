@@ -1,7 +1,8 @@
 // Skinny tensor-core GEMM kernel and launcher; see skinny_gemm.cuh for the contract and the
 // register layout. A warp streams its 32 weight rows one 128-byte K unit at a time (eight 16-byte
 // loads per lane in flight, bypassing L1) and feeds them, once, to MMAs against every 8-row tile
-// of x in the pass: weights are read once per 64 rows. K is split over the warps of a block and
+// of x in its pass (up to 64 rows); the passes over the same weights run side by side, so HBM
+// serves the weights about once and L2 the other passes. K is split over the warps of a block and
 // over the blocks of a cluster (skinny_split); the partial sums meet in shared memory, then in
 // the cluster leader through distributed shared memory, always in the same order.
 #include "cuda/kernels/skinny_gemm.cuh"
@@ -10,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include <atomic>
+#include <climits>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
@@ -26,16 +28,16 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kWarpRows = 32;       // weight rows per warp: two m16 A tiles
 constexpr int kTileCols = 8;        // rows of x per MMA B tile (the MMA's n = 8)
-constexpr int kMaxTiles = kSkinnyRowsPerPass / kTileCols;
+constexpr int kMaxTiles = 8;        // B tiles of the widest pass: 64 rows of x
 constexpr int kMaxSplit = 64;       // 8 warps × a cluster of 8 (the portable cluster limit)
 constexpr int kMaxCluster = 8;
 constexpr int kTargetWarps = 2048;  // warps streaming at once: ~16 per SM on 132 SMs keeps HBM busy
 static_assert(kFP8BlockSize == L::kUnitBytes, "an FP8 unit is one 128-wide scale block of K");
 static_assert(kWarpRows % 32 == 0 && kFP8BlockSize % kWarpRows == 0, "a warp's rows share one scale row");
 
-// D += A·B, m16n8k32, E4M3 × E4M3 → FP32 (PTX ISA "mma.m16n8k32" fragment layout).
-__device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+// D += A·B, m16n8k16, F16 × F16 → FP32 (PTX ISA "mma.m16n8k16" fragment layout).
+__device__ __forceinline__ void mma_f16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -48,12 +50,17 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two E4M3 bytes (low = first) → two BF16 (low = first), exactly: the hardware E4M3 → F16
-// conversion is exact, and every F16 it yields is zero or normal with at most 4 significant
-// bits, so BF16 = sign | (F16 exponent + (127 − 15)) | top 7 mantissa bits.
-__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t pair) {
+// Two E4M3 bytes (low = first) → two F16 (low = first): the hardware conversion, exact.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(pair & 0xffffu), __NV_E4M3);
-  const uint32_t f16x2 = uint32_t(h.x) | (uint32_t(h.y) << 16);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+// Two E4M3 bytes → two BF16, exactly: every F16 the exact E4M3 → F16 conversion yields is zero or
+// normal with at most 4 significant bits, so BF16 = sign | (F16 exponent + (127 − 15)) | top 7
+// mantissa bits.
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t pair) {
+  const uint32_t f16x2 = e4m3x2_to_f16x2(pair);
   const uint32_t mag = (f16x2 >> 3) & 0x0fff0fffu;  // per half: exponent(5) | mantissa top 7
   constexpr uint32_t kRebias = uint32_t(127 - 15) << 7;
   return (f16x2 & 0x80008000u) | (mag + ((kRebias | (kRebias << 16)) & __vcmpne2(mag, 0u)));
@@ -74,14 +81,17 @@ struct KindTraits {
   static constexpr int kUnitK = L::kUnitBytes / kWBytes;                     // K values per unit
 };
 
-// grid: x = row blocks × cluster (cluster along x), y = passes of up to kTiles·8 rows of x.
+// grid: x = row blocks × passes × cluster (cluster fastest, then pass), where a pass covers up to
+// kTiles·8 rows of x. The passes over one weight row block are neighbours in launch order, so they
+// stream the same weights at the same time: HBM serves the first, L2 the others.
 // Dynamic shared memory: kWarps × 2·kTiles·4 floats × 32 lanes (the split-K exchange).
 // Blocks per SM the register budget must allow: decode shapes (1–2 B tiles) need several blocks
 // per SM for enough loads in flight; 4–8 tiles carry 64–128 accumulators per lane.
 constexpr int min_blocks_for(int tiles) { return tiles <= 2 ? 2 : 1; }
 
 template <SkinnyKind kKind, int kTiles, bool kOutBf16>
-__global__ void __launch_bounds__(kThreads, min_blocks_for(kTiles)) skinny_gemm_kernel(SkinnyGemmParams p, SkinnySplit sp) {
+__global__ void __launch_bounds__(kThreads, min_blocks_for(kTiles))
+    skinny_gemm_kernel(SkinnyGemmParams p, SkinnySplit sp, int passes) {
   wait_for_prior_grids();
   using T = KindTraits<kKind>;
   constexpr int kRegs = 2 * kTiles * 4;  // accumulator floats per lane: 2 A tiles × kTiles × 4
@@ -90,10 +100,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(kTiles)) skinny_gemm_
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int g = lane / 4, t = lane % 4;
   const int kw = warp % sp.k_warps, rw = warp / sp.k_warps, row_warps = kWarps / sp.k_warps;
-  const int rank = int(blockIdx.x) % sp.cluster, row_block = int(blockIdx.x) / sp.cluster;
+  const int rank = int(blockIdx.x) % sp.cluster, pass = int(blockIdx.x) / sp.cluster % passes;
+  const int row_block = int(blockIdx.x) / sp.cluster / passes;
   const int n0 = (row_block * row_warps + rw) * kWarpRows;  // first weight row of this warp
   const int n_split = sp.n_split(), split = rank * sp.k_warps + kw;
-  const int m0 = int(blockIdx.y) * kTiles * kTileCols;
+  const int m0 = pass * kTiles * kTileCols;
   const int64_t w_row_bytes = int64_t(p.K) * T::kWBytes;
   const int n_units = int(w_row_bytes / L::kUnitBytes), n_kb = p.K / int(kFP8BlockSize);
   const bool warp_valid = n0 < p.N;
@@ -186,31 +197,59 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(kTiles)) skinny_gemm_
           }
 #pragma unroll
         for (int s = 0; s < T::kSteps; ++s) {
+          if constexpr (kKind == SkinnyKind::kFp8) {
+            // sm_90 has no E4M3 mma.sync: ptxas expands an m16n8k32 E4M3 MMA into E4M3 → F16
+            // conversions of both operands and two k16 F16 MMAs, MMA by MMA, so the weights were
+            // converted again for every B tile. Here each weight word is converted once per unit
+            // and each x word once per B tile (wq_b at 64 rows: 39.4 → 32.3 µs on an H200); the
+            // arithmetic is the same (exact conversions, two k16 MMAs per 32 K values: HMMA m
+            // takes bytes 0–1 and 2–3 of word_of_step(s, m), in A and B alike).
+            uint32_t a16[kASweep][2][4];  // [A tile][HMMA][fragment register]
 #pragma unroll
-          for (int a = 0; a < kASweep; ++a) {
-            uint32_t af[4];
-            const uint4& lo = wc[2 * a][h];      // row g of the A tile: a0, a2
-            const uint4& hi = wc[2 * a + 1][h];  // row g + 8: a1, a3
-            if constexpr (kKind == SkinnyKind::kFp8AsBf16) {
-              af[0] = e4m3x2_to_bf16x2(word(lo, s));
-              af[2] = e4m3x2_to_bf16x2(word(lo, s) >> 16);
-              af[1] = e4m3x2_to_bf16x2(word(hi, s));
-              af[3] = e4m3x2_to_bf16x2(word(hi, s) >> 16);
-            } else {
-              af[0] = word(lo, L::word_of_step(s, 0));
-              af[2] = word(lo, L::word_of_step(s, 1));
-              af[1] = word(hi, L::word_of_step(s, 0));
-              af[3] = word(hi, L::word_of_step(s, 1));
-            }
+            for (int a = 0; a < kASweep; ++a)
 #pragma unroll
-            for (int j = 0; j < kTiles; ++j) {
-              if constexpr (kKind == SkinnyKind::kFp8) {
-                mma_e4m3(part[a][j], af, word(xc[j][0], L::word_of_step(s, 0)), word(xc[j][0], L::word_of_step(s, 1)));
-              } else if constexpr (kKind == SkinnyKind::kBf16) {
-                mma_bf16(part[a][j], af, word(xc[j][0], L::word_of_step(s, 0)), word(xc[j][0], L::word_of_step(s, 1)));
+              for (int m = 0; m < 2; ++m) {
+                const uint32_t lo = word(wc[2 * a][h], L::word_of_step(s, m));      // row g
+                const uint32_t hi = word(wc[2 * a + 1][h], L::word_of_step(s, m));  // row g + 8
+                a16[a][m][0] = e4m3x2_to_f16x2(lo);
+                a16[a][m][1] = e4m3x2_to_f16x2(hi);
+                a16[a][m][2] = e4m3x2_to_f16x2(lo >> 16);
+                a16[a][m][3] = e4m3x2_to_f16x2(hi >> 16);
+              }
+#pragma unroll
+            for (int j = 0; j < kTiles; ++j)
+#pragma unroll
+              for (int m = 0; m < 2; ++m) {
+                const uint32_t xw = word(xc[j][0], L::word_of_step(s, m));
+                const uint32_t b0 = e4m3x2_to_f16x2(xw), b1 = e4m3x2_to_f16x2(xw >> 16);
+#pragma unroll
+                for (int a = 0; a < kASweep; ++a) mma_f16(part[a][j], a16[a][m], b0, b1);
+              }
+          } else {  // kBf16, kFp8AsBf16: the PTX MMA of the operand type
+#pragma unroll
+            for (int a = 0; a < kASweep; ++a) {
+              uint32_t af[4];
+              const uint4& lo = wc[2 * a][h];      // row g of the A tile: a0, a2
+              const uint4& hi = wc[2 * a + 1][h];  // row g + 8: a1, a3
+              if constexpr (kKind == SkinnyKind::kFp8AsBf16) {
+                af[0] = e4m3x2_to_bf16x2(word(lo, s));
+                af[2] = e4m3x2_to_bf16x2(word(lo, s) >> 16);
+                af[1] = e4m3x2_to_bf16x2(word(hi, s));
+                af[3] = e4m3x2_to_bf16x2(word(hi, s) >> 16);
               } else {
-                const uint4& xv = xc[j][s / 2];
-                mma_bf16(part[a][j], af, word(xv, L::word_of_step(s % 2, 0)), word(xv, L::word_of_step(s % 2, 1)));
+                af[0] = word(lo, L::word_of_step(s, 0));
+                af[2] = word(lo, L::word_of_step(s, 1));
+                af[1] = word(hi, L::word_of_step(s, 0));
+                af[3] = word(hi, L::word_of_step(s, 1));
+              }
+#pragma unroll
+              for (int j = 0; j < kTiles; ++j) {
+                if constexpr (kKind == SkinnyKind::kBf16) {
+                  mma_bf16(part[a][j], af, word(xc[j][0], L::word_of_step(s, 0)), word(xc[j][0], L::word_of_step(s, 1)));
+                } else {
+                  const uint4& xv = xc[j][s / 2];
+                  mma_bf16(part[a][j], af, word(xv, L::word_of_step(s % 2, 0)), word(xv, L::word_of_step(s % 2, 1)));
+                }
               }
             }
           }
@@ -322,8 +361,10 @@ void launch_kts(const SkinnyGemmParams& p, SkinnySplit sp, cudaStream_t stream) 
   const int row_warps = kWarps / sp.k_warps, rows_per_block = row_warps * kWarpRows;
   const int row_blocks = (p.N + rows_per_block - 1) / rows_per_block;
   const int passes = (p.M + kTiles * kTileCols - 1) / (kTiles * kTileCols);
+  DSV4_CHECK_MSG(int64_t(row_blocks) * passes * sp.cluster <= INT32_MAX, "skinny GEMM M=", p.M, " N=", p.N,
+                 ": too many blocks");
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(row_blocks * sp.cluster), unsigned(passes), 1);
+  cfg.gridDim = dim3(unsigned(row_blocks * passes * sp.cluster), 1, 1);
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = kSmem;
   cfg.stream = stream;
@@ -337,13 +378,14 @@ void launch_kts(const SkinnyGemmParams& p, SkinnySplit sp, cudaStream_t stream) 
   attr[1].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = sp.cluster > 1 ? 2 : 1;
-  DSV4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sp));
+  DSV4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, sp, passes));
 }
 
 template <SkinnyKind kKind, bool kOutBf16>
 void launch_k(const SkinnyGemmParams& p, SkinnySplit sp, cudaStream_t stream) {
-  // B tiles per pass: the fewest that cover min(M, 64) rows (padding rows are zeros).
-  const int rows = p.M < kSkinnyRowsPerPass ? p.M : kSkinnyRowsPerPass;
+  // B tiles per pass: the fewest that cover min(M, rows per pass) rows (padding rows are zeros).
+  const int per_pass = p.rows_per_pass > 0 ? p.rows_per_pass : skinny_rows_per_pass(kKind);
+  const int rows = p.M < per_pass ? p.M : per_pass;
   if (rows <= 1 * kTileCols) return launch_kts<kKind, 1, kOutBf16>(p, sp, stream);
   if (rows <= 2 * kTileCols) return launch_kts<kKind, 2, kOutBf16>(p, sp, stream);
   if (rows <= 4 * kTileCols) return launch_kts<kKind, 4, kOutBf16>(p, sp, stream);
@@ -352,6 +394,17 @@ void launch_k(const SkinnyGemmParams& p, SkinnySplit sp, cudaStream_t stream) {
 }
 
 }  // namespace
+
+int skinny_rows_per_pass(SkinnyKind kind) {
+  // Measured by bench_cuda_matmul_bench on an H200 (bench/results/2026-12-04-h200-skinny-passes.md):
+  //  - kFp8: passes of 16 rows (2 B tiles, two blocks per SM) win at every M from 9 to 512 on every
+  //    Flash shape: wq_b 32768×1024 at 64 rows 32.3 µs against 42.1 µs in one 64-row pass and
+  //    47.9 µs in passes of 8; at 128 rows 60.3 against 81.5 µs.
+  //  - kBf16: one 64-row pass; BF16 needs no conversions, so wider passes cost less per row: the
+  //    LM head 129280×4096 at 64 rows 535 µs against 605 µs in passes of 16.
+  //  - kFp8AsBf16 (wo_a): not measured apart; it keeps the 64-row pass it had.
+  return kind == SkinnyKind::kFp8 ? 16 : 64;
+}
 
 SkinnySplit skinny_split(int N, int n_units) {
   // Double the split while fewer than kTargetWarps warps would stream, each split keeps at least
@@ -382,8 +435,9 @@ void launch_skinny_gemm(const SkinnyGemmParams& p, cudaStream_t stream) {
                  "rows_per_group=", p.rows_per_group, " must be a multiple of ", kWarpRows);
   DSV4_CHECK_MSG(p.ldy == 0 || p.ldy >= p.N, "ldy=", p.ldy, " < N=", p.N);
   DSV4_CHECK((reinterpret_cast<uintptr_t>(p.w) | reinterpret_cast<uintptr_t>(p.x)) % 16 == 0);
-  const int64_t passes = (int64_t(p.M) + kSkinnyRowsPerPass - 1) / kSkinnyRowsPerPass;
-  DSV4_CHECK_MSG(passes <= kMaxGridY, "skinny GEMM M=", p.M, " needs more than ", kMaxGridY, " passes");
+  DSV4_CHECK_MSG(p.rows_per_pass == 0 || p.rows_per_pass == 8 || p.rows_per_pass == 16 || p.rows_per_pass == 32 ||
+                     p.rows_per_pass == 64,
+                 "skinny GEMM rows_per_pass=", p.rows_per_pass, " (0, 8, 16, 32 or 64)");
   SkinnyGemmParams q = p;
   q.ldx = ldx;
   const int n_units = int(int64_t(p.K) * (fp8_w ? 1 : 2) / L::kUnitBytes);

@@ -1,5 +1,5 @@
-// Tensor-core GEMM for few rows (decode, batched decode, speculative verify): y = x·Wᵀ with every
-// weight byte read once per 64 rows of x. The large-M GEMM is gemm_lt.cuh; matmul.h chooses.
+// Tensor-core GEMM for few rows (decode, batched decode, speculative verify): y = x·Wᵀ, the weights
+// streamed from HBM about once per call. The large-M GEMM is gemm_lt.cuh; matmul.h chooses.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -9,9 +9,9 @@
 namespace dsv4::cuda {
 
 // What the weights and activations are (architecture.md §11.2, §12):
-//   kFp8:      E4M3 weights in 128×128 UE8M0 tiles × E4M3 1×128 activations (m16n8k32 E4M3 MMA),
-//              each 128-wide K block summed by the tensor core, then scaled by s_x·s_w and added in
-//              FP32 — the reference's Σ_blocks s_x·s_w·(q_x·q_w).
+//   kFp8:      E4M3 weights in 128×128 UE8M0 tiles × E4M3 1×128 activations (both expanded exactly
+//              to F16 in registers, m16n8k16 F16 MMAs), each 128-wide K block summed by the tensor
+//              core, then scaled by s_x·s_w and added in FP32 — the reference's Σ_blocks s_x·s_w·(q_x·q_w).
 //   kBf16:     BF16 weights × BF16 activations, FP32 accumulation (m16n8k16 BF16 MMA).
 //   kFp8AsBf16: E4M3 weights in UE8M0 tiles × BF16 activations: the BF16 einsum of wo_a (§4.5) —
 //              E4M3 values expanded exactly to BF16 in registers, the power-of-two tile scale
@@ -33,6 +33,7 @@ struct SkinnyGemmParams {
   int64_t ldy = 0;                   // elements between rows of y (0: N)
   int M = 0, N = 0, K = 0;
   bool out_bf16 = true;
+  int rows_per_pass = 0;             // rows of x one weight pass serves: 8, 16, 32, 64; 0: the rule
 };
 
 // Shape of the launch, a function of (N, K) only — never of M — so that a row's arithmetic (the
@@ -47,12 +48,15 @@ struct SkinnySplit {
 };
 SkinnySplit skinny_split(int N, int n_units);
 
-constexpr int kSkinnyRowsPerPass = 64;  // rows of x one weight pass serves (8 MMA column tiles)
+// Rows of x one weight pass serves when the caller leaves it to the launcher (rows_per_pass = 0).
+// A pass of up to 64 rows is one block sweep over the weights with 8 MMA column tiles; M rows run
+// ceil(M / rows per pass) passes side by side. A row's arithmetic is the same for every choice,
+// so the rule is free to follow speed alone (its measured reason is at its definition).
+int skinny_rows_per_pass(SkinnyKind kind);
 
 // N >= 1, M >= 1, K a multiple of 128 (kFp8, kFp8AsBf16) or 64 (kBf16); w, x 16-byte aligned,
 // ldx·sizeof(x element) and group_stride·sizeof(x element) multiples of 16; with groups,
-// rows_per_group % 32 == 0 (a warp's 32 rows stay in one group). M > 64 runs ceil(M/64) weight
-// passes.
+// rows_per_group % 32 == 0 (a warp's 32 rows stay in one group).
 void launch_skinny_gemm(const SkinnyGemmParams& p, cudaStream_t stream);
 
 // The register layout shared by the kernel and the host emulation test (tests/cuda/matmul.cpp).
@@ -66,9 +70,10 @@ constexpr int kUnitBytes = 128;  // weight bytes of one row per K unit
 constexpr int kChunkBytes = 16;  // one 16-byte load
 __host__ __device__ constexpr int chunk_byte(int lane, int h) { return 64 * h + 16 * (lane % 4); }
 __host__ __device__ constexpr int chunk_row(int lane, int i) { return lane / 4 + 8 * i; }
-// kFp8 (m16n8k32) and kBf16 (m16n8k16): MMA step s (0, 1) of half h takes words 2s and 2s+1 of
-// the weight chunk as the (a0/a1, a2/a3) registers of its rows and the same words of the x chunk
-// as (b0, b1).
+// kFp8 and kBf16: MMA step s (0, 1) of half h takes words 2s and 2s+1 of the weight chunk and the
+// same words of the x chunk. kBf16 (one m16n8k16): word 2s as the a0/a1 registers of its rows,
+// word 2s+1 as a2/a3, the x words as b0, b1. kFp8 (two m16n8k16 on E4M3 expanded to F16): MMA m
+// takes word 2s + m, its bytes 0, 1 as a0/a1 (x: b0) and bytes 2, 3 as a2/a3 (x: b1).
 __host__ __device__ constexpr int word_of_step(int s, int reg) { return 2 * s + reg; }
 // kFp8AsBf16 (m16n8k16 on expanded weights): a 16-byte weight chunk is 16 K values, four MMA
 // steps s = 0..3: weight word s gives a0/a1 (bytes 0, 1 of the word) and a2/a3 (bytes 2, 3);
