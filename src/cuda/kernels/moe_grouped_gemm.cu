@@ -50,9 +50,9 @@ static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
 //     batch 1, against 29.7 % with shuffles and 23 % with three blocks per SM;
 //   decode: the same with three blocks per SM (80 registers, 24 bytes spilled, 24 warps per
 //     SM): batch 64 49.7 % of copy, against 44.7 % with two blocks and 43.6 % with shuffles and
-//     two (before). The
-//     kernel is issue-bound there (61 % issue-active, the top stall a fixed-latency dependency),
-//     so fewer instructions per weight byte and more warps to interleave are what pay;
+//     two (before). The kernel is issue-bound there (61 % issue-active, the top stall a
+//     fixed-latency dependency), so fewer instructions per weight byte and more warps to
+//     interleave are what pay;
 //   prefill: 8 tiles, 2 groups, shuffles, one block per SM (211 / 255 registers; not re-tuned).
 template <int kTokTiles_, int kStageGroups_, bool kSmemT_, int kMinBlocksPerSm>
 struct Shape {
