@@ -207,6 +207,52 @@ int main(int argc, char** argv) {
       }
     }
 
+    // The grouped wo_a (§4.5, grouped_out_proj.cuh) at Flash shape: the skinny kernel's FP8-as-BF16
+    // kind, 8 groups of 1024 rows, each reading its own 4096-wide slice of the BF16 attention
+    // output; every pass width (skinny_rows_per_pass's evidence for this kind).
+    {
+      constexpr int G = 8, R = 1024, K = 4096, kMaxM = 128;
+      const size_t wbytes = size_t(G) * R * K, sbytes = size_t(G * R / 128) * (K / 128);
+      const int copies = n_copies_for(wbytes, l2);
+      DeviceBuffer<uint8_t> w(wbytes * copies), ws(sbytes * copies);
+      {
+        const auto hw = fill.bytes(wbytes, 0, 255, true);
+        const auto hs = fill.bytes(sbytes, 118, 126, false);
+        for (int i = 0; i < copies; ++i) {
+          DSV4_CUDA_CHECK(cudaMemcpy(w.get() + i * wbytes, hw.data(), wbytes, cudaMemcpyHostToDevice));
+          DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + i * sbytes, hs.data(), sbytes, cudaMemcpyHostToDevice));
+        }
+      }
+      DeviceBuffer<uint16_t> o(fill.bf16(size_t(kMaxM) * G * K)), z(size_t(kMaxM) * G * R);
+      std::printf("\n%-26s %5s %-10s %10s %9s %7s\n", "wo_a (Flash, grouped)", "M", "kernel", "time_us", "GB/s", "of_copy");
+      for (const int M : {1, 9, 33, 64, 128}) {
+        for (const int rpp : {8, 16, 32, 64}) {
+          if (M <= 8 && rpp != skinny_rows_per_pass(SkinnyKind::kFp8AsBf16)) continue;
+          const double t = timer.median(reps, quick ? 10 : 30, true, [&](int i, cudaStream_t st) {
+            SkinnyGemmParams p;
+            p.kind = SkinnyKind::kFp8AsBf16;
+            p.w = w.get() + size_t(i % copies) * wbytes;
+            p.w_scale = ws.get() + size_t(i % copies) * sbytes;
+            p.x = o.get();
+            p.ldx = int64_t(G) * K;
+            p.rows_per_group = R;
+            p.group_stride = K;
+            p.y = z.get();
+            p.M = M;
+            p.N = G * R;
+            p.K = K;
+            p.out_bf16 = true;
+            p.rows_per_pass = rpp;
+            launch_skinny_gemm(p, st);
+          });
+          const double bytes = double(wbytes + sbytes) + double(M) * G * K * 2 + double(M) * G * R * 2;
+          const bool star = rpp == skinny_rows_per_pass(SkinnyKind::kFp8AsBf16);
+          std::printf("%-26s %5d %-9s%s %10.2f %9.1f %6.1f%%\n", "wo_a", M, ("skinny/" + std::to_string(rpp)).c_str(),
+                      star ? "*" : " ", t * 1e6, bytes / t * 1e-9, 100 * bytes / t * 1e-9 / copy_gbps);
+        }
+      }
+    }
+
     // mHC pre (§3.1) at Flash shape: the 24-wide FP32 projection of the 4·4096 streams, Sinkhorn,
     // collapse, with the attention RMSNorm and FP8 quantisation fused. Bytes: fn once + X + u.
     std::printf("\n%-26s %5s %10s %9s %7s\n", "mhc pre (Flash, fused norm+fp8)", "rows", "time_us", "GB/s", "of_copy");
