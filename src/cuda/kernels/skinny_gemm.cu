@@ -397,9 +397,10 @@ void launch_k(const SkinnyGemmParams& p, SkinnySplit sp, cudaStream_t stream) {
 
 int skinny_rows_per_pass(SkinnyKind kind) {
   // Measured by bench_cuda_matmul_bench on an H200 (bench/results/2026-12-04-h200-skinny-passes.md):
-  //  - kFp8: passes of 16 rows (2 B tiles, two blocks per SM) win at every M from 9 to 512 on every
-  //    Flash shape: wq_b 32768×1024 at 64 rows 32.3 µs against 42.1 µs in one 64-row pass and
-  //    47.9 µs in passes of 8; at 128 rows 60.3 against 81.5 µs.
+  //  - kFp8: passes of 16 rows (2 B tiles, two blocks per SM) win at every M from 33 to 512 on
+  //    every Flash shape (at 9 rows all widths but 8 tie): wq_b 32768×1024 at 64 rows 32.3 µs
+  //    against 42.1 µs in one 64-row pass and 47.9 µs in passes of 8; at 128 rows 60.3 against
+  //    81.5 µs.
   //  - kBf16 and kFp8AsBf16: one 64-row pass. Their MMAs take the operands as loaded (BF16) or
   //    converted once per A tile, so wider passes cost less per row: the LM head 129280×4096 at
   //    64 rows 535 µs against 605 µs in passes of 16; the grouped wo_a (8 × 1024 × 4096) at 64
