@@ -39,7 +39,7 @@ struct Out {
 };
 
 std::vector<Out> generate_all(Forward& f, const std::vector<std::vector<int32_t>>& prompts, int k,
-                              const SamplingParams& sampling, int64_t max_tokens) {
+                              const SamplingParams& sampling, int64_t max_tokens, bool ignore_eos = false) {
   SchedulerOptions o;
   o.max_running = 8;
   o.max_step_tokens = 256;
@@ -51,6 +51,7 @@ std::vector<Out> generate_all(Forward& f, const std::vector<std::vector<int32_t>
     r.prompt = prompts[i];
     r.sampling = sampling;
     r.max_tokens = max_tokens;
+    r.ignore_eos = ignore_eos;
     Out* o_i = &out[i];
     r.on_token = [o_i](const SampleResult& x) {
       o_i->ids.push_back(x.id);
@@ -69,14 +70,17 @@ TEST(SpeculativeNano, GreedyEqualsPlainGreedyBitForBitWithPreemption) {
   // Release: 190–250 prompt tokens + 64 generated cross a 256-token block: on a pool of 6 blocks
   // eight sequences are admitted on one block each and preempt one another as they grow.
   // Under the sanitizers (ten times slower, and this was CI's long pole at over 8 minutes): two
-  // sequences of 241–250 tokens + 16 generated on 2 blocks, and one k drawn from the seed; that
-  // still crosses the block and preempts (the first to grow past 256 tokens takes the other's
-  // block), which is the memory-safety question.
+  // sequences of 252–255 tokens + 16 generated, EOS ignored, on 2 blocks, and one k drawn from
+  // the seed. Both hold a block from the first step and both must cross into a second one within
+  // their first 5 generated tokens, so the first to cross takes the other's block: a preemption
+  // every run, which is the memory-safety question. (With 241–250 tokens a seed drew 241 and
+  // 242: the first fits one block, 241 + 15 fed = 256 positions, and finished before the second
+  // crossed at its last token, so nothing was preempted.)
   const bool short_run = test::kSanitizerBuild;
   const int n_prompts = short_run ? 2 : 8;
   const int64_t n_generated = short_run ? 16 : 64;
   const int64_t pool_blocks = short_run ? 2 : 6;
-  const auto prompts = short_run ? test::nano_text_prompts(rng, n_prompts, 241, 250)
+  const auto prompts = short_run ? test::nano_text_prompts(rng, n_prompts, 252, 255)
                                   : test::nano_text_prompts(rng, n_prompts, 190, 250);
   std::vector<int> draft_counts;
   if (short_run) {
@@ -90,12 +94,12 @@ TEST(SpeculativeNano, GreedyEqualsPlainGreedyBitForBitWithPreemption) {
   greedy.temperature = 0.0f;
   greedy.top_logprobs = 2;
   auto plain_f = nano();
-  const std::vector<Out> plain = generate_all(*plain_f, prompts, 0, greedy, n_generated);
+  const std::vector<Out> plain = generate_all(*plain_f, prompts, 0, greedy, n_generated, short_run);
   int64_t preempted = 0;
   for (int k : draft_counts) {
     auto f = nano(pool_blocks * 256);
     ASSERT_TRUE(f->can_draft());
-    const std::vector<Out> spec = generate_all(*f, prompts, k, greedy, n_generated);
+    const std::vector<Out> spec = generate_all(*f, prompts, k, greedy, n_generated, short_run);
     SpeculativeCounts c;
     for (size_t i = 0; i < prompts.size(); ++i) {
       ASSERT_EQ(spec[i].ids, plain[i].ids) << "k=" << k << " prompt " << i;
