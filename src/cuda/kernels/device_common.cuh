@@ -1,4 +1,4 @@
-// Device-side helpers shared by the kernel families: warp reductions, UE8M0/E4M3/E2M1 element
+// Device-side helpers shared by the kernel families: warp reductions, the BF16 MMA, UE8M0/E4M3/E2M1 element
 // conversions and the FP8 1×128 activation quantiser (§12). Included by kernels/*.cu only;
 // the host-side scalar ground truth for the same formats is util/float_formats.h.
 #pragma once
@@ -27,6 +27,14 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = kWarpSize / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
   return v;
+}
+
+// D += A·B, m16n8k16, BF16 × BF16 → FP32 (PTX ISA "mma.m16n8k16" fragment layout; sm_80+).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // UE8M0 byte -> 2^(b-127) (§11.2). The biased exponent is the FP32 exponent field, so normal
