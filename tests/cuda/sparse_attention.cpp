@@ -109,9 +109,11 @@ TEST_P(SparseAttentionTest, MatchesReference) {
         }
         rows.push_back(r);
         lg.push_back(s * scale);
-        // FP32 logit: a lane's ≤ 16-term FMA chain (dim/32 dims) + 5 butterfly adds over the warp +
-        // the q·scale product (the 1×64 tile scale is a power of two): ≤ 24u·Σ|q·k|·scale.
-        lg_err.push_back(24 * kF32Unit * sa * scale);
+        // Logit: BF16 MMAs (products exact; the 1×64 tile scale is a power of two, folded into
+        // the BF16 key exactly), each warp over dim/4 dims: dim/64 k16 HMMAs at ≤ 8u·Σ|terms|
+        // each (matmul.cpp's accumulation model), the 4 warp partials added (≤ 3u), the product
+        // with the softmax scale (u): ≤ (dim/8 + 4)·u·Σ|q·k|·scale.
+        lg_err.push_back((dim / 8 + 4) * kF32Unit * sa * scale);
         m = std::max(m, s * scale);
       }
       const size_t o = (size_t(qi) * c.H + h) * dim;
@@ -132,9 +134,11 @@ TEST_P(SparseAttentionTest, MatchesReference) {
           // argument x of an expf costs |x|·u relative: a key's weight passes exp(ℓ − m_tile), the
           // later tiles' rescales exp(m_old − m_new) (arguments telescope to ≤ range) and the
           // combine's exp(m_block − m): ≤ 3·range·u, in the numerator and in the denominator.
-          // Plus ≤ 64u from the expf results, the rescales and the FP32 accumulation over ≤ n_idx terms.
+          // Plus ≤ 64u from the expf results, the rescales and the combine; ≤ u from splitting p
+          // into three BF16 terms (|p − hi − mid − lo| ≤ 2^-24·p); ≤ n_idx·u from the P·V HMMAs
+          // (a block sums ≤ n_idx/8 keys in 3 HMMAs per 16, ≤ 8u of the running Σ p·|v| each).
           err[size_t(d)] += ps * std::fabs(k[size_t(rows[s]) * dim + d]) *
-                            (2 * dl + (6 * range + 64 + c.n_idx) * kF32Unit);
+                            (2 * dl + (6 * range + 65 + c.n_idx) * kF32Unit);
         }
       }
       for (int d = 0; d < nope; ++d) {

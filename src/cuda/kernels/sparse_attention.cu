@@ -1,10 +1,20 @@
 // Sparse attention kernel and launcher; see sparse_attention.cuh for the contract.
-// Split-key ("flash-decoding") kernel, templated on the head dim D. A cluster of kSplit blocks
-// serves one (query, group of kHeads heads): block r takes the list positions r, r+kSplit, … (so
-// a masked tail or masked entries spread evenly over the blocks), compacts its valid slots, and
-// streams them in tiles of kTileKeys rows staged in shared memory with cp.async (every row read
-// once per head group, all of a tile's loads in flight at once). Per tile: logits of the group's
-// heads (K = V: one dequantised row serves every head), an online-softmax update, and Σ p·v.
+// Split-key ("flash-decoding") tensor-core kernel, templated on the head dim D. A cluster of
+// kSplit blocks serves one (query, group of 16 heads): block r takes the list positions r,
+// r+kSplit, … (so masked entries spread evenly over the blocks), compacts its valid slots and
+// streams them in tiles of 32 rows. The 16 heads share every K = V row (one query, MQA-shaped),
+// which is what makes tensor cores pay: per tile the block
+//   1. converts the staged E4M3 rows to BF16 once, with the 1×64 tile scale folded in (exact: the
+//      scale is a power of two and E4M3 has 4 significant bits),
+//   2. S = Q·Kᵀ [16 heads × 32 keys] with m16n8k16 BF16 MMAs, each warp over its quarter of the
+//      dims, the four partial sums added in warp order,
+//   3. an FP32 online-softmax update; p = exp(ℓ − m) is split into three BF16 terms hi + mid + lo
+//      (|p − hi − mid − lo| ≤ 2^-24·p: FP32 accuracy, §12 "FP32 accumulation/online softmax"; with
+//      two terms, 2^-16·p, nano's top-1 disagreements with the FP32 CPU reference went up by half:
+//      bench/results/2026-12-04-h200-tc-sparse-attention.md),
+//   4. O += P·V with the same MMAs, each warp owning its quarter of the output dims.
+// A warp reads and writes only its own quarter of the BF16 tile, so steps 1, 2 and 4 need no
+// barrier between warps; the next tile's cache rows load (cp.async) during steps 3 and 4.
 // The blocks' partial (max, sum, o) meet through distributed shared memory after a cluster
 // barrier; each block combines a slice of the outputs in block order (deterministic, no atomics,
 // no workspace), adds the sink to the denominator once (§4.3) and applies the inverse RoPE (§4.4).
@@ -12,6 +22,8 @@
 
 #include <cooperative_groups.h>
 #include <cuda_pipeline.h>
+
+#include <atomic>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
@@ -23,46 +35,46 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kSplit = 8;       // blocks per cluster = key slices per (query, head group); portable cluster size
-constexpr int kHeads = 4;       // heads per block: 64 heads × 1 query → 16 clusters = 128 blocks
-constexpr int kTileKeys = 64;   // rows staged per tile
-constexpr int kValueDims = 4;   // value phase: a thread owns 4 consecutive dims of all kHeads heads
+constexpr int kHeads = 16;      // heads per block: the MMA's m. 64 heads × 1 query → 4 clusters = 32 blocks
+constexpr int kTileKeys = 32;   // rows per tile: two k16 steps of P·V
+constexpr int kBlocksPerSm = 2;  // D = 512 needs ~200 registers; at 3 blocks per SM (170) it spills
 
 template <int D>
 struct Shape {
   static constexpr int kNope = kv_nope(D);
-  static constexpr int kRowBytes = kv_row_data_bytes(D);           // 576 / 192
-  static constexpr int kScaleBytes = kv_row_scale_bytes(D);        // 8 / 2
-  static constexpr int kRowChunks = kRowBytes / 16;                // cp.async pieces per row
-  static constexpr int kDimsPerLane = D / kWarpSize;               // logit phase: 16 / 4
-  static constexpr int kNopeLanes = kNope / kDimsPerLane;          // 28 / 16
-  static constexpr int kChunks = D / kValueDims;                   // value phase: 128 / 32 dim chunks
-  static constexpr int kGroups = kThreads / kChunks;               // 2 / 8 key groups
-  static constexpr int kPairsPerBlock = kHeads * D / 2 / kSplit;   // combine: 128 / 32 output pairs
+  static constexpr int kRowBytes = kv_row_data_bytes(D);     // 576 / 192
+  static constexpr int kScaleBytes = kv_row_scale_bytes(D);  // 8 / 2
+  static constexpr int kRowChunks = kRowBytes / 16;          // cp.async pieces per row
+  static constexpr int kWarpDims = D / kWarps;               // a warp's quarter: 128 / 32 dims
+  static constexpr int kKSteps = kWarpDims / 16;             // its k16 steps of Q·Kᵀ
+  static constexpr int kNTiles = kWarpDims / 8;              // its n8 tiles of P·V
+  static constexpr int kLanesPerRow = kWarpDims / 4;         // conversion: a lane converts 4 dims
+  static constexpr int kRowsPerPass = kWarpSize / kLanesPerRow;
+  static constexpr int kStride = D + 8;                      // BF16 tile row: +16 bytes, ldmatrix conflict-free
+  static constexpr int kPairsPerBlock = kHeads * D / 2 / kSplit;  // combine: 512 / 128 output pairs
   static_assert(kRowBytes % 16 == 0, "rows are copied in 16-byte pieces");
-  static_assert(kDimsPerLane % 4 == 0, "a lane loads whole E4M3 words");
-  static_assert(kNope % kDimsPerLane == 0 && kKvTile % kDimsPerLane == 0, "a lane's dims share one scale");
-  static_assert(kNope % kValueDims == 0 && kKvTile % kValueDims == 0, "a value chunk's dims share one scale");
-  static_assert(kThreads % kChunks == 0, "whole key groups");
-  static_assert(kPairsPerBlock <= kThreads && (kHeads * D / 2) % kSplit == 0, "one output pair per combine thread");
+  static_assert(kKSteps >= 1 && kNTiles % 2 == 0, "whole k16 steps and n8 tile pairs per warp");
+  static_assert(kNope % 4 == 0 && kKvTile % 4 == 0, "a lane's 4 dims are all NoPE or all RoPE and share one scale");
+  static_assert(kWarpSize % kLanesPerRow == 0 && kTileKeys % kRowsPerPass == 0, "whole rows per conversion pass");
+  static_assert((kHeads * D / 2) % kSplit == 0, "whole output pairs per block");
 };
-static_assert(kHeads == 4, "reduce_heads and the float4 p rows assume 4 heads per block");
-static_assert(kHeads <= kWarps && kTileKeys % kWarpSize == 0, "softmax: one warp per head, whole lanes per tile");
+static_assert(kThreads == kHeads * 8, "softmax: 8 threads per head, 4 keys each");
+static_assert(kTileKeys == 32, "softmax and P·V assume 32-key tiles");
 
 template <int D>
 struct Smem {
   using S = Shape<D>;
   union {
-    uint8_t rows[kTileKeys * S::kRowBytes];  // the tile's cache rows, byte for byte
-    struct {
-      float part[S::kGroups][kHeads * D];    // per key group partial Σ p·v, [head][dim]
-      float o[kHeads * D];                   // the block's Σ p·v (relative to its max), read by the cluster
-    } out;
+    alignas(16) __nv_bfloat16 kv[kTileKeys][S::kStride];  // the tile's rows as BF16, tile scales applied
+    alignas(16) float o[kHeads][D];                        // at the end: the block's Σ p·v, read by the cluster
   };
-  uint8_t scale[kTileKeys * S::kScaleBytes];
-  float4 p[kTileKeys];     // [key] logits of the 4 heads, then their exp(ℓ − m)
+  alignas(16) uint8_t raw[kTileKeys][S::kRowBytes];  // staged cache rows, byte for byte
+  alignas(16) uint8_t scale[kTileKeys][S::kScaleBytes];
+  alignas(16) float s_part[kWarps][kHeads][kTileKeys];  // each warp's partial Q·Kᵀ over its dims
+  alignas(16) __nv_bfloat16 p_terms[3][kHeads][kTileKeys + 8];  // P as hi, mid, lo; +16 B: conflict-free
   int32_t list[kThreads];  // compacted valid slots of one chunk of this block's positions
   int warp_count[kWarps];
   float alpha[kHeads], m[kHeads], l[kHeads];
@@ -81,71 +93,80 @@ __device__ __forceinline__ const uint8_t* row_scales(const SparseAttnParams& p, 
   return p.cache + page * page_bytes + int64_t(p.block_size) * kv_row_data_bytes(D) + off * kv_row_scale_bytes(D);
 }
 
-// N 32-bit words from 4N-byte aligned shared memory, in vector loads.
-template <int N>
-__device__ __forceinline__ void load_words(const uint8_t* src, uint32_t (&w)[N]) {
-  if constexpr (N % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < N; i += 4) {
-      const uint4 v = reinterpret_cast<const uint4*>(src)[i / 4];
-      w[i] = v.x, w[i + 1] = v.y, w[i + 2] = v.z, w[i + 3] = v.w;
-    }
-  } else if constexpr (N == 2) {
-    const uint2 v = *reinterpret_cast<const uint2*>(src);
-    w[0] = v.x, w[1] = v.y;
-  } else {
-    static_assert(N == 1, "1, 2 or a multiple of 4 words");
-    w[0] = *reinterpret_cast<const uint32_t*>(src);
-  }
+__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
 }
-// Two BF16 (low half = first element) -> floats, exactly.
-__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-
-// Sum each of the 4 per-lane values over the warp (reduce-scatter, 6 shuffles instead of 20).
-// Returns the total of value (lane >> 3) & 3 in every lane.
-__device__ __forceinline__ float reduce_heads(const float (&v)[kHeads], int lane) {
-  const bool hi16 = lane & 16, hi8 = lane & 8;
-  // xor 16: lanes < 16 keep values 0, 1 and send 2, 3; lanes >= 16 the other way round.
-  const float s0 = hi16 ? v[0] : v[2], s1 = hi16 ? v[1] : v[3];
-  const float k0 = hi16 ? v[2] : v[0], k1 = hi16 ? v[3] : v[1];
-  const float a0 = k0 + __shfl_xor_sync(kFullMask, s0, 16), a1 = k1 + __shfl_xor_sync(kFullMask, s1, 16);
-  // xor 8: keep value 2·hi16 + hi8.
-  float x = (hi8 ? a1 : a0) + __shfl_xor_sync(kFullMask, hi8 ? a0 : a1, 8);
-  x += __shfl_xor_sync(kFullMask, x, 4);
-  x += __shfl_xor_sync(kFullMask, x, 2);
-  x += __shfl_xor_sync(kFullMask, x, 1);
-  return x;
+// Four 8×8 BF16 matrices; lanes 8i … 8i+7 give the row addresses of matrix i (PTX "ldmatrix").
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row)));
+}
+// The same, each matrix transposed: a lane receives a column pair instead of a row pair.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row)));
+}
+__device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 template <int D>
-__global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, 2) sparse_attention_kernel(SparseAttnParams p) {
-  wait_for_prior_grids();
+__global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, kBlocksPerSm)
+    sparse_attention_kernel(SparseAttnParams p) {
   using S = Shape<D>;
-  constexpr int kNope = S::kNope, kRowBytes = S::kRowBytes, kScaleBytes = S::kScaleBytes, kDL = S::kDimsPerLane;
-  __shared__ __align__(16) Smem<D> sm;
+  extern __shared__ __align__(16) uint8_t smem_bytes[];
+  Smem<D>& sm = *reinterpret_cast<Smem<D>*>(smem_bytes);
+  wait_for_prior_grids();
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = int(cluster.block_rank());
-  const int qi = blockIdx.y, group = blockIdx.x / kSplit;
+  const int qi = blockIdx.y, h0 = blockIdx.x / kSplit * kHeads;
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int g = lane / 4, c = lane % 4;  // MMA fragment row group and column pair
+  const int wd0 = warp * S::kWarpDims;   // first dim of this warp's quarter
   const int32_t* idx = p.indices + int64_t(qi) * p.n_idx;
   const int64_t page_bytes = kv_page_bytes(p.block_size, D);
 
-  // This lane's query dims of the group's heads, pre-multiplied by the softmax scale. Heads past
-  // H (H not a multiple of kHeads) score zeros and are never written.
-  float qv[kHeads][kDL];
+  // Q as MMA A fragments over this warp's dims: rows = heads h0+g and h0+g+8 (zero past H: they
+  // score zeros and are never written), held in registers for the whole list.
+  uint32_t qf[S::kKSteps][4];
+  {
+    const __nv_bfloat16* q_lo = p.q + (int64_t(qi) * p.H + h0 + g) * D;
+    const __nv_bfloat16* q_hi = q_lo + 8 * D;
+    const bool lo_ok = h0 + g < p.H, hi_ok = h0 + g + 8 < p.H;
 #pragma unroll
-  for (int h = 0; h < kHeads; ++h) {
-    const int hg = group * kHeads + h;
-    const __nv_bfloat16* q = p.q + (int64_t(qi) * p.H + hg) * D + lane * kDL;
-#pragma unroll
-    for (int j = 0; j < kDL; ++j) qv[h][j] = hg < p.H ? __bfloat162float(q[j]) * p.softmax_scale : 0.0f;
+    for (int ks = 0; ks < S::kKSteps; ++ks) {
+      const int d = wd0 + 16 * ks + 2 * c;
+      qf[ks][0] = lo_ok ? *reinterpret_cast<const uint32_t*>(q_lo + d) : 0u;
+      qf[ks][1] = hi_ok ? *reinterpret_cast<const uint32_t*>(q_hi + d) : 0u;
+      qf[ks][2] = lo_ok ? *reinterpret_cast<const uint32_t*>(q_lo + d + 8) : 0u;
+      qf[ks][3] = hi_ok ? *reinterpret_cast<const uint32_t*>(q_hi + d + 8) : 0u;
+    }
   }
 
-  // Value-phase ownership: dims d0 … d0+3 of every head, keys g, g + kGroups, … of each tile.
-  const int d0 = (threadIdx.x % S::kChunks) * kValueDims, g = threadIdx.x / S::kChunks;
-  float acc[kHeads][kValueDims] = {};
-  float m_run = -INFINITY, l_run = 0.0f;  // softmax state of head `warp`, held by warps 0 … kHeads−1
+  float acc[S::kNTiles][4] = {};  // O of heads g / g+8 (regs 0-1 / 2-3), this warp's dims
+  // Softmax state of head threadIdx.x / 8, held alike by its 8 threads.
+  const int sh = threadIdx.x / 8, sk = threadIdx.x % 8 * 4;
+  float m_run = -INFINITY, l_run = 0.0f;
+
+  // Stage rows t0 … t0+n−1 of the compacted list (all pieces in flight together).
+  const auto stage = [&](int t0, int n) {
+    for (int e = threadIdx.x; e < n * S::kRowChunks; e += kThreads) {
+      const int k = e / S::kRowChunks, j = e % S::kRowChunks;
+      __pipeline_memcpy_async(&sm.raw[k][16 * j], row_data<D>(p, page_bytes, sm.list[t0 + k]) + 16 * j, 16);
+    }
+    if constexpr (S::kScaleBytes % 8 == 0) {
+      for (int k = threadIdx.x; k < n; k += kThreads)
+        __pipeline_memcpy_async(&sm.scale[k][0], row_scales<D>(p, page_bytes, sm.list[t0 + k]), S::kScaleBytes);
+    } else {  // 2-byte scale groups are below cp.async's smallest piece
+      for (int e = threadIdx.x; e < n * S::kScaleBytes; e += kThreads)
+        sm.scale[e / S::kScaleBytes][e % S::kScaleBytes] =
+            row_scales<D>(p, page_bytes, sm.list[t0 + e / S::kScaleBytes])[e % S::kScaleBytes];
+    }
+    __pipeline_commit();
+  };
 
   const int n_mine = p.n_idx > rank ? (p.n_idx - rank + kSplit - 1) / kSplit : 0;  // positions rank + kSplit·i
   for (int c0 = 0; c0 < n_mine; c0 += kThreads) {
@@ -163,178 +184,182 @@ __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, 2) sp
     }
     if (slot >= 0) sm.list[base + __popc(ballot & ((1u << lane) - 1u))] = slot;
     __syncthreads();
+    if (total > 0) stage(0, min(kTileKeys, total));
 
     for (int t0 = 0; t0 < total; t0 += kTileKeys) {
       const int n = min(kTileKeys, total - t0);
-      // Stage the n rows (all pieces in flight together) and their scale bytes.
-      for (int e = threadIdx.x; e < n * S::kRowChunks; e += kThreads) {
-        const int k = e / S::kRowChunks, j = e % S::kRowChunks;
-        __pipeline_memcpy_async(sm.rows + k * kRowBytes + 16 * j,
-                                row_data<D>(p, page_bytes, sm.list[t0 + k]) + 16 * j, 16);
-      }
-      __pipeline_commit();
-      for (int e = threadIdx.x; e < n * kScaleBytes; e += kThreads) {
-        const int k = e / kScaleBytes;
-        sm.scale[e] = row_scales<D>(p, page_bytes, sm.list[t0 + k])[e % kScaleBytes];
-      }
       __pipeline_wait_prior(0);
-      __syncthreads();
+      __syncthreads();  // the tile's rows and scales are in
 
-      // Logits: warp per key; lane `lane` dots its kDL dims with every head (E4M3 NoPE lanes times
-      // their 1×64 tile scale, BF16 RoPE lanes), then one reduce-scatter over the 4 heads.
-      for (int k = warp; k < n; k += kWarps) {
-        const uint8_t* row = sm.rows + k * kRowBytes;
-        float part[kHeads] = {};
-        if (lane < S::kNopeLanes) {
-          uint32_t w[kDL / 4];
-          load_words(row + lane * kDL, w);
-#pragma unroll
-          for (int i4 = 0; i4 < kDL / 4; ++i4) {
-            const float2 a = e4m3x2_to_float2(uint16_t(w[i4])), b = e4m3x2_to_float2(uint16_t(w[i4] >> 16));
-#pragma unroll
-            for (int h = 0; h < kHeads; ++h) {
-              part[h] = fmaf(qv[h][4 * i4], a.x, part[h]);
-              part[h] = fmaf(qv[h][4 * i4 + 1], a.y, part[h]);
-              part[h] = fmaf(qv[h][4 * i4 + 2], b.x, part[h]);
-              part[h] = fmaf(qv[h][4 * i4 + 3], b.y, part[h]);
-            }
-          }
-          const float sc = e8m0_to_float(sm.scale[k * kScaleBytes + lane * kDL / kKvTile]);
-#pragma unroll
-          for (int h = 0; h < kHeads; ++h) part[h] *= sc;
-        } else {
-          uint32_t w[kDL / 2];
-          load_words(row + kNope + (lane - S::kNopeLanes) * 2 * kDL, w);
-#pragma unroll
-          for (int i2 = 0; i2 < kDL / 2; ++i2) {
-            const float x0 = bf16_lo(w[i2]), x1 = bf16_hi(w[i2]);
-#pragma unroll
-            for (int h = 0; h < kHeads; ++h) {
-              part[h] = fmaf(qv[h][2 * i2], x0, part[h]);
-              part[h] = fmaf(qv[h][2 * i2 + 1], x1, part[h]);
-            }
-          }
-        }
-        const float s = reduce_heads(part, lane);
-        if ((lane & 7) == 0) reinterpret_cast<float*>(&sm.p[k])[lane >> 3] = s;
-      }
-      __syncthreads();
-
-      // Online softmax, warp h for head h: new max, p = exp(ℓ − m) in place, rescale factor.
-      if (warp < kHeads) {
-        float lg[kTileKeys / kWarpSize];
-        float m_tile = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < kTileKeys / kWarpSize; ++j) {
-          const int k = lane + j * kWarpSize;
-          lg[j] = k < n ? reinterpret_cast<const float*>(&sm.p[k])[warp] : -INFINITY;
-          m_tile = fmaxf(m_tile, lg[j]);
-        }
-        const float m_new = fmaxf(m_run, warp_max(m_tile));
-        float ps = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kTileKeys / kWarpSize; ++j) {
-          const int k = lane + j * kWarpSize;
+      // 1. This warp's dims of every row → BF16 (rows past n → 0: P is 0 there, V must be finite).
+      {
+        const int d = wd0 + lane % S::kLanesPerRow * 4;
+#pragma unroll 4
+        for (int k = lane / S::kLanesPerRow; k < kTileKeys; k += S::kRowsPerPass) {
+          uint2 out = make_uint2(0u, 0u);
           if (k < n) {
-            const float e = expf(lg[j] - m_new);
-            reinterpret_cast<float*>(&sm.p[k])[warp] = e;
-            ps += e;
+            if (d < S::kNope) {
+              const uint32_t w = *reinterpret_cast<const uint32_t*>(&sm.raw[k][d]);
+              const float sc = e8m0_to_float_select(sm.scale[k][d / kKvTile]);
+              const float2 a = e4m3x2_to_float2(uint16_t(w)), b = e4m3x2_to_float2(uint16_t(w >> 16));
+              out = make_uint2(bf16x2_bits(a.x * sc, a.y * sc), bf16x2_bits(b.x * sc, b.y * sc));
+            } else {
+              out = *reinterpret_cast<const uint2*>(&sm.raw[k][S::kNope + 2 * (d - S::kNope)]);
+            }
           }
+          *reinterpret_cast<uint2*>(&sm.kv[k][d]) = out;
         }
+      }
+      __syncwarp();
+
+      // 2. Partial logits over this warp's dims: n8 tiles of keys, k16 steps of dims.
+      {
+        float s[kTileKeys / 8][4] = {};
+#pragma unroll
+        for (int ks = 0; ks < S::kKSteps; ++ks)
+#pragma unroll
+          for (int j = 0; j < kTileKeys / 8; j += 2) {
+            uint32_t b[4];  // keys 8j … 8j+15 × dims of step ks
+            ldmatrix_x4(b, &sm.kv[8 * j + lane % 8 + 8 * (lane / 16)][wd0 + 16 * ks + 8 * (lane / 8 % 2)]);
+            mma_bf16(s[j], qf[ks], b[0], b[1]);
+            mma_bf16(s[j + 1], qf[ks], b[2], b[3]);
+          }
+#pragma unroll
+        for (int j = 0; j < kTileKeys / 8; ++j) {
+          *reinterpret_cast<float2*>(&sm.s_part[warp][g][8 * j + 2 * c]) = make_float2(s[j][0], s[j][1]);
+          *reinterpret_cast<float2*>(&sm.s_part[warp][g + 8][8 * j + 2 * c]) = make_float2(s[j][2], s[j][3]);
+        }
+      }
+      __syncthreads();  // partials complete; every warp is done with the staged rows
+      if (t0 + kTileKeys < total) stage(t0 + kTileKeys, min(kTileKeys, total - t0 - kTileKeys));
+
+      // 3. Online softmax: thread (head sh, keys sk … sk+3); the 8 threads of a head reduce by shuffles.
+      {
+        float4 sum = *reinterpret_cast<const float4*>(&sm.s_part[0][sh][sk]);
+#pragma unroll
+        for (int w = 1; w < kWarps; ++w) {
+          const float4 v = *reinterpret_cast<const float4*>(&sm.s_part[w][sh][sk]);
+          sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+        }
+        const float lg[4] = {sk < n ? sum.x * p.softmax_scale : -INFINITY, sk + 1 < n ? sum.y * p.softmax_scale : -INFINITY,
+                             sk + 2 < n ? sum.z * p.softmax_scale : -INFINITY, sk + 3 < n ? sum.w * p.softmax_scale : -INFINITY};
+        float m_grp = fmaxf(fmaxf(lg[0], lg[1]), fmaxf(lg[2], lg[3]));
+#pragma unroll
+        for (int o = 1; o < 8; o *= 2) m_grp = fmaxf(m_grp, __shfl_xor_sync(kFullMask, m_grp, o));
+        const float m_new = fmaxf(m_run, m_grp);  // finite: key sk = 0 of the tile is valid
+        float e[4], ps = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) ps += (e[j] = sk + j < n ? expf(lg[j] - m_new) : 0.0f);
+#pragma unroll
+        for (int o = 1; o < 8; o *= 2) ps += __shfl_xor_sync(kFullMask, ps, o);
         const float alpha = expf(m_run - m_new);  // m_run = −inf before the first tile: alpha = 0
-        l_run = l_run * alpha + warp_sum(ps);
+        l_run = l_run * alpha + ps;
         m_run = m_new;
-        if (lane == 0) sm.alpha[warp] = alpha;
+        // Each remainder r − bf16(r) is exact in FP32 (r and its rounding share the top bits).
+#pragma unroll
+        for (int t = 0; t < 3; ++t) {
+          *reinterpret_cast<uint2*>(&sm.p_terms[t][sh][sk]) =
+              make_uint2(bf16x2_bits(e[0], e[1]), bf16x2_bits(e[2], e[3]));
+#pragma unroll
+          for (int j = 0; j < 4; ++j) e[j] -= __bfloat162float(__float2bfloat16_rn(e[j]));
+        }
+        if (sk == 0) sm.alpha[sh] = alpha;
       }
       __syncthreads();
 
-      // Σ p·v: rescale, then this thread's keys of the tile.
-      float alpha[kHeads];
+      // 4. O = alpha·O + (P_hi + P_mid + P_lo)·V over this warp's dims.
+      {
+        const float a_g = sm.alpha[g], a_g8 = sm.alpha[g + 8];
 #pragma unroll
-      for (int h = 0; h < kHeads; ++h) {
-        alpha[h] = sm.alpha[h];
+        for (int j = 0; j < S::kNTiles; ++j) acc[j][0] *= a_g, acc[j][1] *= a_g, acc[j][2] *= a_g8, acc[j][3] *= a_g8;
 #pragma unroll
-        for (int i4 = 0; i4 < kValueDims; ++i4) acc[h][i4] *= alpha[h];
-      }
-      for (int k = g; k < n; k += S::kGroups) {
-        const float4 pk = sm.p[k];
-        const float ph[kHeads] = {pk.x, pk.y, pk.z, pk.w};
-        const uint8_t* row = sm.rows + k * kRowBytes;
-        float v[kValueDims];
-        if (d0 < kNope) {
-          const float sc = e8m0_to_float(sm.scale[k * kScaleBytes + d0 / kKvTile]);
-          const uint32_t w = *reinterpret_cast<const uint32_t*>(row + d0);
-          const float2 a = e4m3x2_to_float2(uint16_t(w)), b = e4m3x2_to_float2(uint16_t(w >> 16));
-          v[0] = a.x * sc, v[1] = a.y * sc, v[2] = b.x * sc, v[3] = b.y * sc;
-        } else {
-          const uint2 w = *reinterpret_cast<const uint2*>(row + kNope + 2 * (d0 - kNope));
-          v[0] = bf16_lo(w.x), v[1] = bf16_hi(w.x), v[2] = bf16_lo(w.y), v[3] = bf16_hi(w.y);
+        for (int ks = 0; ks < kTileKeys / 16; ++ks) {
+          uint32_t pf[3][4];  // the three terms, heads 0 … 15 × keys of step ks
+#pragma unroll
+          for (int t = 0; t < 3; ++t)
+            ldmatrix_x4(pf[t], &sm.p_terms[t][lane % 8 + 8 * (lane / 8 % 2)][16 * ks + 8 * (lane / 16)]);
+#pragma unroll
+          for (int j = 0; j < S::kNTiles; j += 2) {
+            uint32_t v[4];  // keys of step ks × dims of tiles j, j+1
+            ldmatrix_x4_trans(v, &sm.kv[16 * ks + lane % 8 + 8 * (lane / 8 % 2)][wd0 + 8 * j + 8 * (lane / 16)]);
+#pragma unroll
+            for (int t = 0; t < 3; ++t) {
+              mma_bf16(acc[j], pf[t], v[0], v[1]);
+              mma_bf16(acc[j + 1], pf[t], v[2], v[3]);
+            }
+          }
         }
-#pragma unroll
-        for (int h = 0; h < kHeads; ++h)
-#pragma unroll
-          for (int i4 = 0; i4 < kValueDims; ++i4) acc[h][i4] = fmaf(ph[h], v[i4], acc[h][i4]);
       }
-      __syncthreads();  // rows, scales and p are rewritten by the next tile
     }
   }
 
-  // The block's partial: key groups summed in group order, then published to the cluster.
-  // (sm.out aliases sm.rows; the last tile ended with a barrier.)
-#pragma unroll
-  for (int h = 0; h < kHeads; ++h)
-#pragma unroll
-    for (int i4 = 0; i4 < kValueDims; ++i4) sm.out.part[g][h * D + d0 + i4] = acc[h][i4];
-  if (warp < kHeads && lane == 0) sm.m[warp] = m_run, sm.l[warp] = l_run;
+  // The block's partial, published to the cluster (sm.o aliases the BF16 tile: wait for every warp).
   __syncthreads();
-  for (int e = threadIdx.x; e < kHeads * D; e += kThreads) {
-    float s = sm.out.part[0][e];
 #pragma unroll
-    for (int gg = 1; gg < S::kGroups; ++gg) s += sm.out.part[gg][e];
-    sm.out.o[e] = s;
+  for (int j = 0; j < S::kNTiles; ++j) {
+    const int d = wd0 + 8 * j + 2 * c;
+    *reinterpret_cast<float2*>(&sm.o[g][d]) = make_float2(acc[j][0], acc[j][1]);
+    *reinterpret_cast<float2*>(&sm.o[g + 8][d]) = make_float2(acc[j][2], acc[j][3]);
   }
+  if (sk == 0) sm.m[sh] = m_run, sm.l[sh] = l_run;
   cluster.sync();  // every block's o, m, l visible to the cluster
 
   // Combine: block `rank` finishes output pairs rank·kPairsPerBlock …, over blocks 0 … kSplit−1
   // in order. o = Σ_b e^(m_b − M)·o_b / (Σ_b e^(m_b − M)·l_b + e^(sink − M)) (§4.3).
-  if (threadIdx.x < S::kPairsPerBlock) {
-    const int gp = rank * S::kPairsPerBlock + threadIdx.x;
+  for (int e = threadIdx.x; e < S::kPairsPerBlock; e += kThreads) {
+    const int gp = rank * S::kPairsPerBlock + e;
     const int h = gp / (D / 2), d = 2 * (gp % (D / 2));
-    const int hg = group * kHeads + h;
-    if (hg < p.H) {
-      float M = -INFINITY;
+    const int hg = h0 + h;
+    if (hg >= p.H) continue;
+    float M = -INFINITY;
 #pragma unroll
-      for (int b = 0; b < kSplit; ++b) M = fmaxf(M, cluster.map_shared_rank(&sm.m[0], b)[h]);
-      float o0 = 0.0f, o1 = 0.0f;  // no valid key in the whole list: o = 0
-      if (M != -INFINITY) {
-        float den = 0.0f;
+    for (int b = 0; b < kSplit; ++b) M = fmaxf(M, cluster.map_shared_rank(&sm.m[0], b)[h]);
+    float o0 = 0.0f, o1 = 0.0f;  // no valid key in the whole list: o = 0
+    if (M != -INFINITY) {
+      float den = 0.0f;
 #pragma unroll
-        for (int b = 0; b < kSplit; ++b) {
-          const float mb = cluster.map_shared_rank(&sm.m[0], b)[h];
-          if (mb == -INFINITY) continue;  // a block without valid keys
-          const float wb = expf(mb - M);
-          den = fmaf(wb, cluster.map_shared_rank(&sm.l[0], b)[h], den);
-          const float2 ob = *reinterpret_cast<const float2*>(cluster.map_shared_rank(&sm.out.o[0], b) + h * D + d);
-          o0 = fmaf(wb, ob.x, o0);
-          o1 = fmaf(wb, ob.y, o1);
-        }
-        const float inv = 1.0f / (den + expf(p.sink[hg] - M));  // §4.3: the sink joins the denominator only
-        o0 *= inv;
-        o1 *= inv;
+      for (int b = 0; b < kSplit; ++b) {
+        const float mb = cluster.map_shared_rank(&sm.m[0], b)[h];
+        if (mb == -INFINITY) continue;  // a block without valid keys
+        const float wb = expf(mb - M);
+        den = fmaf(wb, cluster.map_shared_rank(&sm.l[0], b)[h], den);
+        const float2 ob = *reinterpret_cast<const float2*>(&cluster.map_shared_rank(&sm.o[0][0], b)[h * D + d]);
+        o0 = fmaf(wb, ob.x, o0);
+        o1 = fmaf(wb, ob.y, o1);
       }
-      o0 = __bfloat162float(__float2bfloat16_rn(o0));
-      o1 = __bfloat162float(__float2bfloat16_rn(o1));
-      if (d >= kNope) {  // §4.4 inverse RoPE on the BF16 output, pair (d, d+1) of the rope slice
-        float sn, cs;
-        sincosf(float(p.pos[qi]) * p.inv_freq[(d - kNope) / 2], &sn, &cs);
-        const float x0 = o0, x1 = o1;
-        o0 = x0 * cs + x1 * sn;  // conjugate rotation: sin negated
-        o1 = x1 * cs - x0 * sn;
-      }
-      *reinterpret_cast<__nv_bfloat162*>(p.out + (int64_t(qi) * p.H + hg) * D + d) = __floats2bfloat162_rn(o0, o1);
+      const float inv = 1.0f / (den + expf(p.sink[hg] - M));  // §4.3: the sink joins the denominator only
+      o0 *= inv;
+      o1 *= inv;
     }
+    o0 = __bfloat162float(__float2bfloat16_rn(o0));
+    o1 = __bfloat162float(__float2bfloat16_rn(o1));
+    if (d >= S::kNope) {  // §4.4 inverse RoPE on the BF16 output, pair (d, d+1) of the rope slice
+      float sn, cs;
+      sincosf(float(p.pos[qi]) * p.inv_freq[(d - S::kNope) / 2], &sn, &cs);
+      const float x0 = o0, x1 = o1;
+      o0 = x0 * cs + x1 * sn;  // conjugate rotation: sin negated
+      o1 = x1 * cs - x0 * sn;
+    }
+    *reinterpret_cast<__nv_bfloat162*>(p.out + (int64_t(qi) * p.H + hg) * D + d) = __floats2bfloat162_rn(o0, o1);
   }
   cluster.sync();  // peers may still read this block's shared memory
+}
+
+template <int D>
+void launch_dim(const SparseAttnParams& p, cudaStream_t stream) {
+  auto* kernel = &sparse_attention_kernel<D>;
+  constexpr size_t kSmem = sizeof(Smem<D>);
+  // Above 48 KB a kernel needs the opt-in, once per device (a host call, never a stream operation).
+  static std::atomic<uint64_t> raised{0};
+  int dev = 0;
+  DSV4_CUDA_CHECK(cudaGetDevice(&dev));
+  DSV4_CHECK(dev >= 0 && dev < 64);
+  if (!(raised.load() & (uint64_t(1) << dev))) {
+    DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)));
+    raised.fetch_or(uint64_t(1) << dev);
+  }
+  const dim3 grid((p.H + kHeads - 1) / kHeads * kSplit, p.n_q);  // x: whole clusters
+  launch_kernel(kernel, grid, kThreads, kSmem, stream, p);
 }
 
 }  // namespace
@@ -345,11 +370,10 @@ void launch_sparse_attention(const SparseAttnParams& p, cudaStream_t stream) {
                  "n_q=", p.n_q, " H=", p.H, " n_idx=", p.n_idx);
   DSV4_CHECK_MSG(kv_dim_supported(p.dim), "sparse_attention: dim=", p.dim, " (supported: ", kKvDimNano, ", ", kKvDimV4, ")");
   if (p.n_q == 0) return;
-  const dim3 grid((p.H + kHeads - 1) / kHeads * kSplit, p.n_q);  // x: whole clusters
   if (p.dim == kKvDimV4)
-    launch_kernel(sparse_attention_kernel<kKvDimV4>, grid, kThreads, 0, stream, p);
+    launch_dim<kKvDimV4>(p, stream);
   else
-    launch_kernel(sparse_attention_kernel<kKvDimNano>, grid, kThreads, 0, stream, p);
+    launch_dim<kKvDimNano>(p, stream);
 }
 
 }  // namespace dsv4::cuda
