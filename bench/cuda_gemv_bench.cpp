@@ -231,13 +231,16 @@ int main(int argc, char** argv) {
       rows.push_back({cat("bf16 ", s.name), s.M, s.N, s.K, t * 1e6, bytes / t * 1e-9});
     }
     // Sparse attention (split-key cluster kernel): n_q decode queries, H heads over 128 window +
-    // top-k rows of a large cache (CSA), or the window + every entry of a 1M-token HCA layer.
+    // top-k rows of a large cache (CSA), or the window + every entry of a 1M-token HCA layer; the
+    // 64-query rows are a batch-64 decode step's CSA and HCA layers at ctx 4K.
     // Bytes = the listed rows read once per query + q + out (the roofline view; the kernel is
     // latency-bound at these sizes, so the time is the figure to watch).
     struct AttnShape { const char* name; int n_q, H, n_idx; };
     for (const auto& s : std::vector<AttnShape>{{"attention Flash CSA decode", 1, 64, 640},
                                                 {"attention Pro CSA decode", 1, 128, 1152},
                                                 {"attention Flash CSA 4 queries", 4, 64, 640},
+                                                {"attention Flash CSA 64 queries", 64, 64, 640},
+                                                {"attention Flash HCA 64 queries", 64, 64, 128 + 4096 / 128},
                                                 {"attention Flash HCA 1M decode", 1, 64, 128 + (1 << 20) / 128}}) {
       const int block_size = 64, n_rows = 1 << 16, n_pages = n_rows / block_size;
       DeviceBuffer<uint8_t> cache(size_t(kv_page_bytes(block_size, kKvDimV4)) * n_pages);
