@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# The GPU suite, in one call on the GPU host (device README: few, full calls): configure and
-# build the CUDA targets, run the CUDA op-parity tests, run them again under compute-sanitizer
-# memcheck and racecheck, and run the GEMV bandwidth benchmark. Logs go to $OUT (≤ 8 files).
+# The GPU suite on the GPU host (device README: few, full calls): configure and build the CUDA
+# targets, run the CUDA op-parity tests, run them again under compute-sanitizer memcheck and
+# racecheck, and run the GEMV bandwidth benchmark. Logs go to $OUT, one per step that runs (the
+# device returns ≤ 8 files: each part below writes ≤ 6).
 # What the tests check is tests/cuda's business; carried build dependencies are device_deps.sh's.
 #
 # Usage (repo root, GPU host):  [GPU_SUITE_SKIP="..."] scripts/gpu_suite.sh [OUT_DIR]   (default: $OUT, else /tmp/dsv4-gpu)
+# The steps no longer fit one 10-minute device call (2026-12-04: tests 216 s; memcheck over the
+# model-level tests alone ran past 400 s), so run the suite in parts, each call building first
+# (~60 s; the build is reused while the machine stays warm):
+#   1. GPU_SUITE_SKIP="memcheck memcheck_fwd racecheck"   build, tests, bench, decode
+#   2. GPU_SUITE_SKIP="tests memcheck_fwd bench decode"   op-level memcheck, racecheck
+#   3. GPU_SUITE_SKIP="tests memcheck racecheck bench decode"   model-level memcheck
 # Device run:  run(command='scripts/gpu_suite.sh "$OUT"', carry=[".deb", ".prebuilt"]) — .prebuilt
 # (git-ignored via .git/info/exclude) may hold test_cuda/bench_cuda_gemv_bench built here, used only
 # if the device build fails. The summary (printed last) lists each step's rc and time.
@@ -81,14 +88,17 @@ if [ "$bin" = "$build" ] && command -v cuobjdump > /dev/null; then
 fi
 
 step tests "$out/tests.txt" 500 "$bin/test_cuda" --gtest_color=no
-# memcheck: out-of-bounds / misaligned accesses and leaks, every test, the end-to-end forward ones
-# on shortened sequences (DSV4_CUDA_FORWARD_T: 140 tokens still cross the HCA window closing at 127
-# and dozens of CSA windows); racecheck: shared-memory hazards in the op tests (the forward runs
-# the same kernels; the sampler's many-draw distribution tests take over 5 minutes under
-# racecheck, its other tests run the same kernel).
-step memcheck "$out/memcheck.txt" 400 \
-  env DSV4_CUDA_FORWARD_T=140 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 \
-  "$bin/test_cuda" --gtest_color=no
+# memcheck: out-of-bounds / misaligned accesses and leaks, in two steps: the op-level tests, and
+# the model-level ones on shortened work (DSV4_CUDA_FORWARD_T: 140 tokens still cross the HCA
+# window closing at 127 and dozens of CSA windows). ExpertParallel is left out: its NCCL loopback
+# ranks did not finish in 380 s under memcheck (2026-12-04); its kernels are the single-rank ones.
+# racecheck: shared-memory hazards in the op tests (the forward runs the same kernels; the
+# sampler's many-draw distribution tests take over 5 minutes under racecheck, its other tests run
+# the same kernel).
+model_tests='*Forward*:CudaNvfp4Dense.*:BatchedRuntime.*:HostTier.*:CudaSpeculative.*:CudaSyntheticWeights.*'
+memcheck=(compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 "$bin/test_cuda" --gtest_color=no)
+step memcheck "$out/memcheck.txt" 400 "${memcheck[@]}" --gtest_filter="-$model_tests:ExpertParallel.*"
+step memcheck_fwd "$out/memcheck_fwd.txt" 500 env DSV4_CUDA_FORWARD_T=140 "${memcheck[@]}" --gtest_filter="$model_tests"
 step racecheck "$out/racecheck.txt" 400 \
   compute-sanitizer --tool racecheck --error-exitcode 99 "$bin/test_cuda" --gtest_color=no \
   --gtest_filter='-*Forward*:*SamplingDistribution*'
@@ -97,6 +107,6 @@ step decode "$out/decode_bench.txt" 120 "$bin/bench_cuda_decode_bench" "$repo/mo
 
 echo >> "$summary"
 grep -E "^\[  (PASSED|FAILED) |tests? ran|^\[  FAILED|^\[(parity|graph|sample|fit)\]" "$out/tests.txt" >> "$summary" 2>/dev/null
-grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/memcheck.txt" "$out/racecheck.txt" >> "$summary" 2>/dev/null
+grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/memcheck.txt" "$out/memcheck_fwd.txt" "$out/racecheck.txt" >> "$summary" 2>/dev/null
 cat "$out/bench.txt" "$out/decode_bench.txt" >> "$summary" 2>/dev/null
 cat "$summary"
