@@ -16,6 +16,8 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdint>
 #include <utility>
 
 #include "cuda/cuda_check.h"
@@ -30,6 +32,11 @@ __device__ __forceinline__ void wait_for_prior_grids() {
 
 // Whether launches carry the PDL attribute (DSV4_PDL unset or not "0"). Host side.
 bool pdl_enabled();
+
+// Above 48 KB of dynamic shared memory a kernel needs an opt-in, once per device: a host call,
+// never a stream operation (legal during graph capture). `raised` is the kernel's own record of
+// the devices done (a function-local static next to the launch).
+void opt_in_shared_memory(const void* kernel, size_t bytes, std::atomic<uint64_t>& raised);
 
 template <typename... KernelArgs, typename... Args>
 void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

@@ -342,15 +342,8 @@ void launch_kts(const SkinnyGemmParams& p, SkinnySplit sp, cudaStream_t stream) 
   constexpr int kRegs = 2 * kTiles * 4;
   constexpr size_t kSmem = size_t(kWarps) * kRegs * kWarpSize * sizeof(float);
   auto* kernel = &skinny_gemm_kernel<kKind, kTiles, kOutBf16>;
-  // Above 48 KB a kernel needs the opt-in, once per device (a host call, never a stream operation).
   static std::atomic<uint64_t> raised{0};
-  int dev = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&dev));
-  DSV4_CHECK(dev >= 0 && dev < 64);
-  if (!(raised.load() & (uint64_t(1) << dev))) {
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)));
-    raised.fetch_or(uint64_t(1) << dev);
-  }
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, raised);
   const int row_warps = kWarps / sp.k_warps, rows_per_block = row_warps * kWarpRows;
   const int row_blocks = (p.N + rows_per_block - 1) / rows_per_block;
   const int passes = (p.M + kTiles * kTileCols - 1) / (kTiles * kTileCols);

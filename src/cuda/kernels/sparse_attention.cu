@@ -349,15 +349,8 @@ template <int D>
 void launch_dim(const SparseAttnParams& p, cudaStream_t stream) {
   auto* kernel = &sparse_attention_kernel<D>;
   constexpr size_t kSmem = sizeof(Smem<D>);
-  // Above 48 KB a kernel needs the opt-in, once per device (a host call, never a stream operation).
   static std::atomic<uint64_t> raised{0};
-  int dev = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&dev));
-  DSV4_CHECK(dev >= 0 && dev < 64);
-  if (!(raised.load() & (uint64_t(1) << dev))) {
-    DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem)));
-    raised.fetch_or(uint64_t(1) << dev);
-  }
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, raised);
   const dim3 grid((p.H + kHeads - 1) / kHeads * kSplit, p.n_q);  // x: whole clusters
   launch_kernel(kernel, grid, kThreads, kSmem, stream, p);
 }
