@@ -107,6 +107,15 @@ inline int n_copies_for(size_t bytes, size_t l2_bytes) {
   return int(std::clamp<size_t>((4 * l2_bytes + bytes - 1) / bytes, 1, 64));
 }
 
+// `copies` back-to-back copies of `bytes` host bytes in one device buffer (copy i at i·bytes), the
+// buffer never empty so its pointer is never null (a zero-size scale array of a BF16 shape).
+inline DeviceBuffer<uint8_t> replicated(const void* host, size_t bytes, int copies) {
+  DeviceBuffer<uint8_t> d(std::max<size_t>(bytes * size_t(copies), 1));
+  for (int i = 0; i < copies && bytes > 0; ++i)
+    DSV4_CUDA_CHECK(cudaMemcpy(d.get() + size_t(i) * bytes, host, bytes, cudaMemcpyHostToDevice));
+  return d;
+}
+
 // Prints the card and date; returns the device properties.
 inline cudaDeviceProp print_card() {
   cudaDeviceProp prop{};

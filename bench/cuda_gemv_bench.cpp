@@ -29,6 +29,7 @@ namespace {
 
 using bench::Filler;
 using bench::n_copies_for;
+using bench::replicated;
 using bench::Timer;
 
 struct Row {
@@ -70,13 +71,9 @@ int main(int argc, char** argv) {
     for (const auto& s : fp8_shapes) {
       const size_t wbytes = size_t(s.N) * s.K, sbytes = size_t((s.N + 127) / 128) * (s.K / 128);
       const int copies = n_copies_for(wbytes, l2);
-      DeviceBuffer<uint8_t> w(wbytes * copies), ws(sbytes * copies);
       const auto host_w = fill.bytes(wbytes, 0, 255, true);
       const auto host_s = fill.bytes(sbytes, 118, 126, false);
-      for (int i = 0; i < copies; ++i) {
-        DSV4_CUDA_CHECK(cudaMemcpy(w.get() + i * wbytes, host_w.data(), wbytes, cudaMemcpyHostToDevice));
-        DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + i * sbytes, host_s.data(), sbytes, cudaMemcpyHostToDevice));
-      }
+      auto w = replicated(host_w.data(), wbytes, copies), ws = replicated(host_s.data(), sbytes, copies);
       DeviceBuffer<uint8_t> x(fill.bytes(size_t(s.M) * s.K, 0, 255, true)),
           xs(fill.bytes(size_t(s.M) * (s.K / 128), 120, 130, false));
       DeviceBuffer<uint16_t> y(size_t(s.M) * s.N);
@@ -164,17 +161,12 @@ int main(int argc, char** argv) {
       const size_t n_rows = size_t(s.G) * s.R, esize = s.fp8 ? 1 : 2;
       const size_t wbytes = n_rows * s.K * esize, sbytes = s.fp8 ? (n_rows + 127) / 128 * (s.K / 128) : 0;
       const int copies = n_copies_for(wbytes, l2);
-      DeviceBuffer<uint8_t> w(wbytes * copies), ws(std::max<size_t>(sbytes, 1) * copies);
       const auto host_w = s.fp8 ? fill.bytes(wbytes, 0, 255, true) : std::vector<uint8_t>();
       std::vector<uint16_t> host_w16(s.fp8 ? 0 : n_rows * s.K);
       for (auto& v : host_w16) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
       const void* src = s.fp8 ? static_cast<const void*>(host_w.data()) : static_cast<const void*>(host_w16.data());
       const auto host_s = fill.bytes(std::max<size_t>(sbytes, 1), 118, 126, false);
-      for (int i = 0; i < copies; ++i) {
-        DSV4_CUDA_CHECK(cudaMemcpy(w.get() + i * wbytes, src, wbytes, cudaMemcpyHostToDevice));
-        if (s.fp8)
-          DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + i * sbytes, host_s.data(), sbytes, cudaMemcpyHostToDevice));
-      }
+      auto w = replicated(src, wbytes, copies), ws = replicated(host_s.data(), sbytes, copies);
       std::vector<uint16_t> ho(size_t(s.T) * s.G * s.K);
       for (auto& v : ho) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
       DeviceBuffer<uint16_t> o(ho), z(size_t(s.T) * n_rows);
@@ -207,11 +199,8 @@ int main(int argc, char** argv) {
     for (const auto& s : bf16_shapes) {
       const size_t wbytes = size_t(s.N) * s.K * 2;
       const int copies = n_copies_for(wbytes, l2);
-      DeviceBuffer<uint16_t> w(size_t(s.N) * s.K * copies);
       const auto host_w = fill.bytes(wbytes, 0, 255, false);
-      for (int i = 0; i < copies; ++i)
-        DSV4_CUDA_CHECK(cudaMemcpy(reinterpret_cast<uint8_t*>(w.get()) + i * wbytes, host_w.data(), wbytes,
-                                   cudaMemcpyHostToDevice));
+      auto w = replicated(host_w.data(), wbytes, copies);
       // BF16 activations with small exponents: random bytes in the high half avoid NaN/inf.
       std::vector<uint16_t> hx(size_t(s.M) * s.K);
       for (auto& v : hx) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
@@ -224,7 +213,7 @@ int main(int argc, char** argv) {
       p.N = s.N;
       p.K = s.K;
       const double t = timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
-        p.w = reinterpret_cast<const __nv_bfloat16*>(w.get()) + size_t(i % copies) * s.N * s.K;
+        p.w = reinterpret_cast<const __nv_bfloat16*>(w.get() + size_t(i % copies) * wbytes);
         launch_gemv_bf16(p, st);
       });
       const double bytes = double(wbytes + x.bytes() + y.bytes());

@@ -33,6 +33,7 @@ namespace {
 
 using bench::Filler;
 using bench::n_copies_for;
+using bench::replicated;
 using bench::lt_peak_tflops;
 using bench::Timer;
 
@@ -95,16 +96,13 @@ int main(int argc, char** argv) {
       const size_t wbytes = size_t(s.N) * s.K * in_bytes;
       const size_t sbytes = s.fp8 ? size_t((s.N + 127) / 128) * (s.K / 128) : 0;
       const int copies = n_copies_for(wbytes, l2);
-      DeviceBuffer<uint8_t> w(wbytes * copies), ws(std::max<size_t>(sbytes, 1) * copies);
+      DeviceBuffer<uint8_t> w, ws;
       {
         const auto hw = s.fp8 ? fill.bytes(wbytes, 0, 255, true) : std::vector<uint8_t>();
         const auto hw16 = s.fp8 ? std::vector<uint16_t>() : fill.bf16(wbytes / 2);
         const auto hs = fill.bytes(std::max<size_t>(sbytes, 1), 118, 126, false);
-        for (int i = 0; i < copies; ++i) {
-          DSV4_CUDA_CHECK(cudaMemcpy(w.get() + i * wbytes, s.fp8 ? static_cast<const void*>(hw.data()) : hw16.data(),
-                                     wbytes, cudaMemcpyHostToDevice));
-          if (s.fp8) DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + i * sbytes, hs.data(), sbytes, cudaMemcpyHostToDevice));
-        }
+        w = replicated(s.fp8 ? static_cast<const void*>(hw.data()) : hw16.data(), wbytes, copies);
+        ws = replicated(hs.data(), sbytes, copies);
       }
       const size_t xbytes = size_t(mmax) * s.K * in_bytes;
       DeviceBuffer<uint8_t> x(s.fp8 ? fill.bytes(xbytes, 0, 255, true) : std::vector<uint8_t>(xbytes));
@@ -214,14 +212,12 @@ int main(int argc, char** argv) {
       constexpr int G = 8, R = 1024, K = 4096, kMaxM = 128;
       const size_t wbytes = size_t(G) * R * K, sbytes = size_t(G * R / 128) * (K / 128);
       const int copies = n_copies_for(wbytes, l2);
-      DeviceBuffer<uint8_t> w(wbytes * copies), ws(sbytes * copies);
+      DeviceBuffer<uint8_t> w, ws;
       {
         const auto hw = fill.bytes(wbytes, 0, 255, true);
         const auto hs = fill.bytes(sbytes, 118, 126, false);
-        for (int i = 0; i < copies; ++i) {
-          DSV4_CUDA_CHECK(cudaMemcpy(w.get() + i * wbytes, hw.data(), wbytes, cudaMemcpyHostToDevice));
-          DSV4_CUDA_CHECK(cudaMemcpy(ws.get() + i * sbytes, hs.data(), sbytes, cudaMemcpyHostToDevice));
-        }
+        w = replicated(hw.data(), wbytes, copies);
+        ws = replicated(hs.data(), sbytes, copies);
       }
       DeviceBuffer<uint16_t> o(fill.bf16(size_t(kMaxM) * G * K)), z(size_t(kMaxM) * G * R);
       std::printf("\n%-26s %5s %-10s %10s %9s %7s\n", "wo_a (Flash, grouped)", "M", "kernel", "time_us", "GB/s", "of_copy");
