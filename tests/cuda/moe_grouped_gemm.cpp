@@ -244,6 +244,33 @@ TEST(MoeGemmLayout, F16HoldsEveryOperandExactly) {
   }
 }
 
+// The MXFP4 scale fast form: the vote's test flags exactly the words holding a 0x00 or 0xFF byte
+// (every value of the special byte's position, the other bytes random), and the shifted bytes
+// are the scales' values wherever the test passes.
+TEST(MoeGemmLayout, Ue8m0FastFormAndItsTest) {
+  std::mt19937_64 rng(dsv4::test::seed_for_this_test());
+  const auto special = [](uint32_t w) {
+    for (int b = 0; b < 4; ++b)
+      if (((w >> (8 * b)) & 0xffu) == 0 || ((w >> (8 * b)) & 0xffu) == 0xffu) return true;
+    return false;
+  };
+  for (int pos = 0; pos < 4; ++pos)
+    for (uint32_t byte = 0; byte < 256; ++byte)
+      for (int trial = 0; trial < 64; ++trial) {
+        uint32_t w = uint32_t(rng());
+        if (trial % 2) w = (w & 0x7f7f7f7fu) | 0x01010101u;  // the other bytes plain (1..127)
+        w = (w & ~(0xffu << (8 * pos))) | (byte << (8 * pos));
+        ASSERT_EQ(L::ue8m0_any_special(w) != 0, special(w)) << std::hex << w;
+        if (special(w)) continue;
+        for (int b = 0; b < 4; ++b) {
+          float v = 0;
+          const uint32_t bits = L::ue8m0_plain_bits(w, b);
+          std::memcpy(&v, &bits, 4);
+          ASSERT_EQ(double(v), double(e8m0_to_f32(uint8_t(w >> (8 * b))))) << std::hex << w << " byte " << b;
+        }
+      }
+}
+
 // The items a launch walks cover every (grouped row, tensor, weight tile) exactly once, inside
 // the right expert's rows, for empty, small and large experts.
 TEST(MoeGemmLayout, ItemDecodeCoversEveryRowOnce) {
@@ -361,6 +388,8 @@ struct GroupedCase {
   int n_mats;
   bool out_f32;
   int check_every;  // compare every n-th grouped row with the reference (big shapes), all rows otherwise
+  bool zero_scales;  // MXFP4: one scale byte in 16 is 0 (2^-127), so nearly every warp's K group
+                     // takes the kernel's select form of the scales instead of the fast one
 };
 
 class MoeGroupedGemmParity : public MoeGroupedGemmTest, public ::testing::WithParamInterface<GroupedCase> {};
@@ -370,7 +399,13 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
   const bool nv = c.fmt == Fmt::kNVFP4;
   const int n_real = c.n_real < 0 ? c.T : c.n_real;
   ExpertTensor wt[2];
-  for (int m = 0; m < c.n_mats; ++m) make_tensor(wt[m], c.fmt, c.E, c.N, c.K);
+  for (int m = 0; m < c.n_mats; ++m) {
+    if (c.zero_scales)
+      wt[m].make(c.fmt, c.E, c.N, c.K, rng(), [](uint8_t b) { return b % 16 == 0 ? uint8_t(0) : uint8_t(121 + b % 13); },
+                 [] { return 1.0f; });
+    else
+      make_tensor(wt[m], c.fmt, c.E, c.N, c.K);
+  }
   const Routing r = make_routing(rng, c.T, c.k, c.E, c.pick, n_real);
   const HostPlan hp = host_plan(r.idx, r.T, r.k, r.n_real, c.E);
   const int n_sel = hp.n_sel(), max_sel = c.T * c.k;
@@ -462,25 +497,27 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MoeGroupedGemmParity,
     ::testing::Values(
-        // name, fmt, E, N, K, T, k, pick, n_real, mats, f32, check_every
-        GroupedCase{"flash_w1_one_row", Fmt::kMXFP4, 256, 2048, 4096, 1, 6, Pick::kRandom, -1, 1, false, 1},
-        GroupedCase{"flash_w2_one_row", Fmt::kMXFP4, 256, 4096, 2048, 1, 6, Pick::kRandom, -1, 1, true, 1},
-        GroupedCase{"flash_w1_64x6", Fmt::kMXFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, false, 7},
-        GroupedCase{"flash_w1_64x6_nv", Fmt::kNVFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, true, 7},
-        GroupedCase{"flash_w2_1024x6", Fmt::kMXFP4, 256, 4096, 2048, 1024, 6, Pick::kRandom, -1, 1, false, 97},
-        GroupedCase{"random_1024x6", Fmt::kMXFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, true, 1},
-        GroupedCase{"random_1024x6_nv", Fmt::kNVFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, false, 1},
-        GroupedCase{"one_row_per_expert", Fmt::kMXFP4, 256, 256, 512, 256, 1, Pick::kOnePerExpert, -1, 1, true, 1},
-        GroupedCase{"all_rows_one_expert", Fmt::kMXFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1},
-        GroupedCase{"all_rows_one_expert_nv", Fmt::kNVFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1},
-        GroupedCase{"300_rows_few_experts", Fmt::kMXFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 2, false, 1},
-        GroupedCase{"300_rows_few_experts_nv", Fmt::kNVFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 1, true, 1},
-        GroupedCase{"padding_rows", Fmt::kMXFP4, 256, 256, 512, 64, 6, Pick::kRandom, 37, 2, true, 1},
-        GroupedCase{"nano_w13", Fmt::kMXFP4, 16, 128, 256, 128, 4, Pick::kRandom, -1, 2, false, 1},
-        GroupedCase{"nano_w2", Fmt::kMXFP4, 16, 256, 128, 128, 4, Pick::kRandom, -1, 1, true, 1},
-        GroupedCase{"nano_w13_nv", Fmt::kNVFP4, 16, 128, 256, 7, 4, Pick::kRandom, -1, 2, true, 1},
-        GroupedCase{"pro_w1_two_rows", Fmt::kMXFP4, 16, 3072, 7168, 2, 6, Pick::kRandom, -1, 1, true, 1},  // Pro N, K (E cut: 4 GiB)
-        GroupedCase{"no_real_rows", Fmt::kMXFP4, 16, 128, 256, 8, 4, Pick::kRandom, 0, 1, true, 1}),
+        // name, fmt, E, N, K, T, k, pick, n_real, mats, f32, check_every, zero_scales
+        GroupedCase{"flash_w1_one_row", Fmt::kMXFP4, 256, 2048, 4096, 1, 6, Pick::kRandom, -1, 1, false, 1, false},
+        GroupedCase{"flash_w2_one_row", Fmt::kMXFP4, 256, 4096, 2048, 1, 6, Pick::kRandom, -1, 1, true, 1, false},
+        GroupedCase{"flash_w1_64x6", Fmt::kMXFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, false, 7, false},
+        GroupedCase{"flash_w1_64x6_nv", Fmt::kNVFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, true, 7, false},
+        GroupedCase{"flash_w2_1024x6", Fmt::kMXFP4, 256, 4096, 2048, 1024, 6, Pick::kRandom, -1, 1, false, 97, false},
+        GroupedCase{"random_1024x6", Fmt::kMXFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, true, 1, false},
+        GroupedCase{"random_1024x6_nv", Fmt::kNVFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, false, 1, false},
+        GroupedCase{"one_row_per_expert", Fmt::kMXFP4, 256, 256, 512, 256, 1, Pick::kOnePerExpert, -1, 1, true, 1, false},
+        GroupedCase{"all_rows_one_expert", Fmt::kMXFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1, false},
+        GroupedCase{"all_rows_one_expert_nv", Fmt::kNVFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1, false},
+        GroupedCase{"300_rows_few_experts", Fmt::kMXFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 2, false, 1, false},
+        GroupedCase{"300_rows_few_experts_nv", Fmt::kNVFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 1, true, 1, false},
+        GroupedCase{"padding_rows", Fmt::kMXFP4, 256, 256, 512, 64, 6, Pick::kRandom, 37, 2, true, 1, false},
+        GroupedCase{"nano_w13", Fmt::kMXFP4, 16, 128, 256, 128, 4, Pick::kRandom, -1, 2, false, 1, false},
+        GroupedCase{"nano_w2", Fmt::kMXFP4, 16, 256, 128, 128, 4, Pick::kRandom, -1, 1, true, 1, false},
+        GroupedCase{"nano_w13_nv", Fmt::kNVFP4, 16, 128, 256, 7, 4, Pick::kRandom, -1, 2, true, 1, false},
+        GroupedCase{"pro_w1_two_rows", Fmt::kMXFP4, 16, 3072, 7168, 2, 6, Pick::kRandom, -1, 1, true, 1, false},  // Pro N, K (E cut: 4 GiB)
+        GroupedCase{"zero_scales_decode", Fmt::kMXFP4, 256, 512, 1024, 64, 6, Pick::kRandom, -1, 2, true, 1, true},
+        GroupedCase{"zero_scales_prefill", Fmt::kMXFP4, 64, 256, 1024, 1024, 6, Pick::kRandom, -1, 1, true, 5, true},
+        GroupedCase{"no_real_rows", Fmt::kMXFP4, 16, 128, 256, 8, 4, Pick::kRandom, 0, 1, true, 1, false}),
     [](const ::testing::TestParamInfo<GroupedCase>& i) { return std::string(i.param.name); });
 
 // Batch invariance: a few rows computed alone (T = 3: the decode launch shape) give the same bits

@@ -44,16 +44,17 @@ static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
 // The launch shapes: kTokTiles B tiles of 8 tokens per chunk, kStageGroups K groups per
 // shared-memory stage (= weight loads in flight per lane and row), kSmemT the weight words'
 // quad transpose through shared memory instead of shuffles, kMinBlocks blocks per SM (the
-// register budget). Measured on an H200 (bench/results/2026-12-04-h200-grouped-decode.md):
+// register budget). Measured on an H200 (bench/results/2026-12-04-h200-grouped-decode.md, the
+// figures after "→" from 2026-12-04-h200-grouped-scales.md):
 //   decode, few rows (< kFewRows selections): 1 tile, 2 groups, shared-memory transpose, two
-//     blocks per SM (112 registers) — one item per block, so latency decides: 30.8 % of copy at
-//     batch 1, against 29.7 % with shuffles and 23 % with three blocks per SM;
-//   decode: the same with three blocks per SM (80 registers, 24 bytes spilled, 24 warps per
-//     SM): batch 64 49.7 % of copy, against 44.7 % with two blocks and 43.6 % with shuffles and
-//     two (before). The kernel is issue-bound there (61 % issue-active, the top stall a
-//     fixed-latency dependency), so fewer instructions per weight byte and more warps to
-//     interleave are what pay;
-//   prefill: 8 tiles, 2 groups, shuffles, one block per SM (211 / 255 registers; not re-tuned).
+//     blocks per SM (118 registers) — one item per block, so latency decides: 30.8 → 34.6 % of
+//     copy at batch 1, against 29.7 % with shuffles and 23 % with three blocks per SM;
+//   decode: the same with three blocks per SM (80 registers, 48 bytes spilled outside the K
+//     loop, 24 warps per SM): batch 64 49.7 → 53.9 % of copy, against 44.7 % with two blocks
+//     and 43.6 % with shuffles and two (before). The kernel is issue-bound there (61 %
+//     issue-active, the top stall a fixed-latency dependency), so fewer instructions per weight
+//     byte and more warps to interleave are what pay;
+//   prefill: 8 tiles, 2 groups, shuffles, one block per SM (199 / 255 registers; not re-tuned).
 template <int kTokTiles_, int kStageGroups_, bool kSmemT_, int kMinBlocksPerSm>
 struct Shape {
   static constexpr int kTokTiles = kTokTiles_, kStageGroups = kStageGroups_;
@@ -189,7 +190,9 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_fp4_kernel(Mo
     const L::GroupedItem it = L::decode_item(item, n_chunks, chunk_start, E, offs, R, tiles_per_mat, kTileN);
     if (tid < R) tok_row[tid] = tid < it.n_tok ? (p.x_row ? p.x_row[it.j0 + tid] : it.j0 + tid) : -1;
     __syncthreads();
-    const int n_active = (it.n_tok + L::kTileRows - 1) / L::kTileRows;  // B tiles with a real token
+    // B tiles with a real token; with one tile per chunk that is always the one (an item has a
+    // token), which the compiler cannot know: the constant saves a branch and a register per block.
+    const int n_active = kTokTiles == 1 ? 1 : (it.n_tok + L::kTileRows - 1) / L::kTileRows;
 
     // This lane's weight rows n_row[0] = n0 + 16·warp + g and n_row[1] = n_row[0] + 8.
     const uint8_t* w_row[2];
@@ -266,23 +269,20 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_fp4_kernel(Mo
         const int group = stage * kStageGroups + i;
         if (group >= n_groups) break;  // uniform: the last stage may be short
         uint32_t wt[2][4];
-        GroupScale<kFmt> sc[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          wt[r][0] = w_raw[i][r].x;
-          wt[r][1] = w_raw[i][r].y;
-          wt[r][2] = w_raw[i][r].z;
-          wt[r][3] = w_raw[i][r].w;
-          sc[r] = s_raw[i][r];
-        }
-        if (group + kStageGroups < n_groups) load_group(i, group + kStageGroups);
+        const GroupScale<kFmt> sc[2] = {s_raw[i][0], s_raw[i][1]};
+        const bool next = group + kStageGroups < n_groups;
         // Quad transpose: wt[r][b] becomes columns 32b + 8q .. +7 of the group (layout note).
         if constexpr (S::kSmemT) {
+          // Stored straight from the ring slot, which the next load then refills: no register
+          // copies of the words (the copies cost 8 moves per group in the shuffle form).
           uint32_t* tb = trans_warp + (group & 1) * (S::kTransWords / 2);  // alternate: one __syncwarp per group
 #pragma unroll
-          for (int r = 0; r < 2; ++r)
+          for (int r = 0; r < 2; ++r) {
+            const uint32_t w4[4] = {w_raw[i][r].x, w_raw[i][r].y, w_raw[i][r].z, w_raw[i][r].w};
 #pragma unroll
-            for (int j = 0; j < 4; ++j) tb[r * 128 + L::trans_slot(g, j) * 4 + q] = wt[r][j];
+            for (int j = 0; j < 4; ++j) tb[r * 128 + L::trans_slot(g, j) * 4 + q] = w4[j];
+          }
+          if (next) load_group(i, group + kStageGroups);
           __syncwarp();
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
@@ -293,6 +293,14 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_fp4_kernel(Mo
             wt[r][3] = v.w;
           }
         } else {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            wt[r][0] = w_raw[i][r].x;
+            wt[r][1] = w_raw[i][r].y;
+            wt[r][2] = w_raw[i][r].z;
+            wt[r][3] = w_raw[i][r].w;
+          }
+          if (next) load_group(i, group + kStageGroups);
 #pragma unroll
           for (int round = 0; round < 2; ++round)
 #pragma unroll
@@ -306,49 +314,64 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_fp4_kernel(Mo
         }
         // This lane's B reads: token g of tile t, columns 32b + 8q of group i of the stage.
         const uint16_t* x_lane = xs + (size_t(buf) * R + g) * S::kRowHalves + i * L::kGroupK + 8 * q;
+        // The group's MMAs; kPlain: every MXFP4 scale byte of the warp is 1..254 (the fast form).
+        const auto mma_blocks = [&](auto plain) {
+          [[maybe_unused]] constexpr bool kPlain = decltype(plain)::value;
 #pragma unroll
-        for (int b = 0; b < L::kBlocks; ++b) {
-          uint32_t lo[2][2], hi[2][2];  // [row r][step s]
+          for (int b = 0; b < L::kBlocks; ++b) {
+            uint32_t lo[2][2], hi[2][2];  // [row r][step s]
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            L::e2m1_word_to_f16x2(wt[r][b], lo[r], hi[r]);
-            if constexpr (kNv) {  // fold the E4M3 scale of columns 32b + 8q.. (exact in F16)
-              const int byte = L::nv_scale_byte(b, q);
-              const uint32_t sb = ((byte < 4 ? sc[r].x : sc[r].y) >> (8 * (byte & 3))) & 0xffu;
-              const uint32_t s2 = e4m3x2_to_f16x2(sb | (sb << 8));
+            for (int r = 0; r < 2; ++r) {
+              L::e2m1_word_to_f16x2(wt[r][b], lo[r], hi[r]);
+              if constexpr (kNv) {  // fold the E4M3 scale of columns 32b + 8q.. (exact in F16)
+                const int byte = L::nv_scale_byte(b, q);
+                const uint32_t sb = ((byte < 4 ? sc[r].x : sc[r].y) >> (8 * (byte & 3))) & 0xffu;
+                const uint32_t s2 = e4m3x2_to_f16x2(sb | (sb << 8));
 #pragma unroll
-              for (int s = 0; s < 2; ++s) {
-                lo[r][s] = hmul2_rn(lo[r][s], s2);
-                hi[r][s] = hmul2_rn(hi[r][s], s2);
+                for (int s = 0; s < 2; ++s) {
+                  lo[r][s] = hmul2_rn(lo[r][s], s2);
+                  hi[r][s] = hmul2_rn(hi[r][s], s2);
+                }
+              }
+            }
+            [[maybe_unused]] float sw[2] = {0.0f, 0.0f};
+            if constexpr (!kNv) {
+#pragma unroll
+              for (int r = 0; r < 2; ++r)
+                sw[r] = kPlain ? __uint_as_float(L::ue8m0_plain_bits(sc[r], b))
+                               : e8m0_to_float_select((sc[r] >> (8 * b)) & 0xffu);
+            }
+#pragma unroll
+            for (int t = 0; t < kTokTiles; ++t) {
+              if (t < n_active) {
+                const uint4 bx = *reinterpret_cast<const uint4*>(x_lane + size_t(t) * L::kTileRows * S::kRowHalves + b * L::kBlockK);
+                if constexpr (kNv) {
+                  if (b == 0)
+#pragma unroll
+                    for (int c = 0; c < 4; ++c) grp[t][c] = 0.0f;
+                  mma_f16(grp[t], lo[0][0], lo[1][0], hi[0][0], hi[1][0], bx.x, bx.y);
+                  mma_f16(grp[t], lo[0][1], lo[1][1], hi[0][1], hi[1][1], bx.z, bx.w);
+                } else {
+                  float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                  mma_f16(part, lo[0][0], lo[1][0], hi[0][0], hi[1][0], bx.x, bx.y);
+                  mma_f16(part, lo[0][1], lo[1][1], hi[0][1], hi[1][1], bx.z, bx.w);
+#pragma unroll
+                  for (int c = 0; c < 4; ++c)
+                    grp[t][c] = b == 0 ? __fmul_rn(part[c], sw[c >> 1]) : __fmaf_rn(part[c], sw[c >> 1], grp[t][c]);
+                }
               }
             }
           }
-          float sw[2] = {0.0f, 0.0f};
-          if constexpr (!kNv) {
-            sw[0] = e8m0_to_float_select((sc[0] >> (8 * b)) & 0xffu);
-            sw[1] = e8m0_to_float_select((sc[1] >> (8 * b)) & 0xffu);
-          }
-#pragma unroll
-          for (int t = 0; t < kTokTiles; ++t) {
-            if (t < n_active) {
-              const uint4 bx = *reinterpret_cast<const uint4*>(x_lane + size_t(t) * L::kTileRows * S::kRowHalves + b * L::kBlockK);
-              if constexpr (kNv) {
-                if (b == 0)
-#pragma unroll
-                  for (int c = 0; c < 4; ++c) grp[t][c] = 0.0f;
-                mma_f16(grp[t], lo[0][0], lo[1][0], hi[0][0], hi[1][0], bx.x, bx.y);
-                mma_f16(grp[t], lo[0][1], lo[1][1], hi[0][1], hi[1][1], bx.z, bx.w);
-              } else {
-                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                mma_f16(part, lo[0][0], lo[1][0], hi[0][0], hi[1][0], bx.x, bx.y);
-                mma_f16(part, lo[0][1], lo[1][1], hi[0][1], hi[1][1], bx.z, bx.w);
-#pragma unroll
-                for (int c = 0; c < 4; ++c)
-                  grp[t][c] = b == 0 ? __fmul_rn(part[c], sw[c >> 1]) : __fmaf_rn(part[c], sw[c >> 1], grp[t][c]);
-              }
-            }
-          }
-        }
+        };
+        // MXFP4 takes the fast scale form unless some lane's scale bytes of this group hold 0x00 or
+        // 0xFF; the vote keeps the branch warp-uniform. Both forms give the same values. NVFP4 has
+        // no UE8M0 weight scales.
+        if constexpr (kNv)
+          mma_blocks(std::false_type{});
+        else if (__any_sync(kFullMask, L::ue8m0_any_special(sc[0]) | L::ue8m0_any_special(sc[1])))
+          mma_blocks(std::false_type{});
+        else
+          mma_blocks(std::true_type{});
         // Group end: × s_x of each token column, into the totals.
         const float* sx = sxs + (buf * R) * kStageGroups + i;
 #pragma unroll

@@ -156,6 +156,21 @@ __host__ __device__ inline void quad_recv(uint32_t (&w)[4], int q, int round, co
 // spreads each store instruction and each quarter-warp of 16-byte reads over all 32 banks.
 __host__ __device__ constexpr int trans_slot(int g, int j) { return 8 * j + ((g + 2 * j) & 7); }
 
+// MXFP4 scales, the fast form: for a UE8M0 byte 1..254 the FP32 2^(e-127) is the byte shifted
+// into the exponent field, two instructions; 0 (2^-127, an FP32 subnormal) and 0xFF (NaN) need
+// the select form (e8m0_to_float_select). ue8m0_any_special(w) is nonzero iff some byte of w is
+// 0x00 or 0xFF: the zero-byte test (v − 0x01…) & ~v on w (0x00) and on ~w (0xFF), muxed per
+// bit by w's own bit 7, which one of the two tests needs set and the other clear. The classic
+// test can flag a byte above a real special byte by its borrow, never when there is none.
+__host__ __device__ constexpr uint32_t ue8m0_any_special(uint32_t w) {
+  const uint32_t zero = w - 0x01010101u, ones = ~w - 0x01010101u;
+  return ((zero & ~w) | (ones & w)) & 0x80808080u;
+}
+// Byte b of a word of plain (1..254) UE8M0 scales as its FP32 bit pattern.
+__host__ __device__ constexpr uint32_t ue8m0_plain_bits(uint32_t w, int b) {
+  return (b < 3 ? w << (23 - 8 * b) : w >> 1) & 0x7f800000u;
+}
+
 // NVFP4: the E4M3 scale of this lane's 8 columns of block b is byte nv_scale_byte(b, q) of the
 // row's 8 scale bytes of the group (one per 16 columns: (32b + 8q) / 16).
 __host__ __device__ constexpr int nv_scale_byte(int b, int q) { return 2 * b + (q >> 1); }
