@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_fp4_kernel(Mo
         // Quad transpose: wt[r][b] becomes columns 32b + 8q .. +7 of the group (layout note).
         if constexpr (S::kSmemT) {
           // Stored straight from the ring slot, which the next load then refills: no register
-          // copies of the words (the copies cost 8 moves per group in the shuffle form).
+          // copies of the words (the shuffle form below still copies them: 8 moves per group).
           uint32_t* tb = trans_warp + (group & 1) * (S::kTransWords / 2);  // alternate: one __syncwarp per group
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
