@@ -2,8 +2,8 @@
 // linear.cpp's dot), decode the columns' nibbles in registers, multiply by the block scale, then
 // multiply and add into each activation row's accumulators; the token passes are the outer loop
 // so that a tile of weight rows is read from L1/L2 once per pass.
-//   - AVX2: two decodes of 8 columns (lanes 0–7 and 8–15), each a broadcast, shift, mask, 8-entry
-//     magnitude lookup and sign flip, then the multiply by the scale.
+//   - AVX2: two decodes of 8 columns (lanes 0–7 and 8–15), each a broadcast from memory, a shift,
+//     an 8-entry lookup into the block's table of |e2m1| · scale and a sign flip.
 //   - AVX-512: one 16-entry lookup per 16 columns into the block's table of e2m1 · scale (the same
 //     products, made once per block), and 4 weight rows side by side: a lane's sum is one serial
 //     chain of adds (its order is the contract), so independent rows are what fill the pipeline.
@@ -68,17 +68,24 @@ inline float lane_sum(const float (&lanes)[16]) {
 // Activation rows that share one decode of the weights: 2 accumulators each, 8 of 16 registers.
 constexpr int kAvx2Tokens = 4;
 
-// Columns c..c+7 of a row as E2M1 values, unscaled. `packed` holds their 4 bytes, low nibble =
-// even column (§11.3), so column c+j's nibble is bits 4j..4j+3 of the little-endian word.
-DSV4_AVX2 inline __m256 decode8(uint32_t packed) {
+// The nibble indices of columns c..c+7 from their 4 bytes (low nibble = even column, §11.3):
+// lane j holds the word shifted right by 4j, so column c+j's nibble is in its bits 0–3. The word
+// is broadcast straight from memory (a load, no shuffle); the lookup below reads only bits 0–2
+// and the sign flip only bit 3, so the bits above need no mask.
+DSV4_AVX2 inline __m256i nibble_lanes8(const uint8_t* p) {
   const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-  const __m256i nibble =
-      _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(packed)), shifts), _mm256_set1_epi32(15));
-  // util/float_formats.h's e2m1_to_f32: the magnitude from bits 0–2 (permutevar8x32 reads only
-  // those), bit 3 flips the sign, so nibble 8 is −0 as there.
-  const __m256 magnitude = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
-  const __m256 value = _mm256_permutevar8x32_ps(magnitude, nibble);
-  const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(nibble, _mm256_set1_epi32(8)), 28);
+  int32_t packed;
+  std::memcpy(&packed, p, 4);
+  return _mm256_srlv_epi32(_mm256_set1_epi32(packed), shifts);
+}
+
+// The weights of 8 columns from their nibble lanes and the block's table of |e2m1| · scale
+// (util/float_formats.h's e2m1_to_f32: the magnitude from bits 0–2, bit 3 flips the sign, so
+// nibble 8 is −0 as there). The flip after the scaled lookup gives the dequantiser's value:
+// rounding is symmetric in the sign.
+DSV4_AVX2 inline __m256 lookup8(__m256 magnitudes, __m256i nibbles) {
+  const __m256 value = _mm256_permutevar8x32_ps(magnitudes, nibbles);
+  const __m256i sign = _mm256_and_si256(_mm256_slli_epi32(nibbles, 28), _mm256_set1_epi32(INT32_MIN));
   return _mm256_xor_ps(value, _mm256_castsi256_ps(sign));
 }
 
@@ -87,6 +94,7 @@ DSV4_AVX2 void avx2_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const fl
   constexpr int64_t kBlock = kNvfp4 ? kNVFP4BlockSize : kMXFP4BlockSize;
   static_assert(kBlock % 16 == 0, "a block holds whole 16-column steps");
   const int64_t K = w.cols;
+  const __m256 e2m1 = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
   const __m256 global = _mm256_set1_ps(w.global_scale);
   for (int64_t i = 0; i < nr; ++i) {
     const int64_t r = r0 + i;
@@ -95,17 +103,13 @@ DSV4_AVX2 void avx2_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const fl
     __m256 lo[kTokens], hi[kTokens];  // lanes 0–7 and 8–15 of each token's 16-lane sum
     for (int t = 0; t < kTokens; ++t) lo[t] = hi[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < K / kBlock; ++b) {
-      const __m256 scale = _mm256_set1_ps(block_scale<kNvfp4>(w, r, b, srow[b]));
+      // (e2m1 · s) is exact; NVFP4's one rounding is the multiply by the global scale (quant.cpp):
+      // the same two multiplies per value as the scalar dequantiser, made once per block.
+      __m256 table = _mm256_mul_ps(e2m1, _mm256_set1_ps(block_scale<kNvfp4>(w, r, b, srow[b])));
+      if constexpr (kNvfp4) table = _mm256_mul_ps(table, global);
       for (int64_t c = b * kBlock; c < (b + 1) * kBlock; c += 16) {
-        uint32_t packed[2];
-        std::memcpy(packed, row + c / 2, 8);
-        // (e2m1 · s) is exact; NVFP4's one rounding is the multiply by the global scale (quant.cpp).
-        __m256 w_lo = _mm256_mul_ps(decode8(packed[0]), scale);
-        __m256 w_hi = _mm256_mul_ps(decode8(packed[1]), scale);
-        if constexpr (kNvfp4) {
-          w_lo = _mm256_mul_ps(w_lo, global);
-          w_hi = _mm256_mul_ps(w_hi, global);
-        }
+        const __m256 w_lo = lookup8(table, nibble_lanes8(row + c / 2));
+        const __m256 w_hi = lookup8(table, nibble_lanes8(row + c / 2 + 4));
         for (int t = 0; t < kTokens; ++t) {
           const float* xc = x + t * K + c;
           lo[t] = _mm256_add_ps(lo[t], _mm256_mul_ps(_mm256_loadu_ps(xc), w_lo));
