@@ -14,6 +14,8 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <type_traits>
 
 #include "cuda/cuda_check.h"
@@ -464,22 +466,35 @@ __global__ void __launch_bounds__(kThreads) grouped_bf16_kernel(MoeGroupedBf16Pa
   }
 }
 
-// Once per kernel instantiation: the shared-memory opt-in and how many blocks fit on the device
-// (host-side queries, legal during graph capture).
-int opt_in_grid(const void* kernel, size_t smem) {
-  DSV4_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  int device = 0, sms = 0, per_sm = 0;
+// How many blocks of a kernel fit on the current device at once: the persistent grid's cap. The
+// shared-memory opt-in is a per-device attribute and two devices of one process need not have the
+// same SM count, so both are kept per device, in the launch's own record (a function-local
+// static next to it). Host-side queries, legal during graph capture.
+constexpr int kMaxDevices = 64;
+struct ResidentGrid {
+  std::atomic<uint64_t> raised{0};            // opt_in_shared_memory's devices
+  std::array<std::atomic<int>, kMaxDevices> blocks{};  // 0 = not asked yet
+};
+
+int resident_blocks(ResidentGrid& record, const void* kernel, size_t smem) {
+  int device = 0;
   DSV4_CUDA_CHECK(cudaGetDevice(&device));
+  DSV4_CHECK(device >= 0 && device < kMaxDevices);
+  if (const int known = record.blocks[size_t(device)].load(); known > 0) return known;
+  opt_in_shared_memory(kernel, smem, record.raised);
+  int sms = 0, per_sm = 0;
   DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   DSV4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   DSV4_CHECK_MSG(per_sm >= 1, "moe_grouped_gemm: no block fits on an SM (", smem, " bytes of shared memory)");
+  record.blocks[size_t(device)].store(sms * per_sm);
   return sms * per_sm;
 }
 
 template <Fmt kFmt, class S, bool kOutF32>
 void launch_shape(const MoeGroupedParams& p, cudaStream_t stream) {
   const void* kernel = reinterpret_cast<const void*>(grouped_fp4_kernel<kFmt, S, kOutF32>);
-  static const int grid_max = opt_in_grid(kernel, S::kSmemBytes);
+  static ResidentGrid record;
+  const int grid_max = resident_blocks(record, kernel, S::kSmemBytes);
   // At most one item per block: chunks <= E + max_sel / R.
   const int64_t max_items = (int64_t(p.E) + p.max_sel / S::kChunkRows) * (p.N / kTileN) * p.n_mats;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
@@ -542,7 +557,8 @@ void launch_moe_grouped_bf16(const MoeGroupedBf16Params& p, cudaStream_t stream)
   DSV4_CHECK(p.x && p.offsets && reinterpret_cast<uintptr_t>(p.x) % 16 == 0);
   for (int m = 0; m < p.n_mats; ++m)
     DSV4_CHECK_MSG(p.w[m] && p.y[m] && reinterpret_cast<uintptr_t>(p.w[m]) % 16 == 0, "moe_grouped_bf16: tensor ", m);
-  static const int grid_max = opt_in_grid(reinterpret_cast<const void*>(grouped_bf16_kernel), 0);
+  static ResidentGrid record;
+  const int grid_max = resident_blocks(record, reinterpret_cast<const void*>(grouped_bf16_kernel), 0);
   const int64_t max_items = (int64_t(p.E) + p.max_sel / kBf16ChunkRows) * (p.N / kWarps) * p.n_mats;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
   launch_kernel(grouped_bf16_kernel, grid, kThreads, 0, stream, p);
