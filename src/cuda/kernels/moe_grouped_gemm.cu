@@ -472,7 +472,7 @@ __global__ void __launch_bounds__(kThreads) grouped_bf16_kernel(MoeGroupedBf16Pa
 // static next to it). Host-side queries, legal during graph capture.
 constexpr int kMaxDevices = 64;
 struct ResidentGrid {
-  std::atomic<uint64_t> raised{0};            // opt_in_shared_memory's devices
+  std::atomic<uint64_t> raised{0};                     // opt_in_shared_memory's devices
   std::array<std::atomic<int>, kMaxDevices> blocks{};  // 0 = not asked yet
 };
 
