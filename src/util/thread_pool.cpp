@@ -1,5 +1,5 @@
-// ThreadPool implementation: workers sleep on a condition variable; a job is split into chunks
-// claimed under the mutex (chunks are coarse, so the lock is not contended).
+// ThreadPool implementation: workers poll the generation counter for kPollBeforeSleep after each
+// job, then sleep on a condition variable; a job's chunks are claimed with an atomic add.
 #include "util/thread_pool.h"
 
 #include <algorithm>
@@ -25,28 +25,29 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::run_chunks() {
-  for (;;) {
-    int64_t begin;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (job_next_ >= job_n_ || error_) return;
-      begin = job_next_;
-      job_next_ = std::min(job_n_, job_next_ + job_grain_);
-    }
+  while (!job_failed_.load(std::memory_order_relaxed)) {
+    const int64_t begin = job_next_.fetch_add(job_grain_, std::memory_order_relaxed);
+    if (begin >= job_n_) return;
     const int64_t end = std::min(job_n_, begin + job_grain_);
     try {
       (*job_)(begin, end);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!error_) error_ = std::current_exception();
+      job_failed_ = true;
     }
   }
 }
 
 void ThreadPool::worker_loop() {
+  using Clock = std::chrono::steady_clock;
   t_in_pool = true;
   uint64_t seen = 0;
   for (;;) {
+    const Clock::time_point poll_end = Clock::now() + kPollBeforeSleep;
+    while (generation_.load(std::memory_order_acquire) == seen && !stop_.load(std::memory_order_relaxed) &&
+           Clock::now() < poll_end)
+      std::this_thread::yield();
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -70,12 +71,16 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   }
   std::lock_guard<std::mutex> call(call_mutex_);
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    // A worker that joined the previous job after it ended (it found no chunk left) may still be
+    // inside run_chunks, reading the job's fields: let it leave before they change.
+    done_.wait(lock, [&] { return active_ == 0; });
     job_ = &fn;
     job_n_ = n;
-    // ~4 chunks per thread: enough to balance uneven rows without lock traffic.
+    // ~4 chunks per thread: enough to balance uneven rows.
     job_grain_ = std::max<int64_t>(1, n / (int64_t(size()) * 4));
     job_next_ = 0;
+    job_failed_ = false;
     error_ = nullptr;
     ++active_;  // the caller
     ++generation_;
@@ -89,8 +94,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     std::unique_lock<std::mutex> lock(mutex_);
     --active_;
     done_.wait(lock, [&] { return active_ == 0; });
-    // Workers woken late for this generation find job_next_ >= job_n_ and return at once; the
-    // job pointer is cleared only after every worker that joined has left run_chunks().
+    // Workers joining late for this generation find no chunk left and return at once.
     job_n_ = 0;
     job_ = nullptr;
     error = error_;
