@@ -1,7 +1,11 @@
-// ThreadPool: every index visited exactly once, exceptions reach the caller, nesting runs inline.
+// ThreadPool: every index visited exactly once, exceptions reach the caller, nesting runs inline,
+// and workers take part in a job whether it starts while they poll or after they went to sleep.
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -55,6 +59,36 @@ TEST(ThreadPool, ConcurrentOutsideCallersAreSerialised) {
     });
   for (auto& t : callers) t.join();
   EXPECT_EQ(total.load(), 4 * 50 * 97);
+}
+
+// A worker that misses a job is not an error the caller sees (it runs every chunk itself), only
+// lost speed: here each of the two chunks waits until two different threads hold one, so a job
+// the worker never joins shows as one thread after the wait's deadline.
+TEST(ThreadPool, WorkersJoinJobsStartedWhilePollingAndAfterSleeping) {
+  using namespace std::chrono_literals;
+  ThreadPool pool(2);
+  pool.parallel_for(2, [](int64_t, int64_t) {});
+  for (const std::chrono::microseconds idle : {0us, 3 * ThreadPool::kPollBeforeSleep}) {
+    std::this_thread::sleep_for(idle);
+    std::mutex m;
+    std::set<std::thread::id> threads;
+    pool.parallel_for(2, [&](int64_t, int64_t) {  // one chunk each: n / (2 threads · 4) rounds up to 1
+      {
+        std::lock_guard lock(m);
+        threads.insert(std::this_thread::get_id());
+      }
+      const auto deadline = std::chrono::steady_clock::now() + 10s;
+      for (;;) {
+        {
+          std::lock_guard lock(m);
+          if (threads.size() >= 2) return;
+        }
+        if (std::chrono::steady_clock::now() > deadline) return;
+        std::this_thread::yield();
+      }
+    });
+    EXPECT_EQ(threads.size(), 2u) << "idle " << idle.count() << " us before the job: the worker did not join it";
+  }
 }
 
 }  // namespace
