@@ -1,5 +1,5 @@
 // fp4_rows_dot's two vector kernels. Both walk a weight row 16 columns at a time (the 16 lanes of
-// linear.cpp's dot), decode the columns' nibbles in registers, multiply by the block scale, then
+// cpu/tile_dot.h's dot), decode the columns' nibbles in registers, multiply by the block scale, then
 // multiply and add into each activation row's accumulators; the token passes are the outer loop
 // so that a tile of weight rows is read from L1/L2 once per pass.
 //   - AVX2: two decodes of 8 columns (lanes 0–7 and 8–15), each a broadcast from memory, a shift,
@@ -56,7 +56,7 @@ float block_scale(const WeightMatrix& w, int64_t r, int64_t b, uint8_t byte) {
   }
 }
 
-// dot()'s final reduction: lanes 0..15 in order, then its (empty) tail.
+// The dot's final reduction (cpu/tile_dot.h): lanes 0..15 in order, then its (empty) tail.
 inline float lane_sum(const float (&lanes)[16]) {
   float sum = 0.0f;
   for (float v : lanes) sum += v;

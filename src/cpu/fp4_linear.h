@@ -5,9 +5,9 @@
 // need (issue 17), and linear_rows uses it for every FP4 linear of the CPU backend.
 //
 // Its arithmetic is exactly that of expanding the row with WeightMatrix::dequant_rows and taking
-// linear.cpp's 16-lane dot: the same FP32 weights (e2m1 · scale, then · global scale for NVFP4),
-// the same products, the same per-lane sums in column order, the same final lane sum, and no
-// fused multiply-add. So it is bit-identical to the expanded path whichever vector kernel runs,
+// the CPU backend's 16-lane dot (cpu/tile_dot.h): the same FP32 weights (e2m1 · scale, then
+// · global scale for NVFP4), the same products, the same per-lane sums in column order, the same
+// final lane sum, and no fused multiply-add. So it is bit-identical to the expanded path whichever vector kernel runs,
 // and the CPU backend's bit-for-bit tests (chunking, batching, rollback) do not depend on which
 // path ran.
 #pragma once

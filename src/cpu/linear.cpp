@@ -1,8 +1,7 @@
 // linear_rows: parallel over tiles of output rows; each task expands its tile with
-// WeightMatrix::dequant_rows into a thread-local buffer and takes dot products with every token.
-// Accumulation is FP32 with 16 independent lanes (vectorisable, and closer to a blocked GEMM's
-// rounding than one serial sum). FP4 tiles go to fp4_rows_dot instead, which decodes in registers
-// with the same arithmetic (cpu/fp4_linear.h): a change to dot() must be made there too.
+// WeightMatrix::dequant_rows into a thread-local buffer and takes dot products with every token
+// (tile_rows_dot, whose arithmetic is the contract: cpu/tile_dot.h). FP4 tiles go to fp4_rows_dot
+// instead, which decodes in registers with the same arithmetic (cpu/fp4_linear.h).
 #include "cpu/linear.h"
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <vector>
 
 #include "cpu/fp4_linear.h"
+#include "cpu/tile_dot.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -17,18 +17,6 @@ namespace dsv4 {
 namespace {
 
 constexpr int64_t kTileRows = 16;  // rows expanded per task: 16 × cols FP32 stays in L2
-
-inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[16] = {};
-  int64_t k = 0;
-  for (; k + 16 <= n; k += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += a[k + l] * b[k + l];
-  float tail = 0.0f;
-  for (; k < n; ++k) tail += a[k] * b[k];
-  float s = 0.0f;
-  for (int l = 0; l < 16; ++l) s += acc[l];
-  return s + tail;
-}
 
 }  // namespace
 
@@ -57,11 +45,7 @@ void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightM
         continue;
       }
       w.dequant_rows(row0 + r, nr, tile.data());
-      for (int64_t t = 0; t < n; ++t) {
-        const float* xt = x + t * K;
-        float* yt = y + t * n_rows + r;
-        for (int64_t i = 0; i < nr; ++i) yt[i] = dot(xt, tile.data() + i * K, K);
-      }
+      tile_rows_dot(tile.data(), nr, x, n, K, y + r, n_rows);
     }
   });
 }
