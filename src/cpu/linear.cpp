@@ -1,7 +1,8 @@
 // linear_rows: parallel over tiles of output rows; each task expands its tile with
 // WeightMatrix::dequant_rows into a thread-local buffer and takes dot products with every token
-// (tile_rows_dot, whose arithmetic is the contract: cpu/tile_dot.h). FP4 tiles go to fp4_rows_dot
-// instead, which decodes in registers with the same arithmetic (cpu/fp4_linear.h).
+// (tile_rows_dot, whose arithmetic is the contract: cpu/tile_dot.h). FP4 and FP8 tiles go to
+// fp4_rows_dot / fp8_rows_dot instead, which decode in registers with the same arithmetic
+// (cpu/fp4_linear.h, cpu/fp8_linear.h).
 #include "cpu/linear.h"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "cpu/fp4_linear.h"
+#include "cpu/fp8_linear.h"
 #include "cpu/tile_dot.h"
 #include "util/error.h"
 
@@ -34,14 +36,19 @@ void linear_rows(const CpuContext& ctx, const float* x, int64_t n, const WeightM
   }
   const bool fused_fp4 =
       (w.format == WeightFormat::kMXFP4 || w.format == WeightFormat::kNVFP4) && fp4_fused_available();
+  const bool fused_fp8 = w.format == WeightFormat::kFP8Block && K % 16 == 0 && fp8_fused_available();
   const int64_t n_tiles = (n_rows + kTileRows - 1) / kTileRows;
   ctx.pool.parallel_for(n_tiles, [&](int64_t b, int64_t e) {
     thread_local std::vector<float> tile;
-    if (!fused_fp4) tile.resize(size_t(kTileRows * K));
+    if (!fused_fp4 && !fused_fp8) tile.resize(size_t(kTileRows * K));
     for (int64_t ti = b; ti < e; ++ti) {
       const int64_t r = ti * kTileRows, nr = std::min(kTileRows, n_rows - r);
       if (fused_fp4) {
         fp4_rows_dot(w, row0 + r, nr, x, n, y + r, n_rows);
+        continue;
+      }
+      if (fused_fp8) {
+        fp8_rows_dot(w, row0 + r, nr, x, n, y + r, n_rows);
         continue;
       }
       w.dequant_rows(row0 + r, nr, tile.data());
