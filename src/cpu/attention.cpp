@@ -8,6 +8,7 @@
 
 #include "cpu/indexer.h"
 #include "cpu/linear.h"
+#include "cpu/serial_dots.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -103,11 +104,10 @@ void attention_forward(const CpuContext& ctx, const AttentionWeights& w, const L
       }
       const float* qh = q.data() + th * d;
       logit.resize(keys.size());
+      serial_dots(qh, keys.data(), int64_t(keys.size()), d, logit.data());
       float mx = sink[size_t(h)];
       for (size_t s = 0; s < keys.size(); ++s) {
-        float acc = 0.0f;
-        for (int64_t i = 0; i < d; ++i) acc += qh[i] * keys[s][i];
-        logit[s] = acc * scale;
+        logit[s] *= scale;
         mx = std::max(mx, logit[s]);
       }
       float den = std::exp(sink[size_t(h)] - mx);

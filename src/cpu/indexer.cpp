@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "cpu/linear.h"
+#include "cpu/serial_dots.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -71,16 +72,18 @@ void indexer_select(const CpuContext& ctx, const IndexerWeights& w, const RopeTa
       const int64_t n_vis = visible_entries(pos0 + t, m);
       DSV4_CHECK(n_vis <= keys.n_entries);
       score.assign(size_t(n_vis), 0.0f);
-      for (int64_t j = 0; j < n_vis; ++j) {
-        const float* k = keys.entries.data() + j * di;
-        float s = 0.0f;
+      // score_j = Σ_h ReLU(q_h · k_j) · w_h, in head order per entry; a few entries at a time.
+      constexpr int64_t kEntries = 8;
+      for (int64_t j0 = 0; j0 < n_vis; j0 += kEntries) {
+        const int64_t nj = std::min(kEntries, n_vis - j0);
+        const float* k[kEntries];
+        for (int64_t l = 0; l < nj; ++l) k[l] = keys.entries.data() + (j0 + l) * di;
         for (int64_t h = 0; h < Hi; ++h) {
-          const float* qh = q.data() + (t * Hi + h) * di;
-          float d = 0.0f;
-          for (int64_t i = 0; i < di; ++i) d += qh[i] * k[i];
-          s += std::max(d, 0.0f) * (hw[size_t(t * Hi + h)] * w_scale);
+          float d[kEntries];
+          serial_dots(q.data() + (t * Hi + h) * di, k, nj, di, d);
+          for (int64_t l = 0; l < nj; ++l)
+            score[size_t(j0 + l)] += std::max(d[l], 0.0f) * (hw[size_t(t * Hi + h)] * w_scale);
         }
-        score[size_t(j)] = s;
       }
       const int64_t n_sel = std::min(K, n_vis);
       order.resize(size_t(n_vis));
