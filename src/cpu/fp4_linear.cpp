@@ -17,6 +17,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "cpu/tile_dot.h"  // lane_sum
 #include "util/error.h"
 #include "util/float_formats.h"
 
@@ -54,13 +55,6 @@ float block_scale(const WeightMatrix& w, int64_t r, int64_t b, uint8_t byte) {
     }
     return e8m0_to_f32(byte);
   }
-}
-
-// The dot's final reduction (cpu/tile_dot.h): lanes 0..15 in order, then its (empty) tail.
-inline float lane_sum(const float (&lanes)[16]) {
-  float sum = 0.0f;
-  for (float v : lanes) sum += v;
-  return sum + 0.0f;
 }
 
 // ---- AVX2

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu/tile_dot.h"  // lane_sum
 #include "util/error.h"
 #include "util/float_formats.h"
 
@@ -69,13 +70,6 @@ DSV4_AVX2_F16C inline void decode16(const uint8_t* p, __m256 scale256, __m256& l
                       _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(0x3F80)));
   lo = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), scale256);
   hi = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), scale256);
-}
-
-// The dot's final reduction (cpu/tile_dot.h): lanes 0..15 in order onto +0, then its (empty) tail.
-inline float lane_sum(const float (&lanes)[16]) {
-  float sum = 0.0f;
-  for (float v : lanes) sum += v;
-  return sum + 0.0f;
 }
 
 template <int kT>

@@ -14,14 +14,6 @@ namespace {
 
 constexpr int kLanes = 16;
 
-// The lanes added in order onto +0 (so a lone −0 lane gives +0, as the contract's sum does), then
-// the tail's serial sum.
-inline float finish(const float (&lanes)[kLanes], float tail) {
-  float s = 0.0f;
-  for (float v : lanes) s += v;
-  return s + tail;
-}
-
 inline float tail_sum(const float* a, const float* b, int64_t k0, int64_t K) {
   float tail = 0.0f;
   for (int64_t k = k0; k < K; ++k) tail += a[k] * b[k];
@@ -33,7 +25,7 @@ float dot(const float* a, const float* b, int64_t K) {
   int64_t k = 0;
   for (; k + kLanes <= K; k += kLanes)
     for (int l = 0; l < kLanes; ++l) acc[l] += a[k + l] * b[k + l];
-  return finish(acc, tail_sum(a, b, k, K));
+  return lane_sum(acc, tail_sum(a, b, k, K));
 }
 
 #if defined(__x86_64__)
@@ -67,7 +59,7 @@ DSV4_AVX2 void avx2_pass(const float* w, const float* x, int64_t K, float* y, in
       alignas(32) float lanes[kLanes];
       _mm256_store_ps(lanes, lo[j][t]);
       _mm256_store_ps(lanes + 8, hi[j][t]);
-      y[t * y_stride + j] = finish(lanes, tail_sum(x + t * K, w + j * K, k_end, K));
+      y[t * y_stride + j] = lane_sum(lanes, tail_sum(x + t * K, w + j * K, k_end, K));
     }
 }
 

@@ -13,6 +13,15 @@
 
 namespace dsv4 {
 
+// The contract's final reduction, shared by every kernel that keeps it: the 16 lanes added in
+// order onto +0 (so a lone −0 lane gives +0), then the serial sum of the columns past the last
+// whole 16 (+0 when there are none).
+inline float lane_sum(const float (&lanes)[16], float tail = 0.0f) {
+  float s = 0.0f;
+  for (float v : lanes) s += v;
+  return s + tail;
+}
+
 // Whether this host runs the AVX2 build (x86-64 with AVX2).
 bool tile_dot_avx2_here();
 
