@@ -6,7 +6,9 @@
 // decode. Kernels run as CUDA-graph replays; successive replays use different routings so that
 // the L2 does not keep the previous step's experts. Correctness is tests/cuda's job.
 //
-// Usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--rows T]. The card and date head the output.
+// Usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--fp8-prefill] [--rows T]. The card and date
+// head the output. --fp8-prefill: MXFP4 prefill rows on the FP8 wgmma kernel
+// (MoeGroupedParams::fp8_prefill; decode rows are unchanged).
 // --rows T runs only the case of T rows (a profiler's run: `ncu -k regex:grouped_fp4 -c 2` then
 // sees that case's first eager launches, w1/w3 and w2).
 #include <cuda_bf16.h>
@@ -102,14 +104,15 @@ struct Row {
 int main(int argc, char** argv) {
   using namespace dsv4::cuda;
   using dsv4::cat;
-  bool quick = false, nv = false;
+  bool quick = false, nv = false, fp8_prefill = false;
   int only_rows = 0;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--nvfp4") == 0) nv = true;
+    else if (std::strcmp(argv[i], "--fp8-prefill") == 0) fp8_prefill = true;
     else if (std::strcmp(argv[i], "--rows") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_rows = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--rows T]\n");
+      std::fprintf(stderr, "usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--fp8-prefill] [--rows T]\n");
       return 2;
     }
   }
@@ -119,7 +122,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     bench::print_card();
-    std::printf("routed experts of one Flash layer: E=%d D=%d I=%d k=%d, %s\n", kE, kD, kI, kK, nv ? "NVFP4" : "MXFP4");
+    std::printf("routed experts of one Flash layer: E=%d D=%d I=%d k=%d, %s%s\n", kE, kD, kI, kK, nv ? "NVFP4" : "MXFP4",
+                fp8_prefill && !nv ? ", prefill on the FP8 wgmma kernel" : "");
     const int reps = quick ? 3 : 7;
     Filler fill;
 
@@ -181,6 +185,7 @@ int main(int argc, char** argv) {
         mi.shared = reinterpret_cast<const __nv_bfloat16*>(shared.get());
         mi.out = reinterpret_cast<__nv_bfloat16*>(out.get());
         mi.T = T;
+        mi.fp8_prefill = fp8_prefill;
         return mi;
       };
       // Eager once each: plans in place for the GEMM-only timing, lazy setup out of the graphs.
@@ -218,6 +223,7 @@ int main(int argc, char** argv) {
         p.N = kI;
         p.K = kD;
         p.max_sel = n_sel;
+        p.fp8_prefill = fp8_prefill;
         launch_moe_grouped_gemm(p, st);
         p.n_mats = 1;
         p.w[0] = w2.data.get();

@@ -3,6 +3,8 @@
 // definition (moe_dispatch.cuh) computed on the host.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -27,6 +29,27 @@ inline void fill_random(std::vector<uint8_t>& v, uint64_t seed) {
     std::memcpy(v.data() + i, &r, 8);
   }
   for (; i < v.size(); ++i) v[i] = uint8_t(i * 131 + seed);
+}
+
+// The FP8 tensor-core part of the grouped MXFP4 kernel's error (moe_grouped_wgmma.cuh) for one
+// output element, from its K exact products p (dequantised weight × activation; the power-of-two
+// scales move no bits). Each 32-wide block is one wgmma k32 step from zero: Hopper's FP8 sum
+// aligns the 32 products to the largest exponent E (2^E <= max|p| < 2^(E+1)) and truncates each
+// to 13 fraction bits (< 2^(E-13) each), then truncates the normalised result once more
+// (< 2^-13·Σ|p|): the e8m13 model of tests/cuda/matmul.cpp's lt_fp8_block_error, with no running
+// sum carried into the step.
+inline double fp8_block_sum_error(const double* p, int K) {
+  constexpr int kBlock = 32;
+  double total = 0;
+  for (int k0 = 0; k0 < K; k0 += kBlock) {
+    double step_abs = 0, p_max = 0;
+    for (int k = k0; k < std::min(K, k0 + kBlock); ++k) {
+      step_abs += std::fabs(p[k]);
+      p_max = std::max(p_max, std::fabs(p[k]));
+    }
+    if (p_max > 0) total += kBlock * std::ldexp(1.0, std::ilogb(p_max) - 13) + 0x1p-13 * step_abs;
+  }
+  return total;
 }
 
 // E experts of one tensor [E, N, K], packed (MXFP4 or NVFP4), host bytes and device copies.

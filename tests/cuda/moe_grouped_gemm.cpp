@@ -12,10 +12,12 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "cuda/kernels/moe_dispatch.cuh"
 #include "cuda/kernels/moe_grouped_gemm.cuh"
+#include "cuda/kernels/moe_grouped_wgmma.cuh"
 #include "model/quant.h"
 #include "moe_fixtures.h"
 #include "op_parity.h"
@@ -247,6 +249,45 @@ TEST(MoeGemmLayout, F16HoldsEveryOperandExactly) {
 // The MXFP4 scale fast form: the vote's test flags exactly the words holding a 0x00 or 0xFF byte
 // (every value of the special byte's position, the other bytes random), and the shifted bytes
 // are the scales' values wherever the test passes.
+// The wgmma kernel's A-register bytes (moe_grouped_wgmma.cuh): for every 16-bit pattern in
+// either half of a word (the other half random), the four bytes are the four nibbles in column
+// order, each an E4M3 byte worth exactly the nibble's E2M1 value·2^-6.
+TEST(MoeWgmmaLayout, E2m1HalfToE4m3IsExactForEveryPattern) {
+  namespace W = moe_wgmma_layout;
+  std::mt19937_64 rng(dsv4::test::seed_for_this_test());
+  for (int h = 0; h < 2; ++h)
+    for (uint32_t v = 0; v < 0x10000u; ++v) {
+      const uint32_t other = uint32_t(rng()) & 0xffffu;
+      const uint32_t w = h == 0 ? (v | (other << 16)) : ((v << 16) | other);
+      const uint32_t bytes = W::e2m1x4_to_e4m3x4(w, W::half_selector(h));
+      for (int i = 0; i < 4; ++i) {
+        const double got = double(e4m3_to_f32(uint8_t(bytes >> (8 * i)))) * W::kE2M1AsE4m3Scale;
+        ASSERT_EQ(got, e2m1_value(v >> (4 * i))) << "half " << h << " pattern " << v << " nibble " << i;
+      }
+    }
+}
+
+// The 128-byte swizzle: the 8 chunks of a token row land on 8 distinct chunk slots of that row,
+// and the 8 rows of an atom put each chunk index on 8 distinct slots (the bank spread wgmma's
+// reads rely on).
+TEST(MoeWgmmaLayout, SwizzleIsAPermutationPerRowAndPerChunk) {
+  namespace W = moe_wgmma_layout;
+  for (int t = 0; t < 16; ++t) {
+    std::set<int> slots;
+    for (int c = 0; c < 8; ++c) {
+      const int off = W::swizzled_chunk(t, c);
+      ASSERT_EQ(off / 128, t);
+      slots.insert(off % 128 / 16);
+    }
+    EXPECT_EQ(slots.size(), 8u);
+  }
+  for (int c = 0; c < 8; ++c) {
+    std::set<int> slots;
+    for (int t = 0; t < 8; ++t) slots.insert(W::swizzled_chunk(t, c) % 128 / 16);
+    EXPECT_EQ(slots.size(), 8u);
+  }
+}
+
 TEST(MoeGemmLayout, Ue8m0FastFormAndItsTest) {
   std::mt19937_64 rng(dsv4::test::seed_for_this_test());
   const auto special = [](uint32_t w) {
@@ -414,83 +455,97 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
   DeviceBuffer<uint8_t> d_x(x), d_xs(xs);
   DeviceBuffer<float> d_y32[2];
   DeviceBuffer<uint16_t> d_y16[2];
-  MoeGroupedParams p;
-  p.format = c.fmt;
-  p.n_mats = c.n_mats;
-  for (int m = 0; m < c.n_mats; ++m) {
-    d_y32[m] = DeviceBuffer<float>(c.out_f32 ? size_t(max_sel) * c.N : 0);
-    d_y16[m] = DeviceBuffer<uint16_t>(c.out_f32 ? 0 : size_t(max_sel) * c.N);
-    d_y32[m].fill_bytes(kPoisonByte);
-    d_y16[m].fill_bytes(kPoisonByte);
-    p.w[m] = wt[m].dw.get();
-    p.w_scale[m] = wt[m].ds.get();
-    p.global_scale[m] = nv ? wt[m].dgs.get() : nullptr;
-    p.y[m] = c.out_f32 ? static_cast<void*>(d_y32[m].get()) : static_cast<void*>(d_y16[m].get());
-  }
-  p.x = d_x.get();
-  p.x_scale = d_xs.get();
-  p.x_row = dp.plan.sel_row;
-  p.offsets = dp.plan.offsets;
-  p.E = c.E;
-  p.N = c.N;
-  p.K = c.K;
-  p.max_sel = max_sel;
-  p.out_f32 = c.out_f32;
-  launch_moe_grouped_gemm(p, nullptr);
-  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-
-  // The device plan is the host plan (moe_dispatch's own test covers it in depth).
-  std::vector<int32_t> d_off(size_t(c.E) + 1);
-  DSV4_CUDA_CHECK(cudaMemcpy(d_off.data(), dp.plan.offsets, d_off.size() * 4, cudaMemcpyDeviceToHost));
-  ASSERT_EQ(d_off, hp.offsets) << "device plan offsets";
-
-  // Budget (moe_grouped_gemm.cuh's arithmetic, u = 2^-24, S = Σ|w·x| of the output):
-  //  one m16n8k16 step D = C + Σ16 a·b: products exact, at worst one truncation of 2u per
-  //  aligned addend and one of the result: 18·2u·(|C| + Σ|a·b|);
-  //  MXFP4: a block is two steps (72u·S_block), 4 exact-product FFMAs per group into t (4u·S),
-  //  G = K/128 FFMAs into the total (G·u·S); the 2^14 is exact;
-  //  NVFP4: eight chained steps per group (8·36u·S_group), G FFMAs, the ×2^14·global (u·|y|) and
-  //  the reference's own FP32 rounding of each dequantised weight (u·S).
-  //  Then one BF16 rounding of the output (half an ulp) unless FP32.
-  const int G = c.K / int(kActBlockSize);
-  const double gamma = (nv ? 288.0 + G + 2 : 72.0 + 4 + G) * kF32Unit;
-  std::vector<float> wr(size_t(c.K));
-  for (int m = 0; m < c.n_mats; ++m) {
-    const auto y = c.out_f32 ? d_y32[m].download() : from_bf16(d_y16[m].download());
-    std::vector<float> got;
-    std::vector<double> ref, budget;
-    int64_t unwritten_poison_kept = 0;
-    for (int j = 0; j < max_sel; ++j) {
-      if (j >= n_sel) {  // rows past the plan must stay untouched (poison)
-        for (int n = 0; n < c.N; ++n) unwritten_poison_kept += std::isnan(y[size_t(j) * c.N + n]);
-        continue;
-      }
-      if (j % c.check_every != 0) {
-        for (int n = 0; n < c.N; ++n) ASSERT_TRUE(std::isfinite(y[size_t(j) * c.N + n])) << "row " << j << " unwritten";
-        continue;
-      }
-      const int e = hp.expert_of(j);
-      const int row = hp.sel_row[size_t(j)];
-      const WeightMatrix wm = wt[m].view(e);
-      for (int n = 0; n < c.N; ++n) {
-        wm.dequant_rows(n, 1, wr.data());
-        double acc = 0, sa = 0;
-        for (int k = 0; k < c.K; ++k) {
-          const size_t xo = size_t(row) * c.K + k;
-          const double xv = double(e4m3_to_f32(x[xo])) * e8m0_to_f32(xs[xo / kActBlockSize]);
-          acc += wr[size_t(k)] * xv;
-          sa += std::fabs(wr[size_t(k)] * xv);
-        }
-        got.push_back(y[size_t(j) * c.N + n]);
-        ref.push_back(acc);
-        // (The BF16 rounding acts on the computed value: half an ulp of |acc| + γ·S.)
-        budget.push_back(gamma * sa * (1 + kBf16HalfUlp) + (c.out_f32 ? 0 : kBf16HalfUlp * std::fabs(acc)) + 1e-30);
-      }
+  // Every case through the kernel the default launch takes; MXFP4 prefill-shaped cases (more than
+  // 16 grouped rows per expert) also through the FP8 wgmma kernel (MoeGroupedParams::fp8_prefill).
+  for (const bool fp8 : {false, true}) {
+    if (fp8 && (nv || max_sel <= 16 * c.E)) continue;
+    MoeGroupedParams p;
+    p.format = c.fmt;
+    p.n_mats = c.n_mats;
+    for (int m = 0; m < c.n_mats; ++m) {
+      d_y32[m] = DeviceBuffer<float>(c.out_f32 ? size_t(max_sel) * c.N : 0);
+      d_y16[m] = DeviceBuffer<uint16_t>(c.out_f32 ? 0 : size_t(max_sel) * c.N);
+      d_y32[m].fill_bytes(kPoisonByte);
+      d_y16[m].fill_bytes(kPoisonByte);
+      p.w[m] = wt[m].dw.get();
+      p.w_scale[m] = wt[m].ds.get();
+      p.global_scale[m] = nv ? wt[m].dgs.get() : nullptr;
+      p.y[m] = c.out_f32 ? static_cast<void*>(d_y32[m].get()) : static_cast<void*>(d_y16[m].get());
     }
-    EXPECT_EQ(unwritten_poison_kept, int64_t(max_sel - n_sel) * c.N) << "rows past n_sel were written";
-    expect_parity(cat("grouped ", c.name, nv ? " nvfp4" : " mxfp4", " mat", m, " sel=", n_sel, " N=", c.N, " K=", c.K,
-                      c.out_f32 ? " f32" : " bf16"),
-                  got, ref, budget);
+    p.x = d_x.get();
+    p.x_scale = d_xs.get();
+    p.x_row = dp.plan.sel_row;
+    p.offsets = dp.plan.offsets;
+    p.E = c.E;
+    p.N = c.N;
+    p.K = c.K;
+    p.max_sel = max_sel;
+    p.out_f32 = c.out_f32;
+    p.fp8_prefill = fp8;
+    launch_moe_grouped_gemm(p, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+
+    // The device plan is the host plan (moe_dispatch's own test covers it in depth).
+    std::vector<int32_t> d_off(size_t(c.E) + 1);
+    DSV4_CUDA_CHECK(cudaMemcpy(d_off.data(), dp.plan.offsets, d_off.size() * 4, cudaMemcpyDeviceToHost));
+    ASSERT_EQ(d_off, hp.offsets) << "device plan offsets";
+
+    // Budget (u = 2^-24, S = Σ|w·x| of the output), by the kernel the launch took:
+    //  F16 mma.sync (moe_grouped_gemm.cuh's arithmetic): one m16n8k16 step D = C + Σ16 a·b:
+    //  products exact, at worst one truncation of 2u per aligned addend and one of the result:
+    //  18·2u·(|C| + Σ|a·b|);
+    //   MXFP4: a block is two steps (72u·S_block), 4 exact-product FFMAs per group into t (4u·S),
+    //   G = K/128 FFMAs into the total (G·u·S); the 2^14 is exact;
+    //   NVFP4: eight chained steps per group (8·36u·S_group), G FFMAs, the ×2^14·global (u·|y|) and
+    //   the reference's own FP32 rounding of each dequantised weight (u·S).
+    //  FP8 wgmma (moe_grouped_wgmma.cuh, MXFP4): per k32 block the tensor core's e8m13 sum from
+    //   zero (moe_fixtures.h's fp8_block_sum_error), then 4 FFMAs per group and G into the total.
+    //  Then one BF16 rounding of the output (half an ulp) unless FP32.
+    const int G = c.K / int(kActBlockSize);
+    const bool fp8_tc = grouped_launch_uses_fp8_tensor_cores(p);
+    EXPECT_EQ(fp8_tc, fp8) << "the kernel this pass was meant for";
+    const double gamma = (nv ? 288.0 + G + 2 : fp8_tc ? 4.0 + G : 72.0 + 4 + G) * kF32Unit;
+    std::vector<float> wr(size_t(c.K));
+    std::vector<double> pr(size_t(c.K));  // the element's exact products
+    for (int m = 0; m < c.n_mats; ++m) {
+      const auto y = c.out_f32 ? d_y32[m].download() : from_bf16(d_y16[m].download());
+      std::vector<float> got;
+      std::vector<double> ref, budget;
+      int64_t unwritten_poison_kept = 0;
+      for (int j = 0; j < max_sel; ++j) {
+        if (j >= n_sel) {  // rows past the plan must stay untouched (poison)
+          for (int n = 0; n < c.N; ++n) unwritten_poison_kept += std::isnan(y[size_t(j) * c.N + n]);
+          continue;
+        }
+        if (j % c.check_every != 0) {
+          for (int n = 0; n < c.N; ++n) ASSERT_TRUE(std::isfinite(y[size_t(j) * c.N + n])) << "row " << j << " unwritten";
+          continue;
+        }
+        const int e = hp.expert_of(j);
+        const int row = hp.sel_row[size_t(j)];
+        const WeightMatrix wm = wt[m].view(e);
+        for (int n = 0; n < c.N; ++n) {
+          wm.dequant_rows(n, 1, wr.data());
+          double acc = 0, sa = 0;
+          for (int k = 0; k < c.K; ++k) {
+            const size_t xo = size_t(row) * c.K + k;
+            pr[size_t(k)] = wr[size_t(k)] * (double(e4m3_to_f32(x[xo])) * e8m0_to_f32(xs[xo / kActBlockSize]));
+            acc += pr[size_t(k)];
+            sa += std::fabs(pr[size_t(k)]);
+          }
+          const double tc = fp8_tc ? fp8_block_sum_error(pr.data(), c.K) : 0.0;
+          got.push_back(y[size_t(j) * c.N + n]);
+          ref.push_back(acc);
+          // (The BF16 rounding acts on the computed value: half an ulp of |acc| + the error.)
+          const double err = gamma * sa + tc;
+          budget.push_back(err * (1 + kBf16HalfUlp) + (c.out_f32 ? 0 : kBf16HalfUlp * std::fabs(acc)) + 1e-30);
+        }
+      }
+      EXPECT_EQ(unwritten_poison_kept, int64_t(max_sel - n_sel) * c.N) << "rows past n_sel were written";
+      expect_parity(cat("grouped ", c.name, nv ? " nvfp4" : fp8 ? " mxfp4 fp8-tc" : " mxfp4", " mat", m, " sel=", n_sel, " N=", c.N, " K=", c.K,
+                        c.out_f32 ? " f32" : " bf16"),
+                    got, ref, budget);
+    }
   }
 }
 
@@ -523,7 +578,9 @@ INSTANTIATE_TEST_SUITE_P(
 // Batch invariance: a few rows computed alone (T = 3: the decode launch shape) give the same bits
 // as the same rows inside a big batch (T = 1024: the prefill shape, their experts crowded so that
 // they land in later chunks and other tile columns) and a mid-size one (T = 64: decode shape,
-// other chunk boundaries). FP32 outputs compared bit for bit (and BF16, which follows).
+// other chunk boundaries). MXFP4 with fp8_prefill: the rows alone in a launch shaped for
+// T = 1024 (max_sel, the host value that picks the kernel) against the same rows inside it, both
+// on the FP8 wgmma kernel. FP32 outputs compared bit for bit (and BF16, which follows).
 TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
   for (const Fmt fmt : {Fmt::kMXFP4, Fmt::kNVFP4}) {
     const int E = 256, N = 512, K = 2048, k = 6, n_test = 3;
@@ -533,10 +590,10 @@ TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
     const Routing alone = make_routing(rng, n_test, k, E, Pick::kRandom, n_test);
     const auto x_test = random_e4m3(size_t(n_test) * K), xs_test = random_e8m0(size_t(n_test) * (K / kActBlockSize), 8);
 
-    auto run = [&](const Routing& r, const std::vector<uint8_t>& x, const std::vector<uint8_t>& xs, bool f32) {
+    auto run = [&](const Routing& r, const std::vector<uint8_t>& x, const std::vector<uint8_t>& xs, bool f32,
+                   int max_sel, bool fp8) {
       DevicePlan dp(r, E);
       DeviceBuffer<uint8_t> d_x(x), d_xs(xs);
-      const int max_sel = r.T * k;
       DeviceBuffer<uint8_t> d_y(size_t(max_sel) * N * (f32 ? 4 : 2));
       d_y.fill_bytes(kPoisonByte);
       MoeGroupedParams p;
@@ -554,6 +611,8 @@ TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
       p.K = K;
       p.max_sel = max_sel;
       p.out_f32 = f32;
+      p.fp8_prefill = fp8;
+      EXPECT_EQ(grouped_launch_uses_fp8_tensor_cores(p), fp8 && fmt == Fmt::kMXFP4 && max_sel == 1024 * k);
       launch_moe_grouped_gemm(p, nullptr);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
       return d_y.download();
@@ -581,8 +640,10 @@ TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
                   &xs[size_t(t) * (K / kActBlockSize)]);
       }
       const HostPlan hp_alone = host_plan(alone.idx, alone.T, k, alone.n_real, E), hp_big = host_plan(big.idx, big.T, k, big.n_real, E);
-      for (const bool f32 : {true, false}) {
-        const auto y_alone = run(alone, x_test, xs_test, f32), y_big = run(big, x, xs, f32);
+      for (const auto& [f32, fp8] : {std::pair{true, false}, {false, false}, {true, true}, {false, true}}) {
+        if (fp8 && (fmt != Fmt::kMXFP4 || T != 1024)) continue;
+        const auto y_alone = run(alone, x_test, xs_test, f32, (fp8 ? T : n_test) * k, fp8),
+                   y_big = run(big, x, xs, f32, T * k, fp8);
         const size_t row_bytes = size_t(N) * (f32 ? 4 : 2);
         int64_t differing = 0;
         for (int i = 0; i < n_test; ++i)
@@ -592,7 +653,8 @@ TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
             differing += std::memcmp(&y_alone[size_t(ja) * row_bytes], &y_big[size_t(jb) * row_bytes], row_bytes) != 0;
           }
         std::printf("[invariance] %s T=%d %s: %lld of %d rows differ alone vs in the batch\n",
-                    fmt == Fmt::kNVFP4 ? "nvfp4" : "mxfp4", T, f32 ? "f32" : "bf16", (long long)differing, n_test * k);
+                    fmt == Fmt::kNVFP4 ? "nvfp4" : fp8 ? "mxfp4 fp8-tc" : "mxfp4", T, f32 ? "f32" : "bf16",
+                    (long long)differing, n_test * k);
         EXPECT_EQ(differing, 0);
         // The rows are real results (written, finite): the first element of each.
         for (int i = 0; i < n_test * k; ++i) {

@@ -14,19 +14,22 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <type_traits>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/gemv_common.cuh"
 #include "cuda/kernels/launch.cuh"
+#include "cuda/kernels/moe_grouped_work.cuh"
+#include "cuda/kernels/moe_grouped_wgmma.cuh"
 
 namespace dsv4::cuda {
 namespace {
 
 namespace L = moe_gemm_layout;
+using moe_grouped_work::plan_chunks;
+using moe_grouped_work::resident_blocks;
+using moe_grouped_work::ResidentGrid;
 using Fmt = ExpertWeightFormat;
 
 constexpr int kThreads = 256;
@@ -132,33 +135,6 @@ __device__ __forceinline__ GroupScale<kFmt> load_group_scale(const uint8_t* row_
     return __ldg(reinterpret_cast<const uint2*>(row_scale) + group);
   else
     return __ldg(reinterpret_cast<const uint32_t*>(row_scale) + group);
-}
-
-// The work list of a launch, computed by every block from the plan (E <= kGroupedMaxExperts):
-// offs = offsets[0..E], chunk_start[e] = Σ_{e' < e} ceil(count_e' / R) (chunk_start[E] = all
-// chunks). Warp 0 scans, lanes taking contiguous expert ranges. Ends with a __syncthreads.
-__device__ void plan_chunks(const int32_t* offsets, int E, int R, int* offs, int* chunk_start) {
-  const int tid = threadIdx.x, lane = tid % kWarpSize;
-  for (int e = tid; e <= E; e += blockDim.x) offs[e] = offsets[e];
-  __syncthreads();
-  if (tid < kWarpSize) {
-    const int per = (E + kWarpSize - 1) / kWarpSize, e0 = min(lane * per, E), e1 = min(e0 + per, E);
-    int local = 0;
-    for (int e = e0; e < e1; ++e) local += (offs[e + 1] - offs[e] + R - 1) / R;
-    int incl = local;
-#pragma unroll
-    for (int o = 1; o < kWarpSize; o *= 2) {
-      const int u = __shfl_up_sync(kFullMask, incl, o);
-      if (lane >= o) incl += u;
-    }
-    int run = incl - local;
-    for (int e = e0; e < e1; ++e) {
-      chunk_start[e] = run;
-      run += (offs[e + 1] - offs[e] + R - 1) / R;
-    }
-    if (lane == kWarpSize - 1) chunk_start[E] = incl;
-  }
-  __syncthreads();
 }
 
 template <Fmt kFmt, class S, bool kOutF32>
@@ -466,35 +442,11 @@ __global__ void __launch_bounds__(kThreads) grouped_bf16_kernel(MoeGroupedBf16Pa
   }
 }
 
-// How many blocks of a kernel fit on the current device at once: the persistent grid's cap. The
-// shared-memory opt-in is a per-device attribute and two devices of one process need not have the
-// same SM count, so both are kept per device, in the launch's own record (a function-local
-// static next to it). Host-side queries, legal during graph capture.
-constexpr int kMaxDevices = 64;
-struct ResidentGrid {
-  std::atomic<uint64_t> raised{0};                     // opt_in_shared_memory's devices
-  std::array<std::atomic<int>, kMaxDevices> blocks{};  // 0 = not asked yet
-};
-
-int resident_blocks(ResidentGrid& record, const void* kernel, size_t smem) {
-  int device = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&device));
-  DSV4_CHECK(device >= 0 && device < kMaxDevices);
-  if (const int known = record.blocks[size_t(device)].load(); known > 0) return known;
-  opt_in_shared_memory(kernel, smem, record.raised);
-  int sms = 0, per_sm = 0;
-  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  DSV4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-  DSV4_CHECK_MSG(per_sm >= 1, "moe_grouped_gemm: no block fits on an SM (", smem, " bytes of shared memory)");
-  record.blocks[size_t(device)].store(sms * per_sm);
-  return sms * per_sm;
-}
-
 template <Fmt kFmt, class S, bool kOutF32>
 void launch_shape(const MoeGroupedParams& p, cudaStream_t stream) {
   const void* kernel = reinterpret_cast<const void*>(grouped_fp4_kernel<kFmt, S, kOutF32>);
   static ResidentGrid record;
-  const int grid_max = resident_blocks(record, kernel, S::kSmemBytes);
+  const int grid_max = resident_blocks(record, kernel, kThreads, S::kSmemBytes);
   // At most one item per block: chunks <= E + max_sel / R.
   const int64_t max_items = (int64_t(p.E) + p.max_sel / S::kChunkRows) * (p.N / kTileN) * p.n_mats;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
@@ -514,7 +466,9 @@ using PrefillShape = Shape<8, 2, false, 1>;
 
 template <Fmt kFmt, bool kOutF32>
 void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
-  if (kFmt == Fmt::kNVFP4 || p.max_sel < kFewRows)
+  if (grouped_launch_uses_fp8_tensor_cores(p))
+    launch_moe_grouped_wgmma(p, stream);
+  else if (kFmt == Fmt::kNVFP4 || p.max_sel < kFewRows)
     launch_shape<kFmt, DecodeFewShape, kOutF32>(p, stream);
   else if (p.max_sel <= kDecodeRowsPerExpert * p.E)
     launch_shape<kFmt, DecodeShape, kOutF32>(p, stream);
@@ -523,6 +477,10 @@ void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+bool grouped_launch_uses_fp8_tensor_cores(const MoeGroupedParams& p) {
+  return p.fp8_prefill && p.format == Fmt::kMXFP4 && p.max_sel > kDecodeRowsPerExpert * p.E;
+}
 
 void launch_moe_grouped_gemm(const MoeGroupedParams& p, cudaStream_t stream) {
   DSV4_CHECK_MSG(p.n_mats == 1 || p.n_mats == 2, "moe_grouped_gemm: n_mats=", p.n_mats);
@@ -558,7 +516,7 @@ void launch_moe_grouped_bf16(const MoeGroupedBf16Params& p, cudaStream_t stream)
   for (int m = 0; m < p.n_mats; ++m)
     DSV4_CHECK_MSG(p.w[m] && p.y[m] && reinterpret_cast<uintptr_t>(p.w[m]) % 16 == 0, "moe_grouped_bf16: tensor ", m);
   static ResidentGrid record;
-  const int grid_max = resident_blocks(record, reinterpret_cast<const void*>(grouped_bf16_kernel), 0);
+  const int grid_max = resident_blocks(record, reinterpret_cast<const void*>(grouped_bf16_kernel), kThreads, 0);
   const int64_t max_items = (int64_t(p.E) + p.max_sel / kBf16ChunkRows) * (p.N / kWarps) * p.n_mats;
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
   launch_kernel(grouped_bf16_kernel, grid, kThreads, 0, stream, p);

@@ -51,14 +51,25 @@ struct MoeGroupedParams {
   int E = 0, N = 0, K = 0;
   int max_sel = 0;                              // grouped rows the launch is shaped for
   bool out_f32 = false;                         // FP32 outputs (tests: bitwise invariance of the sum)
+  // MXFP4 prefill-shaped launches take the FP8 wgmma kernel (moe_grouped_wgmma.cuh): on an H200
+  // 1.5× the F16 prefill kernel at 2K rows, 2.1–2.3× at 8K; but its sums are not the decode
+  // kernels', so a row's bits then depend on whether its launch was prefill-shaped
+  // (CudaOptions::fp8_expert_prefill).
+  bool fp8_prefill = false;
 };
 
 // N % 128 == 0, K % 128 == 0, 1 <= E <= kGroupedMaxExperts, max_sel >= 0; pointers 16-byte
 // aligned (scales 4-byte (MXFP4) / 8-byte (NVFP4)). The launch shape is chosen from max_sel / E
 // (a host value), never from the device counts: few rows per expert -> 8-row chunks (decode),
-// many -> 64-row chunks (prefill). Both give bit-identical results.
+// many -> 64-row chunks (prefill). Both give bit-identical results. With fp8_prefill, MXFP4
+// prefill-shaped launches take the FP8 wgmma kernel instead (moe_grouped_wgmma.cuh): batch-
+// invariant too, but its sums differ from the F16 kernels' (FP8 tensor-core sums keep 13
+// fraction bits).
 constexpr int kGroupedMaxExperts = 1024;
 void launch_moe_grouped_gemm(const MoeGroupedParams& p, cudaStream_t stream);
+// Whether launch_moe_grouped_gemm takes the FP8 wgmma kernel for these parameters (the tests'
+// accuracy budget depends on it).
+bool grouped_launch_uses_fp8_tensor_cores(const MoeGroupedParams& p);
 
 // The same projection for BF16 experts (BF16 checkpoints: tests, small models), on BF16
 // activations (the §12 fake-quant values): y = x̃·Wᵀ in FP32, BF16 out. A simple kernel (each

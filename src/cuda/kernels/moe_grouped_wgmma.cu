@@ -1,0 +1,335 @@
+// The grouped MXFP4 expert GEMM on FP8 tensor cores; see moe_grouped_wgmma.cuh for the
+// arithmetic and the operand layout.
+//
+// A persistent grid walks the items of moe_grouped_gemm.cu's kernels (≤ 128 tokens of one expert
+// × 128 weight rows of one tensor), here as one flat sequence of steps (item, K group of 128
+// columns) per block, so that the cp.async pipeline (kStages steps in flight) runs on across
+// item boundaries. Per step every thread copies its share of the step into shared memory (the
+// tokens' E4M3 columns, swizzled; the tile's nibbles and scale words; the tokens' activation
+// scales through a register), and each warpgroup, for each of the four k32 blocks, builds its A
+// registers from the nibbles, issues one m64n64k32 wgmma per 64 tokens (the second only when the
+// item has more than 64) and promotes the results in FP32. One __syncthreads per step.
+#include "cuda/kernels/moe_grouped_wgmma.cuh"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/launch.cuh"
+#include "cuda/kernels/moe_grouped_work.cuh"
+
+namespace dsv4::cuda {
+namespace {
+
+namespace L = moe_gemm_layout;
+namespace W = moe_wgmma_layout;
+using moe_grouped_work::plan_chunks;
+using moe_grouped_work::resident_blocks;
+using moe_grouped_work::ResidentGrid;
+
+constexpr int kThreads = 256;  // two warpgroups
+constexpr int kTileN = 128;    // weight rows per item, 64 per warpgroup
+constexpr int kStages = 4;     // pipeline depth, in steps
+constexpr int kGroupK = L::kGroupK;
+// Nibble rows of 64 bytes padded to 80: a warp's A reads (8 rows × 2 words) then hit 16 distinct
+// banks instead of 4-way conflicts at a 64-byte stride.
+constexpr int kWRowBytes = 80;
+static_assert(kGroupK == 128 && L::kBlockK == 32, "a step is 128 columns: one swizzle row, four k32 blocks");
+
+// The item: 128 tokens (two n64 wgmma halves per k32 block; the second is skipped when an item
+// has <= 64 tokens) × 128 weight rows; one block per SM (254 registers).
+// Measured on an H200 (bench/results/2026-12-05-h200-fp8-expert-prefill.md): the same kernel with
+// 8-token items and n8 wgmmas as a decode shape read the weights at 39 % of copy at batch 64,
+// against the F16 decode kernel's 52 %, so decode launches stay on that kernel.
+struct Shape {
+  static constexpr int kTokens = 128;
+  static constexpr int kN = 64;  // the wgmma's n
+  static constexpr int kHalves = kTokens / kN;
+  static constexpr int kAcc = kN / 2;  // D fragment floats per thread per half
+  // One stage: tokens [kTokens][128] E4M3 (swizzled, 1024-byte aligned), nibbles [128][80],
+  // weight scale words [128] (4 UE8M0 each), activation scales [kTokens] FP32; padded to 1024.
+  static constexpr int kXBytes = kTokens * kGroupK;
+  static constexpr int kWOffset = kXBytes, kWsOffset = kWOffset + kTileN * kWRowBytes;
+  static constexpr int kSxOffset = kWsOffset + kTileN * 4;
+  static constexpr int kStageBytes = (kSxOffset + kTokens * 4 + 1023) / 1024 * 1024;
+  // Shared memory: slack to align the stages to 1024 bytes, the stages, the plan's offsets and
+  // chunk starts [E + 1] each.
+  static constexpr size_t kSmemBytes = 1024 + size_t(kStages) * kStageBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4;
+  static constexpr int kXChunksPerThread = kTokens * 8 / kThreads;  // 16-byte token chunks per thread and step
+  static_assert(kTokens * 8 % kThreads == 0 && kXChunksPerThread <= 8, "whole token chunks per thread");
+  static_assert(kTokens == kTileN && kTileN * 2 == kThreads, "each second-warpgroup thread loads one token's activation scale");
+};
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, bypassing L1; zero-filled when !valid (src is then not read).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+}
+// Shared-memory writes of the generic proxy (cp.async, st.shared) made visible to the async
+// proxy that wgmma reads through.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+}
+
+// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format") of a K-major operand in the
+// 128-byte swizzle: start address >> 4, leading offset (unused by swizzled K-major layouts) 1,
+// stride between 8-row core-matrix groups 1024 bytes, swizzle mode 1 (128 bytes).
+__device__ __forceinline__ uint64_t sw128_descriptor(uint32_t address) {
+  return uint64_t((address & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+
+// d = A·B (scale-d = 0: the block's sum starts from zero), m64n64k32, E4M3 × E4M3 -> FP32, A in
+// registers (a0/a1: rows g / g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..).
+__device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(0)
+      : "memory");
+}
+
+template <typename T>
+__device__ __forceinline__ T pick(T const (&a)[2], int m) {
+  return m == 0 ? a[0] : a[1];
+}
+
+template <bool kOutF32>
+__global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGroupedParams p) {
+  using S = Shape;
+  wait_for_prior_grids();
+  extern __shared__ uint8_t smem_raw[];
+  // The stages start on a 1024-byte boundary of the shared window (the swizzle atom).
+  uint8_t* stages = smem_raw + ((1024 - (shared_address(smem_raw) & 1023)) & 1023);
+  int* offs = reinterpret_cast<int*>(stages + size_t(kStages) * S::kStageBytes);  // [E + 1]
+  int* chunk_start = offs + (kGroupedMaxExperts + 1);                              // [E + 1]
+
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int wg = warp / 4, g = lane / 4, q = lane % 4;
+  const int E = p.E, N = p.N, K = p.K, n_groups = K / kGroupK;
+  const int tiles_per_mat = N / kTileN;
+
+  plan_chunks(p.offsets, E, S::kTokens, offs, chunk_start);
+  if (offs[E] > p.max_sel) __trap();  // the plan holds more rows than the launch was shaped for
+  const int n_chunks = chunk_start[E];
+  const int n_items = n_chunks * tiles_per_mat * p.n_mats;
+  const int my_items = int(blockIdx.x) < n_items ? (n_items - 1 - int(blockIdx.x)) / int(gridDim.x) + 1 : 0;
+  const int n_steps = my_items * n_groups;
+  const auto item_at = [&](int k) {
+    return L::decode_item(int(blockIdx.x) + k * int(gridDim.x), n_chunks, chunk_start, E, offs, S::kTokens,
+                          tiles_per_mat, kTileN);
+  };
+  const auto x_row_of = [&](const L::GroupedItem& it, int t) {
+    return t < it.n_tok ? (p.x_row ? p.x_row[it.j0 + t] : it.j0 + t) : -1;
+  };
+
+  // ---- Loads. Per step, thread tid copies: chunks x_chunk0 .. + kXChunksPerThread − 1 (16 bytes
+  // each) of token x_tok; chunks 2·(tid%2), +1 of nibble row tid/2; threads < 128 weight row
+  // tid's scale word, threads >= 128 token (tid − 128)'s activation scale, through a register
+  // stored one step later.
+  constexpr int kXChunksPerThread = S::kXChunksPerThread;
+  const int x_tok = tid * kXChunksPerThread / 8, x_chunk0 = tid * kXChunksPerThread % 8;
+  int load_k = -1;
+  const uint8_t* x_src = nullptr;   // this thread's token row (nullptr: past the item's tokens)
+  const uint8_t* w_src = nullptr;   // this thread's nibble row
+  const uint8_t* ws_src = nullptr;  // threads < 128: its weight row's scale bytes
+  int sx_row = -1;                  // threads >= 128: its token's x row
+  float sx_pending = 0.0f;
+  int sx_slot = -1;
+  // The activation scale loaded by the last load_step, into its stage: the step that last read
+  // that stage finished before the barrier that preceded the load, so the stage is free.
+  const auto flush_sx = [&] {
+    if (sx_slot >= 0) {
+      reinterpret_cast<float*>(stages + sx_slot * S::kStageBytes + S::kSxOffset)[tid - kTileN] = sx_pending;
+      sx_slot = -1;
+    }
+  };
+  const auto load_step = [&](int s) {
+    flush_sx();
+    if (s < n_steps) {
+      const int k = s / n_groups, group = s % n_groups;
+      if (k != load_k) {
+        load_k = k;
+        const L::GroupedItem it = item_at(k);
+        const int xr = x_row_of(it, x_tok);
+        x_src = xr >= 0 ? p.x + int64_t(xr) * K : nullptr;
+        const int64_t w_row = int64_t(it.expert) * N + it.n0 + tid / 2;
+        w_src = pick(p.w, it.mat) + w_row * (K / 2);
+        if (tid < kTileN)
+          ws_src = pick(p.w_scale, it.mat) + (int64_t(it.expert) * N + it.n0 + tid) * (K / kMXFP4BlockSize);
+        else
+          sx_row = x_row_of(it, tid - kTileN);
+      }
+      uint8_t* st = stages + (s % kStages) * S::kStageBytes;
+#pragma unroll
+      for (int i = 0; i < kXChunksPerThread; ++i) {
+        const int c = x_chunk0 + i;
+        cp_async16(shared_address(st + W::swizzled_chunk(x_tok, c)), x_src ? x_src + group * kGroupK + c * 16 : p.x,
+                   x_src != nullptr);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int c = (tid % 2) * 2 + i;
+        cp_async16(shared_address(st + S::kWOffset + (tid / 2) * kWRowBytes + c * 16),
+                   w_src + group * (kGroupK / 2) + c * 16, true);
+      }
+      if (tid < kTileN) {
+        cp_async4(shared_address(st + S::kWsOffset + tid * 4), ws_src + group * 4);
+      } else {
+        sx_pending = sx_row >= 0 ? e8m0_to_float_select(p.x_scale[int64_t(sx_row) * n_groups + group]) : 0.0f;
+        sx_slot = s % kStages;
+      }
+    }
+    cp_async_commit();  // one group per step, empty or not: the wait counts stay uniform
+  };
+
+  // ---- Compute state. pr[h]: the current k32 block's wgmma result for tokens kN·h .. (D
+  // fragment: element 4j + c = row g + 8·(c/2), token 8j + 2q + c%2); grp: Σ_b s_w·pr of the
+  // current K group; acc: the item's FP32 totals.
+  constexpr int kH = S::kHalves, kA = S::kAcc;
+  float pr[kH][kA], grp[kH][kA], acc[kH][kA];
+#pragma unroll
+  for (int h = 0; h < kH; ++h)
+#pragma unroll
+    for (int i = 0; i < kA; ++i) pr[h][i] = 0.0f;
+  const int row_in_tile = wg * 64 + (warp % 4) * 16 + g;  // this lane's rows: row_in_tile, +8
+  const uint32_t sel = W::half_selector(q & 1);
+  int cur_k = -1;
+  L::GroupedItem it{};
+
+#pragma unroll 1
+  for (int s = 0; s < kStages - 1; ++s) load_step(s);
+
+#pragma unroll 1
+  for (int s = 0; s < n_steps; ++s) {
+    flush_sx();                    // before the barrier: step s + kStages − 2 reads it after one
+    cp_async_wait<kStages - 2>();  // this thread's copies of step s have landed
+    fence_proxy_async();
+    __syncthreads();               // everyone's have; and step s − 1's stage is free
+    load_step(s + kStages - 1);
+
+    const int k = s / n_groups, group = s % n_groups;
+    if (k != cur_k) {
+      cur_k = k;
+      it = item_at(k);
+    }
+    if (group == 0)
+#pragma unroll
+      for (int h = 0; h < kH; ++h)
+#pragma unroll
+        for (int i = 0; i < kA; ++i) acc[h][i] = 0.0f;
+    // Halves with a real token (warpgroup-uniform); the first always has one.
+    const int n_live = (it.n_tok + S::kN - 1) / S::kN;
+
+    const uint8_t* st = stages + (s % kStages) * S::kStageBytes;
+    const uint32_t x_tile = shared_address(st);
+    const uint8_t* nib0 = st + S::kWOffset + row_in_tile * kWRowBytes + 4 * (q >> 1);
+    const uint8_t* nib1 = nib0 + 8 * kWRowBytes;
+    const uint32_t ws0 = *reinterpret_cast<const uint32_t*>(st + S::kWsOffset + row_in_tile * 4);
+    const uint32_t ws1 = *reinterpret_cast<const uint32_t*>(st + S::kWsOffset + (row_in_tile + 8) * 4);
+#pragma unroll
+    for (int b = 0; b < L::kBlocks; ++b) {
+      // A registers: columns 4q.. (word q/2 of the block) and 16 + 4q.. (word 2 + q/2), half q%2.
+      const uint32_t a0 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib0 + 16 * b), sel);
+      const uint32_t a1 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib1 + 16 * b), sel);
+      const uint32_t a2 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib0 + 16 * b + 8), sel);
+      const uint32_t a3 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib1 + 16 * b + 8), sel);
+      wgmma_fence();
+#pragma unroll
+      for (int h = 0; h < kH; ++h) {
+        if (h < n_live)
+          wgmma_m64n64k32(pr[h], a0, a1, a2, a3, sw128_descriptor(x_tile + h * S::kN * kGroupK + 32 * b));
+        wgmma_commit();  // one group per half, empty or not: the waits below stay uniform
+      }
+      const float sw[2] = {e8m0_to_float_select((ws0 >> (8 * b)) & 0xffu), e8m0_to_float_select((ws1 >> (8 * b)) & 0xffu)};
+#pragma unroll
+      for (int h = 0; h < kH; ++h) {
+        if (h == 0) wgmma_wait<1>(); else wgmma_wait<0>();
+        if (h < n_live)
+#pragma unroll
+          for (int i = 0; i < kA; ++i)
+            grp[h][i] = b == 0 ? __fmul_rn(pr[h][i], sw[(i >> 1) & 1]) : __fmaf_rn(pr[h][i], sw[(i >> 1) & 1], grp[h][i]);
+      }
+    }
+    // Group end: × s_x of each token, into the totals.
+    const float* sx = reinterpret_cast<const float*>(st + S::kSxOffset);
+#pragma unroll
+    for (int h = 0; h < kH; ++h) {
+      if (h < n_live) {
+#pragma unroll
+        for (int j = 0; j < kA / 4; ++j) {
+          const float2 s2 = *reinterpret_cast<const float2*>(sx + h * S::kN + 8 * j + 2 * q);
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            acc[h][4 * j + c] = __fmaf_rn(grp[h][4 * j + c], (c & 1) ? s2.y : s2.x, acc[h][4 * j + c]);
+        }
+      }
+    }
+
+    if (group == n_groups - 1) {  // the item's outputs: undo the E4M3 placement's 2^-6 (exact)
+      void* y = pick(p.y, it.mat);
+#pragma unroll
+      for (int h = 0; h < kH; ++h)
+#pragma unroll
+        for (int j = 0; j < kA / 4; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const int tok = h * S::kN + 8 * j + 2 * q + (c & 1);
+            if (tok < it.n_tok) {
+              const float v = __fmul_rn(acc[h][4 * j + c], W::kE2M1AsE4m3Scale);
+              const int64_t at = int64_t(it.j0 + tok) * N + it.n0 + row_in_tile + 8 * (c >> 1);
+              if constexpr (kOutF32)
+                static_cast<float*>(y)[at] = v;
+              else
+                static_cast<__nv_bfloat16*>(y)[at] = __float2bfloat16_rn(v);
+            }
+          }
+    }
+  }
+  cp_async_wait<0>();  // no copy outlives the block
+}
+
+template <bool kOutF32>
+void launch_typed(const MoeGroupedParams& p, cudaStream_t stream) {
+  static ResidentGrid record;
+  const void* kernel = reinterpret_cast<const void*>(grouped_mxfp4_wgmma_kernel<kOutF32>);
+  const int grid_max = resident_blocks(record, kernel, kThreads, Shape::kSmemBytes);
+  // At most one item per block: chunks <= E + max_sel / kTokens.
+  const int64_t max_items = (int64_t(p.E) + p.max_sel / Shape::kTokens) * (p.N / kTileN) * p.n_mats;
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
+  launch_kernel(grouped_mxfp4_wgmma_kernel<kOutF32>, grid, kThreads, Shape::kSmemBytes, stream, p);
+}
+
+}  // namespace
+
+void launch_moe_grouped_wgmma(const MoeGroupedParams& p, cudaStream_t stream) {
+  DSV4_CHECK_MSG(p.format == ExpertWeightFormat::kMXFP4, "moe_grouped_wgmma: MXFP4 experts only");
+  p.out_f32 ? launch_typed<true>(p, stream) : launch_typed<false>(p, stream);
+}
+
+}  // namespace dsv4::cuda
