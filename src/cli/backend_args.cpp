@@ -35,12 +35,15 @@ const char* const kBackendUsage =
     "  --tp N                cuda: attention heads split over the same ranks too (1 or the rank\n"
     "                        count): each rank reads its heads' q/o weights, FP32 partials summed\n"
     "  --comm C              cuda: how ranks sum: nccl (default for N > 1; with N = 1 the one-rank\n"
-    "                        NCCL path) or loopback (N virtual ranks on one GPU: tests, cost)\n";
+    "                        NCCL path) or loopback (N virtual ranks on one GPU: tests, cost)\n"
+    "  --fp8-expert-prefill on|off  cuda: MXFP4 experts of prefill passes on the FP8 tensor cores\n"
+    "                        (the reference's arithmetic; ~2x the expert GEMMs at 8K-row passes);\n"
+    "                        default off, where a row's bits do not depend on the pass it is in\n";
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
           "--kv-cache-tokens", "--gpu-memory-utilization", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
-          "--comm", "--cpu-experts"};
+          "--comm", "--cpu-experts", "--fp8-expert-prefill"};
 }
 
 BackendOptions backend_options(const Args& args) {
@@ -84,6 +87,10 @@ BackendOptions backend_options(const Args& args) {
     if (*comm == "nccl") o.comm = BackendOptions::Comm::kNccl;
     else if (*comm == "loopback") o.comm = BackendOptions::Comm::kLoopback;
     else fail("--comm must be 'nccl' or 'loopback', got '", *comm, "'");
+  }
+  if (auto fp8 = args.get("--fp8-expert-prefill")) {
+    if (*fp8 != "on" && *fp8 != "off") fail("--fp8-expert-prefill must be 'on' or 'off', got '", *fp8, "'");
+    o.fp8_expert_prefill = *fp8 == "on";
   }
   // Any --speculative (generate, chat, serve: K; bench: a list) loads what drafting needs.
   o.draft = args.has("--speculative");

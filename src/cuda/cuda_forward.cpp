@@ -263,6 +263,7 @@ class CudaForward final : public Forward {
                      (long long)cfg.num_attention_heads);
       rank.model = std::make_unique<DeviceModel>(
           upload_model(cfg, w, opt.progress, opt.draft, synthetic ? &*synthetic : nullptr, rank.shard));
+      rank.model->fp8_expert_prefill = opt.fp8_expert_prefill;
       matmul_reserve();
     }
     checkpoint_has_mtp_ = !w.mtp.empty();

@@ -49,6 +49,12 @@ struct CudaOptions {
   int cpu_experts = 0;
   static constexpr int kAutoCpuExperts = -1;
   int host_threads = 0;  // host tier threads; 0: every hardware thread
+  // MXFP4 routed experts of prefill-shaped passes on the FP8 tensor cores (moe_grouped_wgmma.cuh,
+  // the reference's own arithmetic: FP4 upcast to FP8): faster prefill, but a row's bits then
+  // depend on whether its pass was prefill-shaped, so a sequence alone and inside a batch, or
+  // decoded with and without speculation, may differ in the last bits. Off: every launch shape
+  // gives the same bits.
+  bool fp8_expert_prefill = false;
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

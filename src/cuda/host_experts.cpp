@@ -267,6 +267,7 @@ void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
   in.T = c.T;
   in.expert_base = first_;
   in.keep_other_picks = true;
+  in.fp8_prefill = c.m.fp8_expert_prefill;
   moe_routed(cfg_, staging_[0], staging_[1], staging_[2], ms, in, c.stream);
   const std::lock_guard lock(mutex_);
   stats_.streamed += 1;

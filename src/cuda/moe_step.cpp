@@ -45,7 +45,7 @@ namespace {
 // experts read FP8 x (q, scale), BF16 experts its BF16 fake-quant values (fake).
 void routed(const DeviceExperts* const* w, int n_mats, const uint8_t* q, const uint8_t* scale,
             const __nv_bfloat16* fake, const int32_t* x_row, const MoeDispatchPlan& plan, int max_sel,
-            __nv_bfloat16* const* y, cudaStream_t stream) {
+            bool fp8_prefill, __nv_bfloat16* const* y, cudaStream_t stream) {
   for (int m = 1; m < n_mats; ++m)
     DSV4_CHECK_MSG(w[m]->format == w[0]->format && w[m]->N == w[0]->N && w[m]->K == w[0]->K,
                    "moe: routed tensors of one launch differ in format or shape");
@@ -84,6 +84,7 @@ void routed(const DeviceExperts* const* w, int n_mats, const uint8_t* q, const u
   p.N = w[0]->N;
   p.K = w[0]->K;
   p.max_sel = max_sel;
+  p.fp8_prefill = fp8_prefill;
   launch_moe_grouped_gemm(p, stream);
 }
 
@@ -154,7 +155,7 @@ void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExp
   // × routing weight before w2's quantisation (§12), then w2 on the grouped h.
   const DeviceExperts* w13[2] = {&w1, &w3};
   __nv_bfloat16* gu[2] = {ms.g, ms.up};
-  routed(w13, 2, in.x_q, in.x_scale, in.x_fake, ms.plan.sel_row, ms.plan, max_sel, gu, stream);
+  routed(w13, 2, in.x_q, in.x_scale, in.x_fake, ms.plan.sel_row, ms.plan, max_sel, in.fp8_prefill, gu, stream);
   const bool bf16_w2 = w2.format == DeviceExperts::Format::kBF16;
   DSV4_CHECK_MSG(!bf16_w2 || ms.hf, "moe: BF16 routed experts in a model whose config says ",
                  to_string(cfg.expert_format));
@@ -162,7 +163,7 @@ void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExp
          stream);
   const DeviceExperts* w2s[1] = {&w2};
   __nv_bfloat16* y[1] = {ms.y};
-  routed(w2s, 1, ms.hq, ms.hqs, ms.hf, nullptr, ms.plan, max_sel, y, stream);
+  routed(w2s, 1, ms.hq, ms.hqs, ms.hf, nullptr, ms.plan, max_sel, in.fp8_prefill, y, stream);
 
   if (ms.picks) {  // expert parallelism: pick order, +0 where another rank's expert was picked
     GatherRowsParams g;
@@ -246,6 +247,7 @@ void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {
   in.x_scale = xq.scale;
   in.x_fake = xq.fake;
   in.expert_base = w.w1.first;
+  in.fp8_prefill = c.m.fp8_expert_prefill;
   moe_routed(cfg, w.w1, w.w3, w.w2, ms, in, c.stream);
   if (!ms.picks) c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
 }

@@ -79,6 +79,8 @@ struct MoeRoutedInput {
   // With MoeScratch::picks: the picks of other experts keep what is there instead of +0 (a second
   // pass over the same picks: the host tier's experts after the GPU's own).
   bool keep_other_picks = false;
+  // MXFP4 prefill-shaped launches on the FP8 tensor cores (MoeGroupedParams::fp8_prefill).
+  bool fp8_prefill = false;
 };
 void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3,
                 const DeviceExperts& w2, MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);

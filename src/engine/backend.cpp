@@ -42,6 +42,8 @@ void check_backend(const BackendOptions& o) {
       fail("--gpus, --ep, --tp and --comm are CUDA-only: the cpu backend runs the whole model in one process on one host");
     if (o.cpu_experts != 0 || o.gpu_memory_bytes > 0)
       fail("--cpu-experts and --gpu-memory are CUDA-only: the cpu backend keeps every expert in host memory already");
+    if (o.fp8_expert_prefill)
+      fail("--fp8-expert-prefill is CUDA-only: the cpu backend sums its experts in FP32");
     if (o.synthetic_seed)
       fail("--synthetic-weights is CUDA-only: the cpu backend computes from the checkpoint's files "
            "(write them with `dsv4 make-skeleton --random SEED`)");
@@ -104,6 +106,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.tp = o.tp;
   cuda.cpu_experts = o.cpu_experts == BackendOptions::kAutoCpuExperts ? CudaOptions::kAutoCpuExperts : o.cpu_experts;
   cuda.host_threads = o.n_threads;
+  cuda.fp8_expert_prefill = o.fp8_expert_prefill;
   cuda.gpu_memory_limit = size_t(o.gpu_memory_bytes);
   cuda.comm = o.comm == BackendOptions::Comm::kNccl       ? CudaOptions::Comm::kNccl
               : o.comm == BackendOptions::Comm::kLoopback ? CudaOptions::Comm::kLoopback

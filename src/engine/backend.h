@@ -53,6 +53,9 @@ struct BackendOptions {
   static constexpr int kAutoCpuExperts = -1;
   // cuda: at most this many bytes of the device (0: no cap), to plan as a smaller card would.
   double gpu_memory_bytes = 0;
+  // cuda: MXFP4 experts of prefill-shaped passes on the FP8 tensor cores
+  // (CudaOptions::fp8_expert_prefill: faster prefill, rows no longer bit-identical across pass shapes).
+  bool fp8_expert_prefill = false;
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without
