@@ -37,7 +37,7 @@ const char* const kBackendUsage =
     "  --comm C              cuda: how ranks sum: nccl (default for N > 1; with N = 1 the one-rank\n"
     "                        NCCL path) or loopback (N virtual ranks on one GPU: tests, cost)\n"
     "  --fp8-expert-prefill on|off  cuda: MXFP4 experts of prefill passes on the FP8 tensor cores\n"
-    "                        (the reference's arithmetic; ~2x the expert GEMMs at 8K-row passes);\n"
+    "                        (the reference's arithmetic; 1.5x the expert GEMMs at 2K-row passes);\n"
     "                        default off, where a row's bits do not depend on the pass it is in\n";
 
 std::set<std::string> backend_value_options() {
