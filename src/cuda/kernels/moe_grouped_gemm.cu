@@ -27,6 +27,7 @@ namespace dsv4::cuda {
 namespace {
 
 namespace L = moe_gemm_layout;
+using moe_grouped_work::pick;
 using moe_grouped_work::plan_chunks;
 using moe_grouped_work::resident_blocks;
 using moe_grouped_work::ResidentGrid;
@@ -115,13 +116,6 @@ __device__ __forceinline__ uint4 stage_run(uint2 v) {
   L::run_pairs(v.x, v.y, pairs);
   return make_uint4(e4m3x2_to_f16x2(pairs[0]), e4m3x2_to_f16x2(pairs[1]), e4m3x2_to_f16x2(pairs[2]),
                     e4m3x2_to_f16x2(pairs[3]));
-}
-
-// Element m (0 or 1) of a two-entry parameter array, as a select: a run-time index into the
-// kernel's parameters would copy them to local memory.
-template <typename T>
-__device__ __forceinline__ T pick(T const (&a)[2], int m) {
-  return m == 0 ? a[0] : a[1];
 }
 
 // Scale bytes of one K group of one weight row: MXFP4 4 × UE8M0 (one per block), NVFP4 8 × E4M3
@@ -464,13 +458,15 @@ using DecodeFewShape = Shape<1, 2, true, 2>;
 using DecodeShape = Shape<1, 2, true, 3>;
 using PrefillShape = Shape<8, 2, false, 1>;
 
+bool prefill_shaped(const MoeGroupedParams& p) { return p.max_sel > kDecodeRowsPerExpert * p.E; }
+
 template <Fmt kFmt, bool kOutF32>
 void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
   if (grouped_launch_uses_fp8_tensor_cores(p))
     launch_moe_grouped_wgmma(p, stream);
   else if (kFmt == Fmt::kNVFP4 || p.max_sel < kFewRows)
     launch_shape<kFmt, DecodeFewShape, kOutF32>(p, stream);
-  else if (p.max_sel <= kDecodeRowsPerExpert * p.E)
+  else if (!prefill_shaped(p))
     launch_shape<kFmt, DecodeShape, kOutF32>(p, stream);
   else
     launch_shape<kFmt, PrefillShape, kOutF32>(p, stream);
@@ -479,7 +475,7 @@ void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool grouped_launch_uses_fp8_tensor_cores(const MoeGroupedParams& p) {
-  return p.fp8_prefill && p.format == Fmt::kMXFP4 && p.max_sel > kDecodeRowsPerExpert * p.E;
+  return p.fp8_prefill && p.format == Fmt::kMXFP4 && prefill_shaped(p);
 }
 
 void launch_moe_grouped_gemm(const MoeGroupedParams& p, cudaStream_t stream) {

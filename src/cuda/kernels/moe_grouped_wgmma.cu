@@ -25,6 +25,7 @@ namespace {
 
 namespace L = moe_gemm_layout;
 namespace W = moe_wgmma_layout;
+using moe_grouped_work::pick;
 using moe_grouped_work::plan_chunks;
 using moe_grouped_work::resident_blocks;
 using moe_grouped_work::ResidentGrid;
@@ -112,11 +113,6 @@ __device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], uint32_t a0, uin
         "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(0)
       : "memory");
-}
-
-template <typename T>
-__device__ __forceinline__ T pick(T const (&a)[2], int m) {
-  return m == 0 ? a[0] : a[1];
 }
 
 template <bool kOutF32>

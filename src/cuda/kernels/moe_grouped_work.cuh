@@ -1,6 +1,6 @@
 // What the grouped expert GEMM kernels share (moe_grouped_gemm.cu: the F16 mma.sync kernels;
 // moe_grouped_wgmma.cu: the FP8 wgmma prefill kernel): the work list a block derives from the
-// dispatch plan, and the persistent grid's per-device size. Included by those two files only.
+// dispatch plan, the parameter-pair select, and the persistent grid's per-device size. Included by those two files only.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,6 +40,13 @@ __device__ inline void plan_chunks(const int32_t* offsets, int E, int R, int* of
     if (lane == kWarpSize - 1) chunk_start[E] = incl;
   }
   __syncthreads();
+}
+
+// Element m (0 or 1) of a two-entry parameter array (MoeGroupedParams::w, y, ...), as a select: a
+// run-time index into the kernel's parameters would copy them to local memory.
+template <typename T>
+__device__ __forceinline__ T pick(T const (&a)[2], int m) {
+  return m == 0 ? a[0] : a[1];
 }
 
 // How many blocks of a kernel fit on the current device at once: the persistent grid's cap. The
