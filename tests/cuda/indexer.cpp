@@ -296,6 +296,9 @@ INSTANTIATE_TEST_SUITE_P(
         TopkCase{"pro_decode", 64, 1024, 20000, {79999}},
         // A prefill chunk: 256 consecutive positions, each query with its own visible prefix.
         TopkCase{"prefill_chunk", 8, 16, 814, {}, 0, 3000},
+        // 256 queries with ~5,000 visible keys (40 tiles of 128) each: more tiles than two waves of
+        // any device give a query, so each block scores several tiles in turn.
+        TopkCase{"prefill_strided", 4, 16, 6000, {}, 0, 20000},
         // Exact ties from duplicate keys (nano-sized K and Flash-sized K).
         TopkCase{"ties_small", 8, 32, 500, {1999, 1003, 70}, 5},
         TopkCase{"ties_flash", 64, 512, 3000, {11999, 6000}, 7},

@@ -1,10 +1,12 @@
 // Indexer scoring and top-k kernels and their launcher; see indexer.cuh for the contract.
 // Scores: one thread per key (its 128 dequantised values in registers), the query's Hi×128 tile
-// in shared memory read as warp-wide broadcasts. Selection: one block per query, an exact radix
+// in shared memory read as warp-wide broadcasts; a query's blocks stride over its visible keys
+// 128 at a time, so the grid is sized by the device, not by the cache's largest context. Selection: one block per query, an exact radix
 // select (8 bits per pass) of the n_sel-th largest score, then one ordered pass that keeps every
 // score above it and the lowest-indexed equal ones, placed by a block-wide prefix count.
 #include "cuda/kernels/indexer.cuh"
 
+#include <algorithm>
 #include <cmath>
 
 #include "cuda/cuda_check.h"
@@ -33,13 +35,14 @@ __device__ __forceinline__ int visible_keys(const IndexerTopkParams& p, int qi) 
   return int(v < 0 ? 0 : (v > p.max_entries ? p.max_entries : v));
 }
 
-// Grid (key tiles, queries). S_j = Σ_h fma(ReLU(q_h·k_j), w_h·di^−½·Hi^−½) in FP32 (§6 step 5).
+// Grid (blocks per query, queries): block x of query qi scores keys j0 + threadIdx.x for
+// j0 = 128·x, 128·(x + gridDim.x), … below the visible count.
+// S_j = Σ_h fma(ReLU(q_h·k_j), w_h·di^−½·Hi^−½) in FP32 (§6 step 5).
 __global__ void __launch_bounds__(kScoreThreads) indexer_score_kernel(IndexerTopkParams p, float w_scale) {
   wait_for_prior_grids();
   const int qi = blockIdx.y;
   const int n_vis = visible_keys(p, qi);
-  const int j0 = blockIdx.x * kScoreThreads;
-  if (j0 >= n_vis) return;  // block-uniform, before the barrier
+  if (int(blockIdx.x) * kScoreThreads >= n_vis) return;  // block-uniform, before the barrier
 
   __shared__ __align__(16) float q_s[kIndexerMaxHeads * kIndexerDim];
   __shared__ float w_s[kIndexerMaxHeads];
@@ -48,42 +51,42 @@ __global__ void __launch_bounds__(kScoreThreads) indexer_score_kernel(IndexerTop
     reinterpret_cast<float2*>(q_s)[i] = __bfloat1622float2(qg[i]);
   for (int h = threadIdx.x; h < p.Hi; h += kScoreThreads) w_s[h] = p.head_weight[int64_t(qi) * p.Hi + h] * w_scale;
   __syncthreads();
-  const int j = j0 + threadIdx.x;
-  if (j >= n_vis) return;
 
-  // Dequantise key j: element i = e2m1(nibble i) · 2^(scale[i/32] − 127), exact in FP32.
-  float k[kIndexerDim];
-  const int64_t kr = paged_entry_row(p.pages, p.slot[qi], j, kIndexerKeysPerBlock);
-  const uint4* row = reinterpret_cast<const uint4*>(p.key_packed + kr * kKeyBytes);
-  const uint32_t scales = *reinterpret_cast<const uint32_t*>(p.key_scale + kr * kKeyScales);
+  for (int j = blockIdx.x * kScoreThreads + threadIdx.x; j < n_vis; j += gridDim.x * kScoreThreads) {
+    // Dequantise key j: element i = e2m1(nibble i) · 2^(scale[i/32] − 127), exact in FP32.
+    float k[kIndexerDim];
+    const int64_t kr = paged_entry_row(p.pages, p.slot[qi], j, kIndexerKeysPerBlock);
+    const uint4* row = reinterpret_cast<const uint4*>(p.key_packed + kr * kKeyBytes);
+    const uint32_t scales = *reinterpret_cast<const uint32_t*>(p.key_scale + kr * kKeyScales);
 #pragma unroll
-  for (int b = 0; b < kKeyScales; ++b) {  // one uint4 = 32 elements = one scale block
-    const uint4 w4 = row[b];
-    const uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
-    const float s = e8m0_to_float(uint8_t(scales >> (8 * b)));
+    for (int b = 0; b < kKeyScales; ++b) {  // one uint4 = 32 elements = one scale block
+      const uint4 w4 = row[b];
+      const uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
+      const float s = e8m0_to_float(uint8_t(scales >> (8 * b)));
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const float2 v = e2m1x2_to_float2_scaled((w[i / 4] >> (8 * (i % 4))) & 0xffu);
-      // ·2^14 first (exact, normal range), then the power-of-two scale (exact down to 2^-128).
-      k[32 * b + 2 * i] = v.x * kE2M1AsHalfScale * s;
-      k[32 * b + 2 * i + 1] = v.y * kE2M1AsHalfScale * s;
+      for (int i = 0; i < 16; ++i) {
+        const float2 v = e2m1x2_to_float2_scaled((w[i / 4] >> (8 * (i % 4))) & 0xffu);
+        // ·2^14 first (exact, normal range), then the power-of-two scale (exact down to 2^-128).
+        k[32 * b + 2 * i] = v.x * kE2M1AsHalfScale * s;
+        k[32 * b + 2 * i + 1] = v.y * kE2M1AsHalfScale * s;
+      }
     }
-  }
-  float score = 0.0f;
-  for (int h = 0; h < p.Hi; ++h) {
-    const float4* qh = reinterpret_cast<const float4*>(q_s + h * kIndexerDim);
-    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;  // four chains for FMA latency
+    float score = 0.0f;
+    for (int h = 0; h < p.Hi; ++h) {
+      const float4* qh = reinterpret_cast<const float4*>(q_s + h * kIndexerDim);
+      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;  // four chains for FMA latency
 #pragma unroll
-    for (int i = 0; i < kIndexerDim / 4; ++i) {
-      const float4 v = qh[i];  // same address in every lane: a broadcast
-      a0 = fmaf(v.x, k[4 * i], a0);
-      a1 = fmaf(v.y, k[4 * i + 1], a1);
-      a2 = fmaf(v.z, k[4 * i + 2], a2);
-      a3 = fmaf(v.w, k[4 * i + 3], a3);
+      for (int i = 0; i < kIndexerDim / 4; ++i) {
+        const float4 v = qh[i];  // same address in every lane: a broadcast
+        a0 = fmaf(v.x, k[4 * i], a0);
+        a1 = fmaf(v.y, k[4 * i + 1], a1);
+        a2 = fmaf(v.z, k[4 * i + 2], a2);
+        a3 = fmaf(v.w, k[4 * i + 3], a3);
+      }
+      score = fmaf(fmaxf((a0 + a1) + (a2 + a3), 0.0f), w_s[h], score);
     }
-    score = fmaf(fmaxf((a0 + a1) + (a2 + a3), 0.0f), w_s[h], score);
+    p.score[int64_t(qi) * p.max_entries + j] = score;
   }
-  p.score[int64_t(qi) * p.max_entries + j] = score;
 }
 
 // Unsigned key whose order is the float order, with −0 ranked as +0 (they compare equal).
@@ -211,8 +214,16 @@ void launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream) {
   // §6 step 4: w_h · di^−½ · Hi^−½, the constant rounded once to FP32 as in src/cpu/indexer.cpp.
   const float w_scale = float(1.0 / std::sqrt(double(kIndexerDim)) / std::sqrt(double(p.Hi)));
   if (p.max_entries > 0) {
-    const dim3 grid((p.max_entries + kScoreThreads - 1) / kScoreThreads, p.n_q);
-    launch_kernel(indexer_score_kernel, grid, kScoreThreads, 0, stream, p, w_scale);
+    // Blocks per query: as many as the key tiles of the longest context the cache allows, but no
+    // more than two waves of the device for the launch's queries. A grid of every tile at that
+    // context (2,048 blocks per query at 1M tokens) is mostly blocks that find no visible key and
+    // leave: with 3 blocks resident per SM (168 registers) they cost a wave each, more than the
+    // scoring at a few thousand tokens of context.
+    static ResidentGrid record;
+    const int resident = resident_blocks(record, reinterpret_cast<const void*>(indexer_score_kernel), kScoreThreads, 0);
+    const int tiles = (p.max_entries + kScoreThreads - 1) / kScoreThreads;
+    const int per_query = std::max(1, std::min(tiles, (2 * resident + p.n_q - 1) / p.n_q));
+    launch_kernel(indexer_score_kernel, dim3(per_query, p.n_q), kScoreThreads, 0, stream, p, w_scale);
   }
   launch_kernel(indexer_select_kernel, p.n_q, kSelectThreads, 0, stream, p);
 }

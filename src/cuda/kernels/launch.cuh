@@ -16,6 +16,7 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <utility>
@@ -37,6 +38,19 @@ bool pdl_enabled();
 // never a stream operation (legal during graph capture). `raised` is the kernel's own record of
 // the devices done (a function-local static next to the launch).
 void opt_in_shared_memory(const void* kernel, size_t bytes, std::atomic<uint64_t>& raised);
+
+// How many blocks of `kernel` fit on the current device at once (SMs × blocks per SM at this
+// block size and dynamic shared memory): the size of a persistent grid, or the cap of a grid whose
+// blocks stride over their work. The shared-memory opt-in is a per-device attribute and two
+// devices of one process need not have the same SM count, so both are kept per device in the
+// launch's own record (a function-local static next to it). Host-side queries, legal during
+// graph capture.
+constexpr int kMaxDevices = 64;
+struct ResidentGrid {
+  std::atomic<uint64_t> raised{0};                     // opt_in_shared_memory's devices
+  std::array<std::atomic<int>, kMaxDevices> blocks{};  // 0 = not asked yet
+};
+int resident_blocks(ResidentGrid& record, const void* kernel, int threads, size_t smem);
 
 template <typename... KernelArgs, typename... Args>
 void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

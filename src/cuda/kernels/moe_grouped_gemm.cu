@@ -29,8 +29,6 @@ namespace {
 namespace L = moe_gemm_layout;
 using moe_grouped_work::pick;
 using moe_grouped_work::plan_chunks;
-using moe_grouped_work::resident_blocks;
-using moe_grouped_work::ResidentGrid;
 using Fmt = ExpertWeightFormat;
 
 constexpr int kThreads = 256;

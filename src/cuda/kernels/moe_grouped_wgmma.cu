@@ -27,8 +27,6 @@ namespace L = moe_gemm_layout;
 namespace W = moe_wgmma_layout;
 using moe_grouped_work::pick;
 using moe_grouped_work::plan_chunks;
-using moe_grouped_work::resident_blocks;
-using moe_grouped_work::ResidentGrid;
 
 constexpr int kThreads = 256;  // two warpgroups
 constexpr int kTileN = 128;    // weight rows per item, 64 per warpgroup

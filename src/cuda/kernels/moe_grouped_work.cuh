@@ -1,12 +1,11 @@
 // What the grouped expert GEMM kernels share (moe_grouped_gemm.cu: the F16 mma.sync kernels;
 // moe_grouped_wgmma.cu: the FP8 wgmma prefill kernel): the work list a block derives from the
-// dispatch plan, the parameter-pair select, and the persistent grid's per-device size. Included by those two files only.
+// dispatch plan, and the parameter-pair select (the persistent grid's size is launch.cuh's resident_blocks).
+// Included by those two files only.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <array>
-#include <atomic>
 #include <cstdint>
 
 #include "cuda/cuda_check.h"
@@ -47,30 +46,6 @@ __device__ inline void plan_chunks(const int32_t* offsets, int E, int R, int* of
 template <typename T>
 __device__ __forceinline__ T pick(T const (&a)[2], int m) {
   return m == 0 ? a[0] : a[1];
-}
-
-// How many blocks of a kernel fit on the current device at once: the persistent grid's cap. The
-// shared-memory opt-in is a per-device attribute and two devices of one process need not have the
-// same SM count, so both are kept per device, in the launch's own record (a function-local
-// static next to it). Host-side queries, legal during graph capture.
-constexpr int kMaxDevices = 64;
-struct ResidentGrid {
-  std::atomic<uint64_t> raised{0};                     // opt_in_shared_memory's devices
-  std::array<std::atomic<int>, kMaxDevices> blocks{};  // 0 = not asked yet
-};
-
-inline int resident_blocks(ResidentGrid& record, const void* kernel, int threads, size_t smem) {
-  int device = 0;
-  DSV4_CUDA_CHECK(cudaGetDevice(&device));
-  DSV4_CHECK(device >= 0 && device < kMaxDevices);
-  if (const int known = record.blocks[size_t(device)].load(); known > 0) return known;
-  opt_in_shared_memory(kernel, smem, record.raised);
-  int sms = 0, per_sm = 0;
-  DSV4_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  DSV4_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  DSV4_CHECK_MSG(per_sm >= 1, "moe_grouped_gemm: no block fits on an SM (", smem, " bytes of shared memory)");
-  record.blocks[size_t(device)].store(sms * per_sm);
-  return sms * per_sm;
 }
 
 }  // namespace dsv4::cuda::moe_grouped_work
