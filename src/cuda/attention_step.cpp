@@ -207,9 +207,10 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
     ip.pages = c.kv.pages();
     ip.topk = csa ? s.topk : nullptr;
     ip.indices = s.attn_indices;
+    ip.count = s.attn_count;
     ip.n_q = n;
     ip.window = W;
-  ip.ring_rows = pool.ring_rows;
+    ip.ring_rows = pool.ring_rows;
     ip.pass_base = pool.pass_base;
     ip.ring_base = pool.ring_base;
     ip.comp_base = pool.comp_base;
@@ -223,6 +224,7 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
     ap.q = s.q + size_t(g0) * H * d;
     ap.cache = pool.cache;
     ap.indices = s.attn_indices;
+    ap.count = s.attn_count;
     ap.sink = w.attn_sink.get();
     ap.pos = c.rows.pos + g0;
     ap.inv_freq = inv_freq;

@@ -40,6 +40,7 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   entry_slots = arena.take<int32_t>(T);
   topk = arena.take<int32_t>(G * size_t(std::max<int64_t>(c.index_topk, 1)));
   attn_indices = arena.take<int32_t>(G * size_t(sh.max_n_idx));
+  attn_count = arena.take<int32_t>(G);
   sampled = arena.take<int32_t>(L);
   X = arena.take<__nv_bfloat16>(T * n * D);
   u = arena.take<__nv_bfloat16>(T * D);

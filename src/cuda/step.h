@@ -46,7 +46,7 @@ struct ScratchShape {
 // pointer is device memory; shapes in the constructor.
 struct Scratch {
   Scratch(const ModelConfig& cfg, const ScratchShape& shape, DeviceArena& arena);
-  int32_t *pass_slot, *ring_slot, *entry_idx, *entry_slots, *topk, *attn_indices, *sampled;
+  int32_t *pass_slot, *ring_slot, *entry_idx, *entry_slots, *topk, *attn_indices, *attn_count, *sampled;
   __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *fake;
   __nv_bfloat16 *Xh, *hh;  // the head's gathered streams [logits, n, D] and hidden [logits, D]
   __nv_bfloat16* mtp_in = nullptr;  // [rows, n, D] an MTP pass's input streams (ScratchShape::mtp)

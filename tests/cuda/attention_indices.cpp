@@ -110,6 +110,8 @@ TEST_P(AttentionIndicesTest, MatchesReference) {
   DeviceBuffer<int32_t> d_topk(topk);  // empty unless CSA
   DeviceBuffer<int32_t> d_out(size_t(n_rows) * n_idx + kGuard);
   d_out.fill_bytes(kIndexPoisonByte);
+  DeviceBuffer<int32_t> d_count(size_t(n_rows) + kGuard);
+  d_count.fill_bytes(kIndexPoisonByte);
   const int group = uniform_int(1, n_rows);
   for (int g0 = 0; g0 < n_rows; g0 += group) {
     AttnIndexParams p;
@@ -118,6 +120,7 @@ TEST_P(AttentionIndicesTest, MatchesReference) {
     p.pages = D.table();
     p.topk = c.ratio == kCsaRatio ? d_topk.get() + int64_t(g0) * c.topk_k : nullptr;
     p.indices = d_out.get() + int64_t(g0) * n_idx;
+    p.count = d_count.get() + g0;
     p.n_q = std::min(group, n_rows - g0);
     p.window = c.window;
     p.ring_rows = c.window + c.margin;
@@ -132,11 +135,19 @@ TEST_P(AttentionIndicesTest, MatchesReference) {
   }
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto got = d_out.download();
+  const auto got_count = d_count.download();
 
   int64_t n_bad = 0, n_truncated = 0;
   for (int qi = 0; qi < n_rows; ++qi) {
     const auto ref = reference_row(c, L, b, qi, topk.empty() ? nullptr : topk.data() + int64_t(qi) * c.topk_k, n_idx);
     n_truncated += ref.back() >= 0;
+    // The valid entries are the row's prefix, and count says how long it is.
+    const int32_t valid = int32_t(std::find(ref.begin(), ref.end(), -1) - ref.begin());
+    const int64_t valid_anywhere = std::count_if(ref.begin(), ref.end(), [](int32_t v) { return v >= 0; });
+    EXPECT_EQ(valid_anywhere, valid) << c.what << ": row " << qi << ": the reference row is not a valid prefix";
+    if (got_count[size_t(qi)] != valid && n_bad++ < 5)
+      ADD_FAILURE() << c.what << ": row " << qi << " (pos " << L.pos[size_t(qi)] << "): count " << got_count[size_t(qi)]
+                    << ", want " << valid;
     for (int i = 0; i < n_idx; ++i) {
       const int32_t g = got[size_t(qi) * n_idx + i], e = ref[size_t(i)];
       if (g != e && n_bad++ < 5)
@@ -145,6 +156,7 @@ TEST_P(AttentionIndicesTest, MatchesReference) {
     }
   }
   for (int i = 0; i < kGuard; ++i) n_bad += got[size_t(n_rows) * n_idx + i] != kIndexPoison;
+  for (int i = 0; i < kGuard; ++i) n_bad += got_count[size_t(n_rows) + i] != kIndexPoison;
   std::printf("attention_indices %s: rows=%d group=%d n_idx=%d max_pos=%d rows_full=%lld mismatches=%lld\n", c.what,
               n_rows, group, n_idx, max_t, static_cast<long long>(n_truncated), static_cast<long long>(n_bad));
   EXPECT_EQ(n_bad, 0) << c.what;

@@ -85,7 +85,21 @@ TEST_P(SparseAttentionTest, MatchesReference) {
   p.softmax_scale = scale;
   launch_sparse_attention(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto got = from_bf16(d_out.download());
+  const auto got_bits = d_out.download();
+  const auto got = from_bf16(got_bits);
+
+  // The same lists with their lengths (entries past the last valid one are all masked): only
+  // the valid prefix is read, with the same keys in the same order, so the same bits.
+  std::vector<int32_t> count(size_t(c.n_q), 0);
+  for (int qi = 0; qi < c.n_q; ++qi)
+    for (int j = 0; j < c.n_idx; ++j)
+      if (idx[size_t(qi) * c.n_idx + j] >= 0) count[size_t(qi)] = j + 1;
+  DeviceBuffer<int32_t> d_count(count);
+  d_out.fill_bytes(kPoisonByte);
+  p.count = d_count.get();
+  launch_sparse_attention(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(d_out.download(), got_bits) << "a list read up to its count differs from the whole list";
 
   // Reference K = V rows: NoPE through the reference's KV fake-quant, RoPE as stored (BF16).
   std::vector<float> k = from_bf16(kv_bf);

@@ -2,7 +2,8 @@
 // One block per query row. Every thread fills row entries i, i+256, …: a window slot, an HCA
 // entry or −1 (all closed-form in i). CSA then overwrites the entries after the window with the
 // valid picks, compacted in order: per 256-pick chunk a warp ballot gives each pick its rank
-// inside the warp and the per-warp counts in shared memory give the warp's offset.
+// inside the warp and the per-warp counts in shared memory give the warp's offset. The valid
+// entries are a prefix of the row; its length goes to `count` for sparse_attention.
 #include "cuda/kernels/attention_indices.cuh"
 
 #include "cuda/cuda_check.h"
@@ -23,6 +24,7 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
   int32_t* row = p.indices + int64_t(q) * p.n_idx;
   if (t < 0) {  // padding row: attends nothing (block-uniform)
     for (int i = threadIdx.x; i < p.n_idx; i += kThreads) row[i] = -1;
+    if (p.count && threadIdx.x == 0) p.count[q] = 0;
     return;
   }
   const int slot = p.rows.slot[r], chunk_row = p.rows.first[r], pos0 = p.rows.pos[chunk_row];
@@ -40,7 +42,10 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
     }
     row[i] = v;
   }
-  if (p.ratio != kCsaRatio) return;  // uniform over the block
+  if (p.ratio != kCsaRatio) {  // uniform over the block
+    if (p.count && threadIdx.x == 0) p.count[q] = min(n_win + n_hca, p.n_idx);
+    return;
+  }
 
   __syncthreads();  // the picks overwrite −1s that other threads of this block wrote
   __shared__ int warp_count[kWarps];
@@ -63,6 +68,7 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
     base += total;
     __syncthreads();  // warp_count is rewritten by the next chunk
   }
+  if (p.count && threadIdx.x == 0) p.count[q] = min(base, p.n_idx);
 }
 
 }  // namespace

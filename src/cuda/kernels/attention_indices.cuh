@@ -20,7 +20,8 @@ namespace dsv4::cuda {
 // entries: HCA (ratio 128) every visible j < (t+1)/ratio (§7 visibility), CSA (ratio 4) the
 // indexer picks topk[q][i] that are >= 0, in their order, each at comp_base +
 // paged_entry_row(pages, slot, j, per_block); sliding (ratio 0) none. The rest of the row is
-// −1; a padding row (t < 0) is all −1.
+// −1; a padding row (t < 0) is all −1. So a row's valid entries come first, and `count` (when
+// set) receives how many there are.
 // If more entries are visible than n_idx holds, the first n_idx are written (never out of bounds);
 // the caller sizes n_idx = window + the largest compressed count so this does not happen.
 // Query q of a launch is pass row row0 + q (a pass's rows go through in groups).
@@ -30,6 +31,7 @@ struct AttnIndexParams {
   PageTable pages;                // compressed layers: slot -> blocks
   const int32_t* topk = nullptr;  // [n_q, topk_k] CSA picks of this launch's queries (entry numbers, −1 = none), else nullptr
   int32_t* indices = nullptr;     // [n_q, n_idx] out: pool rows, −1 = masked
+  int32_t* count = nullptr;       // [n_q] out, or nullptr: the row's entries before its first −1 (all its valid ones)
   int n_q = 0, window = 0, pass_base = 0, ring_base = 0, comp_base = 0, per_block = 0;
   int ratio = 0, topk_k = 0, n_idx = 0;
   int ring_rows = 0;  // ring rows per slot (as cache_slots.cuh wrote them): >= window

@@ -168,7 +168,8 @@ __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, kBloc
     __pipeline_commit();
   };
 
-  const int n_mine = p.n_idx > rank ? (p.n_idx - rank + kSplit - 1) / kSplit : 0;  // positions rank + kSplit·i
+  const int n_list = p.count ? min(max(p.count[qi], 0), p.n_idx) : p.n_idx;  // entries past it are masked
+  const int n_mine = n_list > rank ? (n_list - rank + kSplit - 1) / kSplit : 0;  // positions rank + kSplit·i
   for (int c0 = 0; c0 < n_mine; c0 += kThreads) {
     // Compact this chunk's valid slots into sm.list, in list order.
     const int i = c0 + threadIdx.x;

@@ -22,6 +22,11 @@ struct SparseAttnParams {
   const __nv_bfloat16* q = nullptr;  // [n_q, H, dim] bf16, after q norm and RoPE
   const uint8_t* cache = nullptr;    // [n_pages, kv_page_bytes(block_size, dim)] (kv_cache.cuh)
   const int32_t* indices = nullptr;  // [n_q, n_idx] cache slots; < 0: masked
+  // [n_q] or nullptr: every entry of query q's list at or past count[q] is masked, so the kernel
+  // reads only the first min(count[q], n_idx) (attention_indices.cuh writes it). A list sized for
+  // the longest context the cache allows (HCA: window + max_context/128) is mostly −1 at the
+  // context a step runs at, and every block of a query would otherwise scan all of it.
+  const int32_t* count = nullptr;
   const float* sink = nullptr;       // [H] attn_sink logits
   const int32_t* pos = nullptr;      // [n_q] query positions, for the inverse RoPE
   const float* inv_freq = nullptr;   // [32] the layer's rope table (rope.cuh rope_inv_freq)
