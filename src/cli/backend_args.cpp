@@ -25,6 +25,9 @@ const char* const kBackendUsage =
     "  --cpu-experts N|auto  cuda, one GPU: keep N routed experts of every layer (the highest ids)\n"
     "                        in host memory, computed by the host's cores; auto: the fewest that\n"
     "                        let the rest fit (`dsv4 inspect` shows the split and its cost)\n"
+    "  --host-decode cpu|gpu  cuda, with --cpu-experts: who computes decode rows routed to host\n"
+    "                        experts: cpu (the host's cores, default) or gpu (the GPU reads their\n"
+    "                        weights from pinned host memory over the bus; packed FP4 experts)\n"
     "  --synthetic-weights SEED  cuda: fill every tensor with the values `make-skeleton --random\n"
     "                        SEED` writes, generated at load: a sparse skeleton runs full size\n"
     "  --gpus N|auto         cuda: ranks on GPUs 0..N-1, the routed experts split over them (expert\n"
@@ -43,7 +46,7 @@ const char* const kBackendUsage =
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
           "--kv-cache-tokens", "--gpu-memory-utilization", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
-          "--comm", "--cpu-experts", "--fp8-expert-prefill"};
+          "--comm", "--cpu-experts", "--host-decode", "--fp8-expert-prefill"};
 }
 
 BackendOptions backend_options(const Args& args) {
@@ -72,6 +75,12 @@ BackendOptions backend_options(const Args& args) {
   }
   if (auto cpu = args.get("--cpu-experts")) {
     o.cpu_experts = *cpu == "auto" ? BackendOptions::kAutoCpuExperts : int(args.get_int("--cpu-experts", 0, 1, 1 << 20));
+  }
+  if (auto decode = args.get("--host-decode")) {
+    if (*decode != "cpu" && *decode != "gpu") fail("--host-decode must be 'cpu' or 'gpu', got '", *decode, "'");
+    o.host_decode_gpu = *decode == "gpu";
+    if (o.host_decode_gpu && o.cpu_experts == 0)
+      fail("--host-decode gpu: there is no host tier to decode (add --cpu-experts N or auto)");
   }
   if (args.has("--synthetic-weights"))
     o.synthetic_seed = uint64_t(args.get_int("--synthetic-weights", 0, 0, INT64_MAX));

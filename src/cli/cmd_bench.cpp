@@ -443,12 +443,18 @@ int run_bench(const std::vector<std::string>& argv) {
                 opt.synthetic_seed ? " (synthetic weights)" : "");
   const HostTierInfo host = f->host_tier();
   if (host.host_experts > 0) {
+    // Decode rows' host experts read by the GPU cross the bus: its rate is their roofline.
+    const double bus = host.gpu_decode ? measure_bus_bandwidth(opt) : 0;
     out["host_tier"] = {{"host_experts_per_layer", host.host_experts}, {"experts_per_layer", host.experts},
-                        {"host_bytes", host.host_bytes}};
+                        {"host_bytes", host.host_bytes}, {"decode", host.gpu_decode ? "gpu" : "cpu"}};
+    if (host.gpu_decode) out["host_tier"]["bus_bandwidth_gbs"] = bus / 1e9;
     if (!json)
-      std::printf("host tier: %" PRId64 " of %" PRId64 " routed experts per layer in host memory (%.2f GiB), "
-                  "computed by the host's cores\n",
-                  host.host_experts, host.experts, double(host.host_bytes) / double(1ull << 30));
+      std::printf("host tier: %" PRId64 " of %" PRId64 " routed experts per layer in host memory (%.2f GiB); "
+                  "decode rows %s\n",
+                  host.host_experts, host.experts, double(host.host_bytes) / double(1ull << 30),
+                  host.gpu_decode ? cat("read by the GPU over the bus (pinned host to GPU copy ", int64_t(bus / 1e9),
+                                        " GB/s, measured now)").c_str()
+                                  : "computed by the host's cores");
   }
   if (prompt > 0) {
     const double host0 = f->host_tier().seconds;
@@ -485,7 +491,7 @@ int run_bench(const std::vector<std::string>& argv) {
                   r.seconds_per_step * 1e3, r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers),
                   double(b) / r.seconds_per_step, r.experts_touched, r.weight_bytes / 1e6, r.kv_bytes / 1e6, gbs,
                   100 * share);
-    if (!json && host.host_experts > 0)
+    if (!json && host.host_experts > 0 && !host.gpu_decode)
       std::printf("       host tier: %.3f ms of the step (%.1f %%) in host experts, %.1f (row, pick) pairs\n",
                   r.host_seconds_per_step * 1e3, 100 * r.host_seconds_per_step / r.seconds_per_step,
                   r.host_picks_per_step);

@@ -14,4 +14,9 @@ struct CopyBandwidth {
 // Best of several cudaMemcpy D2D of `bytes` (default 1 GiB) on `device`.
 CopyBandwidth measure_copy_bandwidth(int device, size_t bytes = size_t(1) << 30);
 
+// The bus's rate into `device`: bytes per second of the best of several copies of `bytes` from
+// pinned host memory, the denominator for work that reads host memory from the GPU (the host
+// tier's experts, host_experts.h).
+double measure_bus_bandwidth(int device, size_t bytes = size_t(256) << 20);
+
 }  // namespace dsv4::cuda

@@ -273,7 +273,8 @@ class CudaForward final : public Forward {
         std::fprintf(stderr, "host tier: %d of %d routed experts per layer in host memory (ids %d..%d)\n", E - first, E,
                      first, E - 1);
       host_ = std::make_unique<HostExperts>(cfg, w, first, opt.draft, synthetic ? &*synthetic : nullptr,
-                                            opt.max_pass_rows, opt.host_threads, opt.progress);
+                                            opt.max_pass_rows, opt.host_threads,
+                                            opt.host_decode_gpu ? HostDecode::kGpu : HostDecode::kCpu, opt.progress);
     }
 
     // Slots, then blocks from what is left (the KV budget) on the tightest rank.
@@ -358,7 +359,8 @@ class CudaForward final : public Forward {
   HostTierInfo host_tier() const override {
     if (!host_) return {};
     const HostExpertStats s = host_->stats();
-    return {host_->count(), model_->cfg.n_routed_experts, host_->weight_bytes(), s.seconds, s.calls, s.picks, s.streamed};
+    return {host_->count(), model_->cfg.n_routed_experts, host_->weight_bytes(), s.seconds, s.calls, s.picks,
+            s.streamed, host_->decode() == HostDecode::kGpu};
   }
 
   KvCacheInfo kv_cache() const override {

@@ -49,6 +49,9 @@ struct CudaOptions {
   int cpu_experts = 0;
   static constexpr int kAutoCpuExperts = -1;
   int host_threads = 0;  // host tier threads; 0: every hardware thread
+  // Who computes decode rows routed to the host tier's experts: the host's cores, or the GPU
+  // reading their weights from pinned host memory (host_experts.h HostDecode).
+  bool host_decode_gpu = false;
   // MXFP4 routed experts of prefill-shaped passes on the FP8 tensor cores (moe_grouped_wgmma.cuh,
   // the reference's own arithmetic: FP4 upcast to FP8): faster prefill, but a row's bits then
   // depend on whether its pass was prefill-shaped, so a sequence alone and inside a batch, or

@@ -1,7 +1,8 @@
 // The host tier (host_experts.h): loading the host's experts into pinned memory, and one MoE
 // sub-layer's host share per start/finish — on the host's cores (copies down and a host function
-// on a side stream, beside the GPU's experts, then the hand-back kernel) or, for a pass of many
-// rows, on the GPU (the weights copied up, the grouped GEMM over the same picks).
+// on a side stream, beside the GPU's experts, then the hand-back kernel) or on the GPU: the grouped
+// GEMM over the same picks, with the weights copied up (a pass of many rows) or read in place
+// from pinned memory (HostDecode::kGpu).
 #include "cuda/host_experts.h"
 
 #include <algorithm>
@@ -80,9 +81,11 @@ std::vector<MatrixBlock> block_layout(const ExpertWeights& e0, size_t n, size_t*
 
 }  // namespace
 
+const char* to_string(HostDecode d) { return d == HostDecode::kGpu ? "gpu" : "cpu"; }
+
 HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int first, bool mtp,
-                         const RandomTensors* synthetic, int max_rows, int threads, bool progress)
-    : cfg_(cfg), first_(first), max_rows_(max_rows), pool_(threads) {
+                         const RandomTensors* synthetic, int max_rows, int threads, HostDecode decode, bool progress)
+    : cfg_(cfg), first_(first), max_rows_(max_rows), decode_(decode), pool_(threads) {
   const int E = int(cfg.n_routed_experts);
   DSV4_CHECK_MSG(first >= 1 && first < E, "host tier: experts [", first, ", ", E, ") of ", E,
                  " (the GPU keeps at least one, the host at least one)");
@@ -100,6 +103,9 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   }
   if (progress) std::fprintf(stderr, "\n");
   const ExpertWeights& e0 = layers_.front().experts.front();
+  if (decode == HostDecode::kGpu && !streamable(e0))
+    fail("--host-decode gpu: the GPU reads routed experts from host memory only as packed FP4 (MXFP4 or NVFP4), "
+         "this checkpoint's are ", to_string(e0.w1.format));
   if (streamable(e0)) {
     for (auto m : kMatrices) {
       const WeightMatrix& wm = e0.*m;
@@ -200,7 +206,7 @@ void HostExperts::check_pass(const StepContext& c, int layer) const {
 
 void HostExperts::start(const StepContext& c, int layer) {
   check_pass(c, layer);
-  if (streams_to_gpu(c)) return;
+  if (streams_to_gpu(c) || decode_ == HostDecode::kGpu) return;
   const int T = c.T, D = int(cfg_.hidden_size), k = int(cfg_.num_experts_per_tok);
   // Fork: the side stream sees the router's picks and the quantised input; the pass's stream goes
   // on to the shared expert and the GPU's experts, which read them too and write neither.
@@ -225,6 +231,10 @@ void HostExperts::finish(const StepContext& c, int layer) {
     enqueue_streamed(c, layer);
     return;
   }
+  if (decode_ == HostDecode::kGpu) {
+    enqueue_on_gpu(c, mapped(layer));
+    return;
+  }
   DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, join_));
   TakeHostPicksParams p;
   p.host = reinterpret_cast<const __nv_bfloat16*>(out_.device());
@@ -239,8 +249,29 @@ void HostExperts::finish(const StepContext& c, int layer) {
   launch_take_host_picks(p, c.stream);
 }
 
+std::array<RoutedExperts, 3> HostExperts::mapped(int layer) const {
+  const Layer& l = layers_[size_t(layer)];
+  size_t total = 0;
+  const std::vector<MatrixBlock> blocks = block_layout(l.experts.front(), size_t(count()), &total);
+  std::array<RoutedExperts, 3> w;
+  for (size_t mi = 0; mi < 3; ++mi) {
+    const DeviceExperts& shape = staging_[mi];  // format and shape; the bytes stay on the host
+    const MatrixBlock& b = blocks[mi];
+    RoutedExperts& r = w[mi];
+    r.format = shape.format;
+    r.E = shape.E;
+    r.N = shape.N;
+    r.K = shape.K;
+    r.first = shape.first;
+    r.data = l.bytes.device() + b.data;
+    r.scale = l.bytes.device() + b.scale;
+    if (shape.format == DeviceExperts::Format::kNVFP4)
+      r.global_scale = reinterpret_cast<const float*>(l.bytes.device() + b.global);
+  }
+  return w;
+}
+
 void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
-  DSV4_CHECK_MSG(c.s.moe.host_plan.E == count(), "host tier: the pass has no dispatch plan for the host's experts");
   const Layer& l = layers_[size_t(layer)];
   size_t total = 0;
   const std::vector<MatrixBlock> blocks = block_layout(l.experts.front(), size_t(count()), &total);
@@ -253,6 +284,13 @@ void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
     if (d.global_scale.size())
       DSV4_CUDA_CHECK(cudaMemcpyAsync(d.global_scale.get(), l.bytes.get() + b.global, d.global_scale.bytes(), up, c.stream));
   }
+  enqueue_on_gpu(c, {staging_[0], staging_[1], staging_[2]});
+  const std::lock_guard lock(mutex_);
+  stats_.streamed += 1;
+}
+
+void HostExperts::enqueue_on_gpu(const StepContext& c, const std::array<RoutedExperts, 3>& w) {
+  DSV4_CHECK_MSG(c.s.moe.host_plan.E == count(), "host tier: the pass has no dispatch plan for the host's experts");
   // The same routed pass as the GPU's own experts (moe_step.cpp), over the host's: its own
   // dispatch plan, outputs into the host's picks only.
   MoeScratch ms = c.s.moe;
@@ -268,9 +306,7 @@ void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
   in.expert_base = first_;
   in.keep_other_picks = true;
   in.fp8_prefill = c.m.fp8_expert_prefill;
-  moe_routed(cfg_, staging_[0], staging_[1], staging_[2], ms, in, c.stream);
-  const std::lock_guard lock(mutex_);
-  stats_.streamed += 1;
+  moe_routed(cfg_, w[0], w[1], w[2], ms, in, c.stream);
 }
 
 void HostExperts::run_call(void* call) {

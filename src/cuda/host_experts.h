@@ -7,6 +7,7 @@
 // and the GPU's grouped GEMM runs them (packed FP4 experts; other formats stay on the host).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -18,6 +19,7 @@
 
 #include "cuda/device_buffer.h"
 #include "cuda/device_model.h"
+#include "cuda/moe_step.h"
 #include "model/config.h"
 #include "model/weights.h"
 #include "util/thread_pool.h"
@@ -46,18 +48,31 @@ struct HostExpertStats {
 // each, and the host's GEMV slows with every row while the copy does not.
 constexpr int kHostStreamRows = 32;
 
+// Who computes a pass's rows routed to the host's experts when the pass has fewer than
+// kHostStreamRows rows (decode, drafts, verification); larger passes always copy the weights up.
+enum class HostDecode {
+  kCpu,  // the host's cores, beside the GPU's experts (cpu/expert_units.h)
+  // The GPU's grouped GEMM over the host's picks, reading their weights where they lie, in pinned
+  // host memory, through its mapped addresses: the bus carries only the bytes of the experts the
+  // pass picked, at the bus's rate instead of the host cores' FP4 GEMV rate. Packed FP4 experts.
+  kGpu,
+};
+const char* to_string(HostDecode d);
+
 class HostExperts {
  public:
   // Copies (with `synthetic`: generates) experts [first, E) of the main layers, and of the MTP
   // block's layer when `mtp` and the checkpoint has one, into pinned host memory, with hand-off
   // buffers for passes of up to `max_rows` rows. `threads` <= 0: every hardware thread.
+  // HostDecode::kGpu needs packed FP4 experts (an error names the format otherwise).
   HostExperts(const ModelConfig& cfg, const ModelWeights& w, int first, bool mtp, const RandomTensors* synthetic,
-              int max_rows, int threads, bool progress);
+              int max_rows, int threads, HostDecode decode, bool progress);
   ~HostExperts();
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
 
   int first() const { return first_; }
+  HostDecode decode() const { return decode_; }
   int count() const { return int(cfg_.n_routed_experts) - first_; }  // per layer
   size_t weight_bytes() const { return weight_bytes_; }
   // Device bytes the tier takes for experts [first, E) of `w`'s layers: one layer's worth of them,
@@ -69,14 +84,17 @@ class HostExperts {
   // quantised MoE input; `finish` once moe_experts has left the pass's routed outputs in pick
   // order (c.s.moe.picks, +0 at the host's picks). `layer`: the main layer, or the MTP block's as
   // layer L.
-  //   - A pass of fewer than kHostStreamRows rows runs on the host's cores while the GPU runs its
-  //     experts: `start` forks a side stream off c.stream that copies the input, the picks and
-  //     their weights to the host and runs a host function (a graph node under capture) computing
-  //     the host's experts (cpu/expert_units.h, official numerics); `finish` joins it back and launches the
-  //     kernel that reads their outputs into c.s.moe.picks.
+  //   - A pass of fewer than kHostStreamRows rows with HostDecode::kCpu runs on the host's cores
+  //     while the GPU runs its experts: `start` forks a side stream off c.stream that copies the
+  //     input, the picks and their weights to the host and runs a host function (a graph node
+  //     under capture) computing the host's experts (cpu/expert_units.h, official numerics);
+  //     `finish` joins it back and launches the kernel that reads their outputs into
+  //     c.s.moe.picks.
   //   - A larger pass runs them on the GPU: `start` does nothing, `finish` copies their weights up
   //     and runs the grouped GEMM over the host's picks (it shares the GPU experts' scratch, so it
   //     comes after them).
+  //   - A pass of fewer rows with HostDecode::kGpu: the same grouped GEMM, its weights read from
+  //     pinned host memory in place of the copy (graph-capturable: no host work in the step).
   void start(const StepContext& c, int layer);
   void finish(const StepContext& c, int layer);
 
@@ -102,10 +120,15 @@ class HostExperts {
   Layer load_layer(const std::vector<ExpertWeights>& experts, const RandomTensors* synthetic);
   bool streams_to_gpu(const StepContext& c) const;
   void check_pass(const StepContext& c, int layer) const;
+  // Layer `layer`'s w1, w3, w2 as the grouped GEMM reads them: their mapped host addresses.
+  std::array<RoutedExperts, 3> mapped(int layer) const;
   void enqueue_streamed(const StepContext& c, int layer);
+  // The grouped GEMM over the host's picks (their own dispatch plan), outputs into those picks.
+  void enqueue_on_gpu(const StepContext& c, const std::array<RoutedExperts, 3>& w);
 
   ModelConfig cfg_;
   int first_, max_rows_;
+  HostDecode decode_;
   ThreadPool pool_;
   std::vector<Layer> layers_;  // main layers, then the MTP block's
   size_t weight_bytes_ = 0;

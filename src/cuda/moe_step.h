@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "cuda/device_arena.h"
+#include "cuda/device_model.h"
 #include "cuda/kernels/moe_dispatch.cuh"
 #include "model/config.h"
 
@@ -15,7 +16,6 @@ namespace dsv4::cuda {
 
 struct StepContext;
 struct DeviceLayer;
-struct DeviceExperts;
 
 // What one rank computes of the routed experts (expert parallelism, docs/parallel.md):
 // `experts` of them (0: all E), and whether its routed outputs leave the rank in pick order for a
@@ -82,8 +82,24 @@ struct MoeRoutedInput {
   // MXFP4 prefill-shaped launches on the FP8 tensor cores (MoeGroupedParams::fp8_prefill).
   bool fp8_prefill = false;
 };
-void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3,
-                const DeviceExperts& w2, MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
+// The routed experts one grouped launch reads, wherever they lie: a DeviceExperts in device
+// memory, or the host tier's experts of one layer in pinned host memory, which a kernel reads over
+// the bus through their mapped addresses (host_experts.h, --host-decode gpu).
+struct RoutedExperts {
+  RoutedExperts() = default;
+  RoutedExperts(const DeviceExperts& w)  // NOLINT(google-explicit-constructor): a view of it
+      : format(w.format), E(w.E), N(w.N), K(w.K), first(w.first), data(w.data.get()), scale(w.scale.get()),
+        global_scale(w.global_scale.get()) {}
+  DeviceExperts::Format format = DeviceExperts::Format::kMXFP4;
+  int E = 0, N = 0, K = 0;
+  int first = 0;                        // global id of expert 0 (DeviceExperts::first)
+  const uint8_t* data = nullptr;        // DeviceExperts::data's layout
+  const uint8_t* scale = nullptr;       // DeviceExperts::scale's layout
+  const float* global_scale = nullptr;  // [E] NVFP4 only
+};
+
+void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
+                MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
 // §8.4 from pick order: out = Σ picks (ascending expert id, FP32) + shared, as moe_routed's own
 // combine adds the same values in the same order (so the result is bit-identical to one rank).
 void moe_combine_routed(const ModelConfig& cfg, const MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);

@@ -40,8 +40,9 @@ void check_backend(const BackendOptions& o) {
   if (o.backend == Backend::kCpu) {
     if (o.ep > 1 || o.tp != 1 || o.comm != BackendOptions::Comm::kAuto)
       fail("--gpus, --ep, --tp and --comm are CUDA-only: the cpu backend runs the whole model in one process on one host");
-    if (o.cpu_experts != 0 || o.gpu_memory_bytes > 0)
-      fail("--cpu-experts and --gpu-memory are CUDA-only: the cpu backend keeps every expert in host memory already");
+    if (o.cpu_experts != 0 || o.gpu_memory_bytes > 0 || o.host_decode_gpu)
+      fail("--cpu-experts, --host-decode and --gpu-memory are CUDA-only: the cpu backend keeps every expert in host "
+           "memory already");
     if (o.fp8_expert_prefill)
       fail("--fp8-expert-prefill is CUDA-only: the cpu backend sums its experts in FP32");
     if (o.synthetic_seed)
@@ -57,6 +58,14 @@ void check_backend(const BackendOptions& o) {
   fail("backend cuda: this dsv4 was built without CUDA (it needs nvcc at configure time and "
        "-DDSV4_CUDA=ON)");
 #endif
+}
+
+double measure_bus_bandwidth(const BackendOptions& o) {
+  check_backend(o);
+#ifdef DSV4_WITH_CUDA
+  if (o.backend == Backend::kCuda) return cuda::measure_bus_bandwidth(0);
+#endif
+  return 0;
 }
 
 MemoryBandwidth measure_copy_bandwidth(const BackendOptions& o) {
@@ -106,6 +115,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.tp = o.tp;
   cuda.cpu_experts = o.cpu_experts == BackendOptions::kAutoCpuExperts ? CudaOptions::kAutoCpuExperts : o.cpu_experts;
   cuda.host_threads = o.n_threads;
+  cuda.host_decode_gpu = o.host_decode_gpu;
   cuda.fp8_expert_prefill = o.fp8_expert_prefill;
   cuda.gpu_memory_limit = size_t(o.gpu_memory_bytes);
   cuda.comm = o.comm == BackendOptions::Comm::kNccl       ? CudaOptions::Comm::kNccl

@@ -51,6 +51,9 @@ struct BackendOptions {
   // and computed by the host's n_threads cores; 0 none, kAutoCpuExperts the fewest that fit.
   int cpu_experts = 0;
   static constexpr int kAutoCpuExperts = -1;
+  // cuda, with the host tier: decode rows routed to host experts run on the GPU, which reads their
+  // weights from pinned host memory (CudaOptions::host_decode_gpu), instead of on the host's cores.
+  bool host_decode_gpu = false;
   // cuda: at most this many bytes of the device (0: no cap), to plan as a smaller card would.
   double gpu_memory_bytes = 0;
   // cuda: MXFP4 experts of prefill-shaped passes on the FP8 tensor cores
@@ -70,6 +73,9 @@ struct MemoryBandwidth {
   double bytes_per_s = 0;
 };
 MemoryBandwidth measure_copy_bandwidth(const BackendOptions& o);
+// cuda: bytes per second from pinned host memory into GPU 0 (the bus the host tier's experts
+// cross); 0 on the cpu backend.
+double measure_bus_bandwidth(const BackendOptions& o);
 
 // Throws dsv4::Error for bad input: check_backend's cases and the checkpoint's own errors.
 std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,

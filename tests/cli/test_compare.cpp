@@ -253,9 +253,12 @@ TEST(Backend, RankOptionsAreCheckedByName) {
       {"--backend cuda --gpus 2 --ep 4", "--gpus 2 and --ep 4 disagree"},
       {"--backend cuda --comm carrier-pigeon", "--comm must be 'nccl' or 'loopback', got 'carrier-pigeon'"},
       {"--backend cuda --gpus 9", "--gpus"},
-      {"--cpu-experts 4", "--cpu-experts and --gpu-memory are CUDA-only"},
-      {"--gpu-memory 75", "--cpu-experts and --gpu-memory are CUDA-only"},
+      {"--cpu-experts 4", "--cpu-experts, --host-decode and --gpu-memory are CUDA-only"},
+      {"--gpu-memory 75", "--cpu-experts, --host-decode and --gpu-memory are CUDA-only"},
+      {"--cpu-experts 4 --host-decode gpu", "--cpu-experts, --host-decode and --gpu-memory are CUDA-only"},
       {"--backend cuda --cpu-experts many", "--cpu-experts"},
+      {"--backend cuda --host-decode gpu", "--host-decode gpu: there is no host tier to decode"},
+      {"--backend cuda --cpu-experts 4 --host-decode fpga", "--host-decode must be 'cpu' or 'gpu', got 'fpga'"},
       {"--backend cuda --gpu-memory -3", "--gpu-memory must be a positive number of GiB, got -3"},
   };
   for (const auto& [options, message] : cases) {

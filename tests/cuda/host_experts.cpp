@@ -12,7 +12,8 @@
 // step where a sum falls near a BF16 boundary: a rounding-only difference, held to the bar issue 12
 // set for those (top-1 ≥ 99.5 % of logit rows, every row's cosine ≥ 0.9999); the test prints how
 // close it is (on nano: every row bit-identical, bench/results/2026-12-03-h200-host-tier.md). Within the host tier, a replayed graph gives the eager pass's logits bit for bit
-// (the host's work is the same function on the same inputs, its order fixed).
+// (the host's work is the same function on the same inputs, its order fixed). With --host-decode
+// gpu the GPU runs the decode rows' host experts too, so the logits are bit-identical.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -35,13 +36,14 @@ namespace fs = std::filesystem;
 
 const fs::path kNano = fs::path(DSV4_SOURCE_DIR) / "models/nano";
 
-std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft) {
+std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft, bool gpu_decode = false) {
   CudaOptions o = test::cuda_test_options();
   o.max_sequences = 8;
   o.kv_cache_tokens = 16 * 1024;
   o.cpu_experts = cpu_experts;
   o.use_graph = graph;
   o.draft = draft;
+  o.host_decode_gpu = gpu_decode;
   return make_cuda_forward(kNano, o);
 }
 
@@ -105,6 +107,27 @@ TEST_F(HostTier, DraftsAgreeWithEveryExpertOnTheGpu) {
   const std::unique_ptr<Forward> f = nano(8, true, true);
   const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(24)), true);
   expect_close(want, got, V, "8 of 16 experts on the host, with MTP drafts");
+}
+
+// --host-decode gpu: decode rows' host experts run in the GPU's grouped GEMM, reading the weights
+// from pinned host memory. It is the kernel that runs them when they are on the GPU, and its rows do
+// not depend on what else a launch holds (tests/cuda/moe_grouped_gemm.cpp), so the logits are those of
+// every expert on the GPU bit for bit: eager and replayed, with the MTP block's drafts.
+TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpu) {
+  const uint64_t seed = test::seed_for("HostTier.GpuDecode");
+  for (const bool graph : {false, true}) {
+    const std::unique_ptr<Forward> gpu = nano(0, graph, true);
+    const auto prompts = test::random_prompts(seed, gpu->config().vocab_size);
+    const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(24)), true);
+    const std::unique_ptr<Forward> f = nano(6, graph, true, true);
+    const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(24)), true);
+    const HostTierInfo info = f->host_tier();
+    EXPECT_TRUE(info.gpu_decode);
+    EXPECT_EQ(info.calls, 0) << "a decode row ran on the host's cores";
+    EXPECT_GT(info.streamed, 0) << "no prefill pass copied the host's experts up";
+    test::expect_same_run(want, got, std::string("host tier decoded by the GPU from host memory, ") +
+                                         (graph ? "decode graphs" : "eager") + ", vs every expert on the GPU");
+  }
 }
 
 TEST_F(HostTier, RefusesWhatCannotRun) {
