@@ -5,8 +5,14 @@
 # graph-replayed decode step by name. The sum over-states the step a little (no overlap, cold L2),
 # so it ranks kernels; `dsv4 bench` gives the step time.
 #
+# With PROMPT=P PASS=N it times one prefill pass instead: the process's N-th eager pass
+# (DSV4_PROFILE_PASS, ncu --profile-from-start off). The bench's 16-token warm-up is pass 1 and
+# passes hold 2,048 rows by default, so PROMPT=8192 PASS=5 is the last quarter of an 8K prefill,
+# its attention reading the 6K rows before it.
+#
 # Usage (repo root, GPU host, after gpu_suite.sh built build-gpu/):
 #   [BENCH_ARGS="--synthetic-weights 1"] scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR [BATCHES=1,64] [CTX=128]
+#   [BENCH_ARGS=...] PROMPT=8192 PASS=5 scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR
 # BENCH_ARGS go to `dsv4 bench` as they are: "--synthetic-weights 1" for a header-only skeleton
 # (`dsv4 make-skeleton`).
 set -uo pipefail
@@ -17,6 +23,18 @@ batches=${3:-1,64}
 ctx=${4:-128}
 bin="$repo/build-gpu/dsv4"
 mkdir -p "$out"
+if [ -n "${PASS:-}" ]; then
+  csv="$out/ncu_prefill${PROMPT}_pass$PASS.csv"
+  DSV4_PROFILE_PASS=$PASS timeout 540 ncu --profile-from-start off --clock-control none \
+    --metrics gpu__time_duration.sum --csv --print-units base \
+    "$bin" bench -m "$model" --backend cuda ${BENCH_ARGS:-} --prompt "$PROMPT" --batch 1 --ctx 16 --steps 1 \
+    > "$csv" 2> "$out/ncu_prefill.log"
+  echo "ncu prefill $PROMPT pass $PASS rc=$?" >> "$out/ncu_prefill.log"
+  python3 "$repo/tools/kernel_profile_summary.py" "$csv" --all \
+    --title "prefill of $PROMPT tokens, pass $PASS, $(basename "$model")" > "$out/kernels_prefill.txt" 2>&1
+  cat "$out/kernels_prefill.txt"
+  exit 0
+fi
 for b in ${batches//,/ }; do
   csv="$out/ncu_batch$b.csv"
   # --prompt 0: no separate prefill; decode() prefills the batch (ctx tokens each), captures the

@@ -8,9 +8,12 @@
 // runs it recurrently, rollback() truncates — every ring keeps model/rollback.h's margin.
 #include "cuda/cuda_forward.h"
 
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <span>
@@ -98,6 +101,30 @@ void append_segment(std::vector<RowRange>& segments, int first, int n) {
   }
   segments.push_back({first, n});
 }
+
+// DSV4_PROFILE_PASS=N: the process's N-th eager pass (1-based; a prefill of P tokens is
+// ceil(P / pass rows) of them) runs between cudaProfilerStart and cudaProfilerStop, so that
+// `ncu --profile-from-start off` times that pass's kernels alone, not the thousands before it
+// (scripts/gpu_kernel_profile.sh PASS=N). Unset or 0: no profiler calls.
+class ProfiledPass {
+ public:
+  ProfiledPass() {
+    if (const char* v = std::getenv("DSV4_PROFILE_PASS"); v && *v) {
+      char* end = nullptr;
+      target_ = std::strtol(v, &end, 10);
+      if (*end != '\0' || target_ < 0) fail("DSV4_PROFILE_PASS=", v, ": expected a pass number (1 is the first)");
+    }
+  }
+  void before() {
+    if (++count_ == target_) DSV4_CUDA_CHECK(cudaProfilerStart());
+  }
+  void after() {
+    if (count_ == target_) DSV4_CUDA_CHECK(cudaProfilerStop());
+  }
+
+ private:
+  long target_ = 0, count_ = 0;
+};
 
 size_t device_state_bytes(const DeviceModel& m, const KvPoolShape& kv, int logit_rows, const MoeShard& moe) {
   DeviceArena count;
@@ -715,8 +742,10 @@ class CudaForward final : public Forward {
       upload_pages(in_pass);
       upload_plan(false);
       const bool sample = std::any_of(parts.begin(), parts.end(), [](const Part& p) { return p.samples; });
+      profiled_pass_.before();
       enqueue_pass(ranks(contexts(false, plan.rows(), plan.logit_rows(), trace, segments_)), sample);
       if (any_mtp) enqueue_mtp(batch, parts);
+      profiled_pass_.after();
       for (const Part& p : parts) {
         ForwardItem& it = batch[p.item];
         if (!it.logits || p.n_logits == 0) continue;
@@ -1078,6 +1107,7 @@ class CudaForward final : public Forward {
   std::map<int, StepGraph> draft_graphs_;                        // draft step per bucket
   std::map<cudaGraphExec_t, int64_t> graph_replays_;
   std::vector<RowRange> segments_;  // the current pass's matmul segments (StepContext::segments)
+  ProfiledPass profiled_pass_;
   std::vector<RowRange> mtp_segments_;  // the MTP pass's
   bool checkpoint_has_mtp_ = false;
 };
