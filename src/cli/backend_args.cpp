@@ -21,6 +21,9 @@ const char* const kBackendUsage =
     "  --kv-cache-tokens N   token positions in the KV block pool (default: cpu unlimited,\n"
     "                        cuda what --gpu-memory-utilization leaves after the weights)\n"
     "  --gpu-memory-utilization F  cuda: share of the device memory to use, in (0, 1] (default 0.9)\n"
+    "  --pass-rows N         cuda: rows of one forward pass, prefill chunks and decode rows together\n"
+    "                        (default 2048; vLLM's --max-num-batched-tokens); the step buffers\n"
+    "                        grow with it, and longer passes run the expert GEMMs faster\n"
     "  --gpu-memory GIB      cuda: use at most this many GiB of the device (plan as a smaller card)\n"
     "  --cpu-experts N|auto  cuda, one GPU: keep N routed experts of every layer (the highest ids)\n"
     "                        in host memory, computed by the host's cores; auto: the fewest that\n"
@@ -45,7 +48,7 @@ const char* const kBackendUsage =
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
-          "--kv-cache-tokens", "--gpu-memory-utilization", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
+          "--kv-cache-tokens", "--gpu-memory-utilization", "--pass-rows", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
           "--comm", "--cpu-experts", "--host-decode", "--fp8-expert-prefill"};
 }
 
@@ -65,6 +68,7 @@ BackendOptions backend_options(const Args& args) {
   o.ctx_size = args.get_int("--ctx-size", 0, 0, INT64_MAX);
   o.max_sequences = args.get_int("--max-seqs", 0, 0, 65536);
   o.kv_cache_tokens = args.get_int("--kv-cache-tokens", 0, 0, INT64_MAX);
+  o.pass_rows = args.get_int("--pass-rows", 0, 1, 32768);  // kernels launch up to 65,535 rows in grid y
   o.gpu_memory_utilization = args.get_double("--gpu-memory-utilization", 0.9);
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0))
     fail("--gpu-memory-utilization must be in (0, 1], got ", o.gpu_memory_utilization);

@@ -45,6 +45,7 @@ void check_backend(const BackendOptions& o) {
            "memory already");
     if (o.fp8_expert_prefill)
       fail("--fp8-expert-prefill is CUDA-only: the cpu backend sums its experts in FP32");
+    if (o.pass_rows > 0) fail("--pass-rows is CUDA-only: the cpu backend computes a chunk's rows in one go");
     if (o.synthetic_seed)
       fail("--synthetic-weights is CUDA-only: the cpu backend computes from the checkpoint's files "
            "(write them with `dsv4 make-skeleton --random SEED`)");
@@ -106,6 +107,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.use_graph = o.cuda_graph != CudaGraphMode::kOff;
   cuda.check_step = o.cuda_graph == CudaGraphMode::kCheck;
   cuda.ctx_size = o.ctx_size;
+  if (o.pass_rows > 0) cuda.max_pass_rows = int(o.pass_rows);
   cuda.max_sequences = o.max_sequences;
   cuda.kv_cache_tokens = o.kv_cache_tokens;
   cuda.gpu_memory_utilization = o.gpu_memory_utilization;

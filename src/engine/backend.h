@@ -36,6 +36,7 @@ struct BackendOptions {
   int64_t max_sequences = 0;     // sequence slots (vLLM --max-num-seqs)
   int64_t kv_cache_tokens = 0;   // token positions in the block pool (SGLang --max-total-tokens)
   double gpu_memory_utilization = 0.9;  // cuda: share of the device's memory dsv4 may hold (vLLM's name)
+  int64_t pass_rows = 0;  // cuda: rows of one forward pass (CudaOptions::max_pass_rows); 0: its default
   // Speculative decoding will be asked for: the cuda backend uploads the MTP block only then (it
   // is a whole decoder layer of GPU memory); the CPU backend maps it anyway and ignores this.
   bool draft = false;

@@ -259,6 +259,9 @@ TEST(Backend, RankOptionsAreCheckedByName) {
       {"--backend cuda --cpu-experts many", "--cpu-experts"},
       {"--backend cuda --host-decode gpu", "--host-decode gpu: there is no host tier to decode"},
       {"--backend cuda --cpu-experts 4 --host-decode fpga", "--host-decode must be 'cpu' or 'gpu', got 'fpga'"},
+      {"--pass-rows 4096", "--pass-rows is CUDA-only"},
+      {"--backend cuda --pass-rows 0", "--pass-rows"},
+      {"--backend cuda --pass-rows 40000", "--pass-rows"},
       {"--backend cuda --gpu-memory -3", "--gpu-memory must be a positive number of GiB, got -3"},
   };
   for (const auto& [options, message] : cases) {
