@@ -1,10 +1,9 @@
 // What the GPU benchmarks (bench/cuda_*.cpp) share: non-trivial input bytes, event timing of
 // CUDA-graph replays (median of repetitions), the card/date header, and the two ceilings measured
-// in the same run: the device-to-device copy and cuBLASLt's dense GEMM peak. Each benchmark owns
+// in the same run: the device-to-device copy and cuBLASLt's dense GEMM peak (src/cuda/ceilings.h). Each benchmark owns
 // its shapes and its table.
 #pragma once
 
-#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -12,10 +11,10 @@
 #include <cstdio>
 #include <ctime>
 #include <functional>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cuda/ceilings.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_buffer.h"
 
@@ -139,57 +138,12 @@ inline double copy_gbps(Timer& timer, int reps) {
   return 2.0 * copy_bytes / t * 1e-9;
 }
 
-#define BENCH_CUBLAS(call)                                                                          \
-  do {                                                                                              \
-    const cublasStatus_t st_ = (call);                                                              \
-    if (st_ != CUBLAS_STATUS_SUCCESS) throw std::runtime_error(std::string(#call) + ": " + cublasLtGetStatusName(st_)); \
-  } while (0)
-
-// The dense peak reference: cuBLASLt's plain (tensor-scaled) GEMM at n³, TN, FP32 accumulation,
-// BF16 out — FP8 E4M3 inputs (the "FP8 GEMM at 8192³", 1,309 TFLOP/s by torch on an
-// H200) or BF16 inputs. Returns TFLOP/s.
-double lt_peak_tflops(Timer& timer, int reps, bool fp8, int n) {
-  cublasLtHandle_t lt;
-  BENCH_CUBLAS(cublasLtCreate(&lt));
-  Filler fill;
-  const size_t in_bytes = fp8 ? 1 : 2, elems = size_t(n) * n;
-  DeviceBuffer<uint8_t> a(fp8 ? fill.bytes(elems, 0, 255, true) : std::vector<uint8_t>(elems * 2));
-  DeviceBuffer<uint8_t> b(a.size()), d(elems * 2), ws(size_t(32) << 20);
-  if (!fp8) {
-    const auto v = fill.bf16(elems);
-    DSV4_CUDA_CHECK(cudaMemcpy(a.get(), v.data(), elems * 2, cudaMemcpyHostToDevice));
-  }
-  DSV4_CUDA_CHECK(cudaMemcpy(b.get(), a.get(), elems * in_bytes, cudaMemcpyDeviceToDevice));
-  cublasLtMatmulDesc_t desc;
-  BENCH_CUBLAS(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  BENCH_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  BENCH_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  const cudaDataType_t t_in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
-  cublasLtMatrixLayout_t la, lb, ld;
-  BENCH_CUBLAS(cublasLtMatrixLayoutCreate(&la, t_in, n, n, n));
-  BENCH_CUBLAS(cublasLtMatrixLayoutCreate(&lb, t_in, n, n, n));
-  BENCH_CUBLAS(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, n, n));
-  cublasLtMatmulPreference_t pref;
-  BENCH_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-  const uint64_t wsb = ws.size();
-  BENCH_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
-  cublasLtMatmulHeuristicResult_t h{};
-  int nh = 0;
-  BENCH_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &h, &nh));
-  if (nh == 0) throw std::runtime_error("cuBLASLt has no plain GEMM algorithm for the peak reference");
-  const float alpha = 1.0f, beta = 0.0f;
-  const double t = timer.median(reps, 10, false, [&](int, cudaStream_t st) {
-    BENCH_CUBLAS(cublasLtMatmul(lt, desc, &alpha, a.get(), la, b.get(), lb, &beta, d.get(), ld, d.get(), ld, &h.algo,
-                                ws.get(), wsb, st));
-  });
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(ld);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatmulDescDestroy(desc);
-  cublasLtDestroy(lt);
-  return 2.0 * double(n) * n * n / t * 1e-12;
+// The dense peak reference (ceilings.h): cuBLASLt's plain GEMM at n³, FP8 E4M3 or BF16 inputs, on
+// the current device. TFLOP/s.
+inline double lt_peak_tflops(bool fp8, int n) {
+  int device = 0;
+  DSV4_CUDA_CHECK(cudaGetDevice(&device));
+  return measure_gemm_peak(device, fp8, n) * 1e-12;
 }
 
 }  // namespace dsv4::cuda::bench

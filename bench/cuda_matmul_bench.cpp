@@ -8,7 +8,6 @@
 // Usage: bench_cuda_matmul_bench [--quick]. Prints tables; the card and date head the output;
 // a '*' marks the kernel matmul() chooses for that row count; skinny/R is the skinny kernel with
 // R rows of x per weight pass.
-#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -66,8 +65,8 @@ int main(int argc, char** argv) {
     matmul_reserve();  // the cuBLASLt workspace exists before any capture
 
     const double copy_gbps = bench::copy_gbps(timer, reps);
-    const double fp8_peak = lt_peak_tflops(timer, reps, true, 8192);
-    const double bf16_peak = lt_peak_tflops(timer, reps, false, 8192);
+    const double fp8_peak = lt_peak_tflops(true, 8192);
+    const double bf16_peak = lt_peak_tflops(false, 8192);
     std::printf("device-to-device copy: %.1f GB/s (read + write)\n", copy_gbps);
     std::printf("cuBLASLt FP8 E4M3 GEMM 8192^3 (tensor-scaled, BF16 out): %.1f TFLOP/s  [FP8 peak]\n", fp8_peak);
     std::printf("cuBLASLt BF16 GEMM 8192^3 (BF16 out): %.1f TFLOP/s  [BF16 peak]\n\n", bf16_peak);

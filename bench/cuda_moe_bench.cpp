@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
     // Ceilings measured in this run.
     bench::Timer timer;
     const double copy_gbps = bench::copy_gbps(timer, reps);
-    const double fp8_tflops = bench::lt_peak_tflops(timer, reps, true, 8192);
+    const double fp8_tflops = bench::lt_peak_tflops(true, 8192);
     std::printf("device-to-device copy: %.1f GB/s (read + write); FP8 GEMM 8192^3 (cuBLASLt): %.1f TFLOP/s\n\n",
                 copy_gbps, fp8_tflops);
 

@@ -27,6 +27,7 @@
 #include "engine/scheduler.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
+#include "model/model_summary.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/file_read.h"
@@ -422,6 +423,7 @@ int run_bench(const std::vector<std::string>& argv) {
   }
 
   const MemoryBandwidth bw = measure_copy_bandwidth(opt);
+  const double fp8_peak = prompt > 0 ? measure_fp8_peak(opt) : 0;  // before the weights take the memory
   const auto load_start = std::chrono::steady_clock::now();
   auto f = make_forward(dir, opt);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
@@ -460,11 +462,25 @@ int run_bench(const std::vector<std::string>& argv) {
     const double host0 = f->host_tier().seconds;
     const double s = bench.prefill(prompt);
     const double host_s = f->host_tier().seconds - host0;
-    out["prefill"] = {{"tokens", prompt}, {"seconds", s}, {"tok_per_s", double(prompt) / s}, {"host_seconds", host_s}};
-    if (!json)
+    const double flops = prefill_flops(cfg, prompt);  // model_summary.h: 2 × active parameters + attention
+    out["prefill"] = {{"tokens", prompt}, {"seconds", s}, {"tok_per_s", double(prompt) / s}, {"host_seconds", host_s},
+                      {"tflop", flops * 1e-12}, {"tflop_per_s", flops / s * 1e-12}};
+    if (fp8_peak > 0) {
+      out["fp8_peak_tflop_per_s"] = fp8_peak * 1e-12;
+      out["prefill"]["share_of_fp8_peak"] = flops / s / fp8_peak;
+    }
+    if (!json) {
       std::printf("prefill: %" PRId64 " tokens in %.3f s = %.0f tok/s (%.0f tok/s per layer)%s\n", prompt, s,
                   double(prompt) / s, double(prompt) / s * double(cfg.num_hidden_layers),
                   host.host_experts > 0 ? cat(", ", host_s, " s of it in host experts").c_str() : "");
+      const bool tera = flops / s >= 1e12;  // nano on the cpu backend does a few GFLOP/s
+      std::printf("         %.2f %sFLOP (2 × active parameters per token + attention) = %.1f %sFLOP/s",
+                  flops * (tera ? 1e-12 : 1e-9), tera ? "T" : "G", flops / s * (tera ? 1e-12 : 1e-9), tera ? "T" : "G");
+      if (fp8_peak > 0)
+        std::printf(" = %.1f %% of the FP8 GEMM peak measured now (%.0f TFLOP/s at 8192³)", 100 * flops / s / fp8_peak,
+                    fp8_peak * 1e-12);
+      std::printf("\n");
+    }
   }
   if (!json)
     std::printf("%6s %7s %9s %9s %9s %8s %12s %12s %8s %7s\n", "batch", "ctx", "ms/step", "us/layer", "tok/s",

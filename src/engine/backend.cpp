@@ -11,7 +11,7 @@
 #include <vector>
 
 #ifdef DSV4_WITH_CUDA
-#include "cuda/copy_bandwidth.h"
+#include "cuda/ceilings.h"
 #include "cuda/cuda_forward.h"
 #endif
 
@@ -65,6 +65,14 @@ double measure_bus_bandwidth(const BackendOptions& o) {
   check_backend(o);
 #ifdef DSV4_WITH_CUDA
   if (o.backend == Backend::kCuda) return cuda::measure_bus_bandwidth(0);
+#endif
+  return 0;
+}
+
+double measure_fp8_peak(const BackendOptions& o) {
+  check_backend(o);
+#ifdef DSV4_WITH_CUDA
+  if (o.backend == Backend::kCuda) return cuda::measure_gemm_peak(0, true);
 #endif
   return 0;
 }

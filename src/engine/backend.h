@@ -77,6 +77,9 @@ MemoryBandwidth measure_copy_bandwidth(const BackendOptions& o);
 // cuda: bytes per second from pinned host memory into GPU 0 (the bus the host tier's experts
 // cross); 0 on the cpu backend.
 double measure_bus_bandwidth(const BackendOptions& o);
+// cuda: FLOP/s of the dense FP8 GEMM at 8192³ on GPU 0 (cuda/ceilings.h), the denominator of a
+// prefill's share of the peak; 0 on the cpu backend.
+double measure_fp8_peak(const BackendOptions& o);
 
 // Throws dsv4::Error for bad input: check_backend's cases and the checkpoint's own errors.
 std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,

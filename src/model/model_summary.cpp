@@ -62,6 +62,29 @@ ParamCounts count_parameters(const ModelConfig& cfg) {
   return p;
 }
 
+double prefill_flops(const ModelConfig& cfg, int64_t prompt) {
+  if (prompt <= 0) return 0;
+  const double D = double(cfg.hidden_size), head = double(cfg.vocab_size) * D;
+  const double linear = double(count_parameters(cfg).active) - D - head;
+  // Attended keys summed over the prompt's positions, per kind of layer.
+  double window = 0, csa_picks = 0, csa_visible = 0, hca_entries = 0;
+  for (int64_t t = 0; t < prompt; ++t) {
+    window += double(std::min<int64_t>(t + 1, cfg.sliding_window));
+    csa_visible += double((t + 1) / kCsaRatio);
+    csa_picks += double(std::min<int64_t>(cfg.index_topk, (t + 1) / kCsaRatio));
+    hca_entries += double((t + 1) / kHcaRatio);
+  }
+  const double per_key = 4.0 * double(cfg.num_attention_heads) * double(cfg.head_dim);
+  const double per_index_key = 2.0 * double(cfg.index_n_heads) * double(cfg.index_head_dim);
+  double attention = 0;
+  for (const LayerSpec& l : cfg.layers) {
+    attention += per_key * window;
+    if (l.attention == AttentionType::kCSA) attention += per_key * csa_picks + per_index_key * csa_visible;
+    if (l.attention == AttentionType::kHCA) attention += per_key * hca_entries;
+  }
+  return 2.0 * linear * double(prompt) + 2.0 * head + attention;
+}
+
 std::string model_family(const ModelConfig& cfg) {
   auto same = [&](const ModelConfig& ref) {
     return cfg.hidden_size == ref.hidden_size && cfg.num_hidden_layers == ref.num_hidden_layers &&

@@ -21,6 +21,14 @@ struct ParamCounts {
 // Logical parameters (packed FP4 bytes count two; block scales are not parameters).
 ParamCounts count_parameters(const ModelConfig& cfg);
 
+// Floating-point operations of one prefill of `prompt` tokens, the numerator of issue 13's share
+// of the FP8 peak: 2 per active parameter per token (ParamCounts::active without the embedding row,
+// which is a lookup, and with the LM head once: a prefill computes the last token's logits only),
+// plus attention per main layer for the token at position t: 4·H·d per attended key (Q·K and P·V)
+// over the min(t+1, W) window keys and the compressed entries (HCA: ⌊(t+1)/128⌋ of them; CSA: the
+// indexer's min(K_top, ⌊(t+1)/4⌋)), and for CSA the indexer's 2·Hi·di per visible entry (§6, §7).
+double prefill_flops(const ModelConfig& cfg, int64_t prompt);
+
 // "Flash", "Pro" (the §1.1 shapes) or "other".
 std::string model_family(const ModelConfig& cfg);
 
