@@ -1,7 +1,7 @@
 // What the GPU benchmarks (bench/cuda_*.cpp) share: non-trivial input bytes, event timing of
 // CUDA-graph replays (median of repetitions), the card/date header, and the two ceilings measured
-// in the same run: the device-to-device copy and cuBLASLt's dense GEMM peak (src/cuda/ceilings.h). Each benchmark owns
-// its shapes and its table.
+// in the same run: the device-to-device copy and cuBLASLt's dense GEMM peak (src/cuda/ceilings.h).
+// Each benchmark owns its shapes and its table.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,9 +1,10 @@
 // Indexer scoring and top-k kernels and their launcher; see indexer.cuh for the contract.
 // Scores: one thread per key (its 128 dequantised values in registers), the query's Hi×128 tile
 // in shared memory read as warp-wide broadcasts; a query's blocks stride over its visible keys
-// 128 at a time, so the grid is sized by the device, not by the cache's largest context. Selection: one block per query, an exact radix
-// select (8 bits per pass) of the n_sel-th largest score, then one ordered pass that keeps every
-// score above it and the lowest-indexed equal ones, placed by a block-wide prefix count.
+// 128 at a time, so the grid is sized by the device, not by the cache's largest context.
+// Selection: one block per query, an exact radix select (8 bits per pass) of the n_sel-th largest
+// score, then one ordered pass that keeps every score above it and the lowest-indexed equal ones,
+// placed by a block-wide prefix count.
 #include "cuda/kernels/indexer.cuh"
 
 #include <algorithm>

@@ -1,7 +1,7 @@
 // What the grouped expert GEMM kernels share (moe_grouped_gemm.cu: the F16 mma.sync kernels;
 // moe_grouped_wgmma.cu: the FP8 wgmma prefill kernel): the work list a block derives from the
-// dispatch plan, and the parameter-pair select (the persistent grid's size is launch.cuh's resident_blocks).
-// Included by those two files only.
+// dispatch plan, and the parameter-pair select (the persistent grid's size is launch.cuh's
+// resident_blocks). Included by those two files only.
 #pragma once
 
 #include <cuda_runtime.h>
