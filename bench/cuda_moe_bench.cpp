@@ -7,8 +7,9 @@
 // the L2 does not keep the previous step's experts. Correctness is tests/cuda's job.
 //
 // Usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--fp8-prefill] [--rows T]. The card and date
-// head the output. --fp8-prefill: MXFP4 prefill rows on the FP8 wgmma kernel
-// (MoeGroupedParams::fp8_prefill; decode rows are unchanged).
+// head the output. --fp8-prefill: the cases whose T rows, as one prompt chunk, take the FP8 wgmma
+// kernel (moe_step.cpp's rule: a prefill-shaped launch by themselves) run there
+// (MoeGroupedParams::fp8_rows); decode cases are unchanged.
 // --rows T runs only the case of T rows (a profiler's run: `ncu -k regex:grouped_fp4 -c 2` then
 // sees that case's first eager launches, w1/w3 and w2).
 #include <cuda_bf16.h>
@@ -153,6 +154,7 @@ int main(int argc, char** argv) {
                            Case{"decode", 128, true}, Case{"prefill", 2048, false}, Case{"prefill", 8192, false}}) {
       if (only_rows && cs.T != only_rows) continue;
       const int T = cs.T, n_sel = T * kK;
+      const bool fp8 = fp8_prefill && grouped_prefill_shaped(n_sel, kE);  // as moe_row_runs decides for a chunk
       const int n_inst = cs.decode ? 8 : 1;  // routings replayed in turn (prefill touches every expert anyway)
       const int iters = cs.decode ? (quick ? 16 : 40) : (quick ? 2 : 5);
       // Activations (FP8 + scales) and the shared output: any non-trivial values.
@@ -185,7 +187,7 @@ int main(int argc, char** argv) {
         mi.shared = reinterpret_cast<const __nv_bfloat16*>(shared.get());
         mi.out = reinterpret_cast<__nv_bfloat16*>(out.get());
         mi.T = T;
-        mi.fp8_prefill = fp8_prefill;
+        mi.fp8 = fp8;
         return mi;
       };
       // Eager once each: plans in place for the GEMM-only timing, lazy setup out of the graphs.
@@ -223,7 +225,7 @@ int main(int argc, char** argv) {
         p.N = kI;
         p.K = kD;
         p.max_sel = n_sel;
-        p.fp8_prefill = fp8_prefill;
+        p.fp8_rows = fp8;
         launch_moe_grouped_gemm(p, st);
         p.n_mats = 1;
         p.w[0] = w2.data.get();

@@ -42,9 +42,10 @@ const char* const kBackendUsage =
     "                        count): each rank reads its heads' q/o weights, FP32 partials summed\n"
     "  --comm C              cuda: how ranks sum: nccl (default for N > 1; with N = 1 the one-rank\n"
     "                        NCCL path) or loopback (N virtual ranks on one GPU: tests, cost)\n"
-    "  --fp8-expert-prefill on|off  cuda: MXFP4 experts of prefill passes on the FP8 tensor cores\n"
-    "                        (the reference's arithmetic; 1.5x the expert GEMMs at 2K-row passes);\n"
-    "                        default off, where a row's bits do not depend on the pass it is in\n";
+    "  --fp8-expert-prefill on|off  cuda: MXFP4 experts of long prompt chunks (over 16 rows per\n"
+    "                        expert: 683 tokens for Flash) on the FP8 tensor cores, the reference's\n"
+    "                        arithmetic (1.5x the expert GEMMs at 2K rows); other rows keep the\n"
+    "                        F16 kernels, so a row's bits follow its chunk (default off)\n";
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",

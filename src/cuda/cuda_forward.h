@@ -52,11 +52,9 @@ struct CudaOptions {
   // Who computes decode rows routed to the host tier's experts: the host's cores, or the GPU
   // reading their weights from pinned host memory (host_experts.h HostDecode).
   bool host_decode_gpu = false;
-  // MXFP4 routed experts of prefill-shaped passes on the FP8 tensor cores (moe_grouped_wgmma.cuh,
-  // the reference's own arithmetic: FP4 upcast to FP8): faster prefill, but a row's bits then
-  // depend on whether its pass was prefill-shaped, so a sequence alone and inside a batch, or
-  // decoded with and without speculation, may differ in the last bits. Off: every launch shape
-  // gives the same bits.
+  // MXFP4 routed experts of long prompt chunks on the FP8 tensor cores (moe_grouped_wgmma.cuh, the
+  // reference's own arithmetic: FP4 upcast to FP8), every other row on the F16 kernels
+  // (moe_step.h MoeRowRun): faster prefill; a row's bits follow its chunk, not the rest of the step.
   bool fp8_expert_prefill = false;
 };
 

@@ -305,8 +305,7 @@ void HostExperts::enqueue_on_gpu(const StepContext& c, const std::array<RoutedEx
   in.T = c.T;
   in.expert_base = first_;
   in.keep_other_picks = true;
-  in.fp8_prefill = c.m.fp8_expert_prefill;
-  moe_routed(cfg_, w[0], w[1], w[2], ms, in, c.stream);
+  moe_routed_runs(cfg_, w[0], w[1], w[2], ms, in, moe_row_runs(c), c.stream);
 }
 
 void HostExperts::run_call(void* call) {

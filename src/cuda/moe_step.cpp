@@ -45,7 +45,7 @@ namespace {
 // experts read FP8 x (q, scale), BF16 experts its BF16 fake-quant values (fake).
 void routed(const RoutedExperts* const* w, int n_mats, const uint8_t* q, const uint8_t* scale,
             const __nv_bfloat16* fake, const int32_t* x_row, const MoeDispatchPlan& plan, int max_sel,
-            bool fp8_prefill, __nv_bfloat16* const* y, cudaStream_t stream) {
+            bool fp8, __nv_bfloat16* const* y, cudaStream_t stream) {
   for (int m = 1; m < n_mats; ++m)
     DSV4_CHECK_MSG(w[m]->format == w[0]->format && w[m]->N == w[0]->N && w[m]->K == w[0]->K,
                    "moe: routed tensors of one launch differ in format or shape");
@@ -84,7 +84,7 @@ void routed(const RoutedExperts* const* w, int n_mats, const uint8_t* q, const u
   p.N = w[0]->N;
   p.K = w[0]->K;
   p.max_sel = max_sel;
-  p.fp8_prefill = fp8_prefill;
+  p.fp8_rows = fp8;
   launch_moe_grouped_gemm(p, stream);
 }
 
@@ -155,7 +155,7 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
   // × routing weight before w2's quantisation (§12), then w2 on the grouped h.
   const RoutedExperts* w13[2] = {&w1, &w3};
   __nv_bfloat16* gu[2] = {ms.g, ms.up};
-  routed(w13, 2, in.x_q, in.x_scale, in.x_fake, ms.plan.sel_row, ms.plan, max_sel, in.fp8_prefill, gu, stream);
+  routed(w13, 2, in.x_q, in.x_scale, in.x_fake, ms.plan.sel_row, ms.plan, max_sel, in.fp8, gu, stream);
   const bool bf16_w2 = w2.format == DeviceExperts::Format::kBF16;
   DSV4_CHECK_MSG(!bf16_w2 || ms.hf, "moe: BF16 routed experts in a model whose config says ",
                  to_string(cfg.expert_format));
@@ -163,7 +163,7 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
          stream);
   const RoutedExperts* w2s[1] = {&w2};
   __nv_bfloat16* y[1] = {ms.y};
-  routed(w2s, 1, ms.hq, ms.hqs, ms.hf, nullptr, ms.plan, max_sel, in.fp8_prefill, y, stream);
+  routed(w2s, 1, ms.hq, ms.hqs, ms.hf, nullptr, ms.plan, max_sel, in.fp8, y, stream);
 
   if (ms.picks) {  // expert parallelism: pick order, +0 where another rank's expert was picked
     GatherRowsParams g;
@@ -177,6 +177,52 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
     return;
   }
   combine(cfg, ms.y, ms.plan.pos_of, in, stream);
+}
+
+std::vector<MoeRowRun> moe_row_runs(const StepContext& c) {
+  const ModelConfig& cfg = c.m.cfg;
+  const bool split = c.m.fp8_expert_prefill && cfg.expert_format == ExpertFormat::kMXFP4 && !c.n_real;
+  if (!split || c.segments.empty()) return {{0, c.T, false}};
+  std::vector<MoeRowRun> runs;
+  auto add = [&](int first, int n, bool fp8) {
+    if (n == 0) return;
+    if (!runs.empty() && runs.back().fp8 == fp8 && runs.back().first + runs.back().n == first)
+      runs.back().n += n;
+    else
+      runs.push_back({first, n, fp8});
+  };
+  int next = 0;
+  for (const RowRange& s : c.segments) {
+    DSV4_CHECK_MSG(s.first == next, "moe: matmul segments that do not tile the pass");
+    const bool long_chunk = s.n > kInvariantSliceRows;  // short chunks share slices; a long one is alone
+    add(s.first, s.n, long_chunk && grouped_prefill_shaped(int64_t(s.n) * cfg.num_experts_per_tok,
+                                                           int(cfg.n_routed_experts)));
+    next = s.first + s.n;
+  }
+  add(next, c.T - next, false);
+  return runs;
+}
+
+void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
+                     MoeScratch& ms, const MoeRoutedInput& in, const std::vector<MoeRowRun>& runs, cudaStream_t stream) {
+  DSV4_CHECK_MSG(runs.size() == 1 || !in.n_real, "moe: a pass with padding rows split into runs");
+  const size_t D = size_t(cfg.hidden_size), k = size_t(cfg.num_experts_per_tok);
+  for (const MoeRowRun& r : runs) {
+    const size_t t0 = size_t(r.first);
+    MoeRoutedInput sub = in;
+    sub.x_q = in.x_q ? in.x_q + t0 * D : nullptr;
+    sub.x_scale = in.x_scale ? in.x_scale + t0 * (D / kActBlockSize) : nullptr;
+    sub.x_fake = in.x_fake ? in.x_fake + t0 * D : nullptr;
+    sub.expert_idx = in.expert_idx + t0 * k;
+    sub.expert_w = in.expert_w + t0 * k;
+    sub.shared = in.shared ? in.shared + t0 * D : nullptr;
+    sub.out = in.out ? in.out + t0 * D : nullptr;
+    sub.T = r.n;
+    sub.fp8 = r.fp8;
+    MoeScratch rows = ms;  // the same buffers, reused run after run; pick-order outputs at the run's rows
+    if (ms.picks) rows.picks = ms.picks + t0 * k * D;
+    moe_routed(cfg, w1, w3, w2, rows, sub, stream);
+  }
 }
 
 void moe_combine_routed(const ModelConfig& cfg, const MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream) {
@@ -247,8 +293,7 @@ void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {
   in.x_scale = xq.scale;
   in.x_fake = xq.fake;
   in.expert_base = w.w1.first;
-  in.fp8_prefill = c.m.fp8_expert_prefill;
-  moe_routed(cfg, w.w1, w.w3, w.w2, ms, in, c.stream);
+  moe_routed_runs(cfg, w.w1, w.w3, w.w2, ms, in, moe_row_runs(c), c.stream);
   if (!ms.picks) c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
 }
 

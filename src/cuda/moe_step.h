@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "cuda/device_arena.h"
 #include "cuda/device_model.h"
@@ -79,8 +80,9 @@ struct MoeRoutedInput {
   // With MoeScratch::picks: the picks of other experts keep what is there instead of +0 (a second
   // pass over the same picks: the host tier's experts after the GPU's own).
   bool keep_other_picks = false;
-  // MXFP4 prefill-shaped launches on the FP8 tensor cores (MoeGroupedParams::fp8_prefill).
-  bool fp8_prefill = false;
+  // MXFP4 experts of these rows on the FP8 tensor cores (MoeGroupedParams::fp8_rows): set for a
+  // run of long-chunk rows (MoeRowRun), never for a launch because of its size.
+  bool fp8 = false;
 };
 // The routed experts one grouped launch reads, wherever they lie: a DeviceExperts in device
 // memory, or the host tier's experts of one layer in pinned host memory, which a kernel reads over
@@ -100,6 +102,23 @@ struct RoutedExperts {
 
 void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
                 MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
+
+// A pass's rows in runs of one expert arithmetic. With CudaOptions::fp8_expert_prefill and MXFP4
+// experts, the rows of a prompt chunk long enough to make a prefill-shaped launch by itself (its
+// own matmul segment, StepContext::segments, with more than 16 grouped rows per expert of the
+// model) run on the FP8 tensor cores, every other row on the F16 kernels. A row's class is its
+// chunk's, which does not depend on what else is in the step, so neither do its bits. Otherwise,
+// or for a pass of padded rows (a decode graph), one F16 run [0, T).
+struct MoeRowRun {
+  int first = 0, n = 0;
+  bool fp8 = false;
+};
+std::vector<MoeRowRun> moe_row_runs(const StepContext& c);
+// moe_routed over each run's rows of `in` in turn (its per-row pointers and the pick-order
+// outputs offset to the run), the run deciding MoeRoutedInput::fp8. Runs need in.n_real == nullptr
+// unless there is one.
+void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
+                     MoeScratch& ms, const MoeRoutedInput& in, const std::vector<MoeRowRun>& runs, cudaStream_t stream);
 // §8.4 from pick order: out = Σ picks (ascending expert id, FP32) + shared, as moe_routed's own
 // combine adds the same values in the same order (so the result is bit-identical to one rank).
 void moe_combine_routed(const ModelConfig& cfg, const MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);

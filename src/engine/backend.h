@@ -57,8 +57,7 @@ struct BackendOptions {
   bool host_decode_gpu = false;
   // cuda: at most this many bytes of the device (0: no cap), to plan as a smaller card would.
   double gpu_memory_bytes = 0;
-  // cuda: MXFP4 experts of prefill-shaped passes on the FP8 tensor cores
-  // (CudaOptions::fp8_expert_prefill: faster prefill, rows no longer bit-identical across pass shapes).
+  // cuda: MXFP4 experts of long prompt chunks on the FP8 tensor cores (CudaOptions::fp8_expert_prefill).
   bool fp8_expert_prefill = false;
 };
 

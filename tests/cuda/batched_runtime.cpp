@@ -36,10 +36,11 @@ class BatchedRuntime : public ::testing::Test {
   }
 };
 
-std::unique_ptr<Forward> nano_cuda(bool graph, int64_t kv_tokens = 0) {
+std::unique_ptr<Forward> nano_cuda(bool graph, int64_t kv_tokens = 0, bool fp8_expert_prefill = false) {
   CudaOptions o = test::cuda_test_options();
   o.use_graph = graph;
   if (kv_tokens > 0) o.kv_cache_tokens = kv_tokens;
+  o.fp8_expert_prefill = fp8_expert_prefill;
   return make_cuda_forward(kNano, o);
 }
 
@@ -99,9 +100,11 @@ std::vector<std::vector<float>> run_plan(Forward& f, const std::vector<std::vect
 // every kernel a row passes through computes it the same way whatever the batch (row-invariant
 // GEMV / grouped-expert paths); a pass whose row count crosses a kernel-choice threshold (e.g. a
 // tensor-core GEMM for many rows) changes summation order for the rows in it.
-TEST_F(BatchedRuntime, LogitsDoNotDependOnTheBatch) {
+// Sets how many rows there were and how many of them were bit-identical (a void function: the
+// ASSERTs inside return).
+void expect_batch_independence(bool fp8_expert_prefill, int64_t* rows_out, int64_t* identical_out) {
   std::mt19937_64 rng(test::seed_for_this_test());
-  auto f = nano_cuda(/*graph=*/false);
+  auto f = nano_cuda(/*graph=*/false, 0, fp8_expert_prefill);
   const int64_t V = f->config().vocab_size;
   // Sanitizer runs take 16 sequences: 64 took 199 s under memcheck (2026-12-04).
   const int n_seqs = std::getenv("DSV4_CUDA_FORWARD_T") ? 16 : 64;
@@ -133,10 +136,28 @@ TEST_F(BatchedRuntime, LogitsDoNotDependOnTheBatch) {
     }
   }
   const double top1 = double(agree) / double(rows), cosine = dot / std::sqrt(na * nb);
-  std::printf("[batch] %d sequences, %lld rows: bit-identical %lld (%.2f%%), top-1 %.3f%%, cosine %.8f\n", n_seqs,
-              (long long)rows, (long long)identical, 100.0 * double(identical) / double(rows), 100 * top1, cosine);
+  std::printf("[batch]%s %d sequences, %lld rows: bit-identical %lld (%.2f%%), top-1 %.3f%%, cosine %.8f\n",
+              fp8_expert_prefill ? " fp8 expert prefill," : "", n_seqs, (long long)rows, (long long)identical,
+              100.0 * double(identical) / double(rows), 100 * top1, cosine);
   EXPECT_GE(top1, 0.995);
   EXPECT_GE(cosine, 0.9999);
+  *rows_out = rows;
+  *identical_out = identical;
+}
+
+TEST_F(BatchedRuntime, LogitsDoNotDependOnTheBatch) {
+  int64_t rows = 0, identical = 0;
+  expect_batch_independence(false, &rows, &identical);
+}
+
+// With --fp8-expert-prefill the rows of long prompt chunks take the FP8 expert kernel and every
+// other row the F16 ones (moe_step.h MoeRowRun): a chunk's class is its own, so a sequence alone
+// and inside the batch (the same chunks, the plan keeps them whole) gives the same bits.
+TEST_F(BatchedRuntime, Fp8ExpertPrefillKeepsRowsBatchIndependent) {
+  int64_t rows = 0, identical = 0;
+  expect_batch_independence(true, &rows, &identical);
+  EXPECT_GT(rows, 0);
+  EXPECT_EQ(identical, rows) << "rows changed with what else was in the step";
 }
 
 // Batched decode steps replayed from the bucket graphs equal eager passes bit for bit, across the

@@ -455,10 +455,11 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
   DeviceBuffer<uint8_t> d_x(x), d_xs(xs);
   DeviceBuffer<float> d_y32[2];
   DeviceBuffer<uint16_t> d_y16[2];
-  // Every case through the kernel the default launch takes; MXFP4 prefill-shaped cases (more than
-  // 16 grouped rows per expert) also through the FP8 wgmma kernel (MoeGroupedParams::fp8_prefill).
+  // Every case through the kernel the default launch takes; MXFP4 cases also through the FP8 wgmma
+  // kernel (MoeGroupedParams::fp8_rows), whatever their shape: the rows of a long prompt chunk take
+  // it however few of them an expert gets.
   for (const bool fp8 : {false, true}) {
-    if (fp8 && (nv || max_sel <= 16 * c.E)) continue;
+    if (fp8 && nv) continue;
     MoeGroupedParams p;
     p.format = c.fmt;
     p.n_mats = c.n_mats;
@@ -481,7 +482,7 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
     p.K = c.K;
     p.max_sel = max_sel;
     p.out_f32 = c.out_f32;
-    p.fp8_prefill = fp8;
+    p.fp8_rows = fp8;
     launch_moe_grouped_gemm(p, nullptr);
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
 
@@ -578,9 +579,8 @@ INSTANTIATE_TEST_SUITE_P(
 // Batch invariance: a few rows computed alone (T = 3: the decode launch shape) give the same bits
 // as the same rows inside a big batch (T = 1024: the prefill shape, their experts crowded so that
 // they land in later chunks and other tile columns) and a mid-size one (T = 64: decode shape,
-// other chunk boundaries). MXFP4 with fp8_prefill: the rows alone in a launch shaped for
-// T = 1024 (max_sel, the host value that picks the kernel) against the same rows inside it, both
-// on the FP8 wgmma kernel. FP32 outputs compared bit for bit (and BF16, which follows).
+// other chunk boundaries). MXFP4 with fp8_rows: the same, all on the FP8 wgmma kernel. FP32
+// outputs compared bit for bit (and BF16, which follows).
 TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
   for (const Fmt fmt : {Fmt::kMXFP4, Fmt::kNVFP4}) {
     const int E = 256, N = 512, K = 2048, k = 6, n_test = 3;
@@ -611,8 +611,8 @@ TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
       p.K = K;
       p.max_sel = max_sel;
       p.out_f32 = f32;
-      p.fp8_prefill = fp8;
-      EXPECT_EQ(grouped_launch_uses_fp8_tensor_cores(p), fp8 && fmt == Fmt::kMXFP4 && max_sel == 1024 * k);
+      p.fp8_rows = fp8;
+      EXPECT_EQ(grouped_launch_uses_fp8_tensor_cores(p), fp8 && fmt == Fmt::kMXFP4);
       launch_moe_grouped_gemm(p, nullptr);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
       return d_y.download();
@@ -641,8 +641,8 @@ TEST_F(MoeGroupedGemmTest, RowsAloneEqualRowsInsideABatch) {
       }
       const HostPlan hp_alone = host_plan(alone.idx, alone.T, k, alone.n_real, E), hp_big = host_plan(big.idx, big.T, k, big.n_real, E);
       for (const auto& [f32, fp8] : {std::pair{true, false}, {false, false}, {true, true}, {false, true}}) {
-        if (fp8 && (fmt != Fmt::kMXFP4 || T != 1024)) continue;
-        const auto y_alone = run(alone, x_test, xs_test, f32, (fp8 ? T : n_test) * k, fp8),
+        if (fp8 && fmt != Fmt::kMXFP4) continue;
+        const auto y_alone = run(alone, x_test, xs_test, f32, n_test * k, fp8),
                    y_big = run(big, x, xs, f32, T * k, fp8);
         const size_t row_bytes = size_t(N) * (f32 ? 4 : 2);
         int64_t differing = 0;

@@ -456,15 +456,13 @@ using DecodeFewShape = Shape<1, 2, true, 2>;
 using DecodeShape = Shape<1, 2, true, 3>;
 using PrefillShape = Shape<8, 2, false, 1>;
 
-bool prefill_shaped(const MoeGroupedParams& p) { return p.max_sel > kDecodeRowsPerExpert * p.E; }
-
 template <Fmt kFmt, bool kOutF32>
 void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
   if (grouped_launch_uses_fp8_tensor_cores(p))
     launch_moe_grouped_wgmma(p, stream);
   else if (kFmt == Fmt::kNVFP4 || p.max_sel < kFewRows)
     launch_shape<kFmt, DecodeFewShape, kOutF32>(p, stream);
-  else if (!prefill_shaped(p))
+  else if (!grouped_prefill_shaped(p.max_sel, p.E))
     launch_shape<kFmt, DecodeShape, kOutF32>(p, stream);
   else
     launch_shape<kFmt, PrefillShape, kOutF32>(p, stream);
@@ -472,8 +470,10 @@ void launch_format(const MoeGroupedParams& p, cudaStream_t stream) {
 
 }  // namespace
 
+bool grouped_prefill_shaped(int64_t max_sel, int E) { return max_sel > int64_t(kDecodeRowsPerExpert) * E; }
+
 bool grouped_launch_uses_fp8_tensor_cores(const MoeGroupedParams& p) {
-  return p.fp8_prefill && p.format == Fmt::kMXFP4 && prefill_shaped(p);
+  return p.fp8_rows && p.format == Fmt::kMXFP4;
 }
 
 void launch_moe_grouped_gemm(const MoeGroupedParams& p, cudaStream_t stream) {

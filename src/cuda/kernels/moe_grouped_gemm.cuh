@@ -51,21 +51,24 @@ struct MoeGroupedParams {
   int E = 0, N = 0, K = 0;
   int max_sel = 0;                              // grouped rows the launch is shaped for
   bool out_f32 = false;                         // FP32 outputs (tests: bitwise invariance of the sum)
-  // MXFP4 prefill-shaped launches take the FP8 wgmma kernel (moe_grouped_wgmma.cuh): on an H200
-  // 1.5× the F16 prefill kernel at 2K rows, 2.1–2.3× at 8K; but its sums are not the decode
-  // kernels', so a row's bits then depend on whether its launch was prefill-shaped
-  // (CudaOptions::fp8_expert_prefill).
-  bool fp8_prefill = false;
+  // MXFP4: the launch takes the FP8 wgmma kernel (moe_grouped_wgmma.cuh) whatever its shape. On
+  // an H200 it ran 1.5× the F16 prefill kernel at 2K rows and 2.1–2.3× at 8K, but its sums are not
+  // the F16 kernels', so the caller sets it for a class of rows that does not depend on the rest
+  // of the step: the rows of long prompt chunks (moe_step.cpp, CudaOptions::fp8_expert_prefill).
+  bool fp8_rows = false;
 };
 
 // N % 128 == 0, K % 128 == 0, 1 <= E <= kGroupedMaxExperts, max_sel >= 0; pointers 16-byte
 // aligned (scales 4-byte (MXFP4) / 8-byte (NVFP4)). The launch shape is chosen from max_sel / E
 // (a host value), never from the device counts: few rows per expert -> 8-row chunks (decode),
-// many -> 64-row chunks (prefill). Both give bit-identical results. With fp8_prefill, MXFP4
-// prefill-shaped launches take the FP8 wgmma kernel instead (moe_grouped_wgmma.cuh): batch-
-// invariant too, but its sums differ from the F16 kernels' (FP8 tensor-core sums keep 13
-// fraction bits).
+// many -> 64-row chunks (prefill). Both give bit-identical results. With fp8_rows, MXFP4
+// launches take the FP8 wgmma kernel instead (moe_grouped_wgmma.cuh): batch-invariant too, but
+// its sums differ from the F16 kernels' (FP8 tensor-core sums keep 13 fraction bits).
 constexpr int kGroupedMaxExperts = 1024;
+// Whether max_sel grouped rows over E experts is a prefill-shaped launch (more than 16 rows per
+// expert on average): the F16 kernels' shape choice, and the size from which a prompt chunk's
+// rows are worth the FP8 kernel (moe_step.cpp).
+bool grouped_prefill_shaped(int64_t max_sel, int E);
 void launch_moe_grouped_gemm(const MoeGroupedParams& p, cudaStream_t stream);
 // Whether launch_moe_grouped_gemm takes the FP8 wgmma kernel for these parameters (the tests'
 // accuracy budget depends on it).

@@ -1,6 +1,6 @@
-// The grouped MXFP4 expert GEMM on Hopper's FP8 tensor cores (wgmma), for prefill-shaped launches:
-// the same contract as launch_moe_grouped_gemm (moe_grouped_gemm.cuh), which routes MXFP4 launches
-// here when MoeGroupedParams::fp8_prefill asks for it and the launch is prefill-shaped.
+// The grouped MXFP4 expert GEMM on Hopper's FP8 tensor cores (wgmma), for the rows of long prompt
+// chunks: the same contract as launch_moe_grouped_gemm (moe_grouped_gemm.cuh), which routes MXFP4
+// launches here when MoeGroupedParams::fp8_rows asks for it.
 //
 // Arithmetic (§11.3 weights, §12 activations):
 //   An E2M1 nibble s|e1 e0|m placed as the E4M3 byte s|0 0 e1 e0|m 0 0 is exactly value·2^-6 (the
