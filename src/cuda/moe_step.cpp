@@ -181,7 +181,9 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
 
 std::vector<MoeRowRun> moe_row_runs(const StepContext& c) {
   const ModelConfig& cfg = c.m.cfg;
-  const bool split = c.m.fp8_expert_prefill && cfg.expert_format == ExpertFormat::kMXFP4 && !c.n_real;
+  // Padding rows (a decode graph's bucket) sit past n_real, which the dispatch reads per launch:
+  // such a pass, all decode rows, stays one run.
+  const bool split = c.m.fp8_expert_prefill && cfg.expert_format == ExpertFormat::kMXFP4 && c.plan.real_rows() == c.T;
   if (!split || c.segments.empty()) return {{0, c.T, false}};
   std::vector<MoeRowRun> runs;
   auto add = [&](int first, int n, bool fp8) {
@@ -205,7 +207,6 @@ std::vector<MoeRowRun> moe_row_runs(const StepContext& c) {
 
 void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
                      MoeScratch& ms, const MoeRoutedInput& in, const std::vector<MoeRowRun>& runs, cudaStream_t stream) {
-  DSV4_CHECK_MSG(runs.size() == 1 || !in.n_real, "moe: a pass with padding rows split into runs");
   const size_t D = size_t(cfg.hidden_size), k = size_t(cfg.num_experts_per_tok);
   for (const MoeRowRun& r : runs) {
     const size_t t0 = size_t(r.first);
@@ -219,6 +220,7 @@ void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const Rout
     sub.out = in.out ? in.out + t0 * D : nullptr;
     sub.T = r.n;
     sub.fp8 = r.fp8;
+    if (runs.size() > 1) sub.n_real = nullptr;  // moe_row_runs splits only passes without padding rows
     MoeScratch rows = ms;  // the same buffers, reused run after run; pick-order outputs at the run's rows
     if (ms.picks) rows.picks = ms.picks + t0 * k * D;
     moe_routed(cfg, w1, w3, w2, rows, sub, stream);

@@ -108,15 +108,15 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
 // own matmul segment, StepContext::segments, with more than 16 grouped rows per expert of the
 // model) run on the FP8 tensor cores, every other row on the F16 kernels. A row's class is its
 // chunk's, which does not depend on what else is in the step, so neither do its bits. Otherwise,
-// or for a pass of padded rows (a decode graph), one F16 run [0, T).
+// or for a pass with padding rows (a decode graph's bucket), one F16 run [0, T).
 struct MoeRowRun {
   int first = 0, n = 0;
   bool fp8 = false;
 };
 std::vector<MoeRowRun> moe_row_runs(const StepContext& c);
 // moe_routed over each run's rows of `in` in turn (its per-row pointers and the pick-order
-// outputs offset to the run), the run deciding MoeRoutedInput::fp8. Runs need in.n_real == nullptr
-// unless there is one.
+// outputs offset to the run), the run deciding MoeRoutedInput::fp8. Several runs come only from a
+// pass without padding rows, so in.n_real is dropped for them.
 void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
                      MoeScratch& ms, const MoeRoutedInput& in, const std::vector<MoeRowRun>& runs, cudaStream_t stream);
 // §8.4 from pick order: out = Σ picks (ascending expert id, FP32) + shared, as moe_routed's own
