@@ -45,7 +45,7 @@ const char* const kBackendUsage =
     "  --fp8-expert-prefill on|off  cuda: MXFP4 experts of long prompt chunks (over 16 rows per\n"
     "                        expert: 683 tokens for Flash) on the FP8 tensor cores, the reference's\n"
     "                        arithmetic (1.5x the expert GEMMs at 2K rows); other rows keep the\n"
-    "                        F16 kernels, so a row's bits follow its chunk (default off)\n";
+    "                        F16 kernels, so a row's bits follow its chunk (default on)\n";
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",

@@ -43,7 +43,7 @@ void check_backend(const BackendOptions& o) {
     if (o.cpu_experts != 0 || o.gpu_memory_bytes > 0 || o.host_decode_gpu)
       fail("--cpu-experts, --host-decode and --gpu-memory are CUDA-only: the cpu backend keeps every expert in host "
            "memory already");
-    if (o.fp8_expert_prefill)
+    if (o.fp8_expert_prefill.value_or(false))
       fail("--fp8-expert-prefill is CUDA-only: the cpu backend sums its experts in FP32");
     if (o.pass_rows > 0) fail("--pass-rows is CUDA-only: the cpu backend computes a chunk's rows in one go");
     if (o.synthetic_seed)
@@ -126,7 +126,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.cpu_experts = o.cpu_experts == BackendOptions::kAutoCpuExperts ? CudaOptions::kAutoCpuExperts : o.cpu_experts;
   cuda.host_threads = o.n_threads;
   cuda.host_decode_gpu = o.host_decode_gpu;
-  cuda.fp8_expert_prefill = o.fp8_expert_prefill;
+  if (o.fp8_expert_prefill) cuda.fp8_expert_prefill = *o.fp8_expert_prefill;
   cuda.gpu_memory_limit = size_t(o.gpu_memory_bytes);
   cuda.comm = o.comm == BackendOptions::Comm::kNccl       ? CudaOptions::Comm::kNccl
               : o.comm == BackendOptions::Comm::kLoopback ? CudaOptions::Comm::kLoopback

@@ -57,8 +57,9 @@ struct BackendOptions {
   bool host_decode_gpu = false;
   // cuda: at most this many bytes of the device (0: no cap), to plan as a smaller card would.
   double gpu_memory_bytes = 0;
-  // cuda: MXFP4 experts of long prompt chunks on the FP8 tensor cores (CudaOptions::fp8_expert_prefill).
-  bool fp8_expert_prefill = false;
+  // cuda: MXFP4 experts of long prompt chunks on the FP8 tensor cores (CudaOptions::fp8_expert_prefill);
+  // unset: the cuda default (on).
+  std::optional<bool> fp8_expert_prefill;
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without
