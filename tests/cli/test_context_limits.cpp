@@ -81,7 +81,9 @@ TEST_F(ContextLimits, LongPromptRefusedAtOnce) {
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_NE(r.out.find("the prompt is " + std::to_string(P) + " tokens, longer than the context of 100 tokens"),
             std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find("prefill"), std::string::npos) << r.out;  // refused before the first chunk
+  // Refused before the first chunk: no "prefill N/M tokens" progress (a bare "prefill" would also
+  // match a checkout path such as /tmp/ci_prefill/).
+  EXPECT_EQ(r.out.find("prefill "), std::string::npos) << r.out;
   // A prompt exactly as long as the context leaves no room for an answer.
   const std::string p = std::to_string(P);
   const RunResult eq = dsv4("generate --raw --ctx-size " + p + " -p \"$(cat " + prompt.string() + ")\"");
