@@ -2,7 +2,8 @@
 // sequences), in the reference's order: query and K=V paths, window rows into the pass's own pool
 // rows, the indexer (CSA: its own compressor, paged FP4 keys, scores, top-k), the main
 // compressor's entries into their paged rows, sparse sink attention with inverse RoPE, the window
-// rows into each sequence's ring, grouped output projection. Positions are read on the device only.
+// rows into each sequence's ring, grouped output projection. Positions are read on the device,
+// except that a long prompt chunk's first position (the plan's host copy) sizes its key gather.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -14,8 +15,10 @@
 #include "cuda/kernels/hadamard_fp4.cuh"
 #include "cuda/kernels/indexer.cuh"
 #include "cuda/kernels/kv_cache.cuh"
+#include "cuda/kernels/kv_gather.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
+#include "cuda/kernels/sparse_attention_prefill.cuh"
 #include "cuda/step.h"
 
 namespace dsv4::cuda {
@@ -142,6 +145,79 @@ void indexer_select(const StepContext& c, const DeviceLayer& w, const LayerPool&
   launch_indexer_topk(p, c.stream);
 }
 
+// A prefill run (one long chunk) reads its window rows and its sequence's compressed entries as
+// BF16 key rows (kv_gather.cuh) in s.chunk_keys; returns the row of entry 0 (attention_indices'
+// entry_row0). The counts come from the plan's host copy of the chunk's first position.
+int gather_chunk_keys(const StepContext& c, const DeviceLayer& w, const LayerPool& pool, const RowRun& run) {
+  const int W = int(c.m.cfg.sliding_window), ratio = w.spec.compress_ratio;
+  const int pos0 = c.plan.position(run.first);
+  KvGatherParams p;
+  p.cache = pool.cache;
+  p.block_size = kKvBlockSize;
+  p.dim = int(c.m.cfg.head_dim);
+  p.rows = c.rows;
+  p.first = run.first;
+  p.n_window = pos0 + run.n - chunk_window_base(pos0, W);
+  p.window = W;
+  p.pass_base = pool.pass_base;
+  p.ring_base = pool.ring_base;
+  p.ring_rows = pool.ring_rows;
+  p.pages = c.kv.pages();
+  p.comp_base = pool.comp_base;
+  p.per_block = pool.per_block;
+  p.n_entries = ratio > 0 ? std::min((pos0 + run.n) / ratio, pool.max_entries) : 0;  // §7: j < (t+1)/ratio
+  p.entry_row0 = p.n_window;
+  p.out = c.s.chunk_keys;
+  DSV4_CHECK_MSG(c.s.chunk_keys && p.n_window + p.n_entries <= c.s.chunk_key_rows, "attention: a chunk of ", run.n,
+                 " rows at position ", pos0, " needs ", p.n_window + p.n_entries, " key rows, the scratch holds ",
+                 c.s.chunk_key_rows);
+  launch_kv_gather(p, c.stream);
+  return p.entry_row0;
+}
+
+// Sparse attention of pass rows [g0, g0 + n) over the lists in s.attn_indices: the prefill
+// kernel on the chunk's BF16 key rows, or the decode kernel on the FP8 cache.
+void attend(const StepContext& c, const DeviceLayer& w, const LayerPool& pool, int g0, int n, bool prefill) {
+  const int H = c.m.heads(), d = int(c.m.cfg.head_dim);
+  const float softmax_scale = float(1.0 / std::sqrt(double(d)));  // §4.3
+  const float* inv_freq = c.m.inv_freq(w.spec);
+  Scratch& s = c.s;
+  if (prefill) {
+    SparseAttnPrefillParams ap;
+    ap.q = s.q + size_t(g0) * H * d;
+    ap.keys = s.chunk_keys;
+    ap.indices = s.attn_indices;
+    ap.count = s.attn_count;
+    ap.sink = w.attn_sink.get();
+    ap.pos = c.rows.pos + g0;
+    ap.inv_freq = inv_freq;
+    ap.out = s.o + size_t(g0) * H * d;
+    ap.n_q = n;
+    ap.H = H;
+    ap.n_idx = pool.n_idx;
+    ap.dim = d;
+    ap.softmax_scale = softmax_scale;
+    launch_sparse_attention_prefill(ap, c.stream);
+    return;
+  }
+  SparseAttnParams ap;
+  ap.q = s.q + size_t(g0) * H * d;
+  ap.cache = pool.cache;
+  ap.indices = s.attn_indices;
+  ap.count = s.attn_count;
+  ap.sink = w.attn_sink.get();
+  ap.pos = c.rows.pos + g0;
+  ap.inv_freq = inv_freq;
+  ap.out = s.o + size_t(g0) * H * d;
+  ap.n_q = n;
+  ap.H = H;
+  ap.n_idx = pool.n_idx;
+  ap.block_size = kKvBlockSize;
+  ap.dim = d;
+  ap.softmax_scale = softmax_scale;
+  launch_sparse_attention(ap, c.stream);
+}
+
 }  // namespace
 
 void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
@@ -188,54 +264,45 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
     c.emit_entries(csa ? "csa.entries" : "hca.entries", layer, s.entry, d);
   }
 
-  // Indexer picks, row lists and sparse attention, kAttentionGroupRows queries at a time.
+  // Indexer picks, row lists and sparse attention, kAttentionGroupRows queries at a time, by row
+  // class (step.h row_runs): a long prompt chunk's key rows are expanded to BF16 once and its
+  // queries run the prefill kernel; every other row (decode rows, drafts, short chunks) runs the
+  // decode kernel on the FP8 cache.
   std::vector<int32_t> traced_topk;
-  for (int g0 = 0; g0 < T; g0 += kAttentionGroupRows) {
-    const int n = std::min(kAttentionGroupRows, T - g0);
-    if (csa) {
-      indexer_select(c, w, pool, g0, n);
-      if (c.tracing()) {
-        std::vector<int32_t> h(size_t(n) * cfg.index_topk);
-        DSV4_CUDA_CHECK(cudaStreamSynchronize(c.stream));
-        DSV4_CUDA_CHECK(cudaMemcpy(h.data(), s.topk, h.size() * 4, cudaMemcpyDeviceToHost));
-        traced_topk.insert(traced_topk.end(), h.begin(), h.end());
+  for (const RowRun& run : row_runs(c, [](int) { return true; })) {
+    const int entry_row0 = run.prefill ? gather_chunk_keys(c, w, pool, run) : -1;
+    for (int g0 = run.first; g0 < run.first + run.n; g0 += kAttentionGroupRows) {
+      const int n = std::min(kAttentionGroupRows, run.first + run.n - g0);
+      if (csa) {
+        indexer_select(c, w, pool, g0, n);
+        if (c.tracing()) {
+          std::vector<int32_t> h(size_t(n) * cfg.index_topk);
+          DSV4_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+          DSV4_CUDA_CHECK(cudaMemcpy(h.data(), s.topk, h.size() * 4, cudaMemcpyDeviceToHost));
+          traced_topk.insert(traced_topk.end(), h.begin(), h.end());
+        }
       }
+      AttnIndexParams ip;
+      ip.rows = c.rows;
+      ip.row0 = g0;
+      ip.pages = c.kv.pages();
+      ip.topk = csa ? s.topk : nullptr;
+      ip.indices = s.attn_indices;
+      ip.count = s.attn_count;
+      ip.n_q = n;
+      ip.window = W;
+      ip.ring_rows = pool.ring_rows;
+      ip.pass_base = pool.pass_base;
+      ip.ring_base = pool.ring_base;
+      ip.comp_base = pool.comp_base;
+      ip.per_block = pool.per_block;
+      ip.ratio = w.spec.compress_ratio;
+      ip.topk_k = int(cfg.index_topk);
+      ip.n_idx = pool.n_idx;
+      ip.entry_row0 = entry_row0;
+      launch_attention_indices(ip, c.stream);
+      attend(c, w, pool, g0, n, run.prefill);
     }
-    AttnIndexParams ip;
-    ip.rows = c.rows;
-    ip.row0 = g0;
-    ip.pages = c.kv.pages();
-    ip.topk = csa ? s.topk : nullptr;
-    ip.indices = s.attn_indices;
-    ip.count = s.attn_count;
-    ip.n_q = n;
-    ip.window = W;
-    ip.ring_rows = pool.ring_rows;
-    ip.pass_base = pool.pass_base;
-    ip.ring_base = pool.ring_base;
-    ip.comp_base = pool.comp_base;
-    ip.per_block = pool.per_block;
-    ip.ratio = w.spec.compress_ratio;
-    ip.topk_k = int(cfg.index_topk);
-    ip.n_idx = pool.n_idx;
-    launch_attention_indices(ip, c.stream);
-
-    SparseAttnParams ap;
-    ap.q = s.q + size_t(g0) * H * d;
-    ap.cache = pool.cache;
-    ap.indices = s.attn_indices;
-    ap.count = s.attn_count;
-    ap.sink = w.attn_sink.get();
-    ap.pos = c.rows.pos + g0;
-    ap.inv_freq = inv_freq;
-    ap.out = s.o + size_t(g0) * H * d;
-    ap.n_q = n;
-    ap.H = H;
-    ap.n_idx = pool.n_idx;
-    ap.block_size = kKvBlockSize;
-    ap.dim = d;
-    ap.softmax_scale = float(1.0 / std::sqrt(double(d)));  // §4.3
-    launch_sparse_attention(ap, c.stream);
   }
   if (csa && c.tracing()) {
     const std::vector<float> f(traced_topk.begin(), traced_topk.end());

@@ -54,7 +54,7 @@ struct CudaOptions {
   bool host_decode_gpu = false;
   // MXFP4 routed experts of long prompt chunks on the FP8 tensor cores (moe_grouped_wgmma.cuh, the
   // reference's own arithmetic: FP4 upcast to FP8), every other row on the F16 kernels
-  // (moe_step.h MoeRowRun): faster prefill; a row's bits follow its chunk, not the rest of the step.
+  // (moe_step.h moe_row_runs): faster prefill; a row's bits follow its chunk, not the rest of the step.
   bool fp8_expert_prefill = true;
 };
 

@@ -76,6 +76,12 @@ int KvPool::max_n_idx() const {
   return n;
 }
 
+int KvPool::max_entries() const {
+  int n = 0;
+  for (const LayerPool& l : layers) n = std::max(n, l.max_entries);
+  return n;
+}
+
 int KvPool::max_csa_entries() const {
   int n = 1;
   for (const LayerPool& l : layers)

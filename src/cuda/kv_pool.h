@@ -59,6 +59,7 @@ struct KvPool {
   PageTable pages() const { return {page_table, shape.pages_per_slot()}; }
   int max_n_idx() const;
   int max_csa_entries() const;
+  int max_entries() const;  // most compressed entries (CSA or HCA) one sequence can reach in any layer
 };
 
 

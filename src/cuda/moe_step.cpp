@@ -179,36 +179,21 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
   combine(cfg, ms.y, ms.plan.pos_of, in, stream);
 }
 
-std::vector<MoeRowRun> moe_row_runs(const StepContext& c) {
+std::vector<RowRun> moe_row_runs(const StepContext& c) {
   const ModelConfig& cfg = c.m.cfg;
   // Padding rows (a decode graph's bucket) sit past n_real, which the dispatch reads per launch:
   // such a pass, all decode rows, stays one run.
   const bool split = c.m.fp8_expert_prefill && cfg.expert_format == ExpertFormat::kMXFP4 && c.plan.real_rows() == c.T;
-  if (!split || c.segments.empty()) return {{0, c.T, false}};
-  std::vector<MoeRowRun> runs;
-  auto add = [&](int first, int n, bool fp8) {
-    if (n == 0) return;
-    if (!runs.empty() && runs.back().fp8 == fp8 && runs.back().first + runs.back().n == first)
-      runs.back().n += n;
-    else
-      runs.push_back({first, n, fp8});
-  };
-  int next = 0;
-  for (const RowRange& s : c.segments) {
-    DSV4_CHECK_MSG(s.first == next, "moe: matmul segments that do not tile the pass");
-    const bool long_chunk = s.n > kInvariantSliceRows;  // short chunks share slices; a long one is alone
-    add(s.first, s.n, long_chunk && grouped_prefill_shaped(int64_t(s.n) * cfg.num_experts_per_tok,
-                                                           int(cfg.n_routed_experts)));
-    next = s.first + s.n;
-  }
-  add(next, c.T - next, false);
-  return runs;
+  if (!split) return {{0, c.T, false}};
+  return row_runs(c, [&](int n) {
+    return grouped_prefill_shaped(int64_t(n) * cfg.num_experts_per_tok, int(cfg.n_routed_experts));
+  });
 }
 
 void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
-                     MoeScratch& ms, const MoeRoutedInput& in, const std::vector<MoeRowRun>& runs, cudaStream_t stream) {
+                     MoeScratch& ms, const MoeRoutedInput& in, const std::vector<RowRun>& runs, cudaStream_t stream) {
   const size_t D = size_t(cfg.hidden_size), k = size_t(cfg.num_experts_per_tok);
-  for (const MoeRowRun& r : runs) {
+  for (const RowRun& r : runs) {
     const size_t t0 = size_t(r.first);
     MoeRoutedInput sub = in;
     sub.x_q = in.x_q ? in.x_q + t0 * D : nullptr;
@@ -219,7 +204,7 @@ void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const Rout
     sub.shared = in.shared ? in.shared + t0 * D : nullptr;
     sub.out = in.out ? in.out + t0 * D : nullptr;
     sub.T = r.n;
-    sub.fp8 = r.fp8;
+    sub.fp8 = r.prefill;
     if (runs.size() > 1) sub.n_real = nullptr;  // moe_row_runs splits only passes without padding rows
     MoeScratch rows = ms;  // the same buffers, reused run after run; pick-order outputs at the run's rows
     if (ms.picks) rows.picks = ms.picks + t0 * k * D;

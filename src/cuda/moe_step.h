@@ -11,6 +11,7 @@
 #include "cuda/device_arena.h"
 #include "cuda/device_model.h"
 #include "cuda/kernels/moe_dispatch.cuh"
+#include "cuda/row_runs.h"
 #include "model/config.h"
 
 namespace dsv4::cuda {
@@ -81,7 +82,7 @@ struct MoeRoutedInput {
   // pass over the same picks: the host tier's experts after the GPU's own).
   bool keep_other_picks = false;
   // MXFP4 experts of these rows on the FP8 tensor cores (MoeGroupedParams::fp8_rows): set for a
-  // run of long-chunk rows (MoeRowRun), never for a launch because of its size.
+  // prefill run of long-chunk rows (moe_row_runs), never for a launch because of its size.
   bool fp8 = false;
 };
 // The routed experts one grouped launch reads, wherever they lie: a DeviceExperts in device
@@ -103,22 +104,18 @@ struct RoutedExperts {
 void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
                 MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
 
-// A pass's rows in runs of one expert arithmetic. With CudaOptions::fp8_expert_prefill and MXFP4
-// experts, the rows of a prompt chunk long enough to make a prefill-shaped launch by itself (its
-// own matmul segment, StepContext::segments, with more than 16 grouped rows per expert of the
-// model) run on the FP8 tensor cores, every other row on the F16 kernels. A row's class is its
-// chunk's, which does not depend on what else is in the step, so neither do its bits. Otherwise,
-// or for a pass with padding rows (a decode graph's bucket), one F16 run [0, T).
-struct MoeRowRun {
-  int first = 0, n = 0;
-  bool fp8 = false;
-};
-std::vector<MoeRowRun> moe_row_runs(const StepContext& c);
+// A pass's rows in runs of one expert arithmetic (step.h row_runs). With
+// CudaOptions::fp8_expert_prefill and MXFP4 experts, the rows of a prompt chunk long enough to
+// make a prefill-shaped launch by itself (more than 16 grouped rows per expert of the model) are
+// prefill runs, on the FP8 tensor cores; every other row runs on the F16 kernels. A row's class is
+// its chunk's, so its bits do not depend on the rest of the step. Otherwise, or for a pass with
+// padding rows (a decode graph's bucket), one F16 run [0, T).
+std::vector<RowRun> moe_row_runs(const StepContext& c);
 // moe_routed over each run's rows of `in` in turn (its per-row pointers and the pick-order
-// outputs offset to the run), the run deciding MoeRoutedInput::fp8. Several runs come only from a
-// pass without padding rows, so in.n_real is dropped for them.
+// outputs offset to the run), a prefill run setting MoeRoutedInput::fp8. Several runs come only
+// from a pass without padding rows, so in.n_real is dropped for them.
 void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
-                     MoeScratch& ms, const MoeRoutedInput& in, const std::vector<MoeRowRun>& runs, cudaStream_t stream);
+                     MoeScratch& ms, const MoeRoutedInput& in, const std::vector<RowRun>& runs, cudaStream_t stream);
 // §8.4 from pick order: out = Σ picks (ascending expert id, FP32) + shared, as moe_routed's own
 // combine adds the same values in the same order (so the result is bit-identical to one rank).
 void moe_combine_routed(const ModelConfig& cfg, const MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);

@@ -58,6 +58,10 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   Xh = arena.take<__nv_bfloat16>(L * n * D);
   hh = arena.take<__nv_bfloat16>(L * D);
   if (sh.mtp) mtp_in = arena.take<__nv_bfloat16>(T * n * D);
+  if (sh.rows > kInvariantSliceRows) {  // the window rows a chunk of `rows` sees, then every entry
+    chunk_key_rows = sh.rows + int(c.sliding_window) - 1 + sh.max_entries;
+    chunk_keys = arena.take<__nv_bfloat16>(size_t(chunk_key_rows) * d);
+  }
   if (sh.attn_partial) attn_partial = arena.take<float>(T * D);
   aq = arena.take<uint8_t>(T * Kq);
   aqs = arena.take<uint8_t>(T * Kq / 128);
@@ -183,6 +187,26 @@ void for_each_segment(const StepContext& c, int rows, F&& call) {
 }
 
 }  // namespace
+
+std::vector<RowRun> row_runs(const StepContext& c, const std::function<bool(int n)>& prefill_class) {
+  if (c.segments.empty()) return {{0, c.T, false}};
+  std::vector<RowRun> runs;
+  auto add = [&](int first, int n, bool prefill) {
+    if (n == 0) return;
+    if (!runs.empty() && runs.back().prefill == prefill && runs.back().first + runs.back().n == first)
+      runs.back().n += n;
+    else
+      runs.push_back({first, n, prefill});
+  };
+  int next = 0;
+  for (const RowRange& s : c.segments) {
+    DSV4_CHECK_MSG(s.first == next, "matmul segments that do not tile the pass");
+    add(s.first, s.n, s.n > kInvariantSliceRows && prefill_class(s.n));  // a long chunk is its own segment
+    next = s.first + s.n;
+  }
+  add(next, c.T - next, false);
+  return runs;
+}
 
 namespace {
 

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "cuda/device_model.h"
 #include "cuda/kv_pool.h"
 #include "cuda/moe_step.h"
+#include "cuda/row_runs.h"
 #include "cuda/step_plan.h"
 #include "model/forward.h"
 
@@ -36,6 +38,7 @@ struct ScratchShape {
   int logits = 0;      // logit rows (StepPlan::max_logits)
   int max_n_idx = 0;   // widest attention row list of any layer (KvPool::max_n_idx)
   int max_csa_entries = 0;  // most CSA entries a sequence can reach (KvPool::max_csa_entries)
+  int max_entries = 0;      // most compressed entries of any layer a sequence can reach (KvPool::max_entries)
   bool mtp = false;         // the model has an MTP block on the device (its input streams)
   MoeShard moe;             // this rank's routed experts (expert parallelism; moe_step.h)
   bool attn_partial = false;  // wo_b's output is a tensor-parallel partial sum (DeviceModel::tp)
@@ -50,16 +53,16 @@ struct Scratch {
   __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *fake;
   __nv_bfloat16 *Xh, *hh;  // the head's gathered streams [logits, n, D] and hidden [logits, D]
   __nv_bfloat16* mtp_in = nullptr;  // [rows, n, D] an MTP pass's input streams (ScratchShape::mtp)
+  // [chunk_key_rows, head_dim] a long chunk's key rows as BF16 (kv_gather.cuh), when a pass can
+  // hold a chunk longer than kInvariantSliceRows (attention_step.cpp's prefill class): the window
+  // rows such a chunk sees (rows + W − 1), then every compressed entry a sequence can reach.
+  __nv_bfloat16* chunk_keys = nullptr;
+  int chunk_key_rows = 0;
   // [rows, D] FP32: this rank's wo_b partial sum, added over the ranks (ScratchShape::attn_partial).
   float* attn_partial = nullptr;
   uint8_t *aq, *aqs;
   float *mhc_partial, *post, *comb, *ca, *cz, *hw, *index_score, *logits;
   MoeScratch moe;  // the MoE sub-layer's own buffers (moe_step.h)
-};
-
-// Rows [first, first + n) of a pass that one matmul call covers (see StepContext::segments).
-struct RowRange {
-  int first = 0, n = 0;
 };
 
 struct StepContext {
@@ -117,6 +120,11 @@ void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, in
               __nv_bfloat16* y);
 // The same with FP32 output, before the BF16 rounding: a tensor-parallel rank's partial sum.
 void linear_q_f32(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, float* y);
+// The pass's rows in runs of one class: a chunk longer than kInvariantSliceRows (a matmul segment
+// of its own) for which prefill_class(n) holds is a prefill run; every other row joins decode
+// runs. Without segments (a decode graph's pass), one decode run [0, T). A row's class is its
+// chunk's, which does not depend on what else is in the step.
+std::vector<RowRun> row_runs(const StepContext& c, const std::function<bool(int n)>& prefill_class);
 // Unquantised-input linear with BF16 weights: y = x·Wᵀ in FP32 (router, compressor, indexer
 // weights_proj, LM head), y FP32 [rows, N].
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,

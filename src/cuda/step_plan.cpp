@@ -54,6 +54,11 @@ void StepPlan::add_chunk(int slot, int64_t pos0, const int32_t* tokens, int n) {
   *host(kNReal) = real_rows_;
 }
 
+int StepPlan::position(int row) const {
+  DSV4_CHECK(row >= 0 && row < rows_);
+  return reinterpret_cast<const int32_t*>(host_ + offset_[kPos])[row];
+}
+
 void StepPlan::pad_to(int rows) {
   DSV4_CHECK(rows >= rows_ && rows <= max_rows_);
   for (int r = rows_; r < rows; ++r) {

@@ -40,6 +40,7 @@ class StepPlan {
   void set_source(int row, int source);
   bool keeps_streams() const { return keeps_; }
   int rows() const { return rows_; }
+  int position(int row) const;  // host copy: row's position (−1 for padding)
   int real_rows() const { return real_rows_; }
   int logit_rows() const { return n_logits_; }
   // The whole plan (fixed size) host -> device on `stream`; capturable in a CUDA graph.

@@ -3,7 +3,8 @@
 // positions one by one (this pass's rows, then the slot's ring — window-sized, or window + the
 // rollback margin), then the visible HCA entries or the valid CSA picks in order through the page
 // table, −1 after. Exact integer equality, poisoned output, and a guard region behind the output
-// that must stay untouched. Then, with cache_slots.cu writing the rings, speculative rollbacks:
+// that must stay untouched; the same lists in chunk key rows (kv_gather.cuh) for the prefill
+// kernel. Then, with cache_slots.cu writing the rings, speculative rollbacks:
 // every window row a query names holds its position's latest feed.
 #include <algorithm>
 #include <cstdio>
@@ -43,21 +44,27 @@ struct PoolBases {
 // Host reference (§7, attention_indices.cuh): window positions max(0, t−W+1) … t — this pass's
 // row when at or after the chunk's start, else the slot's ring row (W + margin rows per slot) —
 // then the compressed entries through the page table, then −1; more than n_idx entries: the
-// first n_idx; padding: all −1.
+// first n_idx; padding: all −1. With entry_row0 >= 0, the chunk's key rows instead: window
+// position p at p − max(0, pos0 − W + 1), entry j at entry_row0 + j.
 std::vector<int32_t> reference_row(const IndexCase& c, const StepLayout& L, const PoolBases& b, int r,
-                                   const int32_t* picks, int n_idx) {
+                                   const int32_t* picks, int n_idx, int entry_row0) {
   std::vector<int32_t> row;
   const int t = L.pos[size_t(r)];
   if (t >= 0) {
     const int slot = L.slot[size_t(r)], first = L.first[size_t(r)], pos0 = L.pos[size_t(first)];
-    const int ring_rows = c.window + c.margin;
+    const int ring_rows = c.window + c.margin, wbase = std::max(0, pos0 - c.window + 1);
+    const auto entry = [&](int j) {
+      return entry_row0 >= 0 ? entry_row0 + j : b.comp_base + L.entry_row(slot, j, b.per_block);
+    };
     for (int p = std::max(0, t - c.window + 1); p <= t; ++p)
-      row.push_back(p >= pos0 ? b.pass_base + first + (p - pos0) : b.ring_base + slot * ring_rows + p % ring_rows);
+      row.push_back(entry_row0 >= 0 ? p - wbase
+                    : p >= pos0     ? b.pass_base + first + (p - pos0)
+                                    : b.ring_base + slot * ring_rows + p % ring_rows);
     if (c.ratio == kHcaRatio)
-      for (int j = 0; j < (t + 1) / kHcaRatio; ++j) row.push_back(b.comp_base + L.entry_row(slot, j, b.per_block));
+      for (int j = 0; j < (t + 1) / kHcaRatio; ++j) row.push_back(entry(j));
     if (c.ratio == kCsaRatio)
       for (int i = 0; i < c.topk_k; ++i)
-        if (picks[i] >= 0) row.push_back(b.comp_base + L.entry_row(slot, picks[i], b.per_block));
+        if (picks[i] >= 0) row.push_back(entry(picks[i]));
   }
   row.resize(size_t(n_idx), -1);
   return row;
@@ -106,60 +113,67 @@ TEST_P(AttentionIndicesTest, MatchesReference) {
   b.comp_base = b.pass_base + n_rows + uniform_int(0, 100);
   b.per_block = c.ratio > 0 ? 256 / c.ratio : 0;
 
-  // Launched in groups of rows (row0), as the attention step does; each group writes its own rows.
+  // Pool rows, then chunk key rows (kv_gather.cuh) with entry 0 at a random row.
   DeviceBuffer<int32_t> d_topk(topk);  // empty unless CSA
-  DeviceBuffer<int32_t> d_out(size_t(n_rows) * n_idx + kGuard);
-  d_out.fill_bytes(kIndexPoisonByte);
-  DeviceBuffer<int32_t> d_count(size_t(n_rows) + kGuard);
-  d_count.fill_bytes(kIndexPoisonByte);
-  const int group = uniform_int(1, n_rows);
-  for (int g0 = 0; g0 < n_rows; g0 += group) {
-    AttnIndexParams p;
-    p.rows = D.rows();
-    p.row0 = g0;
-    p.pages = D.table();
-    p.topk = c.ratio == kCsaRatio ? d_topk.get() + int64_t(g0) * c.topk_k : nullptr;
-    p.indices = d_out.get() + int64_t(g0) * n_idx;
-    p.count = d_count.get() + g0;
-    p.n_q = std::min(group, n_rows - g0);
-    p.window = c.window;
-    p.ring_rows = c.window + c.margin;
-    p.pass_base = b.pass_base;
-    p.ring_base = b.ring_base;
-    p.comp_base = b.comp_base;
-    p.per_block = b.per_block;
-    p.ratio = c.ratio;
-    p.topk_k = c.ratio == kCsaRatio ? c.topk_k : 0;
-    p.n_idx = n_idx;
-    launch_attention_indices(p, nullptr);
-  }
-  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto got = d_out.download();
-  const auto got_count = d_count.download();
-
-  int64_t n_bad = 0, n_truncated = 0;
-  for (int qi = 0; qi < n_rows; ++qi) {
-    const auto ref = reference_row(c, L, b, qi, topk.empty() ? nullptr : topk.data() + int64_t(qi) * c.topk_k, n_idx);
-    n_truncated += ref.back() >= 0;
-    // The valid entries are the row's prefix, and count says how long it is.
-    const int32_t valid = int32_t(std::find(ref.begin(), ref.end(), -1) - ref.begin());
-    const int64_t valid_anywhere = std::count_if(ref.begin(), ref.end(), [](int32_t v) { return v >= 0; });
-    EXPECT_EQ(valid_anywhere, valid) << c.what << ": row " << qi << ": the reference row is not a valid prefix";
-    if (got_count[size_t(qi)] != valid && n_bad++ < 5)
-      ADD_FAILURE() << c.what << ": row " << qi << " (pos " << L.pos[size_t(qi)] << "): count " << got_count[size_t(qi)]
-                    << ", want " << valid;
-    for (int i = 0; i < n_idx; ++i) {
-      const int32_t g = got[size_t(qi) * n_idx + i], e = ref[size_t(i)];
-      if (g != e && n_bad++ < 5)
-        ADD_FAILURE() << c.what << ": row " << qi << " (pos " << L.pos[size_t(qi)] << ") entry " << i << ": got " << g
-                      << ", want " << e;
+  for (const int entry_row0 : {-1, uniform_int(0, 5000)}) {
+    // Launched in groups of rows (row0), as the attention step does; each group writes its own rows.
+    DeviceBuffer<int32_t> d_out(size_t(n_rows) * n_idx + kGuard);
+    d_out.fill_bytes(kIndexPoisonByte);
+    DeviceBuffer<int32_t> d_count(size_t(n_rows) + kGuard);
+    d_count.fill_bytes(kIndexPoisonByte);
+    const int group = uniform_int(1, n_rows);
+    for (int g0 = 0; g0 < n_rows; g0 += group) {
+      AttnIndexParams p;
+      p.rows = D.rows();
+      p.row0 = g0;
+      p.pages = D.table();
+      p.topk = c.ratio == kCsaRatio ? d_topk.get() + int64_t(g0) * c.topk_k : nullptr;
+      p.indices = d_out.get() + int64_t(g0) * n_idx;
+      p.count = d_count.get() + g0;
+      p.n_q = std::min(group, n_rows - g0);
+      p.window = c.window;
+      p.ring_rows = c.window + c.margin;
+      p.pass_base = b.pass_base;
+      p.ring_base = b.ring_base;
+      p.comp_base = b.comp_base;
+      p.per_block = b.per_block;
+      p.ratio = c.ratio;
+      p.topk_k = c.ratio == kCsaRatio ? c.topk_k : 0;
+      p.n_idx = n_idx;
+      p.entry_row0 = entry_row0;
+      launch_attention_indices(p, nullptr);
     }
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = d_out.download();
+    const auto got_count = d_count.download();
+
+    int64_t n_bad = 0, n_truncated = 0;
+    for (int qi = 0; qi < n_rows; ++qi) {
+      const auto ref =
+          reference_row(c, L, b, qi, topk.empty() ? nullptr : topk.data() + int64_t(qi) * c.topk_k, n_idx, entry_row0);
+      n_truncated += ref.back() >= 0;
+      // The valid entries are the row's prefix, and count says how long it is.
+      const int32_t valid = int32_t(std::find(ref.begin(), ref.end(), -1) - ref.begin());
+      const int64_t valid_anywhere = std::count_if(ref.begin(), ref.end(), [](int32_t v) { return v >= 0; });
+      EXPECT_EQ(valid_anywhere, valid) << c.what << ": row " << qi << ": the reference row is not a valid prefix";
+      if (got_count[size_t(qi)] != valid && n_bad++ < 5)
+        ADD_FAILURE() << c.what << ": row " << qi << " (pos " << L.pos[size_t(qi)] << "): count "
+                      << got_count[size_t(qi)]
+                      << ", want " << valid;
+      for (int i = 0; i < n_idx; ++i) {
+        const int32_t g = got[size_t(qi) * n_idx + i], e = ref[size_t(i)];
+        if (g != e && n_bad++ < 5)
+          ADD_FAILURE() << c.what << ": row " << qi << " (pos " << L.pos[size_t(qi)] << ") entry " << i << ": got " << g
+                        << ", want " << e;
+      }
+    }
+    for (int i = 0; i < kGuard; ++i) n_bad += got[size_t(n_rows) * n_idx + i] != kIndexPoison;
+    for (int i = 0; i < kGuard; ++i) n_bad += got_count[size_t(n_rows) + i] != kIndexPoison;
+    std::printf("attention_indices %s (%s): rows=%d group=%d n_idx=%d max_pos=%d rows_full=%lld mismatches=%lld\n",
+                c.what, entry_row0 >= 0 ? "chunk key rows" : "pool rows", n_rows, group, n_idx, max_t,
+                static_cast<long long>(n_truncated), static_cast<long long>(n_bad));
+    EXPECT_EQ(n_bad, 0) << c.what << (entry_row0 >= 0 ? " (chunk key rows)" : "");
   }
-  for (int i = 0; i < kGuard; ++i) n_bad += got[size_t(n_rows) * n_idx + i] != kIndexPoison;
-  for (int i = 0; i < kGuard; ++i) n_bad += got_count[size_t(n_rows) + i] != kIndexPoison;
-  std::printf("attention_indices %s: rows=%d group=%d n_idx=%d max_pos=%d rows_full=%lld mismatches=%lld\n", c.what,
-              n_rows, group, n_idx, max_t, static_cast<long long>(n_truncated), static_cast<long long>(n_bad));
-  EXPECT_EQ(n_bad, 0) << c.what;
 }
 
 INSTANTIATE_TEST_SUITE_P(

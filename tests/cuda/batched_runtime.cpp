@@ -151,7 +151,7 @@ TEST_F(BatchedRuntime, LogitsDoNotDependOnTheBatch) {
 }
 
 // With --fp8-expert-prefill the rows of long prompt chunks take the FP8 expert kernel and every
-// other row the F16 ones (moe_step.h MoeRowRun): a chunk's class is its own, so a sequence alone
+// other row the F16 ones (moe_step.h moe_row_runs): a chunk's class is its own, so a sequence alone
 // and inside the batch (the same chunks, the plan keeps them whole) gives the same bits.
 TEST_F(BatchedRuntime, Fp8ExpertPrefillKeepsRowsBatchIndependent) {
   int64_t rows = 0, identical = 0;

@@ -1,6 +1,7 @@
-// Parity of kernels/sparse_attention.cu (head_dim 512 and 128) against a double-precision sink
-// attention written from §4.3/§7 over the dequantised cache rows (§12 KV fake-quant via
-// fp8_roundtrip_blocks), followed by the §4.4 inverse RoPE of the BF16 output.
+// Parity of kernels/sparse_attention.cu (the decode kernel, on the FP8 cache) and
+// kernels/sparse_attention_prefill.cu (on BF16 key rows) for head_dim 512 and 128 against a
+// double-precision sink attention written from §4.3/§7 over the dequantised cache rows (§12 KV
+// fake-quant via fp8_roundtrip_blocks), followed by the §4.4 inverse RoPE of the BF16 output.
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -8,6 +9,7 @@
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
+#include "cuda/kernels/sparse_attention_prefill.cuh"
 #include "model/quant.h"
 #include "op_parity.h"
 
@@ -21,10 +23,61 @@ struct AttnCase {
   int masked_tail = 0;    // the last entries of every list are −1 (decode before the indexer fills k)
 };
 
-class SparseAttentionTest : public CudaOpTest, public ::testing::WithParamInterface<std::tuple<AttnCase, int>> {};
+enum class Kernel { kDecode, kPrefill };
+
+// Rounding bounds of a kernel's sums, in units of FP32 steps (kF32Unit), for the reference below.
+struct SumModel {
+  double logit;        // × Σ|q·k|·scale: a logit's Q·Kᵀ sums and its product with the softmax scale
+  double pv_per_key;   // × Σ p·|v| per list entry: the P·V sums
+};
+// Decode kernel: each warp sums a quarter of the dims in dim/64 k16 HMMAs at ≤ 8u·Σ|terms| each,
+// the 4 warp partials are added (≤ 3u), the product with the scale (u): dim/8 + 4. P·V: a block
+// sums ≤ n_idx/8 keys in 3 HMMAs per 16 keys, ≤ 8u of the running Σ p·|v| each: ≤ n_idx·u.
+// Prefill kernel: one warp sums all dims in dim/16 HMMAs: dim/2 + 1. P·V: one block sums all
+// n_idx keys in 3 HMMAs per 16: ≤ 1.5·n_idx·u.
+SumModel sum_model(Kernel k, int dim) {
+  return k == Kernel::kDecode ? SumModel{dim / 8.0 + 4, 1.0} : SumModel{dim / 2.0 + 1, 1.5};
+}
+
+// Launches the kernel under test on the packed cache (decode) or on the same rows as BF16 key rows
+// (prefill: the dequantised values, which are exact in BF16; kv_gather's own test checks the
+// gather gives these bits).
+void launch_kernel_under_test(Kernel k, const SparseAttnParams& p, DeviceBuffer<uint16_t>& keys) {
+  if (k == Kernel::kDecode) {
+    launch_sparse_attention(p, nullptr);
+    return;
+  }
+  SparseAttnPrefillParams q;
+  q.q = p.q;
+  q.keys = bf16_ptr(keys);
+  q.indices = p.indices;
+  q.count = p.count;
+  q.sink = p.sink;
+  q.pos = p.pos;
+  q.inv_freq = p.inv_freq;
+  q.out = p.out;
+  q.n_q = p.n_q;
+  q.H = p.H;
+  q.n_idx = p.n_idx;
+  q.dim = p.dim;
+  q.softmax_scale = p.softmax_scale;
+  launch_sparse_attention_prefill(q, nullptr);
+}
+
+// The cache rows as the kernels see them: NoPE through the reference's KV fake-quant, RoPE as
+// stored (BF16).
+std::vector<float> dequantised_rows(const std::vector<uint16_t>& kv_bf, int n_rows, int dim) {
+  std::vector<float> k = from_bf16(kv_bf);
+  for (int r = 0; r < n_rows; ++r) fp8_roundtrip_blocks(k.data() + size_t(r) * dim, kv_nope(dim), kKvQuantBlock);
+  return k;
+}
+
+class SparseAttentionTest : public CudaOpTest,
+                            public ::testing::WithParamInterface<std::tuple<AttnCase, int, Kernel>> {};
 
 TEST_P(SparseAttentionTest, MatchesReference) {
-  const auto [c, dim] = GetParam();
+  const auto [c, dim, kernel] = GetParam();
+  const SumModel model = sum_model(kernel, dim);
   const int nope = kv_nope(dim);
   const int block_size = 64, n_pages = (c.n_rows + block_size - 1) / block_size;
   const float scale = 1.0f / std::sqrt(float(dim));
@@ -52,6 +105,7 @@ TEST_P(SparseAttentionTest, MatchesReference) {
   table.factor = 16;
   table.original_max_position = 65536;
   const auto freq = rope_inv_freq(table, kKvRope);
+  const std::vector<float> k = dequantised_rows(kv_bf, c.n_rows, dim);
 
   // Cache rows: row r at slot r, packed by the (separately tested) kv_pack kernel.
   std::vector<int32_t> slots(size_t(c.n_rows));
@@ -60,6 +114,7 @@ TEST_P(SparseAttentionTest, MatchesReference) {
   DeviceBuffer<int32_t> d_slots(slots), d_idx(idx), d_pos(pos);
   DeviceBuffer<float> d_sink(sink), d_freq(freq);
   DeviceBuffer<uint8_t> d_cache(size_t(kv_page_bytes(block_size, dim)) * n_pages);
+  DeviceBuffer<uint16_t> d_keys(to_bf16(k));
   KvPackParams kp;
   kp.kv = bf16_ptr(d_kv);
   kp.slot = d_slots.get();
@@ -83,7 +138,7 @@ TEST_P(SparseAttentionTest, MatchesReference) {
   p.block_size = block_size;
   p.dim = dim;
   p.softmax_scale = scale;
-  launch_sparse_attention(p, nullptr);
+  launch_kernel_under_test(kernel, p, d_keys);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto got_bits = d_out.download();
   const auto got = from_bf16(got_bits);
@@ -97,13 +152,10 @@ TEST_P(SparseAttentionTest, MatchesReference) {
   DeviceBuffer<int32_t> d_count(count);
   d_out.fill_bytes(kPoisonByte);
   p.count = d_count.get();
-  launch_sparse_attention(p, nullptr);
+  launch_kernel_under_test(kernel, p, d_keys);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_EQ(d_out.download(), got_bits) << "a list read up to its count differs from the whole list";
 
-  // Reference K = V rows: NoPE through the reference's KV fake-quant, RoPE as stored (BF16).
-  std::vector<float> k = from_bf16(kv_bf);
-  for (int r = 0; r < c.n_rows; ++r) fp8_roundtrip_blocks(k.data() + size_t(r) * dim, nope, kKvQuantBlock);
   const auto qf = from_bf16(q_bf);
   std::vector<double> ref(got.size()), budget(got.size());
   for (int qi = 0; qi < c.n_q; ++qi)
@@ -124,10 +176,8 @@ TEST_P(SparseAttentionTest, MatchesReference) {
         rows.push_back(r);
         lg.push_back(s * scale);
         // Logit: BF16 MMAs (products exact; the 1×64 tile scale is a power of two, folded into
-        // the BF16 key exactly), each warp over dim/4 dims: dim/64 k16 HMMAs at ≤ 8u·Σ|terms|
-        // each (matmul.cpp's accumulation model), the 4 warp partials added (≤ 3u), the product
-        // with the softmax scale (u): ≤ (dim/8 + 4)·u·Σ|q·k|·scale.
-        lg_err.push_back((dim / 8 + 4) * kF32Unit * sa * scale);
+        // the BF16 key exactly), the kernel's sums as sum_model says.
+        lg_err.push_back(model.logit * kF32Unit * sa * scale);
         m = std::max(m, s * scale);
       }
       const size_t o = (size_t(qi) * c.H + h) * dim;
@@ -149,10 +199,9 @@ TEST_P(SparseAttentionTest, MatchesReference) {
           // later tiles' rescales exp(m_old − m_new) (arguments telescope to ≤ range) and the
           // combine's exp(m_block − m): ≤ 3·range·u, in the numerator and in the denominator.
           // Plus ≤ 64u from the expf results, the rescales and the combine; ≤ u from splitting p
-          // into three BF16 terms (|p − hi − mid − lo| ≤ 2^-24·p); ≤ n_idx·u from the P·V HMMAs
-          // (a block sums ≤ n_idx/8 keys in 3 HMMAs per 16, ≤ 8u of the running Σ p·|v| each).
+          // into three BF16 terms (|p − hi − mid − lo| ≤ 2^-24·p); the P·V HMMAs (sum_model).
           err[size_t(d)] += ps * std::fabs(k[size_t(rows[s]) * dim + d]) *
-                            (2 * dl + (6 * range + 65 + c.n_idx) * kF32Unit);
+                            (2 * dl + (6 * range + 65 + model.pv_per_key * c.n_idx) * kF32Unit);
         }
       }
       for (int d = 0; d < nope; ++d) {
@@ -174,7 +223,7 @@ TEST_P(SparseAttentionTest, MatchesReference) {
         budget[o + d + 1] = kBf16HalfUlp * (std::fabs(ref[o + d + 1]) + e) + e + 1e-30;
       }
     }
-  expect_parity(cat("sparse_attn dim=", dim, " q=", c.n_q, " H=", c.H, " keys=", c.n_idx, " rows=", c.n_rows), got, ref, budget);
+  expect_parity(cat(kernel == Kernel::kDecode ? "sparse_attn" : "sparse_attn_prefill", " dim=", dim, " q=", c.n_q, " H=", c.H, " keys=", c.n_idx, " rows=", c.n_rows), got, ref, budget);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, SparseAttentionTest,
@@ -194,14 +243,22 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SparseAttentionTest,
                                                               AttnCase{4, 64, 640, 2000, 20, false},
                                                               // HCA-like long list: several 256-entry chunks per key slice,
                                                               // H not a multiple of the 4-head group.
-                                                              AttnCase{1, 6, 4500, 5000, 700, false, 1000}),
-                                            ::testing::Values(kKvDimV4, kKvDimNano)));
+                                                              AttnCase{1, 6, 4500, 5000, 700, false, 1000},
+                                                              // Prefill groups: 128 queries of a chunk
+                                                              // (Flash CSA lists) and Pro's 128 heads
+                                                              // (two blocks of 64 per query).
+                                                              AttnCase{128, 64, 640, 3000, 0, false, 37},
+                                                              AttnCase{8, 128, 256, 1000, 20, false}),
+                                            ::testing::Values(kKvDimV4, kKvDimNano),
+                                            ::testing::Values(Kernel::kDecode, Kernel::kPrefill)));
 
 // The forward's graph-vs-eager identity and its chunked prefill lean on this: the same inputs give
-// the same bits on every run, and a query's output does not depend on the batch it runs in.
-class SparseAttentionInvariance : public CudaOpTest {};
+// the same bits on every run, and a query's output does not depend on the batch it runs in. Both
+// kernels.
+class SparseAttentionInvariance : public CudaOpTest, public ::testing::WithParamInterface<Kernel> {};
 
-TEST_F(SparseAttentionInvariance, RepeatableAndBatchInvariant) {
+TEST_P(SparseAttentionInvariance, RepeatableAndBatchInvariant) {
+  const Kernel kernel = GetParam();
   const int n_q = 3, H = 64, n_idx = 640, n_rows = 2000, dim = kKvDimV4, block_size = 64;
   const auto kv_bf = to_bf16(normals(size_t(n_rows) * dim));
   const auto q_bf = to_bf16(normals(size_t(n_q) * H * dim, 1.5f));
@@ -215,6 +272,7 @@ TEST_F(SparseAttentionInvariance, RepeatableAndBatchInvariant) {
   DeviceBuffer<int32_t> d_slots(slots), d_idx(idx), d_pos(pos);
   DeviceBuffer<float> d_sink(normals(size_t(H), 2.0f)), d_freq(freq);
   DeviceBuffer<uint8_t> d_cache(size_t(kv_page_bytes(block_size, dim)) * ((n_rows + block_size - 1) / block_size));
+  DeviceBuffer<uint16_t> d_keys(to_bf16(dequantised_rows(kv_bf, n_rows, dim)));
   KvPackParams kp;
   kp.kv = bf16_ptr(d_kv);
   kp.slot = d_slots.get();
@@ -237,9 +295,9 @@ TEST_F(SparseAttentionInvariance, RepeatableAndBatchInvariant) {
   p.dim = dim;
   p.softmax_scale = 1.0f / std::sqrt(float(dim));
   p.out = bf16_ptr(d_a);
-  launch_sparse_attention(p, nullptr);
+  launch_kernel_under_test(kernel, p, d_keys);
   p.out = bf16_ptr(d_b);
-  launch_sparse_attention(p, nullptr);
+  launch_kernel_under_test(kernel, p, d_keys);
   // The last query alone.
   const int last = n_q - 1;
   p.q = bf16_ptr(d_q) + size_t(last) * H * dim;
@@ -247,7 +305,7 @@ TEST_F(SparseAttentionInvariance, RepeatableAndBatchInvariant) {
   p.pos = d_pos.get() + last;
   p.n_q = 1;
   p.out = bf16_ptr(d_c);
-  launch_sparse_attention(p, nullptr);
+  launch_kernel_under_test(kernel, p, d_keys);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto a = d_a.download(), b = d_b.download(), c1 = d_c.download();
   int64_t repeat_diff = 0, batch_diff = 0;
@@ -256,6 +314,8 @@ TEST_F(SparseAttentionInvariance, RepeatableAndBatchInvariant) {
   EXPECT_EQ(repeat_diff, 0) << "elements that differ between two identical launches";
   EXPECT_EQ(batch_diff, 0) << "elements of the last query that differ between n_q = 3 and n_q = 1";
 }
+
+INSTANTIATE_TEST_SUITE_P(Kernels, SparseAttentionInvariance, ::testing::Values(Kernel::kDecode, Kernel::kPrefill));
 
 }  // namespace
 }  // namespace dsv4::cuda::test

@@ -8,6 +8,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
+#include "cuda/kernels/kv_gather.cuh"
 #include "cuda/kernels/launch.cuh"
 #include "model/config.h"
 
@@ -32,13 +33,18 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
   const int first = t - n_win + 1;
   const int n_hca = p.ratio == kHcaRatio ? (t + 1) / kHcaRatio : 0;  // §7: j < (t+1)/128
   const int ring = p.ring_base + slot * p.ring_rows;
+  const bool chunk_rows = p.entry_row0 >= 0;  // kv_gather.cuh's rows instead of pool rows
+  const int wbase = chunk_window_base(pos0, p.window);
+  const auto entry_row = [&](int j) {
+    return chunk_rows ? p.entry_row0 + j : p.comp_base + paged_entry_row(p.pages, slot, j, p.per_block);
+  };
   for (int i = threadIdx.x; i < p.n_idx; i += kThreads) {
     int32_t v = -1;
     if (i < n_win) {
       const int pos = first + i;
-      v = pos >= pos0 ? p.pass_base + chunk_row + (pos - pos0) : ring + pos % p.ring_rows;
+      v = chunk_rows ? pos - wbase : pos >= pos0 ? p.pass_base + chunk_row + (pos - pos0) : ring + pos % p.ring_rows;
     } else if (i - n_win < n_hca) {
-      v = p.comp_base + paged_entry_row(p.pages, slot, i - n_win, p.per_block);
+      v = entry_row(i - n_win);
     }
     row[i] = v;
   }
@@ -64,7 +70,7 @@ __global__ void __launch_bounds__(kThreads) attention_indices_kernel(AttnIndexPa
       if (w < warp) dst += warp_count[w];
       total += warp_count[w];
     }
-    if (j >= 0 && dst < p.n_idx) row[dst] = p.comp_base + paged_entry_row(p.pages, slot, j, p.per_block);
+    if (j >= 0 && dst < p.n_idx) row[dst] = entry_row(j);
     base += total;
     __syncthreads();  // warp_count is rewritten by the next chunk
   }

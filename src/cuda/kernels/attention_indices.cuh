@@ -25,6 +25,9 @@ namespace dsv4::cuda {
 // If more entries are visible than n_idx holds, the first n_idx are written (never out of bounds);
 // the caller sizes n_idx = window + the largest compressed count so this does not happen.
 // Query q of a launch is pass row row0 + q (a pass's rows go through in groups).
+// With entry_row0 >= 0 the lists hold the query's chunk key rows instead (kv_gather.cuh: window
+// position p at p − chunk_window_base(pos0, window), entry j at entry_row0 + j): the same keys in
+// the same order, for the prefill kernel that reads the chunk's rows as BF16.
 struct AttnIndexParams {
   StepRows rows;                  // positions, slots, chunk starts of the whole pass
   int row0 = 0;
@@ -35,6 +38,7 @@ struct AttnIndexParams {
   int n_q = 0, window = 0, pass_base = 0, ring_base = 0, comp_base = 0, per_block = 0;
   int ratio = 0, topk_k = 0, n_idx = 0;
   int ring_rows = 0;  // ring rows per slot (as cache_slots.cuh wrote them): >= window
+  int entry_row0 = -1;  // >= 0: chunk key rows, compressed entry 0 at this row (kv_gather.cuh)
 };
 
 void launch_attention_indices(const AttnIndexParams& p, cudaStream_t stream);

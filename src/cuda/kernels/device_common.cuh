@@ -1,6 +1,7 @@
-// Device-side helpers shared by the kernel families: warp reductions, the BF16 MMA, UE8M0/E4M3/E2M1 element
-// conversions and the FP8 1×128 activation quantiser (§12). Included by kernels/*.cu only;
-// the host-side scalar ground truth for the same formats is util/float_formats.h.
+// Device-side helpers shared by the kernel families: warp reductions, the BF16 MMA and its
+// shared-memory fragment loads, UE8M0/E4M3/E2M1 element conversions and the FP8 1×128 activation
+// quantiser (§12). Included by kernels/*.cu only; the host-side scalar ground truth for the same
+// formats is util/float_formats.h.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -35,6 +36,30 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       "{%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Round two floats to BF16 (nearest even) and pack them, lo in the low half: an MMA operand word.
+__device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+// Four 8×8 BF16 matrices from shared memory; lanes 8i … 8i+7 give the row addresses of matrix i
+// (PTX "ldmatrix"). With row = lane % 16 and column offset 8·(lane / 16) over a row-major 16×16
+// tile, the registers are mma_bf16's A fragment.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row)));
+}
+// The same, each matrix transposed: a lane receives a column pair instead of a row pair.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row)));
 }
 
 // UE8M0 byte -> 2^(b-127) (§11.2). The biased exponent is the FP32 exponent field, so normal

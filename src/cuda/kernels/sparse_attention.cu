@@ -28,6 +28,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/kv_cache.cuh"
+#include "cuda/kernels/kv_rows.cuh"
 #include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
@@ -57,7 +58,6 @@ struct Shape {
   static constexpr int kPairsPerBlock = kHeads * D / 2 / kSplit;  // combine: 512 / 128 output pairs
   static_assert(kRowBytes % 16 == 0, "rows are copied in 16-byte pieces");
   static_assert(kKSteps >= 1 && kNTiles % 2 == 0, "whole k16 steps and n8 tile pairs per warp");
-  static_assert(kNope % 4 == 0 && kKvTile % 4 == 0, "a lane's 4 dims are all NoPE or all RoPE and share one scale");
   static_assert(kWarpSize % kLanesPerRow == 0 && kTileKeys % kRowsPerPass == 0, "whole rows per conversion pass");
   static_assert((kHeads * D / 2) % kSplit == 0, "whole output pairs per block");
 };
@@ -79,39 +79,6 @@ struct Smem {
   int warp_count[kWarps];
   float alpha[kHeads], m[kHeads], l[kHeads];
 };
-
-// Slot s: page s / block_size, offset s % block_size; data bytes first, then the scale bytes
-// (kv_cache.cuh). page_bytes = kv_page_bytes(block_size, D), computed once per block (a 64-bit divide).
-template <int D>
-__device__ __forceinline__ const uint8_t* row_data(const SparseAttnParams& p, int64_t page_bytes, int slot) {
-  const int page = slot / p.block_size, off = slot % p.block_size;
-  return p.cache + page * page_bytes + off * kv_row_data_bytes(D);
-}
-template <int D>
-__device__ __forceinline__ const uint8_t* row_scales(const SparseAttnParams& p, int64_t page_bytes, int slot) {
-  const int page = slot / p.block_size, off = slot % p.block_size;
-  return p.cache + page * page_bytes + int64_t(p.block_size) * kv_row_data_bytes(D) + off * kv_row_scale_bytes(D);
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void* ptr) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-}
-// Four 8×8 BF16 matrices; lanes 8i … 8i+7 give the row addresses of matrix i (PTX "ldmatrix").
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row)));
-}
-// The same, each matrix transposed: a lane receives a column pair instead of a row pair.
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row)));
-}
-__device__ __forceinline__ uint32_t bf16x2_bits(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 template <int D>
 __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, kBlocksPerSm)
@@ -155,15 +122,16 @@ __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, kBloc
   const auto stage = [&](int t0, int n) {
     for (int e = threadIdx.x; e < n * S::kRowChunks; e += kThreads) {
       const int k = e / S::kRowChunks, j = e % S::kRowChunks;
-      __pipeline_memcpy_async(&sm.raw[k][16 * j], row_data<D>(p, page_bytes, sm.list[t0 + k]) + 16 * j, 16);
+      __pipeline_memcpy_async(&sm.raw[k][16 * j], kv_row_data<D>(p.cache, p.block_size, page_bytes, sm.list[t0 + k]) + 16 * j, 16);
     }
     if constexpr (S::kScaleBytes % 8 == 0) {
       for (int k = threadIdx.x; k < n; k += kThreads)
-        __pipeline_memcpy_async(&sm.scale[k][0], row_scales<D>(p, page_bytes, sm.list[t0 + k]), S::kScaleBytes);
+        __pipeline_memcpy_async(&sm.scale[k][0], kv_row_scales<D>(p.cache, p.block_size, page_bytes, sm.list[t0 + k]),
+                                  S::kScaleBytes);
     } else {  // 2-byte scale groups are below cp.async's smallest piece
       for (int e = threadIdx.x; e < n * S::kScaleBytes; e += kThreads)
         sm.scale[e / S::kScaleBytes][e % S::kScaleBytes] =
-            row_scales<D>(p, page_bytes, sm.list[t0 + e / S::kScaleBytes])[e % S::kScaleBytes];
+            kv_row_scales<D>(p.cache, p.block_size, page_bytes, sm.list[t0 + e / S::kScaleBytes])[e % S::kScaleBytes];
     }
     __pipeline_commit();
   };
@@ -197,17 +165,7 @@ __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, kBloc
         const int d = wd0 + lane % S::kLanesPerRow * 4;
 #pragma unroll 4
         for (int k = lane / S::kLanesPerRow; k < kTileKeys; k += S::kRowsPerPass) {
-          uint2 out = make_uint2(0u, 0u);
-          if (k < n) {
-            if (d < S::kNope) {
-              const uint32_t w = *reinterpret_cast<const uint32_t*>(&sm.raw[k][d]);
-              const float sc = e8m0_to_float_select(sm.scale[k][d / kKvTile]);
-              const float2 a = e4m3x2_to_float2(uint16_t(w)), b = e4m3x2_to_float2(uint16_t(w >> 16));
-              out = make_uint2(bf16x2_bits(a.x * sc, a.y * sc), bf16x2_bits(b.x * sc, b.y * sc));
-            } else {
-              out = *reinterpret_cast<const uint2*>(&sm.raw[k][S::kNope + 2 * (d - S::kNope)]);
-            }
-          }
+          const uint2 out = k < n ? kv_dims_bf16<D>(sm.raw[k], sm.scale[k], d) : make_uint2(0u, 0u);
           *reinterpret_cast<uint2*>(&sm.kv[k][d]) = out;
         }
       }
