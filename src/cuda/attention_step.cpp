@@ -18,7 +18,6 @@
 #include "cuda/kernels/kv_gather.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
-#include "cuda/kernels/sparse_attention_prefill.cuh"
 #include "cuda/step.h"
 
 namespace dsv4::cuda {
@@ -179,42 +178,22 @@ int gather_chunk_keys(const StepContext& c, const DeviceLayer& w, const LayerPoo
 // kernel on the chunk's BF16 key rows, or the decode kernel on the FP8 cache.
 void attend(const StepContext& c, const DeviceLayer& w, const LayerPool& pool, int g0, int n, bool prefill) {
   const int H = c.m.heads(), d = int(c.m.cfg.head_dim);
-  const float softmax_scale = float(1.0 / std::sqrt(double(d)));  // §4.3
-  const float* inv_freq = c.m.inv_freq(w.spec);
-  Scratch& s = c.s;
-  if (prefill) {
-    SparseAttnPrefillParams ap;
-    ap.q = s.q + size_t(g0) * H * d;
-    ap.keys = s.chunk_keys;
-    ap.indices = s.attn_indices;
-    ap.count = s.attn_count;
-    ap.sink = w.attn_sink.get();
-    ap.pos = c.rows.pos + g0;
-    ap.inv_freq = inv_freq;
-    ap.out = s.o + size_t(g0) * H * d;
-    ap.n_q = n;
-    ap.H = H;
-    ap.n_idx = pool.n_idx;
-    ap.dim = d;
-    ap.softmax_scale = softmax_scale;
-    launch_sparse_attention_prefill(ap, c.stream);
-    return;
-  }
   SparseAttnParams ap;
-  ap.q = s.q + size_t(g0) * H * d;
+  ap.q = c.s.q + size_t(g0) * H * d;
   ap.cache = pool.cache;
-  ap.indices = s.attn_indices;
-  ap.count = s.attn_count;
+  ap.keys = prefill ? c.s.chunk_keys : nullptr;
+  ap.indices = c.s.attn_indices;
+  ap.count = c.s.attn_count;
   ap.sink = w.attn_sink.get();
   ap.pos = c.rows.pos + g0;
-  ap.inv_freq = inv_freq;
-  ap.out = s.o + size_t(g0) * H * d;
+  ap.inv_freq = c.m.inv_freq(w.spec);
+  ap.out = c.s.o + size_t(g0) * H * d;
   ap.n_q = n;
   ap.H = H;
   ap.n_idx = pool.n_idx;
   ap.block_size = kKvBlockSize;
   ap.dim = d;
-  ap.softmax_scale = softmax_scale;
+  ap.softmax_scale = float(1.0 / std::sqrt(double(d)));  // §4.3
   launch_sparse_attention(ap, c.stream);
 }
 

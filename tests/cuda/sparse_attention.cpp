@@ -9,7 +9,6 @@
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
-#include "cuda/kernels/sparse_attention_prefill.cuh"
 #include "model/quant.h"
 #include "op_parity.h"
 
@@ -39,29 +38,12 @@ SumModel sum_model(Kernel k, int dim) {
   return k == Kernel::kDecode ? SumModel{dim / 8.0 + 4, 1.0} : SumModel{dim / 2.0 + 1, 1.5};
 }
 
-// Launches the kernel under test on the packed cache (decode) or on the same rows as BF16 key rows
-// (prefill: the dequantised values, which are exact in BF16; kv_gather's own test checks the
+// Launches the kernel under test: on the packed cache (decode), or on the same rows as BF16 key
+// rows (prefill: the dequantised values, which are exact in BF16; kv_gather's own test checks the
 // gather gives these bits).
-void launch_kernel_under_test(Kernel k, const SparseAttnParams& p, DeviceBuffer<uint16_t>& keys) {
-  if (k == Kernel::kDecode) {
-    launch_sparse_attention(p, nullptr);
-    return;
-  }
-  SparseAttnPrefillParams q;
-  q.q = p.q;
-  q.keys = bf16_ptr(keys);
-  q.indices = p.indices;
-  q.count = p.count;
-  q.sink = p.sink;
-  q.pos = p.pos;
-  q.inv_freq = p.inv_freq;
-  q.out = p.out;
-  q.n_q = p.n_q;
-  q.H = p.H;
-  q.n_idx = p.n_idx;
-  q.dim = p.dim;
-  q.softmax_scale = p.softmax_scale;
-  launch_sparse_attention_prefill(q, nullptr);
+void launch_kernel_under_test(Kernel k, SparseAttnParams p, DeviceBuffer<uint16_t>& keys) {
+  p.keys = k == Kernel::kPrefill ? bf16_ptr(keys) : nullptr;
+  launch_sparse_attention(p, nullptr);
 }
 
 // The cache rows as the kernels see them: NoPE through the reference's KV fake-quant, RoPE as

@@ -62,6 +62,16 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(smem_addr(row)));
 }
 
+// §4.4 inverse RoPE of one output pair (x0, x1) at `angle` = position · inv_freq: the conjugate
+// rotation (sin negated), in FP32.
+__device__ __forceinline__ void inverse_rope_pair(float& x0, float& x1, float angle) {
+  float sn, cs;
+  sincosf(angle, &sn, &cs);
+  const float a = x0, b = x1;
+  x0 = a * cs + b * sn;
+  x1 = b * cs - a * sn;
+}
+
 // UE8M0 byte -> 2^(b-127) (§11.2). The biased exponent is the FP32 exponent field, so normal
 // values are one shift; b = 0 is the FP32 subnormal 2^-127 and 0xFF is NaN.
 __device__ __forceinline__ float e8m0_to_float(uint8_t b) {

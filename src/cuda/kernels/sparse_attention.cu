@@ -30,6 +30,7 @@
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/kv_rows.cuh"
 #include "cuda/kernels/launch.cuh"
+#include "cuda/kernels/sparse_attention_prefill.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -292,13 +293,8 @@ __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, kBloc
     }
     o0 = __bfloat162float(__float2bfloat16_rn(o0));
     o1 = __bfloat162float(__float2bfloat16_rn(o1));
-    if (d >= S::kNope) {  // §4.4 inverse RoPE on the BF16 output, pair (d, d+1) of the rope slice
-      float sn, cs;
-      sincosf(float(p.pos[qi]) * p.inv_freq[(d - S::kNope) / 2], &sn, &cs);
-      const float x0 = o0, x1 = o1;
-      o0 = x0 * cs + x1 * sn;  // conjugate rotation: sin negated
-      o1 = x1 * cs - x0 * sn;
-    }
+    if (d >= S::kNope)  // §4.4 inverse RoPE on the BF16 output, pair (d, d+1) of the rope slice
+      inverse_rope_pair(o0, o1, float(p.pos[qi]) * p.inv_freq[(d - S::kNope) / 2]);
     *reinterpret_cast<__nv_bfloat162*>(p.out + (int64_t(qi) * p.H + hg) * D + d) = __floats2bfloat162_rn(o0, o1);
   }
   cluster.sync();  // peers may still read this block's shared memory
@@ -317,12 +313,15 @@ void launch_dim(const SparseAttnParams& p, cudaStream_t stream) {
 }  // namespace
 
 void launch_sparse_attention(const SparseAttnParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.q && p.cache && p.indices && p.sink && p.pos && p.inv_freq && p.out);
-  DSV4_CHECK_MSG(p.n_q >= 0 && p.n_q <= kMaxGridY && p.H >= 1 && p.H <= (1 << 20) && p.n_idx >= 0 && p.block_size > 0,
+  DSV4_CHECK(p.q && p.indices && p.sink && p.pos && p.inv_freq && p.out);
+  DSV4_CHECK_MSG(p.keys || (p.cache && p.block_size > 0), "sparse_attention: neither BF16 key rows nor a cache");
+  DSV4_CHECK_MSG(p.n_q >= 0 && p.n_q <= kMaxGridY && p.H >= 1 && p.H <= (1 << 20) && p.n_idx >= 0,
                  "n_q=", p.n_q, " H=", p.H, " n_idx=", p.n_idx);
   DSV4_CHECK_MSG(kv_dim_supported(p.dim), "sparse_attention: dim=", p.dim, " (supported: ", kKvDimNano, ", ", kKvDimV4, ")");
   if (p.n_q == 0) return;
-  if (p.dim == kKvDimV4)
+  if (p.keys)
+    launch_sparse_attention_prefill(p, stream);
+  else if (p.dim == kKvDimV4)
     launch_dim<kKvDimV4>(p, stream);
   else
     launch_dim<kKvDimNano>(p, stream);

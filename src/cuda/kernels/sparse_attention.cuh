@@ -2,7 +2,11 @@
 // to the cache rows its index list names (window ring slots and selected/compressed entries
 // alike), K = V = the dequantised d-dim row (d = head_dim, 512 or 128), then the last 64 output
 // dims are rotated back by the query position (§4.4 inverse RoPE). The cache format is
-// kv_cache.cuh's; the index lists are attention_indices.cuh's (or the caller's).
+// kv_cache.cuh's; the index lists are attention_indices.cuh's (or the caller's). Two kernels: the
+// decode kernel reads the FP8 cache (for a few queries at a time); given BF16 key rows gathered
+// for a prefill chunk (kv_gather.cuh), the prefill kernel (sparse_attention_prefill.cuh) reads
+// those. They agree to rounding; which rows take which is the caller's (attention_step.cpp: by
+// row class, so a row's bits do not depend on the rest of the step).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,7 +25,10 @@ namespace dsv4::cuda {
 struct SparseAttnParams {
   const __nv_bfloat16* q = nullptr;  // [n_q, H, dim] bf16, after q norm and RoPE
   const uint8_t* cache = nullptr;    // [n_pages, kv_page_bytes(block_size, dim)] (kv_cache.cuh)
-  const int32_t* indices = nullptr;  // [n_q, n_idx] cache slots; < 0: masked
+  // Or [rows, dim] BF16 K = V rows (kv_gather.cuh): then `indices` name these rows, the prefill
+  // kernel runs, and cache and block_size are unused.
+  const __nv_bfloat16* keys = nullptr;
+  const int32_t* indices = nullptr;  // [n_q, n_idx] cache slots (or rows of keys); < 0: masked
   // [n_q] or nullptr: every entry of query q's list at or past count[q] is masked, so the kernel
   // reads only the first min(count[q], n_idx) (attention_indices.cuh writes it). A list sized for
   // the longest context the cache allows (HCA: window + max_context/128) is mostly −1 at the

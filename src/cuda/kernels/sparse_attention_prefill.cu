@@ -1,4 +1,5 @@
-// Prefill sparse attention kernel and launcher; see sparse_attention_prefill.cuh for the contract.
+// Prefill sparse attention kernel and launcher; see sparse_attention_prefill.cuh for why it exists
+// and sparse_attention.cuh for the contract.
 // A block serves one query and 64 heads with 8 warps. Warp w owns heads 16·(w % 4) … +15 (the
 // MMA's m) and half h = w / 4, which is a half of each key tile for Q·Kᵀ and a half of the dims
 // for P·V. Per 32-key tile:
@@ -58,7 +59,7 @@ struct Smem {
 };
 
 template <int D>
-__global__ void __launch_bounds__(kThreads, 1) sparse_attention_prefill_kernel(SparseAttnPrefillParams p) {
+__global__ void __launch_bounds__(kThreads, 1) sparse_attention_prefill_kernel(SparseAttnParams p) {
   using S = Shape<D>;
   extern __shared__ __align__(16) uint8_t smem_bytes[];
   Smem<D>& sm = *reinterpret_cast<Smem<D>*>(smem_bytes);
@@ -218,20 +219,14 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_prefill_kernel(S
       const int d = half * S::kHalf + 8 * j + 2 * c;
       float o0 = __bfloat162float(__float2bfloat16_rn(acc[j][2 * i] * inv));
       float o1 = __bfloat162float(__float2bfloat16_rn(acc[j][2 * i + 1] * inv));
-      if (d >= S::kNope) {
-        float sn, cs;
-        sincosf(float(pos) * p.inv_freq[(d - S::kNope) / 2], &sn, &cs);
-        const float x0 = o0, x1 = o1;
-        o0 = x0 * cs + x1 * sn;  // conjugate rotation: sin negated
-        o1 = x1 * cs - x0 * sn;
-      }
+      if (d >= S::kNope) inverse_rope_pair(o0, o1, float(pos) * p.inv_freq[(d - S::kNope) / 2]);
       *reinterpret_cast<__nv_bfloat162*>(out + d) = __floats2bfloat162_rn(o0, o1);
     }
   }
 }
 
 template <int D>
-void launch_dim(const SparseAttnPrefillParams& p, cudaStream_t stream) {
+void launch_dim(const SparseAttnParams& p, cudaStream_t stream) {
   auto* kernel = &sparse_attention_prefill_kernel<D>;
   constexpr size_t kSmem = sizeof(Smem<D>);
   static std::atomic<uint64_t> raised{0};
@@ -242,13 +237,8 @@ void launch_dim(const SparseAttnPrefillParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-void launch_sparse_attention_prefill(const SparseAttnPrefillParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.q && p.keys && p.indices && p.sink && p.pos && p.inv_freq && p.out);
-  DSV4_CHECK_MSG(p.n_q >= 0 && p.n_q <= kMaxGridY && p.H >= 1 && p.H <= (1 << 20) && p.n_idx >= 0,
-                 "n_q=", p.n_q, " H=", p.H, " n_idx=", p.n_idx);
-  DSV4_CHECK_MSG(kv_dim_supported(p.dim), "sparse_attention_prefill: dim=", p.dim, " (supported: ", kKvDimNano,
-                 ", ", kKvDimV4, ")");
-  if (p.n_q == 0) return;
+void launch_sparse_attention_prefill(const SparseAttnParams& p, cudaStream_t stream) {
+  DSV4_CHECK(p.keys);
   if (p.dim == kKvDimV4)
     launch_dim<kKvDimV4>(p, stream);
   else
