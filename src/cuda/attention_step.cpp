@@ -18,6 +18,7 @@
 #include "cuda/kernels/kv_gather.cuh"
 #include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
+#include "cuda/matmul.h"
 #include "cuda/step.h"
 
 namespace dsv4::cuda {
@@ -291,22 +292,27 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   c.emit_bf16("attn.core", layer, s.o, {T, H, d});
   pack_kv(c, s.kv, s.ring_slot, pool);  // §5.5: the window ring for this sequence's next pass
 
-  // §4.5: z_g = wo_a_g · o_g per group (BF16 einsum in the reference), then y = z·wo_bᵀ.
-  GroupedOutProjParams gp;
-  gp.o = s.o;
-  if (w.wo_a.fp8) {
-    gp.w_fp8 = w.wo_a.data.get();
-    gp.w_scale = w.wo_a.scale.get();
-  } else {
-    gp.w_bf16 = w.wo_a.bf16();
+  // §4.5: z_g = wo_a_g · o_g per group (BF16 einsum in the reference), then y = z·wo_bᵀ. By
+  // row class: a long prompt chunk's rows through cuBLASLt, every other row the skinny kernel
+  // (matmul.cpp rule 3).
+  const int G = c.m.groups(), R = int(cfg.o_lora_rank), Kg = int(cfg.heads_per_group() * d);
+  for (const RowRun& run : row_runs(c, [](int) { return true; })) {
+    GroupedOutProjParams gp;
+    gp.o = s.o + size_t(run.first) * G * Kg;
+    if (w.wo_a.fp8) {
+      gp.w_fp8 = w.wo_a.data.get();
+      gp.w_scale = w.wo_a.scale.get();
+    } else {
+      gp.w_bf16 = w.wo_a.bf16();
+    }
+    gp.z = s.zg + size_t(run.first) * G * R;
+    gp.T = run.n;
+    gp.G = G;
+    gp.R = R;
+    gp.K = Kg;
+    if (!run.prefill || !grouped_out_proj_lt(gp, s.wo_a_group, c.stream)) launch_grouped_out_proj(gp, c.stream);
   }
-  gp.z = s.zg;
-  gp.T = T;
-  gp.G = c.m.groups();
-  gp.R = int(cfg.o_lora_rank);
-  gp.K = int(cfg.heads_per_group() * d);
-  launch_grouped_out_proj(gp, c.stream);
-  const QuantAct zq = quantize(c, s.zg, gp.G * gp.R, s.aq, s.aqs, s.fake);
+  const QuantAct zq = quantize(c, s.zg, G * R, s.aq, s.aqs, s.fake);
   if (s.attn_partial) {  // tensor parallelism: the ranks add these in FP32 (layer_pass.cpp)
     linear_q_f32(c, w.wo_b, zq, T, s.attn_partial);
     return;

@@ -3,7 +3,9 @@
 #include "cuda/matmul.h"
 
 #include "cuda/kernels/gemm_lt.cuh"
+#include "cuda/kernels/grouped_out_proj.cuh"
 #include "cuda/kernels/skinny_gemm.cuh"
+#include "cuda/kernels/to_bf16.cuh"
 #include "util/error.h"
 
 namespace dsv4::cuda {
@@ -72,6 +74,33 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
   q.K = p.K;
   launch_skinny_gemm(q, stream);
   return MatmulPath::kSkinny;
+}
+
+// Rule 3, the grouped output projection wo_a (8 groups × 1024 rows × 4096 for Flash): the
+// skinny kernel for every row but a long prompt chunk's (row-invariant up to any T), cuBLASLt per
+// group for those. Reason: the skinny kernel serves 64 rows per weight pass, measured at 48.9 µs
+// for 64 rows and 93.7 µs for 128 (2026-12-04-h200-skinny-passes.md, 18.6 % of copy), ≈ 1.5 ms
+// for a 2,048-row pass, ≈ 95 TFLOP/s; cuBLASLt's BF16 GEMM runs near its peak at M = 2,048.
+bool grouped_out_proj_lt(const GroupedOutProjParams& p, __nv_bfloat16* w_group, cudaStream_t stream) {
+  DSV4_CHECK(p.o && p.z && p.T >= 1 && p.G >= 1 && p.R >= 1 && p.K >= 1);
+  DSV4_CHECK_MSG((p.w_fp8 != nullptr) != (p.w_bf16 != nullptr), "exactly one of w_fp8 / w_bf16");
+  DSV4_CHECK_MSG(!p.w_fp8 || (p.w_scale && w_group), "FP8 wo_a needs its scales and a BF16 group buffer");
+  for (int g = 0; g < p.G; ++g) {
+    const __nv_bfloat16* w = p.w_bf16 ? p.w_bf16 + int64_t(g) * p.R * p.K : w_group;
+    if (p.w_fp8) launch_fp8_rows_to_bf16({p.w_fp8, p.w_scale, g * p.R, p.R, p.K, w_group}, stream);
+    LtGemmParams q;
+    q.fp8 = false;
+    q.w = w;
+    q.x = p.o + int64_t(g) * p.K;
+    q.y = p.z + int64_t(g) * p.R;
+    q.M = p.T;
+    q.N = p.R;
+    q.K = p.K;
+    q.ldx = int64_t(p.G) * p.K;
+    q.ldy = int64_t(p.G) * p.R;
+    if (!lt_gemm(q, stream)) return false;
+  }
+  return true;
 }
 
 void matmul_reserve() { lt_reserve(); }

@@ -12,6 +12,7 @@
 //     algorithm for another M, so rows are not promised to be bit-identical across M there.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -39,6 +40,16 @@ MatmulPath matmul_choose(bool fp8, int M, int N, int K);
 // Enqueues y = x·Wᵀ; returns the kernel that ran (kLt falls back to kSkinny when cuBLASLt has no
 // algorithm for the problem). M = 0 enqueues nothing.
 MatmulPath matmul(const MatmulParams& p, cudaStream_t stream);
+
+// wo_a (§4.5; grouped_out_proj.cuh's parameters and result) through cuBLASLt, for the rows of a
+// long prompt chunk: per group, FP8 weights are expanded exactly to BF16 in `w_group` ([R, K],
+// unused for BF16 weights), then a BF16 GEMM with FP32 accumulation reads the group's o columns
+// and writes its z columns in place (row strides G·K and G·R). Returns false when cuBLASLt has
+// no algorithm for a group's problem (shape or alignment); z may then be partly written, and the
+// caller runs the skinny kernel over the same rows. The rule (attention_step.cpp) and its reason
+// are in matmul.cpp.
+struct GroupedOutProjParams;
+bool grouped_out_proj_lt(const GroupedOutProjParams& p, __nv_bfloat16* w_group, cudaStream_t stream);
 
 // The cuBLASLt workspace, allocated on the first large-M call: call this before capturing a
 // CUDA graph whose steps may have more than matmul_skinny_max_rows rows (gemm_lt.cuh).

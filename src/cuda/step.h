@@ -58,6 +58,9 @@ struct Scratch {
   // rows such a chunk sees (rows + W − 1), then every compressed entry a sequence can reach.
   __nv_bfloat16* chunk_keys = nullptr;
   int chunk_key_rows = 0;
+  // [o_lora_rank, heads_per_group·head_dim] one group of an FP8 wo_a as BF16, for a long chunk's
+  // rows (matmul.h grouped_out_proj_lt); with the same condition as chunk_keys.
+  __nv_bfloat16* wo_a_group = nullptr;
   // [rows, D] FP32: this rank's wo_b partial sum, added over the ranks (ScratchShape::attn_partial).
   float* attn_partial = nullptr;
   uint8_t *aq, *aqs;

@@ -71,9 +71,9 @@ struct DeviceState {
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer<uint8_t> workspace{kLtWorkspaceBytes};
   DeviceBuffer<float> w_scale{kWScaleFloats}, x_scale{kXScaleFloats};
-  // (fp8, out_bf16, M, N, K, pointer alignment) → plan; descriptors hold the scale pointers
-  // above, which never move.
-  std::map<std::tuple<bool, bool, int, int, int, uint32_t>, std::unique_ptr<Plan>> plans;
+  // (fp8, out_bf16, M, N, K, ldx, ldy, pointer alignment) → plan; descriptors hold the scale
+  // pointers above, which never move.
+  std::map<std::tuple<bool, bool, int, int, int, int64_t, int64_t, uint32_t>, std::unique_ptr<Plan>> plans;
   DeviceState() { DSV4_CUBLAS_CHECK(cublasLtCreate(&handle)); }
 };
 
@@ -124,8 +124,8 @@ uint32_t alignment_of(std::initializer_list<const void*> ptrs) {
   return a;
 }
 
-const Plan& plan_for(DeviceState& s, const LtGemmParams& p, int M, uint32_t align) {
-  auto& slot = s.plans[{p.fp8, p.out_bf16, M, p.N, p.K, align}];
+const Plan& plan_for(DeviceState& s, const LtGemmParams& p, int M, int64_t ldx, int64_t ldy, uint32_t align) {
+  auto& slot = s.plans[{p.fp8, p.out_bf16, M, p.N, p.K, ldx, ldy, align}];
   if (slot) return *slot;
   slot = std::make_unique<Plan>();
   Plan& pl = *slot;
@@ -148,8 +148,8 @@ const Plan& plan_for(DeviceState& s, const LtGemmParams& p, int M, uint32_t alig
     DSV4_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(pl.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof b_scale));
   }
   DSV4_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.a, in_t, uint64_t(p.K), uint64_t(p.N), int64_t(p.K)));
-  DSV4_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.b, in_t, uint64_t(p.K), uint64_t(M), int64_t(p.K)));
-  DSV4_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.d, out_t, uint64_t(p.N), uint64_t(M), int64_t(p.N)));
+  DSV4_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.b, in_t, uint64_t(p.K), uint64_t(M), ldx));
+  DSV4_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&pl.d, out_t, uint64_t(p.N), uint64_t(M), ldy));
   cublasLtMatmulPreference_t pref = nullptr;
   DSV4_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = kLtWorkspaceBytes;
@@ -183,6 +183,9 @@ void lt_reserve() {
 bool lt_gemm(const LtGemmParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.w && p.x && p.y);
   DSV4_CHECK_MSG(p.M >= 1 && p.N >= 1 && p.K >= 1, "cuBLASLt GEMM M=", p.M, " N=", p.N, " K=", p.K);
+  DSV4_CHECK_MSG(!p.fp8 || (p.ldx == 0 && p.ldy == 0), "cuBLASLt GEMM: row strides are for BF16 operands");
+  const int64_t ldx = p.ldx ? p.ldx : p.K, ldy = p.ldy ? p.ldy : p.N;
+  DSV4_CHECK_MSG(ldx >= p.K && ldy >= p.N, "cuBLASLt GEMM ldx=", ldx, " ldy=", ldy, " K=", p.K, " N=", p.N);
   const int n_kb = p.K / int(kFP8BlockSize), nb = (p.N + int(kFP8BlockSize) - 1) / int(kFP8BlockSize);
   const int l4 = (n_kb + kScaleRowPad - 1) / kScaleRowPad * kScaleRowPad;
   if (p.fp8) {
@@ -203,11 +206,16 @@ bool lt_gemm(const LtGemmParams& p, cudaStream_t stream) {
   };
   std::vector<Chunk> chunks;  // every chunk is checked before the first is enqueued
   for (int r0 = 0; r0 < p.M; r0 += max_rows) {
-    Chunk c{r0, std::min(max_rows, p.M - r0), static_cast<const uint8_t*>(p.x) + int64_t(r0) * p.K * in_bytes,
-            static_cast<uint8_t*>(p.y) + int64_t(r0) * p.N * out_bytes, nullptr};
-    const uint32_t align = alignment_of({p.w, c.x, c.y});
+    Chunk c{r0, std::min(max_rows, p.M - r0), static_cast<const uint8_t*>(p.x) + r0 * ldx * in_bytes,
+            static_cast<uint8_t*>(p.y) + r0 * ldy * out_bytes, nullptr};
+    // With explicit row strides every row must be as aligned as the first: the strides count too.
+    const auto stride = [](int64_t ld, int64_t given, int bytes) {
+      return reinterpret_cast<const void*>(given ? ld * bytes : 256);
+    };
+    const uint32_t align =
+        alignment_of({p.w, c.x, c.y, stride(ldx, p.ldx, in_bytes), stride(ldy, p.ldy, out_bytes)});
     if (align < 16) return false;  // tensor-core GEMMs load 16-byte vectors
-    c.plan = &plan_for(s, p, c.M, align);
+    c.plan = &plan_for(s, p, c.M, ldx, ldy, align);
     if (!c.plan->ok) return false;
     chunks.push_back(c);
   }

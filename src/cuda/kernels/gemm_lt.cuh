@@ -25,6 +25,9 @@ struct LtGemmParams {
   void* y = nullptr;                 // [M, N] bf16 (out_bf16) or fp32
   bool out_bf16 = true;
   int M = 0, N = 0, K = 0;
+  // BF16 only: the row strides of x and y in elements, for operands that are column slices of
+  // wider rows (a group of the grouped output projection); 0: K and N.
+  int64_t ldx = 0, ldy = 0;
 };
 
 // Enqueues y = x·Wᵀ and returns true; returns false, enqueuing nothing, when cuBLASLt offers no
