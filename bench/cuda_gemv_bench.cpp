@@ -1,5 +1,6 @@
 // Decode GEMV benchmark: achieved bandwidth of the FP8-block, FP4-expert (MXFP4, NVFP4) and BF16
-// GEMV kernels, the grouped wo_a projection (on the skinny tensor-core GEMM, 1–128 tokens) and the
+// GEMV kernels, the grouped wo_a projection (on the skinny tensor-core GEMM, 1–2,048 tokens, and at
+// 2,048 through cuBLASLt as a long prompt chunk's rows run it) and the
 // sparse-attention kernel at DeepSeek-V4 Flash/Pro decode shapes, as a ratio to a device-to-device copy measured in the same run (design.md "Speed
 // principles"). Kernels run as CUDA-graph replays. Correctness is tests/cuda's job, not this program's.
 //
@@ -21,6 +22,7 @@
 #include "cuda/kernels/grouped_out_proj.cuh"
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
+#include "cuda/matmul.h"
 #include "cuda_bench_util.h"
 #include "model/quant.h"
 
@@ -147,8 +149,9 @@ int main(int argc, char** argv) {
       rows.push_back({cat("fp4  ", s.name), s.n_sel, s.N, s.K, t * 1e6, bytes / t * 1e-9});
     }
 
-    // Grouped output projection wo_a (§4.5): one weight pass serves T tokens; N = G·R.
-    struct GroupedShape { const char* name; int T, G, R, K; bool fp8; };
+    // Grouped output projection wo_a (§4.5): one weight pass serves T tokens; N = G·R. "lt": a long
+    // prompt chunk's path (matmul.h grouped_out_proj_lt), the same product through cuBLASLt.
+    struct GroupedShape { const char* name; int T, G, R, K; bool fp8; bool lt = false; };
     const std::vector<GroupedShape> grouped_shapes = {
         {"wo_a (Flash)", 1, 8, 1024, 4096, true},
         {"wo_a (Pro)", 1, 16, 1024, 4096, true},
@@ -156,6 +159,8 @@ int main(int argc, char** argv) {
         {"wo_a (Flash) T=8", 8, 8, 1024, 4096, true},
         {"wo_a (Flash) T=64", 64, 8, 1024, 4096, true},
         {"wo_a (Flash) T=128", 128, 8, 1024, 4096, true},
+        {"wo_a (Flash) T=2048", 2048, 8, 1024, 4096, true},
+        {"wo_a (Flash) T=2048 lt", 2048, 8, 1024, 4096, true, true},
     };
     for (const auto& s : grouped_shapes) {
       const size_t n_rows = size_t(s.G) * s.R, esize = s.fp8 ? 1 : 2;
@@ -169,7 +174,7 @@ int main(int argc, char** argv) {
       auto w = replicated(src, wbytes, copies), ws = replicated(host_s.data(), sbytes, copies);
       std::vector<uint16_t> ho(size_t(s.T) * s.G * s.K);
       for (auto& v : ho) v = uint16_t(0x3c00 | (fill.next() & 0x83ff));
-      DeviceBuffer<uint16_t> o(ho), z(size_t(s.T) * n_rows);
+      DeviceBuffer<uint16_t> o(ho), z(size_t(s.T) * n_rows), w_group(size_t(s.R) * s.K);
       GroupedOutProjParams p;
       p.o = reinterpret_cast<const __nv_bfloat16*>(o.get());
       p.z = reinterpret_cast<__nv_bfloat16*>(z.get());
@@ -177,6 +182,7 @@ int main(int argc, char** argv) {
       p.G = s.G;
       p.R = s.R;
       p.K = s.K;
+      bool lt_refused = false;  // then the skinny kernel ran, and the row says so
       const double t = timer.median(reps, iters, true, [&](int i, cudaStream_t st) {
         if (s.fp8) {
           p.w_fp8 = w.get() + (i % copies) * wbytes;
@@ -184,10 +190,14 @@ int main(int argc, char** argv) {
         } else {
           p.w_bf16 = reinterpret_cast<const __nv_bfloat16*>(w.get() + (i % copies) * wbytes);
         }
-        launch_grouped_out_proj(p, st);
+        if (!s.lt || !grouped_out_proj_lt(p, reinterpret_cast<__nv_bfloat16*>(w_group.get()), st)) {
+          lt_refused = lt_refused || s.lt;
+          launch_grouped_out_proj(p, st);
+        }
       });
       const double bytes = double(wbytes + sbytes + o.bytes() + z.bytes());
-      rows.push_back({cat(s.fp8 ? "fp8  " : "bf16 ", s.name), s.T, int(n_rows), s.K, t * 1e6, bytes / t * 1e-9});
+      rows.push_back({cat(s.fp8 ? "fp8  " : "bf16 ", s.name, lt_refused ? " (refused: skinny)" : ""), s.T, int(n_rows),
+                      s.K, t * 1e6, bytes / t * 1e-9});
     }
 
     struct Bf16Shape { const char* name; int M, N, K; };
