@@ -249,7 +249,7 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   // queries run the prefill kernel; every other row (decode rows, drafts, short chunks) runs the
   // decode kernel on the FP8 cache.
   std::vector<int32_t> traced_topk;
-  for (const RowRun& run : row_runs(c, [](int) { return true; })) {
+  for (const RowRun& run : row_runs(c.segments, c.T, [](int) { return true; })) {
     const int entry_row0 = run.prefill ? gather_chunk_keys(c, w, pool, run) : -1;
     for (int g0 = run.first; g0 < run.first + run.n; g0 += kAttentionGroupRows) {
       const int n = std::min(kAttentionGroupRows, run.first + run.n - g0);
@@ -296,7 +296,7 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   // row class: a long prompt chunk's rows through cuBLASLt, every other row the skinny kernel
   // (matmul.cpp rule 3).
   const int G = c.m.groups(), R = int(cfg.o_lora_rank), Kg = int(cfg.heads_per_group() * d);
-  for (const RowRun& run : row_runs(c, [](int) { return true; })) {
+  for (const RowRun& run : row_runs(c.segments, c.T, [](int) { return true; })) {
     GroupedOutProjParams gp;
     gp.o = s.o + size_t(run.first) * G * Kg;
     if (w.wo_a.fp8) {

@@ -185,7 +185,7 @@ std::vector<RowRun> moe_row_runs(const StepContext& c) {
   // such a pass, all decode rows, stays one run.
   const bool split = c.m.fp8_expert_prefill && cfg.expert_format == ExpertFormat::kMXFP4 && c.plan.real_rows() == c.T;
   if (!split) return {{0, c.T, false}};
-  return row_runs(c, [&](int n) {
+  return row_runs(c.segments, c.T, [&](int n) {
     return grouped_prefill_shaped(int64_t(n) * cfg.num_experts_per_tok, int(cfg.n_routed_experts));
   });
 }

@@ -189,26 +189,6 @@ void for_each_segment(const StepContext& c, int rows, F&& call) {
 
 }  // namespace
 
-std::vector<RowRun> row_runs(const StepContext& c, const std::function<bool(int n)>& prefill_class) {
-  if (c.segments.empty()) return {{0, c.T, false}};
-  std::vector<RowRun> runs;
-  auto add = [&](int first, int n, bool prefill) {
-    if (n == 0) return;
-    if (!runs.empty() && runs.back().prefill == prefill && runs.back().first + runs.back().n == first)
-      runs.back().n += n;
-    else
-      runs.push_back({first, n, prefill});
-  };
-  int next = 0;
-  for (const RowRange& s : c.segments) {
-    DSV4_CHECK_MSG(s.first == next, "matmul segments that do not tile the pass");
-    add(s.first, s.n, s.n > kInvariantSliceRows && prefill_class(s.n));  // a long chunk is its own segment
-    next = s.first + s.n;
-  }
-  add(next, c.T - next, false);
-  return runs;
-}
-
 namespace {
 
 // y = x̃·Wᵀ, BF16 (out_bf16) or FP32 rows of N.

@@ -9,7 +9,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -123,11 +122,6 @@ void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, in
               __nv_bfloat16* y);
 // The same with FP32 output, before the BF16 rounding: a tensor-parallel rank's partial sum.
 void linear_q_f32(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, float* y);
-// The pass's rows in runs of one class: a chunk longer than kInvariantSliceRows (a matmul segment
-// of its own) for which prefill_class(n) holds is a prefill run; every other row joins decode
-// runs. Without segments (a decode graph's pass), one decode run [0, T). A row's class is its
-// chunk's, which does not depend on what else is in the step.
-std::vector<RowRun> row_runs(const StepContext& c, const std::function<bool(int n)>& prefill_class);
 // Unquantised-input linear with BF16 weights: y = x·Wᵀ in FP32 (router, compressor, indexer
 // weights_proj, LM head), y FP32 [rows, N].
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,
