@@ -245,7 +245,7 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   }
 
   // Indexer picks, row lists and sparse attention, kAttentionGroupRows queries at a time, by row
-  // class (step.h row_runs): a long prompt chunk's key rows are expanded to BF16 once and its
+  // class (row_runs.h): a long prompt chunk's key rows are expanded to BF16 once and its
   // queries run the prefill kernel; every other row (decode rows, drafts, short chunks) runs the
   // decode kernel on the FP8 cache.
   std::vector<int32_t> traced_topk;

@@ -104,7 +104,7 @@ struct RoutedExperts {
 void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
                 MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
 
-// A pass's rows in runs of one expert arithmetic (step.h row_runs). With
+// A pass's rows in runs of one expert arithmetic (row_runs.h). With
 // CudaOptions::fp8_expert_prefill and MXFP4 experts, the rows of a prompt chunk long enough to
 // make a prefill-shaped launch by itself (more than 16 grouped rows per expert of the model) are
 // prefill runs, on the FP8 tensor cores; every other row runs on the F16 kernels. A row's class is
