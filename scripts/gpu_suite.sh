@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU suite on the GPU host (device README: few, full calls): configure and build the CUDA
 # targets, run the CUDA op-parity tests, run them again under compute-sanitizer memcheck and
-# racecheck, and run the GEMV bandwidth benchmark. Logs go to $OUT, one per step that runs (the
+# racecheck, and run the GEMV bandwidth and attention benchmarks. Logs go to $OUT, one per step that runs (the
 # device returns ≤ 8 files: each part below writes ≤ 6).
 # What the tests check is tests/cuda's business; carried build dependencies are device_deps.sh's.
 #
@@ -65,7 +65,7 @@ build_rc=$?
 bin="$build"
 if [ $build_rc -eq 0 ]; then
   step build "$out/build_targets.txt" 400 cmake --build "$build" -j "$jobs" --target test_cuda bench_cuda_gemv_bench \
-    bench_cuda_decode_bench dsv4
+    bench_cuda_attention_bench bench_cuda_decode_bench dsv4
   build_rc=$?
   cat "$out/build_targets.txt" >> "$out/build.txt" && rm -f "$out/build_targets.txt"
 fi
@@ -102,7 +102,8 @@ step memcheck_fwd "$out/memcheck_fwd.txt" 500 env DSV4_CUDA_FORWARD_T=140 "${mem
 step racecheck "$out/racecheck.txt" 400 \
   compute-sanitizer --tool racecheck --error-exitcode 99 "$bin/test_cuda" --gtest_color=no \
   --gtest_filter='-*Forward*:*SamplingDistribution*'
-step bench "$out/bench.txt" 300 "$bin/bench_cuda_gemv_bench"
+# The GEMV table, then the attention kernels at prefill shapes (decode against prefill kernel).
+step bench "$out/bench.txt" 300 bash -c '"$0/bench_cuda_gemv_bench" && "$0/bench_cuda_attention_bench"' "$bin"
 step decode "$out/decode_bench.txt" 120 "$bin/bench_cuda_decode_bench" "$repo/models/nano" 512 256
 
 echo >> "$summary"
