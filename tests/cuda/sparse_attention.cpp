@@ -226,10 +226,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SparseAttentionTest,
                                                               // HCA-like long list: several 256-entry chunks per key slice,
                                                               // H not a multiple of the 4-head group.
                                                               AttnCase{1, 6, 4500, 5000, 700, false, 1000},
-                                                              // Prefill groups: 128 queries of a chunk
-                                                              // (Flash CSA lists) and Pro's 128 heads
+                                                              // Prefill-shaped: 48 queries of a chunk
+                                                              // (Flash CSA lists; the double reference
+                                                              // grows with them) and Pro's 128 heads
                                                               // (two blocks of 64 per query).
-                                                              AttnCase{128, 64, 640, 3000, 0, false, 37},
+                                                              AttnCase{48, 64, 640, 3000, 0, false, 37},
                                                               AttnCase{8, 128, 256, 1000, 20, false}),
                                             ::testing::Values(kKvDimV4, kKvDimNano),
                                             ::testing::Values(Kernel::kDecode, Kernel::kPrefill)));
