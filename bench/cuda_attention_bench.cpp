@@ -1,9 +1,10 @@
 // Sparse attention for prefill-shaped launches: the decode kernel (FP8 cache, a cluster of 8 blocks
 // per 16 heads of a query) against the prefill kernel (one block per query over BF16 key rows) on
-// the same lists, in one process, plus the gather that feeds the prefill kernel. Launches of 128
+// the same lists, in one process, plus the gather that feeds the prefill kernel; and the CSA
+// indexer's scores (with its top-k) on the CUDA cores against the tensor cores. Launches of 128
 // queries, as attention_step.cpp issues them (kAttentionGroupRows). Useful FLOPs: Q·Kᵀ and P·V,
-// 4·H·d per listed key; the share is against cuBLASLt's BF16 GEMM at 8192³ measured in the same
-// run (both kernels multiply BF16 on the tensor cores).
+// 4·H·d per listed key; the indexer's 2·Hi·128 per visible key. Shares are of cuBLASLt's BF16 GEMM
+// at 8192³ measured in the same run.
 //
 // Usage: bench_cuda_attention_bench [--quick]
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "cuda/device_buffer.h"
+#include "cuda/kernels/indexer.cuh"
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/kv_gather.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
@@ -125,6 +127,47 @@ int main(int argc, char** argv) {
       const double flops = 4.0 * n_q * s.H * kDim * s.n_idx;
       std::printf("%-28s %8d %12.1f %12.1f %7.2fx %9.1f%% %9.1f%%\n", s.name, s.n_idx, t_dec * 1e6, t_pre * 1e6,
                   t_dec / t_pre, 100 * flops / t_dec * 1e-12 / bf16_peak, 100 * flops / t_pre * 1e-12 / bf16_peak);
+    }
+
+    // The indexer of a CSA layer for 128 queries of a chunk at positions 6,144 … 6,271 (1,536 to
+    // 1,568 visible entries each), Flash's 64 heads and top-512, scores then selection.
+    {
+      const int Hi = 64, K = 512, max_entries = 1 << 14, n_blocks = max_entries / kIndexerKeysPerBlock, pos0 = 6144;
+      std::vector<int32_t> pos(static_cast<size_t>(n_q)), slot(static_cast<size_t>(n_q), 0), pages(static_cast<size_t>(n_blocks));
+      for (int i = 0; i < n_q; ++i) pos[size_t(i)] = pos0 + i;
+      for (int b = 0; b < n_blocks; ++b) pages[size_t(b)] = b;
+      DeviceBuffer<int32_t> d_pos(pos), d_slot(slot), d_pages(pages), topk(size_t(n_q) * K);
+      DeviceBuffer<uint16_t> q(fill.bf16(size_t(n_q) * Hi * 128));
+      DeviceBuffer<float> hw(std::vector<float>(size_t(n_q) * Hi, 0.25f)), score(size_t(n_q) * max_entries);
+      DeviceBuffer<uint8_t> packed(fill.bytes(size_t(max_entries) * 64, 0, 255, false)),
+          scales(fill.bytes(size_t(max_entries) * 4, 120, 130, false));
+      IndexerTopkParams ip;
+      ip.q = reinterpret_cast<const __nv_bfloat16*>(q.get());
+      ip.head_weight = hw.get();
+      ip.key_packed = packed.get();
+      ip.key_scale = scales.get();
+      ip.pos = d_pos.get();
+      ip.slot = d_slot.get();
+      ip.pages = {d_pages.get(), n_blocks};
+      ip.score = score.get();
+      ip.topk = topk.get();
+      ip.n_q = n_q;
+      ip.Hi = Hi;
+      ip.K = K;
+      ip.ratio = 4;
+      ip.max_entries = max_entries;
+      double t[2];
+      for (int mma = 0; mma < 2; ++mma) {
+        ip.prefill = mma == 1;
+        t[mma] = timer.median(reps, iters, true, [&](int, cudaStream_t st) { launch_indexer_topk(ip, st); });
+      }
+      double pairs = 0;
+      for (int i = 0; i < n_q; ++i) pairs += (pos0 + i + 1) / 4;
+      const double flops = 2.0 * Hi * 128 * pairs;
+      std::printf("\nindexer, 128 queries at 6,144, Hi 64, top-512 (scores + selection): CUDA cores %.1f us (%.1f%%), "
+                  "tensor cores %.1f us (%.1f%%), %.2fx\n",
+                  t[0] * 1e6, 100 * flops / t[0] * 1e-12 / bf16_peak, t[1] * 1e6, 100 * flops / t[1] * 1e-12 / bf16_peak,
+                  t[0] / t[1]);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda_attention_bench: %s\n", e.what());

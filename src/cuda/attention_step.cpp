@@ -123,8 +123,9 @@ void indexer_keys_and_queries(const StepContext& c, const DeviceLayer& w, int la
   linear_f32(c, w.idx_weights_proj, c.s.u, c.T, c.s.hw);
 }
 
-// §6 steps 5–6 for rows [g0, g0+n) into s.topk [n, K].
-void indexer_select(const StepContext& c, const DeviceLayer& w, const LayerPool& pool, int g0, int n) {
+// §6 steps 5–6 for rows [g0, g0+n) into s.topk [n, K]; a prefill run's rows (one chunk) score on
+// the tensor cores.
+void indexer_select(const StepContext& c, const DeviceLayer& w, const LayerPool& pool, int g0, int n, bool prefill) {
   const ModelConfig& cfg = c.m.cfg;
   const int Hi = int(cfg.index_n_heads);
   IndexerTopkParams p;
@@ -142,6 +143,7 @@ void indexer_select(const StepContext& c, const DeviceLayer& w, const LayerPool&
   p.K = int(cfg.index_topk);
   p.ratio = w.idx_compressor->ratio;
   p.max_entries = pool.max_entries;
+  p.prefill = prefill;
   launch_indexer_topk(p, c.stream);
 }
 
@@ -245,16 +247,16 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   }
 
   // Indexer picks, row lists and sparse attention, kAttentionGroupRows queries at a time, by row
-  // class (row_runs.h): a long prompt chunk's key rows are expanded to BF16 once and its
-  // queries run the prefill kernel; every other row (decode rows, drafts, short chunks) runs the
-  // decode kernel on the FP8 cache.
+  // class (row_runs.h): a long prompt chunk's indexer scores run on the tensor cores, its key rows
+  // are expanded to BF16 once and its queries run the prefill attention kernel; every other row
+  // (decode rows, drafts, short chunks) the scalar scores and the decode kernel on the FP8 cache.
   std::vector<int32_t> traced_topk;
   for (const RowRun& run : row_runs(c.segments, c.T, [](int) { return true; })) {
     const int entry_row0 = run.prefill ? gather_chunk_keys(c, w, pool, run) : -1;
     for (int g0 = run.first; g0 < run.first + run.n; g0 += kAttentionGroupRows) {
       const int n = std::min(kAttentionGroupRows, run.first + run.n - g0);
       if (csa) {
-        indexer_select(c, w, pool, g0, n);
+        indexer_select(c, w, pool, g0, n, run.prefill);
         if (c.tracing()) {
           std::vector<int32_t> h(size_t(n) * cfg.index_topk);
           DSV4_CUDA_CHECK(cudaStreamSynchronize(c.stream));

@@ -29,6 +29,7 @@ struct TopkCase {
   int n_distinct = 0;        // > 0: every key is a copy of one of this many rows (exact ties)
   int prefill_from = -1;     // >= 0: 256 consecutive query positions of one sequence instead of pos
   int batch_seqs = 0;        // > 0: instead, random_step_layout's chunks of this many sequences + padding
+  bool mma = false;          // IndexerTopkParams::prefill: the tensor-core scores (one sequence per launch)
 };
 
 constexpr int kRatio = 4;          // §5.2: the indexer's compressor is the CSA one
@@ -157,6 +158,7 @@ TEST_P(IndexerTopkTest, MatchesReference) {
   p.K = K;
   p.ratio = kRatio;
   p.max_entries = n_keys;
+  p.prefill = c.mma;
   launch_indexer_topk(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto score = d_score.download();
@@ -164,9 +166,12 @@ TEST_P(IndexerTopkTest, MatchesReference) {
 
   // Reference scores in double (exact up to 2^-53 relative) and a per-score FP32 error budget.
   // With c = di^−½·Hi^−½, a_h = Σ_i |q_hi·k_i| and r_h = ReLU(q_h·k): any FP32 summation order of
-  // the 128 products errs by ≤ γ_127·a_h < 128u·a_h (ReLU is 1-Lipschitz); w_h·fl(c) rounds twice
-  // (≤ 2u·|w_h c|); the Hi-term FMA chain errs by ≤ γ_Hi·Σ_h |w_h c|·r_h. Rounding the constants
-  // up for the second-order terms: budget = u·Σ_h |w_h c|·(130·a_h + (Hi+4)·r_h).
+  // the 128 products errs by ≤ γ_127·a_h < 128u·a_h (ReLU is 1-Lipschitz; the tensor-core scores'
+  // 8 k16 HMMAs at ≤ 8u·a_h each stay inside it); w_h·fl(c) rounds twice (≤ 2u·|w_h c|); the
+  // Hi-term FMA chain errs by ≤ γ_Hi·Σ_h |w_h c|·r_h (the tensor-core scores: a product, an FMA
+  // and 6 tree adds over the 64 head slots, padding heads adding exact zeros: 8 ≤ Hi + 4 for
+  // Hi ≥ 4). Rounding the constants up for the second-order terms:
+  // budget = u·Σ_h |w_h c|·(130·a_h + (Hi+4)·r_h).
   const double w_scale = 1.0 / std::sqrt(double(d)) / std::sqrt(double(Hi));
   std::vector<float> got_all;
   std::vector<double> ref_all, budget_all;
@@ -304,7 +309,14 @@ INSTANTIATE_TEST_SUITE_P(
         TopkCase{"ties_flash", 64, 512, 3000, {11999, 6000}, 7},
         // The runtime's batches: chunks of 7 / 12 sequences in random slots of 16, padding after.
         TopkCase{"batch_nano", 4, 32, 1024, {}, 0, -1, 7},
-        TopkCase{"batch_flash", 64, 512, 1024, {}, 0, -1, 12}),
+        TopkCase{"batch_flash", 64, 512, 1024, {}, 0, -1, 12},
+        // The tensor-core scores of a prefill chunk's queries (one sequence per launch): small and
+        // Flash-sized heads, keys striding over several tiles, and exact ties (duplicate keys must
+        // score bit-equal, so the tie rule still decides).
+        TopkCase{"prefill_chunk_mma", 8, 16, 814, {}, 0, 3000, 0, true},
+        TopkCase{"prefill_strided_mma", 4, 16, 6000, {}, 0, 20000, 0, true},
+        TopkCase{"prefill_flash_mma", 64, 512, 1024, {}, 0, 2600, 0, true},
+        TopkCase{"prefill_ties_mma", 8, 32, 900, {}, 5, 3000, 0, true}),
     [](const ::testing::TestParamInfo<TopkCase>& i) { return std::string(i.param.name); });
 
 }  // namespace

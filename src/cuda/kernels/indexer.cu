@@ -2,6 +2,11 @@
 // Scores: one thread per key (its 128 dequantised values in registers), the query's Hi×128 tile
 // in shared memory read as warp-wide broadcasts; a query's blocks stride over its visible keys
 // 128 at a time, so the grid is sized by the device, not by the cache's largest context.
+// Prefill scores: a block takes two queries of one sequence × 64-key tiles (striding like the
+// scalar kernel): the tile's keys expanded to BF16 once in shared memory serve both queries' 64
+// heads, each warp 16 heads × 64 keys in m16n8k16 BF16 MMAs; ReLU, the head weights and the sum
+// over heads follow in registers (a butterfly over the warp's rows), then over the 4 warps of a
+// query in shared memory, in a fixed order.
 // Selection: one block per query, an exact radix select (8 bits per pass) of the n_sel-th largest
 // score, then one ordered pass that keeps every score above it and the lowest-indexed equal ones,
 // placed by a block-wide prefix count.
@@ -87,6 +92,110 @@ __global__ void __launch_bounds__(kScoreThreads) indexer_score_kernel(IndexerTop
       score = fmaf(fmaxf((a0 + a1) + (a2 + a3), 0.0f), w_s[h], score);
     }
     p.score[int64_t(qi) * p.max_entries + j] = score;
+  }
+}
+
+constexpr int kMmaThreads = 256;     // 8 warps: 2 queries × 4 groups of 16 heads
+constexpr int kMmaQueries = 2;
+constexpr int kMmaKeys = 64;         // keys per tile: 8 n8 tiles per warp
+constexpr int kMmaStride = kIndexerDim + 8;  // BF16 row: +16 bytes, ldmatrix conflict-free
+static_assert(kMmaThreads == kMmaQueries * (kIndexerMaxHeads / 16) * kWarpSize, "a warp per (query, 16 heads)");
+static_assert(kMmaThreads == kMmaKeys * kKeyScales, "a thread per (key, 32-value scale block) of a tile");
+
+struct MmaSmem {
+  alignas(16) __nv_bfloat16 q[kMmaQueries][kIndexerMaxHeads][kMmaStride];
+  alignas(16) __nv_bfloat16 k[kMmaKeys][kMmaStride];
+  float w[kMmaQueries][kIndexerMaxHeads];            // w_h · di^−½ · Hi^−½, 0 past Hi
+  float part[kMmaQueries][kIndexerMaxHeads / 16][kMmaKeys];  // per warp: its 16 heads' sum per key
+};
+
+__global__ void __launch_bounds__(kMmaThreads) indexer_score_mma_kernel(IndexerTopkParams p, float w_scale) {
+  extern __shared__ __align__(16) uint8_t smem_bytes[];
+  MmaSmem& sm = *reinterpret_cast<MmaSmem*>(smem_bytes);
+  wait_for_prior_grids();
+  const int q0 = blockIdx.y * kMmaQueries;
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int g = lane / 4, c = lane % 4;
+  const int qw = warp / 4, hw = 16 * (warp % 4);  // the warp's query of the two and first head
+  int n_vis[kMmaQueries];
+#pragma unroll
+  for (int i = 0; i < kMmaQueries; ++i) n_vis[i] = q0 + i < p.n_q ? visible_keys(p, q0 + i) : 0;
+  const int n_max = max(n_vis[0], n_vis[1]);
+  if (int(blockIdx.x) * kMmaKeys >= n_max) return;  // block-uniform, before any barrier
+  if (q0 + 1 < p.n_q && n_vis[0] > 0 && n_vis[1] > 0 && p.slot[q0] != p.slot[q0 + 1]) __trap();  // one sequence
+  const int slot = p.slot[n_vis[0] > 0 ? q0 : q0 + 1];
+
+  // Both queries' heads (zeros past Hi and for a query past n_q) and their weights.
+  for (int e = threadIdx.x; e < kMmaQueries * kIndexerMaxHeads * (kIndexerDim / 8); e += kMmaThreads) {
+    const int qi = e / (kIndexerMaxHeads * (kIndexerDim / 8)), h = e / (kIndexerDim / 8) % kIndexerMaxHeads;
+    const int j = e % (kIndexerDim / 8);
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (q0 + qi < p.n_q && h < p.Hi)
+      v = *reinterpret_cast<const uint4*>(p.q + (int64_t(q0 + qi) * p.Hi + h) * kIndexerDim + 8 * j);
+    *reinterpret_cast<uint4*>(&sm.q[qi][h][8 * j]) = v;
+  }
+  for (int e = threadIdx.x; e < kMmaQueries * kIndexerMaxHeads; e += kMmaThreads) {
+    const int qi = e / kIndexerMaxHeads, h = e % kIndexerMaxHeads;
+    sm.w[qi][h] = q0 + qi < p.n_q && h < p.Hi ? p.head_weight[int64_t(q0 + qi) * p.Hi + h] * w_scale : 0.0f;
+  }
+
+  for (int j0 = blockIdx.x * kMmaKeys; j0 < n_max; j0 += gridDim.x * kMmaKeys) {
+    __syncthreads();  // the previous tile's keys and partial sums are consumed (and q, w are in)
+    {  // Key j0 + kk, values 32b … 32b+31: e2m1 · 2^(scale − 127), exact in BF16 (0 past n_max).
+      const int kk = threadIdx.x / kKeyScales, b = threadIdx.x % kKeyScales, j = j0 + kk;
+      uint32_t out[16] = {};
+      if (j < n_max) {
+        const int64_t kr = paged_entry_row(p.pages, slot, j, kIndexerKeysPerBlock);
+        const uint4 w4 = reinterpret_cast<const uint4*>(p.key_packed + kr * kKeyBytes)[b];
+        const uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
+        const float s = e8m0_to_float(p.key_scale[kr * kKeyScales + b]) * kE2M1AsHalfScale;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const float2 v = e2m1x2_to_float2_scaled((w[i / 4] >> (8 * (i % 4))) & 0xffu);
+          out[i] = bf16x2_bits(v.x * s, v.y * s);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        *reinterpret_cast<uint4*>(&sm.k[kk][32 * b + 8 * i]) = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+    }
+    __syncthreads();
+
+    // Logits of heads hw+g / hw+g+8 of query qw × keys 8n + 2c + {0, 1}.
+    float s[kMmaKeys / 8][4] = {};
+#pragma unroll
+    for (int ks = 0; ks < kIndexerDim / 16; ++ks) {
+      uint32_t a[4];
+      ldmatrix_x4(a, &sm.q[qw][hw + lane % 16][16 * ks + 8 * (lane / 16)]);
+#pragma unroll
+      for (int n = 0; n < kMmaKeys / 8; n += 2) {
+        uint32_t bk[4];
+        ldmatrix_x4(bk, &sm.k[8 * n + lane % 8 + 8 * (lane / 16)][16 * ks + 8 * (lane / 8 % 2)]);
+        mma_bf16(s[n], a, bk[0], bk[1]);
+        mma_bf16(s[n + 1], a, bk[2], bk[3]);
+      }
+    }
+    // Σ over the warp's 16 heads of ReLU(logit)·w: rows g and g+8 in the lane, then the 8 row
+    // groups by a butterfly (every lane ends with the same sums: each add is commutative).
+    const float w_lo = sm.w[qw][hw + g], w_hi = sm.w[qw][hw + g + 8];
+#pragma unroll
+    for (int n = 0; n < kMmaKeys / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float v = fmaf(fmaxf(s[n][2 + e], 0.0f), w_hi, fmaxf(s[n][e], 0.0f) * w_lo);
+        v += __shfl_xor_sync(kFullMask, v, 4);
+        v += __shfl_xor_sync(kFullMask, v, 8);
+        v += __shfl_xor_sync(kFullMask, v, 16);
+        if (g == 0) sm.part[qw][warp % 4][8 * n + 2 * c + e] = v;
+      }
+    __syncthreads();
+    if (threadIdx.x < kMmaQueries * kMmaKeys) {
+      const int qi = threadIdx.x / kMmaKeys, kk = threadIdx.x % kMmaKeys, j = j0 + kk;
+      if (j < (qi == 0 ? n_vis[0] : n_vis[1])) {
+        const float score = ((sm.part[qi][0][kk] + sm.part[qi][1][kk]) + sm.part[qi][2][kk]) + sm.part[qi][3][kk];
+        p.score[int64_t(q0 + qi) * p.max_entries + j] = score;
+      }
+    }
   }
 }
 
@@ -220,11 +329,22 @@ void launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream) {
     // context (2,048 blocks per query at 1M tokens) is mostly blocks that find no visible key and
     // leave: with 3 blocks resident per SM (168 registers) they cost a wave each, more than the
     // scoring at a few thousand tokens of context.
-    static ResidentGrid record;
-    const int resident = resident_blocks(record, reinterpret_cast<const void*>(indexer_score_kernel), kScoreThreads, 0);
-    const int tiles = (p.max_entries + kScoreThreads - 1) / kScoreThreads;
-    const int per_query = std::max(1, std::min(tiles, (2 * resident + p.n_q - 1) / p.n_q));
-    launch_kernel(indexer_score_kernel, dim3(per_query, p.n_q), kScoreThreads, 0, stream, p, w_scale);
+    if (p.prefill) {
+      static ResidentGrid record;
+      const void* kernel = reinterpret_cast<const void*>(indexer_score_mma_kernel);
+      const int resident = resident_blocks(record, kernel, kMmaThreads, sizeof(MmaSmem));
+      const int pairs = (p.n_q + kMmaQueries - 1) / kMmaQueries;
+      DSV4_CHECK_MSG(pairs <= kMaxGridY, "indexer: ", p.n_q, " prefill queries in one launch");
+      const int tiles = (p.max_entries + kMmaKeys - 1) / kMmaKeys;
+      const int per_pair = std::max(1, std::min(tiles, (2 * resident + pairs - 1) / pairs));
+      launch_kernel(indexer_score_mma_kernel, dim3(per_pair, pairs), kMmaThreads, sizeof(MmaSmem), stream, p, w_scale);
+    } else {
+      static ResidentGrid record;
+      const int resident = resident_blocks(record, reinterpret_cast<const void*>(indexer_score_kernel), kScoreThreads, 0);
+      const int tiles = (p.max_entries + kScoreThreads - 1) / kScoreThreads;
+      const int per_query = std::max(1, std::min(tiles, (2 * resident + p.n_q - 1) / p.n_q));
+      launch_kernel(indexer_score_kernel, dim3(per_query, p.n_q), kScoreThreads, 0, stream, p, w_scale);
+    }
   }
   launch_kernel(indexer_select_kernel, p.n_q, kSelectThreads, 0, stream, p);
 }

@@ -35,6 +35,11 @@ struct IndexerTopkParams {
   float* score = nullptr;                // [n_q, max_entries] fp32 scratch
   int32_t* topk = nullptr;               // [n_q, K] out
   int n_q = 0, Hi = 0, K = 0, ratio = 0, max_entries = 0;
+  // Score on the tensor cores (BF16 MMAs: the FP4 keys and FP4-rounded queries are exact in BF16,
+  // the dots accumulate in FP32 in another order than the scalar kernel's): for the queries of a
+  // long prompt chunk, which score every earlier entry, so the work grows with the square of the
+  // prompt. Every query of such a launch belongs to one sequence (a device trap otherwise).
+  bool prefill = false;
 };
 
 // Two kernels on `stream` (scores, then selection); no allocation, no host sync, graph-capturable.
