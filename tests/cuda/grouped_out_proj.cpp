@@ -28,6 +28,26 @@ struct GroupedInputs {
   std::vector<float> wd;
 };
 
+// A case's inputs on the device, z poisoned, and the parameters over them.
+struct GroupedDevice {
+  DeviceBuffer<uint16_t> o, w16, z;
+  DeviceBuffer<uint8_t> w8, ws;
+  GroupedOutProjParams p;
+  GroupedDevice(const GroupedCase& c, const GroupedInputs& in)
+      : o(in.o), w16(in.w16), z(size_t(c.T) * c.G * c.R), w8(in.w8), ws(in.ws) {
+    z.fill_bytes(kPoisonByte);
+    p.o = bf16_ptr(o);
+    p.w_fp8 = c.fp8 ? w8.get() : nullptr;
+    p.w_scale = c.fp8 ? ws.get() : nullptr;
+    p.w_bf16 = c.fp8 ? nullptr : bf16_ptr(w16);
+    p.z = bf16_ptr(z);
+    p.T = c.T;
+    p.G = c.G;
+    p.R = c.R;
+    p.K = c.K;
+  }
+};
+
 class GroupedOutProjTest : public CudaOpTest, public ::testing::WithParamInterface<GroupedCase> {
  protected:
   GroupedInputs inputs(const GroupedCase& c) {
@@ -86,22 +106,11 @@ TEST_P(GroupedOutProjTest, MatchesGroupedProduct) {
   const auto c = GetParam();
   const int n_rows = c.G * c.R;
   const GroupedInputs in = inputs(c);
-  DeviceBuffer<uint16_t> d_o(in.o), d_w16(in.w16), d_z(size_t(c.T) * n_rows);
-  DeviceBuffer<uint8_t> d_w8(in.w8), d_ws(in.ws);
-  d_z.fill_bytes(kPoisonByte);
-  GroupedOutProjParams p;
-  p.o = bf16_ptr(d_o);
-  p.w_fp8 = c.fp8 ? d_w8.get() : nullptr;
-  p.w_scale = c.fp8 ? d_ws.get() : nullptr;
-  p.w_bf16 = c.fp8 ? nullptr : bf16_ptr(d_w16);
-  p.z = bf16_ptr(d_z);
-  p.T = c.T;
-  p.G = c.G;
-  p.R = c.R;
-  p.K = c.K;
+  GroupedDevice dev(c, in);
+  const GroupedOutProjParams& p = dev.p;
   launch_grouped_out_proj(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto z = from_bf16(d_z.download());
+  const auto z = from_bf16(dev.z.download());
 
   // Budget (the skinny tensor-core GEMM, tests/cuda/matmul.cpp's accumulation model): products
   // of BF16 by BF16 (E4M3 expands exactly to BF16) are exact; one k16 HMMA adds 16 of them to the
@@ -118,12 +127,12 @@ TEST_P(GroupedOutProjTest, MatchesGroupedProduct) {
   DeviceBuffer<uint16_t> d_z1{size_t(n_rows)};
   d_z1.fill_bytes(kPoisonByte);
   GroupedOutProjParams p1 = p;
-  p1.o = bf16_ptr(d_o) + size_t(c.T - 1) * c.G * c.K;
+  p1.o = p.o + size_t(c.T - 1) * c.G * c.K;
   p1.z = bf16_ptr(d_z1);
   p1.T = 1;
   launch_grouped_out_proj(p1, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto all = d_z.download(), one = d_z1.download();
+  const auto all = dev.z.download(), one = d_z1.download();
   EXPECT_TRUE(std::equal(one.begin(), one.end(), all.begin() + std::ptrdiff_t(c.T - 1) * n_rows))
       << "token " << c.T - 1 << " alone differs from the same token in a batch of " << c.T;
 }
@@ -152,25 +161,13 @@ class GroupedOutProjLtTest : public GroupedOutProjTest {};
 
 TEST_P(GroupedOutProjLtTest, MatchesGroupedProduct) {
   const auto c = GetParam();
-  const int n_rows = c.G * c.R;
   const GroupedInputs in = inputs(c);
-  DeviceBuffer<uint16_t> d_o(in.o), d_w16(in.w16), d_z(size_t(c.T) * n_rows), d_group(size_t(c.R) * c.K);
-  DeviceBuffer<uint8_t> d_w8(in.w8), d_ws(in.ws);
-  d_z.fill_bytes(kPoisonByte);
-  GroupedOutProjParams p;
-  p.o = bf16_ptr(d_o);
-  p.w_fp8 = c.fp8 ? d_w8.get() : nullptr;
-  p.w_scale = c.fp8 ? d_ws.get() : nullptr;
-  p.w_bf16 = c.fp8 ? nullptr : bf16_ptr(d_w16);
-  p.z = bf16_ptr(d_z);
-  p.T = c.T;
-  p.G = c.G;
-  p.R = c.R;
-  p.K = c.K;
-  if (!grouped_out_proj_lt(p, bf16_ptr(d_group), nullptr))
+  GroupedDevice dev(c, in);
+  DeviceBuffer<uint16_t> group(size_t(c.R) * c.K);
+  if (!grouped_out_proj_lt(dev.p, bf16_ptr(group), nullptr))
     GTEST_SKIP() << "cuBLASLt has no algorithm for T=" << c.T << " R=" << c.R << " K=" << c.K;
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-  const auto z = from_bf16(d_z.download());
+  const auto z = from_bf16(dev.z.download());
   std::vector<double> ref, budget;
   reference(c, in, (c.K / 2.0 + 64) * kF32Unit, ref, budget);
   expect_parity(cat("grouped_out_proj_lt T=", c.T, " G=", c.G, " R=", c.R, " K=", c.K, c.fp8 ? " fp8" : " bf16"), z,
