@@ -1,6 +1,8 @@
 // StepPlan (step_plan.h): the layout and the host-side builder.
 #include "cuda/step_plan.h"
 
+#include <cstring>
+
 #include "util/error.h"
 
 namespace dsv4::cuda {
@@ -96,10 +98,17 @@ void StepPlan::upload(cudaStream_t stream) const {
   DSV4_CUDA_CHECK(cudaMemcpyAsync(device_, host_, bytes_, cudaMemcpyHostToDevice, stream));
 }
 
-void StepPlan::upload_from(const StepPlan& source, cudaStream_t stream) const {
+void StepPlan::upload_from(const StepPlan& source, cudaStream_t stream) {
   DSV4_CHECK_MSG(source.bytes_ == bytes_ && source.max_rows_ == max_rows_ && source.max_logits_ == max_logits_,
                  "step plan: a replica of another shape");
   DSV4_CUDA_CHECK(cudaMemcpyAsync(device_, source.host_, bytes_, cudaMemcpyHostToDevice, stream));
+  if (&source != this) {  // the host copy is never a copy's source here, so no transfer reads it
+    std::memcpy(host_, source.host_, bytes_);
+    rows_ = source.rows_;
+    real_rows_ = source.real_rows_;
+    n_logits_ = source.n_logits_;
+    keeps_ = source.keeps_;
+  }
 }
 
 StepRows StepPlan::device_rows() const {

@@ -46,8 +46,9 @@ class StepPlan {
   // The whole plan (fixed size) host -> device on `stream`; capturable in a CUDA graph.
   void upload(cudaStream_t stream) const;
   // `source`'s host plan to this plan's device copy: another rank's replica of the same plan
-  // (expert parallelism); the shapes must match.
-  void upload_from(const StepPlan& source, cudaStream_t stream) const;
+  // (expert parallelism); the shapes must match. The replica's host copy takes the plan too, so
+  // host reads (position()) see the same rows on every rank.
+  void upload_from(const StepPlan& source, cudaStream_t stream);
 
   // Device side.
   StepRows device_rows() const;
