@@ -179,7 +179,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GroupedOutProjLtTest,
                                            GroupedCase{200, 2, 1024, 4096, false},
                                            GroupedCase{97, 3, 96, 384, true},  // tile boundaries inside groups
                                            GroupedCase{70, 2, 64, 256, true},  // one 128-row tile spans both groups
-                                           GroupedCase{65, 2, 128, 512, false}));  // nano
+                                           GroupedCase{65, 2, 128, 512, false},  // nano
+                                           GroupedCase{100, 2, 128, 512, true}));  // nano's FP8 wo_a, GraphDecode's 100-row prompt
 
 }  // namespace
 }  // namespace dsv4::cuda::test

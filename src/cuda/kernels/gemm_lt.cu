@@ -157,6 +157,11 @@ const Plan& plan_for(DeviceState& s, const LtGemmParams& p, int M, int64_t ldx, 
   for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
     DSV4_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align));
+  // Split-K partial sums only in FP32 (the compute type): the in-place and output-type schemes
+  // add the partials in the output's BF16, one more rounding per split that no reference has.
+  const uint32_t reductions = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+  DSV4_CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reductions, sizeof reductions));
   cublasLtMatmulHeuristicResult_t result{};
   int n_results = 0;
   const cublasStatus_t st =
