@@ -45,12 +45,16 @@ const char* const kBackendUsage =
     "  --fp8-expert-prefill on|off  cuda: MXFP4 experts of long prompt chunks (over 16 rows per\n"
     "                        expert: 683 tokens for Flash) on the FP8 tensor cores, the reference's\n"
     "                        arithmetic (1.5x the expert GEMMs at 2K rows); other rows keep the\n"
-    "                        F16 kernels, so a row's bits follow its chunk (default on)\n";
+    "                        F16 kernels, so a row's bits follow its chunk (default on)\n"
+    "  --prefill-attention on|off  cuda: queries of long prompt chunks through the prefill\n"
+    "                        attention kernel (3.6-8.1x the decode kernel on them; default off:\n"
+    "                        decode after such a prompt drifts further from the reference)\n";
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
           "--kv-cache-tokens", "--gpu-memory-utilization", "--pass-rows", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
-          "--comm", "--cpu-experts", "--host-decode", "--fp8-expert-prefill"};
+          "--comm", "--cpu-experts", "--host-decode", "--fp8-expert-prefill",
+          "--prefill-attention"};
 }
 
 BackendOptions backend_options(const Args& args) {
@@ -105,6 +109,10 @@ BackendOptions backend_options(const Args& args) {
   if (auto fp8 = args.get("--fp8-expert-prefill")) {
     if (*fp8 != "on" && *fp8 != "off") fail("--fp8-expert-prefill must be 'on' or 'off', got '", *fp8, "'");
     o.fp8_expert_prefill = *fp8 == "on";
+  }
+  if (auto attn = args.get("--prefill-attention")) {
+    if (*attn != "on" && *attn != "off") fail("--prefill-attention must be 'on' or 'off', got '", *attn, "'");
+    o.prefill_attention = *attn == "on";
   }
   // Any --speculative (generate, chat, serve: K; bench: a list) loads what drafting needs.
   o.draft = args.has("--speculative");

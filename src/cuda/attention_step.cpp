@@ -247,12 +247,14 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   }
 
   // Indexer picks, row lists and sparse attention, kAttentionGroupRows queries at a time, by row
-  // class (row_runs.h): a long prompt chunk's indexer scores run on the tensor cores, its key rows
-  // are expanded to BF16 once and its queries run the prefill attention kernel; every other row
-  // (decode rows, drafts, short chunks) the scalar scores and the decode kernel on the FP8 cache.
+  // class (row_runs.h): a long prompt chunk's indexer scores run on the tensor cores and, with
+  // CudaOptions::prefill_attention, its key rows are expanded to BF16 once and its queries run the
+  // prefill attention kernel; every other row (decode rows, drafts, short chunks) the scalar
+  // scores and the decode kernel on the FP8 cache.
   std::vector<int32_t> traced_topk;
   for (const RowRun& run : row_runs(c.segments, c.T, [](int) { return true; })) {
-    const int entry_row0 = run.prefill ? gather_chunk_keys(c, w, pool, run) : -1;
+    const bool prefill_kernel = run.prefill && c.m.prefill_attention;  // CudaOptions::prefill_attention
+    const int entry_row0 = prefill_kernel ? gather_chunk_keys(c, w, pool, run) : -1;
     for (int g0 = run.first; g0 < run.first + run.n; g0 += kAttentionGroupRows) {
       const int n = std::min(kAttentionGroupRows, run.first + run.n - g0);
       if (csa) {
@@ -283,7 +285,7 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
       ip.n_idx = pool.n_idx;
       ip.entry_row0 = entry_row0;
       launch_attention_indices(ip, c.stream);
-      attend(c, w, pool, g0, n, run.prefill);
+      attend(c, w, pool, g0, n, prefill_kernel);
     }
   }
   if (csa && c.tracing()) {

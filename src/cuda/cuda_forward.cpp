@@ -88,8 +88,8 @@ struct DeviceState {
 ScratchShape scratch_shape(const DeviceModel& m, const KvPoolShape& kv, int logit_rows, const MoeShard& moe) {
   DeviceArena count;
   KvPool sizing(m, kv, count);
-  return {kv.pass_rows,  logit_rows, sizing.max_n_idx(), sizing.max_csa_entries(), sizing.max_entries(),
-          m.mtp.has_value(), moe,   m.tp > 1};
+  return {kv.pass_rows,        logit_rows, sizing.max_n_idx(), sizing.max_csa_entries(), sizing.max_entries(),
+          m.prefill_attention, m.mtp.has_value(), moe,   m.tp > 1};
 }
 
 // A pass's matmul segments (StepContext::segments) grow chunk by chunk: a chunk longer than
@@ -235,6 +235,7 @@ class CudaForward final : public Forward {
     DeviceModel shell;  // sizing needs only the config, the layer specs and the head split
     shell.cfg = cfg;
     shell.tp = opt.tp;
+    shell.prefill_attention = opt.prefill_attention;  // its chunk key rows are step scratch
     shell.layers = layer_shells(w);
     if (opt.draft && !w.mtp.empty()) {
       shell.mtp.emplace();
@@ -292,6 +293,7 @@ class CudaForward final : public Forward {
       rank.model = std::make_unique<DeviceModel>(
           upload_model(cfg, w, opt.progress, opt.draft, synthetic ? &*synthetic : nullptr, rank.shard));
       rank.model->fp8_expert_prefill = opt.fp8_expert_prefill;
+      rank.model->prefill_attention = opt.prefill_attention;
       matmul_reserve();
     }
     checkpoint_has_mtp_ = !w.mtp.empty();

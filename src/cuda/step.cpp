@@ -58,9 +58,11 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   Xh = arena.take<__nv_bfloat16>(L * n * D);
   hh = arena.take<__nv_bfloat16>(L * D);
   if (sh.mtp) mtp_in = arena.take<__nv_bfloat16>(T * n * D);
-  if (sh.rows > kInvariantSliceRows) {  // the window rows a chunk of `rows` sees, then every entry
-    chunk_key_rows = sh.rows + int(c.sliding_window) - 1 + sh.max_entries;
-    chunk_keys = arena.take<__nv_bfloat16>(size_t(chunk_key_rows) * d);
+  if (sh.rows > kInvariantSliceRows) {
+    if (sh.chunk_keys) {  // the window rows a chunk of `rows` sees, then every entry
+      chunk_key_rows = sh.rows + int(c.sliding_window) - 1 + sh.max_entries;
+      chunk_keys = arena.take<__nv_bfloat16>(size_t(chunk_key_rows) * d);
+    }
     wo_a_group = arena.take<__nv_bfloat16>(size_t(c.o_lora_rank) * size_t(c.heads_per_group()) * d);
   }
   if (sh.attn_partial) attn_partial = arena.take<float>(T * D);

@@ -38,6 +38,7 @@ struct ScratchShape {
   int max_n_idx = 0;   // widest attention row list of any layer (KvPool::max_n_idx)
   int max_csa_entries = 0;  // most CSA entries a sequence can reach (KvPool::max_csa_entries)
   int max_entries = 0;      // most compressed entries of any layer a sequence can reach (KvPool::max_entries)
+  bool chunk_keys = false;  // long chunks' BF16 key rows (DeviceModel::prefill_attention)
   bool mtp = false;         // the model has an MTP block on the device (its input streams)
   MoeShard moe;             // this rank's routed experts (expert parallelism; moe_step.h)
   bool attn_partial = false;  // wo_b's output is a tensor-parallel partial sum (DeviceModel::tp)
@@ -53,7 +54,8 @@ struct Scratch {
   __nv_bfloat16 *Xh, *hh;  // the head's gathered streams [logits, n, D] and hidden [logits, D]
   __nv_bfloat16* mtp_in = nullptr;  // [rows, n, D] an MTP pass's input streams (ScratchShape::mtp)
   // [chunk_key_rows, head_dim] a long chunk's key rows as BF16 (kv_gather.cuh), when a pass can
-  // hold a chunk longer than kInvariantSliceRows (attention_step.cpp's prefill class): the window
+  // hold a chunk longer than kInvariantSliceRows (attention_step.cpp's prefill class) and
+  // ScratchShape::chunk_keys is set: the window
   // rows such a chunk sees (rows + W − 1), then every compressed entry a sequence can reach.
   __nv_bfloat16* chunk_keys = nullptr;
   int chunk_key_rows = 0;

@@ -263,6 +263,10 @@ TEST(Backend, RankOptionsAreCheckedByName) {
       {"--backend cuda --pass-rows 0", "--pass-rows"},
       {"--backend cuda --pass-rows 40000", "--pass-rows"},
       {"--backend cuda --gpu-memory -3", "--gpu-memory must be a positive number of GiB, got -3"},
+      {"--fp8-expert-prefill on", "--fp8-expert-prefill is CUDA-only"},
+      {"--backend cuda --fp8-expert-prefill yes", "--fp8-expert-prefill must be 'on' or 'off', got 'yes'"},
+      {"--prefill-attention on", "--prefill-attention is CUDA-only"},
+      {"--backend cuda --prefill-attention fast", "--prefill-attention must be 'on' or 'off', got 'fast'"},
   };
   for (const auto& [options, message] : cases) {
     const RunResult r = run_dsv4("generate -m " + kModel + " -p hi " + options);
