@@ -88,8 +88,8 @@ struct DeviceState {
 ScratchShape scratch_shape(const DeviceModel& m, const KvPoolShape& kv, int logit_rows, const MoeShard& moe) {
   DeviceArena count;
   KvPool sizing(m, kv, count);
-  return {kv.pass_rows,        logit_rows, sizing.max_n_idx(), sizing.max_csa_entries(), sizing.max_entries(),
-          m.prefill_attention, m.mtp.has_value(), moe,   m.tp > 1};
+  return {kv.pass_rows, logit_rows, sizing.max_n_idx(), sizing.max_csa_entries(), sizing.max_entries(),
+          m.prefill_attention, m.mtp.has_value(), moe, m.tp > 1};
 }
 
 // A pass's matmul segments (StepContext::segments) grow chunk by chunk: a chunk longer than

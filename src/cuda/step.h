@@ -55,8 +55,8 @@ struct Scratch {
   __nv_bfloat16* mtp_in = nullptr;  // [rows, n, D] an MTP pass's input streams (ScratchShape::mtp)
   // [chunk_key_rows, head_dim] a long chunk's key rows as BF16 (kv_gather.cuh), when a pass can
   // hold a chunk longer than kInvariantSliceRows (attention_step.cpp's prefill class) and
-  // ScratchShape::chunk_keys is set: the window
-  // rows such a chunk sees (rows + W − 1), then every compressed entry a sequence can reach.
+  // ScratchShape::chunk_keys is set: the window rows such a chunk sees (rows + W − 1), then every
+  // compressed entry a sequence can reach.
   __nv_bfloat16* chunk_keys = nullptr;
   int chunk_key_rows = 0;
   // [o_lora_rank, heads_per_group·head_dim] one group of an FP8 wo_a as BF16, for a long chunk's
