@@ -3,8 +3,8 @@
 // A block serves one query and 64 heads with 8 warps. Warp w owns heads 16·(w % 4) … +15 (the
 // MMA's m) and half h = w / 4, which is a half of each key tile for Q·Kᵀ and a half of the dims
 // for P·V. Per 32-key tile:
-//   1. S = Q·Kᵀ over all dims: each warp its 16 heads × 16 keys (m16n8k16 BF16 MMAs; Q and the
-//      tile in shared memory, read with ldmatrix);
+//   1. S = Q·Kᵀ over all dims: each warp its 16 heads × 16 keys (m16n8k16 BF16 MMAs in four
+//      chains of a quarter of the dims; Q and the tile in shared memory, read with ldmatrix);
 //   2. the FP32 online-softmax update: the row maxima of the two key halves meet in shared memory,
 //      so both warps of a head group hold the same running max; each lane keeps its own partial
 //      row sums, added up once at the end;
@@ -33,6 +33,12 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kBlockHeads = 64;  // 4 head groups of 16
 constexpr int kTileKeys = 32;    // two halves of 16 keys; two k16 steps of P·V
+// Q·Kᵀ chains per logit. An MMA adds its products into the accumulator without rounding to
+// nearest (tests/cuda/sparse_attention.cpp sum_model: ≤ 8u of the chain's sum each), so a chain's
+// error grows with its length: one chain over all 512 dims bounds a logit's error at 4× the
+// decode kernel's, which sums quarters of the dims in four warps. The same split here.
+// (P·V keeps one chain per list: a fresh chain per 16 keys spills at dim 512.)
+constexpr int kQkChains = 4;
 static_assert(kWarps == 2 * (kBlockHeads / 16), "a warp per (head group, half)");
 static_assert(kTileKeys == 32, "one ballot word of valid keys per tile");
 
@@ -113,15 +119,26 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_prefill_kernel(S
     if (t + 1 < n_tiles) stage(t + 1, b ^ 1);
     const uint32_t valid = sm.valid[b];
 
-    // 1. Logits of heads hw+g / hw+g+8 × keys 16·half + 8j + 2c + {0, 1}.
+    // 1. Logits of heads hw+g / hw+g+8 × keys 16·half + 8j + 2c + {0, 1}, in kQkChains MMA chains
+    //    over consecutive quarters of the dims, added in FP32 in order (the decode kernel's four
+    //    warp partials).
     float s[2][4] = {};
-#pragma unroll 8
-    for (int ks = 0; ks < S::kQkSteps; ++ks) {
-      uint32_t a[4], bk[4];
-      ldmatrix_x4(a, &sm.q[hw + lane % 16][16 * ks + 8 * (lane / 16)]);
-      ldmatrix_x4(bk, &sm.kv[b][16 * half + lane % 8 + 8 * (lane / 16)][16 * ks + 8 * (lane / 8 % 2)]);
-      mma_bf16(s[0], a, bk[0], bk[1]);
-      mma_bf16(s[1], a, bk[2], bk[3]);
+#pragma unroll 1
+    for (int part = 0; part < kQkChains; ++part) {
+      float sp[2][4] = {};
+#pragma unroll
+      for (int kk = 0; kk < S::kQkSteps / kQkChains; ++kk) {
+        const int ks = part * (S::kQkSteps / kQkChains) + kk;
+        uint32_t a[4], bk[4];
+        ldmatrix_x4(a, &sm.q[hw + lane % 16][16 * ks + 8 * (lane / 16)]);
+        ldmatrix_x4(bk, &sm.kv[b][16 * half + lane % 8 + 8 * (lane / 16)][16 * ks + 8 * (lane / 8 % 2)]);
+        mma_bf16(sp[0], a, bk[0], bk[1]);
+        mma_bf16(sp[1], a, bk[2], bk[3]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] += sp[j][e];  // the first: 0 + sp, exact
     }
 
     // 2. Online softmax. Lane (g, c) holds heads g and g+8 of its group at 4 keys each.
