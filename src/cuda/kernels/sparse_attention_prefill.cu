@@ -11,7 +11,7 @@
 //   3. p = exp(ℓ − m) as three BF16 terms hi + mid + lo (FP32 accuracy, as the decode kernel),
 //      written to shared memory;
 //   4. O = alpha·O + (P_hi + P_mid + P_lo)·V over the warp's half of the dims (128 FP32
-//      accumulators per lane at dim 512).
+//      accumulators per lane at dim 512), the tile's products summed apart and added in FP32.
 // The next tile's rows load with cp.async during steps 1–4 (two buffers). List entries are read in
 // order, 32 per tile, masked entries included (their rows are zeros and their logits −inf), so the
 // list needs no compaction: attention_indices.cuh writes the valid entries as a prefix anyway.
@@ -37,8 +37,14 @@ constexpr int kTileKeys = 32;    // two halves of 16 keys; two k16 steps of P·V
 // nearest (tests/cuda/sparse_attention.cpp sum_model: ≤ 8u of the chain's sum each), so a chain's
 // error grows with its length: one chain over all 512 dims bounds a logit's error at 4× the
 // decode kernel's, which sums quarters of the dims in four warps. The same split here.
-// (P·V keeps one chain per list: a fresh chain per 16 keys spills at dim 512.)
 constexpr int kQkChains = 4;
+// P·V for the same reason: one chain over the whole list bounds an output's error at 8× the
+// decode kernel's (which splits the list over 8 blocks), and it rounded off the exact BF16 3–4×
+// as often at dim 512 (H100, 2026-12-05). So each tile's products are summed in fresh chains of 6
+// MMAs that join O in FP32, kPvChunk n8 tiles at a time: chains for the warp's whole half of the
+// dims would need 128 more registers than a thread has. (CMakeLists.txt: ptxas -O1 keeps them
+// from spilling.)
+constexpr int kPvChunk = 8;
 static_assert(kWarps == 2 * (kBlockHeads / 16), "a warp per (head group, half)");
 static_assert(kTileKeys == 32, "one ballot word of valid keys per tile");
 
@@ -50,7 +56,7 @@ struct Shape {
   static constexpr int kQkSteps = D / 16;    // k16 steps of Q·Kᵀ
   static constexpr int kPvTiles = kHalf / 8;  // n8 tiles of P·V per warp
   static constexpr int kRowChunks = D * 2 / 16;  // 16-byte pieces per BF16 row
-  static_assert(kPvTiles % 2 == 0 && kNope % 8 == 0, "n8 tile pairs; RoPE pairs never straddle a tile");
+  static_assert(kPvTiles % kPvChunk == 0 && kNope % 8 == 0, "n8 tile pairs; RoPE pairs never straddle a tile");
 };
 
 template <int D>
@@ -189,26 +195,34 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_prefill_kernel(S
       }
     __syncthreads();  // both halves' P
 
-    // 4. O = alpha·O + P·V over dims half·D/2 … of the tile's 32 keys.
+    // 4. O = alpha·O + P·V over dims half·D/2 … of the tile's 32 keys: each chunk of kPvChunk n8
+    //    tiles sums the tile's 6 MMAs in fresh chains, which join O in one FP32 FMA each.
+    uint32_t pf[kTileKeys / 16][3][4];  // P's terms for both k16 steps
 #pragma unroll
-    for (int j = 0; j < S::kPvTiles; ++j)
-      acc[j][0] *= alpha[0], acc[j][1] *= alpha[0], acc[j][2] *= alpha[1], acc[j][3] *= alpha[1];
-#pragma unroll
-    for (int ks = 0; ks < kTileKeys / 16; ++ks) {
-      uint32_t pf[3][4];
+    for (int ks = 0; ks < kTileKeys / 16; ++ks)
 #pragma unroll
       for (int term = 0; term < 3; ++term)
-        ldmatrix_x4(pf[term], &sm.p_terms[term][hw + lane % 16][16 * ks + 8 * (lane / 16)]);
+        ldmatrix_x4(pf[ks][term], &sm.p_terms[term][hw + lane % 16][16 * ks + 8 * (lane / 16)]);
 #pragma unroll
-      for (int j = 0; j < S::kPvTiles; j += 2) {
-        uint32_t v[4];  // keys of step ks × dims of tiles j, j+1
-        ldmatrix_x4_trans(v, &sm.kv[b][16 * ks + lane % 8 + 8 * (lane / 8 % 2)][half * S::kHalf + 8 * j + 8 * (lane / 16)]);
+    for (int j0 = 0; j0 < S::kPvTiles; j0 += kPvChunk) {
+      float part[kPvChunk][4] = {};
 #pragma unroll
-        for (int term = 0; term < 3; ++term) {
-          mma_bf16(acc[j], pf[term], v[0], v[1]);
-          mma_bf16(acc[j + 1], pf[term], v[2], v[3]);
+      for (int j = 0; j < kPvChunk; j += 2)
+#pragma unroll
+        for (int ks = 0; ks < kTileKeys / 16; ++ks) {
+          uint32_t v[4];  // keys of step ks × dims of tiles j0+j, j0+j+1
+          ldmatrix_x4_trans(v, &sm.kv[b][16 * ks + lane % 8 + 8 * (lane / 8 % 2)]
+                                     [half * S::kHalf + 8 * (j0 + j) + 8 * (lane / 16)]);
+#pragma unroll
+          for (int term = 0; term < 3; ++term) {
+            mma_bf16(part[j], pf[ks][term], v[0], v[1]);
+            mma_bf16(part[j + 1], pf[ks][term], v[2], v[3]);
+          }
         }
-      }
+#pragma unroll
+      for (int j = 0; j < kPvChunk; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[j0 + j][e] = fmaf(acc[j0 + j][e], alpha[e / 2], part[j][e]);
     }
   }
 
