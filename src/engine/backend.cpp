@@ -45,7 +45,7 @@ void check_backend(const BackendOptions& o) {
            "memory already");
     if (o.fp8_expert_prefill.value_or(false))
       fail("--fp8-expert-prefill is CUDA-only: the cpu backend sums its experts in FP32");
-    if (o.prefill_attention) fail("--prefill-attention is CUDA-only: the cpu backend has one attention");
+    if (o.prefill_attention.value_or(false)) fail("--prefill-attention is CUDA-only: the cpu backend has one attention");
     if (o.pass_rows > 0) fail("--pass-rows is CUDA-only: the cpu backend computes a chunk's rows in one go");
     if (o.synthetic_seed)
       fail("--synthetic-weights is CUDA-only: the cpu backend computes from the checkpoint's files "
@@ -128,7 +128,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.host_threads = o.n_threads;
   cuda.host_decode_gpu = o.host_decode_gpu;
   if (o.fp8_expert_prefill) cuda.fp8_expert_prefill = *o.fp8_expert_prefill;
-  cuda.prefill_attention = o.prefill_attention;
+  if (o.prefill_attention) cuda.prefill_attention = *o.prefill_attention;
   cuda.gpu_memory_limit = size_t(o.gpu_memory_bytes);
   cuda.comm = o.comm == BackendOptions::Comm::kNccl       ? CudaOptions::Comm::kNccl
               : o.comm == BackendOptions::Comm::kLoopback ? CudaOptions::Comm::kLoopback

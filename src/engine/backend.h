@@ -60,8 +60,9 @@ struct BackendOptions {
   // cuda: MXFP4 experts of long prompt chunks on the FP8 tensor cores (CudaOptions::fp8_expert_prefill);
   // unset: the cuda default (on).
   std::optional<bool> fp8_expert_prefill;
-  // cuda: long prompt chunks' queries through the prefill attention kernel (CudaOptions::prefill_attention).
-  bool prefill_attention = false;
+  // cuda: long prompt chunks' queries through the prefill attention kernel (CudaOptions::prefill_attention);
+  // unset: the cuda default (on).
+  std::optional<bool> prefill_attention;
 };
 
 // Error when this build cannot run `o` at all: numerics exact on cuda, or cuda in a build without

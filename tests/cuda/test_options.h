@@ -16,9 +16,9 @@ inline CudaOptions cuda_test_options() {
   o.ctx_size = 8192;              // every test sequence fits; keeps HCA row lists and scratch small
   o.max_sequences = 128;
   o.kv_cache_tokens = 256 * 1024;
-  // DSV4_TEST_PREFILL_ATTENTION=1: the suite with long chunks' queries on the prefill attention
-  // kernel (CudaOptions::prefill_attention, off by default until it passes this way).
-  if (const char* e = std::getenv("DSV4_TEST_PREFILL_ATTENTION")) o.prefill_attention = std::string_view(e) == "1";
+  // DSV4_TEST_PREFILL_ATTENTION=0: the suite with long chunks' queries on the decode attention
+  // kernel (CudaOptions::prefill_attention, on by default), to tell the two apart.
+  if (const char* e = std::getenv("DSV4_TEST_PREFILL_ATTENTION")) o.prefill_attention = std::string_view(e) != "0";
   return o;
 }
 
