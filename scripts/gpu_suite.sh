@@ -92,12 +92,15 @@ step tests "$out/tests.txt" 500 "$bin/test_cuda" --gtest_color=no
 # the model-level ones on shortened work (DSV4_CUDA_FORWARD_T: 140 tokens still cross the HCA
 # window closing at 127 and dozens of CSA windows). ExpertParallel is left out: its NCCL loopback
 # ranks did not finish in 380 s under memcheck (2026-12-04); its kernels are the single-rank ones.
+# The one-rank NCCL tests are left out too: NCCL's communicator set-up probes for kernel images
+# (ncclInitKernelsForDevice), and memcheck counts each cudaErrorNoKernelImageForDevice it gets as
+# an error (16 on an H100, 2026-12-05), which would hide a real one behind rc=99 every run.
 # racecheck: shared-memory hazards in the op tests (the forward runs the same kernels; the
 # sampler's many-draw distribution tests take over 5 minutes under racecheck, its other tests run
 # the same kernel).
 model_tests='*Forward*:CudaNvfp4Dense.*:BatchedRuntime.*:HostTier.*:CudaSpeculative.*:CudaSyntheticWeights.*'
 memcheck=(compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 "$bin/test_cuda" --gtest_color=no)
-step memcheck "$out/memcheck.txt" 400 "${memcheck[@]}" --gtest_filter="-$model_tests:ExpertParallel.*"
+step memcheck "$out/memcheck.txt" 400 "${memcheck[@]}" --gtest_filter="-$model_tests:ExpertParallel.*:CollectiveTest.Nccl*"
 step memcheck_fwd "$out/memcheck_fwd.txt" 500 env DSV4_CUDA_FORWARD_T=140 "${memcheck[@]}" --gtest_filter="$model_tests"
 step racecheck "$out/racecheck.txt" 400 \
   compute-sanitizer --tool racecheck --error-exitcode 99 "$bin/test_cuda" --gtest_color=no \
