@@ -56,7 +56,8 @@ struct Shape {
   static constexpr int kQkSteps = D / 16;    // k16 steps of Q·Kᵀ
   static constexpr int kPvTiles = kHalf / 8;  // n8 tiles of P·V per warp
   static constexpr int kRowChunks = D * 2 / 16;  // 16-byte pieces per BF16 row
-  static_assert(kPvTiles % kPvChunk == 0 && kNope % 8 == 0, "n8 tile pairs; RoPE pairs never straddle a tile");
+  static_assert(kPvTiles % kPvChunk == 0 && kPvChunk % 2 == 0 && kNope % 8 == 0,
+                "whole chunks of n8 tile pairs; RoPE pairs never straddle a tile");
 };
 
 template <int D>
