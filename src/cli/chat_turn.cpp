@@ -130,7 +130,8 @@ GenerationResult generate_reporting(Forward& forward, SequenceState& seq, const 
                                     const GenerationOptions& options, GenerationCallbacks callbacks) {
   const std::span<const int32_t> held = prompt.first(prompt.size() - n_fresh), fresh = prompt.last(n_fresh);
   std::optional<ProgressLine> progress;
-  if (int64_t(fresh.size()) > options.prefill_chunk) progress.emplace("prefill", int64_t(fresh.size()));
+  const int64_t chunk = prefill_chunk(options, forward);
+  if (int64_t(fresh.size()) > chunk) progress.emplace("prefill", int64_t(fresh.size()));
   callbacks.on_prefill = [&](int64_t done, int64_t) {
     if (progress) progress->update(done);
   };
@@ -148,7 +149,7 @@ GenerationResult generate_reporting(Forward& forward, SequenceState& seq, const 
     if (std::string_view(e.what()).find("logits") == std::string_view::npos) throw;
     std::vector<int32_t> fed(prompt.begin(), prompt.end());
     fed.insert(fed.end(), sampled.begin(), sampled.end());
-    fail_with_nonfinite_origin(e.what(), forward, fed, options.prefill_chunk);
+    fail_with_nonfinite_origin(e.what(), forward, fed, chunk);
   }
 }
 

@@ -143,7 +143,6 @@ SchedulerDecode scheduler_decode(Forward& f, const std::vector<std::vector<int32
                                  int k) {
   SchedulerOptions o;
   o.max_running = int64_t(prompts.size());
-  o.max_step_tokens = 4096;
   o.speculative = k;
   Scheduler s(f, o);
   SchedulerDecode r;

@@ -43,7 +43,8 @@ constexpr const char* kUsage =
     "  --api-key K           require \"Authorization: Bearer K\" on /v1 (default: $DSV4_API_KEY, else none)\n"
     "  --served-model-name N the model name requests must give (default: the folder's name)\n"
     "  --max-running N       sequences decoded together in one step (default 64)\n"
-    "  --max-step-tokens N   tokens in one forward step, decode rows + prefill chunks (default 2048)\n"
+    "  --max-step-tokens N   tokens in one forward step, decode rows + prefill chunks (default:\n"
+    "                        cuda's --pass-rows, 8192; cpu 2048)\n"
     "  --max-waiting N       queued requests beyond which new ones get 429 (default 4096)\n"
     "  --speculative K       draft K tokens per step with the model's MTP block (0-3, default 0)\n"
     "  --max-tokens N        output limit for requests that set none (default 2048; capped by the context)\n"
@@ -194,7 +195,8 @@ int run_serve(const std::vector<std::string>& raw_argv) {
 
   SchedulerOptions scheduler_options;
   scheduler_options.max_running = positive(args, "--max-running", scheduler_options.max_running);
-  scheduler_options.max_step_tokens = positive(args, "--max-step-tokens", scheduler_options.max_step_tokens);
+  if (args.has("--max-step-tokens"))  // else the backend's pass (SchedulerOptions)
+    scheduler_options.max_step_tokens = positive(args, "--max-step-tokens", kDefaultStepTokens);
   scheduler_options.max_waiting = positive(args, "--max-waiting", scheduler_options.max_waiting);
   scheduler_options.speculative = int(args.get_int("--speculative", 0, 0, kMaxSpeculative));
 

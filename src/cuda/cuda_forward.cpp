@@ -385,6 +385,7 @@ class CudaForward final : public Forward {
 
   const ModelConfig& config() const override { return model_->cfg; }
   bool samples_on_device() const override { return true; }
+  int64_t pass_rows() const override { return opt_.max_pass_rows; }
 
   HostTierInfo host_tier() const override {
     if (!host_) return {};

@@ -10,12 +10,18 @@
 
 namespace dsv4 {
 
+int64_t prefill_chunk(const GenerationOptions& options, const Forward& forward) {
+  if (options.prefill_chunk < 0) fail("prefill chunk must be >= 1 (0: the backend's pass), got ", options.prefill_chunk);
+  if (options.prefill_chunk > 0) return options.prefill_chunk;
+  return forward.pass_rows() > 0 ? forward.pass_rows() : kDefaultPrefillChunk;
+}
+
 GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer& tokenizer,
                           std::span<const int32_t> prompt, const GenerationOptions& options,
                           const GenerationCallbacks& callbacks, std::span<const int32_t> held) {
   validate(options.sampling);
   if (options.max_tokens < 0) fail("max tokens must be >= 0, got ", options.max_tokens);
-  if (options.prefill_chunk < 1) fail("prefill chunk must be >= 1, got ", options.prefill_chunk);
+  const int64_t chunk = prefill_chunk(options, forward);
   if (prompt.empty()) fail("the prompt is empty: there is nothing to continue from");
   if (int64_t(held.size()) != seq.position())
     fail("generate: the sequence holds ", seq.position(), " tokens but ", held.size(),
@@ -53,7 +59,7 @@ GenerationResult generate(Forward& forward, SequenceState& seq, const Tokenizer&
 
   SchedulerOptions so;
   so.max_running = 1;
-  so.max_step_tokens = options.prefill_chunk;
+  so.max_step_tokens = chunk;
   so.speculative = options.speculative;
   Scheduler scheduler(forward, so);
   scheduler.submit(std::move(r));

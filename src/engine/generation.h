@@ -20,8 +20,9 @@ namespace dsv4 {
 // Why the reference CLI's 300 is not the default: thinking mode spends hundreds of tokens on
 // reasoning before the answer starts.
 inline constexpr int64_t kDefaultMaxTokens = 2048;
-// Prompt tokens per forward call during prefill: the granularity of progress reports. The
-// backends give the same result for any chunking (SequenceState semantics, design.md).
+// Prompt tokens per forward call during prefill on a backend without a pass size of its own (the
+// CPU backend): the granularity of progress reports. The backends give the same result for any
+// chunking (SequenceState semantics, design.md).
 inline constexpr int64_t kDefaultPrefillChunk = 256;
 
 struct GenerationOptions {
@@ -29,12 +30,17 @@ struct GenerationOptions {
   SamplingParams sampling;
   std::vector<std::string> stop_strings;   // output ends before the first occurrence
   std::vector<int32_t> stop_ids;           // besides the model's EOS (config.eos_token_id)
-  int64_t prefill_chunk = kDefaultPrefillChunk;
+  // Prompt tokens per forward call; 0: the backend's pass (Forward::pass_rows(), 8,192 rows on
+  // CUDA), else kDefaultPrefillChunk. prefill_chunk() resolves it.
+  int64_t prefill_chunk = 0;
   // Tokens drafted with the model's MTP block and verified per step (SchedulerOptions::speculative;
   // 0: off).
   int speculative = 0;
 };
 
+
+// The prompt tokens per forward call that `options` asks of `forward` (resolves 0).
+int64_t prefill_chunk(const GenerationOptions& options, const Forward& forward);
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // sampled ids, without the EOS/stop id that ended the output

@@ -78,7 +78,10 @@ struct Scheduler::Active {
 Scheduler::Scheduler(Forward& forward, const SchedulerOptions& options)
     : forward_(forward), options_(options) {
   if (options.max_running < 1) fail("scheduler: max running sequences must be >= 1, got ", options.max_running);
-  if (options.max_step_tokens < 1) fail("scheduler: tokens per step must be >= 1, got ", options.max_step_tokens);
+  if (options.max_step_tokens < 0)
+    fail("scheduler: tokens per step must be >= 1 (0: the backend's pass), got ", options.max_step_tokens);
+  if (options_.max_step_tokens == 0)
+    options_.max_step_tokens = forward.pass_rows() > 0 ? forward.pass_rows() : kDefaultStepTokens;
   if (options.max_waiting < 0) fail("scheduler: the waiting limit must be >= 0, got ", options.max_waiting);
   if (options.speculative < 0 || options.speculative > kMaxSpeculative)
     fail("speculative decoding: drafted tokens per step must be in [0, ", kMaxSpeculative, "], got ",

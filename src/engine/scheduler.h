@@ -88,9 +88,14 @@ struct Request {
   std::function<void(int64_t done, int64_t total)> on_prefill;  // after each prefill chunk
 };
 
+// Rows of one step on a backend without a pass size of its own (the CPU backend).
+inline constexpr int64_t kDefaultStepTokens = 2048;
+
 struct SchedulerOptions {
   int64_t max_running = 64;       // sequences decoded in one step at most
-  int64_t max_step_tokens = 2048; // rows of one forward step (decode rows + prefill chunk tokens)
+  // Rows of one forward step (decode rows + prefill chunk tokens); 0: the backend's pass
+  // (Forward::pass_rows()), else kDefaultStepTokens.
+  int64_t max_step_tokens = 0;
   int64_t max_waiting = 4096;     // submit() refuses beyond this many waiting requests
   // Tokens each decoding sequence drafts with the model's MTP block and verifies per step,
   // 0 … kMaxSpeculative (0: off). Needs Forward::can_draft(). Greedy output is unchanged (bit for

@@ -156,6 +156,11 @@ class Forward {
   virtual void rollback(SequenceState& seq, int64_t n_tokens);
 
   virtual HostTierInfo host_tier() const { return {}; }
+
+  // Rows the backend runs in one pass over the model (the CUDA backend's --pass-rows), or 0 when
+  // it has no such unit (the CPU backend computes a chunk's rows in one go). A step of more rows
+  // runs as several passes; prompt chunks filled up to it give the expert GEMMs the most rows.
+  virtual int64_t pass_rows() const { return 0; }
 };
 
 }  // namespace dsv4

@@ -67,6 +67,7 @@ class ScriptedForward : public Forward {
   }
   bool reserve(SequenceState&, int64_t) override { return true; }
   bool samples_on_device() const override { return device_; }
+  int64_t pass_rows() const override { return pass; }
   void forward(std::span<ForwardItem> batch, const TraceHook*) override {
     for (ForwardItem& item : batch) {
       auto* seq = static_cast<FakeSequence*>(item.seq);
@@ -92,6 +93,7 @@ class ScriptedForward : public Forward {
     bool sampled = false;       // the device sampled
   };
   std::vector<Call> calls;
+  int64_t pass = 0;  // what pass_rows() says
   static constexpr int32_t kOtherId = 257;  // <x>
 
  private:
@@ -164,6 +166,29 @@ TEST(Generation, GreedyFollowsTheScriptAndStopsOnEos) {
   fed.insert(fed.end(), r.tokens.begin(), r.tokens.end());
   EXPECT_EQ(r.fed, fed);
   EXPECT_EQ(static_cast<FakeSequence&>(*seq).tokens, fed);
+}
+
+// prefill_chunk 0 takes the backend's pass (Forward::pass_rows()), else kDefaultPrefillChunk; a
+// chunk that is given wins; a negative one is an error.
+TEST(Generation, PrefillChunksDefaultToTheBackendsPass) {
+  const Tokenizer tok = byte_tokenizer();
+  const std::vector<int32_t> prompt = bytes("0123456789");
+  auto prefill_calls = [&](int64_t pass, int64_t chunk) {
+    ScriptedForward fwd("ab", static_cast<int64_t>(prompt.size()));
+    fwd.pass = pass;
+    auto seq = fwd.new_sequence(64);
+    GenerationOptions opt = greedy();
+    opt.prefill_chunk = chunk;
+    generate(fwd, *seq, tok, prompt, opt, {});
+    std::vector<int64_t> n;
+    for (const auto& c : fwd.calls)
+      if (c.start < static_cast<int64_t>(prompt.size())) n.push_back(c.n);
+    return n;
+  };
+  EXPECT_EQ(prefill_calls(3, 0), (std::vector<int64_t>{3, 3, 3, 1}));
+  EXPECT_EQ(prefill_calls(0, 0), (std::vector<int64_t>{10}));  // kDefaultPrefillChunk = 256
+  EXPECT_EQ(prefill_calls(3, 4), (std::vector<int64_t>{4, 4, 2}));
+  EXPECT_THROW(prefill_calls(3, -1), Error);
 }
 
 TEST(Generation, MaxTokensStopIdAndStopStrings) {

@@ -56,7 +56,9 @@ class FakeForward : public test::PooledForward<FakeSeq> {
     if (eos_after > 0 && int64_t(ids.size()) >= eos_after) return kEos;
     return 2 + int32_t(h % uint64_t(kVocab - 2));
   }
+  int64_t pass_rows() const override { return pass; }
   std::vector<int64_t> step_rows;
+  int64_t pass = 0;  // what pass_rows() says
   int64_t mixed_steps = 0;
   int64_t eos_after = 0;  // > 0: EOS once a sequence holds this many ids
   std::function<void()> during_forward;  // runs at the start of every forward (mid-step)
@@ -130,6 +132,27 @@ TEST(Scheduler, ManyRequestsEqualTheirSoloRunsAndGiveEveryBlockBack) {
   EXPECT_EQ(kv.free_sequences, kv.max_sequences);
   EXPECT_EQ(s.stats().running, 0);
   EXPECT_EQ(s.stats().waiting, 0);
+}
+
+// max_step_tokens 0 (the default): steps fill to the backend's pass, else to kDefaultStepTokens.
+TEST(Scheduler, StepsFillTheBackendsPassByDefault) {
+  std::mt19937_64 rng(test::seed_for_this_test());
+  for (const int64_t pass : {int64_t(0), int64_t(24)}) {
+    FakeForward f(4, 1 << 12, 4, 1 << 14);
+    f.pass = pass;
+    Scheduler s(f, {});
+    Collected c;
+    s.submit(greedy_request(random_prompt(rng, 5000), 2, &c));
+    s.run_until_idle();
+    ASSERT_TRUE(c.finished);
+    const int64_t want = pass > 0 ? pass : kDefaultStepTokens;
+    EXPECT_EQ(*std::max_element(f.step_rows.begin(), f.step_rows.end()), want) << "pass " << pass;
+    EXPECT_EQ(f.step_rows.front(), want) << "pass " << pass;
+  }
+  FakeForward f(4, 64, 4, 512);
+  SchedulerOptions bad;
+  bad.max_step_tokens = -1;
+  EXPECT_THROW(Scheduler(f, bad), Error);
 }
 
 TEST(Scheduler, AdmissionRespectsSlotsAndRunningLimit) {
