@@ -6,13 +6,14 @@
 # so it ranks kernels; `dsv4 bench` gives the step time.
 #
 # With PROMPT=P PASS=N it times one prefill pass instead: the process's N-th eager pass
-# (DSV4_PROFILE_PASS, ncu --profile-from-start off). The bench's 16-token warm-up is pass 1 and
-# passes hold 2,048 rows by default, so PROMPT=8192 PASS=5 is the last quarter of an 8K prefill,
-# its attention reading the 6K rows before it.
+# (DSV4_PROFILE_PASS, ncu --profile-from-start off). The bench warms up with a prompt of the same
+# length, and passes hold 8,192 rows by default (--pass-rows), so PROMPT=8192 PASS=2 is the timed
+# 8K prefill; with BENCH_ARGS="--pass-rows 2048", PASS=8 is its last quarter, its attention
+# reading the 6K rows before it.
 #
 # Usage (repo root, GPU host, after gpu_suite.sh built build-gpu/):
 #   [BENCH_ARGS="--synthetic-weights 1"] scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR [BATCHES=1,64] [CTX=128]
-#   [BENCH_ARGS=...] PROMPT=8192 PASS=5 scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR
+#   [BENCH_ARGS=...] PROMPT=8192 PASS=2 scripts/gpu_kernel_profile.sh OUT_DIR MODEL_DIR
 # BENCH_ARGS go to `dsv4 bench` as they are: "--synthetic-weights 1" for a header-only skeleton
 # (`dsv4 make-skeleton`).
 set -uo pipefail
