@@ -22,7 +22,7 @@ const char* const kBackendUsage =
     "                        cuda what --gpu-memory-utilization leaves after the weights)\n"
     "  --gpu-memory-utilization F  cuda: share of the device memory to use, in (0, 1] (default 0.9)\n"
     "  --pass-rows N         cuda: rows of one forward pass, prefill chunks and decode rows together\n"
-    "                        (default 2048; vLLM's --max-num-batched-tokens); the step buffers\n"
+    "                        (default 8192; vLLM's --max-num-batched-tokens); the step buffers\n"
     "                        grow with it, and longer passes run the expert GEMMs faster\n"
     "  --gpu-memory GIB      cuda: use at most this many GiB of the device (plan as a smaller card)\n"
     "  --cpu-experts N|auto  cuda, one GPU: keep N routed experts of every layer (the highest ids)\n"

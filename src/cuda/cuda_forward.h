@@ -22,7 +22,11 @@ struct CudaOptions {
   // A cap on the device memory dsv4 may hold, in bytes (0: none): to plan as a smaller card would,
   // e.g. an H100's 80 GB on an H200.
   size_t gpu_memory_limit = 0;
-  int max_pass_rows = 2048;  // rows of one pass over the model (prefill chunks + decode rows)
+  // Rows of one pass over the model (prefill chunks + decode rows). More rows per pass give each
+  // routed expert more rows per GEMM: a 16K prompt on the 6-layer Flash stack prefilled in 0.540 s
+  // with 2,048, 0.405 s with 8,192 (H100, bench/results/2026-12-05-h100-pass-rows.md), for 2.8 GB
+  // more step buffers. 8,192 is also SGLang's chunked prefill on 80-160 GB cards.
+  int max_pass_rows = 8192;
   // Upload the MTP block (§10) so that the forward can draft (speculative decoding); without it
   // can_draft() is false and the block takes no GPU memory.
   bool draft = false;
