@@ -23,8 +23,8 @@ struct CudaOptions {
   // e.g. an H100's 80 GB on an H200.
   size_t gpu_memory_limit = 0;
   // Rows of one pass over the model (prefill chunks + decode rows). More rows per pass give each
-  // routed expert more rows per GEMM: a 16K prompt on the 6-layer Flash stack prefilled in 0.540 s
-  // with 2,048, 0.405 s with 8,192 (H100, bench/results/2026-12-05-h100-pass-rows.md), for 2.8 GB
+  // routed expert more rows per GEMM: an 8K prompt on the 6-layer Flash stack prefilled in 0.204 s
+  // with 2,048, 0.144 s with 8,192 (H100, bench/results/2026-12-05-h100-pass-rows.md), for 2.8 GiB
   // more step buffers. 8,192 is also SGLang's chunked prefill on 80-160 GB cards.
   int max_pass_rows = 8192;
   // Upload the MTP block (§10) so that the forward can draft (speculative decoding); without it
