@@ -8,11 +8,12 @@
 //
 // Same arithmetic as the decode kernel: BF16 MMAs on exact BF16 keys, FP32 online softmax, P split
 // into three BF16 terms, o rounded to BF16 and then rotated back (§4.4). The sums run in another
-// order (one pass over the list in 32-key tiles instead of 8 interleaved slices), so the two agree to
-// rounding, not bit for bit; their MMA chains are no longer than the decode kernel's, so this one
-// rounds off the exact result no more often (tests/cuda/sparse_attention.cpp counts it). The forward gives each row class one kernel (a long prefill chunk's
-// rows this one, every other row the decode kernel), so a row's bits do not depend on the rest of
-// the step; within this kernel a query's output depends only on its own list and rows.
+// order (one pass over the list in 32-key tiles instead of 8 interleaved slices), so the two
+// agree to rounding, not bit for bit; their MMA chains are no longer than the decode kernel's, so
+// this one rounds off the exact result no more often (tests/cuda/sparse_attention.cpp counts it).
+// The forward gives each row class one kernel (a long prefill chunk's rows this one, every other
+// row the decode kernel), so a row's bits do not depend on the rest of the step; within this
+// kernel a query's output depends only on its own list and rows.
 #pragma once
 
 #include <cuda_runtime_api.h>
