@@ -12,6 +12,7 @@
 #include "cuda/kernels/gemv_fp8.cuh"
 #include "cuda/kernels/skinny_gemm.cuh"
 #include "cuda/matmul.h"
+#include "fp8_accumulator_model.h"
 #include "model/quant.h"
 #include "op_parity.h"
 #include "util/float_formats.h"
@@ -170,7 +171,7 @@ constexpr double kU = kF32Unit;
 //  * Skinny BF16: K/16 HMMAs per element → K/2·u, plus the split adds: γ = (K/2 + 64)·u.
 //  * cuBLASLt FP8 (wgmma): Hopper's FP8 tensor-core sums keep 13 fraction bits (the e8m13
 //    accumulator: Khattak & Mikaitis, "Accurate models of NVIDIA tensor cores", 2025; DeepSeek-V3
-//    report §3.3.2), so this path has its own per-element bound, lt_fp8_block_error below, not a
+//    report §3.3.2), so this path has its own per-element bound, fp8_accumulator_model.h's, not a
 //    γ·S term. The block scales differ per 128 columns, so cuBLASLt must leave the tensor core at
 //    least once per 128-wide block: the FP32 part is the scaled block sums' adds, (n_kb + 2)·u.
 //    (Until 2026-12-04 this was a calibrated γ = 2^-10; it failed once at 1.10× on an H200.)
@@ -182,36 +183,6 @@ double gamma_for(bool fp8, MatmulPath path, int K) {
   return fp8 ? (n_kb + 2) * kU : (K / 2.0 + 64) * kU;
 }
 
-// The FP8 tensor-core part of the cuBLASLt bound, for one output element (w, x: its dequantised
-// weight and activation rows; the power-of-two block scales move no bits). Per 128-wide block
-// the sum starts at zero and takes four k32 steps (in K order). A step aligns its 32 exact
-// products and the running sum C to the largest exponent E among them and truncates each to 13
-// fraction bits: each of the 33 addends loses < 2^(E-13), 2^E ≤ max(|C|, max|p|) < 2^(E+1);
-// normalising the result truncates once more, < 2^-13·(|C| + Σ|p|). |C| is bounded by the exact
-// partial sum plus the block's error so far. On data drawn like this test's (a host simulation,
-// 300 rows per K = 128, 256, 4096, 2026-12-04) the bound came to 1.1–10× (median 3.1×) the old
-// calibrated 2^-10·Σ|p|, a median 1–1.6 % of |y|.
-double lt_fp8_block_error(const float* w, const float* x, int K) {
-  double total = 0;
-  for (int k0 = 0; k0 < K; k0 += 128) {
-    double c = 0, err = 0;  // the block's exact running sum and its error bound so far
-    for (int s0 = k0; s0 < k0 + 128; s0 += 32) {
-      double step = 0, step_abs = 0, p_max = 0;
-      for (int k = s0; k < s0 + 32; ++k) {
-        const double p = double(w[k]) * x[k];
-        step += p;
-        step_abs += std::fabs(p);
-        p_max = std::max(p_max, std::fabs(p));
-      }
-      const double c_abs = std::fabs(c) + err, m = std::max(c_abs, p_max);
-      const double ulp = m > 0 ? std::ldexp(1.0, std::ilogb(m) - 13) : 0.0;
-      err += 33 * ulp + 0x1p-13 * (c_abs + step_abs);
-      c += step;
-    }
-    total += err;
-  }
-  return total;
-}
 
 struct Shape {
   const char* name;
@@ -298,12 +269,13 @@ TEST_P(MatmulTest, MatchesDequantisedProductAndIsRowInvariant) {
     double s = 0, sa = 0;
     const float* wr = h.wd.data() + size_t(n) * c.K;
     const float* xr = h.xd.data() + size_t(m) * c.K;
+    std::vector<double> p(size_t(c.K));
     for (int k = 0; k < c.K; ++k) {
-      const double p = double(wr[k]) * xr[k];
-      s += p;
-      sa += std::fabs(p);
+      p[size_t(k)] = double(wr[k]) * xr[k];
+      s += p[size_t(k)];
+      sa += std::fabs(p[size_t(k)]);
     }
-    const double tc = lt_fp8 ? lt_fp8_block_error(wr, xr, c.K) : 0.0;
+    const double tc = lt_fp8 ? fp8_group_sum_error(p.data(), c.K) : 0.0;
     *budget = (gamma * sa + tc) * (1 + kBf16HalfUlp) + (c.out_bf16 ? kBf16HalfUlp * std::fabs(s) : 0) + 1e-30;
     return s;
   };

@@ -13,6 +13,7 @@
 #include "cuda/device_buffer.h"
 #include "cuda/kernels/gemv_mxfp4.cuh"
 #include "model/quant.h"
+#include "util/float_formats.h"
 #include "util/error.h"
 
 namespace dsv4::cuda::test {
@@ -31,25 +32,12 @@ inline void fill_random(std::vector<uint8_t>& v, uint64_t seed) {
   for (; i < v.size(); ++i) v[i] = uint8_t(i * 131 + seed);
 }
 
-// The FP8 tensor-core part of the grouped MXFP4 kernel's error (moe_grouped_wgmma.cuh) for one
-// output element, from its K exact products p (dequantised weight × activation; the power-of-two
-// scales move no bits). Each 32-wide block is one wgmma k32 step from zero: Hopper's FP8 sum
-// aligns the 32 products to the largest exponent E (2^E <= max|p| < 2^(E+1)) and truncates each
-// to 13 fraction bits (< 2^(E-13) each), then truncates the normalised result once more
-// (< 2^-13·Σ|p|): the e8m13 model of tests/cuda/matmul.cpp's lt_fp8_block_error, with no running
-// sum carried into the step.
-inline double fp8_block_sum_error(const double* p, int K) {
-  constexpr int kBlock = 32;
-  double total = 0;
-  for (int k0 = 0; k0 < K; k0 += kBlock) {
-    double step_abs = 0, p_max = 0;
-    for (int k = k0; k < std::min(K, k0 + kBlock); ++k) {
-      step_abs += std::fabs(p[k]);
-      p_max = std::max(p_max, std::fabs(p[k]));
-    }
-    if (p_max > 0) total += kBlock * std::ldexp(1.0, std::ilogb(p_max) - 13) + 0x1p-13 * step_abs;
-  }
-  return total;
+// Weight k of a row as the grouped MXFP4 prefill kernel hands it to the tensor core
+// (moe_grouped_wgmma.cuh): w = e2m1·2^(s−127) of a block whose group's largest scale byte is
+// top, as the E4M3 value of w·2^(133 − top) (rounded to nearest even), scaled back. Equal to w
+// when the block's scale is at most 14 binades below top.
+inline double folded_mxfp4_weight(float w, int top) {
+  return std::ldexp(double(round_e4m3(float(std::ldexp(double(w), 133 - top)))), top - 133);
 }
 
 // E experts of one tensor [E, N, K], packed (MXFP4 or NVFP4), host bytes and device copies.

@@ -19,6 +19,7 @@
 #include "cuda/kernels/moe_grouped_gemm.cuh"
 #include "cuda/kernels/moe_grouped_wgmma.cuh"
 #include "model/quant.h"
+#include "fp8_accumulator_model.h"
 #include "moe_fixtures.h"
 #include "op_parity.h"
 #include "support/seed.h"
@@ -250,21 +251,56 @@ TEST(MoeGemmLayout, F16HoldsEveryOperandExactly) {
 // (every value of the special byte's position, the other bytes random), and the shifted bytes
 // are the scales' values wherever the test passes.
 // The wgmma kernel's A-register bytes (moe_grouped_wgmma.cuh): for every 16-bit pattern in
-// either half of a word (the other half random), the four bytes are the four nibbles in column
-// order, each an E4M3 byte worth exactly the nibble's E2M1 value·2^-6.
-TEST(MoeWgmmaLayout, E2m1HalfToE4m3IsExactForEveryPattern) {
+// either half of a word (the other half random) and every depth, the four bytes are the four
+// nibbles in column order, each the E4M3 byte of the nibble's E2M1 value·2^(6 − depth) rounded to
+// nearest even (the host quantiser), given the depth's table made the same way; exact to depth
+// 14, and ±0 at the last depth.
+TEST(MoeWgmmaLayout, E2m1HalfToE4m3FollowsTheDepthsTable) {
   namespace W = moe_wgmma_layout;
   std::mt19937_64 rng(dsv4::test::seed_for_this_test());
-  for (int h = 0; h < 2; ++h)
-    for (uint32_t v = 0; v < 0x10000u; ++v) {
-      const uint32_t other = uint32_t(rng()) & 0xffffu;
-      const uint32_t w = h == 0 ? (v | (other << 16)) : ((v << 16) | other);
-      const uint32_t bytes = W::e2m1x4_to_e4m3x4(w, W::half_selector(h));
-      for (int i = 0; i < 4; ++i) {
-        const double got = double(e4m3_to_f32(uint8_t(bytes >> (8 * i)))) * W::kE2M1AsE4m3Scale;
-        ASSERT_EQ(got, e2m1_value(v >> (4 * i))) << "half " << h << " pattern " << v << " nibble " << i;
+  for (int d = 0; d < W::kFoldDepths; ++d) {
+    uint32_t table[2] = {0, 0};
+    for (int c = 0; c < 8; ++c)
+      table[c / 4] |= uint32_t(f32_to_e4m3(std::ldexp(float(e2m1_value(uint8_t(c))), W::kFoldTop - d))) << (8 * (c % 4));
+    for (int h = 0; h < 2; ++h)
+      for (uint32_t v = 0; v < 0x10000u; ++v) {
+        const uint32_t other = uint32_t(rng()) & 0xffffu;
+        const uint32_t w = h == 0 ? (v | (other << 16)) : ((v << 16) | other);
+        const uint32_t bytes = W::e2m1x4_to_e4m3x4(w, h, table[0], table[1]);
+        for (int i = 0; i < 4; ++i) {
+          const double value = e2m1_value(uint8_t(v >> (4 * i)));
+          const double got = std::ldexp(double(e4m3_to_f32(uint8_t(bytes >> (8 * i)))), d - W::kFoldTop);
+          ASSERT_EQ(got, std::ldexp(double(round_e4m3(std::ldexp(float(value), W::kFoldTop - d))), d - W::kFoldTop))
+              << "depth " << d << " half " << h << " pattern " << v << " nibble " << i;
+          if (d <= 14) {
+            ASSERT_EQ(got, value) << "depth " << d << " must be exact";
+          }
+          if (d == W::kFoldDepths - 1) {
+            ASSERT_EQ(got, 0.0) << "the last depth rounds every code to zero";
+          }
+          ASSERT_EQ(std::signbit(got), (v >> (4 * i + 3)) & 1u) << "sign of nibble " << i;
+        }
       }
-    }
+  }
+}
+
+// The fold's depths: for random scale words (and words with equal or extreme bytes), top is the
+// largest byte and depth b is top − byte b, clamped to the last table entry.
+TEST(MoeWgmmaLayout, FoldDepthsAreDistancesBelowTheLargestScale) {
+  namespace W = moe_wgmma_layout;
+  std::mt19937_64 rng(dsv4::test::seed_for_this_test());
+  std::vector<uint32_t> words = {0u, 0xffffffffu, 0x00ff0000u, 0x7f7f7f7fu, 0x80007f01u};
+  for (int i = 0; i < 100000; ++i) words.push_back(uint32_t(rng()));
+  for (const uint32_t w : words) {
+    uint32_t top = 0;
+    const uint32_t depths = W::fold_depths(w, top);
+    uint32_t want_top = 0;
+    for (int b = 0; b < 4; ++b) want_top = std::max(want_top, (w >> (8 * b)) & 0xffu);
+    ASSERT_EQ(top, want_top) << std::hex << w;
+    for (int b = 0; b < 4; ++b)
+      ASSERT_EQ((depths >> (8 * b)) & 0xffu, std::min<uint32_t>(want_top - ((w >> (8 * b)) & 0xffu), W::kFoldDepths - 1))
+          << std::hex << w << " block " << b;
+  }
 }
 
 // The 128-byte swizzle: the 8 chunks of a token row land on 8 distinct chunk slots of that row,
@@ -420,6 +456,12 @@ Routing make_routing(std::mt19937_64& rng, int T, int k, int E, Pick kind, int n
   return r;
 }
 
+// MXFP4 scale bytes of a case: kNarrow, ±6 binades around 1 (make_tensor); kSomeZero, one byte in
+// 16 is 0 (2^-127), so nearly every warp's K group takes the F16 kernel's select form of the
+// scales instead of the fast one, and the FP8 kernel folds those blocks to zero; kWide, ±10
+// binades, so the FP8 kernel rounds the blocks 15–20 binades below their group's top.
+enum class Scales { kNarrow, kSomeZero, kWide };
+
 struct GroupedCase {
   const char* name;
   Fmt fmt;
@@ -429,8 +471,7 @@ struct GroupedCase {
   int n_mats;
   bool out_f32;
   int check_every;  // compare every n-th grouped row with the reference (big shapes), all rows otherwise
-  bool zero_scales;  // MXFP4: one scale byte in 16 is 0 (2^-127), so nearly every warp's K group
-                     // takes the kernel's select form of the scales instead of the fast one
+  Scales scales;
 };
 
 class MoeGroupedGemmParity : public MoeGroupedGemmTest, public ::testing::WithParamInterface<GroupedCase> {};
@@ -441,9 +482,11 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
   const int n_real = c.n_real < 0 ? c.T : c.n_real;
   ExpertTensor wt[2];
   for (int m = 0; m < c.n_mats; ++m) {
-    if (c.zero_scales)
+    if (c.scales == Scales::kSomeZero)
       wt[m].make(c.fmt, c.E, c.N, c.K, rng(), [](uint8_t b) { return b % 16 == 0 ? uint8_t(0) : uint8_t(121 + b % 13); },
                  [] { return 1.0f; });
+    else if (c.scales == Scales::kWide)
+      wt[m].make(c.fmt, c.E, c.N, c.K, rng(), ExpertTensor::ue8m0_around(0, 10), [] { return 1.0f; });
     else
       make_tensor(wt[m], c.fmt, c.E, c.N, c.K);
   }
@@ -499,15 +542,18 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
     //   G = K/128 FFMAs into the total (G·u·S); the 2^14 is exact;
     //   NVFP4: eight chained steps per group (8·36u·S_group), G FFMAs, the ×2^14·global (u·|y|) and
     //   the reference's own FP32 rounding of each dequantised weight (u·S).
-    //  FP8 wgmma (moe_grouped_wgmma.cuh, MXFP4): per k32 block the tensor core's e8m13 sum from
-    //   zero (moe_fixtures.h's fp8_block_sum_error), then 4 FFMAs per group and G into the total.
+    //  FP8 wgmma (moe_grouped_wgmma.cuh, MXFP4): the weights as the kernel folds them
+    //   (moe_fixtures.h's folded_mxfp4_weight; Σ|w − w_folded|·|x| where a block sits more than
+    //   14 binades below its group's top), per 128 columns the tensor core's chained e8m13 sum
+    //   (fp8_accumulator_model.h) of the folded products, then G FFMAs into the total (the
+    //   scales' product and the 2^-6 are exact).
     //  Then one BF16 rounding of the output (half an ulp) unless FP32.
     const int G = c.K / int(kActBlockSize);
     const bool fp8_tc = grouped_launch_uses_fp8_tensor_cores(p);
     EXPECT_EQ(fp8_tc, fp8) << "the kernel this pass was meant for";
-    const double gamma = (nv ? 288.0 + G + 2 : fp8_tc ? 4.0 + G : 72.0 + 4 + G) * kF32Unit;
+    const double gamma = (nv ? 288.0 + G + 2 : fp8_tc ? double(G) : 72.0 + 4 + G) * kF32Unit;
     std::vector<float> wr(size_t(c.K));
-    std::vector<double> pr(size_t(c.K));  // the element's exact products
+    std::vector<double> pr(size_t(c.K));  // the element's products as the kernel forms them
     for (int m = 0; m < c.n_mats; ++m) {
       const auto y = c.out_f32 ? d_y32[m].download() : from_bf16(d_y16[m].download());
       std::vector<float> got;
@@ -527,14 +573,23 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
         const WeightMatrix wm = wt[m].view(e);
         for (int n = 0; n < c.N; ++n) {
           wm.dequant_rows(n, 1, wr.data());
-          double acc = 0, sa = 0;
+          const uint8_t* scales = wm.scale + size_t(n) * (c.K / kMXFP4BlockSize);
+          double acc = 0, sa = 0, fold = 0;
           for (int k = 0; k < c.K; ++k) {
             const size_t xo = size_t(row) * c.K + k;
-            pr[size_t(k)] = wr[size_t(k)] * (double(e4m3_to_f32(x[xo])) * e8m0_to_f32(xs[xo / kActBlockSize]));
-            acc += pr[size_t(k)];
+            const double xv = double(e4m3_to_f32(x[xo])) * e8m0_to_f32(xs[xo / kActBlockSize]);
+            double w = wr[size_t(k)];
+            if (fp8_tc) {
+              const uint8_t* group = scales + k / kActBlockSize * (kActBlockSize / kMXFP4BlockSize);
+              const double folded = folded_mxfp4_weight(wr[size_t(k)], *std::max_element(group, group + 4));
+              fold += std::fabs(w - folded) * std::fabs(xv);
+              w = folded;
+            }
+            pr[size_t(k)] = w * xv;
+            acc += double(wr[size_t(k)]) * xv;
             sa += std::fabs(pr[size_t(k)]);
           }
-          const double tc = fp8_tc ? fp8_block_sum_error(pr.data(), c.K) : 0.0;
+          const double tc = fp8_tc ? fp8_group_sum_error(pr.data(), c.K) + fold : 0.0;
           got.push_back(y[size_t(j) * c.N + n]);
           ref.push_back(acc);
           // (The BF16 rounding acts on the computed value: half an ulp of |acc| + the error.)
@@ -553,27 +608,28 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MoeGroupedGemmParity,
     ::testing::Values(
-        // name, fmt, E, N, K, T, k, pick, n_real, mats, f32, check_every, zero_scales
-        GroupedCase{"flash_w1_one_row", Fmt::kMXFP4, 256, 2048, 4096, 1, 6, Pick::kRandom, -1, 1, false, 1, false},
-        GroupedCase{"flash_w2_one_row", Fmt::kMXFP4, 256, 4096, 2048, 1, 6, Pick::kRandom, -1, 1, true, 1, false},
-        GroupedCase{"flash_w1_64x6", Fmt::kMXFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, false, 7, false},
-        GroupedCase{"flash_w1_64x6_nv", Fmt::kNVFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, true, 7, false},
-        GroupedCase{"flash_w2_1024x6", Fmt::kMXFP4, 256, 4096, 2048, 1024, 6, Pick::kRandom, -1, 1, false, 97, false},
-        GroupedCase{"random_1024x6", Fmt::kMXFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, true, 1, false},
-        GroupedCase{"random_1024x6_nv", Fmt::kNVFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, false, 1, false},
-        GroupedCase{"one_row_per_expert", Fmt::kMXFP4, 256, 256, 512, 256, 1, Pick::kOnePerExpert, -1, 1, true, 1, false},
-        GroupedCase{"all_rows_one_expert", Fmt::kMXFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1, false},
-        GroupedCase{"all_rows_one_expert_nv", Fmt::kNVFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1, false},
-        GroupedCase{"300_rows_few_experts", Fmt::kMXFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 2, false, 1, false},
-        GroupedCase{"300_rows_few_experts_nv", Fmt::kNVFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 1, true, 1, false},
-        GroupedCase{"padding_rows", Fmt::kMXFP4, 256, 256, 512, 64, 6, Pick::kRandom, 37, 2, true, 1, false},
-        GroupedCase{"nano_w13", Fmt::kMXFP4, 16, 128, 256, 128, 4, Pick::kRandom, -1, 2, false, 1, false},
-        GroupedCase{"nano_w2", Fmt::kMXFP4, 16, 256, 128, 128, 4, Pick::kRandom, -1, 1, true, 1, false},
-        GroupedCase{"nano_w13_nv", Fmt::kNVFP4, 16, 128, 256, 7, 4, Pick::kRandom, -1, 2, true, 1, false},
-        GroupedCase{"pro_w1_two_rows", Fmt::kMXFP4, 16, 3072, 7168, 2, 6, Pick::kRandom, -1, 1, true, 1, false},  // Pro N, K (E cut: 4 GiB)
-        GroupedCase{"zero_scales_decode", Fmt::kMXFP4, 256, 512, 1024, 64, 6, Pick::kRandom, -1, 2, true, 1, true},
-        GroupedCase{"zero_scales_prefill", Fmt::kMXFP4, 64, 256, 1024, 1024, 6, Pick::kRandom, -1, 1, true, 5, true},
-        GroupedCase{"no_real_rows", Fmt::kMXFP4, 16, 128, 256, 8, 4, Pick::kRandom, 0, 1, true, 1, false}),
+        // name, fmt, E, N, K, T, k, pick, n_real, mats, f32, check_every, scales
+        GroupedCase{"flash_w1_one_row", Fmt::kMXFP4, 256, 2048, 4096, 1, 6, Pick::kRandom, -1, 1, false, 1, Scales::kNarrow},
+        GroupedCase{"flash_w2_one_row", Fmt::kMXFP4, 256, 4096, 2048, 1, 6, Pick::kRandom, -1, 1, true, 1, Scales::kNarrow},
+        GroupedCase{"flash_w1_64x6", Fmt::kMXFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, false, 7, Scales::kNarrow},
+        GroupedCase{"flash_w1_64x6_nv", Fmt::kNVFP4, 256, 2048, 4096, 64, 6, Pick::kRandom, -1, 1, true, 7, Scales::kNarrow},
+        GroupedCase{"flash_w2_1024x6", Fmt::kMXFP4, 256, 4096, 2048, 1024, 6, Pick::kRandom, -1, 1, false, 97, Scales::kNarrow},
+        GroupedCase{"random_1024x6", Fmt::kMXFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, true, 1, Scales::kNarrow},
+        GroupedCase{"random_1024x6_nv", Fmt::kNVFP4, 256, 256, 512, 1024, 6, Pick::kRandom, -1, 2, false, 1, Scales::kNarrow},
+        GroupedCase{"one_row_per_expert", Fmt::kMXFP4, 256, 256, 512, 256, 1, Pick::kOnePerExpert, -1, 1, true, 1, Scales::kNarrow},
+        GroupedCase{"all_rows_one_expert", Fmt::kMXFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1, Scales::kNarrow},
+        GroupedCase{"all_rows_one_expert_nv", Fmt::kNVFP4, 16, 256, 512, 300, 1, Pick::kAllOnOne, -1, 1, true, 1, Scales::kNarrow},
+        GroupedCase{"300_rows_few_experts", Fmt::kMXFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 2, false, 1, Scales::kNarrow},
+        GroupedCase{"300_rows_few_experts_nv", Fmt::kNVFP4, 256, 512, 1024, 300, 2, Pick::kFewExperts, -1, 1, true, 1, Scales::kNarrow},
+        GroupedCase{"padding_rows", Fmt::kMXFP4, 256, 256, 512, 64, 6, Pick::kRandom, 37, 2, true, 1, Scales::kNarrow},
+        GroupedCase{"nano_w13", Fmt::kMXFP4, 16, 128, 256, 128, 4, Pick::kRandom, -1, 2, false, 1, Scales::kNarrow},
+        GroupedCase{"nano_w2", Fmt::kMXFP4, 16, 256, 128, 128, 4, Pick::kRandom, -1, 1, true, 1, Scales::kNarrow},
+        GroupedCase{"nano_w13_nv", Fmt::kNVFP4, 16, 128, 256, 7, 4, Pick::kRandom, -1, 2, true, 1, Scales::kNarrow},
+        GroupedCase{"pro_w1_two_rows", Fmt::kMXFP4, 16, 3072, 7168, 2, 6, Pick::kRandom, -1, 1, true, 1, Scales::kNarrow},  // Pro N, K (E cut: 4 GiB)
+        GroupedCase{"zero_scales_decode", Fmt::kMXFP4, 256, 512, 1024, 64, 6, Pick::kRandom, -1, 2, true, 1, Scales::kSomeZero},
+        GroupedCase{"zero_scales_prefill", Fmt::kMXFP4, 64, 256, 1024, 1024, 6, Pick::kRandom, -1, 1, true, 5, Scales::kSomeZero},
+        GroupedCase{"wide_scales_prefill", Fmt::kMXFP4, 64, 256, 1024, 1024, 6, Pick::kRandom, -1, 2, false, 5, Scales::kWide},
+        GroupedCase{"no_real_rows", Fmt::kMXFP4, 16, 128, 256, 8, 4, Pick::kRandom, 0, 1, true, 1, Scales::kNarrow}),
     [](const ::testing::TestParamInfo<GroupedCase>& i) { return std::string(i.param.name); });
 
 // Batch invariance: a few rows computed alone (T = 3: the decode launch shape) give the same bits

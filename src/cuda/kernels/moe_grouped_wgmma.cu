@@ -6,9 +6,10 @@
 // columns) per block, so that the cp.async pipeline (kStages steps in flight) runs on across
 // item boundaries. Per step every thread copies its share of the step into shared memory (the
 // tokens' E4M3 columns, swizzled; the tile's nibbles and scale words; the tokens' activation
-// scales through a register), and each warpgroup, for each of the four k32 blocks, builds its A
-// registers from the nibbles, issues one m64n64k32 wgmma per 64 tokens (the second only when the
-// item has more than 64) and promotes the results in FP32. One __syncthreads per step.
+// scales through a register), and each warpgroup builds its A registers for the four k32 blocks
+// from the nibbles and its rows' fold tables, issues four chained m64n64k32 wgmmas per 64 tokens
+// (the second 64 only when the item has more), waits once and promotes the group's sums in FP32.
+// One __syncthreads per step.
 #include "cuda/kernels/moe_grouped_wgmma.cuh"
 
 #include <cuda_bf16.h>
@@ -54,8 +55,9 @@ struct Shape {
   static constexpr int kSxOffset = kWsOffset + kTileN * 4;
   static constexpr int kStageBytes = (kSxOffset + kTokens * 4 + 1023) / 1024 * 1024;
   // Shared memory: slack to align the stages to 1024 bytes, the stages, the plan's offsets and
-  // chunk starts [E + 1] each.
-  static constexpr size_t kSmemBytes = 1024 + size_t(kStages) * kStageBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4;
+  // chunk starts [E + 1] each, the fold tables [kFoldDepths][8] bytes.
+  static constexpr size_t kSmemBytes =
+      1024 + size_t(kStages) * kStageBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4 + W::kFoldDepths * 8;
   static constexpr int kXChunksPerThread = kTokens * 8 / kThreads;  // 16-byte token chunks per thread and step
   static_assert(kTokens * 8 % kThreads == 0 && kXChunksPerThread <= 8, "whole token chunks per thread");
   static_assert(kTokens == kTileN && kTileN * 2 == kThreads, "each second-warpgroup thread loads one token's activation scale");
@@ -95,10 +97,9 @@ __device__ __forceinline__ uint64_t sw128_descriptor(uint32_t address) {
          (uint64_t(1) << 62);
 }
 
-// d = A·B (scale-d = 0: the block's sum starts from zero), m64n64k32, E4M3 × E4M3 -> FP32, A in
-// registers (a0/a1: rows g / g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..).
-__device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                uint64_t b) {
+// d = A·B + (accumulate ? d : 0), m64n64k32, E4M3 × E4M3 -> FP32, A in registers (a0/a1: rows g /
+// g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..).
+__device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], const uint32_t (&a)[4], uint64_t b, bool accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
@@ -109,7 +110,7 @@ __device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], uint32_t a0, uin
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
         "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
         "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(0)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(int(accumulate))
       : "memory");
 }
 
@@ -122,12 +123,20 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
   uint8_t* stages = smem_raw + ((1024 - (shared_address(smem_raw) & 1023)) & 1023);
   int* offs = reinterpret_cast<int*>(stages + size_t(kStages) * S::kStageBytes);  // [E + 1]
   int* chunk_start = offs + (kGroupedMaxExperts + 1);                              // [E + 1]
+  uint8_t* fold_table = reinterpret_cast<uint8_t*>(chunk_start + (kGroupedMaxExperts + 1));  // [depth][code]
 
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int wg = warp / 4, g = lane / 4, q = lane % 4;
   const int E = p.E, N = p.N, K = p.K, n_groups = K / kGroupK;
   const int tiles_per_mat = N / kTileN;
 
+  // Entry (d, c): the E4M3 byte of e2m1(c)·2^(6 − d), rounded to nearest even (exact for d <= 14).
+  // plan_chunks's barriers publish it.
+  for (int i = tid; i < W::kFoldDepths * 8; i += kThreads) {
+    const int d = i / 8, c = i % 8, e = c >> 1, m = c & 1;
+    const float e2m1 = e == 0 ? 0.5f * m : ldexpf(1.0f + 0.5f * m, e - 1);
+    fold_table[i] = float_to_e4m3(ldexpf(e2m1, W::kFoldTop - d));
+  }
   plan_chunks(p.offsets, E, S::kTokens, offs, chunk_start);
   if (offs[E] > p.max_sel) __trap();  // the plan holds more rows than the launch was shaped for
   const int n_chunks = chunk_start[E];
@@ -202,17 +211,17 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
     cp_async_commit();  // one group per step, empty or not: the wait counts stay uniform
   };
 
-  // ---- Compute state. pr[h]: the current k32 block's wgmma result for tokens kN·h .. (D
-  // fragment: element 4j + c = row g + 8·(c/2), token 8j + 2q + c%2); grp: Σ_b s_w·pr of the
-  // current K group; acc: the item's FP32 totals.
+  // ---- Compute state. pr[h]: the current K group's wgmma sums for tokens kN·h .. (D fragment:
+  // element 4j + c = row g + 8·(c/2), token 8j + 2q + c%2); acc: the item's FP32 totals.
   constexpr int kH = S::kHalves, kA = S::kAcc;
-  float pr[kH][kA], grp[kH][kA], acc[kH][kA];
+  float pr[kH][kA], acc[kH][kA];
 #pragma unroll
   for (int h = 0; h < kH; ++h)
 #pragma unroll
     for (int i = 0; i < kA; ++i) pr[h][i] = 0.0f;
   const int row_in_tile = wg * 64 + (warp % 4) * 16 + g;  // this lane's rows: row_in_tile, +8
-  const uint32_t sel = W::half_selector(q & 1);
+  const int half = q & 1;
+  const uint2* tables = reinterpret_cast<const uint2*>(fold_table);
   int cur_k = -1;
   L::GroupedItem it{};
 
@@ -244,33 +253,33 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
     const uint32_t x_tile = shared_address(st);
     const uint8_t* nib0 = st + S::kWOffset + row_in_tile * kWRowBytes + 4 * (q >> 1);
     const uint8_t* nib1 = nib0 + 8 * kWRowBytes;
-    const uint32_t ws0 = *reinterpret_cast<const uint32_t*>(st + S::kWsOffset + row_in_tile * 4);
-    const uint32_t ws1 = *reinterpret_cast<const uint32_t*>(st + S::kWsOffset + (row_in_tile + 8) * 4);
+    uint32_t top[2];
+    const uint32_t depths[2] = {
+        W::fold_depths(*reinterpret_cast<const uint32_t*>(st + S::kWsOffset + row_in_tile * 4), top[0]),
+        W::fold_depths(*reinterpret_cast<const uint32_t*>(st + S::kWsOffset + (row_in_tile + 8) * 4), top[1])};
+    // A registers per block: columns 4q.. (word q/2 of the block) and 16 + 4q.. (word 2 + q/2),
+    // half q%2, through the row's table for the block's depth.
+    uint32_t a[L::kBlocks][4];
 #pragma unroll
     for (int b = 0; b < L::kBlocks; ++b) {
-      // A registers: columns 4q.. (word q/2 of the block) and 16 + 4q.. (word 2 + q/2), half q%2.
-      const uint32_t a0 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib0 + 16 * b), sel);
-      const uint32_t a1 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib1 + 16 * b), sel);
-      const uint32_t a2 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib0 + 16 * b + 8), sel);
-      const uint32_t a3 = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib1 + 16 * b + 8), sel);
-      wgmma_fence();
-#pragma unroll
-      for (int h = 0; h < kH; ++h) {
-        if (h < n_live)
-          wgmma_m64n64k32(pr[h], a0, a1, a2, a3, sw128_descriptor(x_tile + h * S::kN * kGroupK + 32 * b));
-        wgmma_commit();  // one group per half, empty or not: the waits below stay uniform
-      }
-      const float sw[2] = {e8m0_to_float_select((ws0 >> (8 * b)) & 0xffu), e8m0_to_float_select((ws1 >> (8 * b)) & 0xffu)};
-#pragma unroll
-      for (int h = 0; h < kH; ++h) {
-        if (h == 0) wgmma_wait<1>(); else wgmma_wait<0>();
-        if (h < n_live)
-#pragma unroll
-          for (int i = 0; i < kA; ++i)
-            grp[h][i] = b == 0 ? __fmul_rn(pr[h][i], sw[(i >> 1) & 1]) : __fmaf_rn(pr[h][i], sw[(i >> 1) & 1], grp[h][i]);
-      }
+      const uint2 t0 = tables[(depths[0] >> (8 * b)) & 0xffu], t1 = tables[(depths[1] >> (8 * b)) & 0xffu];
+      a[b][0] = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib0 + 16 * b), half, t0.x, t0.y);
+      a[b][1] = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib1 + 16 * b), half, t1.x, t1.y);
+      a[b][2] = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib0 + 16 * b + 8), half, t0.x, t0.y);
+      a[b][3] = W::e2m1x4_to_e4m3x4(*reinterpret_cast<const uint32_t*>(nib1 + 16 * b + 8), half, t1.x, t1.y);
     }
-    // Group end: × s_x of each token, into the totals.
+    wgmma_fence();
+#pragma unroll
+    for (int h = 0; h < kH; ++h)
+      if (h < n_live)
+#pragma unroll
+        for (int b = 0; b < L::kBlocks; ++b)
+          wgmma_m64n64k32(pr[h], a[b], sw128_descriptor(x_tile + h * S::kN * kGroupK + 32 * b), b > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    // Group end: × 2^(t−127) of the row and s_x of the token (powers of two: their product is
+    // exact within FP32's range), into the totals.
+    const float sw[2] = {e8m0_to_float_select(top[0]), e8m0_to_float_select(top[1])};
     const float* sx = reinterpret_cast<const float*>(st + S::kSxOffset);
 #pragma unroll
     for (int h = 0; h < kH; ++h) {
@@ -280,12 +289,13 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
           const float2 s2 = *reinterpret_cast<const float2*>(sx + h * S::kN + 8 * j + 2 * q);
 #pragma unroll
           for (int c = 0; c < 4; ++c)
-            acc[h][4 * j + c] = __fmaf_rn(grp[h][4 * j + c], (c & 1) ? s2.y : s2.x, acc[h][4 * j + c]);
+            acc[h][4 * j + c] =
+                __fmaf_rn(pr[h][4 * j + c], __fmul_rn(sw[c >> 1], (c & 1) ? s2.y : s2.x), acc[h][4 * j + c]);
         }
       }
     }
 
-    if (group == n_groups - 1) {  // the item's outputs: undo the E4M3 placement's 2^-6 (exact)
+    if (group == n_groups - 1) {  // the item's outputs: undo the fold's 2^6 (exact)
       void* y = pick(p.y, it.mat);
 #pragma unroll
       for (int h = 0; h < kH; ++h)
@@ -295,7 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
           for (int c = 0; c < 4; ++c) {
             const int tok = h * S::kN + 8 * j + 2 * q + (c & 1);
             if (tok < it.n_tok) {
-              const float v = __fmul_rn(acc[h][4 * j + c], W::kE2M1AsE4m3Scale);
+              const float v = __fmul_rn(acc[h][4 * j + c], W::kFoldedOutputScale);
               const int64_t at = int64_t(it.j0 + tok) * N + it.n0 + row_in_tile + 8 * (c >> 1);
               if constexpr (kOutF32)
                 static_cast<float*>(y)[at] = v;

@@ -3,18 +3,23 @@
 // launches here when MoeGroupedParams::fp8_rows asks for it.
 //
 // Arithmetic (§11.3 weights, §12 activations):
-//   An E2M1 nibble s|e1 e0|m placed as the E4M3 byte s|0 0 e1 e0|m 0 0 is exactly value·2^-6 (the
-//   0.5 code becomes the E4M3 subnormal 2^-7), so weights enter the tensor core as E4M3 with no
-//   rounding, next to the raw E4M3 activations.
-//   One wgmma k32 step = one MXFP4 scale block: it starts from zero (scale-d = 0), and its result
-//   p is promoted in FP32: t += p·s_w (per weight row), and per 128 columns total += t·s_x (per
-//   token). The 2^6 goes back into the output (exact). Every FP32 step is an explicit
-//   __fmul_rn / __fmaf_rn in K order.
+//   The per-32 weight scales are folded into the weights as the official converter re-encodes
+//   MXFP4 experts as FP8 (architecture.md §11.3), per row of a 128-column group rather than per
+//   128×128 tile: with t the row's largest scale byte in the group and d = t − s the depth of a
+//   block's scale s below it, the block's
+//   nibbles enter the tensor core as the E4M3 bytes of e2m1·2^(6 − d) (6·2^6 = 384 ≤ 448). Those
+//   are exact for d ≤ 14 (down to the E4M3 subnormal 2^-9); deeper blocks are rounded to nearest
+//   even there (the converter's "tiny sub-blocks can lose low bits"), all to ±0 from d = 19 on.
+//   A group is then four chained wgmma k32 steps (the first from zero), promoted once in FP32:
+//   total += D·(2^(t−127)·s_x), the product of two powers of two being exact; the 2^-6 goes back
+//   into the output (exact). Every FP32 step is an explicit __fmul_rn / __fmaf_rn in K order.
 //   Hopper's FP8 tensor-core sum keeps 13 fraction bits (the e8m13 accumulator; tests/cuda/
-//   matmul.cpp's model): a k32 step aligns its 32 exact products to the largest and truncates
-//   each to 13 fraction bits, and truncates its result once more. This is the reference's own
-//   path (FP4 weights upcast to FP8 against FP8 activations, architecture.md §11.3), promoted
-//   every 32 columns instead of 128.
+//   fp8_accumulator_model.h): a k32 step aligns its 32 exact products and the running sum to the
+//   largest and truncates each to 13 fraction bits, and truncates its result once more. This is
+//   the reference's own path (FP4 weights upcast to FP8 against FP8 activations, §11.3) and
+//   DeepGEMM's promotion interval (128 columns).
+//   Promoting every k32 block instead, with a wait on each block's wgmma, ran at 13 % of the FP8
+//   peak on an H200 (bench/results/2026-12-05-h200-fp8-expert-prefill.md).
 // BATCH INVARIANCE: a row's output depends only on its own activations and its expert's weights
 //   (which item, tile or half a row lands in changes which wgmmas are issued, never what one
 //   output element sums). It is not the F16 kernels' result: the sums differ, so a row computed
@@ -25,8 +30,10 @@
 // 4g + q), and its A registers for a k32 step are, per row, the E4M3 bytes of columns 4q..4q+3
 // (a0, a1) and 16 + 4q..16 + 4q + 3 (a2, a3): nibbles 4q.. of the block's 16 bytes are bytes
 // 2q, 2q+1, i.e. half (q & 1) of word q >> 1, and columns 16 + 4q.. are half (q & 1) of word
-// 2 + (q >> 1). The tokens are B: staged K-major, 128 bytes (one K group) per token, in the
-// 128-byte swizzle (16-byte chunk c of token t at chunk c ^ (t % 8)), read by descriptor.
+// 2 + (q >> 1). A byte comes from an 8-entry table per depth (magnitude code -> E4M3 byte), one
+// byte-permute for four nibbles, and the nibble's sign bit. The tokens are B: staged K-major, 128
+// bytes (one K group) per token, in the 128-byte swizzle (16-byte chunk c of token t at chunk
+// c ^ (t % 8)), read by descriptor.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -42,18 +49,37 @@ void launch_moe_grouped_wgmma(const MoeGroupedParams& p, cudaStream_t stream);
 
 namespace moe_wgmma_layout {
 
+constexpr int kFoldTop = 6;                    // a group's top block enters as e2m1·2^6
+constexpr int kFoldDepths = 20;                // tables for depths 0..19; from 19 on every code is ±0
+constexpr float kFoldedOutputScale = 0x1p-6f;  // undoes kFoldTop
+
 // The byte-permute selector that spreads half h (0: nibbles 0..3, 1: nibbles 4..7) of a word of 8
 // E2M1 nibbles over the low nibbles of four bytes, given the word and the word shifted right by 4
 // as the two permute sources (byte_perm(w, w >> 4, sel)).
 __host__ __device__ constexpr uint32_t half_selector(int h) { return h == 0 ? 0x5140u : 0x7362u; }
 
-// Four E2M1 nibbles (half h of word w, selector half_selector(h)) -> four E4M3 bytes, in column
-// order, each exactly the nibble's value·2^-6 (see the arithmetic note).
-__host__ __device__ inline uint32_t e2m1x4_to_e4m3x4(uint32_t w, uint32_t sel) {
-  const uint32_t x = moe_gemm_layout::byte_perm(w, w >> 4, sel);
-  return ((x << 2) & 0x1c1c1c1cu) | ((x << 4) & 0x80808080u);
+// Four E2M1 nibbles (half h of word w) -> four E4M3 bytes, in column order: byte i is entry
+// (magnitude of nibble i) of the depth's table (bytes 0..3 in lo, 4..7 in hi) with the nibble's
+// sign bit.
+__host__ __device__ inline uint32_t e2m1x4_to_e4m3x4(uint32_t w, int h, uint32_t table_lo, uint32_t table_hi) {
+  const uint32_t magnitudes = moe_gemm_layout::byte_perm(table_lo, table_hi, (w >> (16 * h)) & 0x7777u);
+  const uint32_t spread = moe_gemm_layout::byte_perm(w, w >> 4, half_selector(h));
+  return magnitudes | ((spread << 4) & 0x80808080u);
 }
-constexpr float kE2M1AsE4m3Scale = 64.0f;  // 2^6: E4M3 bias 7 − E2M1 bias 1
+
+// A row's four scale bytes of one 128-column group (byte b = block b): returns their depths
+// below the largest, clamped to kFoldDepths − 1, one per byte; top receives the largest.
+__host__ __device__ inline uint32_t fold_depths(uint32_t scales, uint32_t& top) {
+  uint32_t t = 0;
+  for (int b = 0; b < 4; ++b) t = (scales >> (8 * b) & 0xffu) > t ? (scales >> (8 * b) & 0xffu) : t;
+  uint32_t depths = 0;
+  for (int b = 0; b < 4; ++b) {
+    const uint32_t d = t - (scales >> (8 * b) & 0xffu);
+    depths |= (d < kFoldDepths - 1 ? d : kFoldDepths - 1) << (8 * b);
+  }
+  top = t;
+  return depths;
+}
 
 // Chunk c (16 bytes) of token t's 128-byte row in the 128-byte swizzle: its byte offset.
 __host__ __device__ constexpr int swizzled_chunk(int t, int c) { return t * 128 + ((c ^ (t & 7)) << 4); }
