@@ -3,18 +3,19 @@
 //
 // A persistent grid walks the items of moe_grouped_gemm.cu's kernels (≤ 128 tokens of one expert
 // × 128 weight rows of one tensor), here as one flat sequence of steps (item, K group of 128
-// columns) per block, so that the cp.async pipeline (kStages steps in flight) runs on across
+// columns) per block, so that the cp.async pipeline (kStages − 2 steps in flight) runs on across
 // item boundaries. Per step every thread copies its share of the step into shared memory (the
 // tokens' E4M3 columns, swizzled; the tile's nibbles and scale words; the tokens' activation
 // scales through a register), and each warpgroup builds its A registers for the four k32 blocks
-// from the nibbles and its rows' fold tables, issues four chained m64n64k32 wgmmas per 64 tokens
-// (the second 64 only when the item has more), waits once and promotes the group's sums in FP32.
-// One __syncthreads per step.
+// from the nibbles and its rows' fold tables and issues four chained m64n64k32 wgmmas per 64
+// tokens (predicated off for a second 64 the item lacks). While they run it promotes the
+// previous step's sums in FP32 from a second accumulator set. One __syncthreads per step.
 #include "cuda/kernels/moe_grouped_wgmma.cuh"
 
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
@@ -31,7 +32,7 @@ using moe_grouped_work::plan_chunks;
 
 constexpr int kThreads = 256;  // two warpgroups
 constexpr int kTileN = 128;    // weight rows per item, 64 per warpgroup
-constexpr int kStages = 4;     // pipeline depth, in steps
+constexpr int kStages = 5;     // stages: three loading, one in the tensor core, one being promoted
 constexpr int kGroupK = L::kGroupK;
 // Nibble rows of 64 bytes padded to 80: a warp's A reads (8 rows × 2 words) then hit 16 distinct
 // banks instead of 4-way conflicts at a 64-byte stride.
@@ -39,7 +40,7 @@ constexpr int kWRowBytes = 80;
 static_assert(kGroupK == 128 && L::kBlockK == 32, "a step is 128 columns: one swizzle row, four k32 blocks");
 
 // The item: 128 tokens (two n64 wgmma halves per k32 block; the second is skipped when an item
-// has <= 64 tokens) × 128 weight rows; one block per SM (254 registers).
+// has <= 64 tokens) × 128 weight rows; one block per SM (255 registers, 8 bytes of spills).
 // Measured on an H200 (bench/results/2026-12-05-h200-fp8-expert-prefill.md): the same kernel with
 // 8-token items and n8 wgmmas as a decode shape read the weights at 39 % of copy at batch 64,
 // against the F16 decode kernel's 52 %, so decode launches stay on that kernel.
@@ -98,11 +99,13 @@ __device__ __forceinline__ uint64_t sw128_descriptor(uint32_t address) {
 }
 
 // d = A·B + (accumulate ? d : 0), m64n64k32, E4M3 × E4M3 -> FP32, A in registers (a0/a1: rows g /
-// g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..).
-__device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], const uint32_t (&a)[4], uint64_t b, bool accumulate) {
+// g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..); a no-op unless live (a guard
+// predicate, not a branch: see the main loop).
+__device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], const uint32_t (&a)[4], uint64_t b, bool accumulate,
+                                                bool live) {
   asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+      "{\n.reg .pred p, l;\nsetp.ne.b32 p, %37, 0;\nsetp.ne.b32 l, %38, 0;\n"
+      "@l wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
       "{%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
@@ -110,7 +113,7 @@ __device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], const uint32_t (
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
         "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
         "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(int(accumulate))
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(int(accumulate)), "r"(int(live))
       : "memory");
 }
 
@@ -211,52 +214,34 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
     cp_async_commit();  // one group per step, empty or not: the wait counts stay uniform
   };
 
-  // ---- Compute state. pr[h]: the current K group's wgmma sums for tokens kN·h .. (D fragment:
-  // element 4j + c = row g + 8·(c/2), token 8j + 2q + c%2); acc: the item's FP32 totals.
+  // ---- Compute state. pr[P][h]: the wgmma sums of a step of parity P for tokens kN·h .. (D
+  // fragment: element 4j + c = row g + 8·(c/2), token 8j + 2q + c%2); acc: the item's FP32
+  // totals. The two parities let step s's wgmmas run while step s − 1's sums are promoted.
   constexpr int kH = S::kHalves, kA = S::kAcc;
-  float pr[kH][kA], acc[kH][kA];
+  float pr[2][kH][kA], acc[kH][kA];
 #pragma unroll
-  for (int h = 0; h < kH; ++h)
+  for (int P = 0; P < 2; ++P)
 #pragma unroll
-    for (int i = 0; i < kA; ++i) pr[h][i] = 0.0f;
+    for (int h = 0; h < kH; ++h)
+#pragma unroll
+      for (int i = 0; i < kA; ++i) pr[P][h][i] = 0.0f;
   const int row_in_tile = wg * 64 + (warp % 4) * 16 + g;  // this lane's rows: row_in_tile, +8
   const int half = q & 1;
   const uint2* tables = reinterpret_cast<const uint2*>(fold_table);
   int cur_k = -1;
   L::GroupedItem it{};
+  // The step being promoted: its item, K group, live halves, row scales and stage.
+  L::GroupedItem done_it{};
+  int done_group = -1, done_live = 0;  // none yet
+  float done_sw[2] = {0.0f, 0.0f};
+  const float* done_sx = nullptr;
 
-#pragma unroll 1
-  for (int s = 0; s < kStages - 1; ++s) load_step(s);
-
-#pragma unroll 1
-  for (int s = 0; s < n_steps; ++s) {
-    flush_sx();                    // before the barrier: step s + kStages − 2 reads it after one
-    cp_async_wait<kStages - 2>();  // this thread's copies of step s have landed
-    fence_proxy_async();
-    __syncthreads();               // everyone's have; and step s − 1's stage is free
-    load_step(s + kStages - 1);
-
-    const int k = s / n_groups, group = s % n_groups;
-    if (k != cur_k) {
-      cur_k = k;
-      it = item_at(k);
-    }
-    if (group == 0)
-#pragma unroll
-      for (int h = 0; h < kH; ++h)
-#pragma unroll
-        for (int i = 0; i < kA; ++i) acc[h][i] = 0.0f;
-    // Halves with a real token (warpgroup-uniform); the first always has one.
-    const int n_live = (it.n_tok + S::kN - 1) / S::kN;
-
-    const uint8_t* st = stages + (s % kStages) * S::kStageBytes;
+  // Step s's wgmmas into pr[P] (P = s % 2, a compile-time index).
+  const auto issue = [&](auto parity, const uint8_t* st, int n_live, const uint32_t (&depths)[2]) {
+    constexpr int P = decltype(parity)::value;
     const uint32_t x_tile = shared_address(st);
     const uint8_t* nib0 = st + S::kWOffset + row_in_tile * kWRowBytes + 4 * (q >> 1);
     const uint8_t* nib1 = nib0 + 8 * kWRowBytes;
-    uint32_t top[2];
-    const uint32_t depths[2] = {
-        W::fold_depths(*reinterpret_cast<const uint32_t*>(st + S::kWsOffset + row_in_tile * 4), top[0]),
-        W::fold_depths(*reinterpret_cast<const uint32_t*>(st + S::kWsOffset + (row_in_tile + 8) * 4), top[1])};
     // A registers per block: columns 4q.. (word q/2 of the block) and 16 + 4q.. (word 2 + q/2),
     // half q%2, through the row's table for the block's depth.
     uint32_t a[L::kBlocks][4];
@@ -271,32 +256,36 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
     wgmma_fence();
 #pragma unroll
     for (int h = 0; h < kH; ++h)
-      if (h < n_live)
 #pragma unroll
-        for (int b = 0; b < L::kBlocks; ++b)
-          wgmma_m64n64k32(pr[h], a[b], sw128_descriptor(x_tile + h * S::kN * kGroupK + 32 * b), b > 0);
+      for (int b = 0; b < L::kBlocks; ++b)
+        wgmma_m64n64k32(pr[P][h], a[b], sw128_descriptor(x_tile + h * S::kN * kGroupK + 32 * b), b > 0, h < n_live);
     wgmma_commit();
-    wgmma_wait<0>();
-    // Group end: × 2^(t−127) of the row and s_x of the token (powers of two: their product is
-    // exact within FP32's range), into the totals.
-    const float sw[2] = {e8m0_to_float_select(top[0]), e8m0_to_float_select(top[1])};
-    const float* sx = reinterpret_cast<const float*>(st + S::kSxOffset);
+  };
+  // The done step's sums (parity P, already waited for): × 2^(t−127) of the row and s_x of the
+  // token (powers of two: their product is exact within FP32's range), into the totals; at the
+  // item's last group, its outputs (undoing the fold's 2^6, exact).
+  const auto promote = [&](auto parity) {
+    constexpr int P = decltype(parity)::value;
+    if (done_group == 0)
+#pragma unroll
+      for (int h = 0; h < kH; ++h)
+#pragma unroll
+        for (int i = 0; i < kA; ++i) acc[h][i] = 0.0f;
 #pragma unroll
     for (int h = 0; h < kH; ++h) {
-      if (h < n_live) {
+      if (h < done_live) {
 #pragma unroll
         for (int j = 0; j < kA / 4; ++j) {
-          const float2 s2 = *reinterpret_cast<const float2*>(sx + h * S::kN + 8 * j + 2 * q);
+          const float2 s2 = *reinterpret_cast<const float2*>(done_sx + h * S::kN + 8 * j + 2 * q);
 #pragma unroll
           for (int c = 0; c < 4; ++c)
-            acc[h][4 * j + c] =
-                __fmaf_rn(pr[h][4 * j + c], __fmul_rn(sw[c >> 1], (c & 1) ? s2.y : s2.x), acc[h][4 * j + c]);
+            acc[h][4 * j + c] = __fmaf_rn(pr[P][h][4 * j + c], __fmul_rn(done_sw[c >> 1], (c & 1) ? s2.y : s2.x),
+                                          acc[h][4 * j + c]);
         }
       }
     }
-
-    if (group == n_groups - 1) {  // the item's outputs: undo the fold's 2^6 (exact)
-      void* y = pick(p.y, it.mat);
+    if (done_group == n_groups - 1) {
+      void* y = pick(p.y, done_it.mat);
 #pragma unroll
       for (int h = 0; h < kH; ++h)
 #pragma unroll
@@ -304,9 +293,9 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
             const int tok = h * S::kN + 8 * j + 2 * q + (c & 1);
-            if (tok < it.n_tok) {
+            if (tok < done_it.n_tok) {
               const float v = __fmul_rn(acc[h][4 * j + c], W::kFoldedOutputScale);
-              const int64_t at = int64_t(it.j0 + tok) * N + it.n0 + row_in_tile + 8 * (c >> 1);
+              const int64_t at = int64_t(done_it.j0 + tok) * N + done_it.n0 + row_in_tile + 8 * (c >> 1);
               if constexpr (kOutF32)
                 static_cast<float*>(y)[at] = v;
               else
@@ -314,7 +303,58 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
             }
           }
     }
+  };
+  constexpr std::integral_constant<int, 0> kEven{};
+  constexpr std::integral_constant<int, 1> kOdd{};
+
+#pragma unroll 1
+  for (int s = 0; s < kStages - 2; ++s) load_step(s);
+
+  // Step s of parity P: issue its wgmmas, then promote step s − 1's once they are done. A stage
+  // is refilled two steps after it was read (load_step(s + kStages − 2) writes step s − 2's
+  // stage): step s − 2's wgmmas were waited for in step s − 1, before every thread passed this
+  // step's barrier, and step s − 1's stage (its tokens in flight, its s_x to promote) stays
+  // untouched. The steps run in pairs, each pair straight-line code: with a wgmma or its wait
+  // inside a branch ptxas serialises every wgmma of the kernel (C7514 / C7520 at -Xptxas -v).
+  // So an odd count gets one empty step at the end: no copies, no live half, nothing to promote.
+  const auto step = [&](auto parity, int s) {
+    constexpr int P = decltype(parity)::value;
+    flush_sx();                    // before the barrier: step s + kStages − 3 reads it after two
+    cp_async_wait<kStages - 3>();  // this thread's copies of step s have landed
+    fence_proxy_async();
+    __syncthreads();               // everyone's have; and step s − 2's stage is free
+    load_step(s + kStages - 2);
+    int n_live = 0;  // halves with a real token (warpgroup-uniform); the first always has one
+    if (s < n_steps) {
+      const int k = s / n_groups;
+      if (k != cur_k) {
+        cur_k = k;
+        it = item_at(k);
+      }
+      n_live = (it.n_tok + S::kN - 1) / S::kN;
+    }
+    const uint8_t* st = stages + (s % kStages) * S::kStageBytes;
+    uint32_t top[2];
+    const uint32_t depths[2] = {
+        W::fold_depths(*reinterpret_cast<const uint32_t*>(st + S::kWsOffset + row_in_tile * 4), top[0]),
+        W::fold_depths(*reinterpret_cast<const uint32_t*>(st + S::kWsOffset + (row_in_tile + 8) * 4), top[1])};
+    issue(parity, st, n_live, depths);
+    wgmma_wait<1>();
+    promote(std::integral_constant<int, 1 - P>{});
+    done_it = it;
+    done_group = s < n_steps ? s % n_groups : -1;
+    done_live = n_live;
+    done_sw[0] = e8m0_to_float_select(top[0]);
+    done_sw[1] = e8m0_to_float_select(top[1]);
+    done_sx = reinterpret_cast<const float*>(st + S::kSxOffset);
+  };
+#pragma unroll 1
+  for (int s = 0; s < n_steps; s += 2) {
+    step(kEven, s);
+    step(kOdd, s + 1);
   }
+  wgmma_wait<0>();
+  promote(kOdd);
   cp_async_wait<0>();  // no copy outlives the block
 }
 
