@@ -6,10 +6,11 @@
 // decode. Kernels run as CUDA-graph replays; successive replays use different routings so that
 // the L2 does not keep the previous step's experts. Correctness is tests/cuda's job.
 //
-// Usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--fp8-prefill] [--rows T]. The card and date
-// head the output. --fp8-prefill: the cases whose T rows, as one prompt chunk, take the FP8 wgmma
-// kernel (moe_step.cpp's rule: a prefill-shaped launch by themselves) run there
-// (MoeGroupedParams::fp8_rows); decode cases are unchanged.
+// Usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--fp8-prefill | --fp8-all] [--rows T]. The card
+// and date head the output. --fp8-prefill: the cases whose T rows, as one prompt chunk, take the
+// FP8 wgmma kernel (moe_step.cpp's rule: a prefill-shaped launch by themselves) run there
+// (MoeGroupedParams::fp8_rows); decode cases are unchanged. --fp8-all: every MXFP4 case on the
+// FP8 kernel, decode cases in its 8-row items (CudaOptions::fp8_expert_decode).
 // --rows T runs only the case of T rows (a profiler's run: `ncu -k regex:grouped_fp4 -c 2` then
 // sees that case's first eager launches, w1/w3 and w2).
 #include <cuda_bf16.h>
@@ -105,15 +106,16 @@ struct Row {
 int main(int argc, char** argv) {
   using namespace dsv4::cuda;
   using dsv4::cat;
-  bool quick = false, nv = false, fp8_prefill = false;
+  bool quick = false, nv = false, fp8_prefill = false, fp8_all = false;
   int only_rows = 0;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--nvfp4") == 0) nv = true;
     else if (std::strcmp(argv[i], "--fp8-prefill") == 0) fp8_prefill = true;
+    else if (std::strcmp(argv[i], "--fp8-all") == 0) fp8_all = true;
     else if (std::strcmp(argv[i], "--rows") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0) only_rows = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--fp8-prefill] [--rows T]\n");
+      std::fprintf(stderr, "usage: bench_cuda_moe_bench [--quick] [--nvfp4] [--fp8-prefill | --fp8-all] [--rows T]\n");
       return 2;
     }
   }
@@ -124,7 +126,7 @@ int main(int argc, char** argv) {
     }
     bench::print_card();
     std::printf("routed experts of one Flash layer: E=%d D=%d I=%d k=%d, %s%s\n", kE, kD, kI, kK, nv ? "NVFP4" : "MXFP4",
-                fp8_prefill && !nv ? ", prefill on the FP8 wgmma kernel" : "");
+                nv ? "" : fp8_all ? ", every case on the FP8 wgmma kernel" : fp8_prefill ? ", prefill on the FP8 wgmma kernel" : "");
     const int reps = quick ? 3 : 7;
     Filler fill;
 
@@ -154,7 +156,8 @@ int main(int argc, char** argv) {
                            Case{"decode", 128, true}, Case{"prefill", 2048, false}, Case{"prefill", 8192, false}}) {
       if (only_rows && cs.T != only_rows) continue;
       const int T = cs.T, n_sel = T * kK;
-      const bool fp8 = fp8_prefill && grouped_prefill_shaped(n_sel, kE);  // as moe_row_runs decides for a chunk
+      // As moe_row_runs decides for a chunk (--fp8-all: for every row).
+      const bool fp8 = !nv && (fp8_all || (fp8_prefill && grouped_prefill_shaped(n_sel, kE)));
       const int n_inst = cs.decode ? 8 : 1;  // routings replayed in turn (prefill touches every expert anyway)
       const int iters = cs.decode ? (quick ? 16 : 40) : (quick ? 2 : 5);
       // Activations (FP8 + scales) and the shared output: any non-trivial values.

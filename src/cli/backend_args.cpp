@@ -46,13 +46,16 @@ const char* const kBackendUsage =
     "                        expert: 683 tokens for Flash) on the FP8 tensor cores, the reference's\n"
     "                        arithmetic (1.5x the expert GEMMs at 2K rows); other rows keep the\n"
     "                        F16 kernels, so a row's bits follow its chunk (default on)\n"
+    "  --fp8-expert-decode on|off  cuda: with --fp8-expert-prefill, every row's MXFP4 experts on\n"
+    "                        the FP8 tensor cores, decode rows too (8-row items); a row's bits then\n"
+    "                        never depend on its chunk (default off: not yet measured)\n"
     "  --prefill-attention on|off  cuda: queries of long prompt chunks (over 64 rows) through the\n"
     "                        prefill attention kernel, 3.4-7.8x the decode kernel on them (default on)\n";
 
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
           "--kv-cache-tokens", "--gpu-memory-utilization", "--pass-rows", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
-          "--comm", "--cpu-experts", "--host-decode", "--fp8-expert-prefill",
+          "--comm", "--cpu-experts", "--host-decode", "--fp8-expert-prefill", "--fp8-expert-decode",
           "--prefill-attention"};
 }
 
@@ -108,6 +111,10 @@ BackendOptions backend_options(const Args& args) {
   if (auto fp8 = args.get("--fp8-expert-prefill")) {
     if (*fp8 != "on" && *fp8 != "off") fail("--fp8-expert-prefill must be 'on' or 'off', got '", *fp8, "'");
     o.fp8_expert_prefill = *fp8 == "on";
+  }
+  if (auto fp8 = args.get("--fp8-expert-decode")) {
+    if (*fp8 != "on" && *fp8 != "off") fail("--fp8-expert-decode must be 'on' or 'off', got '", *fp8, "'");
+    o.fp8_expert_decode = *fp8 == "on";
   }
   if (auto attn = args.get("--prefill-attention")) {
     if (*attn != "on" && *attn != "off") fail("--prefill-attention must be 'on' or 'off', got '", *attn, "'");

@@ -293,6 +293,7 @@ class CudaForward final : public Forward {
       rank.model = std::make_unique<DeviceModel>(
           upload_model(cfg, w, opt.progress, opt.draft, synthetic ? &*synthetic : nullptr, rank.shard));
       rank.model->fp8_expert_prefill = opt.fp8_expert_prefill;
+      rank.model->fp8_expert_decode = opt.fp8_expert_decode;
       rank.model->prefill_attention = opt.prefill_attention;
       matmul_reserve();
     }

@@ -60,6 +60,10 @@ struct CudaOptions {
   // reference's own arithmetic: FP4 upcast to FP8), every other row on the F16 kernels
   // (moe_step.h moe_row_runs): faster prefill; a row's bits follow its chunk, not the rest of the step.
   bool fp8_expert_prefill = true;
+  // With fp8_expert_prefill, every row's MXFP4 experts on the FP8 tensor cores, decode rows in
+  // 8-row items (moe_grouped_wgmma.cu's DecodeShape): one kernel family for all rows, so no row's
+  // bits depend on its chunk. Off until measured against the F16 decode kernel.
+  bool fp8_expert_decode = false;
   // The queries of long prompt chunks through the prefill attention kernel over BF16 key rows
   // gathered once per chunk (sparse_attention_prefill.cuh, kv_gather.cuh): 3.4-7.8x the decode
   // kernel on those rows (H100). Its sums are chained as short as the decode kernel's, so it

@@ -95,6 +95,7 @@ struct DeviceModel {
   DeviceBuffer<float> inv_freq_main, inv_freq_compress;  // [rope_dim/2] (§4.4)
   bool has_bf16_act_linears = false;   // a §12 quantised-input linear with BF16 weights exists
   bool fp8_expert_prefill = false;     // CudaOptions::fp8_expert_prefill
+  bool fp8_expert_decode = false;      // CudaOptions::fp8_expert_decode
   bool prefill_attention = false;      // CudaOptions::prefill_attention
   size_t bytes = 0;                    // device bytes of all weights
   // Tensor parallelism of attention (layer_pass.h): this rank holds heads() query heads —

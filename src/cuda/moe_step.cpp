@@ -183,7 +183,9 @@ std::vector<RowRun> moe_row_runs(const StepContext& c) {
   const ModelConfig& cfg = c.m.cfg;
   // Padding rows (a decode graph's bucket) sit past n_real, which the dispatch reads per launch:
   // such a pass, all decode rows, stays one run.
-  const bool split = c.m.fp8_expert_prefill && cfg.expert_format == ExpertFormat::kMXFP4 && c.plan.real_rows() == c.T;
+  const bool fp8 = c.m.fp8_expert_prefill && cfg.expert_format == ExpertFormat::kMXFP4;
+  if (fp8 && c.m.fp8_expert_decode) return {{0, c.T, true}};  // every row on the FP8 kernel
+  const bool split = fp8 && c.plan.real_rows() == c.T;
   if (!split) return {{0, c.T, false}};
   return row_runs(c.segments, c.T, [&](int n) {
     return grouped_prefill_shaped(int64_t(n) * cfg.num_experts_per_tok, int(cfg.n_routed_experts));

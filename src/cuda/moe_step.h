@@ -108,8 +108,9 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
 // CudaOptions::fp8_expert_prefill and MXFP4 experts, the rows of a prompt chunk long enough to
 // make a prefill-shaped launch by itself (more than 16 grouped rows per expert of the model) are
 // prefill runs, on the FP8 tensor cores; every other row runs on the F16 kernels. A row's class is
-// its chunk's, so its bits do not depend on the rest of the step. Otherwise, or for a pass with
-// padding rows (a decode graph's bucket), one F16 run [0, T).
+// its chunk's, so its bits do not depend on the rest of the step. With fp8_expert_decode as well,
+// one FP8 run [0, T). Otherwise, or for a pass with padding rows (a decode graph's bucket), one
+// F16 run [0, T).
 std::vector<RowRun> moe_row_runs(const StepContext& c);
 // moe_routed over each run's rows of `in` in turn (its per-row pointers and the pick-order
 // outputs offset to the run), a prefill run setting MoeRoutedInput::fp8. Several runs come only

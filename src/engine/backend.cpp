@@ -45,6 +45,7 @@ void check_backend(const BackendOptions& o) {
            "memory already");
     if (o.fp8_expert_prefill.value_or(false))
       fail("--fp8-expert-prefill is CUDA-only: the cpu backend sums its experts in FP32");
+    if (o.fp8_expert_decode) fail("--fp8-expert-decode is CUDA-only: the cpu backend sums its experts in FP32");
     if (o.prefill_attention.value_or(false)) fail("--prefill-attention is CUDA-only: the cpu backend has one attention");
     if (o.pass_rows > 0) fail("--pass-rows is CUDA-only: the cpu backend computes a chunk's rows in one go");
     if (o.synthetic_seed)
@@ -128,6 +129,9 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.host_threads = o.n_threads;
   cuda.host_decode_gpu = o.host_decode_gpu;
   if (o.fp8_expert_prefill) cuda.fp8_expert_prefill = *o.fp8_expert_prefill;
+  if (o.fp8_expert_decode && !cuda.fp8_expert_prefill)
+    fail("--fp8-expert-decode on needs --fp8-expert-prefill on: decode rows on the FP8 kernel, prompt rows not");
+  cuda.fp8_expert_decode = o.fp8_expert_decode;
   if (o.prefill_attention) cuda.prefill_attention = *o.prefill_attention;
   cuda.gpu_memory_limit = size_t(o.gpu_memory_bytes);
   cuda.comm = o.comm == BackendOptions::Comm::kNccl       ? CudaOptions::Comm::kNccl

@@ -60,6 +60,8 @@ struct BackendOptions {
   // cuda: MXFP4 experts of long prompt chunks on the FP8 tensor cores (CudaOptions::fp8_expert_prefill);
   // unset: the cuda default (on).
   std::optional<bool> fp8_expert_prefill;
+  // cuda: decode rows' MXFP4 experts on the FP8 tensor cores too (CudaOptions::fp8_expert_decode).
+  bool fp8_expert_decode = false;
   // cuda: long prompt chunks' queries through the prefill attention kernel (CudaOptions::prefill_attention);
   // unset: the cuda default (on).
   std::optional<bool> prefill_attention;

@@ -265,6 +265,8 @@ TEST(Backend, RankOptionsAreCheckedByName) {
       {"--backend cuda --gpu-memory -3", "--gpu-memory must be a positive number of GiB, got -3"},
       {"--fp8-expert-prefill on", "--fp8-expert-prefill is CUDA-only"},
       {"--backend cuda --fp8-expert-prefill yes", "--fp8-expert-prefill must be 'on' or 'off', got 'yes'"},
+      {"--fp8-expert-decode on", "--fp8-expert-decode is CUDA-only"},
+      {"--backend cuda --fp8-expert-decode 1", "--fp8-expert-decode must be 'on' or 'off', got '1'"},
       {"--prefill-attention on", "--prefill-attention is CUDA-only"},
       {"--backend cuda --prefill-attention fast", "--prefill-attention must be 'on' or 'off', got 'fast'"},
   };

@@ -36,11 +36,16 @@ class BatchedRuntime : public ::testing::Test {
   }
 };
 
-std::unique_ptr<Forward> nano_cuda(bool graph, int64_t kv_tokens = 0, bool fp8_expert_prefill = false) {
+// Which rows' MXFP4 experts run on the FP8 tensor cores (CudaOptions::fp8_expert_prefill,
+// fp8_expert_decode).
+enum class Fp8Experts { kNone, kPrefill, kAll };
+
+std::unique_ptr<Forward> nano_cuda(bool graph, int64_t kv_tokens = 0, Fp8Experts fp8 = Fp8Experts::kNone) {
   CudaOptions o = test::cuda_test_options();
   o.use_graph = graph;
   if (kv_tokens > 0) o.kv_cache_tokens = kv_tokens;
-  o.fp8_expert_prefill = fp8_expert_prefill;
+  o.fp8_expert_prefill = fp8 != Fp8Experts::kNone;
+  o.fp8_expert_decode = fp8 == Fp8Experts::kAll;
   return make_cuda_forward(kNano, o);
 }
 
@@ -102,9 +107,9 @@ std::vector<std::vector<float>> run_plan(Forward& f, const std::vector<std::vect
 // tensor-core GEMM for many rows) changes summation order for the rows in it.
 // Sets how many rows there were and how many of them were bit-identical (a void function: the
 // ASSERTs inside return).
-void expect_batch_independence(bool fp8_expert_prefill, int64_t* rows_out, int64_t* identical_out) {
+void expect_batch_independence(Fp8Experts fp8, int64_t* rows_out, int64_t* identical_out) {
   std::mt19937_64 rng(test::seed_for_this_test());
-  auto f = nano_cuda(/*graph=*/false, 0, fp8_expert_prefill);
+  auto f = nano_cuda(/*graph=*/false, 0, fp8);
   const int64_t V = f->config().vocab_size;
   // Sanitizer runs take 16 sequences: 64 took 199 s under memcheck (2026-12-04).
   const int n_seqs = std::getenv("DSV4_CUDA_FORWARD_T") ? 16 : 64;
@@ -137,7 +142,7 @@ void expect_batch_independence(bool fp8_expert_prefill, int64_t* rows_out, int64
   }
   const double top1 = double(agree) / double(rows), cosine = dot / std::sqrt(na * nb);
   std::printf("[batch]%s %d sequences, %lld rows: bit-identical %lld (%.2f%%), top-1 %.3f%%, cosine %.8f\n",
-              fp8_expert_prefill ? " fp8 expert prefill," : "", n_seqs, (long long)rows, (long long)identical,
+              fp8 == Fp8Experts::kAll ? " fp8 experts," : fp8 == Fp8Experts::kPrefill ? " fp8 expert prefill," : "", n_seqs, (long long)rows, (long long)identical,
               100.0 * double(identical) / double(rows), 100 * top1, cosine);
   EXPECT_GE(top1, 0.995);
   EXPECT_GE(cosine, 0.9999);
@@ -147,7 +152,7 @@ void expect_batch_independence(bool fp8_expert_prefill, int64_t* rows_out, int64
 
 TEST_F(BatchedRuntime, LogitsDoNotDependOnTheBatch) {
   int64_t rows = 0, identical = 0;
-  expect_batch_independence(false, &rows, &identical);
+  expect_batch_independence(Fp8Experts::kNone, &rows, &identical);
 }
 
 // With --fp8-expert-prefill the rows of long prompt chunks take the FP8 expert kernel and every
@@ -155,17 +160,24 @@ TEST_F(BatchedRuntime, LogitsDoNotDependOnTheBatch) {
 // and inside the batch (the same chunks, the plan keeps them whole) gives the same bits.
 TEST_F(BatchedRuntime, Fp8ExpertPrefillKeepsRowsBatchIndependent) {
   int64_t rows = 0, identical = 0;
-  expect_batch_independence(true, &rows, &identical);
+  expect_batch_independence(Fp8Experts::kPrefill, &rows, &identical);
   EXPECT_GT(rows, 0);
   EXPECT_EQ(identical, rows) << "rows changed with what else was in the step";
 }
 
-// Batched decode steps replayed from the bucket graphs equal eager passes bit for bit, across the
-// HCA windows closing at 127, 255, 383 and every CSA window, for batches that change size (new
-// buckets, padding rows) as sequences finish.
-TEST_F(BatchedRuntime, GraphDecodeEqualsEagerAcrossWindows) {
+// With --fp8-expert-decode as well every row takes the FP8 expert kernel, in 8-row items when the
+// launch has few rows per expert and 128-row items otherwise: a row's sums are the same in both.
+TEST_F(BatchedRuntime, Fp8ExpertDecodeKeepsRowsBatchIndependent) {
+  int64_t rows = 0, identical = 0;
+  expect_batch_independence(Fp8Experts::kAll, &rows, &identical);
+  EXPECT_GT(rows, 0);
+  EXPECT_EQ(identical, rows) << "rows changed with what else was in the step";
+}
+
+// Batched decode steps replayed from the bucket graphs against eager passes (the test below).
+void expect_graph_equals_eager(Fp8Experts fp8) {
   std::mt19937_64 rng(test::seed_for_this_test());
-  auto graph = nano_cuda(true), eager = nano_cuda(false);
+  auto graph = nano_cuda(true, 0, fp8), eager = nano_cuda(false, 0, fp8);
   const int64_t V = graph->config().vocab_size;
   const int n_seqs = 13;  // buckets 16, then 8, 4, 2, 1 as sequences end
   std::vector<std::vector<int32_t>> ids;
@@ -185,6 +197,17 @@ TEST_F(BatchedRuntime, GraphDecodeEqualsEagerAcrossWindows) {
     }
   std::printf("[graph] %lld decode rows, %lld differ between graph and eager\n", (long long)steps, (long long)differ);
   EXPECT_EQ(differ, 0);
+}
+
+// Batched decode steps replayed from the bucket graphs equal eager passes bit for bit, across the
+// HCA windows closing at 127, 255, 383 and every CSA window, for batches that change size (new
+// buckets, padding rows) as sequences finish.
+// Also with every row's experts on the FP8 kernel (--fp8-expert-decode).
+TEST_F(BatchedRuntime, GraphDecodeEqualsEagerAcrossWindows) {
+  for (const Fp8Experts fp8 : {Fp8Experts::kNone, Fp8Experts::kAll}) {
+    SCOPED_TRACE(fp8 == Fp8Experts::kAll ? "fp8 experts" : "f16 experts");
+    expect_graph_equals_eager(fp8);
+  }
 }
 
 // Short requests through the scheduler on the GPU, on a pool small enough that admission waits:

@@ -32,21 +32,26 @@ using moe_grouped_work::plan_chunks;
 
 constexpr int kThreads = 256;  // two warpgroups
 constexpr int kTileN = 128;    // weight rows per item, 64 per warpgroup
-constexpr int kStages = 5;     // stages: three loading, one in the tensor core, one being promoted
 constexpr int kGroupK = L::kGroupK;
 // Nibble rows of 64 bytes padded to 80: a warp's A reads (8 rows × 2 words) then hit 16 distinct
 // banks instead of 4-way conflicts at a 64-byte stride.
 constexpr int kWRowBytes = 80;
 static_assert(kGroupK == 128 && L::kBlockK == 32, "a step is 128 columns: one swizzle row, four k32 blocks");
 
-// The item: 128 tokens (two n64 wgmma halves per k32 block; the second is skipped when an item
-// has <= 64 tokens) × 128 weight rows; one block per SM (255 registers, 8 bytes of spills).
-// Measured on an H200 (bench/results/2026-12-05-h200-fp8-expert-prefill.md): the same kernel with
-// 8-token items and n8 wgmmas as a decode shape read the weights at 39 % of copy at batch 64,
-// against the F16 decode kernel's 52 %, so decode launches stay on that kernel.
+// The item: kTokens tokens × 128 weight rows, with kStages stages (kStages − 2 loading, one in
+// the tensor core, one being promoted) and at least kMinBlocks blocks per SM.
+//  - PrefillShape: 128 tokens (two n64 wgmma halves per k32 block; the second is predicated off
+//    when an item has <= 64 tokens); one block per SM (255 registers, 8 bytes of spills).
+//  - DecodeShape: 8 tokens (one n8 wgmma per k32 block), for launches of a few rows per expert;
+//    a stage is 12 KiB, so two blocks per SM keep 2 × 6 stages of weights in flight.
+//    Before the scales were folded, this shape read the weights at 39 % of copy at batch 64 on an
+//    H200 against the F16 decode kernel's 52 % (bench/results/2026-12-05-h200-fp8-expert-prefill.md).
+template <int kTokens_, int kStages_, int kMinBlocks_>
 struct Shape {
-  static constexpr int kTokens = 128;
-  static constexpr int kN = 64;  // the wgmma's n
+  static constexpr int kTokens = kTokens_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kMinBlocks = kMinBlocks_;
+  static constexpr int kN = kTokens < 64 ? kTokens : 64;  // the wgmma's n
   static constexpr int kHalves = kTokens / kN;
   static constexpr int kAcc = kN / 2;  // D fragment floats per thread per half
   // One stage: tokens [kTokens][128] E4M3 (swizzled, 1024-byte aligned), nibbles [128][80],
@@ -59,10 +64,16 @@ struct Shape {
   // chunk starts [E + 1] each, the fold tables [kFoldDepths][8] bytes.
   static constexpr size_t kSmemBytes =
       1024 + size_t(kStages) * kStageBytes + size_t(2) * (kGroupedMaxExperts + 1) * 4 + W::kFoldDepths * 8;
-  static constexpr int kXChunksPerThread = kTokens * 8 / kThreads;  // 16-byte token chunks per thread and step
-  static_assert(kTokens * 8 % kThreads == 0 && kXChunksPerThread <= 8, "whole token chunks per thread");
-  static_assert(kTokens == kTileN && kTileN * 2 == kThreads, "each second-warpgroup thread loads one token's activation scale");
+  // 16-byte token chunks per loading thread and step; the first kXLoaders threads load them.
+  static constexpr int kXChunksPerThread = kTokens * 8 >= kThreads ? kTokens * 8 / kThreads : 1;
+  static constexpr int kXLoaders = kTokens * 8 / kXChunksPerThread;
+  static_assert(kTokens % 8 == 0 && kTokens <= kTileN && (kTokens <= 64 || kTokens % 64 == 0), "wgmma n: 8..64, or 64-token halves");
+  static_assert(kTokens * 8 % kXChunksPerThread == 0 && kXChunksPerThread <= 8, "whole token chunks per thread");
+  static_assert(kTileN * 2 == kThreads, "the second warpgroup's threads load the tokens' activation scales");
+  static_assert(kStages >= 3, "one stage loading, one in the tensor core, one being promoted");
 };
+using PrefillShape = Shape<128, 5, 1>;
+using DecodeShape = Shape<8, 8, 2>;
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -98,28 +109,40 @@ __device__ __forceinline__ uint64_t sw128_descriptor(uint32_t address) {
          (uint64_t(1) << 62);
 }
 
-// d = A·B + (accumulate ? d : 0), m64n64k32, E4M3 × E4M3 -> FP32, A in registers (a0/a1: rows g /
-// g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..); a no-op unless live (a guard
-// predicate, not a branch: see the main loop).
-__device__ __forceinline__ void wgmma_m64n64k32(float (&d)[32], const uint32_t (&a)[4], uint64_t b, bool accumulate,
-                                                bool live) {
-  asm volatile(
-      "{\n.reg .pred p, l;\nsetp.ne.b32 p, %37, 0;\nsetp.ne.b32 l, %38, 0;\n"
-      "@l wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-      "{%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(int(accumulate)), "r"(int(live))
-      : "memory");
+// d = A·B + (accumulate ? d : 0), m64nNk32 (N = 64 or 8), E4M3 × E4M3 -> FP32, A in registers
+// (a0/a1: rows g / g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..); a no-op unless
+// live (a guard predicate, not a branch: see the main loop).
+template <int N>
+__device__ __forceinline__ void wgmma_m64k32(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b, bool accumulate,
+                                             bool live) {
+  static_assert(N == 64 || N == 8, "the two shapes' n");
+  if constexpr (N == 64) {
+    asm volatile(
+        "{\n.reg .pred p, l;\nsetp.ne.b32 p, %37, 0;\nsetp.ne.b32 l, %38, 0;\n"
+        "@l wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+          "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+          "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(int(accumulate)), "r"(int(live))
+        : "memory");
+  } else {
+    asm volatile(
+        "{\n.reg .pred p, l;\nsetp.ne.b32 p, %9, 0;\nsetp.ne.b32 l, %10, 0;\n"
+        "@l wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(int(accumulate)), "r"(int(live))
+        : "memory");
+  }
 }
 
-template <bool kOutF32>
-__global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGroupedParams p) {
-  using S = Shape;
+template <class S, bool kOutF32>
+__global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_kernel(MoeGroupedParams p) {
+  constexpr int kStages = S::kStages;
   wait_for_prior_grids();
   extern __shared__ uint8_t smem_raw[];
   // The stages start on a 1024-byte boundary of the shared window (the swizzle atom).
@@ -154,17 +177,18 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
     return t < it.n_tok ? (p.x_row ? p.x_row[it.j0 + t] : it.j0 + t) : -1;
   };
 
-  // ---- Loads. Per step, thread tid copies: chunks x_chunk0 .. + kXChunksPerThread − 1 (16 bytes
-  // each) of token x_tok; chunks 2·(tid%2), +1 of nibble row tid/2; threads < 128 weight row
-  // tid's scale word, threads >= 128 token (tid − 128)'s activation scale, through a register
-  // stored one step later.
+  // ---- Loads. Per step, thread tid copies: threads < kXLoaders, chunks x_chunk0 .. +
+  // kXChunksPerThread − 1 (16 bytes each) of token x_tok; chunks 2·(tid%2), +1 of nibble row
+  // tid/2; threads < 128 weight row tid's scale word, threads 128 .. 128 + kTokens − 1 token
+  // (tid − 128)'s activation scale, through a register stored one step later.
   constexpr int kXChunksPerThread = S::kXChunksPerThread;
+  const bool x_loader = tid < S::kXLoaders, sx_loader = tid >= kTileN && tid - kTileN < S::kTokens;
   const int x_tok = tid * kXChunksPerThread / 8, x_chunk0 = tid * kXChunksPerThread % 8;
   int load_k = -1;
   const uint8_t* x_src = nullptr;   // this thread's token row (nullptr: past the item's tokens)
   const uint8_t* w_src = nullptr;   // this thread's nibble row
   const uint8_t* ws_src = nullptr;  // threads < 128: its weight row's scale bytes
-  int sx_row = -1;                  // threads >= 128: its token's x row
+  int sx_row = -1;                  // sx_loader: its token's x row
   float sx_pending = 0.0f;
   int sx_slot = -1;
   // The activation scale loaded by the last load_step, into its stage: the step that last read
@@ -188,15 +212,17 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
         w_src = pick(p.w, it.mat) + w_row * (K / 2);
         if (tid < kTileN)
           ws_src = pick(p.w_scale, it.mat) + (int64_t(it.expert) * N + it.n0 + tid) * (K / kMXFP4BlockSize);
-        else
+        else if (sx_loader)
           sx_row = x_row_of(it, tid - kTileN);
       }
       uint8_t* st = stages + (s % kStages) * S::kStageBytes;
+      if (x_loader) {
 #pragma unroll
-      for (int i = 0; i < kXChunksPerThread; ++i) {
-        const int c = x_chunk0 + i;
-        cp_async16(shared_address(st + W::swizzled_chunk(x_tok, c)), x_src ? x_src + group * kGroupK + c * 16 : p.x,
-                   x_src != nullptr);
+        for (int i = 0; i < kXChunksPerThread; ++i) {
+          const int c = x_chunk0 + i;
+          cp_async16(shared_address(st + W::swizzled_chunk(x_tok, c)), x_src ? x_src + group * kGroupK + c * 16 : p.x,
+                     x_src != nullptr);
+        }
       }
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
@@ -206,7 +232,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
       }
       if (tid < kTileN) {
         cp_async4(shared_address(st + S::kWsOffset + tid * 4), ws_src + group * 4);
-      } else {
+      } else if (sx_loader) {
         sx_pending = sx_row >= 0 ? e8m0_to_float_select(p.x_scale[int64_t(sx_row) * n_groups + group]) : 0.0f;
         sx_slot = s % kStages;
       }
@@ -258,7 +284,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
     for (int h = 0; h < kH; ++h)
 #pragma unroll
       for (int b = 0; b < L::kBlocks; ++b)
-        wgmma_m64n64k32(pr[P][h], a[b], sw128_descriptor(x_tile + h * S::kN * kGroupK + 32 * b), b > 0, h < n_live);
+        wgmma_m64k32<S::kN>(pr[P][h], a[b], sw128_descriptor(x_tile + h * S::kN * kGroupK + 32 * b), b > 0, h < n_live);
     wgmma_commit();
   };
   // The done step's sums (parity P, already waited for): × 2^(t−127) of the row and s_x of the
@@ -358,15 +384,25 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_mxfp4_wgmma_kernel(MoeGro
   cp_async_wait<0>();  // no copy outlives the block
 }
 
+template <class S, bool kOutF32>
+void launch_shaped(const MoeGroupedParams& p, cudaStream_t stream) {
+  static ResidentGrid record;
+  const void* kernel = reinterpret_cast<const void*>(grouped_mxfp4_wgmma_kernel<S, kOutF32>);
+  const int grid_max = resident_blocks(record, kernel, kThreads, S::kSmemBytes);
+  // At most one item per block: chunks <= E + max_sel / kTokens.
+  const int64_t max_items = (int64_t(p.E) + p.max_sel / S::kTokens) * (p.N / kTileN) * p.n_mats;
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
+  launch_kernel(grouped_mxfp4_wgmma_kernel<S, kOutF32>, grid, kThreads, S::kSmemBytes, stream, p);
+}
+
+// The shape follows the launch's rows per expert (a host value, never the device counts), as the
+// F16 kernels' does; a row's sums are the same in either shape (the batch-invariance note).
 template <bool kOutF32>
 void launch_typed(const MoeGroupedParams& p, cudaStream_t stream) {
-  static ResidentGrid record;
-  const void* kernel = reinterpret_cast<const void*>(grouped_mxfp4_wgmma_kernel<kOutF32>);
-  const int grid_max = resident_blocks(record, kernel, kThreads, Shape::kSmemBytes);
-  // At most one item per block: chunks <= E + max_sel / kTokens.
-  const int64_t max_items = (int64_t(p.E) + p.max_sel / Shape::kTokens) * (p.N / kTileN) * p.n_mats;
-  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(grid_max, max_items)));
-  launch_kernel(grouped_mxfp4_wgmma_kernel<kOutF32>, grid, kThreads, Shape::kSmemBytes, stream, p);
+  if (grouped_prefill_shaped(p.max_sel, p.E))
+    launch_shaped<PrefillShape, kOutF32>(p, stream);
+  else
+    launch_shaped<DecodeShape, kOutF32>(p, stream);
 }
 
 }  // namespace
