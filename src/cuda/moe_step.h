@@ -82,7 +82,8 @@ struct MoeRoutedInput {
   // pass over the same picks: the host tier's experts after the GPU's own).
   bool keep_other_picks = false;
   // MXFP4 experts of these rows on the FP8 tensor cores (MoeGroupedParams::fp8_rows): set for a
-  // prefill run of long-chunk rows (moe_row_runs), never for a launch because of its size.
+  // prefill run of long-chunk rows, or for every row with fp8_expert_decode (moe_row_runs), never
+  // for a launch because of its size.
   bool fp8 = false;
 };
 // The routed experts one grouped launch reads, wherever they lie: a DeviceExperts in device

@@ -54,7 +54,8 @@ struct MoeGroupedParams {
   // MXFP4: the launch takes the FP8 wgmma kernel (moe_grouped_wgmma.cuh) whatever its shape. On
   // an H200 it ran 1.5× the F16 prefill kernel at 2K rows and 2.1–2.3× at 8K, but its sums are not
   // the F16 kernels', so the caller sets it for a class of rows that does not depend on the rest
-  // of the step: the rows of long prompt chunks (moe_step.cpp, CudaOptions::fp8_expert_prefill).
+  // of the step: the rows of long prompt chunks (moe_step.cpp, CudaOptions::fp8_expert_prefill),
+  // or every row (CudaOptions::fp8_expert_decode).
   bool fp8_rows = false;
 };
 
