@@ -628,6 +628,10 @@ INSTANTIATE_TEST_SUITE_P(
         GroupedCase{"pro_w1_two_rows", Fmt::kMXFP4, 16, 3072, 7168, 2, 6, Pick::kRandom, -1, 1, true, 1, Scales::kNarrow},  // Pro N, K (E cut: 4 GiB)
         GroupedCase{"zero_scales_decode", Fmt::kMXFP4, 256, 512, 1024, 64, 6, Pick::kRandom, -1, 2, true, 1, Scales::kSomeZero},
         GroupedCase{"zero_scales_prefill", Fmt::kMXFP4, 64, 256, 1024, 1024, 6, Pick::kRandom, -1, 1, true, 5, Scales::kSomeZero},
+        // K = 384: three K groups, so a block's step count is odd whenever its item count is
+        // (the FP8 kernel's empty last step), in either item shape.
+        GroupedCase{"odd_groups_decode", Fmt::kMXFP4, 64, 256, 384, 8, 6, Pick::kRandom, -1, 2, true, 1, Scales::kNarrow},
+        GroupedCase{"odd_groups_prefill", Fmt::kMXFP4, 16, 256, 384, 512, 6, Pick::kRandom, -1, 1, false, 3, Scales::kNarrow},
         GroupedCase{"wide_scales_prefill", Fmt::kMXFP4, 64, 256, 1024, 1024, 6, Pick::kRandom, -1, 2, false, 5, Scales::kWide},
         GroupedCase{"no_real_rows", Fmt::kMXFP4, 16, 128, 256, 8, 4, Pick::kRandom, 0, 1, true, 1, Scales::kNarrow}),
     [](const ::testing::TestParamInfo<GroupedCase>& i) { return std::string(i.param.name); });

@@ -157,12 +157,12 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
   const int tiles_per_mat = N / kTileN;
 
   // Entry (d, c): the E4M3 byte of e2m1(c)·2^(6 − d), rounded to nearest even (exact for d <= 14).
-  // plan_chunks's barriers publish it.
   for (int i = tid; i < W::kFoldDepths * 8; i += kThreads) {
     const int d = i / 8, c = i % 8, e = c >> 1, m = c & 1;
     const float e2m1 = e == 0 ? 0.5f * m : ldexpf(1.0f + 0.5f * m, e - 1);
     fold_table[i] = float_to_e4m3(ldexpf(e2m1, W::kFoldTop - d));
   }
+  __syncthreads();  // the tables, before any thread's first step
   plan_chunks(p.offsets, E, S::kTokens, offs, chunk_start);
   if (offs[E] > p.max_sel) __trap();  // the plan holds more rows than the launch was shaped for
   const int n_chunks = chunk_start[E];
@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
   // So an odd count gets one empty step at the end: no copies, no live half, nothing to promote.
   const auto step = [&](auto parity, int s) {
     constexpr int P = decltype(parity)::value;
-    flush_sx();                    // before the barrier: step s + kStages − 3 reads it after two
+    flush_sx();                    // step s + kStages − 3's s_x, promoted in step s + kStages − 2
     cp_async_wait<kStages - 3>();  // this thread's copies of step s have landed
     fence_proxy_async();
     __syncthreads();               // everyone's have; and step s − 2's stage is free
