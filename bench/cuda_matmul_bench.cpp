@@ -7,7 +7,7 @@
 //
 // Usage: bench_cuda_matmul_bench [--quick]. Prints tables; the card and date head the output;
 // a '*' marks the kernel matmul() chooses for that row count; skinny/R is the skinny kernel with
-// R rows of x per weight pass.
+// R rows of x per weight pass; wgmma the FP8 skinny GEMM on wgmma (MatmulPath::kWgmma).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -44,8 +44,10 @@ struct Shape {
   int max_m;  // the LM head only ever sees a few rows
 };
 
-enum class Kernel { kGemv, kSkinny, kLt };
-const char* kernel_name(Kernel k) { return k == Kernel::kGemv ? "gemv/8" : k == Kernel::kSkinny ? "skinny" : "lt"; }
+enum class Kernel { kGemv, kSkinny, kLt, kWgmma };
+const char* kernel_name(Kernel k) {
+  return k == Kernel::kGemv ? "gemv/8" : k == Kernel::kSkinny ? "skinny" : k == Kernel::kWgmma ? "wgmma" : "lt";
+}
 
 }  // namespace
 }  // namespace dsv4::cuda
@@ -122,6 +124,7 @@ int main(int argc, char** argv) {
         if (M <= 8) kernels.emplace_back(Kernel::kSkinny, skinny_rows_per_pass(kind));
         if (M > 8 && M <= 512)
           for (const int rpp : {8, 16, 32, 64}) kernels.emplace_back(Kernel::kSkinny, rpp);
+        if (s.fp8 && M <= 128) kernels.emplace_back(Kernel::kWgmma, 0);
         if (M >= 64) kernels.emplace_back(Kernel::kLt, 0);
         for (const auto& [k, rpp] : kernels) {
           const int iters = M >= 2048 ? 5 : quick ? 10 : 30;
@@ -185,7 +188,7 @@ int main(int argc, char** argv) {
             p.N = s.N;
             p.K = s.K;
             p.out_bf16 = s.out_bf16;
-            p.path = MatmulPath::kLt;
+            p.path = k == Kernel::kWgmma ? MatmulPath::kWgmma : MatmulPath::kLt;
             ran = matmul(p, st);
           });
           const double bytes = double(wbytes + sbytes) + double(M) * s.K * in_bytes +

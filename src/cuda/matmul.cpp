@@ -5,6 +5,7 @@
 #include "cuda/kernels/gemm_lt.cuh"
 #include "cuda/kernels/grouped_out_proj.cuh"
 #include "cuda/kernels/skinny_gemm.cuh"
+#include "cuda/kernels/skinny_wgmma.cuh"
 #include "cuda/kernels/to_bf16.cuh"
 #include "util/error.h"
 
@@ -61,6 +62,7 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
     q.K = p.K;
     if (lt_gemm(q, stream)) return MatmulPath::kLt;
   }
+  DSV4_CHECK_MSG(path != MatmulPath::kWgmma || fp8, "the wgmma skinny GEMM takes FP8 weights only");
   SkinnyGemmParams q;
   q.kind = fp8 ? SkinnyKind::kFp8 : SkinnyKind::kBf16;
   q.w = p.w;
@@ -72,6 +74,10 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
   q.M = p.M;
   q.N = p.N;
   q.K = p.K;
+  if (path == MatmulPath::kWgmma) {
+    launch_skinny_wgmma(q, stream);
+    return MatmulPath::kWgmma;
+  }
   launch_skinny_gemm(q, stream);
   return MatmulPath::kSkinny;
 }

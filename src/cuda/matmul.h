@@ -20,7 +20,10 @@
 
 namespace dsv4::cuda {
 
-enum class MatmulPath { kAuto, kSkinny, kLt };
+// kWgmma: the FP8 skinny GEMM on wgmma (kernels/skinny_wgmma.cuh; FP8 weights, M ≤ 128), row
+// invariant like kSkinny but with other sums (FP8 tensor-core groups, not F16 MMAs): chosen only
+// when pinned until it is measured against kSkinny.
+enum class MatmulPath { kAuto, kSkinny, kLt, kWgmma };
 
 struct MatmulParams {
   const void* w = nullptr;           // [N, K] e4m3 (w_scale set) or bf16 (w_scale nullptr)

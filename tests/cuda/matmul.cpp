@@ -176,10 +176,14 @@ constexpr double kU = kF32Unit;
 //    least once per 128-wide block: the FP32 part is the scaled block sums' adds, (n_kb + 2)·u.
 //    (Until 2026-12-04 this was a calibrated γ = 2^-10; it failed once at 1.10× on an H200.)
 //  * cuBLASLt BF16: as the skinny BF16 model (wgmma k16 steps): γ = (K/2 + 64)·u.
+//  * Skinny wgmma (FP8 only): the FP8 tensor-core bound per 128-wide group, as cuBLASLt's; each
+//    group's scaled sum goes into its rank's total by one FFMA (≤ n_kb in all), and rank 0 adds
+//    the ≤ 8 cluster ranks' totals: γ = (n_kb + 8)·u.
 // BF16 output adds half an ulp of the result (kBf16HalfUlp).
 double gamma_for(bool fp8, MatmulPath path, int K) {
   const int n_kb = K / 128;
   if (path == MatmulPath::kSkinny) return fp8 ? (128.0 + n_kb) * kU : (K / 2.0 + 64) * kU;
+  if (path == MatmulPath::kWgmma) return (n_kb + 8) * kU;
   return fp8 ? (n_kb + 2) * kU : (K / 2.0 + 64) * kU;
 }
 
@@ -291,14 +295,15 @@ TEST_P(MatmulTest, MatchesDequantisedProductAndIsRowInvariant) {
     std::vector<double> ref, budget;
     for (const auto& [m, n] : pts) {
       double b;
-      ref.push_back(ref_at(m, n, gamma, &b, c.fp8 && ran == MatmulPath::kLt));
+      ref.push_back(ref_at(m, n, gamma, &b, c.fp8 && (ran == MatmulPath::kLt || ran == MatmulPath::kWgmma)));
       budget.push_back(b);
       got.push_back(as_float(bytes, size_t(m) * c.N + n));
     }
     int64_t unwritten = 0;
     for (size_t i = 0; i < size_t(M) * c.N; ++i) unwritten += !std::isfinite(as_float(bytes, i));
     EXPECT_EQ(unwritten, 0) << c.name << " M=" << M << ": non-finite (unwritten) outputs";
-    expect_parity(cat("matmul ", c.name, " M=", M, ran == MatmulPath::kLt ? " lt" : " skinny"), got, ref, budget);
+    expect_parity(cat("matmul ", c.name, " M=", M, ran == MatmulPath::kLt ? " lt" : ran == MatmulPath::kWgmma ? " wgmma" : " skinny"),
+                  got, ref, budget);
   };
 
   // The skinny reference run for row invariance, then every M through the dispatch (and the
@@ -320,6 +325,20 @@ TEST_P(MatmulTest, MatchesDequantisedProductAndIsRowInvariant) {
         EXPECT_EQ(std::memcmp(bytes.data(), skinny_ref.data(), n), 0)
             << c.name << ": skinny rows of an M=" << M << " call differ from the same rows at M=" << kRefRows;
       }
+    }
+  }
+
+  // The FP8 skinny GEMM on wgmma (MatmulPath::kWgmma): every token width (8, 16, 32, 64, 128)
+  // within its budget, and each row byte for byte the same row of the 128-row run.
+  if (c.fp8) {
+    const auto [ran_w, wgmma_ref] = run(128, MatmulPath::kWgmma);
+    ASSERT_EQ(ran_w, MatmulPath::kWgmma);
+    check(128, ran_w, wgmma_ref);
+    for (const int M : {1, 2, 7, 8, 9, 17, 32, 33, 64, 65, 127}) {
+      const auto [ran, bytes] = run(M, MatmulPath::kWgmma);
+      check(M, ran, bytes);
+      EXPECT_EQ(std::memcmp(bytes.data(), wgmma_ref.data(), bytes.size()), 0)
+          << c.name << ": wgmma rows of an M=" << M << " call differ from the same rows at M=128";
     }
   }
 

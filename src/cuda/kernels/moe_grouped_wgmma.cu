@@ -21,6 +21,7 @@
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/launch.cuh"
 #include "cuda/kernels/moe_grouped_work.cuh"
+#include "cuda/kernels/wgmma_ptx.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -29,6 +30,7 @@ namespace L = moe_gemm_layout;
 namespace W = moe_wgmma_layout;
 using moe_grouped_work::pick;
 using moe_grouped_work::plan_chunks;
+using namespace wgmma_ptx;
 
 constexpr int kThreads = 256;  // two warpgroups
 constexpr int kTileN = 128;    // weight rows per item, 64 per warpgroup
@@ -74,40 +76,6 @@ struct Shape {
 };
 using PrefillShape = Shape<128, 5, 1>;
 using DecodeShape = Shape<8, 8, 2>;
-
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global -> shared, bypassing L1; zero-filled when !valid (src is then not read).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
-}
-// Shared-memory writes of the generic proxy (cp.async, st.shared) made visible to the async
-// proxy that wgmma reads through.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
-}
-
-// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format") of a K-major operand in the
-// 128-byte swizzle: start address >> 4, leading offset (unused by swizzled K-major layouts) 1,
-// stride between 8-row core-matrix groups 1024 bytes, swizzle mode 1 (128 bytes).
-__device__ __forceinline__ uint64_t sw128_descriptor(uint32_t address) {
-  return uint64_t((address & 0x3ffffu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
-         (uint64_t(1) << 62);
-}
 
 // d = A·B + (accumulate ? d : 0), m64nNk32 (N = 64 or 8), E4M3 × E4M3 -> FP32, A in registers
 // (a0/a1: rows g / g + 8 at columns 4q..4q+3, a2/a3 the same rows at 16 + 4q..); a no-op unless
