@@ -11,6 +11,7 @@
 #include "cuda/kernels/gemv_bf16.cuh"
 #include "cuda/kernels/gemv_fp8.cuh"
 #include "cuda/kernels/skinny_gemm.cuh"
+#include "cuda/kernels/skinny_wgmma.cuh"
 #include "cuda/matmul.h"
 #include "fp8_accumulator_model.h"
 #include "model/quant.h"
@@ -154,6 +155,21 @@ TEST(SkinnyGemmSplit, DependsOnShapeOnlyAndCoversK) {
       EXPECT_LE(sp.n_split(), units) << "N=" << N << " units=" << units;
       EXPECT_TRUE(sp.cluster == 1 || sp.k_warps == 8);
     }
+}
+
+// The wgmma kernel's split (skinny_wgmma_cluster(N, K), no M argument): a power of two up to 8
+// that leaves every rank a K group; the MatmulTest shapes cover clusters of 1, 2, 4 and 8.
+TEST(SkinnyWgmmaSplit, ClusterIsAPowerOfTwoThatCoversK) {
+  for (int N : {1, 64, 129, 512, 1024, 4096, 8192, 12288, 32768})
+    for (int K : {128, 256, 384, 1024, 4096, 8192}) {
+      const int c = skinny_wgmma_cluster(N, K);
+      EXPECT_TRUE(c == 1 || c == 2 || c == 4 || c == 8) << "N=" << N << " K=" << K << ": " << c;
+      EXPECT_LE(c, K / 128) << "N=" << N << " K=" << K;
+    }
+  EXPECT_EQ(skinny_wgmma_cluster(256, 128), 1);
+  EXPECT_EQ(skinny_wgmma_cluster(129, 384), 2);
+  EXPECT_EQ(skinny_wgmma_cluster(12288, 1024), 4);
+  EXPECT_EQ(skinny_wgmma_cluster(1024, 4096), 8);
 }
 
 // ---- GPU parity ----
@@ -426,6 +442,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{"fp8 wq_b (nano)", true, 1024, 256, true},
                       Shape{"fp8 wo_b (nano)", true, 256, 128, true},        // one K block
                       Shape{"fp8 odd N", true, 129, 384, true},              // partial warp tile and block
+                      Shape{"fp8 12288x1024", true, 12288, 1024, true},      // the wgmma kernel's cluster of 4
                       Shape{"bf16 router (Flash)", false, 256, 4096, false},
                       Shape{"bf16 compressor wkv (CSA)", false, 1024, 4096, false},
                       Shape{"bf16 weights_proj (Flash)", false, 64, 4096, false},

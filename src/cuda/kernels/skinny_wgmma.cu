@@ -2,8 +2,9 @@
 //
 // Per block: kStages shared-memory stages in a cp.async ring, one K group each. Per group the
 // block waits for its stage, issues four chained wgmmas, waits for them and promotes the sums in
-// FP32. The tensor core idles while a block promotes; the SM's other blocks (128 threads each,
-// four stages of 10–25 KiB) fill it and keep the weight loads in flight.
+// FP32. The tensor core idles while a block promotes; the SM's other blocks fill it and keep the
+// weight loads in flight (128 threads and four stages each: 41 KiB of shared memory at 8 tokens,
+// five blocks per SM; 101 KiB and 156 registers at 128 tokens, two).
 #include "cuda/kernels/skinny_wgmma.cuh"
 
 #include <cooperative_groups.h>
@@ -28,7 +29,7 @@ constexpr int kTileRows = 64;  // weight rows per block: the wgmma's m
 constexpr int kGroupK = 128;   // one FP8 scale block of K: one swizzle row of 128 bytes
 constexpr int kStages = 4;
 constexpr int kMaxCluster = 8;      // the portable cluster limit
-constexpr int kTargetBlocks = 528;  // four per SM on 132 SMs: loads enough in flight to stream HBM
+constexpr int kTargetBlocks = 528;  // 4 × 132 SMs: the split stops doubling at this many blocks
 static_assert(kFP8BlockSize == kGroupK, "a K group is one scale block");
 
 // Chunk c (16 bytes) of row r of a K-major operand in the 128-byte swizzle: its byte offset.
@@ -128,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) skinny_wgmma_kernel(SkinnyGemmParams
   const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize, g = lane / 4, q = lane % 4;
   const int rank = int(blockIdx.x) % cluster, n0 = int(blockIdx.x) / cluster * kTileRows;
   const int n_groups = p.K / kGroupK;
-  const int my_groups = rank < n_groups ? (n_groups - 1 - rank) / cluster + 1 : 0;  // groups rank, rank + cluster, …
+  const int my_groups = (n_groups - 1 - rank) / cluster + 1;  // groups rank, rank + cluster, … (cluster <= n_groups)
   const uint8_t* ws_row = p.w_scale + int64_t(n0 / int(kFP8BlockSize)) * n_groups;  // the tile's scale row
 
   // ---- Loads. Per group, thread tid copies chunks 4·(tid%2) .. +3 of weight row tid/2 (zeros
