@@ -10,7 +10,8 @@
 // and date head the output. --fp8-prefill: the cases whose T rows, as one prompt chunk, take the
 // FP8 wgmma kernel (moe_step.cpp's rule: a prefill-shaped launch by themselves) run there
 // (MoeGroupedParams::fp8_rows); decode cases are unchanged. --fp8-all: every MXFP4 case on the
-// FP8 kernel, decode cases in its 8-row items (CudaOptions::fp8_expert_decode).
+// FP8 kernel, decode cases in its 8-row items (CudaOptions::fp8_expert_decode); it includes
+// --fp8-prefill's cases. NVFP4 cases never take the FP8 kernel.
 // --rows T runs only the case of T rows (a profiler's run: `ncu -k regex:grouped_fp4 -c 2` then
 // sees that case's first eager launches, w1/w3 and w2).
 #include <cuda_bf16.h>

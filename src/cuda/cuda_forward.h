@@ -62,7 +62,9 @@ struct CudaOptions {
   bool fp8_expert_prefill = true;
   // With fp8_expert_prefill, every row's MXFP4 experts on the FP8 tensor cores, decode rows in
   // 8-row items (moe_grouped_wgmma.cu's DecodeShape): one kernel family for all rows, so no row's
-  // bits depend on its chunk. Off until measured against the F16 decode kernel.
+  // GPU-expert sums depend on its chunk. (The host tier's experts still follow the pass size:
+  // small passes compute them on the CPU in FP32, host_experts.h.) Off until measured against the
+  // F16 decode kernel.
   bool fp8_expert_decode = false;
   // The queries of long prompt chunks through the prefill attention kernel over BF16 key rows
   // gathered once per chunk (sparse_attention_prefill.cuh, kv_gather.cuh): 3.4-7.8x the decode

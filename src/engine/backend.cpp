@@ -54,6 +54,8 @@ void check_backend(const BackendOptions& o) {
     return;
   }
   // Checked before the build so that the mistake is named the same way in every build.
+  if (o.fp8_expert_decode && !o.fp8_expert_prefill.value_or(true))
+    fail("--fp8-expert-decode on needs --fp8-expert-prefill on: decode rows on the FP8 kernel, prompt rows not");
   if (o.numerics != Numerics::kOfficial)
     fail("numerics '", to_string(o.numerics), "' is CPU-only: the cuda backend runs the official "
          "numerics (the reference's FP8/FP4 quantisation, natively)");
@@ -129,8 +131,6 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.host_threads = o.n_threads;
   cuda.host_decode_gpu = o.host_decode_gpu;
   if (o.fp8_expert_prefill) cuda.fp8_expert_prefill = *o.fp8_expert_prefill;
-  if (o.fp8_expert_decode && !cuda.fp8_expert_prefill)
-    fail("--fp8-expert-decode on needs --fp8-expert-prefill on: decode rows on the FP8 kernel, prompt rows not");
   cuda.fp8_expert_decode = o.fp8_expert_decode;
   if (o.prefill_attention) cuda.prefill_attention = *o.prefill_attention;
   cuda.gpu_memory_limit = size_t(o.gpu_memory_bytes);

@@ -267,6 +267,7 @@ TEST(Backend, RankOptionsAreCheckedByName) {
       {"--backend cuda --fp8-expert-prefill yes", "--fp8-expert-prefill must be 'on' or 'off', got 'yes'"},
       {"--fp8-expert-decode on", "--fp8-expert-decode is CUDA-only"},
       {"--backend cuda --fp8-expert-decode 1", "--fp8-expert-decode must be 'on' or 'off', got '1'"},
+      {"--backend cuda --fp8-expert-prefill off --fp8-expert-decode on", "--fp8-expert-decode on needs --fp8-expert-prefill on"},
       {"--prefill-attention on", "--prefill-attention is CUDA-only"},
       {"--backend cuda --prefill-attention fast", "--prefill-attention must be 'on' or 'off', got 'fast'"},
   };

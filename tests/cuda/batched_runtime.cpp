@@ -174,6 +174,48 @@ TEST_F(BatchedRuntime, Fp8ExpertDecodeKeepsRowsBatchIndependent) {
   EXPECT_EQ(identical, rows) << "rows changed with what else was in the step";
 }
 
+// --fp8-expert-decode takes effect, and only where it should: a prompt chunk long enough to be a
+// prefill run by itself (200 rows: 75 grouped rows per expert of nano's 16) takes the FP8 kernel
+// either way and gives the same bits; the decode rows after it move from the F16 kernels to the
+// FP8 one, so some differ in their bits. (Their top-1 agreement is printed, not asserted: the
+// FP8 path's accuracy is judged against the CPU reference, as the parity fixtures judge prefill.)
+TEST_F(BatchedRuntime, Fp8ExpertDecodeMovesOnlyTheDecodeRows) {
+  std::mt19937_64 rng(test::seed_for_this_test());
+  auto prefill_only = nano_cuda(false, 0, Fp8Experts::kPrefill), all = nano_cuda(false, 0, Fp8Experts::kAll);
+  const int64_t V = all->config().vocab_size;
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<int64_t> first;
+  for (int s = 0; s < 6; ++s) {
+    const int64_t len = cap(int64_t(260 + rng() % 60));
+    ids.push_back(random_ids(rng, len, V));
+    first.push_back(std::min<int64_t>(200, len));
+  }
+  const auto a = run_plan(*prefill_only, ids, first, false), b = run_plan(*all, ids, first, false);
+  int64_t prompt_rows = 0, prompt_identical = 0, decode_rows = 0, decode_differ = 0, decode_agree = 0;
+  for (size_t s = 0; s < ids.size(); ++s) {
+    ASSERT_EQ(a[s].size(), b[s].size());
+    for (size_t r = 0; r < a[s].size() / size_t(V); ++r) {
+      const float* x = a[s].data() + r * V;
+      const float* y = b[s].data() + r * V;
+      const bool same = std::memcmp(x, y, size_t(V) * sizeof(float)) == 0;
+      if (int64_t(r) < first[s]) {
+        ++prompt_rows;
+        prompt_identical += same;
+      } else {
+        ++decode_rows;
+        decode_differ += !same;
+        decode_agree += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
+      }
+    }
+  }
+  std::printf("[fp8 decode] %lld prompt rows (%lld identical), %lld decode rows (%lld differ, top-1 %.2f%%)\n",
+              (long long)prompt_rows, (long long)prompt_identical, (long long)decode_rows, (long long)decode_differ,
+              100.0 * double(decode_agree) / double(std::max<int64_t>(decode_rows, 1)));
+  EXPECT_EQ(prompt_identical, prompt_rows) << "the prompt chunks' rows took another kernel";
+  ASSERT_GT(decode_rows, 0);
+  EXPECT_GT(decode_differ, 0) << "no decode row changed: the option did not reach the expert launches";
+}
+
 // Batched decode steps replayed from the bucket graphs against eager passes (the test below).
 void expect_graph_equals_eager(Fp8Experts fp8) {
   std::mt19937_64 rng(test::seed_for_this_test());
