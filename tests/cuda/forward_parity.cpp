@@ -297,7 +297,8 @@ TEST_F(CudaForwardTest, RandomNvfp4ModelMatchesCpuReference) {
 // through positions that close many CSA windows (every 4) and the HCA windows at 127, 255, 383
 // (nano has both kinds); the graph's logits sit closer to CPU official-bf16 than CPU official
 // does (the criterion of MatchesCpuReference, here for decode) and within kNanoDecodeBudget.
-TEST_F(CudaForwardTest, GraphDecodeEqualsEagerAcrossBoundaries) {
+// fp8_expert_decode: every row's routed experts on the FP8 tensor cores (CudaOptions).
+void expect_graph_decode_matches_cpu(bool fp8_expert_decode) {
   const fs::path dir = kRoot / "models/nano";
   std::vector<int32_t> tokens = read_tokens(kRoot / "testdata/parity_nano/tokens.json");
   const int64_t T = token_limit(400), P = std::min<int64_t>(100, T / 2);
@@ -306,6 +307,7 @@ TEST_F(CudaForwardTest, GraphDecodeEqualsEagerAcrossBoundaries) {
   CudaOptions eager_opt = test::cuda_test_options(), graph_opt = test::cuda_test_options();
   eager_opt.progress = graph_opt.progress = false;
   eager_opt.use_graph = false;
+  eager_opt.fp8_expert_decode = graph_opt.fp8_expert_decode = fp8_expert_decode;
   graph_opt.check_step = true;  // fails on an allocation inside a step; capture fails on a sync
   auto eager = make_cuda_forward(dir, eager_opt);
   auto graph = make_cuda_forward(dir, graph_opt);
@@ -353,8 +355,15 @@ TEST_F(CudaForwardTest, GraphDecodeEqualsEagerAcrossBoundaries) {
   EXPECT_EQ(bit_mismatch_steps, 0);
   EXPECT_LE(1 - g.argmax_agree, 1 - o.argmax_agree);
   EXPECT_LE(1 - g.cosine, 1 - o.cosine);
-  expect_within_fixed_budget("nano graph decode", g, T, 0, kNanoDecodeBudget);  // T = 400 ⇔ P = 100
+  expect_within_fixed_budget(fp8_expert_decode ? "nano graph decode, fp8 experts" : "nano graph decode", g, T, 0,
+                             kNanoDecodeBudget);  // T = 400 ⇔ P = 100
 }
+
+TEST_F(CudaForwardTest, GraphDecodeEqualsEagerAcrossBoundaries) { expect_graph_decode_matches_cpu(false); }
+
+// The same with --fp8-expert-decode: the decode rows' experts on the FP8 kernel's 8-row items
+// meet the same criteria against the CPU reference.
+TEST_F(CudaForwardTest, Fp8ExpertDecodeMatchesCpuReference) { expect_graph_decode_matches_cpu(true); }
 
 // A model larger than the card is refused before any upload, naming needed and free bytes: the
 // real Pro layout (1.6 T parameters) as a sparse skeleton (headers only, 13 MB on disk).
