@@ -1,6 +1,8 @@
 // The grouped MXFP4 expert GEMM on Hopper's FP8 tensor cores (wgmma), for the rows of long prompt
-// chunks: the same contract as launch_moe_grouped_gemm (moe_grouped_gemm.cuh), which routes MXFP4
-// launches here when MoeGroupedParams::fp8_rows asks for it.
+// chunks (and, with CudaOptions::fp8_expert_decode, every row): the same contract as
+// launch_moe_grouped_gemm (moe_grouped_gemm.cuh), which routes MXFP4 launches here when
+// MoeGroupedParams::fp8_rows asks for it. Two item shapes (moe_grouped_wgmma.cu): 128 tokens for
+// launches with many rows per expert, 8 for few.
 //
 // Arithmetic (§11.3 weights, §12 activations):
 //   The per-32 weight scales are folded into the weights as the official converter re-encodes
@@ -21,9 +23,11 @@
 //   Promoting every k32 block instead, with a wait on each block's wgmma, ran at 13 % of the FP8
 //   peak on an H200 (bench/results/2026-12-05-h200-fp8-expert-prefill.md).
 // BATCH INVARIANCE: a row's output depends only on its own activations and its expert's weights
-//   (which item, tile or half a row lands in changes which wgmmas are issued, never what one
-//   output element sums). It is not the F16 kernels' result: the sums differ, so a row computed
-//   here and the same row in a decode launch differ in the last bits.
+//   (which item shape, item, tile or half a row lands in changes which wgmmas are issued, never
+//   what one output element sums — if a token column's tensor-core sum does not depend on the
+//   wgmma's width, n8 or n64, which tests/cuda/batched_runtime.cpp checks). It is not the F16
+//   kernels' result: the sums differ, so a row computed here and the same row in an F16 launch
+//   differ in the last bits.
 //
 // Layout (the wgmma operand fragments, PTX ISA "Register Fragments" and "Shared Memory Matrix
 // Layout"): a warpgroup owns 64 weight rows (warp w of it: rows 16w + g and 16w + g + 8, lane =
