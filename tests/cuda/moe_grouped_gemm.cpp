@@ -303,15 +303,14 @@ TEST(MoeWgmmaLayout, FoldDepthsAreDistancesBelowTheLargestScale) {
   }
 }
 
-// The 128-byte swizzle: the 8 chunks of a token row land on 8 distinct chunk slots of that row,
-// and the 8 rows of an atom put each chunk index on 8 distinct slots (the bank spread wgmma's
-// reads rely on).
+// The 128-byte swizzle (swizzle128.cuh): the 8 chunks of a token row land on 8 distinct chunk
+// slots of that row, and the 8 rows of an atom put each chunk index on 8 distinct slots (the bank
+// spread wgmma's reads rely on).
 TEST(MoeWgmmaLayout, SwizzleIsAPermutationPerRowAndPerChunk) {
-  namespace W = moe_wgmma_layout;
   for (int t = 0; t < 16; ++t) {
     std::set<int> slots;
     for (int c = 0; c < 8; ++c) {
-      const int off = W::swizzled_chunk(t, c);
+      const int off = swizzled_chunk(t, c);
       ASSERT_EQ(off / 128, t);
       slots.insert(off % 128 / 16);
     }
@@ -319,7 +318,7 @@ TEST(MoeWgmmaLayout, SwizzleIsAPermutationPerRowAndPerChunk) {
   }
   for (int c = 0; c < 8; ++c) {
     std::set<int> slots;
-    for (int t = 0; t < 8; ++t) slots.insert(W::swizzled_chunk(t, c) % 128 / 16);
+    for (int t = 0; t < 8; ++t) slots.insert(swizzled_chunk(t, c) % 128 / 16);
     EXPECT_EQ(slots.size(), 8u);
   }
 }

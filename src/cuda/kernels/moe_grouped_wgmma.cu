@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
 #pragma unroll
         for (int i = 0; i < kXChunksPerThread; ++i) {
           const int c = x_chunk0 + i;
-          cp_async16(shared_address(st + W::swizzled_chunk(x_tok, c)), x_src ? x_src + group * kGroupK + c * 16 : p.x,
+          cp_async16(shared_address(st + swizzled_chunk(x_tok, c)), x_src ? x_src + group * kGroupK + c * 16 : p.x,
                      x_src != nullptr);
         }
       }

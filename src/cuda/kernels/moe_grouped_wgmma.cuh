@@ -36,8 +36,7 @@
 // 2q, 2q+1, i.e. half (q & 1) of word q >> 1, and columns 16 + 4q.. are half (q & 1) of word
 // 2 + (q >> 1). A byte comes from an 8-entry table per depth (magnitude code -> E4M3 byte), one
 // byte-permute for four nibbles, and the nibble's sign bit. The tokens are B: staged K-major, 128
-// bytes (one K group) per token, in the 128-byte swizzle (16-byte chunk c of token t at chunk
-// c ^ (t % 8)), read by descriptor.
+// bytes (one K group) per token, in the 128-byte swizzle (swizzle128.cuh), read by descriptor.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -45,6 +44,7 @@
 #include <cstdint>
 
 #include "cuda/kernels/moe_grouped_gemm.cuh"
+#include "cuda/kernels/swizzle128.cuh"
 
 namespace dsv4::cuda {
 
@@ -84,9 +84,6 @@ __host__ __device__ inline uint32_t fold_depths(uint32_t scales, uint32_t& top) 
   top = t;
   return depths;
 }
-
-// Chunk c (16 bytes) of token t's 128-byte row in the 128-byte swizzle: its byte offset.
-__host__ __device__ constexpr int swizzled_chunk(int t, int c) { return t * 128 + ((c ^ (t & 7)) << 4); }
 
 }  // namespace moe_wgmma_layout
 

@@ -15,6 +15,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/launch.cuh"
+#include "cuda/kernels/swizzle128.cuh"
 #include "cuda/kernels/wgmma_ptx.cuh"
 #include "model/quant.h"
 
@@ -32,8 +33,6 @@ constexpr int kMaxCluster = 8;      // the portable cluster limit
 constexpr int kTargetBlocks = 528;  // 4 × 132 SMs: the split stops doubling at this many blocks
 static_assert(kFP8BlockSize == kGroupK, "a K group is one scale block");
 
-// Chunk c (16 bytes) of row r of a K-major operand in the 128-byte swizzle: its byte offset.
-__device__ __forceinline__ int swizzled_chunk(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
 // One stage for kN tokens: weights [64][128] E4M3 (8 KiB, 1024-aligned), tokens [kN][128] E4M3
 // (1024-aligned), activation scales [kN] FP32; padded to 1024 bytes.

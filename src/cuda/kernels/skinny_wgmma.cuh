@@ -17,7 +17,7 @@
 //
 // Layout: a block is one warpgroup and 64 weight rows. Per K group it stages the weight tile
 // [64][128] and the token tile [n][128] E4M3 in shared memory, K-major in the 128-byte swizzle
-// (16-byte chunk c of row r at chunk c ^ (r % 8)), read by descriptor.
+// (swizzle128.cuh), read by descriptor.
 #pragma once
 
 #include <cuda_runtime_api.h>
