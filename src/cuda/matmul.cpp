@@ -24,6 +24,16 @@ namespace {
 // fix (issue 12). Above 128 rows cuBLASLt's block-scaled FP8 GEMM: wq_b at 2,048 rows 135 µs (72 %
 // of the FP8 peak), at 8,192 rows 519 µs (75 %).
 constexpr int kSkinnyMaxRowsFp8 = 128;
+// Rule 1b, FP8 weights with K ≥ 4096 and N ≤ 2048 (Flash's wq_a, wkv, shared w1/w3): the same
+// rows go to the skinny GEMM on wgmma, equally row invariant. Reason: on these narrow, deep
+// matrices it splits K over a cluster and reads the weights once per 128 rows through the FP8
+// tensor core. Measured on an H100 against the F16 skinny kernel, µs at 1 / 8 / 64 / 128 rows
+// (bench/results/2026-12-05-h100-fold-and-wgmma-skinny.md): wq_a 1024×4096 5.97 / 6.09 / 11.3 /
+// 19.4 against 5.62 / 5.75 / 14.6 / 24.2; wkv 512×4096 4.60 / 4.65 / 7.85 / 12.6 against 4.28 /
+// 4.26 / 9.39 / 13.8; shared w1 2048×4096 8.00 / 8.19 / 16.4 / 31.2 against 8.99 / 9.11 / 24.3 /
+// 42.9. A layer's three together gain at every row count. On the wide or shallow ones (wq_b,
+// the indexer's wq_b, shared w2; wo_b is even) the F16 kernel is as fast or faster at 1–8 rows.
+bool prefers_wgmma_skinny(int N, int K) { return K >= 4096 && N <= 2048; }
 // Rule 2, BF16 weights (router, compressor, indexer weights_proj, LM head): the skinny kernel up
 // to 64 rows, for the same row invariance. Measured on the full LM head (129280×4096): 1 row
 // 261 µs (95.6 % of copy); 64 rows 535 µs against cuBLASLt's 279 µs — the price of invariant
@@ -36,9 +46,8 @@ constexpr int kSkinnyMaxRowsBf16 = 64;
 int matmul_skinny_max_rows(bool fp8) { return fp8 ? kSkinnyMaxRowsFp8 : kSkinnyMaxRowsBf16; }
 
 MatmulPath matmul_choose(bool fp8, int M, int N, int K) {
-  (void)N;
-  (void)K;  // no shape rule yet: the bench's narrow shapes (wkv, router) decide whether one pays
-  return M <= matmul_skinny_max_rows(fp8) ? MatmulPath::kSkinny : MatmulPath::kLt;
+  if (M > matmul_skinny_max_rows(fp8)) return MatmulPath::kLt;
+  return fp8 && prefers_wgmma_skinny(N, K) ? MatmulPath::kWgmma : MatmulPath::kSkinny;
 }
 
 MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {

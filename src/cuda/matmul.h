@@ -3,7 +3,8 @@
 // (kernels/skinny_gemm.cuh for few rows, kernels/gemm_lt.cuh for many); the rules are matmul.cpp's.
 //
 // Row invariance (a row's result independent of the other rows of the call):
-//   * M ≤ matmul_skinny_max_rows(kind): the skinny kernel. Its K order, K split and split-sum
+//   * M ≤ matmul_skinny_max_rows(kind): the skinny kernel, or for some FP8 shapes its wgmma
+//     sibling (chosen from (N, K) alone). Its K order, K split and split-sum
 //     order depend on (N, K) only, and rows never meet inside an MMA, so every row is
 //     bit-identical for all M in [1, matmul_skinny_max_rows] — a decode row equals the same row in a
 //     speculative-verify or batched-decode call.
@@ -21,8 +22,8 @@
 namespace dsv4::cuda {
 
 // kWgmma: the FP8 skinny GEMM on wgmma (kernels/skinny_wgmma.cuh; FP8 weights, M ≤ 128), row
-// invariant like kSkinny but with other sums (FP8 tensor-core groups, not F16 MMAs): chosen only
-// when pinned until it is measured against kSkinny.
+// invariant like kSkinny but with other sums (FP8 tensor-core groups, not F16 MMAs); kAuto takes
+// it instead of kSkinny for the narrow, deep FP8 matrices (matmul.cpp, rule 1b).
 enum class MatmulPath { kAuto, kSkinny, kLt, kWgmma };
 
 struct MatmulParams {
