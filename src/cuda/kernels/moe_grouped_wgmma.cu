@@ -46,8 +46,9 @@ static_assert(kGroupK == 128 && L::kBlockK == 32, "a step is 128 columns: one sw
 //    when an item has <= 64 tokens); one block per SM (255 registers, 8 bytes of spills).
 //  - DecodeShape: 8 tokens (one n8 wgmma per k32 block), for launches of a few rows per expert;
 //    a stage is 12 KiB, so two blocks per SM keep 2 × 6 stages of weights in flight.
-//    Before the scales were folded, this shape read the weights at 39 % of copy at batch 64 on an
-//    H200 against the F16 decode kernel's 52 % (bench/results/2026-12-05-h200-fp8-expert-prefill.md).
+//    It reads the weights at 45 % of copy at batch 64 on an H100 against the F16 decode kernel's
+//    64 % (bench/results/2026-12-05-h100-fold-and-wgmma-skinny.md), so only
+//    CudaOptions::fp8_expert_decode sends decode rows here.
 template <int kTokens_, int kStages_, int kMinBlocks_>
 struct Shape {
   static constexpr int kTokens = kTokens_;
