@@ -220,6 +220,10 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
     for (int h = 0; h < kH; ++h)
 #pragma unroll
       for (int i = 0; i < kA; ++i) pr[P][h][i] = 0.0f;
+#pragma unroll
+  for (int h = 0; h < kH; ++h)
+#pragma unroll
+    for (int i = 0; i < kA; ++i) acc[h][i] = 0.0f;
   const int row_in_tile = wg * 64 + (warp % 4) * 16 + g;  // this lane's rows: row_in_tile, +8
   const int half = q & 1;
   const uint2* tables = reinterpret_cast<const uint2*>(fold_table);
@@ -259,13 +263,10 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
   // The done step's sums (parity P, already waited for): × 2^(t−127) of the row and s_x of the
   // token (powers of two: their product is exact within FP32's range), into the totals; at the
   // item's last group, its outputs (undoing the fold's 2^6, exact).
+  // The totals start at zero and are cleared after an item's outputs are written, in that rare
+  // branch: a test for the first group here compiled to 64 FSELs on every step.
   const auto promote = [&](auto parity) {
     constexpr int P = decltype(parity)::value;
-    if (done_group == 0)
-#pragma unroll
-      for (int h = 0; h < kH; ++h)
-#pragma unroll
-        for (int i = 0; i < kA; ++i) acc[h][i] = 0.0f;
 #pragma unroll
     for (int h = 0; h < kH; ++h) {
       if (h < done_live) {
@@ -296,6 +297,7 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
               else
                 static_cast<__nv_bfloat16*>(y)[at] = __float2bfloat16_rn(v);
             }
+            acc[h][4 * j + c] = 0.0f;
           }
     }
   };
