@@ -551,13 +551,35 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
     const bool fp8_tc = grouped_launch_uses_fp8_tensor_cores(p);
     EXPECT_EQ(fp8_tc, fp8) << "the kernel this pass was meant for";
     const double gamma = (nv ? 288.0 + G + 2 : fp8_tc ? double(G) : 72.0 + 4 + G) * kF32Unit;
-    std::vector<float> wr(size_t(c.K));
+    std::vector<double> xv(size_t(c.K));  // the row's dequantised activations
     std::vector<double> pr(size_t(c.K));  // the element's products as the kernel forms them
     for (int m = 0; m < c.n_mats; ++m) {
       const auto y = c.out_f32 ? d_y32[m].download() : from_bf16(d_y16[m].download());
       std::vector<float> got;
       std::vector<double> ref, budget;
       int64_t unwritten_poison_kept = 0;
+      // The expert's weights [N, K], dequantised and (FP8 kernel) folded once per expert: the
+      // grouped rows come in expert order, so each expert's matrix is expanded once, not per row.
+      int cached_e = -1;
+      std::vector<float> w_deq;
+      std::vector<double> w_fold;
+      const auto expand_expert = [&](int e) {
+        if (e == cached_e) return;
+        cached_e = e;
+        const WeightMatrix wm = wt[m].view(e);
+        w_deq.resize(size_t(c.N) * c.K);
+        wm.dequant_rows(0, c.N, w_deq.data());
+        if (!fp8_tc) return;
+        w_fold.resize(w_deq.size());
+        for (int n = 0; n < c.N; ++n) {
+          const uint8_t* scales = wm.scale + size_t(n) * (c.K / kMXFP4BlockSize);
+          for (int k = 0; k < c.K; ++k) {
+            const uint8_t* group = scales + k / kActBlockSize * (kActBlockSize / kMXFP4BlockSize);
+            const size_t i = size_t(n) * c.K + k;
+            w_fold[i] = folded_mxfp4_weight(w_deq[i], *std::max_element(group, group + 4));
+          }
+        }
+      };
       for (int j = 0; j < max_sel; ++j) {
         if (j >= n_sel) {  // rows past the plan must stay untouched (poison)
           for (int n = 0; n < c.N; ++n) unwritten_poison_kept += std::isnan(y[size_t(j) * c.N + n]);
@@ -567,25 +589,24 @@ TEST_P(MoeGroupedGemmParity, MatchesScalarDequantisation) {
           for (int n = 0; n < c.N; ++n) ASSERT_TRUE(std::isfinite(y[size_t(j) * c.N + n])) << "row " << j << " unwritten";
           continue;
         }
-        const int e = hp.expert_of(j);
+        expand_expert(hp.expert_of(j));
         const int row = hp.sel_row[size_t(j)];
-        const WeightMatrix wm = wt[m].view(e);
+        for (int k = 0; k < c.K; ++k) {
+          const size_t xo = size_t(row) * c.K + k;
+          xv[size_t(k)] = double(e4m3_to_f32(x[xo])) * e8m0_to_f32(xs[xo / kActBlockSize]);
+        }
         for (int n = 0; n < c.N; ++n) {
-          wm.dequant_rows(n, 1, wr.data());
-          const uint8_t* scales = wm.scale + size_t(n) * (c.K / kMXFP4BlockSize);
+          const float* wr = w_deq.data() + size_t(n) * c.K;
+          const double* wf = fp8_tc ? w_fold.data() + size_t(n) * c.K : nullptr;
           double acc = 0, sa = 0, fold = 0;
           for (int k = 0; k < c.K; ++k) {
-            const size_t xo = size_t(row) * c.K + k;
-            const double xv = double(e4m3_to_f32(x[xo])) * e8m0_to_f32(xs[xo / kActBlockSize]);
-            double w = wr[size_t(k)];
+            double w = wr[k];
             if (fp8_tc) {
-              const uint8_t* group = scales + k / kActBlockSize * (kActBlockSize / kMXFP4BlockSize);
-              const double folded = folded_mxfp4_weight(wr[size_t(k)], *std::max_element(group, group + 4));
-              fold += std::fabs(w - folded) * std::fabs(xv);
-              w = folded;
+              fold += std::fabs(w - wf[k]) * std::fabs(xv[size_t(k)]);
+              w = wf[k];
             }
-            pr[size_t(k)] = w * xv;
-            acc += double(wr[size_t(k)]) * xv;
+            pr[size_t(k)] = w * xv[size_t(k)];
+            acc += double(wr[k]) * xv[size_t(k)];
             sa += std::fabs(pr[size_t(k)]);
           }
           const double tc = fp8_tc ? fp8_group_sum_error(pr.data(), c.K) + fold : 0.0;
