@@ -201,7 +201,7 @@ class CudaForwardParity : public CudaForwardTest,
 // FP8 activation scales turn those into discrete changes that grow layer by layer (the CPU's own
 // official mode vs the patched HF golden shows the same, testdata/parity/README.md). What is
 // asserted, and fails on a real error:
-//  1. layer 0's block input (before any such decision) within one BF16 ulp of the CPU's;
+//  1. layer 0's block input (before any such decision) within its two BF16 roundings of the CPU's;
 //  2. the GPU is closer to CPU official-bf16 than CPU official is (same quantisation points,
 //     only the BF16 rounding differs): in top-1 disagreement and in 1 − cosine. A wrong
 //     formula, index or scale anywhere moves the GPU far outside that rounding sensitivity.
@@ -236,13 +236,26 @@ void expect_matches_cpu_reference(const std::string& name, const fs::path& dir,
   ::testing::Test::RecordProperty("argmax_agree", std::to_string(g.argmax_agree));
 
   ASSERT_EQ(gpu_in.size(), cpu_in.size());
-  int64_t beyond_ulp = 0;
+  // Both sides compute attn.in = bf16(bf16(Σ_j pre_j·X_j)·r·w) (§3.1 step 8, then the RMSNorm):
+  // two roundings. Their FP32 sums can put u = Σ_j pre_j·X_j on neighbouring BF16 values, one ulp
+  // of u, at most 2^-7·|u|; the norm scales that to at most 2^-7·|z| (r differs only by FP32
+  // summation order, ~1e-6 relative), and each side then rounds z by half an ulp. So each value
+  // is within 2^-7·m + ulp(m) of the other's, m the larger magnitude: two ulps where the one-ulp
+  // flip of u lands near the top of z's binade (1 of 300 × 256 values, 2026-12-05, H100), never
+  // more. A wrong pre weight, norm weight or eps moves values by far more.
+  int64_t beyond_bound = 0, differ = 0;
+  float worst_ulps = 0;
   for (size_t i = 0; i < gpu_in.size(); ++i) {  // both are BF16 values: one ulp = 2^(e−7)
     const float m = std::max(std::abs(gpu_in[i]), std::abs(cpu_in[i]));
     const float ulp = m > 0 ? std::ldexp(1.0f, std::ilogb(m) - 7) : 0.0f;
-    beyond_ulp += std::abs(gpu_in[i] - cpu_in[i]) > ulp;
+    const float d = std::abs(gpu_in[i] - cpu_in[i]);
+    differ += d > 0;
+    if (d > 0) worst_ulps = std::max(worst_ulps, d / ulp);
+    beyond_bound += d > std::ldexp(m, -7) * 1.01f + ulp;
   }
-  EXPECT_EQ(beyond_ulp, 0) << name << ": layer 0 attn.in differs by more than one BF16 ulp";
+  std::printf("[parity] %-12s layer 0 attn.in: %lld of %zu values differ, the largest by %.0f ulp\n", name.c_str(),
+              static_cast<long long>(differ), gpu_in.size(), worst_ulps);
+  EXPECT_EQ(beyond_bound, 0) << name << ": layer 0 attn.in differs by more than two roundings explain";
   EXPECT_LE(1 - g.argmax_agree, 1 - o.argmax_agree) << name;
   EXPECT_LE(1 - g.cosine, 1 - o.cosine) << name;
   if (fixed) expect_within_fixed_budget(name + " prefill", g, int64_t(tokens.size()), nll_gpu - nll_ref, *fixed);
