@@ -149,61 +149,74 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
   // ---- Loads. Per step, thread tid copies: threads < kXLoaders, chunks x_chunk0 .. +
   // kXChunksPerThread − 1 (16 bytes each) of token x_tok; chunks 2·(tid%2), +1 of nibble row
   // tid/2; threads < 128 weight row tid's scale word, threads 128 .. 128 + kTokens − 1 token
-  // (tid − 128)'s activation scale, through a register stored one step later.
+  // (tid − 128)'s activation scale byte, loaded into a register and converted and stored one step
+  // later (converting it at once would wait for the load, every step: the ncu profile's largest
+  // stall, bench/results/2026-12-05-h100-fold-and-wgmma-skinny.md). The steps are loaded in order,
+  // so the loader keeps its own item, K group and stage counters (a division by n_groups per step
+  // cost ≈ 30 instructions).
   constexpr int kXChunksPerThread = S::kXChunksPerThread;
   const bool x_loader = tid < S::kXLoaders, sx_loader = tid >= kTileN && tid - kTileN < S::kTokens;
   const int x_tok = tid * kXChunksPerThread / 8, x_chunk0 = tid * kXChunksPerThread % 8;
-  int load_k = -1;
-  const uint8_t* x_src = nullptr;   // this thread's token row (nullptr: past the item's tokens)
-  const uint8_t* w_src = nullptr;   // this thread's nibble row
-  const uint8_t* ws_src = nullptr;  // threads < 128: its weight row's scale bytes
-  int sx_row = -1;                  // sx_loader: its token's x row
-  float sx_pending = 0.0f;
+  int load_item = 0, load_group = 0, load_stage = 0;  // the next step to load
+  const uint8_t* x_src = nullptr;   // this thread's token row at the group (nullptr: past the item's tokens)
+  const uint8_t* w_src = nullptr;   // this thread's nibble row at the group
+  const uint8_t* ws_src = nullptr;  // threads < 128: its weight row's scale bytes at the group
+  const uint8_t* sx_src = nullptr;  // sx_loader: its token's scale bytes at the group (nullptr: none)
+  constexpr uint32_t kNoScale = 0x100;  // sx_raw for a token past the item's: stored as 0
+  uint32_t sx_raw = kNoScale;
   int sx_slot = -1;
   // The activation scale loaded by the last load_step, into its stage: the step that last read
   // that stage finished before the barrier that preceded the load, so the stage is free.
   const auto flush_sx = [&] {
     if (sx_slot >= 0) {
-      reinterpret_cast<float*>(stages + sx_slot * S::kStageBytes + S::kSxOffset)[tid - kTileN] = sx_pending;
+      reinterpret_cast<float*>(stages + sx_slot * S::kStageBytes + S::kSxOffset)[tid - kTileN] =
+          sx_raw == kNoScale ? 0.0f : e8m0_to_float_select(sx_raw);
       sx_slot = -1;
     }
   };
-  const auto load_step = [&](int s) {
+  const auto load_step = [&] {
     flush_sx();
-    if (s < n_steps) {
-      const int k = s / n_groups, group = s % n_groups;
-      if (k != load_k) {
-        load_k = k;
-        const L::GroupedItem it = item_at(k);
+    if (load_item < my_items) {
+      if (load_group == 0) {
+        const L::GroupedItem it = item_at(load_item);
         const int xr = x_row_of(it, x_tok);
         x_src = xr >= 0 ? p.x + int64_t(xr) * K : nullptr;
         const int64_t w_row = int64_t(it.expert) * N + it.n0 + tid / 2;
         w_src = pick(p.w, it.mat) + w_row * (K / 2);
-        if (tid < kTileN)
+        if (tid < kTileN) {
           ws_src = pick(p.w_scale, it.mat) + (int64_t(it.expert) * N + it.n0 + tid) * (K / kMXFP4BlockSize);
-        else if (sx_loader)
-          sx_row = x_row_of(it, tid - kTileN);
+        } else if (sx_loader) {
+          const int sx_row = x_row_of(it, tid - kTileN);
+          sx_src = sx_row >= 0 ? p.x_scale + int64_t(sx_row) * n_groups : nullptr;
+        }
       }
-      uint8_t* st = stages + (s % kStages) * S::kStageBytes;
+      uint8_t* st = stages + load_stage * S::kStageBytes;
       if (x_loader) {
 #pragma unroll
         for (int i = 0; i < kXChunksPerThread; ++i) {
           const int c = x_chunk0 + i;
-          cp_async16(shared_address(st + swizzled_chunk(x_tok, c)), x_src ? x_src + group * kGroupK + c * 16 : p.x,
-                     x_src != nullptr);
+          cp_async16(shared_address(st + swizzled_chunk(x_tok, c)), x_src ? x_src + c * 16 : p.x, x_src != nullptr);
         }
       }
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int c = (tid % 2) * 2 + i;
-        cp_async16(shared_address(st + S::kWOffset + (tid / 2) * kWRowBytes + c * 16),
-                   w_src + group * (kGroupK / 2) + c * 16, true);
+        cp_async16(shared_address(st + S::kWOffset + (tid / 2) * kWRowBytes + c * 16), w_src + c * 16, true);
       }
       if (tid < kTileN) {
-        cp_async4(shared_address(st + S::kWsOffset + tid * 4), ws_src + group * 4);
+        cp_async4(shared_address(st + S::kWsOffset + tid * 4), ws_src);
+        ws_src += 4;
       } else if (sx_loader) {
-        sx_pending = sx_row >= 0 ? e8m0_to_float_select(p.x_scale[int64_t(sx_row) * n_groups + group]) : 0.0f;
-        sx_slot = s % kStages;
+        sx_raw = sx_src ? *sx_src : kNoScale;
+        if (sx_src) ++sx_src;
+        sx_slot = load_stage;
+      }
+      if (x_src) x_src += kGroupK;
+      w_src += kGroupK / 2;
+      load_stage = load_stage + 1 == kStages ? 0 : load_stage + 1;
+      if (++load_group == n_groups) {
+        load_group = 0;
+        ++load_item;
       }
     }
     cp_async_commit();  // one group per step, empty or not: the wait counts stay uniform
@@ -227,7 +240,7 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
   const int row_in_tile = wg * 64 + (warp % 4) * 16 + g;  // this lane's rows: row_in_tile, +8
   const int half = q & 1;
   const uint2* tables = reinterpret_cast<const uint2*>(fold_table);
-  int cur_k = -1;
+  int cur_item = 0, cur_group = 0, cur_stage = 0;  // the step being issued (counters, as the loader's)
   L::GroupedItem it{};
   // The step being promoted: its item, K group, live halves, row scales and stage.
   L::GroupedItem done_it{};
@@ -305,7 +318,7 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
   constexpr std::integral_constant<int, 1> kOdd{};
 
 #pragma unroll 1
-  for (int s = 0; s < kStages - 2; ++s) load_step(s);
+  for (int s = 0; s < kStages - 2; ++s) load_step();
 
   // Step s of parity P: issue its wgmmas, then promote step s − 1's once they are done. A stage
   // is refilled two steps after it was read (load_step(s + kStages − 2) writes step s − 2's
@@ -320,17 +333,20 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
     cp_async_wait<kStages - 3>();  // this thread's copies of step s have landed
     fence_proxy_async();
     __syncthreads();               // everyone's have; and step s − 2's stage is free
-    load_step(s + kStages - 2);
+    load_step();  // step s + kStages − 2
     int n_live = 0;  // halves with a real token (warpgroup-uniform); the first always has one
-    if (s < n_steps) {
-      const int k = s / n_groups;
-      if (k != cur_k) {
-        cur_k = k;
-        it = item_at(k);
-      }
+    const bool real = s < n_steps;
+    const int group = cur_group;
+    if (real) {
+      if (group == 0) it = item_at(cur_item);
       n_live = (it.n_tok + S::kN - 1) / S::kN;
+      if (++cur_group == n_groups) {
+        cur_group = 0;
+        ++cur_item;
+      }
     }
-    const uint8_t* st = stages + (s % kStages) * S::kStageBytes;
+    const uint8_t* st = stages + cur_stage * S::kStageBytes;
+    cur_stage = cur_stage + 1 == kStages ? 0 : cur_stage + 1;
     uint32_t top[2];
     const uint32_t depths[2] = {
         W::fold_depths(*reinterpret_cast<const uint32_t*>(st + S::kWsOffset + row_in_tile * 4), top[0]),
@@ -339,7 +355,7 @@ __global__ void __launch_bounds__(kThreads, S::kMinBlocks) grouped_mxfp4_wgmma_k
     wgmma_wait<1>();
     promote(std::integral_constant<int, 1 - P>{});
     done_it = it;
-    done_group = s < n_steps ? s % n_groups : -1;
+    done_group = real ? group : -1;
     done_live = n_live;
     done_sw[0] = e8m0_to_float_select(top[0]);
     done_sw[1] = e8m0_to_float_select(top[1]);

@@ -57,18 +57,21 @@ constexpr int kFoldTop = 6;                    // a group's top block enters as 
 constexpr int kFoldDepths = 20;                // tables for depths 0..19; from 19 on every code is ±0
 constexpr float kFoldedOutputScale = 0x1p-6f;  // undoes kFoldTop
 
-// The byte-permute selector that spreads half h (0: nibbles 0..3, 1: nibbles 4..7) of a word of 8
-// E2M1 nibbles over the low nibbles of four bytes, given the word and the word shifted right by 4
-// as the two permute sources (byte_perm(w, w >> 4, sel)).
+// The byte-permute selector that gathers, for half h (0: nibbles 0..3, 1: nibbles 4..7) of a
+// word of 8 E2M1 nibbles, the byte holding each nibble's sign bit at bit 7, given the word shifted
+// left by 4 and the word as the two permute sources (byte_perm(w << 4, w, sel)): bit 7 of byte k
+// of w << 4 is nibble 2k's sign, bit 7 of byte k of w is nibble 2k + 1's.
 __host__ __device__ constexpr uint32_t half_selector(int h) { return h == 0 ? 0x5140u : 0x7362u; }
 
 // Four E2M1 nibbles (half h of word w) -> four E4M3 bytes, in column order: byte i is entry
 // (magnitude of nibble i) of the depth's table (bytes 0..3 in lo, 4..7 in hi) with the nibble's
-// sign bit.
+// sign bit. Six instructions per four bytes: the shifted word, two permutes, the mask of the
+// magnitudes' selector and one three-input logic op to merge (the signs taken from w << 4 and w
+// land at bit 7 already; taken from w and w >> 4 they needed one more shift).
 __host__ __device__ inline uint32_t e2m1x4_to_e4m3x4(uint32_t w, int h, uint32_t table_lo, uint32_t table_hi) {
   const uint32_t magnitudes = moe_gemm_layout::byte_perm(table_lo, table_hi, (w >> (16 * h)) & 0x7777u);
-  const uint32_t spread = moe_gemm_layout::byte_perm(w, w >> 4, half_selector(h));
-  return magnitudes | ((spread << 4) & 0x80808080u);
+  const uint32_t signs = moe_gemm_layout::byte_perm(w << 4, w, half_selector(h));
+  return magnitudes | (signs & 0x80808080u);
 }
 
 // A row's four scale bytes of one 128-column group (byte b = block b): returns their depths
