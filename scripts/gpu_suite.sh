@@ -97,14 +97,18 @@ step tests "$out/tests.txt" 500 "$bin/test_cuda" --gtest_color=no
 # an error (16 on an H100, 2026-12-05), which would hide a real one behind rc=99 every run.
 # racecheck: shared-memory hazards in the op tests, the same set as memcheck's (the model-level
 # tests run the same kernels: under racecheck BatchedRuntime alone ran past 300 s, 2026-12-05; the
-# sampler's many-draw distribution tests take over 5 minutes, its other tests run the same kernel).
+# sampler's many-draw distribution tests take over 5 minutes, its other tests run the same kernel;
+# PerRowMatchesExactDistribution alone did not finish in the 230 s left of a step, 2026-12-06).
+# racecheck skips cuBLASLt's own kernels (names nvjet_*, the matmul tests' reference path): it
+# reported 36 hazards inside them on an H100 (2026-12-05), none in ours, and with them every run
+# ended rc=99 whatever our kernels did.
 model_tests='*Forward*:CudaNvfp4Dense.*:BatchedRuntime.*:HostTier.*:CudaSpeculative.*:CudaSyntheticWeights.*'
 memcheck=(compute-sanitizer --tool memcheck --leak-check full --error-exitcode 99 "$bin/test_cuda" --gtest_color=no)
 step memcheck "$out/memcheck.txt" 400 "${memcheck[@]}" --gtest_filter="-$model_tests:ExpertParallel.*:CollectiveTest.Nccl*"
 step memcheck_fwd "$out/memcheck_fwd.txt" 500 env DSV4_CUDA_FORWARD_T=140 "${memcheck[@]}" --gtest_filter="$model_tests"
 step racecheck "$out/racecheck.txt" 400 \
-  compute-sanitizer --tool racecheck --error-exitcode 99 "$bin/test_cuda" --gtest_color=no \
-  --gtest_filter="-$model_tests:ExpertParallel.*:CollectiveTest.Nccl*:*SamplingDistribution*"
+  compute-sanitizer --tool racecheck --kernel-name-exclude kns=nvjet --error-exitcode 99 "$bin/test_cuda" --gtest_color=no \
+  --gtest_filter="-$model_tests:ExpertParallel.*:CollectiveTest.Nccl*:*SamplingDistribution*:SamplingTest.PerRowMatchesExactDistribution"
 # The GEMV table, then the attention kernels at prefill shapes (decode against prefill kernel).
 step bench "$out/bench.txt" 300 bash -c '"$0/bench_cuda_gemv_bench" && "$0/bench_cuda_attention_bench"' "$bin"
 step decode "$out/decode_bench.txt" 120 "$bin/bench_cuda_decode_bench" "$repo/models/nano" 512 256
