@@ -43,7 +43,7 @@ static_assert(kGroupK == 128 && L::kBlockK == 32, "a step is 128 columns: one sw
 // The item: kTokens tokens × 128 weight rows, with kStages stages (kStages − 2 loading, one in
 // the tensor core, one being promoted) and at least kMinBlocks blocks per SM.
 //  - PrefillShape: 128 tokens (two n64 wgmma halves per k32 block; the second is predicated off
-//    when an item has <= 64 tokens); one block per SM (255 registers, 8 bytes of spills).
+//    when an item has <= 64 tokens); one block per SM (255 registers, no spills).
 //  - DecodeShape: 8 tokens (one n8 wgmma per k32 block), for launches of a few rows per expert;
 //    a stage is 12 KiB, so two blocks per SM keep 2 × 6 stages of weights in flight.
 //    It reads the weights at 45 % of copy at batch 64 on an H100 against the F16 decode kernel's
