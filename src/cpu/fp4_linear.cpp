@@ -4,9 +4,10 @@
 // so that a tile of weight rows is read from L1/L2 once per pass.
 //   - AVX2: two decodes of 8 columns (lanes 0–7 and 8–15), each a broadcast from memory, a shift,
 //     an 8-entry lookup into the block's table of |e2m1| · scale and a sign flip.
-//   - AVX-512: one 16-entry lookup per 16 columns into the block's table of e2m1 · scale (the same
-//     products, made once per block), and 4 weight rows side by side: a lane's sum is one serial
-//     chain of adds (its order is the contract), so independent rows are what fill the pipeline.
+//   - AVX-512 (F + VBMI): one 16-entry lookup per 16 columns into the block's table of e2m1 · scale
+//     (the same products, made once per block), its indices cut from the columns' 8 bytes by one
+//     multishift; 4 weight rows side by side: a lane's sum is one serial chain of adds (its order
+//     is the contract), so independent rows are what fill the pipeline.
 // Target attributes rather than a global -mavx2/-mavx512f: the binary still runs on any x86-64
 // host. CMakeLists.txt compiles this file with -ffp-contract=off: AVX-512 brings FMA, which would
 // change the roundings (see the header).
@@ -41,7 +42,7 @@ const char* to_string(Fp4Kernel k) {
 namespace {
 
 #define DSV4_AVX2 __attribute__((target("avx2")))
-#define DSV4_AVX512 __attribute__((target("avx512f")))
+#define DSV4_AVX512 __attribute__((target("avx512f,avx512vbmi")))
 
 // Row r's scale of block b: UE8M0 (MXFP4) or E4M3 (NVFP4, the global scale applied after).
 template <bool kNvfp4>
@@ -146,12 +147,19 @@ void avx2_rows_dot(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x
 // registers.
 constexpr int kAvx512Rows = 4, kAvx512Tokens = 4;
 
-// The nibble indices of 16 columns from their 8 bytes: 64-bit lane j holds byte j, and q | q << 28
-// puts its low nibble (the even column, §11.3) in bits 0–3 of 32-bit lane 2j and its high nibble
-// in bits 0–3 of lane 2j + 1; permutexvar reads only bits 0–3 of an index.
+// The nibble indices of 16 columns from their 8 bytes: the 8 bytes go to every 64-bit lane (a
+// broadcast load), and the multishift puts bits 8j..8j+7 of lane j into its byte 0 and bits
+// 8j+4..8j+11 into its byte 4, so 32-bit lane 2j starts with byte j's low nibble (the even column,
+// §11.3) and lane 2j + 1 with its high nibble; permutexvar reads only bits 0–3 of an index. That
+// is 4 vector instructions per row and 16 columns with the lookup, multiply and add, where a
+// zero-extension, a shift and an or made it 6 (bench/results/2026-12-06-cpu-fp4-multishift.md).
 DSV4_AVX512 inline __m512i nibble_indices16(const uint8_t* p) {
-  const __m512i q = _mm512_cvtepu8_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  return _mm512_or_si512(q, _mm512_slli_epi64(q, 28));
+  int64_t packed;
+  std::memcpy(&packed, p, 8);
+  constexpr auto offsets = [](int64_t j) { return 8 * j | (8 * j + 4) << 32; };
+  const __m512i control = _mm512_setr_epi64(offsets(0), offsets(1), offsets(2), offsets(3), offsets(4), offsets(5),
+                                            offsets(6), offsets(7));
+  return _mm512_multishift_epi64_epi8(control, _mm512_set1_epi64(packed));
 }
 
 // Rows r0..r0+kRows-1 times activation rows 0..kTokens-1, into y[t·y_stride + j].
@@ -228,7 +236,9 @@ void avx512_rows_dot(const WeightMatrix& w, int64_t r0, int64_t nr, const float*
 
 bool fp4_kernel_runs_here(Fp4Kernel k) {
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  // Every Hopper host's CPU has VBMI (Sapphire Rapids and later, Genoa and later); an AVX-512 host
+  // without it (Skylake-SP, Cascade Lake) takes the AVX2 kernel.
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vbmi");
   switch (k) {
     case Fp4Kernel::kNone: return true;
     case Fp4Kernel::kAvx2: return avx2;
