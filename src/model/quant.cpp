@@ -193,27 +193,31 @@ int64_t WeightMatrix::int_at(int64_t r, int64_t c) const {
   return v;
 }
 
-void fp8_roundtrip_blocks(float* x, int64_t n, int64_t block) {
+namespace {
+
+// Each block of x through (x / s) → the format → · s, with s the UE8M0 scale of the block's amax
+// against the format's largest value. Division by a power of two is exact, so this is the
+// reference's quantise-dequantise.
+template <float (*kRound)(float)>
+void roundtrip_blocks(float* x, int64_t n, int64_t block, float format_max, float amax_floor) {
   DSV4_CHECK(block > 0 && n >= 0);
   for (int64_t b0 = 0; b0 < n; b0 += block) {
     const int64_t len = std::min(block, n - b0);
     float amax = 0.0f;
     for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[b0 + i]));
-    const float s = e8m0_to_f32(ue8m0_scale_for(amax, kE4M3Max, kActAmaxFloor));
-    // Division by a power of two is exact, so this is the reference's (x / s) → E4M3 → · s.
-    for (int64_t i = 0; i < len; ++i) x[b0 + i] = round_e4m3(x[b0 + i] / s) * s;
+    const float s = e8m0_to_f32(ue8m0_scale_for(amax, format_max, amax_floor));
+    for (int64_t i = 0; i < len; ++i) x[b0 + i] = kRound(x[b0 + i] / s) * s;
   }
 }
 
+}  // namespace
+
+void fp8_roundtrip_blocks(float* x, int64_t n, int64_t block) {
+  roundtrip_blocks<round_e4m3>(x, n, block, kE4M3Max, kActAmaxFloor);
+}
+
 void fp4_roundtrip_blocks(float* x, int64_t n, int64_t block) {
-  DSV4_CHECK(block > 0 && n >= 0);
-  for (int64_t b0 = 0; b0 < n; b0 += block) {
-    const int64_t len = std::min(block, n - b0);
-    float amax = 0.0f;
-    for (int64_t i = 0; i < len; ++i) amax = std::max(amax, std::fabs(x[b0 + i]));
-    const float s = e8m0_to_f32(ue8m0_scale_for(amax, kE2M1Max, kFp4AmaxFloor));
-    for (int64_t i = 0; i < len; ++i) x[b0 + i] = round_e2m1(x[b0 + i] / s) * s;
-  }
+  roundtrip_blocks<round_e2m1>(x, n, block, kE2M1Max, kFp4AmaxFloor);
 }
 
 PackedWeight pack_fp8_block(const float* w, int64_t rows, int64_t cols) {
