@@ -18,6 +18,7 @@
 #include "cuda/cuda_forward.h"
 #include "engine/scheduler.h"
 #include "model/config.h"
+#include "support/greedy_requests.h"
 #include "support/sanitizer.h"
 #include "support/seed.h"
 #include "test_options.h"
@@ -47,12 +48,6 @@ std::unique_ptr<Forward> nano_cuda(bool graph, int64_t kv_tokens = 0, Fp8Experts
   o.fp8_expert_prefill = fp8 != Fp8Experts::kNone;
   o.fp8_expert_decode = fp8 == Fp8Experts::kAll;
   return make_cuda_forward(kNano, o);
-}
-
-std::vector<int32_t> random_ids(std::mt19937_64& rng, int64_t n, int64_t vocab) {
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = int32_t(2 + rng() % uint64_t(vocab - 2));
-  return v;
 }
 
 // Sanitizer runs shrink the work (DSV4_CUDA_FORWARD_T caps positions, as in forward_parity).
@@ -118,7 +113,7 @@ void expect_batch_independence(Fp8Experts fp8, int64_t* rows_out, int64_t* ident
   for (int s = 0; s < n_seqs; ++s) {
     // Lengths cross the CSA (4) and HCA (128) windows and the 128-token sliding window.
     const int64_t len = cap(int64_t(130 + rng() % 200));
-    ids.push_back(random_ids(rng, len, V));
+    ids.push_back(test::random_ids(rng, len, V));
     first.push_back(1 + int64_t(rng() % uint64_t(len)));
   }
   const auto alone = run_plan(*f, ids, first, false);
@@ -188,7 +183,7 @@ TEST_F(BatchedRuntime, Fp8ExpertDecodeMovesOnlyTheDecodeRows) {
   std::vector<int64_t> first;
   for (int s = 0; s < 6; ++s) {
     const int64_t len = cap(int64_t(260 + rng() % 60));
-    ids.push_back(random_ids(rng, len, V));
+    ids.push_back(test::random_ids(rng, len, V));
     first.push_back(std::min<int64_t>(200, len - 40));
     ASSERT_GT(first.back(), 64) << "DSV4_CUDA_FORWARD_T is too small for a prompt chunk to be a prefill";
   }
@@ -228,7 +223,7 @@ void expect_graph_equals_eager(Fp8Experts fp8) {
   std::vector<int64_t> first;
   for (int s = 0; s < n_seqs; ++s) {
     const int64_t prefill = 60 + 17 * s, len = cap(prefill + 330 - 20 * s);
-    ids.push_back(random_ids(rng, len, V));
+    ids.push_back(test::random_ids(rng, len, V));
     first.push_back(std::min(prefill, len));
   }
   const auto g = run_plan(*graph, ids, first, true);
@@ -266,37 +261,14 @@ TEST_F(BatchedRuntime, SchedulerReturnsEveryBlock) {
   o.max_running = 64;
   o.max_step_tokens = 512;
   Scheduler s(*f, o);
-  struct Out {
-    std::vector<int32_t> prompt, ids;
-    int64_t max_tokens = 0;
-    bool done = false;
-  };
-  std::vector<Out> outs(static_cast<size_t>(n_req));
-  for (Out& out : outs) {
-    out.prompt = random_ids(rng, 1 + int64_t(rng() % 40), V);
-    out.max_tokens = 1 + int64_t(rng() % 12);
-    Request r;
-    r.prompt = out.prompt;
-    r.sampling.temperature = 0.0f;
-    r.max_tokens = out.max_tokens;
-    r.ignore_eos = true;
-    r.on_token = [&out](const SampleResult& x) {
-      out.ids.push_back(x.id);
-      return true;
-    };
-    r.on_finish = [&out](const RequestOutcome& oc) {
-      EXPECT_EQ(oc.finish, FinishReason::kLength) << oc.error;
-      out.done = true;
-    };
-    s.submit(std::move(r));
-  }
+  std::vector<test::GreedyRequest> outs = test::submit_greedy_requests(s, rng, n_req, 40, 12, V);
   s.run_until_idle();
   const KvCacheInfo kv = f->kv_cache();
   EXPECT_EQ(kv.free_blocks, kv.total_blocks);
   EXPECT_EQ(kv.free_sequences, kv.max_sequences);
   int64_t checked = 0, equal = 0;
   for (int i = 0; i < n_req; i += std::max(1, n_req / 40)) {
-    const Out& out = outs[size_t(i)];
+    const test::GreedyRequest& out = outs[size_t(i)];
     ASSERT_TRUE(out.done) << i;
     ASSERT_EQ(int64_t(out.ids.size()), out.max_tokens) << i;
     auto seq = f->new_sequence(128);

@@ -11,6 +11,7 @@
 #include "cpu/cpu_forward.h"
 #include "engine/scheduler.h"
 #include "model/config.h"
+#include "support/greedy_requests.h"
 #include "support/sanitizer.h"
 #include "support/seed.h"
 
@@ -26,12 +27,6 @@ std::unique_ptr<Forward> nano(int64_t kv_tokens = 0) {
   o.kv_cache_tokens = kv_tokens;
   o.ctx_size = 4096;
   return make_cpu_forward(kNano, o);
-}
-
-std::vector<int32_t> random_ids(std::mt19937_64& rng, int64_t n, int64_t vocab) {
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = int32_t(2 + rng() % uint64_t(vocab - 2));
-  return v;
 }
 
 // Four sequences fed in different chunkings: alone (each in its own forward calls) and together
@@ -51,7 +46,7 @@ TEST(SchedulerCpu, LogitsDoNotDependOnTheBatch) {
     test::note_left_out("SchedulerCpu batch: the fourth sequence (140 tokens, a prefill across the HCA closing at 127)");
   }
   std::vector<std::vector<int32_t>> ids;
-  for (int64_t n : lengths) ids.push_back(random_ids(rng, n, V));
+  for (int64_t n : lengths) ids.push_back(test::random_ids(rng, n, V));
 
   auto run = [&](bool together) {
     std::vector<std::unique_ptr<SequenceState>> seqs;
@@ -110,37 +105,14 @@ TEST(SchedulerCpu, ShortRequestsEqualSoloRunsAndReturnEveryBlock) {
   o.max_running = 64;
   o.max_step_tokens = 256;
   Scheduler s(*f, o);
-  struct Out {
-    std::vector<int32_t> prompt, ids;
-    int64_t max_tokens = 0;
-    bool done = false;
-  };
-  std::vector<Out> outs(kRequests);
-  for (Out& out : outs) {
-    out.prompt = random_ids(rng, 1 + int64_t(rng() % 6), V);
-    out.max_tokens = 1 + int64_t(rng() % 4);
-    Request r;
-    r.prompt = out.prompt;
-    r.sampling.temperature = 0.0f;
-    r.max_tokens = out.max_tokens;
-    r.ignore_eos = true;
-    r.on_token = [&out](const SampleResult& x) {
-      out.ids.push_back(x.id);
-      return true;
-    };
-    r.on_finish = [&out](const RequestOutcome& oc) {
-      EXPECT_EQ(oc.finish, FinishReason::kLength);
-      out.done = true;
-    };
-    s.submit(std::move(r));
-  }
+  std::vector<test::GreedyRequest> outs = test::submit_greedy_requests(s, rng, kRequests, 6, 4, V);
   s.run_until_idle();
   const KvCacheInfo kv = f->kv_cache();
   EXPECT_EQ(kv.free_blocks, kv.total_blocks);
   EXPECT_EQ(kv.free_sequences, kv.max_sequences);
   // Solo reruns of a sample of them (all of them would double the test's time).
   for (int i = 0; i < kRequests; i += 25) {
-    const Out& out = outs[size_t(i)];
+    const test::GreedyRequest& out = outs[size_t(i)];
     ASSERT_TRUE(out.done) << i;
     ASSERT_EQ(int64_t(out.ids.size()), out.max_tokens) << i;
     auto seq = f->new_sequence(64);
