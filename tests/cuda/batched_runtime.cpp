@@ -50,12 +50,6 @@ std::unique_ptr<Forward> nano_cuda(bool graph, int64_t kv_tokens = 0, Fp8Experts
   return make_cuda_forward(kNano, o);
 }
 
-// Sanitizer runs shrink the work (DSV4_CUDA_FORWARD_T caps positions, as in forward_parity).
-int64_t cap(int64_t full) {
-  const char* env = std::getenv("DSV4_CUDA_FORWARD_T");
-  return env ? std::min<int64_t>(full, std::atoll(env)) : full;
-}
-
 // Every position's logits of `n_seqs` teacher-forced sequences, fed by a plan: a first chunk of
 // first[s] tokens, then one token per step. together: all sequences' pieces of a step in one
 // forward call; else each piece alone.
@@ -107,12 +101,12 @@ void expect_batch_independence(Fp8Experts fp8, int64_t* rows_out, int64_t* ident
   auto f = nano_cuda(/*graph=*/false, 0, fp8);
   const int64_t V = f->config().vocab_size;
   // Sanitizer runs take 16 sequences: 64 took 199 s under memcheck (2026-12-04).
-  const int n_seqs = std::getenv("DSV4_CUDA_FORWARD_T") ? 16 : 64;
+  const int n_seqs = test::shortened() ? 16 : 64;
   std::vector<std::vector<int32_t>> ids;
   std::vector<int64_t> first;
   for (int s = 0; s < n_seqs; ++s) {
     // Lengths cross the CSA (4) and HCA (128) windows and the 128-token sliding window.
-    const int64_t len = cap(int64_t(130 + rng() % 200));
+    const int64_t len = test::cap(int64_t(130 + rng() % 200));
     ids.push_back(test::random_ids(rng, len, V));
     first.push_back(1 + int64_t(rng() % uint64_t(len)));
   }
@@ -182,7 +176,7 @@ TEST_F(BatchedRuntime, Fp8ExpertDecodeMovesOnlyTheDecodeRows) {
   std::vector<std::vector<int32_t>> ids;
   std::vector<int64_t> first;
   for (int s = 0; s < 6; ++s) {
-    const int64_t len = cap(int64_t(260 + rng() % 60));
+    const int64_t len = test::cap(int64_t(260 + rng() % 60));
     ids.push_back(test::random_ids(rng, len, V));
     first.push_back(std::min<int64_t>(200, len - 40));
     ASSERT_GT(first.back(), 64) << "DSV4_CUDA_FORWARD_T is too small for a prompt chunk to be a prefill";
@@ -222,7 +216,7 @@ void expect_graph_equals_eager(Fp8Experts fp8) {
   std::vector<std::vector<int32_t>> ids;
   std::vector<int64_t> first;
   for (int s = 0; s < n_seqs; ++s) {
-    const int64_t prefill = 60 + 17 * s, len = cap(prefill + 330 - 20 * s);
+    const int64_t prefill = 60 + 17 * s, len = test::cap(prefill + 330 - 20 * s);
     ids.push_back(test::random_ids(rng, len, V));
     first.push_back(std::min(prefill, len));
   }
@@ -256,7 +250,7 @@ TEST_F(BatchedRuntime, SchedulerReturnsEveryBlock) {
   std::mt19937_64 rng(test::seed_for_this_test());
   auto f = nano_cuda(true, 40 * 256);
   const int64_t V = f->config().vocab_size;
-  const int n_req = int(cap(1000));
+  const int n_req = int(test::cap(1000));
   SchedulerOptions o;
   o.max_running = 64;
   o.max_step_tokens = 512;

@@ -97,8 +97,7 @@ TEST(CudaNvfp4Dense, RandomModelMatchesCpuReference) {
     EXPECT_EQ(w.head.format, WeightFormat::kNVFP4);
   }
   std::mt19937 rng{static_cast<uint32_t>(seed)};
-  const char* env = std::getenv("DSV4_CUDA_FORWARD_T");  // sanitizer runs shorten the sequence
-  std::vector<int32_t> tokens(size_t(env ? std::min(300, std::atoi(env)) : 300));
+  std::vector<int32_t> tokens(size_t(test::cap(300)));
   for (auto& t : tokens) t = int32_t(rng() % 8192u);
 
   CudaOptions go = test::cuda_test_options();

@@ -44,12 +44,6 @@ std::vector<int32_t> read_tokens(const fs::path& p) {
   return nlohmann::json::parse(f).get<std::vector<int32_t>>();
 }
 
-// Sanitizer runs shorten the sequences (DSV4_CUDA_FORWARD_T); the plain run covers them whole.
-int64_t token_limit(int64_t full) {
-  const char* env = std::getenv("DSV4_CUDA_FORWARD_T");
-  return env ? std::min<int64_t>(full, std::atoll(env)) : full;
-}
-
 // Logits of every position, the prefill fed in chunks of `chunk` tokens; `first_in` (optional)
 // receives layer 0's "attn.in" (the first block input, before any rounding-sensitive decision).
 std::vector<float> all_logits(Forward& f, const std::vector<int32_t>& tokens, int64_t chunk,
@@ -266,7 +260,7 @@ void expect_matches_cpu_reference(const std::string& name, const fs::path& dir,
 TEST_P(CudaForwardParity, MatchesCpuReference) {
   const ParityCase& pc = GetParam();
   std::vector<int32_t> tokens = read_tokens(kRoot / pc.tokens);
-  tokens.resize(size_t(token_limit(int64_t(tokens.size()))));
+  tokens.resize(size_t(test::cap(int64_t(tokens.size()))));
   expect_matches_cpu_reference(pc.name, kRoot / pc.model, tokens, pc.fixed, pc.fp8_expert_prefill);
 }
 
@@ -302,7 +296,7 @@ TEST_F(CudaForwardTest, RandomNvfp4ModelMatchesCpuReference) {
   write_skeleton(dir, cfg.dump(), so);
   ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
   std::mt19937 rng{static_cast<uint32_t>(seed)};
-  std::vector<int32_t> tokens(size_t(token_limit(300)));
+  std::vector<int32_t> tokens(size_t(test::cap(300)));
   for (auto& t : tokens) t = int32_t(rng() % 8192u);
   expect_matches_cpu_reference("nvfp4", dir, tokens);
   fs::remove_all(dir);
@@ -316,7 +310,7 @@ TEST_F(CudaForwardTest, RandomNvfp4ModelMatchesCpuReference) {
 void expect_graph_decode_matches_cpu(bool fp8_expert_decode) {
   const fs::path dir = kRoot / "models/nano";
   std::vector<int32_t> tokens = read_tokens(kRoot / "testdata/parity_nano/tokens.json");
-  const int64_t T = token_limit(400), P = std::min<int64_t>(100, T / 2);
+  const int64_t T = test::cap(400), P = std::min<int64_t>(100, T / 2);
   ASSERT_LE(T, int64_t(tokens.size()));
   ASSERT_GT(T, P);
   CudaOptions eager_opt = test::cuda_test_options(), graph_opt = test::cuda_test_options();
@@ -460,7 +454,7 @@ SampledRun sample_tokens(Forward& f, std::span<const int32_t> prompt, int64_t n,
 TEST_F(CudaForwardTest, DeviceSamplingMatchesHostGreedyAndIsReproducible) {
   const fs::path dir = kRoot / "models/nano";
   const std::vector<int32_t> tokens = read_tokens(kRoot / "testdata/parity_nano/tokens.json");
-  const int64_t P = 40, n = token_limit(64);
+  const int64_t P = 40, n = test::cap(64);
   ASSERT_LE(P, int64_t(tokens.size()));
   ASSERT_GE(n, 3);
   const std::span<const int32_t> prompt(tokens.data(), size_t(P));

@@ -40,14 +40,6 @@ namespace fs = std::filesystem;
 const fs::path kRoot = DSV4_SOURCE_DIR;
 const fs::path kNano = kRoot / "models/nano";
 
-// compute-sanitizer runs (scripts/gpu_suite.sh) set DSV4_CUDA_FORWARD_T to shorten the work, as
-// in forward_parity.cpp and batched_runtime.cpp; the plain run covers it whole.
-bool shortened() { return std::getenv("DSV4_CUDA_FORWARD_T") != nullptr; }
-int64_t cap(int64_t full) {
-  const char* env = std::getenv("DSV4_CUDA_FORWARD_T");
-  return env ? std::min<int64_t>(full, std::atoll(env)) : full;
-}
-
 std::unique_ptr<Forward> nano_cuda(bool draft, int64_t kv_tokens = 0) {
   CudaOptions o = test::cuda_test_options();
   o.draft = draft;
@@ -243,7 +235,7 @@ TEST_F(CudaSpeculative, RollbackEqualsFeedingOnlyAcceptedTokens) {
   ASSERT_TRUE(f->samples_on_device());
   const int64_t V = f->config().vocab_size;
   test::Rng rng(test::seed_for_this_test());
-  const int64_t n = cap(300);
+  const int64_t n = test::cap(300);
   if (n < 300)
     test::note_left_out("CudaSpeculative rollback: positions " + std::to_string(n) +
                         "..299 (the HCA closing at 255, the block at 256) and the runs alone");
@@ -256,7 +248,7 @@ TEST_F(CudaSpeculative, RollbackEqualsFeedingOnlyAcceptedTokens) {
   const std::vector<Record> together = run_plan(*f, plan, {true, false});
   expect_identical(together[0], together[1], "together");
   int64_t device_rows = together[0].device_rows, not_argmax = together[0].device_not_argmax;
-  if (!shortened()) {
+  if (!test::shortened()) {
     const Record spec = run_plan(*f, plan, {true})[0];
     const Record ref = run_plan(*f, plan, {false})[0];
     expect_identical(spec, ref, "alone");
@@ -332,7 +324,7 @@ struct Agreement {
 // with the CPU's the drafted id is the CPU's.
 TEST_F(CudaSpeculative, DraftLogitsMatchCpu) {
   const std::vector<int32_t> all_tokens = read_tokens(kRoot / "testdata/parity_nano/tokens.json");
-  const int64_t T = std::min<int64_t>(cap(640), int64_t(all_tokens.size()));
+  const int64_t T = std::min<int64_t>(test::cap(640), int64_t(all_tokens.size()));
   const std::span<const int32_t> tokens(all_tokens.data(), size_t(T));
   auto gpu = nano_cuda(/*draft=*/true);
   CpuOptions co;
@@ -424,7 +416,7 @@ TEST_F(CudaSpeculative, DraftLogitsMatchCpu) {
   EXPECT_EQ(ids_equal, top1_agree);
   // Shortened runs count too few disagreements for a comparison of two counts (the plain run has
   // ~1,800 rows); they still check the ids and the bits above.
-  if (shortened()) {
+  if (test::shortened()) {
     test::note_left_out("CudaSpeculative draft logits: the budgets vs CPU official (they need the 640 positions)");
     return;
   }
@@ -502,7 +494,7 @@ SpeculativeCounts sum_counts(const std::vector<Out>& outs, int64_t* preempted = 
 TEST_F(CudaSpeculative, GreedyEqualsPlainGreedy) {
   std::mt19937_64 rng(test::seed_for_this_test());
   const int64_t invariant_rows = std::min(cuda::matmul_skinny_max_rows(true), cuda::matmul_skinny_max_rows(false));
-  const bool short_run = shortened();
+  const bool short_run = test::shortened();
   const int n_prompts = short_run ? 8 : 200;
   const int64_t n_generated = short_run ? 16 : 64;
   const int n_long = short_run ? 3 : 8;
@@ -567,7 +559,7 @@ TEST_F(CudaSpeculative, GreedyEqualsPlainGreedy) {
 // negligible probability).
 TEST_F(CudaSpeculative, SamplingRunsAndRepeats) {
   std::mt19937_64 rng(test::seed_for_this_test());
-  const bool short_run = shortened();
+  const bool short_run = test::shortened();
   if (short_run) test::note_left_out("CudaSpeculative sampling: prompts 3..16 and tokens 17..32");
   const auto prompts = test::nano_text_prompts(rng, short_run ? 2 : 16, 20, 64);
   const int64_t n_generated = short_run ? 16 : 32;

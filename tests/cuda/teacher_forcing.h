@@ -18,14 +18,9 @@
 
 #include "model/config.h"
 #include "model/forward.h"
+#include "test_options.h"
 
 namespace dsv4::test {
-
-// compute-sanitizer runs (scripts/gpu_suite.sh) set DSV4_CUDA_FORWARD_T to shorten the work.
-inline int64_t cap(int64_t full) {
-  const char* env = std::getenv("DSV4_CUDA_FORWARD_T");
-  return env ? std::min<int64_t>(full, std::atoll(env)) : full;
-}
 
 // Everything a run returns, in order: every logit row of every step, and the drafts' logits.
 struct Outputs {

@@ -3,6 +3,8 @@
 // eager) and the CPU reference beside them.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
@@ -20,6 +22,14 @@ inline CudaOptions cuda_test_options() {
   // kernel (CudaOptions::prefill_attention, on by default), to tell the two apart.
   if (const char* e = std::getenv("DSV4_TEST_PREFILL_ATTENTION")) o.prefill_attention = std::string_view(e) != "0";
   return o;
+}
+
+// compute-sanitizer runs (scripts/gpu_suite.sh) set DSV4_CUDA_FORWARD_T to shorten the model-level
+// tests' work to at most that many positions per sequence; the plain run covers it whole.
+inline bool shortened() { return std::getenv("DSV4_CUDA_FORWARD_T") != nullptr; }
+inline int64_t cap(int64_t full) {
+  const char* env = std::getenv("DSV4_CUDA_FORWARD_T");
+  return env ? std::min<int64_t>(full, std::atoll(env)) : full;
 }
 
 }  // namespace dsv4::test
