@@ -62,12 +62,7 @@ mhc_mix_kernel(const __nv_bfloat16* __restrict__ x_all,  // [T, n, D]
     const int tok = tok0 + tg * kTokensPerThread + t;
     uint4 raw = make_uint4(0, 0, 0, 0);
     if (tok < T) raw = __ldg(reinterpret_cast<const uint4*>(x_all + int64_t(tok) * nD + k0));
-    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {  // BF16 → FP32 is a shift; the low half is the even element
-      v[t][2 * i] = __uint_as_float(w[i] << 16);
-      v[t][2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
+    bf16x8_to_floats(raw, v[t]);
   }
   float acc[kTokensPerThread][kS];
 #pragma unroll
@@ -140,25 +135,6 @@ __device__ __forceinline__ float sum4(float v, int bit) {
   return v + __shfl_xor_sync(kFullMask, v, 2 * bit);
 }
 
-// Eight BF16 (one uint4) → floats; floats → eight BF16 (round to nearest even).
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[kChunk]) {
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-__device__ __forceinline__ uint4 pack8(const float (&f)[kChunk]) {
-  uint32_t w[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 b = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    w[i] = *reinterpret_cast<const uint32_t*>(&b);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 struct CollapseOut {
   __nv_bfloat16* u;             // [D]
   const __nv_bfloat16* weight;  // [D] or nullptr: no norm
@@ -195,7 +171,7 @@ __device__ __forceinline__ void collapse(const StreamChunks& xs, const float* pr
   for (int k = 0; k < kChunksPerThread; ++k) {
     float x[kN][kChunk];
 #pragma unroll
-    for (int j = 0; j < kN; ++j) unpack8(xs.raw[k][j], x[j]);
+    for (int j = 0; j < kN; ++j) bf16x8_to_floats(xs.raw[k][j], x[j]);
 #pragma unroll
     for (int e = 0; e < kChunk; ++e) {
       float s = 0.0f;
@@ -208,7 +184,7 @@ __device__ __forceinline__ void collapse(const StreamChunks& xs, const float* pr
 #pragma unroll
     for (int k = 0; k < kChunksPerThread; ++k) {
       const int c = threadIdx.x + k * kFinishThreads;
-      if (c < n_chunks) reinterpret_cast<uint4*>(o.u)[c] = pack8(u[k]);
+      if (c < n_chunks) reinterpret_cast<uint4*>(o.u)[c] = floats_to_bf16x8(u[k]);
     }
     return;
   }
@@ -233,10 +209,10 @@ __device__ __forceinline__ void collapse(const StreamChunks& xs, const float* pr
     const int c = threadIdx.x + k * kFinishThreads;
     if (c >= n_chunks) continue;
     float w[kChunk], y[kChunk];
-    unpack8(__ldg(reinterpret_cast<const uint4*>(o.weight) + c), w);
+    bf16x8_to_floats(__ldg(reinterpret_cast<const uint4*>(o.weight) + c), w);
 #pragma unroll
     for (int e = 0; e < kChunk; ++e) y[e] = __bfloat162float(__float2bfloat16_rn(u[k][e] * r * w[e]));
-    reinterpret_cast<uint4*>(o.u)[c] = pack8(y);
+    reinterpret_cast<uint4*>(o.u)[c] = floats_to_bf16x8(y);
     if (!o.q) continue;
     // §12 FP8 1×128 of the BF16 y: 2^ceil(log2(max(amax, 1e-4)/448)), RNE to E4M3, ±448.
     float amax = 0.0f;
@@ -259,7 +235,7 @@ __device__ __forceinline__ void collapse(const StreamChunks& xs, const float* pr
     }
     reinterpret_cast<uint2*>(o.q)[c] = make_uint2(packed[0], packed[1]);
     if (lane % kChunksPerQuantBlock == 0) o.q_scale[c / kChunksPerQuantBlock] = sb;
-    if (o.fake) reinterpret_cast<uint4*>(o.fake)[c] = pack8(fq);
+    if (o.fake) reinterpret_cast<uint4*>(o.fake)[c] = floats_to_bf16x8(fq);
   }
 }
 

@@ -63,24 +63,6 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(RmsNormParams p) {
   }
 }
 
-__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[kVec]) {
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-__device__ __forceinline__ uint4 pack8(const float (&f)[kVec]) {
-  uint32_t w[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 b = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    w[i] = *reinterpret_cast<const uint32_t*>(&b);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
 // kWarpRow: a warp per row (8 rows per block); else a block per row. Σx²: per element position
 // e, FP32 FMAs over the thread's ≤ 8 chunks, then a 3-level tree over e, a 5-level warp tree and
 // (block rows) the 8 warps in order — depth ≤ dim/(8·threads) + 16.
@@ -97,7 +79,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) 
   float acc[kVec] = {};
   for (int c = tid; c < n_chunks; c += kRowThreads) {
     float v[kVec];
-    unpack8(x[c], v);  // plain loads: y may alias x (in place), so no read-only-cache path
+    bf16x8_to_floats(x[c], v);  // plain loads: y may alias x (in place), so no read-only-cache path
 #pragma unroll
     for (int e = 0; e < kVec; ++e) acc[e] = fmaf(v[e], v[e], acc[e]);
   }
@@ -117,15 +99,15 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) 
   const unsigned half_mask = 0xffffu << (lane & 16);  // with q, dim % 128 == 0: whole half-warps
   for (int c = tid; c < n_chunks; c += kRowThreads) {
     float v[kVec], w[kVec];
-    unpack8(x[c], v);
-    if (p.weight) unpack8(__ldg(reinterpret_cast<const uint4*>(p.weight) + c), w);
+    bf16x8_to_floats(x[c], v);
+    if (p.weight) bf16x8_to_floats(__ldg(reinterpret_cast<const uint4*>(p.weight) + c), w);
 #pragma unroll
     for (int e = 0; e < kVec; ++e) {
       float t = v[e] * r;  // (x·r)·w, as the scalar kernel
       if (p.weight) t *= w[e];
       v[e] = __bfloat162float(__float2bfloat16_rn(t));  // §12: the quantiser sees the BF16 y
     }
-    y[c] = pack8(v);
+    y[c] = floats_to_bf16x8(v);
     if constexpr (kQuant) {
       float amax = 0.0f;
 #pragma unroll
@@ -144,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) 
       }
       reinterpret_cast<uint2*>(p.q + int64_t(row) * p.dim)[c] = make_uint2(packed[0], packed[1]);
       if (lane % kVecPerQuantBlock == 0) p.q_scale[int64_t(row) * (p.dim / int(kActBlockSize)) + c / kVecPerQuantBlock] = sb;
-      if (p.fake) reinterpret_cast<uint4*>(p.fake + int64_t(row) * p.dim)[c] = pack8(fq);
+      if (p.fake) reinterpret_cast<uint4*>(p.fake + int64_t(row) * p.dim)[c] = floats_to_bf16x8(fq);
     }
   }
 }
