@@ -1,8 +1,8 @@
 // The host tier (host_experts.h): loading the host's experts into pinned memory, and one MoE
 // sub-layer's host share per start/finish — on the host's cores (copies down and a host function
 // on a side stream, beside the GPU's experts, then the hand-back kernel) or on the GPU: the grouped
-// GEMM over the same picks, with the weights copied up (a pass of many rows) or read in place
-// from pinned memory (HostDecode::kGpu).
+// GEMM over the same picks, with all the layer's host experts copied up (a pass of many rows) or
+// only the picked ones gathered over the bus beside the GPU's experts (HostDecode::kGpu).
 #include "cuda/host_experts.h"
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include "cpu/context.h"
 #include "cpu/expert_units.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/host_gather.cuh"
 #include "cuda/kernels/host_picks.cuh"
 #include "cuda/step.h"
 #include "model/skeleton.h"
@@ -206,12 +207,18 @@ void HostExperts::check_pass(const StepContext& c, int layer) const {
 
 void HostExperts::start(const StepContext& c, int layer) {
   check_pass(c, layer);
-  if (streams_to_gpu(c) || decode_ == HostDecode::kGpu) return;
-  const int T = c.T, D = int(cfg_.hidden_size), k = int(cfg_.num_experts_per_tok);
+  if (streams_to_gpu(c)) return;
   // Fork: the side stream sees the router's picks and the quantised input; the pass's stream goes
-  // on to the shared expert and the GPU's experts, which read them too and write neither.
+  // on to the shared expert and the GPU's experts, which read them too and write neither. It comes
+  // after the previous layer's GEMM over the staging experts, which the gather overwrites.
   DSV4_CUDA_CHECK(cudaEventRecord(fork_, c.stream));
   DSV4_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_));
+  if (decode_ == HostDecode::kGpu) {
+    enqueue_gather(c, layer);
+    DSV4_CUDA_CHECK(cudaEventRecord(join_, side_));
+    return;
+  }
+  const int T = c.T, D = int(cfg_.hidden_size), k = int(cfg_.num_experts_per_tok);
   const QuantAct x = block_input(c);
   const cudaMemcpyKind down = cudaMemcpyDeviceToHost;
   DSV4_CUDA_CHECK(cudaMemcpyAsync(x_q_.get(), x.q, size_t(T) * D, down, side_));
@@ -231,11 +238,11 @@ void HostExperts::finish(const StepContext& c, int layer) {
     enqueue_streamed(c, layer);
     return;
   }
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, join_));
   if (decode_ == HostDecode::kGpu) {
-    enqueue_on_gpu(c, mapped(layer));
+    enqueue_on_gpu(c);
     return;
   }
-  DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, join_));
   TakeHostPicksParams p;
   p.host = reinterpret_cast<const __nv_bfloat16*>(out_.device());
   p.expert_idx = c.s.moe.expert_idx;
@@ -249,26 +256,28 @@ void HostExperts::finish(const StepContext& c, int layer) {
   launch_take_host_picks(p, c.stream);
 }
 
-std::array<RoutedExperts, 3> HostExperts::mapped(int layer) const {
+void HostExperts::enqueue_gather(const StepContext& c, int layer) {
   const Layer& l = layers_[size_t(layer)];
   size_t total = 0;
   const std::vector<MatrixBlock> blocks = block_layout(l.experts.front(), size_t(count()), &total);
-  std::array<RoutedExperts, 3> w;
+  GatherHostExpertsParams p;
+  p.expert_idx = c.s.moe.expert_idx;
+  p.n_real = c.n_real;
+  p.T = c.T;
+  p.k = int(cfg_.num_experts_per_tok);
+  p.first = first_;
+  p.end = int(cfg_.n_routed_experts);
+  const auto add = [&](size_t offset, uint8_t* dst, size_t per_expert) {
+    p.regions[p.n_regions++] = {l.bytes.device() + offset, dst, per_expert};
+  };
   for (size_t mi = 0; mi < 3; ++mi) {
-    const DeviceExperts& shape = staging_[mi];  // format and shape; the bytes stay on the host
+    DeviceExperts& d = staging_[mi];
     const MatrixBlock& b = blocks[mi];
-    RoutedExperts& r = w[mi];
-    r.format = shape.format;
-    r.E = shape.E;
-    r.N = shape.N;
-    r.K = shape.K;
-    r.first = shape.first;
-    r.data = l.bytes.device() + b.data;
-    r.scale = l.bytes.device() + b.scale;
-    if (shape.format == DeviceExperts::Format::kNVFP4)
-      r.global_scale = reinterpret_cast<const float*>(l.bytes.device() + b.global);
+    add(b.data, d.data.get(), b.data_per);
+    add(b.scale, d.scale.get(), b.scale_per);
+    if (d.global_scale.size()) add(b.global, reinterpret_cast<uint8_t*>(d.global_scale.get()), sizeof(float));
   }
-  return w;
+  launch_gather_host_experts(p, side_);
 }
 
 void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
@@ -284,12 +293,12 @@ void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
     if (d.global_scale.size())
       DSV4_CUDA_CHECK(cudaMemcpyAsync(d.global_scale.get(), l.bytes.get() + b.global, d.global_scale.bytes(), up, c.stream));
   }
-  enqueue_on_gpu(c, {staging_[0], staging_[1], staging_[2]});
+  enqueue_on_gpu(c);
   const std::lock_guard lock(mutex_);
   stats_.streamed += 1;
 }
 
-void HostExperts::enqueue_on_gpu(const StepContext& c, const std::array<RoutedExperts, 3>& w) {
+void HostExperts::enqueue_on_gpu(const StepContext& c) {
   DSV4_CHECK_MSG(c.s.moe.host_plan.E == count(), "host tier: the pass has no dispatch plan for the host's experts");
   // The same routed pass as the GPU's own experts (moe_step.cpp), over the host's: its own
   // dispatch plan, outputs into the host's picks only.
@@ -305,7 +314,7 @@ void HostExperts::enqueue_on_gpu(const StepContext& c, const std::array<RoutedEx
   in.T = c.T;
   in.expert_base = first_;
   in.keep_other_picks = true;
-  moe_routed_runs(cfg_, w[0], w[1], w[2], ms, in, moe_row_runs(c), c.stream);
+  moe_routed_runs(cfg_, staging_[0], staging_[1], staging_[2], ms, in, moe_row_runs(c), c.stream);
 }
 
 void HostExperts::run_call(void* call) {

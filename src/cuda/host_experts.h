@@ -7,7 +7,6 @@
 // and the GPU's grouped GEMM runs them (packed FP4 experts; other formats stay on the host).
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -52,9 +51,10 @@ constexpr int kHostStreamRows = 32;
 // kHostStreamRows rows (decode, drafts, verification); larger passes always copy the weights up.
 enum class HostDecode {
   kCpu,  // the host's cores, beside the GPU's experts (cpu/expert_units.h)
-  // The GPU's grouped GEMM over the host's picks, reading their weights where they lie, in pinned
-  // host memory, through its mapped addresses: the bus carries only the bytes of the experts the
-  // pass picked, at the bus's rate instead of the host cores' FP4 GEMV rate. Packed FP4 experts.
+  // The GPU's grouped GEMM over the host's picks: the weights of the experts the pass picked are
+  // copied over the bus into the staging experts (kernels/host_gather.cuh) while the GPU runs its
+  // own experts, so the bus carries only those bytes, at the bus's rate instead of the host
+  // cores' FP4 GEMV rate. Packed FP4 experts.
   kGpu,
 };
 const char* to_string(HostDecode d);
@@ -93,8 +93,9 @@ class HostExperts {
   //   - A larger pass runs them on the GPU: `start` does nothing, `finish` copies their weights up
   //     and runs the grouped GEMM over the host's picks (it shares the GPU experts' scratch, so it
   //     comes after them).
-  //   - A pass of fewer rows with HostDecode::kGpu: the same grouped GEMM, its weights read from
-  //     pinned host memory in place of the copy (graph-capturable: no host work in the step).
+  //   - A pass of fewer rows with HostDecode::kGpu: `start` forks the side stream to gather the
+  //     picked experts' weights into the staging experts; `finish` joins it and runs the same
+  //     grouped GEMM (graph-capturable: no host work in the step).
   void start(const StepContext& c, int layer);
   void finish(const StepContext& c, int layer);
 
@@ -120,11 +121,12 @@ class HostExperts {
   Layer load_layer(const std::vector<ExpertWeights>& experts, const RandomTensors* synthetic);
   bool streams_to_gpu(const StepContext& c) const;
   void check_pass(const StepContext& c, int layer) const;
-  // Layer `layer`'s w1, w3, w2 as the grouped GEMM reads them: their mapped host addresses.
-  std::array<RoutedExperts, 3> mapped(int layer) const;
+  // HostDecode::kGpu: the picked experts of layer `layer` into staging_, on the side stream.
+  void enqueue_gather(const StepContext& c, int layer);
   void enqueue_streamed(const StepContext& c, int layer);
-  // The grouped GEMM over the host's picks (their own dispatch plan), outputs into those picks.
-  void enqueue_on_gpu(const StepContext& c, const std::array<RoutedExperts, 3>& w);
+  // The grouped GEMM over the host's picks (their own dispatch plan) and the staging experts,
+  // outputs into those picks.
+  void enqueue_on_gpu(const StepContext& c);
 
   ModelConfig cfg_;
   int first_, max_rows_;
@@ -132,8 +134,9 @@ class HostExperts {
   ThreadPool pool_;
   std::vector<Layer> layers_;  // main layers, then the MTP block's
   size_t weight_bytes_ = 0;
-  // w1, w3, w2 of one layer's host experts on the GPU (their weights copied in by a pass of many
-  // rows; global scales once); empty when the experts are not packed FP4.
+  // w1, w3, w2 of one layer's host experts on the GPU (all their weights copied in by a pass of
+  // many rows, the picked ones gathered by a decode pass with HostDecode::kGpu); empty when the
+  // experts are not packed FP4.
   std::vector<DeviceExperts> staging_;
   // The side stream a pass's host share runs on, and the events that fork it off and join it back
   // to the pass's stream (created on the device that was current at construction: the rank's).

@@ -43,7 +43,7 @@ namespace {
 // One routed-expert projection over the plan's grouped rows: y_m[j] = x[row(j)] · W_m,e(j)ᵀ for
 // the n_mats tensors w[m] (w1 and w3 share one launch), row(j) = x_row[j] or j. Packed FP4
 // experts read FP8 x (q, scale), BF16 experts its BF16 fake-quant values (fake).
-void routed(const RoutedExperts* const* w, int n_mats, const uint8_t* q, const uint8_t* scale,
+void routed(const DeviceExperts* const* w, int n_mats, const uint8_t* q, const uint8_t* scale,
             const __nv_bfloat16* fake, const int32_t* x_row, const MoeDispatchPlan& plan, int max_sel,
             bool fp8, __nv_bfloat16* const* y, cudaStream_t stream) {
   for (int m = 1; m < n_mats; ++m)
@@ -54,7 +54,7 @@ void routed(const RoutedExperts* const* w, int n_mats, const uint8_t* q, const u
     MoeGroupedBf16Params p;
     p.n_mats = n_mats;
     for (int m = 0; m < n_mats; ++m) {
-      p.w[m] = reinterpret_cast<const __nv_bfloat16*>(w[m]->data);
+      p.w[m] = reinterpret_cast<const __nv_bfloat16*>(w[m]->data.get());
       p.y[m] = y[m];
     }
     p.x = fake;
@@ -71,9 +71,9 @@ void routed(const RoutedExperts* const* w, int n_mats, const uint8_t* q, const u
   p.format = w[0]->format == DeviceExperts::Format::kNVFP4 ? ExpertWeightFormat::kNVFP4 : ExpertWeightFormat::kMXFP4;
   p.n_mats = n_mats;
   for (int m = 0; m < n_mats; ++m) {
-    p.w[m] = w[m]->data;
-    p.w_scale[m] = w[m]->scale;
-    p.global_scale[m] = w[m]->global_scale;
+    p.w[m] = w[m]->data.get();
+    p.w_scale[m] = w[m]->scale.get();
+    p.global_scale[m] = w[m]->global_scale.get();
     p.y[m] = y[m];
   }
   p.x = q;
@@ -127,7 +127,7 @@ void swiglu(const ModelConfig& cfg, const __nv_bfloat16* g, const __nv_bfloat16*
 
 }  // namespace
 
-void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
+void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3, const DeviceExperts& w2,
                 MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream) {
   const int T = in.T, D = int(cfg.hidden_size), E = ms.plan.E, k = int(cfg.num_experts_per_tok);
   DSV4_CHECK_MSG(T <= ms.plan.max_rows, "moe: ", T, " rows in a pass sized for ", ms.plan.max_rows);
@@ -153,7 +153,7 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
 
   // §8.2 over the grouped rows: w1 and w3 in one launch (x rows through plan.sel_row), SwiGLU
   // × routing weight before w2's quantisation (§12), then w2 on the grouped h.
-  const RoutedExperts* w13[2] = {&w1, &w3};
+  const DeviceExperts* w13[2] = {&w1, &w3};
   __nv_bfloat16* gu[2] = {ms.g, ms.up};
   routed(w13, 2, in.x_q, in.x_scale, in.x_fake, ms.plan.sel_row, ms.plan, max_sel, in.fp8, gu, stream);
   const bool bf16_w2 = w2.format == DeviceExperts::Format::kBF16;
@@ -161,7 +161,7 @@ void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExp
                  to_string(cfg.expert_format));
   swiglu(cfg, ms.g, ms.up, ms.plan.sel_weight, max_sel, n_sel, ms.h, ms.hq, ms.hqs, bf16_w2 ? ms.hf : nullptr,
          stream);
-  const RoutedExperts* w2s[1] = {&w2};
+  const DeviceExperts* w2s[1] = {&w2};
   __nv_bfloat16* y[1] = {ms.y};
   routed(w2s, 1, ms.hq, ms.hqs, ms.hf, nullptr, ms.plan, max_sel, in.fp8, y, stream);
 
@@ -192,7 +192,7 @@ std::vector<RowRun> moe_row_runs(const StepContext& c) {
   });
 }
 
-void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
+void moe_routed_runs(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3, const DeviceExperts& w2,
                      MoeScratch& ms, const MoeRoutedInput& in, const std::vector<RowRun>& runs, cudaStream_t stream) {
   const size_t D = size_t(cfg.hidden_size), k = size_t(cfg.num_experts_per_tok);
   for (const RowRun& r : runs) {

@@ -86,23 +86,7 @@ struct MoeRoutedInput {
   // for a launch because of its size.
   bool fp8 = false;
 };
-// The routed experts one grouped launch reads, wherever they lie: a DeviceExperts in device
-// memory, or the host tier's experts of one layer in pinned host memory, which a kernel reads over
-// the bus through their mapped addresses (host_experts.h, --host-decode gpu).
-struct RoutedExperts {
-  RoutedExperts() = default;
-  RoutedExperts(const DeviceExperts& w)  // NOLINT(google-explicit-constructor): a view of it
-      : format(w.format), E(w.E), N(w.N), K(w.K), first(w.first), data(w.data.get()), scale(w.scale.get()),
-        global_scale(w.global_scale.get()) {}
-  DeviceExperts::Format format = DeviceExperts::Format::kMXFP4;
-  int E = 0, N = 0, K = 0;
-  int first = 0;                        // global id of expert 0 (DeviceExperts::first)
-  const uint8_t* data = nullptr;        // DeviceExperts::data's layout
-  const uint8_t* scale = nullptr;       // DeviceExperts::scale's layout
-  const float* global_scale = nullptr;  // [E] NVFP4 only
-};
-
-void moe_routed(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
+void moe_routed(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3, const DeviceExperts& w2,
                 MoeScratch& ms, const MoeRoutedInput& in, cudaStream_t stream);
 
 // A pass's rows in runs of one expert arithmetic (row_runs.h). With
@@ -116,7 +100,7 @@ std::vector<RowRun> moe_row_runs(const StepContext& c);
 // moe_routed over each run's rows of `in` in turn (its per-row pointers and the pick-order
 // outputs offset to the run), a prefill run setting MoeRoutedInput::fp8. Several runs come only
 // from a pass without padding rows, so in.n_real is dropped for them.
-void moe_routed_runs(const ModelConfig& cfg, const RoutedExperts& w1, const RoutedExperts& w3, const RoutedExperts& w2,
+void moe_routed_runs(const ModelConfig& cfg, const DeviceExperts& w1, const DeviceExperts& w3, const DeviceExperts& w2,
                      MoeScratch& ms, const MoeRoutedInput& in, const std::vector<RowRun>& runs, cudaStream_t stream);
 // §8.4 from pick order: out = Σ picks (ascending expert id, FP32) + shared, as moe_routed's own
 // combine adds the same values in the same order (so the result is bit-identical to one rank).
