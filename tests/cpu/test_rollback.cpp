@@ -15,6 +15,7 @@
 #include "model/config.h"
 #include "util/error.h"
 #include "support/sanitizer.h"
+#include "support/speculative_plan.h"
 #include "support/test_util.h"
 #include "support/tiny_model.h"
 
@@ -23,46 +24,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// One verify step of the plan: at position P the sequence is fed [truth[P], drafts…] where the
-// first `accept` drafts are the true continuation and the others are wrong; it keeps P + accept + 1.
-struct Step {
-  std::vector<int32_t> fed;  // 1 + k tokens
-  int64_t accept = 0;
-  int n_draft = 1;           // drafts asked for after the rollback
-};
-
-struct Plan {
-  std::vector<int32_t> truth;
-  int64_t prompt = 0;  // the first forward's length (a prefill with mtp)
-  std::vector<Step> steps;
-};
-
-// Steps of 1 … 3 drafts with random acceptance; when an HCA window (m = 128) closes among the next
-// three positions the step rejects every draft, so the rolled-back rows hold an HCA emission (CSA
-// windows close every 4 positions, so random steps cross them all the time).
-Plan make_plan(test::Rng& rng, int64_t n, int64_t prompt, int64_t vocab) {
-  Plan p;
-  p.prompt = prompt;
-  for (int64_t i = 0; i < n; ++i) p.truth.push_back(int32_t(rng.integer(2, vocab - 1)));
-  int64_t P = prompt;
-  while (P + kMaxSpeculative + 1 < n) {
-    Step s;
-    bool hca_close_ahead = false;
-    for (int64_t t = P + 1; t <= P + kMaxSpeculative; ++t) hca_close_ahead |= (t + 1) % kHcaRatio == 0;
-    const int64_t k = hca_close_ahead ? kMaxSpeculative : rng.integer(1, kMaxSpeculative);
-    s.accept = hca_close_ahead ? 0 : rng.integer(0, k);
-    for (int64_t i = 0; i <= k; ++i) s.fed.push_back(p.truth[size_t(P + i)]);
-    if (s.accept < k) {  // the first rejected draft differs from the truth
-      int32_t& wrong = s.fed[size_t(s.accept + 1)];
-      wrong = int32_t(2 + (wrong - 2 + rng.integer(1, vocab - 3)) % (vocab - 2));
-      for (int64_t i = s.accept + 2; i <= k; ++i) s.fed[size_t(i)] = int32_t(rng.integer(2, vocab - 1));
-    }
-    s.n_draft = int(rng.integer(1, kMaxSpeculative));
-    p.steps.push_back(s);
-    P += s.accept + 1;
-  }
-  return p;
-}
+using Step = test::SpeculativeStep;
+using Plan = test::SpeculativePlan;
 
 // What a run produced that must not depend on the rejected tokens.
 struct Record {
@@ -182,7 +145,7 @@ TEST_P(RollbackTest, RejectedDraftsLeaveNoTrace) {
   ASSERT_TRUE(f->can_draft());
   test::Rng rng(test::seed_for_this_test());
   const int64_t n = plan_length(v.name);
-  const Plan plan = make_plan(rng, n, 1 + rng.integer(0, 20), opt.vocab);
+  const Plan plan = test::make_speculative_plan(rng, n, 1 + rng.integer(0, 20), opt.vocab);
   int64_t rejected = 0;
   for (const Step& s : plan.steps) rejected += int64_t(s.fed.size()) - 1 - s.accept;
   ASSERT_GT(rejected, n / 6) << "the plan rejects too little to test anything";
@@ -205,7 +168,8 @@ TEST(Rollback, NanoRejectedDraftsLeaveNoTrace) {
   auto f = make_cpu_forward(fs::path(DSV4_SOURCE_DIR) / "models" / "nano", co);
   ASSERT_TRUE(f->can_draft());
   test::Rng rng(test::seed_for_this_test());
-  const Plan plan = make_plan(rng, plan_length("nano"), 1 + rng.integer(0, 40), f->config().vocab_size);
+  const Plan plan =
+      test::make_speculative_plan(rng, plan_length("nano"), 1 + rng.integer(0, 40), f->config().vocab_size);
   expect_identical(run(*f, plan, true), run(*f, plan, false), "nano");
 }
 

@@ -28,6 +28,7 @@
 #include "support/sanitizer.h"
 #include "support/nano_text.h"
 #include "support/seed.h"
+#include "support/speculative_plan.h"
 #include "support/test_util.h"
 #include "test_options.h"
 #include "util/error.h"
@@ -64,50 +65,8 @@ class CudaSpeculative : public ::testing::Test {
 
 // ---- 1. Rollback equals feeding only the accepted tokens ----
 
-// One verify step of the plan: at position P the sequence is fed [truth[P], drafts…] where the
-// first `accept` drafts are the true continuation and the others are wrong; it keeps P + accept + 1.
-struct Step {
-  std::vector<int32_t> fed;  // 1 + k tokens
-  int64_t accept = 0;
-  int n_draft = 1;           // drafts asked for after the rollback
-};
-
-struct Plan {
-  std::vector<int32_t> truth;
-  int64_t prompt = 0;  // the first forward's length (a prefill with mtp)
-  std::vector<Step> steps;
-  int64_t forced_rejections = 0;  // steps made to reject everything (below)
-};
-
-// Steps of 1 … 3 drafts with random acceptance. A step whose drafted positions close an HCA window
-// (m = 128: positions 127, 255) or start a KV block rejects all three drafts, so that the
-// rolled-back rows hold an HCA emission, and a whole block goes back to the pool. CSA windows
-// close every 4 positions, so random steps cross them all the time.
-Plan make_plan(test::Rng& rng, int64_t n, int64_t prompt, int64_t vocab, int64_t block_tokens) {
-  Plan p;
-  p.prompt = prompt;
-  for (int64_t i = 0; i < n; ++i) p.truth.push_back(int32_t(rng.integer(2, vocab - 1)));
-  int64_t P = prompt;
-  while (P + kMaxSpeculative + 1 < n) {
-    Step s;
-    bool reject_all = false;
-    for (int64_t t = P + 1; t <= P + kMaxSpeculative; ++t)
-      reject_all |= (t + 1) % kHcaRatio == 0 || t % block_tokens == 0;
-    const int64_t k = reject_all ? kMaxSpeculative : rng.integer(1, kMaxSpeculative);
-    s.accept = reject_all ? 0 : rng.integer(0, k);
-    p.forced_rejections += reject_all;
-    for (int64_t i = 0; i <= k; ++i) s.fed.push_back(p.truth[size_t(P + i)]);
-    if (s.accept < k) {  // the first rejected draft differs from the truth
-      int32_t& wrong = s.fed[size_t(s.accept + 1)];
-      wrong = int32_t(2 + (wrong - 2 + rng.integer(1, vocab - 3)) % (vocab - 2));
-      for (int64_t i = s.accept + 2; i <= k; ++i) s.fed[size_t(i)] = int32_t(rng.integer(2, vocab - 1));
-    }
-    s.n_draft = int(rng.integer(1, kMaxSpeculative));
-    p.steps.push_back(s);
-    P += s.accept + 1;
-  }
-  return p;
-}
+using Step = test::SpeculativeStep;
+using Plan = test::SpeculativePlan;
 
 // What a run produced that must not depend on the rejected tokens.
 struct Record {
@@ -239,7 +198,7 @@ TEST_F(CudaSpeculative, RollbackEqualsFeedingOnlyAcceptedTokens) {
   if (n < 300)
     test::note_left_out("CudaSpeculative rollback: positions " + std::to_string(n) +
                         "..299 (the HCA closing at 255, the block at 256) and the runs alone");
-  const Plan plan = make_plan(rng, n, 1 + rng.integer(0, 40), V, f->kv_cache().block_tokens);
+  const Plan plan = test::make_speculative_plan(rng, n, 1 + rng.integer(0, 40), V, f->kv_cache().block_tokens);
   int64_t rejected = 0;
   for (const Step& s : plan.steps) rejected += int64_t(s.fed.size()) - 1 - s.accept;
   ASSERT_GT(rejected, n / 6) << "the plan rejects too little to test anything";
