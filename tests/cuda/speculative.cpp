@@ -25,6 +25,7 @@
 #include "cuda/matmul.h"
 #include "engine/scheduler.h"
 #include "model/config.h"
+#include "support/collected_requests.h"
 #include "support/sanitizer.h"
 #include "support/nano_text.h"
 #include "support/seed.h"
@@ -386,31 +387,12 @@ TEST_F(CudaSpeculative, DraftLogitsMatchCpu) {
 
 // ---- 3/4. Through the scheduler ----
 
-struct Out {
-  std::vector<int32_t> ids;
-  std::vector<float> logprobs;
-  RequestOutcome outcome;
-};
+using Out = test::CollectedRequest;
 
 std::vector<Out> generate_all(Forward& f, const std::vector<std::vector<int32_t>>& prompts,
                               const SchedulerOptions& options, const SamplingParams& sampling, int64_t max_tokens) {
   Scheduler s(f, options);
-  std::vector<Out> out(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    Request r;
-    r.prompt = prompts[i];
-    r.sampling = sampling;
-    r.max_tokens = max_tokens;
-    Out* o_i = &out[i];
-    r.on_token = [o_i](const SampleResult& x) {
-      o_i->ids.push_back(x.id);
-      o_i->logprobs.push_back(x.logprob);
-      return true;
-    };
-    r.on_finish = [o_i](const RequestOutcome& oc) { o_i->outcome = oc; };
-    s.submit(std::move(r));
-  }
-  s.run_until_idle();
+  const std::vector<Out> out = test::run_collecting(s, prompts, sampling, max_tokens);
   const KvCacheInfo kv = f.kv_cache();
   EXPECT_EQ(kv.free_blocks, kv.total_blocks) << "blocks left behind";
   EXPECT_EQ(kv.free_sequences, kv.max_sequences) << "slots left behind";

@@ -14,6 +14,7 @@
 #include "cpu/cpu_forward.h"
 #include "engine/scheduler.h"
 #include "model/config.h"
+#include "support/collected_requests.h"
 #include "support/sanitizer.h"
 #include "support/nano_text.h"
 #include "support/seed.h"
@@ -32,11 +33,7 @@ std::unique_ptr<Forward> nano(int64_t kv_tokens = 0) {
   return make_cpu_forward(kNano, o);
 }
 
-struct Out {
-  std::vector<int32_t> ids;
-  std::vector<float> logprobs;
-  RequestOutcome outcome;
-};
+using Out = test::CollectedRequest;
 
 std::vector<Out> generate_all(Forward& f, const std::vector<std::vector<int32_t>>& prompts, int k,
                               const SamplingParams& sampling, int64_t max_tokens, bool ignore_eos = false) {
@@ -45,24 +42,7 @@ std::vector<Out> generate_all(Forward& f, const std::vector<std::vector<int32_t>
   o.max_step_tokens = 256;
   o.speculative = k;
   Scheduler s(f, o);
-  std::vector<Out> out(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    Request r;
-    r.prompt = prompts[i];
-    r.sampling = sampling;
-    r.max_tokens = max_tokens;
-    r.ignore_eos = ignore_eos;
-    Out* o_i = &out[i];
-    r.on_token = [o_i](const SampleResult& x) {
-      o_i->ids.push_back(x.id);
-      o_i->logprobs.push_back(x.logprob);
-      return true;
-    };
-    r.on_finish = [o_i](const RequestOutcome& oc) { o_i->outcome = oc; };
-    s.submit(std::move(r));
-  }
-  s.run_until_idle();
-  return out;
+  return test::run_collecting(s, prompts, sampling, max_tokens, ignore_eos);
 }
 
 TEST(SpeculativeNano, GreedyEqualsPlainGreedyBitForBitWithPreemption) {
