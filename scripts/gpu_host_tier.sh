@@ -25,6 +25,14 @@ mkdir -p "$out"
 # inspect plans with the usable GiB of the bench below (the utilisation's share of the card, or the cap).
 gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0 | awk -v u="$util" '{ printf "%d", $1 * u / 1024 }')
 "$bin" inspect -m "$model" --gpu-gib "${cap:-$gib}" --context 16384 >> "$log" 2>&1
+# A run just before this one (a killed bench, say) may still be handing back tens of GB: wait for
+# the card to be empty, up to a minute, so that the plan below sees the whole card.
+for _ in $(seq 60); do
+  used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
+  [ "$used" -lt 1024 ] && break
+  echo "waiting for the card to empty: $used MiB in use" >> "$log"
+  sleep 1
+done
 echo "== bench flash, one GPU, --cpu-experts auto, --gpu-memory-utilization $util, --host-decode $decode${cap:+, --gpu-memory $cap}" >> "$log"
 "$bin" bench -m "$model" --backend cuda --synthetic-weights 1 --cpu-experts auto ${cap:+--gpu-memory "$cap"} \
   --gpu-memory-utilization "$util" --host-decode "$decode" \
