@@ -16,14 +16,19 @@
 // gpu the GPU runs the decode rows' host experts too, so the logits are bit-identical.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
+#include <unistd.h>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_forward.h"
 #include "model/config.h"
+#include "model/skeleton.h"
 #include "support/seed.h"
 #include "teacher_forcing.h"
 #include "test_options.h"
@@ -36,7 +41,7 @@ namespace fs = std::filesystem;
 
 const fs::path kNano = fs::path(DSV4_SOURCE_DIR) / "models/nano";
 
-std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft, bool gpu_decode = false) {
+std::unique_ptr<Forward> load(const fs::path& dir, int cpu_experts, bool graph, bool draft, bool gpu_decode) {
   CudaOptions o = test::cuda_test_options();
   o.max_sequences = 8;
   o.kv_cache_tokens = 16 * 1024;
@@ -44,7 +49,11 @@ std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft, bool gpu_
   o.use_graph = graph;
   o.draft = draft;
   o.host_decode_gpu = gpu_decode;
-  return make_cuda_forward(kNano, o);
+  return make_cuda_forward(dir, o);
+}
+
+std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft, bool gpu_decode = false) {
+  return load(kNano, cpu_experts, graph, draft, gpu_decode);
 }
 
 class HostTier : public ::testing::Test {
@@ -128,6 +137,36 @@ TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpu) {
     test::expect_same_run(want, got, std::string("host tier decoded by the GPU from host memory, ") +
                                          (graph ? "decode graphs" : "eager") + ", vs every expert on the GPU");
   }
+}
+
+// The same with NVFP4 experts (§11.6: E4M3 per-16 scales and a per-expert F32 global scale, which
+// the decode gather copies as its own 4-byte region): nano's shapes, fresh random weights.
+TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpuNvfp4) {
+  std::ifstream f(kNano / "config.json");
+  nlohmann::json cfg = nlohmann::json::parse(f);
+  cfg["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "MIXED_PRECISION"},
+                                {"moe_quant_algo", "NVFP4"}, {"group_size", 16},
+                                {"fmt", "e4m3"}, {"scale_fmt", "ue8m0"},
+                                {"activation_scheme", "dynamic"},
+                                {"weight_block_size", {128, 128}}};
+  cfg.erase("expert_dtype");
+  const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
+  const fs::path dir = fs::temp_directory_path() / ("dsv4-host-nvfp4-" + std::to_string(::getpid()));
+  SkeletonOptions so;
+  so.random_seed = seed;
+  write_skeleton(dir, cfg.dump(), so);
+  ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
+  for (const bool graph : {false, true}) {
+    const std::unique_ptr<Forward> gpu = load(dir, 0, graph, false, false);
+    const auto prompts = test::random_prompts(seed, gpu->config().vocab_size);
+    const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(24)), false);
+    const std::unique_ptr<Forward> f = load(dir, 6, graph, false, true);
+    const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(24)), false);
+    EXPECT_EQ(f->host_tier().calls, 0) << "a decode row ran on the host's cores";
+    test::expect_same_run(want, got, std::string("NVFP4 host tier decoded by the GPU, ") +
+                                         (graph ? "decode graphs" : "eager") + ", vs every expert on the GPU");
+  }
+  fs::remove_all(dir);
 }
 
 TEST_F(HostTier, RefusesWhatCannotRun) {
