@@ -4,7 +4,6 @@
 // forward_parity.cpp: the GPU sits closer to CPU official-bf16 (its rounding points) than CPU
 // official does. The kernel itself is gemv_nvfp4.cpp's op-parity test.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -13,18 +12,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "random_nano.h"
 #include "test_options.h"
 #include "cpu/cpu_forward.h"
 #include "cuda/cuda_forward.h"
 #include "cuda/cuda_check.h"
 #include "model/checkpoint.h"
 #include "model/config.h"
-#include "model/skeleton.h"
 #include "model/weights.h"
 #include "support/seed.h"
 
@@ -66,19 +64,13 @@ std::pair<double, double> agreement(const std::vector<float>& a, const std::vect
 
 TEST(CudaNvfp4Dense, RandomModelMatchesCpuReference) {
   if (!cuda::device_available()) GTEST_SKIP() << "no CUDA device";
-  std::ifstream f(fs::path(DSV4_SOURCE_DIR) / "models/nano/config.json");
-  nlohmann::json cfg = nlohmann::json::parse(f);
   // wo_a stays BF16: the CUDA backend dequantises an NVFP4 wo_a to BF16 for its grouped
   // projection (device_model.cpp), a weight rounding the CPU's official-bf16 mode does not make.
-  cfg["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "NVFP4"}, {"group_size", 16},
-                                {"ignore", {"*.attn.wo_a", "mtp.*"}},
-                                {"quantized_layers", {{"layers.*.ffn.gate", {{"quant_algo", "NVFP4"}}}}}};
-  cfg.erase("expert_dtype");
+  const nlohmann::json quantization = {{"quant_method", "modelopt"}, {"quant_algo", "NVFP4"}, {"group_size", 16},
+                                       {"ignore", {"*.attn.wo_a", "mtp.*"}},
+                                       {"quantized_layers", {{"layers.*.ffn.gate", {{"quant_algo", "NVFP4"}}}}}};
   const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
-  const fs::path dir = fs::temp_directory_path() / ("dsv4-nvfp4-dense-" + std::to_string(::getpid()));
-  SkeletonOptions so;
-  so.random_seed = seed;
-  write_skeleton(dir, cfg.dump(), so);
+  const fs::path dir = test::write_random_nano("nvfp4-dense", quantization, seed);
   {  // Every dense linear but wo_a binds as NVFP4, the router included.
     const ModelConfig mc = ModelConfig::load(dir);
     const ModelWeights w = bind_weights(mc, Checkpoint::open(dir));
@@ -108,7 +100,7 @@ TEST(CudaNvfp4Dense, RandomModelMatchesCpuReference) {
   const std::vector<float> ref = all_logits(*make_cpu_forward(dir, co), tokens, 129);
   co.numerics = Numerics::kOfficial;
   const std::vector<float> official = all_logits(*make_cpu_forward(dir, co), tokens, 129);
-  const int64_t V = cfg["vocab_size"].get<int64_t>();
+  const int64_t V = ModelConfig::load(dir).vocab_size;
   const auto [g_agree, g_cos] = agreement(got, ref, V);
   const auto [o_agree, o_cos] = agreement(official, ref, V);
   std::printf("[nvfp4 dense] T=%zu cuda vs cpu official-bf16: argmax %.2f%% cosine %.6f | "

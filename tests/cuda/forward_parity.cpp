@@ -28,6 +28,7 @@
 #include "model/skeleton.h"
 #include "support/sanitizer.h"
 #include "support/seed.h"
+#include "random_nano.h"
 #include "test_options.h"
 #include "util/error.h"
 
@@ -281,19 +282,8 @@ INSTANTIATE_TEST_SUITE_P(
 // global scale, everything else FP8) end to end: nano's shapes with fresh random weights
 // (make-skeleton --random), same criteria as the fixtures.
 TEST_F(CudaForwardTest, RandomNvfp4ModelMatchesCpuReference) {
-  std::ifstream f(kRoot / "models/nano/config.json");
-  nlohmann::json cfg = nlohmann::json::parse(f);
-  cfg["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "MIXED_PRECISION"},
-                                {"moe_quant_algo", "NVFP4"}, {"group_size", 16},
-                                {"fmt", "e4m3"}, {"scale_fmt", "ue8m0"},
-                                {"activation_scheme", "dynamic"},
-                                {"weight_block_size", {128, 128}}};
-  cfg.erase("expert_dtype");
   const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
-  const fs::path dir = fs::temp_directory_path() / ("dsv4-nvfp4-" + std::to_string(::getpid()));
-  SkeletonOptions so;
-  so.random_seed = seed;
-  write_skeleton(dir, cfg.dump(), so);
+  const fs::path dir = test::write_random_nano("nvfp4", test::nvfp4_experts_quantization(), seed);
   ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
   std::mt19937 rng{static_cast<uint32_t>(seed)};
   std::vector<int32_t> tokens(size_t(test::cap(300)));

@@ -16,20 +16,16 @@
 // gpu the GPU runs the decode rows' host experts too, so the logits are bit-identical.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
-#include <unistd.h>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_forward.h"
 #include "model/config.h"
-#include "model/skeleton.h"
 #include "support/seed.h"
+#include "random_nano.h"
 #include "teacher_forcing.h"
 #include "test_options.h"
 #include "util/error.h"
@@ -142,19 +138,8 @@ TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpu) {
 // The same with NVFP4 experts (§11.6: E4M3 per-16 scales and a per-expert F32 global scale, which
 // the decode gather copies as its own 4-byte region): nano's shapes, fresh random weights.
 TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpuNvfp4) {
-  std::ifstream f(kNano / "config.json");
-  nlohmann::json cfg = nlohmann::json::parse(f);
-  cfg["quantization_config"] = {{"quant_method", "modelopt"}, {"quant_algo", "MIXED_PRECISION"},
-                                {"moe_quant_algo", "NVFP4"}, {"group_size", 16},
-                                {"fmt", "e4m3"}, {"scale_fmt", "ue8m0"},
-                                {"activation_scheme", "dynamic"},
-                                {"weight_block_size", {128, 128}}};
-  cfg.erase("expert_dtype");
   const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
-  const fs::path dir = fs::temp_directory_path() / ("dsv4-host-nvfp4-" + std::to_string(::getpid()));
-  SkeletonOptions so;
-  so.random_seed = seed;
-  write_skeleton(dir, cfg.dump(), so);
+  const fs::path dir = test::write_random_nano("host-nvfp4", test::nvfp4_experts_quantization(), seed);
   ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
   for (const bool graph : {false, true}) {
     const std::unique_ptr<Forward> gpu = load(dir, 0, graph, false, false);
