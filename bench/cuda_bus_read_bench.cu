@@ -3,16 +3,23 @@
 // kernels/host_gather.cuh). The buffer is rows of `pitch` bytes; every warp load covers 512 bytes
 // as 512/seg segments of `seg` contiguous bytes, each in its own row (the grouped decode GEMM reads
 // 8 rows × 64 bytes per warp load), and successive loads walk along the rows. Every byte is read
-// once; the loads bypass L1 as the GEMM's weight loads do. A platform measurement: it runs no
-// dsv4 kernel. Results: bench/results/2026-12-06-h100-host-tier-bus.md.
+// once; the loads bypass L1 as the GEMM's weight loads do. Then the copy and the 512-byte read
+// again while N host threads stream through another 4 GiB of host memory, with the threads' own
+// rate over the same time and alone: whether host memory feeds the bus and the cores at once
+// (the premise of splitting a host expert's work between the GPU reading it over the bus and
+// the host's cores computing on it). A platform measurement: it runs no dsv4 kernel. Results:
+// bench/results/2026-12-06-h100-host-tier-bus.md.
 //
 // Usage (GPU host): build-gpu/bench_cuda_bus_read_bench
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -46,6 +53,47 @@ __global__ void read_rows(const uint4* __restrict__ src, size_t bytes, int seg, 
   }
   if (acc == 0x12345678u) atomicAdd(sink, 1ull);  // keeps the loads live
 }
+
+// `threads` host threads reading `buf` (each its own slice, over and over) until stopped; rate()
+// is their GB/s from start() to the call.
+class HostReaders {
+ public:
+  HostReaders(const std::vector<uint64_t>& buf, int threads) : buf_(buf), threads_(threads) {}
+  void start() {
+    stop_ = false;
+    bytes_ = 0;
+    t0_ = std::chrono::steady_clock::now();
+    for (int t = 0; t < threads_; ++t) pool_.emplace_back([this, t] { read(t); });
+  }
+  double rate() const {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    return double(bytes_.load()) / s / 1e9;
+  }
+  void stop() {
+    stop_ = true;
+    for (std::thread& t : pool_) t.join();
+    pool_.clear();
+  }
+
+ private:
+  void read(int t) {
+    const size_t n = buf_.size() / size_t(threads_), chunk = size_t(1) << 17;  // 1 MiB per count
+    const uint64_t* p = buf_.data() + size_t(t) * n;
+    uint64_t acc = 0;
+    while (!stop_.load(std::memory_order_relaxed))
+      for (size_t i = 0; i + chunk <= n && !stop_.load(std::memory_order_relaxed); i += chunk) {
+        for (size_t j = 0; j < chunk; ++j) acc += p[i + j];
+        bytes_ += chunk * sizeof(uint64_t);
+      }
+    if (acc == 0x12345678u) std::printf(" ");  // keeps the loads live
+  }
+  const std::vector<uint64_t>& buf_;
+  int threads_;
+  std::vector<std::thread> pool_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> bytes_{0};
+  std::chrono::steady_clock::time_point t0_;
+};
 
 }  // namespace
 
@@ -100,6 +148,33 @@ int main() {
                     pitch, seg, sms, blocks_per_sm, rate([&] {
                       read_rows<<<sms * blocks_per_sm, 256>>>(static_cast<const uint4*>(mapped), bytes, seg, pitch, sink);
                     }));
+  CK(cudaGetLastError());
+
+  // The same copy and the 512-byte kernel read while the host's cores read other memory.
+  std::vector<uint64_t> other((size_t(4) << 30) / sizeof(uint64_t));
+  for (size_t i = 0; i < other.size(); ++i) other[i] = i * 0x9e3779b97f4a7c15ull;
+  const int hw = int(std::thread::hardware_concurrency());
+  for (int threads : {hw / 2, hw}) {
+    HostReaders readers(other, threads);
+    readers.start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const double alone = readers.rate();
+    readers.stop();
+    readers.start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    double copy = 0, kernel = 0;
+    for (int r = 0; r < 3; ++r) {  // ~1 s of bus traffic under the readers
+      copy += rate([&] { CK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice)); }) / 3;
+      kernel += rate([&] {
+        read_rows<<<sms * 4, 256>>>(static_cast<const uint4*>(mapped), bytes, 512, 2048, sink);
+      }) / 3;
+    }
+    const double beside = readers.rate();
+    readers.stop();
+    std::printf("%2d host threads reading host memory: alone %.1f GB/s; beside the bus %.1f GB/s, while "
+                "cudaMemcpyAsync %.1f GB/s and the 512-byte kernel read %.1f GB/s\n",
+                threads, alone, beside, copy, kernel);
+  }
   CK(cudaGetLastError());
   return 0;
 }
