@@ -8,7 +8,7 @@
 // rate over the same time and alone: whether host memory feeds the bus and the cores at once
 // (the premise of splitting a host expert's work between the GPU reading it over the bus and
 // the host's cores computing on it). A platform measurement: it runs no dsv4 kernel. Results:
-// bench/results/2026-12-06-h100-host-tier-bus.md.
+// bench/results/2026-12-06-h100-host-tier-bus.md, 2026-12-06-h100-host-tier-paths.md.
 //
 // Usage (GPU host): build-gpu/bench_cuda_bus_read_bench
 #include <cuda_runtime.h>
