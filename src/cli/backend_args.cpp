@@ -28,9 +28,12 @@ const char* const kBackendUsage =
     "  --cpu-experts N|auto  cuda, one GPU: keep N routed experts of every layer (the highest ids)\n"
     "                        in host memory, computed by the host's cores; auto: the fewest that\n"
     "                        let the rest fit (`dsv4 inspect` shows the split and its cost)\n"
-    "  --host-decode cpu|gpu  cuda, with --cpu-experts: who computes decode rows routed to host\n"
-    "                        experts: cpu (the host's cores, default) or gpu (the GPU copies the\n"
-    "                        picked experts over the bus and runs them; packed FP4 experts)\n"
+    "  --host-decode cpu|gpu|split  cuda, with --cpu-experts: who computes decode rows routed to\n"
+    "                        host experts: cpu (the host's cores, default), gpu (the GPU copies the\n"
+    "                        picked experts over the bus and runs them; packed FP4 experts) or split\n"
+    "                        (both at once, each on its own share of the host experts)\n"
+    "  --host-cpu-share F    with --host-decode split: the share of the host experts (the highest\n"
+    "                        ids) the host's cores compute, in (0, 1) (default 0.5)\n"
     "  --synthetic-weights SEED  cuda: fill every tensor with the values `make-skeleton --random\n"
     "                        SEED` writes, generated at load: a sparse skeleton runs full size\n"
     "  --gpus N|auto         cuda: ranks on GPUs 0..N-1, the routed experts split over them (expert\n"
@@ -56,7 +59,7 @@ const char* const kBackendUsage =
 std::set<std::string> backend_value_options() {
   return {"--backend", "--numerics", "--threads", "--cuda-graph", "--ctx-size", "--max-seqs",
           "--kv-cache-tokens", "--gpu-memory-utilization", "--pass-rows", "--gpu-memory", "--synthetic-weights", "--gpus", "--ep", "--tp",
-          "--comm", "--cpu-experts", "--host-decode", "--fp8-expert-prefill", "--fp8-expert-decode",
+          "--comm", "--cpu-experts", "--host-decode", "--host-cpu-share", "--fp8-expert-prefill", "--fp8-expert-decode",
           "--prefill-attention"};
 }
 
@@ -88,11 +91,17 @@ BackendOptions backend_options(const Args& args) {
   if (auto cpu = args.get("--cpu-experts")) {
     o.cpu_experts = *cpu == "auto" ? BackendOptions::kAutoCpuExperts : int(args.get_int("--cpu-experts", 0, 1, 1 << 20));
   }
-  if (auto decode = args.get("--host-decode")) {
-    if (*decode != "cpu" && *decode != "gpu") fail("--host-decode must be 'cpu' or 'gpu', got '", *decode, "'");
-    o.host_decode_gpu = *decode == "gpu";
-    if (o.host_decode_gpu && o.cpu_experts == 0)
-      fail("--host-decode gpu: there is no host tier to decode (add --cpu-experts N or auto)");
+  const std::optional<std::string> decode = args.get("--host-decode");
+  if (decode && *decode != "cpu" && *decode != "gpu" && *decode != "split")
+    fail("--host-decode must be 'cpu', 'gpu' or 'split', got '", *decode, "'");
+  if (decode && *decode != "cpu" && o.cpu_experts == 0)
+    fail("--host-decode ", *decode, ": there is no host tier to decode (add --cpu-experts N or auto)");
+  if (args.has("--host-cpu-share") && decode != "split") fail("--host-cpu-share goes with --host-decode split");
+  if (decode == "gpu") o.host_cores_share = 0.0;
+  if (decode == "split") {
+    o.host_cores_share = args.get_double("--host-cpu-share", 0.5);
+    if (!(o.host_cores_share > 0.0 && o.host_cores_share < 1.0))
+      fail("--host-cpu-share must be in (0, 1), got ", o.host_cores_share);
   }
   if (args.has("--synthetic-weights"))
     o.synthetic_seed = uint64_t(args.get_int("--synthetic-weights", 0, 0, INT64_MAX));

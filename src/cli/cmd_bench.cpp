@@ -447,17 +447,24 @@ int run_bench(const std::vector<std::string>& argv) {
   const HostTierInfo host = f->host_tier();
   if (host.host_experts > 0) {
     // Decode rows' host experts read by the GPU cross the bus: its rate is their roofline.
-    const double bus = host.gpu_decode ? measure_bus_bandwidth(opt) : 0;
+    const int64_t bus_experts = host.host_experts - host.core_experts;
+    const double bus = bus_experts > 0 ? measure_bus_bandwidth(opt) : 0;
+    const char* decode = bus_experts == 0 ? "cpu" : host.core_experts == 0 ? "gpu" : "split";
     out["host_tier"] = {{"host_experts_per_layer", host.host_experts}, {"experts_per_layer", host.experts},
-                        {"host_bytes", host.host_bytes}, {"decode", host.gpu_decode ? "gpu" : "cpu"}};
-    if (host.gpu_decode) out["host_tier"]["bus_bandwidth_gbs"] = bus / 1e9;
+                        {"host_bytes", host.host_bytes}, {"decode", decode},
+                        {"core_experts_per_layer", host.core_experts}};
+    if (bus_experts > 0) out["host_tier"]["bus_bandwidth_gbs"] = bus / 1e9;
+    const std::string over_bus = cat("read by the GPU over the bus (pinned host to GPU copy ", int64_t(bus / 1e9),
+                                     " GB/s, measured now)");
+    const std::string rows =
+        bus_experts == 0         ? std::string("computed by the host's cores")
+        : host.core_experts == 0 ? over_bus
+                                 : cat("of ", host.core_experts, " of them computed by the host's cores, of the other ",
+                                       bus_experts, " ", over_bus);
     if (!json)
       std::printf("host tier: %" PRId64 " of %" PRId64 " routed experts per layer in host memory (%.2f GiB); "
                   "decode rows %s\n",
-                  host.host_experts, host.experts, double(host.host_bytes) / double(1ull << 30),
-                  host.gpu_decode ? cat("read by the GPU over the bus (pinned host to GPU copy ", int64_t(bus / 1e9),
-                                        " GB/s, measured now)").c_str()
-                                  : "computed by the host's cores");
+                  host.host_experts, host.experts, double(host.host_bytes) / double(1ull << 30), rows.c_str());
   }
   if (prompt > 0) {
     const double host0 = f->host_tier().seconds;
@@ -508,7 +515,7 @@ int run_bench(const std::vector<std::string>& argv) {
                   r.seconds_per_step * 1e3, r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers),
                   double(b) / r.seconds_per_step, r.experts_touched, r.weight_bytes / 1e6, r.kv_bytes / 1e6, gbs,
                   100 * share);
-    if (!json && host.host_experts > 0 && !host.gpu_decode)
+    if (!json && host.core_experts > 0)
       std::printf("       host tier: %.3f ms of the step (%.1f %%) in host experts, %.1f (row, pick) pairs\n",
                   r.host_seconds_per_step * 1e3, 100 * r.host_seconds_per_step / r.seconds_per_step,
                   r.host_picks_per_step);

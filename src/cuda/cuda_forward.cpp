@@ -249,6 +249,8 @@ class CudaForward final : public Forward {
     const int host_experts =  // per layer; 0 when auto finds that everything fits
         opt.cpu_experts == CudaOptions::kAutoCpuExperts ? fewest_host_experts(cfg, w, shell, shape) : opt.cpu_experts;
     const bool host_tier = host_experts > 0;
+    // Of those, the ones whose decode rows the host's cores compute (the rest cross the bus).
+    const int core_experts = host_tier ? core_experts_for(host_experts, opt.host_cores_share) : 0;
     if (host_tier) ranks_.front().shard.experts = {0, E - host_experts};
     const bool picks = collective || host_tier;  // routed outputs in pick order (moe_step.h)
     // The host tier's GPU share: one layer of its experts (a pass of many rows copies them there).
@@ -305,7 +307,7 @@ class CudaForward final : public Forward {
                      first, E - 1);
       host_ = std::make_unique<HostExperts>(cfg, w, first, opt.draft, synthetic ? &*synthetic : nullptr,
                                             opt.max_pass_rows, opt.host_threads,
-                                            opt.host_decode_gpu ? HostDecode::kGpu : HostDecode::kCpu, opt.progress);
+                                            core_experts, opt.progress);
     }
 
     // Slots, then blocks from what is left (the KV budget) on the tightest rank.
@@ -392,7 +394,7 @@ class CudaForward final : public Forward {
     if (!host_) return {};
     const HostExpertStats s = host_->stats();
     return {host_->count(), model_->cfg.n_routed_experts, host_->weight_bytes(), s.seconds, s.calls, s.picks,
-            s.streamed, host_->decode() == HostDecode::kGpu};
+            s.streamed, host_->core_experts()};
   }
 
   KvCacheInfo kv_cache() const override {

@@ -53,9 +53,9 @@ struct CudaOptions {
   int cpu_experts = 0;
   static constexpr int kAutoCpuExperts = -1;
   int host_threads = 0;  // host tier threads; 0: every hardware thread
-  // Who computes decode rows routed to the host tier's experts: the host's cores, or the GPU
-  // reading their weights from pinned host memory (host_experts.h HostDecode).
-  bool host_decode_gpu = false;
+  // The share of the host tier's experts (the highest ids) whose decode rows the host's cores
+  // compute; the GPU copies the rest over the bus and runs them, at the same time (host_experts.h).
+  double host_cores_share = 1.0;
   // MXFP4 routed experts of long prompt chunks on the FP8 tensor cores (moe_grouped_wgmma.cuh, the
   // reference's own arithmetic: FP4 upcast to FP8), every other row on the F16 kernels
   // (moe_step.h moe_row_runs): faster prefill; a row's bits follow its chunk, not the rest of the step.

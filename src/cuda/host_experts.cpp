@@ -1,8 +1,9 @@
 // The host tier (host_experts.h): loading the host's experts into pinned memory, and one MoE
 // sub-layer's host share per start/finish — on the host's cores (copies down and a host function
-// on a side stream, beside the GPU's experts, then the hand-back kernel) or on the GPU: the grouped
-// GEMM over the same picks, with all the layer's host experts copied up (a pass of many rows) or
-// only the picked ones gathered over the bus beside the GPU's experts (HostDecode::kGpu).
+// on a side stream, beside the GPU's experts, then the hand-back kernel) and on the GPU: the
+// grouped GEMM over the picks, with all the layer's host experts copied up (a pass of many rows)
+// or only the picked ones gathered over the bus on another side stream (a decode pass's experts
+// below cores_first).
 #include "cuda/host_experts.h"
 
 #include <algorithm>
@@ -82,14 +83,22 @@ std::vector<MatrixBlock> block_layout(const ExpertWeights& e0, size_t n, size_t*
 
 }  // namespace
 
-const char* to_string(HostDecode d) { return d == HostDecode::kGpu ? "gpu" : "cpu"; }
+int core_experts_for(int count, double cores_share) {
+  DSV4_CHECK(count >= 1 && cores_share >= 0.0 && cores_share <= 1.0);
+  if (cores_share == 0.0 || cores_share == 1.0) return int(cores_share) * count;
+  if (count < 2) fail("--host-decode split: a layer's one host expert cannot be split between the bus and the cores");
+  return std::clamp(int(std::lround(cores_share * count)), 1, count - 1);
+}
 
 HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int first, bool mtp,
-                         const RandomTensors* synthetic, int max_rows, int threads, HostDecode decode, bool progress)
-    : cfg_(cfg), first_(first), max_rows_(max_rows), decode_(decode), pool_(threads) {
+                         const RandomTensors* synthetic, int max_rows, int threads, int core_experts, bool progress)
+    : cfg_(cfg), first_(first), cores_first_(int(cfg.n_routed_experts) - core_experts), max_rows_(max_rows),
+      pool_(threads) {
   const int E = int(cfg.n_routed_experts);
   DSV4_CHECK_MSG(first >= 1 && first < E, "host tier: experts [", first, ", ", E, ") of ", E,
                  " (the GPU keeps at least one, the host at least one)");
+  DSV4_CHECK_MSG(cores_first_ >= first && cores_first_ <= E, "host tier: ", core_experts, " of ", E - first,
+                 " host experts on the host's cores");
   std::vector<const LayerWeights*> layers;
   for (const LayerWeights& l : w.layers) layers.push_back(&l);
   if (mtp && !w.mtp.empty()) layers.push_back(&w.mtp.front().layer);
@@ -104,9 +113,9 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   }
   if (progress) std::fprintf(stderr, "\n");
   const ExpertWeights& e0 = layers_.front().experts.front();
-  if (decode == HostDecode::kGpu && !streamable(e0))
-    fail("--host-decode gpu: the GPU reads routed experts from host memory only as packed FP4 (MXFP4 or NVFP4), "
-         "this checkpoint's are ", to_string(e0.w1.format));
+  if (cores_first_ > first && !streamable(e0))
+    fail("--host-decode gpu|split: the GPU reads routed experts from host memory only as packed FP4 (MXFP4 or "
+         "NVFP4), this checkpoint's are ", to_string(e0.w1.format));
   if (streamable(e0)) {
     for (auto m : kMatrices) {
       const WeightMatrix& wm = e0.*m;
@@ -129,15 +138,19 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   n_real_ = PinnedBuffer<int32_t>(1);
   expert_w_ = PinnedBuffer<float>(rows * k);
   out_ = PinnedBuffer<uint16_t>(rows * k * D);
-  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&cores_, cudaStreamNonBlocking));
+  DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&bus_, cudaStreamNonBlocking));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
-  DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+  DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&cores_done_, cudaEventDisableTiming));
+  DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&bus_done_, cudaEventDisableTiming));
 }
 
 HostExperts::~HostExperts() {
-  cudaEventDestroy(join_);
+  cudaEventDestroy(bus_done_);
+  cudaEventDestroy(cores_done_);
   cudaEventDestroy(fork_);
-  cudaStreamDestroy(side_);
+  cudaStreamDestroy(bus_);
+  cudaStreamDestroy(cores_);
 }
 
 size_t HostExperts::device_bytes(const ModelWeights& w, int first) {
@@ -208,28 +221,37 @@ void HostExperts::check_pass(const StepContext& c, int layer) const {
 void HostExperts::start(const StepContext& c, int layer) {
   check_pass(c, layer);
   if (streams_to_gpu(c)) return;
-  // Fork: the side stream sees the router's picks and the quantised input; the pass's stream goes
-  // on to the shared expert and the GPU's experts, which read them too and write neither. It comes
-  // after the previous layer's GEMM over the staging experts, which the gather overwrites.
+  // Fork: the side streams see the router's picks and the quantised input; the pass's stream goes
+  // on to the shared expert and the GPU's experts, which read them too and write neither. They come
+  // after the previous layer's finish, which joined them (the gather overwrites the staging
+  // experts, the host function the hand-off buffers).
   DSV4_CUDA_CHECK(cudaEventRecord(fork_, c.stream));
-  DSV4_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_));
-  if (decode_ == HostDecode::kGpu) {
+  const int E = int(cfg_.n_routed_experts);
+  if (cores_first_ > first_) {
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(bus_, fork_));
     enqueue_gather(c, layer);
-    DSV4_CUDA_CHECK(cudaEventRecord(join_, side_));
-    return;
+    DSV4_CUDA_CHECK(cudaEventRecord(bus_done_, bus_));
   }
+  if (cores_first_ < E) {
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(cores_, fork_));
+    enqueue_cores(c, layer);
+    DSV4_CUDA_CHECK(cudaEventRecord(cores_done_, cores_));
+  }
+}
+
+void HostExperts::enqueue_cores(const StepContext& c, int layer) {
   const int T = c.T, D = int(cfg_.hidden_size), k = int(cfg_.num_experts_per_tok);
   const QuantAct x = block_input(c);
   const cudaMemcpyKind down = cudaMemcpyDeviceToHost;
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_q_.get(), x.q, size_t(T) * D, down, side_));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_scale_.get(), x.scale, size_t(T) * D / kActBlockSize, down, side_));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, side_));
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, side_));
-  if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, side_));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_q_.get(), x.q, size_t(T) * D, down, cores_));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_scale_.get(), x.scale, size_t(T) * D / kActBlockSize, down, cores_));
+  DSV4_CUDA_CHECK(
+      cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, cores_));
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, cores_));
+  if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, cores_));
   Call& call = calls_[{layer, T, c.n_real != nullptr}];
   call = {this, layer, T, c.n_real != nullptr};
-  DSV4_CUDA_CHECK(cudaLaunchHostFunc(side_, &HostExperts::run_call, &call));
-  DSV4_CUDA_CHECK(cudaEventRecord(join_, side_));
+  DSV4_CUDA_CHECK(cudaLaunchHostFunc(cores_, &HostExperts::run_call, &call));
 }
 
 void HostExperts::finish(const StepContext& c, int layer) {
@@ -238,22 +260,25 @@ void HostExperts::finish(const StepContext& c, int layer) {
     enqueue_streamed(c, layer);
     return;
   }
-  DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, join_));
-  if (decode_ == HostDecode::kGpu) {
-    enqueue_on_gpu(c);
-    return;
+  const int E = int(cfg_.n_routed_experts);
+  if (cores_first_ > first_) {  // the bus's experts first: their GEMM keeps the cores' picks as they are
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, bus_done_));
+    enqueue_on_gpu(c, cores_first_ - first_);
   }
-  TakeHostPicksParams p;
-  p.host = reinterpret_cast<const __nv_bfloat16*>(out_.device());
-  p.expert_idx = c.s.moe.expert_idx;
-  p.n_real = c.n_real;
-  p.picks = c.s.moe.picks;
-  p.T = c.T;
-  p.k = int(cfg_.num_experts_per_tok);
-  p.D = int(cfg_.hidden_size);
-  p.first = first_;
-  p.end = int(cfg_.n_routed_experts);
-  launch_take_host_picks(p, c.stream);
+  if (cores_first_ < E) {
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, cores_done_));
+    TakeHostPicksParams p;
+    p.host = reinterpret_cast<const __nv_bfloat16*>(out_.device());
+    p.expert_idx = c.s.moe.expert_idx;
+    p.n_real = c.n_real;
+    p.picks = c.s.moe.picks;
+    p.T = c.T;
+    p.k = int(cfg_.num_experts_per_tok);
+    p.D = int(cfg_.hidden_size);
+    p.first = cores_first_;
+    p.end = E;
+    launch_take_host_picks(p, c.stream);
+  }
 }
 
 void HostExperts::enqueue_gather(const StepContext& c, int layer) {
@@ -266,7 +291,7 @@ void HostExperts::enqueue_gather(const StepContext& c, int layer) {
   p.T = c.T;
   p.k = int(cfg_.num_experts_per_tok);
   p.first = first_;
-  p.end = int(cfg_.n_routed_experts);
+  p.end = cores_first_;
   const auto add = [&](size_t offset, uint8_t* dst, size_t per_expert) {
     p.regions[p.n_regions++] = {l.bytes.device() + offset, dst, per_expert};
   };
@@ -277,7 +302,7 @@ void HostExperts::enqueue_gather(const StepContext& c, int layer) {
     add(b.scale, d.scale.get(), b.scale_per);
     if (d.global_scale.size()) add(b.global, reinterpret_cast<uint8_t*>(d.global_scale.get()), sizeof(float));
   }
-  launch_gather_host_experts(p, side_);
+  launch_gather_host_experts(p, bus_);
 }
 
 void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
@@ -293,17 +318,19 @@ void HostExperts::enqueue_streamed(const StepContext& c, int layer) {
     if (d.global_scale.size())
       DSV4_CUDA_CHECK(cudaMemcpyAsync(d.global_scale.get(), l.bytes.get() + b.global, d.global_scale.bytes(), up, c.stream));
   }
-  enqueue_on_gpu(c);
+  enqueue_on_gpu(c, count());
   const std::lock_guard lock(mutex_);
   stats_.streamed += 1;
 }
 
-void HostExperts::enqueue_on_gpu(const StepContext& c) {
+void HostExperts::enqueue_on_gpu(const StepContext& c, int n) {
   DSV4_CHECK_MSG(c.s.moe.host_plan.E == count(), "host tier: the pass has no dispatch plan for the host's experts");
-  // The same routed pass as the GPU's own experts (moe_step.cpp), over the host's: its own
-  // dispatch plan, outputs into the host's picks only.
+  DSV4_CHECK(n >= 1 && n <= count());
+  // The same routed pass as the GPU's own experts (moe_step.cpp), over the host's first n: its own
+  // dispatch plan (picks of other experts left out of it), outputs into those picks only.
   MoeScratch ms = c.s.moe;
   ms.plan = c.s.moe.host_plan;
+  ms.plan.E = n;
   const QuantAct x = block_input(c);
   MoeRoutedInput in;
   in.x_q = x.q;
@@ -328,11 +355,11 @@ void HostExperts::run(const Call& call) {
   int64_t picks = 0;
   try {
     const int64_t n_real = call.has_n_real ? std::clamp<int64_t>(*n_real_.get(), 0, call.T) : call.T;
-    // The host's picks, expert by expert (ascending row within one: the order is fixed).
+    // The cores' picks, expert by expert (ascending row within one: the order is fixed).
     std::vector<std::vector<int64_t>> by_expert(size_t(E - first_));
     for (int64_t p = 0; p < n_real * k; ++p) {
       const int32_t e = expert_idx_.get()[p];
-      if (e >= first_ && e < E) by_expert[size_t(e - first_)].push_back(p);
+      if (e >= cores_first_ && e < E) by_expert[size_t(e - first_)].push_back(p);
     }
     const CpuContext ctx{cfg_, NumericsPoints::from(Numerics::kOfficialBf16), pool_};
     // Per touched expert: its rows' inputs (the GPU's §12 quantisation of the MoE input expanded,

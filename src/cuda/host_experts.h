@@ -1,10 +1,16 @@
 // The host tier (issue 17, docs/parallel.md "Host tier"): the routed experts [first, E) of every
 // MoE layer kept in pinned host memory in their checkpoint format, and their share of each MoE
 // sub-layer, inside the step. The GPU's experts leave +0 at the host's picks (moe_step.h, pick
-// order); this fills those picks before the combine. A pass of few rows (decode) touches few host
-// experts and a row or two of each: the host's cores compute them where they lie. A pass of many
-// rows (prefill) touches nearly all of them with many rows each: their weights cross the bus once
-// and the GPU's grouped GEMM runs them (packed FP4 experts; other formats stay on the host).
+// order); this fills those picks before the combine. A pass of many rows (prefill) touches nearly
+// all of them with many rows each: their weights cross the bus once and the GPU's grouped GEMM runs
+// them (packed FP4 experts; other formats stay on the host). A pass of few rows (decode) touches
+// few host experts and a row or two of each, and two ways to run them compete, both bound by host
+// memory: the host's cores compute them where they lie, or the GPU copies the picked ones over the
+// bus and runs them. Which is faster depends on the host: on one H100 host the cores ran batch 1
+// 1.3x faster than the bus, whose kernel reads of host memory reached 33 GB/s there against 51 GB/s
+// on another host (bench/results/2026-12-06-h100-host-tier-paths.md). Host memory fed both at
+// once there, so the tier can split them: a decode pass's picks of experts [first, cores_first)
+// go over the bus, those of [cores_first, E) to the cores, at the same time.
 #pragma once
 
 #include <cstdint>
@@ -47,33 +53,28 @@ struct HostExpertStats {
 // each, and the host's GEMV slows with every row while the copy does not.
 constexpr int kHostStreamRows = 32;
 
-// Who computes a pass's rows routed to the host's experts when the pass has fewer than
-// kHostStreamRows rows (decode, drafts, verification); larger passes always copy the weights up.
-enum class HostDecode {
-  kCpu,  // the host's cores, beside the GPU's experts (cpu/expert_units.h)
-  // The GPU's grouped GEMM over the host's picks: the weights of the experts the pass picked are
-  // copied over the bus into the staging experts (kernels/host_gather.cuh) while the GPU runs its
-  // own experts, so the bus carries only those bytes, at the bus's rate instead of the host
-  // cores' FP4 GEMV rate. Packed FP4 experts.
-  kGpu,
-};
-const char* to_string(HostDecode d);
+// How many of a layer's `count` host experts a decode pass runs on the host's cores when they take
+// `cores_share` of them (0 <= cores_share <= 1): all at 1, none at 0, and in between at least one
+// on each side.
+int core_experts_for(int count, double cores_share);
 
 class HostExperts {
  public:
   // Copies (with `synthetic`: generates) experts [first, E) of the main layers, and of the MTP
   // block's layer when `mtp` and the checkpoint has one, into pinned host memory, with hand-off
   // buffers for passes of up to `max_rows` rows. `threads` <= 0: every hardware thread.
-  // HostDecode::kGpu needs packed FP4 experts (an error names the format otherwise).
+  // `core_experts` of them, the highest ids, run on the host's cores in a decode pass, the rest
+  // over the bus (core_experts_for); the bus needs packed FP4 experts (an error names the format
+  // otherwise).
   HostExperts(const ModelConfig& cfg, const ModelWeights& w, int first, bool mtp, const RandomTensors* synthetic,
-              int max_rows, int threads, HostDecode decode, bool progress);
+              int max_rows, int threads, int core_experts, bool progress);
   ~HostExperts();
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
 
   int first() const { return first_; }
-  HostDecode decode() const { return decode_; }
   int count() const { return int(cfg_.n_routed_experts) - first_; }  // per layer
+  int core_experts() const { return int(cfg_.n_routed_experts) - cores_first_; }  // of count(), per layer
   size_t weight_bytes() const { return weight_bytes_; }
   // Device bytes the tier takes for experts [first, E) of `w`'s layers: one layer's worth of them,
   // where a pass of many rows copies their weights (packed FP4 experts; 0 for other formats).
@@ -84,18 +85,17 @@ class HostExperts {
   // quantised MoE input; `finish` once moe_experts has left the pass's routed outputs in pick
   // order (c.s.moe.picks, +0 at the host's picks). `layer`: the main layer, or the MTP block's as
   // layer L.
-  //   - A pass of fewer than kHostStreamRows rows with HostDecode::kCpu runs on the host's cores
-  //     while the GPU runs its experts: `start` forks a side stream off c.stream that copies the
-  //     input, the picks and their weights to the host and runs a host function (a graph node
-  //     under capture) computing the host's experts (cpu/expert_units.h, official numerics);
-  //     `finish` joins it back and launches the kernel that reads their outputs into
-  //     c.s.moe.picks.
-  //   - A larger pass runs them on the GPU: `start` does nothing, `finish` copies their weights up
-  //     and runs the grouped GEMM over the host's picks (it shares the GPU experts' scratch, so it
-  //     comes after them).
-  //   - A pass of fewer rows with HostDecode::kGpu: `start` forks the side stream to gather the
-  //     picked experts' weights into the staging experts; `finish` joins it and runs the same
-  //     grouped GEMM (graph-capturable: no host work in the step).
+  //   - A pass of kHostStreamRows rows or more runs them on the GPU: `start` does nothing,
+  //     `finish` copies their weights up and runs the grouped GEMM over the host's picks (it
+  //     shares the GPU experts' scratch, so it comes after them).
+  //   - A smaller pass, while the GPU runs its own experts: the picks of experts
+  //     [cores_first, E) run on the host's cores — `start` forks a side stream off c.stream that
+  //     copies the input, the picks and their weights to the host and runs a host function (a
+  //     graph node under capture) computing them (cpu/expert_units.h, official numerics); `finish`
+  //     joins it back and launches the kernel that reads their outputs into c.s.moe.picks. Those
+  //     of experts [first, cores_first) cross the bus — `start` forks a second side stream that
+  //     gathers their weights into the staging experts; `finish` joins it and runs the same
+  //     grouped GEMM over them.
   void start(const StepContext& c, int layer);
   void finish(const StepContext& c, int layer);
 
@@ -121,27 +121,29 @@ class HostExperts {
   Layer load_layer(const std::vector<ExpertWeights>& experts, const RandomTensors* synthetic);
   bool streams_to_gpu(const StepContext& c) const;
   void check_pass(const StepContext& c, int layer) const;
-  // HostDecode::kGpu: the picked experts of layer `layer` into staging_, on the side stream.
+  // The picked experts [first, cores_first) of layer `layer` into staging_, on bus_.
   void enqueue_gather(const StepContext& c, int layer);
+  // The copies down and the host function of the picks of experts [cores_first, E), on cores_.
+  void enqueue_cores(const StepContext& c, int layer);
   void enqueue_streamed(const StepContext& c, int layer);
-  // The grouped GEMM over the host's picks (their own dispatch plan) and the staging experts,
-  // outputs into those picks.
-  void enqueue_on_gpu(const StepContext& c);
+  // The grouped GEMM over the host's picks of experts [first, first + n) (their own dispatch
+  // plan) and the staging experts, outputs into those picks.
+  void enqueue_on_gpu(const StepContext& c, int n);
 
   ModelConfig cfg_;
-  int first_, max_rows_;
-  HostDecode decode_;
+  int first_, cores_first_, max_rows_;
   ThreadPool pool_;
   std::vector<Layer> layers_;  // main layers, then the MTP block's
   size_t weight_bytes_ = 0;
   // w1, w3, w2 of one layer's host experts on the GPU (all their weights copied in by a pass of
-  // many rows, the picked ones gathered by a decode pass with HostDecode::kGpu); empty when the
-  // experts are not packed FP4.
+  // many rows, the bus's picked ones gathered by a decode pass); empty when the experts are not
+  // packed FP4.
   std::vector<DeviceExperts> staging_;
-  // The side stream a pass's host share runs on, and the events that fork it off and join it back
-  // to the pass's stream (created on the device that was current at construction: the rank's).
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t fork_ = nullptr, join_ = nullptr;
+  // The side streams a decode pass's host share runs on (the cores' copies and host function; the
+  // bus gather), and the events that fork them off and join them back to the pass's stream
+  // (created on the device that was current at construction: the rank's).
+  cudaStream_t cores_ = nullptr, bus_ = nullptr;
+  cudaEvent_t fork_ = nullptr, cores_done_ = nullptr, bus_done_ = nullptr;
   // Hand-off buffers of one pass. Layer l + 1's copies into them fork after layer l's join and
   // hand-back kernel, so one set serves every layer.
   PinnedBuffer<uint8_t> x_q_, x_scale_;   // [rows, D] e4m3, [rows, D/128] ue8m0

@@ -40,7 +40,7 @@ void check_backend(const BackendOptions& o) {
   if (o.backend == Backend::kCpu) {
     if (o.ep > 1 || o.tp != 1 || o.comm != BackendOptions::Comm::kAuto)
       fail("--gpus, --ep, --tp and --comm are CUDA-only: the cpu backend runs the whole model in one process on one host");
-    if (o.cpu_experts != 0 || o.gpu_memory_bytes > 0 || o.host_decode_gpu)
+    if (o.cpu_experts != 0 || o.gpu_memory_bytes > 0 || o.host_cores_share != 1.0)
       fail("--cpu-experts, --host-decode and --gpu-memory are CUDA-only: the cpu backend keeps every expert in host "
            "memory already");
     if (o.fp8_expert_prefill.value_or(false))
@@ -129,7 +129,7 @@ std::unique_ptr<Forward> make_forward(const std::filesystem::path& model_dir,
   cuda.tp = o.tp;
   cuda.cpu_experts = o.cpu_experts == BackendOptions::kAutoCpuExperts ? CudaOptions::kAutoCpuExperts : o.cpu_experts;
   cuda.host_threads = o.n_threads;
-  cuda.host_decode_gpu = o.host_decode_gpu;
+  cuda.host_cores_share = o.host_cores_share;
   if (o.fp8_expert_prefill) cuda.fp8_expert_prefill = *o.fp8_expert_prefill;
   cuda.fp8_expert_decode = o.fp8_expert_decode;
   if (o.prefill_attention) cuda.prefill_attention = *o.prefill_attention;

@@ -52,9 +52,10 @@ struct BackendOptions {
   // and computed by the host's n_threads cores; 0 none, kAutoCpuExperts the fewest that fit.
   int cpu_experts = 0;
   static constexpr int kAutoCpuExperts = -1;
-  // cuda, with the host tier: decode rows routed to host experts run on the GPU, which reads their
-  // weights from pinned host memory (CudaOptions::host_decode_gpu), instead of on the host's cores.
-  bool host_decode_gpu = false;
+  // cuda, with the host tier: the share of its experts whose decode rows the host's cores compute
+  // (CudaOptions::host_cores_share): 1 all (--host-decode cpu), 0 none, the GPU reading their
+  // weights over the bus instead (gpu), in between both at once (split).
+  double host_cores_share = 1.0;
   // cuda: at most this many bytes of the device (0: no cap), to plan as a smaller card would.
   double gpu_memory_bytes = 0;
   // cuda: MXFP4 experts of long prompt chunks on the FP8 tensor cores (CudaOptions::fp8_expert_prefill);

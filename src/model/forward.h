@@ -126,7 +126,8 @@ struct HostTierInfo {
   double seconds = 0;        // wall time of the host's computations
   int64_t calls = 0, picks = 0;  // MoE sub-layers run, (row, pick) pairs computed
   int64_t streamed = 0;      // MoE sub-layers of many rows whose host experts were copied to the GPU
-  bool gpu_decode = false;   // decode rows' host experts run on the GPU, read over the bus (no host time)
+  int64_t core_experts = 0;  // of host_experts, those whose decode rows the host's cores compute
+                             // (the GPU copies the others' weights over the bus and runs them)
 };
 
 class Forward {

@@ -13,7 +13,8 @@
 // set for those (top-1 ≥ 99.5 % of logit rows, every row's cosine ≥ 0.9999); the test prints how
 // close it is (on nano: every row bit-identical, bench/results/2026-12-03-h200-host-tier.md). Within the host tier, a replayed graph gives the eager pass's logits bit for bit
 // (the host's work is the same function on the same inputs, its order fixed). With --host-decode
-// gpu the GPU runs the decode rows' host experts too, so the logits are bit-identical.
+// gpu the GPU runs the decode rows' host experts too, so the logits are bit-identical; with split
+// the cores and the GPU each run a share of them, so the bar is the cores' again.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -37,19 +38,20 @@ namespace fs = std::filesystem;
 
 const fs::path kNano = fs::path(DSV4_SOURCE_DIR) / "models/nano";
 
-std::unique_ptr<Forward> load(const fs::path& dir, int cpu_experts, bool graph, bool draft, bool gpu_decode) {
+// cores_share: CudaOptions::host_cores_share (1: --host-decode cpu, 0: gpu, in between: split).
+std::unique_ptr<Forward> load(const fs::path& dir, int cpu_experts, bool graph, bool draft, double cores_share) {
   CudaOptions o = test::cuda_test_options();
   o.max_sequences = 8;
   o.kv_cache_tokens = 16 * 1024;
   o.cpu_experts = cpu_experts;
   o.use_graph = graph;
   o.draft = draft;
-  o.host_decode_gpu = gpu_decode;
+  o.host_cores_share = cores_share;
   return make_cuda_forward(dir, o);
 }
 
-std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft, bool gpu_decode = false) {
-  return load(kNano, cpu_experts, graph, draft, gpu_decode);
+std::unique_ptr<Forward> nano(int cpu_experts, bool graph, bool draft, double cores_share = 1.0) {
+  return load(kNano, cpu_experts, graph, draft, cores_share);
 }
 
 class HostTier : public ::testing::Test {
@@ -124,10 +126,10 @@ TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpu) {
     const std::unique_ptr<Forward> gpu = nano(0, graph, true);
     const auto prompts = test::random_prompts(seed, gpu->config().vocab_size);
     const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(24)), true);
-    const std::unique_ptr<Forward> f = nano(6, graph, true, true);
+    const std::unique_ptr<Forward> f = nano(6, graph, true, 0.0);
     const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(24)), true);
     const HostTierInfo info = f->host_tier();
-    EXPECT_TRUE(info.gpu_decode);
+    EXPECT_EQ(info.core_experts, 0);
     EXPECT_EQ(info.calls, 0) << "a decode row ran on the host's cores";
     EXPECT_GT(info.streamed, 0) << "no prefill pass copied the host's experts up";
     test::expect_same_run(want, got, std::string("host tier decoded by the GPU from host memory, ") +
@@ -142,10 +144,10 @@ TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpuNvfp4) {
   const fs::path dir = test::write_random_nano("host-nvfp4", test::nvfp4_experts_quantization(), seed);
   ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
   for (const bool graph : {false, true}) {
-    const std::unique_ptr<Forward> gpu = load(dir, 0, graph, false, false);
+    const std::unique_ptr<Forward> gpu = load(dir, 0, graph, false, 1.0);
     const auto prompts = test::random_prompts(seed, gpu->config().vocab_size);
     const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(24)), false);
-    const std::unique_ptr<Forward> f = load(dir, 6, graph, false, true);
+    const std::unique_ptr<Forward> f = load(dir, 6, graph, false, 0.0);
     const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(24)), false);
     EXPECT_EQ(f->host_tier().calls, 0) << "a decode row ran on the host's cores";
     test::expect_same_run(want, got, std::string("NVFP4 host tier decoded by the GPU, ") +
@@ -154,12 +156,45 @@ TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpuNvfp4) {
   fs::remove_all(dir);
 }
 
+// --host-decode split: a decode pass's picks of the host's 4 highest experts run on its cores while
+// the GPU copies the other 4 picked over the bus and runs them, both within one MoE sub-layer. Each
+// pick is computed by one of the two ways tested above, so the bar is the cores'; a replayed graph
+// still gives the eager pass's logits bit for bit.
+TEST_F(HostTier, SplitDecodeAgreesWithEveryExpertOnTheGpu) {
+  const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
+  const std::unique_ptr<Forward> gpu = nano(0, true, false);
+  const int64_t V = gpu->config().vocab_size;
+  const auto prompts = test::random_prompts(seed, V);
+  const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(48)), false);
+  test::Outputs eager;
+  for (const bool graph : {false, true}) {
+    const std::unique_ptr<Forward> f = nano(8, graph, false, 0.5);
+    const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(48)), false);
+    const HostTierInfo info = f->host_tier();
+    EXPECT_EQ(info.host_experts, 8);
+    EXPECT_EQ(info.core_experts, 4);
+    // The cores ran decode picks (of experts 12..15 only: the bus took 8..11 in the same passes).
+    EXPECT_GT(info.calls, 0);
+    EXPECT_GT(info.picks, 0);
+    expect_close(want, got, V, std::string("split decode, 4 + 4 of 16 experts on the host, ") +
+                                   (graph ? "decode graphs" : "eager"));
+    if (graph)
+      test::expect_same_run(eager, got, "split decode, decode graphs vs eager");
+    else
+      eager = got;
+  }
+}
+
 TEST_F(HostTier, RefusesWhatCannotRun) {
   CudaOptions o = test::cuda_test_options();
   o.cpu_experts = 16;  // nano has 16 routed experts: the GPU keeps at least one
   EXPECT_THROW(make_cuda_forward(kNano, o), Error);
   o.cpu_experts = -7;
   EXPECT_THROW(make_cuda_forward(kNano, o), Error);
+  o.cpu_experts = 1;
+  o.host_cores_share = 0.5;  // one host expert cannot be split between the bus and the cores
+  EXPECT_THROW(make_cuda_forward(kNano, o), Error);
+  o.host_cores_share = 1.0;
   o.cpu_experts = 4;
   o.ep = 2;  // the host tier runs beside one GPU
   o.comm = CudaOptions::Comm::kLoopback;

@@ -1,6 +1,6 @@
-// The host tier's decode gather (cuda/host_experts.h, HostDecode::kGpu): the weights of the host
-// experts a pass picked, copied from pinned host memory (its mapped addresses) into the GPU's
-// staging experts, where the grouped GEMM then reads them at device speed.
+// The host tier's decode gather (cuda/host_experts.h, the bus's share of a decode pass): the
+// weights of the host experts a pass picked, copied from pinned host memory (its mapped addresses)
+// into the GPU's staging experts, where the grouped GEMM then reads them at device speed.
 //
 // Why a copy and not the GEMM reading host memory in place: the GEMM reads 64 contiguous bytes of
 // a weight row per K group, and reads of 64 bytes cross the bus at 43.6 GB/s on an H100, against
