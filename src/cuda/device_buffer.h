@@ -91,7 +91,8 @@ class PinnedBuffer {
 
   T* get() { return ptr_; }
   const T* get() const { return ptr_; }
-  const T* device() const { return device_; }  // the same memory, as kernels address it
+  T* device() { return device_; }  // the same memory, as kernels address it
+  const T* device() const { return device_; }
   size_t size() const { return n_; }
   size_t bytes() const { return n_ * sizeof(T); }
 
