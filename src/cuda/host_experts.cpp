@@ -150,12 +150,18 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   *mailbox_.get() = HostMailbox{};
   tickets_ = DeviceBuffer<uint64_t>(1);
   DSV4_CUDA_CHECK(cudaMemset(tickets_.get(), 0, sizeof(uint64_t)));
+  DSV4_CUDA_CHECK(cudaGetDevice(&device_));
   server_ = std::thread([this] { serve(); });
 }
 
 HostExperts::~HostExperts() {
-  // A wait kernel still queued on cores_ needs the host thread: let it drain first.
-  cudaStreamSynchronize(cores_);
+  // A wait kernel still queued (on cores_, or in a decode graph's branch, which no stream of ours
+  // tracks) needs the host thread: let the device drain first.
+  int current = 0;
+  cudaGetDevice(&current);
+  cudaSetDevice(device_);
+  cudaDeviceSynchronize();
+  cudaSetDevice(current);
   stop_serving_.store(true, std::memory_order_relaxed);
   server_.join();
   cudaEventDestroy(bus_done_);

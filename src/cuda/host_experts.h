@@ -165,6 +165,7 @@ class HostExperts {
   PinnedBuffer<HostMailbox> mailbox_;
   DeviceBuffer<uint64_t> tickets_;
   std::atomic<bool> stop_serving_{false};
+  int device_ = 0;  // the device current at construction, drained before the thread stops
   std::thread server_;
   // By (layer, T, has_n_real): a captured graph keeps its Call's address, and a later pass with the
   // same key finds the same values there.
