@@ -91,8 +91,7 @@ class PinnedBuffer {
 
   T* get() { return ptr_; }
   const T* get() const { return ptr_; }
-  T* device() { return device_; }  // the same memory, as kernels address it
-  const T* device() const { return device_; }
+  const T* device() const { return device_; }  // the same memory, as kernels address it
   size_t size() const { return n_; }
   size_t bytes() const { return n_ * sizeof(T); }
 

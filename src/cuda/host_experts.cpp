@@ -1,7 +1,6 @@
 // The host tier (host_experts.h): loading the host's experts into pinned memory, and one MoE
-// sub-layer's host share per start/finish — on the host's cores (copies down and a mailbox
-// hand-off to the tier's host thread on a side stream, beside the GPU's experts, then the
-// hand-back kernel) and on the GPU: the
+// sub-layer's host share per start/finish — on the host's cores (copies down and a host function
+// on a side stream, beside the GPU's experts, then the hand-back kernel) and on the GPU: the
 // grouped GEMM over the picks, with all the layer's host experts copied up (a pass of many rows)
 // or only the picked ones gathered over the bus on another side stream (a decode pass's experts
 // below cores_first).
@@ -12,13 +11,11 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
-#include <thread>
 
 #include "cpu/context.h"
 #include "cpu/expert_units.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/host_gather.cuh"
-#include "cuda/kernels/host_handoff.cuh"
 #include "cuda/kernels/host_picks.cuh"
 #include "cuda/step.h"
 #include "model/skeleton.h"
@@ -146,24 +143,9 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&cores_done_, cudaEventDisableTiming));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&bus_done_, cudaEventDisableTiming));
-  mailbox_ = PinnedBuffer<HostMailbox>(1);
-  *mailbox_.get() = HostMailbox{};
-  tickets_ = DeviceBuffer<uint64_t>(1);
-  DSV4_CUDA_CHECK(cudaMemset(tickets_.get(), 0, sizeof(uint64_t)));
-  DSV4_CUDA_CHECK(cudaGetDevice(&device_));
-  server_ = std::thread([this] { serve(); });
 }
 
 HostExperts::~HostExperts() {
-  // A wait kernel still queued (on cores_, or in a decode graph's branch, which no stream of ours
-  // tracks) needs the host thread: let the device drain first.
-  int current = 0;
-  cudaGetDevice(&current);
-  cudaSetDevice(device_);
-  cudaDeviceSynchronize();
-  cudaSetDevice(current);
-  stop_serving_.store(true, std::memory_order_relaxed);
-  server_.join();
   cudaEventDestroy(bus_done_);
   cudaEventDestroy(cores_done_);
   cudaEventDestroy(fork_);
@@ -267,10 +249,9 @@ void HostExperts::enqueue_cores(const StepContext& c, int layer) {
       cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, cores_));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, cores_));
   if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, cores_));
-  const bool has_n_real = c.n_real != nullptr;
-  const Call& call = calls_.try_emplace({layer, T, has_n_real}, Call{layer, T, has_n_real}).first->second;
-  launch_signal_host(mailbox_.device(), tickets_.get(), reinterpret_cast<uint64_t>(&call), cores_);
-  launch_wait_for_host(mailbox_.device(), tickets_.get(), cores_);
+  Call& call = calls_[{layer, T, c.n_real != nullptr}];
+  call = {this, layer, T, c.n_real != nullptr};
+  DSV4_CUDA_CHECK(cudaLaunchHostFunc(cores_, &HostExperts::run_call, &call));
 }
 
 void HostExperts::finish(const StepContext& c, int layer) {
@@ -363,25 +344,9 @@ void HostExperts::enqueue_on_gpu(const StepContext& c, int n) {
   moe_routed_runs(cfg_, staging_[0], staging_[1], staging_[2], ms, in, moe_row_runs(c), c.stream);
 }
 
-void HostExperts::serve() {
-  HostMailbox& box = *mailbox_.get();
-  const std::atomic_ref<uint64_t> ticket(box.ticket), call(box.call), done(box.done);
-  uint64_t served = 0;
-  auto last = std::chrono::steady_clock::now();
-  while (!stop_serving_.load(std::memory_order_relaxed)) {
-    const uint64_t t = ticket.load(std::memory_order_acquire);
-    if (t == served) {
-      if (std::chrono::steady_clock::now() - last < kPollBeforeNap)
-        std::this_thread::yield();
-      else
-        std::this_thread::sleep_for(kNap);
-      continue;
-    }
-    run(*reinterpret_cast<const Call*>(call.load(std::memory_order_relaxed)));
-    served = t;
-    done.store(t, std::memory_order_release);  // after run's writes to out_
-    last = std::chrono::steady_clock::now();
-  }
+void HostExperts::run_call(void* call) {
+  const Call& c = *static_cast<const Call*>(call);
+  c.self->run(c);
 }
 
 void HostExperts::run(const Call& call) {

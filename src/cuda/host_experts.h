@@ -13,21 +13,17 @@
 // go over the bus, those of [cores_first, E) to the cores, at the same time.
 #pragma once
 
-#include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "cuda/device_buffer.h"
 #include "cuda/device_model.h"
-#include "cuda/kernels/host_handoff.cuh"
 #include "cuda/moe_step.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -94,10 +90,8 @@ class HostExperts {
   //     shares the GPU experts' scratch, so it comes after them).
   //   - A smaller pass, while the GPU runs its own experts: the picks of experts
   //     [cores_first, E) run on the host's cores — `start` forks a side stream off c.stream that
-  //     copies the input, the picks and their weights to the host and hands the call to the
-  //     tier's host thread through the mailbox (kernels/host_handoff.cuh: plain kernels, so a
-  //     decode graph keeps them), which computes them (cpu/expert_units.h, official numerics),
-  //     while the side stream waits for it; `finish`
+  //     copies the input, the picks and their weights to the host and runs a host function (a
+  //     graph node under capture) computing them (cpu/expert_units.h, official numerics); `finish`
   //     joins it back and launches the kernel that reads their outputs into c.s.moe.picks. Those
   //     of experts [first, cores_first) cross the bus — `start` forks a second side stream that
   //     gathers their weights into the staging experts; `finish` joins it and runs the same
@@ -106,7 +100,7 @@ class HostExperts {
   void finish(const StepContext& c, int layer);
 
   // Rethrows, once the stream has synchronised, the first error a host computation raised (a NaN
-  // scale byte in a host expert, say): the host thread cannot throw into the stream.
+  // scale byte in a host expert, say): a host function cannot throw into the stream.
   void check();
   HostExpertStats stats() const;
 
@@ -117,19 +111,19 @@ class HostExperts {
     PinnedBuffer<uint8_t> bytes;
     std::vector<ExpertWeights> experts;  // views into `bytes`, expert first + j at j
   };
-  struct Call {  // one hand-off's arguments: stable addresses (a graph keeps the pointer)
+  struct Call {  // one host node's arguments: stable addresses (a graph keeps the pointer)
+    HostExperts* self;
     int layer, T;
     bool has_n_real;
   };
-  // The host thread: polls the mailbox and runs each call posted there.
-  void serve();
+  static void run_call(void* call);
   void run(const Call& call);
   Layer load_layer(const std::vector<ExpertWeights>& experts, const RandomTensors* synthetic);
   bool streams_to_gpu(const StepContext& c) const;
   void check_pass(const StepContext& c, int layer) const;
   // The picked experts [first, cores_first) of layer `layer` into staging_, on bus_.
   void enqueue_gather(const StepContext& c, int layer);
-  // The copies down and the hand-off of the picks of experts [cores_first, E), on cores_.
+  // The copies down and the host function of the picks of experts [cores_first, E), on cores_.
   void enqueue_cores(const StepContext& c, int layer);
   void enqueue_streamed(const StepContext& c, int layer);
   // The grouped GEMM over the host's picks of experts [first, first + n) (their own dispatch
@@ -145,7 +139,7 @@ class HostExperts {
   // many rows, the bus's picked ones gathered by a decode pass); empty when the experts are not
   // packed FP4.
   std::vector<DeviceExperts> staging_;
-  // The side streams a decode pass's host share runs on (the cores' copies and hand-off; the
+  // The side streams a decode pass's host share runs on (the cores' copies and host function; the
   // bus gather), and the events that fork them off and join them back to the pass's stream
   // (created on the device that was current at construction: the rank's).
   cudaStream_t cores_ = nullptr, bus_ = nullptr;
@@ -156,21 +150,10 @@ class HostExperts {
   PinnedBuffer<int32_t> expert_idx_, n_real_;
   PinnedBuffer<float> expert_w_;          // [rows, k]
   PinnedBuffer<uint16_t> out_;            // [rows, k, D] BF16 bits
-  // The hand-off to the cores (kernels/host_handoff.cuh): the mailbox, the GPU's ticket counter
-  // and the host thread that serves it. The thread polls for kPollBeforeNap after its last call,
-  // longer than the gap between two layers' calls and between two decode steps, so a decode finds
-  // it awake; after that it naps kNap at a time, so an idle tier costs a core nothing and a first
-  // call waits at most about that long.
-  static constexpr std::chrono::microseconds kPollBeforeNap{5000}, kNap{50};
-  PinnedBuffer<HostMailbox> mailbox_;
-  DeviceBuffer<uint64_t> tickets_;
-  std::atomic<bool> stop_serving_{false};
-  int device_ = 0;  // the device current at construction, drained before the thread stops
-  std::thread server_;
   // By (layer, T, has_n_real): a captured graph keeps its Call's address, and a later pass with the
   // same key finds the same values there.
   std::map<std::tuple<int, int, bool>, Call> calls_;
-  // Written by the host thread, read after a stream sync.
+  // Written by host functions, read after a stream sync.
   mutable std::mutex mutex_;
   std::string error_;
   HostExpertStats stats_;
