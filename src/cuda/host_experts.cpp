@@ -99,6 +99,7 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
                  " (the GPU keeps at least one, the host at least one)");
   DSV4_CHECK_MSG(cores_first_ >= first && cores_first_ <= E, "host tier: ", core_experts, " of ", E - first,
                  " host experts on the host's cores");
+  const auto t0 = std::chrono::steady_clock::now();
   std::vector<const LayerWeights*> layers;
   for (const LayerWeights& l : w.layers) layers.push_back(&l);
   if (mtp && !w.mtp.empty()) layers.push_back(&w.mtp.front().layer);
@@ -111,7 +112,8 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
       std::fprintf(stderr, "\rhost tier: experts %d..%d of %zu of %zu layers in pinned host memory, %.2f GiB", first,
                    E - 1, layers_.size(), layers.size(), double(weight_bytes_) / double(1ull << 30));
   }
-  if (progress) std::fprintf(stderr, "\n");
+  if (progress)
+    std::fprintf(stderr, " in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   const ExpertWeights& e0 = layers_.front().experts.front();
   if (cores_first_ > first && !streamable(e0))
     fail("--host-decode gpu|split: the GPU reads routed experts from host memory only as packed FP4 (MXFP4 or "
@@ -249,8 +251,10 @@ void HostExperts::enqueue_cores(const StepContext& c, int layer) {
       cudaMemcpyAsync(expert_idx_.get(), c.s.moe.expert_idx, size_t(T) * k * sizeof(int32_t), down, cores_));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(expert_w_.get(), c.s.moe.expert_w, size_t(T) * k * sizeof(float), down, cores_));
   if (c.n_real) DSV4_CUDA_CHECK(cudaMemcpyAsync(n_real_.get(), c.n_real, sizeof(int32_t), down, cores_));
-  Call& call = calls_[{layer, T, c.n_real != nullptr}];
-  call = {this, layer, T, c.n_real != nullptr};
+  // Inserted once per key and never written again: in an eager pass the host function of the
+  // last step's same layer may still be reading it.
+  const bool has_n_real = c.n_real != nullptr;
+  Call& call = calls_.try_emplace({layer, T, has_n_real}, Call{this, layer, T, has_n_real}).first->second;
   DSV4_CUDA_CHECK(cudaLaunchHostFunc(cores_, &HostExperts::run_call, &call));
 }
 
