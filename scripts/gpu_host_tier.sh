@@ -5,11 +5,14 @@
 # GPU_MEMORY_GIB caps the device memory dsv4 plans with (75: an H100-like budget on an H200);
 # UTILIZATION sets --gpu-memory-utilization (default 0.9: fewer host experts as it rises);
 # HOST_DECODE=gpu has the GPU read decode rows' host experts over the bus, split both at once
-# (--host-decode), with CPU_SHARE of them on the host's cores (--host-cpu-share, split only).
+# (--host-decode), with CPU_SHARE of them on the host's cores (--host-cpu-share, split only);
+# SHARES=1,0,0.5 instead times decode in each of those modes on one load (--host-cpu-shares: the
+# cores' share, 1 = cpu, 0 = gpu, in between = split), which saves a load of minutes per mode.
 # Needs the dsv4 binary built by gpu_suite.sh (build-gpu/). Logs go to $OUT.
 #
 # Usage (repo root, GPU host):
-#   [GPU_MEMORY_GIB=75] [UTILIZATION=0.97] [HOST_DECODE=gpu|split] [CPU_SHARE=0.5] [BATCH=1,16] [PROMPT=8192] \
+#   [GPU_MEMORY_GIB=75] [UTILIZATION=0.97] [HOST_DECODE=gpu|split] [CPU_SHARE=0.5] [SHARES=1,0,0.5] \
+#     [BATCH=1,16] [PROMPT=8192] \
 #     scripts/gpu_host_tier.sh [OUT_DIR]
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +23,8 @@ cap=${GPU_MEMORY_GIB:-}
 util=${UTILIZATION:-0.9}
 decode=${HOST_DECODE:-cpu}
 share=${CPU_SHARE:-}
+shares=${SHARES:-}
+[ -n "$shares" ] && decode="shares_${shares//,/_}"
 log="$out/host_tier${cap:+_$cap}_${util}_${decode}${share:+_$share}.txt"
 mkdir -p "$out"
 : > "$log"
@@ -36,9 +41,10 @@ for _ in $(seq 60); do
   echo "waiting for the card to empty: $used MiB in use" >> "$log"
   sleep 1
 done
-echo "== bench flash, one GPU, --cpu-experts auto, --gpu-memory-utilization $util, --host-decode $decode${share:+, --host-cpu-share $share}${cap:+, --gpu-memory $cap}" >> "$log"
+if [ -n "$shares" ]; then modes=(--host-cpu-shares "$shares"); else modes=(--host-decode "$decode" ${share:+--host-cpu-share "$share"}); fi
+echo "== bench flash, one GPU, --cpu-experts auto, --gpu-memory-utilization $util, ${modes[*]}${cap:+, --gpu-memory $cap}" >> "$log"
 "$bin" bench -m "$model" --backend cuda --synthetic-weights 1 --cpu-experts auto ${cap:+--gpu-memory "$cap"} \
-  --gpu-memory-utilization "$util" --host-decode "$decode" ${share:+--host-cpu-share "$share"} \
+  --gpu-memory-utilization "$util" "${modes[@]}" \
   --ctx-size 16384 --max-seqs 16 --kv-cache-tokens 70000 --prompt "${PROMPT:-8192}" --batch "${BATCH:-1,16}" --ctx 4096 \
   --steps 8 >> "$log" 2>&1
 status=$?

@@ -49,6 +49,9 @@ constexpr const char* kUsage =
     "                        prompts of --ctx tokens of real text; --steps tokens per sequence\n"
     "  --text-file F         that text (default: DIR/validation.txt, nano's; without a text, e.g. a\n"
     "                        random stack, only the mechanism's cost is timed)\n"
+    "  --host-cpu-shares L   with --cpu-experts: time decode once per share of the host experts\n"
+    "                        whose decode rows the host's cores compute, in [0, 1], comma-separated\n"
+    "                        (1: --host-decode cpu, 0: gpu, in between: split), on one load\n"
     "  --json                one JSON object with every number on stdout instead of the table\n";
 
 using Clock = std::chrono::steady_clock;
@@ -68,6 +71,22 @@ std::vector<int64_t> parse_list(const std::string& s, const char* opt, int64_t h
     out.push_back(v);
   }
   if (out.empty()) fail(opt, ": empty list");
+  return out;
+}
+
+// --host-cpu-shares: each in [0, 1].
+std::vector<double> parse_shares(const std::string& s) {
+  std::vector<double> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+      fail("--host-cpu-shares: '", item, "' is not a share in [0, 1]");
+    out.push_back(v);
+  }
+  if (out.empty()) fail("--host-cpu-shares: empty list");
   return out;
 }
 
@@ -387,7 +406,8 @@ class Bench {
 
 int run_bench(const std::vector<std::string>& argv) {
   std::set<std::string> values = backend_value_options();
-  values.insert({"--model", "--prompt", "--batch", "--ctx", "--steps", "--seed", "--speculative", "--text-file"});
+  values.insert({"--model", "--prompt", "--batch", "--ctx", "--steps", "--seed", "--speculative", "--text-file",
+                 "--host-cpu-shares"});
   const Args args(argv, values, {"--help", "--json"}, {{"-m", "--model"}, {"-h", "--help"}});
   if (args.has("--help")) {
     std::fprintf(stdout, "%s%s", kUsage, kBackendUsage);
@@ -403,7 +423,15 @@ int run_bench(const std::vector<std::string>& argv) {
   if (steps < 1 || steps > 100000) fail("--steps must be in [1, 100000], got ", steps);
   const int64_t seed = args.get_int("--seed", 1);
   const bool json = args.has("--json");
-  const BackendOptions opt = backend_options(args);
+  BackendOptions opt = backend_options(args);
+  std::vector<double> shares = {opt.host_cores_share};  // the decode modes to time, the first one loaded
+  if (auto list = args.get("--host-cpu-shares")) {
+    if (args.has("--host-decode") || args.has("--host-cpu-share"))
+      fail("--host-cpu-shares names the decode modes itself: drop --host-decode and --host-cpu-share");
+    if (opt.cpu_experts == 0) fail("--host-cpu-shares: there is no host tier (add --cpu-experts N or auto)");
+    shares = parse_shares(*list);
+    opt.host_cores_share = shares.front();
+  }
   const std::filesystem::path dir = resolve_model_dir(args);
   std::vector<int64_t> drafts;
   std::vector<int32_t> text;
@@ -444,27 +472,33 @@ int run_bench(const std::vector<std::string>& argv) {
     std::printf("dsv4 bench: %s, %s backend on %s, copy bandwidth %.0f GB/s (measured now); loaded in %.1f s%s\n",
                 dir.string().c_str(), to_string(opt.backend), bw.where.c_str(), bw.bytes_per_s / 1e9, load_s,
                 opt.synthetic_seed ? " (synthetic weights)" : "");
-  const HostTierInfo host = f->host_tier();
-  if (host.host_experts > 0) {
-    // Decode rows' host experts read by the GPU cross the bus: its rate is their roofline.
-    const int64_t bus_experts = host.host_experts - host.core_experts;
-    const double bus = bus_experts > 0 ? measure_bus_bandwidth(opt) : 0;
-    const char* decode = bus_experts == 0 ? "cpu" : host.core_experts == 0 ? "gpu" : "split";
-    out["host_tier"] = {{"host_experts_per_layer", host.host_experts}, {"experts_per_layer", host.experts},
-                        {"host_bytes", host.host_bytes}, {"decode", decode},
-                        {"core_experts_per_layer", host.core_experts}};
-    if (bus_experts > 0) out["host_tier"]["bus_bandwidth_gbs"] = bus / 1e9;
-    const std::string over_bus = cat("read by the GPU over the bus (pinned host to GPU copy ", int64_t(bus / 1e9),
-                                     " GB/s, measured now)");
+  HostTierInfo host = f->host_tier();
+  // Decode rows' host experts read by the GPU cross the bus: its rate is their roofline, measured
+  // once when any of the modes timed reads over it.
+  const bool over_bus = host.host_experts > 0 && *std::min_element(shares.begin(), shares.end()) < 1.0;
+  const double bus = over_bus ? measure_bus_bandwidth(opt) : 0;
+  const auto decode_mode = [](const HostTierInfo& h) {
+    return h.core_experts == h.host_experts ? "cpu" : h.core_experts == 0 ? "gpu" : "split";
+  };
+  const auto describe_host_tier = [&](const HostTierInfo& h) {
+    if (json) return;
+    const int64_t bus_experts = h.host_experts - h.core_experts;
+    const std::string read_over_bus = cat("read by the GPU over the bus (pinned host to GPU copy ", int64_t(bus / 1e9),
+                                          " GB/s, measured now)");
     const std::string rows =
-        bus_experts == 0         ? std::string("computed by the host's cores")
-        : host.core_experts == 0 ? over_bus
-                                 : cat("of ", host.core_experts, " of them computed by the host's cores, of the other ",
-                                       bus_experts, " ", over_bus);
-    if (!json)
-      std::printf("host tier: %" PRId64 " of %" PRId64 " routed experts per layer in host memory (%.2f GiB); "
-                  "decode rows %s\n",
-                  host.host_experts, host.experts, double(host.host_bytes) / double(1ull << 30), rows.c_str());
+        bus_experts == 0      ? std::string("computed by the host's cores")
+        : h.core_experts == 0 ? read_over_bus
+                              : cat("of ", h.core_experts, " of them computed by the host's cores, of the other ",
+                                    bus_experts, " ", read_over_bus);
+    std::printf("host tier: %" PRId64 " of %" PRId64 " routed experts per layer in host memory (%.2f GiB); "
+                "decode rows %s\n",
+                h.host_experts, h.experts, double(h.host_bytes) / double(1ull << 30), rows.c_str());
+  };
+  if (host.host_experts > 0) {
+    out["host_tier"] = {{"host_experts_per_layer", host.host_experts}, {"experts_per_layer", host.experts},
+                        {"host_bytes", host.host_bytes}};
+    if (over_bus) out["host_tier"]["bus_bandwidth_gbs"] = bus / 1e9;
+    describe_host_tier(host);
   }
   if (prompt > 0) {
     const double host0 = f->host_tier().seconds;
@@ -494,31 +528,42 @@ int run_bench(const std::vector<std::string>& argv) {
     std::printf("%6s %7s %9s %9s %9s %8s %12s %12s %8s %7s\n", "batch", "ctx", "ms/step", "us/layer", "tok/s",
                 "experts", "weights MB", "KV MB", "GB/s", "of copy");
   out["decode"] = nlohmann::json::array();
-  for (int64_t b : batches) {
-    const DecodeResult r = bench.decode(b, ctx, steps, wb);
-    const double bytes = r.weight_bytes + r.kv_bytes, gbs = bytes / r.seconds_per_step / 1e9;
-    const double share = bytes / r.seconds_per_step / bw.bytes_per_s;
-    out["decode"].push_back({{"batch", b},
-                             {"ctx", ctx},
-                             {"ms_per_step", r.seconds_per_step * 1e3},
-                             {"us_per_layer", r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers)},
-                             {"tok_per_s", double(b) / r.seconds_per_step},
-                             {"experts_touched_per_layer", r.experts_touched},
-                             {"weight_bytes", r.weight_bytes},
-                             {"kv_bytes", r.kv_bytes},
-                             {"gb_per_s", gbs},
-                             {"share_of_copy_bandwidth", share},
-                             {"host_ms_per_step", r.host_seconds_per_step * 1e3},
-                             {"host_picks_per_step", r.host_picks_per_step}});
-    if (!json)
-      std::printf("%6" PRId64 " %7" PRId64 " %9.3f %9.1f %9.0f %8.1f %12.1f %12.1f %8.0f %6.1f%%\n", b, ctx,
-                  r.seconds_per_step * 1e3, r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers),
-                  double(b) / r.seconds_per_step, r.experts_touched, r.weight_bytes / 1e6, r.kv_bytes / 1e6, gbs,
-                  100 * share);
-    if (!json && host.core_experts > 0)
-      std::printf("       host tier: %.3f ms of the step (%.1f %%) in host experts, %.1f (row, pick) pairs\n",
-                  r.host_seconds_per_step * 1e3, 100 * r.host_seconds_per_step / r.seconds_per_step,
-                  r.host_picks_per_step);
+  for (size_t mode = 0; mode < shares.size(); ++mode) {
+    if (mode > 0) {
+      f->set_host_cores_share(shares[mode]);
+      host = f->host_tier();
+      describe_host_tier(host);
+    }
+    for (int64_t b : batches) {
+      const DecodeResult r = bench.decode(b, ctx, steps, wb);
+      const double bytes = r.weight_bytes + r.kv_bytes, gbs = bytes / r.seconds_per_step / 1e9;
+      const double share = bytes / r.seconds_per_step / bw.bytes_per_s;
+      out["decode"].push_back({{"batch", b},
+                               {"ctx", ctx},
+                               {"ms_per_step", r.seconds_per_step * 1e3},
+                               {"us_per_layer", r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers)},
+                               {"tok_per_s", double(b) / r.seconds_per_step},
+                               {"experts_touched_per_layer", r.experts_touched},
+                               {"weight_bytes", r.weight_bytes},
+                               {"kv_bytes", r.kv_bytes},
+                               {"gb_per_s", gbs},
+                               {"share_of_copy_bandwidth", share},
+                               {"host_ms_per_step", r.host_seconds_per_step * 1e3},
+                               {"host_picks_per_step", r.host_picks_per_step}});
+      if (host.host_experts > 0) {
+        out["decode"].back()["host_decode"] = decode_mode(host);
+        out["decode"].back()["core_experts_per_layer"] = host.core_experts;
+      }
+      if (!json)
+        std::printf("%6" PRId64 " %7" PRId64 " %9.3f %9.1f %9.0f %8.1f %12.1f %12.1f %8.0f %6.1f%%\n", b, ctx,
+                    r.seconds_per_step * 1e3, r.seconds_per_step * 1e6 / double(cfg.num_hidden_layers),
+                    double(b) / r.seconds_per_step, r.experts_touched, r.weight_bytes / 1e6, r.kv_bytes / 1e6, gbs,
+                    100 * share);
+      if (!json && host.core_experts > 0)
+        std::printf("       host tier: %.3f ms of the step (%.1f %%) in host experts, %.1f (row, pick) pairs\n",
+                    r.host_seconds_per_step * 1e3, 100 * r.host_seconds_per_step / r.seconds_per_step,
+                    r.host_picks_per_step);
+    }
   }
   if (!drafts.empty()) {
     if (!f->can_draft()) fail("--speculative: ", dir.string(), " cannot draft on this backend (no MTP block)");

@@ -17,6 +17,12 @@ namespace dsv4::cuda {
 
 namespace {
 
+// The same error as the backend's when there is no GPU, instead of the first CUDA call's.
+void use_device(int device) {
+  if (!device_available()) fail("--backend cuda: no CUDA device is available");
+  DSV4_CUDA_CHECK(cudaSetDevice(device));
+}
+
 // Best time in seconds of five runs of `run` on the current device's null stream, after one
 // warm-up run, timed with CUDA events.
 template <typename F>
@@ -43,7 +49,7 @@ double best_seconds(F&& run) {
 }  // namespace
 
 CopyBandwidth measure_copy_bandwidth(int device, size_t bytes) {
-  DSV4_CUDA_CHECK(cudaSetDevice(device));
+  use_device(device);
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   DeviceBuffer<uint8_t> a(bytes), b(bytes);
@@ -53,7 +59,7 @@ CopyBandwidth measure_copy_bandwidth(int device, size_t bytes) {
 }
 
 double measure_bus_bandwidth(int device, size_t bytes) {
-  DSV4_CUDA_CHECK(cudaSetDevice(device));
+  use_device(device);
   PinnedBuffer<uint8_t> host(bytes);
   std::memset(host.get(), 1, bytes);
   DeviceBuffer<uint8_t> dev(bytes);
@@ -89,7 +95,7 @@ struct LtObjects {
 }  // namespace
 
 double measure_gemm_peak(int device, bool fp8, int n) {
-  DSV4_CUDA_CHECK(cudaSetDevice(device));
+  use_device(device);
   const size_t elems = size_t(n) * size_t(n), in_bytes = fp8 ? 1 : 2;
   // Random bytes, A = B: finite E4M3 (0x7f and 0xff are NaN), or BF16 with |x| in [2^-7, 2).
   std::vector<uint8_t> host(elems * in_bytes);

@@ -397,6 +397,16 @@ class CudaForward final : public Forward {
             s.streamed, host_->core_experts()};
   }
 
+  void set_host_cores_share(double share) override {
+    if (!host_) Forward::set_host_cores_share(share);
+    if (!(share >= 0.0 && share <= 1.0)) fail("host tier: the cores' share must be in [0, 1], got ", share);
+    const int n = core_experts_for(host_->count(), share);
+    synchronize();  // a host function or gather in flight reads the current split
+    host_->set_core_experts(n);
+    forget_graphs(step_graphs_);  // they hold the old split's nodes
+    forget_graphs(draft_graphs_);
+  }
+
   KvCacheInfo kv_cache() const override {
     const KvPoolShape& s = state_->kv.shape;
     KvCacheInfo k;
@@ -915,6 +925,16 @@ class CudaForward final : public Forward {
       if (mtp && cuda_sequence(it.seq).mtp_position() != cuda_sequence(it.seq).position()) return false;
     }
     return true;
+  }
+
+  // Destroys captured graphs: the next use of each key captures it again.
+  template <class Key>
+  void forget_graphs(std::map<Key, StepGraph>& graphs) {
+    for (auto& [key, g] : graphs) {
+      graph_replays_.erase(g.front().second);
+      destroy(g);
+    }
+    graphs.clear();
   }
 
   // Replays the graph of `key` (captured on first use by `capture`) on the stream; with --cuda-graph

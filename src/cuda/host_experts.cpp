@@ -115,9 +115,7 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   if (progress)
     std::fprintf(stderr, " in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   const ExpertWeights& e0 = layers_.front().experts.front();
-  if (cores_first_ > first && !streamable(e0))
-    fail("--host-decode gpu|split: the GPU reads routed experts from host memory only as packed FP4 (MXFP4 or "
-         "NVFP4), this checkpoint's are ", to_string(e0.w1.format));
+  set_core_experts(core_experts);
   if (streamable(e0)) {
     for (auto m : kMatrices) {
       const WeightMatrix& wm = e0.*m;
@@ -145,6 +143,17 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&cores_done_, cudaEventDisableTiming));
   DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&bus_done_, cudaEventDisableTiming));
+}
+
+void HostExperts::set_core_experts(int core_experts) {
+  const int E = int(cfg_.n_routed_experts);
+  DSV4_CHECK_MSG(core_experts >= 0 && core_experts <= count(), "host tier: ", core_experts, " of ", count(),
+                 " host experts on the host's cores");
+  const ExpertWeights& e0 = layers_.front().experts.front();
+  if (core_experts < count() && !streamable(e0))
+    fail("--host-decode gpu|split: the GPU reads routed experts from host memory only as packed FP4 (MXFP4 or "
+         "NVFP4), this checkpoint's are ", to_string(e0.w1.format));
+  cores_first_ = E - core_experts;
 }
 
 HostExperts::~HostExperts() {

@@ -75,6 +75,9 @@ class HostExperts {
   int first() const { return first_; }
   int count() const { return int(cfg_.n_routed_experts) - first_; }  // per layer
   int core_experts() const { return int(cfg_.n_routed_experts) - cores_first_; }  // of count(), per layer
+  // Changes that count (as the constructor's `core_experts`) with no pass in flight; graphs that
+  // captured the old split must be captured again.
+  void set_core_experts(int core_experts);
   size_t weight_bytes() const { return weight_bytes_; }
   // Device bytes the tier takes for experts [first, E) of `w`'s layers: one layer's worth of them,
   // where a pass of many rows copies their weights (packed FP4 experts; 0 for other formats).

@@ -35,6 +35,8 @@ void Forward::draft(std::span<DraftItem>) {
   fail("speculative decoding: this backend cannot draft with the MTP block");
 }
 
+void Forward::set_host_cores_share(double) { fail("this backend has no host tier (--cpu-experts)"); }
+
 void Forward::rollback(SequenceState&, int64_t) {
   fail("speculative decoding: this backend cannot roll a sequence back");
 }

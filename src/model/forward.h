@@ -157,6 +157,12 @@ class Forward {
   virtual void rollback(SequenceState& seq, int64_t n_tokens);
 
   virtual HostTierInfo host_tier() const { return {}; }
+  // Who computes decode rows routed to host experts from now on, as CudaOptions::host_cores_share
+  // (1: the host's cores, 0: the GPU over the bus, in between: split): lets `dsv4 bench` time
+  // every mode on one load (full-size Flash takes minutes to load). Waits for the work in flight;
+  // decode graphs are captured again on their next use. Throws dsv4::Error without a host tier
+  // or for a share the tier cannot run.
+  virtual void set_host_cores_share(double share);
 
   // Rows the backend runs in one pass over the model (the CUDA backend's --pass-rows), or 0 when
   // it has no such unit (the CPU backend computes a chunk's rows in one go). A step of more rows

@@ -63,5 +63,17 @@ TEST(Bench, BadListsAreRefusedByName) {
   }
 }
 
+// --host-cpu-shares (several decode modes on one load) is checked before anything loads or a GPU
+// is looked for.
+TEST(Bench, HostCpuSharesAreCheckedFirst) {
+  for (const char* args : {"--host-cpu-shares 1,0", "--cpu-experts 4 --host-cpu-shares 1,2",
+                           "--cpu-experts 4 --host-cpu-shares 1,,0", "--cpu-experts 4 --host-cpu-shares x",
+                           "--cpu-experts 4 --host-decode gpu --host-cpu-shares 1,0"}) {
+    const test::CommandResult r = bench(std::string(args) + " --backend cuda --ctx 8", true);
+    EXPECT_NE(r.status, 0) << args << ": " << r.out;
+    EXPECT_NE(r.out.find("--host-cpu-shares"), std::string::npos) << args << ": " << r.out;
+  }
+}
+
 }  // namespace
 }  // namespace dsv4

@@ -185,6 +185,35 @@ TEST_F(HostTier, SplitDecodeAgreesWithEveryExpertOnTheGpu) {
   }
 }
 
+// Forward::set_host_cores_share (`dsv4 bench --host-cpu-shares`): one load decodes in each mode in
+// turn, each with its own logits — over the bus those of every expert on the GPU bit for bit, on the
+// cores and split to the cores' bar — so the decode graphs were captured again for each split.
+TEST_F(HostTier, SwitchesTheDecodeModeOnOneLoad) {
+  const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
+  const std::unique_ptr<Forward> gpu = nano(0, true, false);
+  const int64_t V = gpu->config().vocab_size;
+  const auto prompts = test::random_prompts(seed, V);
+  const test::Outputs want = test::teacher_forced(*gpu, prompts, int(test::cap(24)), false);
+  const std::unique_ptr<Forward> f = nano(8, true, false, 1.0);
+  for (const double share : {1.0, 0.0, 0.5, 0.0}) {
+    f->set_host_cores_share(share);
+    const HostTierInfo before = f->host_tier();
+    EXPECT_EQ(before.core_experts, share == 1.0 ? 8 : share == 0.0 ? 0 : 4);
+    const test::Outputs got = test::teacher_forced(*f, prompts, int(test::cap(24)), false);
+    const int64_t calls = f->host_tier().calls - before.calls;
+    const std::string what = "switched to a cores' share of " + std::to_string(share);
+    if (share == 0.0) {
+      EXPECT_EQ(calls, 0) << what << ": a decode row ran on the host's cores";
+      test::expect_same_run(want, got, what + ", vs every expert on the GPU");
+    } else {
+      EXPECT_GT(calls, 0) << what;
+      expect_close(want, got, V, what);
+    }
+  }
+  EXPECT_THROW(f->set_host_cores_share(1.5), Error);
+  EXPECT_THROW(gpu->set_host_cores_share(1.0), Error) << "no host tier to switch";
+}
+
 TEST_F(HostTier, RefusesWhatCannotRun) {
   CudaOptions o = test::cuda_test_options();
   o.cpu_experts = 16;  // nano has 16 routed experts: the GPU keeps at least one
