@@ -20,6 +20,7 @@
 #include "cpu/fp4_linear.h"
 #include "cpu/fp4_linear_rate.h"
 #include "cpu/moe.h"
+#include "random_expert_rows.h"
 
 namespace {
 
@@ -54,20 +55,11 @@ double weight_bytes(const Layer& l) {
 // Seconds of host work over every layer, `steps` times (best step), with `gap` idle after each layer.
 double run_steps(const CpuContext& ctx, std::vector<Layer>& layers, const std::vector<int>& rows_per_expert,
                  std::chrono::microseconds gap, int steps, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 0.3f);
   double best = 1e30;
   for (int s = 0; s < steps; ++s) {
     double busy = 0;
     for (Layer& l : layers) {
-      std::vector<ExpertRows> work(l.experts.size());
-      for (size_t e = 0; e < work.size(); ++e) {
-        work[e].weights = &l.experts[e];
-        work[e].n = rows_per_expert[e];
-        work[e].x.resize(size_t(work[e].n * kD));
-        for (float& v : work[e].x) v = normal(rng);
-        expert_act_quant(ctx, work[e].x.data(), work[e].n, kD);
-        work[e].row_weight.assign(size_t(work[e].n), 0.5f);
-      }
+      std::vector<ExpertRows> work = random_expert_rows(ctx, l.experts, rows_per_expert, rng);
       const auto t0 = Clock::now();
       run_expert_rows(ctx, work);
       busy += std::chrono::duration<double>(Clock::now() - t0).count();

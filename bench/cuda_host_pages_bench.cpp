@@ -30,6 +30,7 @@
 #include "cpu/fp4_linear_rate.h"
 #include "cpu/moe.h"
 #include "cuda/cuda_check.h"
+#include "random_expert_rows.h"
 
 namespace {
 
@@ -117,18 +118,9 @@ void free_layer(Layer& l) {
 // Seconds of run_expert_rows over every layer, the first `rows.size()` experts of each.
 double one_step(const CpuContext& ctx, const std::vector<Layer>& layers, const std::vector<int>& rows,
                 std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 0.3f);
   double busy = 0;
   for (const Layer& l : layers) {
-    std::vector<ExpertRows> work(rows.size());
-    for (size_t e = 0; e < work.size(); ++e) {
-      work[e].weights = &l.experts[e];
-      work[e].n = rows[e];
-      work[e].x.resize(size_t(work[e].n * kD));
-      for (float& v : work[e].x) v = normal(rng);
-      expert_act_quant(ctx, work[e].x.data(), work[e].n, kD);
-      work[e].row_weight.assign(size_t(work[e].n), 0.5f);
-    }
+    std::vector<ExpertRows> work = random_expert_rows(ctx, l.experts, rows, rng);
     const auto t0 = Clock::now();
     run_expert_rows(ctx, work);
     busy += std::chrono::duration<double>(Clock::now() - t0).count();
