@@ -1,8 +1,10 @@
 // The host FP4 GEMV rate probe and its random input matrices (fp4_linear_rate.h).
 #include "cpu/fp4_linear_rate.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -15,6 +17,11 @@ namespace dsv4 {
 namespace {
 
 constexpr int64_t kRows = 2048, kCols = 4096;  // Flash's w1/w3 [moe_intermediate_size, hidden]
+
+// The host tier reads each layer's experts once per decode step, from DRAM. A probe that re-reads
+// one 4 MiB matrix per thread runs largely from the last-level cache (16 threads × 4 MiB fit a
+// server's), so each thread cycles through copies of its matrix that add up to more than any LLC.
+constexpr size_t kWorkingSetBytes = size_t(1) << 30;
 
 }  // namespace
 
@@ -41,10 +48,30 @@ HostFp4Rate measure_host_fp4_rate(WeightFormat f, int n_threads, double seconds)
   HostFp4Rate r;
   r.threads = pool.size();
   if (!fp4_fused_available()) return r;
-  std::vector<RandomFp4Matrix> mats;
   std::mt19937_64 seeds(std::random_device{}());
-  for (int t = 0; t < r.threads; ++t) mats.push_back(random_fp4_matrix(seeds, f, kRows, kCols));
-  const double bytes_per_pass = double(mats[0].data.size() + mats[0].scale.size());
+  const RandomFp4Matrix m = random_fp4_matrix(seeds, f, kRows, kCols);
+  const size_t matrix_bytes = m.data.size() + m.scale.size();
+  const size_t copies = std::max<size_t>(1, kWorkingSetBytes / (matrix_bytes * size_t(r.threads)));
+  // Thread t's copies, each its data then its scales; filled by the threads themselves, so the
+  // pages sit where they will be read.
+  std::vector<std::vector<uint8_t>> memory(size_t(r.threads));
+  pool.parallel_for(r.threads, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      memory[size_t(t)].resize(copies * matrix_bytes);
+      for (size_t c = 0; c < copies; ++c) {
+        uint8_t* at = memory[size_t(t)].data() + c * matrix_bytes;
+        std::memcpy(at, m.data.data(), m.data.size());
+        std::memcpy(at + m.data.size(), m.scale.data(), m.scale.size());
+      }
+    }
+  });
+  const auto copy = [&](int64_t t, size_t c) {
+    WeightMatrix w = m.w;
+    w.data = memory[size_t(t)].data() + c * matrix_bytes;
+    w.scale = w.data + m.data.size();
+    return w;
+  };
+  const double bytes_per_pass = double(matrix_bytes);
   std::vector<float> x(static_cast<size_t>(kCols));
   std::mt19937 rng(std::random_device{}());
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -56,9 +83,11 @@ HostFp4Rate measure_host_fp4_rate(WeightFormat f, int n_threads, double seconds)
   pool.parallel_for(r.threads, [&](int64_t begin, int64_t end) {
     std::vector<float> y(static_cast<size_t>(kRows));
     for (int64_t t = begin; t < end; ++t) {
+      size_t c = 0;
       do {
-        fp4_rows_dot(mats[size_t(t)].w, 0, kRows, x.data(), 1, y.data(), 0);
+        fp4_rows_dot(copy(t, c), 0, kRows, x.data(), 1, y.data(), 0);
         passes.fetch_add(1);
+        c = (c + 1) % copies;
       } while (Clock::now() < deadline);
     }
   });

@@ -25,8 +25,9 @@ struct HostFp4Rate {
   double weight_bytes_per_s = 0;  // packed FP4 + scale bytes read per second; 0: no fused kernel here
 };
 
-// Times one-token fp4_rows_dot calls, each thread over its own random [2048, 4096] matrix of
-// format f (MXFP4 or NVFP4; Flash's w1, 4 MiB: more than a core's L2), for about `seconds`.
+// Times one-token fp4_rows_dot calls, each thread cycling over its own copies of a random
+// [2048, 4096] matrix of format f (MXFP4 or NVFP4; Flash's w1, 4 MiB), 1 GiB in all, so that the
+// weights stream from DRAM as the host tier's do, for about `seconds` (plus the copies' filling).
 // n_threads <= 0: all hardware threads.
 HostFp4Rate measure_host_fp4_rate(WeightFormat f, int n_threads, double seconds);
 
