@@ -423,15 +423,20 @@ int run_bench(const std::vector<std::string>& argv) {
   if (steps < 1 || steps > 100000) fail("--steps must be in [1, 100000], got ", steps);
   const int64_t seed = args.get_int("--seed", 1);
   const bool json = args.has("--json");
-  BackendOptions opt = backend_options(args);
-  std::vector<double> shares = {opt.host_cores_share};  // the decode modes to time, the first one loaded
+  // The decode modes to time, the first one loaded; checked before the backend's options, so the
+  // mistake is named the same way in every build.
+  std::vector<double> shares;
   if (auto list = args.get("--host-cpu-shares")) {
     if (args.has("--host-decode") || args.has("--host-cpu-share"))
       fail("--host-cpu-shares names the decode modes itself: drop --host-decode and --host-cpu-share");
-    if (opt.cpu_experts == 0) fail("--host-cpu-shares: there is no host tier (add --cpu-experts N or auto)");
+    if (!args.has("--cpu-experts")) fail("--host-cpu-shares: there is no host tier (add --cpu-experts N or auto)");
     shares = parse_shares(*list);
-    opt.host_cores_share = shares.front();
   }
+  BackendOptions opt = backend_options(args);
+  if (shares.empty())
+    shares = {opt.host_cores_share};
+  else
+    opt.host_cores_share = shares.front();
   const std::filesystem::path dir = resolve_model_dir(args);
   std::vector<int64_t> drafts;
   std::vector<int32_t> text;
