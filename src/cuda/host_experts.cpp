@@ -92,13 +92,15 @@ int core_experts_for(int count, double cores_share) {
 
 HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int first, bool mtp,
                          const RandomTensors* synthetic, int max_rows, int threads, int core_experts, bool progress)
-    : cfg_(cfg), first_(first), cores_first_(int(cfg.n_routed_experts) - core_experts), max_rows_(max_rows),
-      pool_(threads) {
+    : cfg_(cfg), first_(first), max_rows_(max_rows), pool_(threads) {
   const int E = int(cfg.n_routed_experts);
   DSV4_CHECK_MSG(first >= 1 && first < E, "host tier: experts [", first, ", ", E, ") of ", E,
                  " (the GPU keeps at least one, the host at least one)");
-  DSV4_CHECK_MSG(cores_first_ >= first && cores_first_ <= E, "host tier: ", core_experts, " of ", E - first,
-                 " host experts on the host's cores");
+  DSV4_CHECK(!w.layers.empty() && int(w.layers.front().ffn.experts.size()) == E);
+  const ExpertWeights& e0 = w.layers.front().ffn.experts[size_t(first)];
+  streamable_ = streamable(e0);
+  format_ = e0.w1.format;
+  set_core_experts(core_experts);  // before the load, which takes minutes at full size
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<const LayerWeights*> layers;
   for (const LayerWeights& l : w.layers) layers.push_back(&l);
@@ -114,9 +116,7 @@ HostExperts::HostExperts(const ModelConfig& cfg, const ModelWeights& w, int firs
   }
   if (progress)
     std::fprintf(stderr, " in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  const ExpertWeights& e0 = layers_.front().experts.front();
-  set_core_experts(core_experts);
-  if (streamable(e0)) {
+  if (streamable_) {
     for (auto m : kMatrices) {
       const WeightMatrix& wm = e0.*m;
       DeviceExperts d;
@@ -149,10 +149,9 @@ void HostExperts::set_core_experts(int core_experts) {
   const int E = int(cfg_.n_routed_experts);
   DSV4_CHECK_MSG(core_experts >= 0 && core_experts <= count(), "host tier: ", core_experts, " of ", count(),
                  " host experts on the host's cores");
-  const ExpertWeights& e0 = layers_.front().experts.front();
-  if (core_experts < count() && !streamable(e0))
+  if (core_experts < count() && !streamable_)
     fail("--host-decode gpu|split: the GPU reads routed experts from host memory only as packed FP4 (MXFP4 or "
-         "NVFP4), this checkpoint's are ", to_string(e0.w1.format));
+         "NVFP4), this checkpoint's are ", to_string(format_));
   cores_first_ = E - core_experts;
 }
 

@@ -135,6 +135,10 @@ class HostExperts {
 
   ModelConfig cfg_;
   int first_, cores_first_, max_rows_;
+  // Whether the experts are packed FP4, which the GPU can read from here (the bus's share, and a
+  // pass of many rows), and their format (for the error when they are not).
+  bool streamable_ = false;
+  WeightFormat format_ = WeightFormat::kMXFP4;
   ThreadPool pool_;
   std::vector<Layer> layers_;  // main layers, then the MTP block's
   size_t weight_bytes_ = 0;
