@@ -42,7 +42,7 @@ const char* to_string(Fp4Kernel k) {
 namespace {
 
 #define DSV4_AVX2 __attribute__((target("avx2")))
-#define DSV4_AVX512 __attribute__((target("avx512f,avx512vbmi")))
+#define DSV4_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi")))
 
 // Row r's scale of block b: UE8M0 (MXFP4) or E4M3 (NVFP4, the global scale applied after).
 template <bool kNvfp4>
@@ -138,10 +138,11 @@ void avx2_rows_dot(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x
 
 // ---- AVX-512
 
-// GCC 12 reports the intrinsics' own self-initialised _mm512_undefined_* temporaries as maybe
+// GCC 12 reports the intrinsics' own self-initialised _mm512_undefined_* temporaries as (maybe)
 // uninitialised once inlined here (GCC bug 105593, fixed in 13); nothing of this file's is.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 // Weight rows and activation rows of one step: 16 accumulators, 4 tables and temporaries of 32
 // registers.
@@ -162,6 +163,43 @@ DSV4_AVX512 inline __m512i nibble_indices16(const uint8_t* p) {
   return _mm512_multishift_epi64_epi8(control, _mm512_set1_epi64(packed));
 }
 
+// The block scales of rows r0..r0+kRows-1 for blocks [b0, b0 + 16) (fewer at the row's end) as
+// FP32, scales[j][i] = block_scale (e8m0_to_f32 or e4m3_to_f32): a block's table is then made with
+// the scale broadcast from memory. Made per block from a scalar, the table took a byte load, a
+// conversion, a move to a vector register and a broadcast: on Intel's server cores the last two
+// share port 5 with the lookup's permutes, the loop's bottleneck.
+// Inlined: as a call inside the block loop it made the compiler keep the accumulators in memory
+// across every block (each zmm register is the caller's to save).
+template <bool kNvfp4, int kRows>
+DSV4_AVX512 __attribute__((always_inline)) inline void block_scales16(const WeightMatrix& w, int64_t r0, int64_t b0, float (&scales)[kRows][16]) {
+  const int64_t blocks = w.cols / (kNvfp4 ? kNVFP4BlockSize : kMXFP4BlockSize);
+  const __mmask16 live = __mmask16((1u << std::min<int64_t>(16, blocks - b0)) - 1u);
+  for (int j = 0; j < kRows; ++j) {
+    const __m128i bytes = _mm_maskz_loadu_epi8(live, w.scale + (r0 + j) * blocks + b0);
+    const __m512i words = _mm512_cvtepu8_epi32(bytes);
+    __m512i bits;
+    if constexpr (kNvfp4) {
+      // e4m3_to_f32 per lane: normal bytes rebias their exponent (mag << 20 + 120 << 23), the
+      // subnormals (magnitude < 8) are m · 2^-9, the sign is or-ed in (−0 for 0x80, as there),
+      // and 0x7F / 0xFF are the positive quiet NaN.
+      const __m512i mag = _mm512_and_si512(words, _mm512_set1_epi32(0x7F));
+      const __m512 sub = _mm512_mul_ps(_mm512_cvtepi32_ps(mag), _mm512_set1_ps(0x1p-9f));
+      bits = _mm512_add_epi32(_mm512_slli_epi32(mag, 20), _mm512_set1_epi32(120 << 23));
+      bits = _mm512_mask_mov_epi32(bits, _mm512_cmplt_epu32_mask(mag, _mm512_set1_epi32(8)), _mm512_castps_si512(sub));
+      bits = _mm512_or_si512(bits, _mm512_slli_epi32(_mm512_and_si512(words, _mm512_set1_epi32(0x80)), 24));
+      bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7F)),
+                                   _mm512_castps_si512(_mm512_set1_ps(NAN)));
+    } else {
+      if (const __mmask16 nan = _mm_mask_cmpeq_epi8_mask(live, bytes, _mm_set1_epi8(char(kE8M0Nan))); nan != 0)
+        block_scale<false>(w, r0 + j, b0 + __builtin_ctz(nan), kE8M0Nan);  // raises the dequantiser's error
+      // 2^(byte − 127) is the FP32 with exponent field `byte`; byte 0's 2^-127 is the subnormal 0x00400000.
+      bits = _mm512_mask_mov_epi32(_mm512_slli_epi32(words, 23), _mm512_cmpeq_epi32_mask(words, _mm512_setzero_si512()),
+                                   _mm512_set1_epi32(0x00400000));
+    }
+    _mm512_store_ps(scales[j], _mm512_castsi512_ps(bits));
+  }
+}
+
 // Rows r0..r0+kRows-1 times activation rows 0..kTokens-1, into y[t·y_stride + j].
 template <bool kNvfp4, int kRows, int kTokens>
 DSV4_AVX512 void avx512_step(const WeightMatrix& w, int64_t r0, const float* x, float* y, int64_t y_stride) {
@@ -175,21 +213,27 @@ DSV4_AVX512 void avx512_step(const WeightMatrix& w, int64_t r0, const float* x, 
   __m512 acc[kRows][kTokens];
   for (int j = 0; j < kRows; ++j)
     for (int t = 0; t < kTokens; ++t) acc[j][t] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < K / kBlock; ++b) {
-    // The block's 16 possible weights per row: (e2m1 · s) exact, then NVFP4's one rounding by
-    // the global scale, the same two multiplies per value as the scalar dequantiser.
-    __m512 table[kRows];
-    for (int j = 0; j < kRows; ++j) {
-      const int64_t r = r0 + j;
-      const float s = block_scale<kNvfp4>(w, r, b, w.scale[r * (K / kBlock) + b]);
-      table[j] = _mm512_mul_ps(e2m1, _mm512_set1_ps(s));
-      if constexpr (kNvfp4) table[j] = _mm512_mul_ps(table[j], global);
-    }
-    for (int64_t c = b * kBlock; c < (b + 1) * kBlock; c += 16) {
+  alignas(64) float scales[kRows][16];
+  const int64_t blocks = K / kBlock;
+  // Sixteen blocks' scales, then those blocks: with the scales' code inside the block loop (a
+  // branch every 16th block) GCC kept the accumulators in memory, stored every block.
+  for (int64_t b16 = 0; b16 < blocks; b16 += 16) {
+    block_scales16<kNvfp4, kRows>(w, r0, b16, scales);
+    for (int64_t b = b16; b < std::min(b16 + 16, blocks); ++b) {
+      // The block's 16 possible weights per row: (e2m1 · s) exact, then NVFP4's one rounding by
+      // the global scale, the same two multiplies per value as the scalar dequantiser.
+      __m512 table[kRows];
       for (int j = 0; j < kRows; ++j) {
-        const __m512 wv = _mm512_permutexvar_ps(nibble_indices16(w.data + (r0 + j) * (K / 2) + c / 2), table[j]);
-        for (int t = 0; t < kTokens; ++t)
-          acc[j][t] = _mm512_add_ps(acc[j][t], _mm512_mul_ps(_mm512_loadu_ps(x + t * K + c), wv));
+        table[j] = _mm512_mul_ps(e2m1, _mm512_set1_ps(scales[j][b - b16]));
+        if constexpr (kNvfp4) table[j] = _mm512_mul_ps(table[j], global);
+      }
+      for (int64_t c = b * kBlock; c < (b + 1) * kBlock; c += 16) {
+        for (int j = 0; j < kRows; ++j) {
+          const __m512 wv =
+              _mm512_permutexvar_ps(nibble_indices16(w.data + (r0 + j) * (K / 2) + c / 2), table[j]);
+          for (int t = 0; t < kTokens; ++t)
+            acc[j][t] = _mm512_add_ps(acc[j][t], _mm512_mul_ps(_mm512_loadu_ps(x + t * K + c), wv));
+        }
       }
     }
   }
@@ -238,7 +282,8 @@ bool fp4_kernel_runs_here(Fp4Kernel k) {
   static const bool avx2 = __builtin_cpu_supports("avx2");
   // Every Hopper host's CPU has VBMI (Sapphire Rapids and later, Genoa and later); an AVX-512 host
   // without it (Skylake-SP, Cascade Lake) takes the AVX2 kernel.
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vbmi");
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
   switch (k) {
     case Fp4Kernel::kNone: return true;
     case Fp4Kernel::kAvx2: return avx2;
