@@ -84,6 +84,42 @@ DSV4_AVX2 inline __m256 lookup8(__m256 magnitudes, __m256i nibbles) {
   return _mm256_xor_ps(value, _mm256_castsi256_ps(sign));
 }
 
+// Row r's block scales for blocks [b0, b0 + 16) (fewer at the row's end) as FP32, scales[i] =
+// block_scale, for the same reason as the AVX-512 kernel's block_scales16 below: a block's table
+// is then a multiply by a scale broadcast from memory, and no scalar conversion sits in the loop.
+template <bool kNvfp4>
+DSV4_AVX2 __attribute__((always_inline)) inline void avx2_block_scales16(const WeightMatrix& w, int64_t r, int64_t b0,
+                                                                         float (&scales)[16]) {
+  const int64_t blocks = w.cols / (kNvfp4 ? kNVFP4BlockSize : kMXFP4BlockSize);
+  const uint8_t* bytes = w.scale + r * blocks + b0;
+  if (blocks - b0 < 16) {  // no byte-masked loads in AVX2: a short group one scale at a time
+    for (int64_t i = 0; i < blocks - b0; ++i) scales[i] = block_scale<kNvfp4>(w, r, b0 + i, bytes[i]);
+    return;
+  }
+  if constexpr (!kNvfp4) {
+    const __m128i all = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+    if (const int nan = _mm_movemask_epi8(_mm_cmpeq_epi8(all, _mm_set1_epi8(char(kE8M0Nan)))); nan != 0)
+      block_scale<false>(w, r, b0 + __builtin_ctz(unsigned(nan)), kE8M0Nan);  // raises the dequantiser's error
+  }
+  for (int h = 0; h < 2; ++h) {
+    const __m256i words = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + 8 * h)));
+    __m256i bits;
+    if constexpr (kNvfp4) {  // e4m3_to_f32 per lane, as block_scales16 makes it
+      const __m256i mag = _mm256_and_si256(words, _mm256_set1_epi32(0x7F));
+      const __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(0x1p-9f));
+      bits = _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23));
+      bits = _mm256_blendv_epi8(bits, _mm256_castps_si256(sub), _mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag));
+      bits = _mm256_or_si256(bits, _mm256_slli_epi32(_mm256_and_si256(words, _mm256_set1_epi32(0x80)), 24));
+      bits = _mm256_blendv_epi8(bits, _mm256_castps_si256(_mm256_set1_ps(NAN)),
+                                _mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7F)));
+    } else {  // 2^(byte − 127): the exponent field; byte 0's 2^-127 is the subnormal 0x00400000
+      bits = _mm256_blendv_epi8(_mm256_slli_epi32(words, 23), _mm256_set1_epi32(0x00400000),
+                                _mm256_cmpeq_epi32(words, _mm256_setzero_si256()));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(scales + 8 * h), bits);
+  }
+}
+
 template <bool kNvfp4, int kTokens>
 DSV4_AVX2 void avx2_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const float* x, float* y, int64_t y_stride) {
   constexpr int64_t kBlock = kNvfp4 ? kNVFP4BlockSize : kMXFP4BlockSize;
@@ -94,21 +130,25 @@ DSV4_AVX2 void avx2_pass(const WeightMatrix& w, int64_t r0, int64_t nr, const fl
   for (int64_t i = 0; i < nr; ++i) {
     const int64_t r = r0 + i;
     const uint8_t* row = w.data + r * (K / 2);
-    const uint8_t* srow = w.scale + r * (K / kBlock);
     __m256 lo[kTokens], hi[kTokens];  // lanes 0–7 and 8–15 of each token's 16-lane sum
     for (int t = 0; t < kTokens; ++t) lo[t] = hi[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < K / kBlock; ++b) {
-      // (e2m1 · s) is exact; NVFP4's one rounding is the multiply by the global scale (quant.cpp):
-      // the same two multiplies per value as the scalar dequantiser, made once per block.
-      __m256 table = _mm256_mul_ps(e2m1, _mm256_set1_ps(block_scale<kNvfp4>(w, r, b, srow[b])));
-      if constexpr (kNvfp4) table = _mm256_mul_ps(table, global);
-      for (int64_t c = b * kBlock; c < (b + 1) * kBlock; c += 16) {
-        const __m256 w_lo = lookup8(table, nibble_lanes8(row + c / 2));
-        const __m256 w_hi = lookup8(table, nibble_lanes8(row + c / 2 + 4));
-        for (int t = 0; t < kTokens; ++t) {
-          const float* xc = x + t * K + c;
-          lo[t] = _mm256_add_ps(lo[t], _mm256_mul_ps(_mm256_loadu_ps(xc), w_lo));
-          hi[t] = _mm256_add_ps(hi[t], _mm256_mul_ps(_mm256_loadu_ps(xc + 8), w_hi));
+    alignas(32) float scales[16];
+    const int64_t blocks = K / kBlock;
+    for (int64_t b16 = 0; b16 < blocks; b16 += 16) {  // sixteen blocks' scales, then those blocks
+      avx2_block_scales16<kNvfp4>(w, r, b16, scales);
+      for (int64_t b = b16; b < std::min(b16 + 16, blocks); ++b) {
+        // (e2m1 · s) is exact; NVFP4's one rounding is the multiply by the global scale (quant.cpp):
+        // the same two multiplies per value as the scalar dequantiser, made once per block.
+        __m256 table = _mm256_mul_ps(e2m1, _mm256_set1_ps(scales[b - b16]));
+        if constexpr (kNvfp4) table = _mm256_mul_ps(table, global);
+        for (int64_t c = b * kBlock; c < (b + 1) * kBlock; c += 16) {
+          const __m256 w_lo = lookup8(table, nibble_lanes8(row + c / 2));
+          const __m256 w_hi = lookup8(table, nibble_lanes8(row + c / 2 + 4));
+          for (int t = 0; t < kTokens; ++t) {
+            const float* xc = x + t * K + c;
+            lo[t] = _mm256_add_ps(lo[t], _mm256_mul_ps(_mm256_loadu_ps(xc), w_lo));
+            hi[t] = _mm256_add_ps(hi[t], _mm256_mul_ps(_mm256_loadu_ps(xc + 8), w_hi));
+          }
         }
       }
     }
