@@ -8,6 +8,9 @@
 //     (the same products, made once per block), its indices cut from the columns' 8 bytes by one
 //     multishift; 4 weight rows side by side: a lane's sum is one serial chain of adds (its order
 //     is the contract), so independent rows are what fill the pipeline.
+// Both convert a row's block scales 16 blocks at a time into a small buffer before running those
+// blocks, so that making a block's table is a multiply by a scale broadcast from memory
+// (bench/results/2026-12-06-cpu-fp4-scales16.md).
 // Target attributes rather than a global -mavx2/-mavx512f: the binary still runs on any x86-64
 // host. CMakeLists.txt compiles this file with -ffp-contract=off: AVX-512 brings FMA, which would
 // change the roundings (see the header).
