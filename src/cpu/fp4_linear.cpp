@@ -4,7 +4,7 @@
 // so that a tile of weight rows is read from L1/L2 once per pass.
 //   - AVX2: two decodes of 8 columns (lanes 0–7 and 8–15), each a broadcast from memory, a shift,
 //     an 8-entry lookup into the block's table of |e2m1| · scale and a sign flip.
-//   - AVX-512 (F + VBMI): one 16-entry lookup per 16 columns into the block's table of e2m1 · scale
+//   - AVX-512 (F, BW, VL + VBMI): one 16-entry lookup per 16 columns into the block's table of e2m1 · scale
 //     (the same products, made once per block), its indices cut from the columns' 8 bytes by one
 //     multishift; 4 weight rows side by side: a lane's sum is one serial chain of adds (its order
 //     is the contract), so independent rows are what fill the pipeline.
@@ -214,7 +214,8 @@ DSV4_AVX512 inline __m512i nibble_indices16(const uint8_t* p) {
 // Inlined: as a call inside the block loop it made the compiler keep the accumulators in memory
 // across every block (each zmm register is the caller's to save).
 template <bool kNvfp4, int kRows>
-DSV4_AVX512 __attribute__((always_inline)) inline void block_scales16(const WeightMatrix& w, int64_t r0, int64_t b0, float (&scales)[kRows][16]) {
+DSV4_AVX512 __attribute__((always_inline)) inline void block_scales16(const WeightMatrix& w, int64_t r0, int64_t b0,
+                                                                      float (&scales)[kRows][16]) {
   const int64_t blocks = w.cols / (kNvfp4 ? kNVFP4BlockSize : kMXFP4BlockSize);
   const __mmask16 live = __mmask16((1u << std::min<int64_t>(16, blocks - b0)) - 1u);
   for (int j = 0; j < kRows; ++j) {

@@ -22,7 +22,7 @@ namespace dsv4 {
 enum class Fp4Kernel {
   kNone,    // no fused kernel on this host: linear_rows expands rows instead
   kAvx2,    // 8 lanes: two registers per 16-lane sum, an 8-entry magnitude lookup and a sign flip
-  kAvx512,  // AVX-512 F + VBMI, 16 lanes: one register per 16-lane sum, a 16-entry lookup of the scaled values
+  kAvx512,  // AVX-512 F, BW, VL + VBMI, 16 lanes: one register per 16-lane sum, a 16-entry lookup of the scaled values
 };
 const char* to_string(Fp4Kernel k);
 bool fp4_kernel_runs_here(Fp4Kernel k);
