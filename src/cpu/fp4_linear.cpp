@@ -90,6 +90,8 @@ DSV4_AVX2 inline __m256 lookup8(__m256 magnitudes, __m256i nibbles) {
 // Row r's block scales for blocks [b0, b0 + 16) (fewer at the row's end) as FP32, scales[i] =
 // block_scale, for the same reason as the AVX-512 kernel's block_scales16 below: a block's table
 // is then a multiply by a scale broadcast from memory, and no scalar conversion sits in the loop.
+// The conversion is the AVX-512 one again in 8-lane form: a scalar block_scale loop into the buffer
+// measured 1.08–1.44x slower (bench/results/2026-12-06-cpu-fp4-scales16.md).
 template <bool kNvfp4>
 DSV4_AVX2 __attribute__((always_inline)) inline void avx2_block_scales16(const WeightMatrix& w, int64_t r, int64_t b0,
                                                                          float (&scales)[16]) {

@@ -162,8 +162,8 @@ INSTANTIATE_TEST_SUITE_P(Formats, Fp4Linear, ::testing::Values(WeightFormat::kMX
 TEST(Fp4LinearErrors, NanMxfp4ScaleIsTheDequantisersError) {
   if (!fp4_fused_available()) GTEST_SKIP() << "this host has no AVX2";
   test::Rng rng(test::seed_for_this_test());
-  // 40 blocks a row: the AVX-512 kernel reads scales 16 blocks at a time, so the NaN may sit in any
-  // of a row's three groups, the last one partial.
+  // 40 blocks a row: both kernels read scales 16 blocks at a time, so the NaN may sit in any of a
+  // row's three groups, the last one partial (AVX-512 masks it, AVX2 goes one scale at a time).
   constexpr int64_t kCols = 40 * kMXFP4BlockSize;
   RandomFp4 q = random_fp4(rng, WeightFormat::kMXFP4, 4, kCols);
   const size_t at = size_t(rng.integer(0, int64_t(q.scale.size()) - 1));
