@@ -145,6 +145,10 @@ struct Rank {
   std::unique_ptr<DeviceState> state;
   cudaStream_t stream = nullptr;
   bool owns_stream = false;  // virtual ranks of one device share the first one's
+  // One rank alone: a second stream and its fork/join events for the stretches of a pass that run
+  // beside the rest (StepContext::branch).
+  cudaStream_t branch = nullptr;
+  cudaEvent_t branch_fork = nullptr, branch_join = nullptr;
 };
 
 // What a rank's MoE scratch holds: its experts, pick-order outputs when a collective or the host
@@ -352,6 +356,11 @@ class CudaForward final : public Forward {
         DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&rank.stream, cudaStreamNonBlocking));
         rank.owns_stream = true;
       }
+      if (ranks_.size() == 1) {
+        DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&rank.branch, cudaStreamNonBlocking));
+        DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&rank.branch_fork, cudaEventDisableTiming));
+        DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&rank.branch_join, cudaEventDisableTiming));
+      }
     }
     DSV4_CUDA_CHECK(cudaSetDevice(opt.device));
     if (collective) {
@@ -380,8 +389,12 @@ class CudaForward final : public Forward {
   ~CudaForward() override {
     for (auto& [key, g] : step_graphs_) destroy(g);
     for (auto& [key, g] : draft_graphs_) destroy(g);
-    for (Rank& rank : ranks_)
+    for (Rank& rank : ranks_) {
       if (rank.owns_stream) cudaStreamDestroy(rank.stream);
+      if (rank.branch) cudaStreamDestroy(rank.branch);
+      if (rank.branch_fork) cudaEventDestroy(rank.branch_fork);
+      if (rank.branch_join) cudaEventDestroy(rank.branch_join);
+    }
     if (page_mirror_) cudaFreeHost(page_mirror_);
     if (sampled_host_) cudaFreeHost(sampled_host_);
   }
@@ -597,7 +610,8 @@ class CudaForward final : public Forward {
       const StepPlan& plan = mtp ? *r.state->mtp_plan : r.state->plan;
       out.push_back(StepContext{r.device, *r.model, r.state->kv, r.state->scratch, plan, r.stream,
                                 &r == &ranks_.front() ? trace : nullptr, T, n_logits, plan.device_rows(),
-                                plan.tokens(), plan.n_real(), segments});
+                                plan.tokens(), plan.n_real(), segments, r.branch, r.branch_fork,
+                                r.branch_join});
     }
     return out;
   }

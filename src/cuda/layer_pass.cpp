@@ -136,6 +136,7 @@ void enqueue_layer(const Ranks& ranks, int layer) {
     hc_post(c, c.s.attn_out);
     hc_pre(c, w.hc_ffn, w.ffn_norm);
     c.emit_bf16("moe.in", layer, c.s.u, {c.T, int64_t(D)});
+    moe_shared(c, w);  // on c.branch where it may run beside the rest (moe_step.h)
     moe_route(c, w, layer);
     if (ranks.host) ranks.host->start(c, layer);  // its share runs beside the GPU's experts
     moe_experts(c, w, layer);

@@ -9,6 +9,7 @@
 #include "cuda/kernels/moe_grouped_gemm.cuh"
 #include "cuda/kernels/router.cuh"
 #include "cuda/kernels/swiglu.cuh"
+#include "cuda/matmul.h"
 #include "cuda/step.h"
 
 namespace dsv4::cuda {
@@ -92,6 +93,7 @@ void routed(const DeviceExperts* const* w, int n_mats, const uint8_t* q, const u
 // order; routed rows through routed_row (grouped order) or in pick order (nullptr).
 void combine(const ModelConfig& cfg, const __nv_bfloat16* routed, const int32_t* routed_row, const MoeRoutedInput& in,
              cudaStream_t stream) {
+  if (in.shared_ready) DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream, in.shared_ready));  // the branch's join
   MoeCombineParams mp;
   mp.routed = routed;
   mp.routed_row = routed_row;
@@ -230,6 +232,7 @@ MoeRoutedInput routed_input(const StepContext& c) {
   in.expert_w = c.s.moe.expert_w;
   in.n_real = c.n_real;
   in.shared = c.s.moe.sy;
+  in.shared_ready = shared_expert_branches(c) ? c.branch_join : nullptr;
   in.out = c.s.ffn_out;
   in.T = c.T;
   return in;
@@ -265,19 +268,39 @@ void moe_route(const StepContext& c, const DeviceLayer& w, int layer) {
   c.emit_f32("moe.weights", layer, ms.expert_w, {T, k});
 }
 
+bool shared_expert_branches(const StepContext& c) {
+  return c.branch && !c.tracing() && c.T <= std::min(matmul_skinny_max_rows(true), matmul_skinny_max_rows(false));
+}
+
+void moe_shared(const StepContext& c, const DeviceLayer& w) {
+  const ModelConfig& cfg = c.m.cfg;
+  const int T = c.T;
+  MoeScratch& ms = c.s.moe;
+  // block_input(c) stays valid on the branch until the join: nothing quantises into s.aq between
+  // HC_pre and the next sub-layer's (the router reads s.u, the routed experts s.aq).
+  const bool branch = shared_expert_branches(c);
+  StepContext b = c;
+  if (branch) {
+    DSV4_CUDA_CHECK(cudaEventRecord(c.branch_fork, c.stream));
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.branch, c.branch_fork));
+    b.stream = c.branch;
+  }
+  // §8.3 shared expert.
+  const QuantAct xq = block_input(b);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
+  linear_q(b, w.shared_w1, xq, T, ms.sg);
+  linear_q(b, w.shared_w3, xq, T, ms.sup);
+  __nv_bfloat16* shf = w.shared_w2.fp8 ? nullptr : ms.shf;  // BF16 weights consume BF16 values
+  swiglu(cfg, ms.sg, ms.sup, nullptr, T, nullptr, ms.sh, ms.shq, ms.shqs, shf, b.stream);
+  linear_q(b, w.shared_w2, QuantAct{ms.shq, ms.shqs, shf, int(cfg.moe_intermediate_size)}, T, ms.sy);
+  if (branch) DSV4_CUDA_CHECK(cudaEventRecord(c.branch_join, c.branch));
+}
+
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {
   const ModelConfig& cfg = c.m.cfg;
   const int T = c.T, D = int(cfg.hidden_size);
   Scratch& s = c.s;
   MoeScratch& ms = s.moe;
   const QuantAct xq = block_input(c);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
-  // §8.3 shared expert.
-  linear_q(c, w.shared_w1, xq, T, ms.sg);
-  linear_q(c, w.shared_w3, xq, T, ms.sup);
-  __nv_bfloat16* shf = w.shared_w2.fp8 ? nullptr : ms.shf;  // BF16 weights consume BF16 values
-  swiglu(cfg, ms.sg, ms.sup, nullptr, T, nullptr, ms.sh, ms.shq, ms.shqs, shf, c.stream);
-  linear_q(c, w.shared_w2, QuantAct{ms.shq, ms.shqs, shf, int(cfg.moe_intermediate_size)}, T, ms.sy);
-
   MoeRoutedInput in = routed_input(c);
   in.x_q = xq.q;
   in.x_scale = xq.scale;

@@ -51,14 +51,22 @@ struct MoeScratch {
   MoeDispatchPlan host_plan{};
 };
 
-// x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D] in two calls: moe_route (the router:
-// s.moe.expert_idx and expert_w), then moe_experts (shared expert, then moe_routed; §8). Between
-// them the host tier starts its share of the picks (host_experts.h). Rows at or past *c.n_real
-// cost no expert work; their output is the shared expert's. With MoeScratch::picks, ffn_out is
-// not written: the rank's routed outputs are in s.moe.picks, and moe_combine_picks finishes the
-// sub-layer once a collective has summed them.
+// x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D] in three calls: moe_shared (the shared
+// expert into s.moe.sy), moe_route (the router: s.moe.expert_idx and expert_w), then moe_experts
+// (moe_routed; §8). Between the last two the host tier starts its share of the picks
+// (host_experts.h). Rows at or past *c.n_real cost no expert work; their output is the shared
+// expert's. With MoeScratch::picks, ffn_out is not written: the rank's routed outputs are in
+// s.moe.picks, and moe_combine_picks finishes the sub-layer once a collective has summed them.
+void moe_shared(const StepContext& c, const DeviceLayer& w);
 void moe_route(const StepContext& c, const DeviceLayer& w, int layer);
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer);
+// Whether moe_shared runs on c.branch, beside the routing and the routed experts, joined back
+// only where the combine reads its output: a pass with a branch stream, not traced (a trace
+// synchronises `stream` only), whose linears all stay on the skinny kernels (cuBLASLt's one
+// workspace, gemm_lt.cu, must not serve two streams at once). Without it every kernel of a
+// batch-1 layer waits for the one before it, and the shared expert's four kernels are four
+// more links of that chain (bench/results/2026-12-06-h100-early-start.md).
+bool shared_expert_branches(const StepContext& c);
 void moe_combine_picks(const StepContext& c, int layer);
 
 // The routed half of moe_step, given the router's picks (device pointers; also what
@@ -72,6 +80,7 @@ struct MoeRoutedInput {
   const float* expert_w = nullptr;       // [T, k] routing weights
   const int32_t* n_real = nullptr;       // device int32: rows >= it are padding; nullptr: T
   const __nv_bfloat16* shared = nullptr; // [T, D] shared expert output
+  cudaEvent_t shared_ready = nullptr;    // recorded once `shared` is written on another stream
   __nv_bfloat16* out = nullptr;          // [T, D]
   int T = 0;
   // Expert parallelism: the global id of w1/w3/w2's first expert (DeviceExperts::first), and with

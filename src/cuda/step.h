@@ -92,6 +92,11 @@ struct StepContext {
   // slices of kInvariantSliceRows, where the skinny kernel's rows do not depend on M (matmul.h).
   // Empty: slices of kInvariantSliceRows over all rows.
   std::span<const RowRange> segments;
+  // A second stream of this device for a stretch of the pass that depends on nothing beside it
+  // (moe_step.h: the shared expert beside the routed experts), and the events that fork it off
+  // `stream` and join it back; null where the pass has one stream (several ranks).
+  cudaStream_t branch = nullptr;
+  cudaEvent_t branch_fork = nullptr, branch_join = nullptr;
 
   bool tracing() const { return trace && *trace; }
   // Trace helpers: synchronise, download, convert to FP32, hand to the hook.
