@@ -232,9 +232,10 @@ void HostExperts::start(const StepContext& c, int layer) {
   check_pass(c, layer);
   if (streams_to_gpu(c)) return;
   // Fork: the side streams see the router's picks and the quantised input; the pass's stream goes
-  // on to the shared expert and the GPU's experts, which read them too and write neither. They come
-  // after the previous layer's finish, which joined them (the gather overwrites the staging
-  // experts, the host function the hand-off buffers).
+  // on to the GPU's experts (the shared expert has run, or runs on its own branch: moe_step.h),
+  // which read them too and write neither. They come after the previous layer's finish, which
+  // joined them (the gather overwrites the staging experts, the host function the hand-off
+  // buffers).
   DSV4_CUDA_CHECK(cudaEventRecord(fork_, c.stream));
   const int E = int(cfg_.n_routed_experts);
   if (cores_first_ > first_) {
