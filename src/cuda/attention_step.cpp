@@ -212,18 +212,23 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   const bool csa = w.spec.attention == AttentionType::kCSA;
   Scratch& s = c.s;
 
-  // §4.1 / §4.2: qr = q_norm(x·wq_aᵀ), q = per-head RMSNorm(qr·wq_bᵀ) + RoPE; kv likewise.
+  // §4.1 / §4.2: qr = q_norm(x·wq_aᵀ), q = per-head RMSNorm(qr·wq_bᵀ) + RoPE; kv likewise. wkv
+  // goes first: qr's quantisation overwrites s.aq, which both linears read. The rest of the kv
+  // path (its norm, RoPE, window slots and pool rows) then runs on the pass's branch beside the q
+  // path (step.h: fork_branch): neither reads what the other writes, and the indexer and the
+  // attention after the join read both.
   const QuantAct xq = block_input(c);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
-  linear_q(c, w.wq_a, xq, T, s.qr);
   linear_q(c, w.wkv, xq, T, s.kv);
+  const StepContext kv = fork_branch(c);
+  linear_q(c, w.wq_a, xq, T, s.qr);
   const QuantAct qrq = rmsnorm_quantize(c, s.qr, w.q_norm.get(), T, Q);
   linear_q(c, w.wq_b, qrq, T, s.q);
   rmsnorm(c, s.q, nullptr, T * H, d);
   rope(c, s.q, inv_freq, H, d);
   c.emit_bf16("attn.q", layer, s.q, {T, H, d});
-  rmsnorm(c, s.kv, w.kv_norm.get(), T, d);
-  rope(c, s.kv, inv_freq, 1, d);
-  c.emit_bf16("attn.kv", layer, s.kv, {T, d});
+  rmsnorm(kv, s.kv, w.kv_norm.get(), T, d);
+  rope(kv, s.kv, inv_freq, 1, d);
+  kv.emit_bf16("attn.kv", layer, s.kv, {T, d});
 
   // Window rows: this pass's own rows now (its queries read them there), the rings after attention.
   WindowSlotParams ws;
@@ -234,8 +239,10 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   ws.pass_base = pool.pass_base;
   ws.ring_base = pool.ring_base;
   ws.ring_rows = pool.ring_rows;
-  launch_window_slots(ws, c.stream);
-  pack_kv(c, s.kv, s.pass_slot, pool);
+  launch_window_slots(ws, kv.stream);
+  pack_kv(kv, s.kv, s.pass_slot, pool);
+  end_branch(kv);
+  join_branch(c);
 
   // §7 order: the indexer (its compressor, then scores) before the main compressor.
   if (csa) indexer_keys_and_queries(c, w, layer, pool, qrq, inv_freq);

@@ -269,7 +269,7 @@ void moe_route(const StepContext& c, const DeviceLayer& w, int layer) {
 }
 
 bool shared_expert_branches(const StepContext& c) {
-  return c.branch && !c.tracing() && c.T <= std::min(matmul_skinny_max_rows(true), matmul_skinny_max_rows(false));
+  return pass_branches(c) && c.T <= std::min(matmul_skinny_max_rows(true), matmul_skinny_max_rows(false));
 }
 
 void moe_shared(const StepContext& c, const DeviceLayer& w) {
@@ -278,13 +278,7 @@ void moe_shared(const StepContext& c, const DeviceLayer& w) {
   MoeScratch& ms = c.s.moe;
   // block_input(c) stays valid on the branch until the join: nothing quantises into s.aq between
   // HC_pre and the next sub-layer's (the router reads s.u, the routed experts s.aq).
-  const bool branch = shared_expert_branches(c);
-  StepContext b = c;
-  if (branch) {
-    DSV4_CUDA_CHECK(cudaEventRecord(c.branch_fork, c.stream));
-    DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.branch, c.branch_fork));
-    b.stream = c.branch;
-  }
+  const StepContext b = shared_expert_branches(c) ? fork_branch(c) : c;
   // §8.3 shared expert.
   const QuantAct xq = block_input(b);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
   linear_q(b, w.shared_w1, xq, T, ms.sg);
@@ -292,7 +286,7 @@ void moe_shared(const StepContext& c, const DeviceLayer& w) {
   __nv_bfloat16* shf = w.shared_w2.fp8 ? nullptr : ms.shf;  // BF16 weights consume BF16 values
   swiglu(cfg, ms.sg, ms.sup, nullptr, T, nullptr, ms.sh, ms.shq, ms.shqs, shf, b.stream);
   linear_q(b, w.shared_w2, QuantAct{ms.shq, ms.shqs, shf, int(cfg.moe_intermediate_size)}, T, ms.sy);
-  if (branch) DSV4_CUDA_CHECK(cudaEventRecord(c.branch_join, c.branch));
+  end_branch(b);  // joined by the combine (MoeRoutedInput::shared_ready)
 }
 
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {

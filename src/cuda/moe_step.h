@@ -60,12 +60,10 @@ struct MoeScratch {
 void moe_shared(const StepContext& c, const DeviceLayer& w);
 void moe_route(const StepContext& c, const DeviceLayer& w, int layer);
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer);
-// Whether moe_shared runs on c.branch, beside the routing and the routed experts, joined back
-// only where the combine reads its output: a pass with a branch stream, not traced (a trace
-// synchronises `stream` only), whose linears all stay on the skinny kernels (cuBLASLt's one
-// workspace, gemm_lt.cu, must not serve two streams at once). Without it every kernel of a
-// batch-1 layer waits for the one before it, and the shared expert's four kernels are four
-// more links of that chain (bench/results/2026-12-06-h100-early-start.md).
+// Whether moe_shared runs on c.branch (step.h: fork_branch), beside the routing and the routed
+// experts, joined back only where the combine reads its output: pass_branches(c), and rows few
+// enough that its linears stay on the skinny kernels (cuBLASLt's one workspace, gemm_lt.cu,
+// must not serve two streams at once).
 bool shared_expert_branches(const StepContext& c);
 void moe_combine_picks(const StepContext& c, int layer);
 

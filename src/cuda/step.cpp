@@ -141,6 +141,25 @@ void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight
   launch_rmsnorm(p, c.stream);
 }
 
+bool pass_branches(const StepContext& c) { return c.branch && !c.tracing(); }
+
+StepContext fork_branch(const StepContext& c) {
+  if (!pass_branches(c)) return c;
+  DSV4_CUDA_CHECK(cudaEventRecord(c.branch_fork, c.stream));
+  DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.branch, c.branch_fork));
+  StepContext b = c;
+  b.stream = c.branch;
+  return b;
+}
+
+void end_branch(const StepContext& b) {
+  if (b.stream == b.branch) DSV4_CUDA_CHECK(cudaEventRecord(b.branch_join, b.branch));
+}
+
+void join_branch(const StepContext& c) {
+  if (pass_branches(c)) DSV4_CUDA_CHECK(cudaStreamWaitEvent(c.stream, c.branch_join));
+}
+
 // ---- linears ----
 
 QuantAct quantize(const StepContext& c, const __nv_bfloat16* x, int K, uint8_t* q, uint8_t* qs,

@@ -137,6 +137,19 @@ void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16
 // In-place RMSNorm of `rows` rows of `dim` (weight nullptr: unweighted), rms_norm_eps of the model.
 void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim);
 
+// A stretch of a pass that depends on nothing enqueued beside it can run on StepContext::branch.
+// A batch-1 layer is otherwise one chain of ≈ 43 kernels, each waiting for the one before
+// (bench/results/2026-12-06-h100-early-start.md); under graph capture the branch becomes a
+// parallel branch of the graph. Whether this pass branches: it has a branch stream and is not
+// traced (a trace synchronises `stream` only).
+bool pass_branches(const StepContext& c);
+// Forks the branch off `stream` where the pass stands now and returns a context on it (c itself
+// when the pass does not branch). The caller joins it back: end_branch() on the returned context
+// once its work is enqueued, then join_branch() on c before the first reader of its outputs.
+StepContext fork_branch(const StepContext& c);
+void end_branch(const StepContext& b);
+void join_branch(const StepContext& c);
+
 void attention_step(const StepContext& c, const DeviceLayer& w, int layer);
 
 }  // namespace dsv4::cuda
