@@ -153,7 +153,7 @@ StepContext fork_branch(const StepContext& c) {
 }
 
 void end_branch(const StepContext& b) {
-  if (b.stream == b.branch) DSV4_CUDA_CHECK(cudaEventRecord(b.branch_join, b.branch));
+  if (b.branch && b.stream == b.branch) DSV4_CUDA_CHECK(cudaEventRecord(b.branch_join, b.branch));
 }
 
 void join_branch(const StepContext& c) {
