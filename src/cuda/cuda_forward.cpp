@@ -356,7 +356,7 @@ class CudaForward final : public Forward {
         DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&rank.stream, cudaStreamNonBlocking));
         rank.owns_stream = true;
       }
-      if (ranks_.size() == 1) {
+      if (ranks_.size() == 1 && opt.graph_branches) {
         DSV4_CUDA_CHECK(cudaStreamCreateWithFlags(&rank.branch, cudaStreamNonBlocking));
         DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&rank.branch_fork, cudaEventDisableTiming));
         DSV4_CUDA_CHECK(cudaEventCreateWithFlags(&rank.branch_join, cudaEventDisableTiming));

@@ -16,6 +16,10 @@ struct CudaOptions {
   bool use_graph = true;     // one-token decode steps replay one captured CUDA graph
   bool check_step = false;   // debug: fail when a decode step syncs with the host or allocates
   bool progress = true;      // print weight-upload progress to stderr
+  // One GPU: the stretches of a pass that depend on nothing beside them (the shared expert, the
+  // attention's kv path) run on a second stream (step.h: fork_branch). Off only to show that
+  // they change no bit (tests/cuda/batched_runtime.cpp).
+  bool graph_branches = true;
   // KV cache (engine/backend.h BackendOptions); 0: derived from the free memory.
   int64_t ctx_size = 0, max_sequences = 0, kv_cache_tokens = 0;
   double gpu_memory_utilization = 0.9;

@@ -243,6 +243,40 @@ TEST_F(BatchedRuntime, GraphDecodeEqualsEagerAcrossWindows) {
   }
 }
 
+// The pass's branches (step.h: fork_branch — the shared expert and the attention's kv path on a
+// second stream) change no bit: 13 sequences' prompt chunks in one pass (where only the kv path
+// branches: too many rows for the shared expert's), then their decode rows replayed from the
+// bucket graphs (both branch), with the branches against without.
+TEST_F(BatchedRuntime, BranchesChangeNoBit) {
+  std::mt19937_64 rng(test::seed_for_this_test());
+  CudaOptions o = test::cuda_test_options();
+  auto branched = make_cuda_forward(kNano, o);
+  o.graph_branches = false;
+  auto single = make_cuda_forward(kNano, o);
+  const int64_t V = branched->config().vocab_size;
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<int64_t> first;
+  for (int s = 0; s < 13; ++s) {
+    const int64_t prefill = 20 + 23 * s, len = test::cap(prefill + 200 - 10 * s);
+    ids.push_back(test::random_ids(rng, len, V));
+    first.push_back(std::min(prefill, len));
+  }
+  const auto a = run_plan(*branched, ids, first, true);
+  const auto b = run_plan(*single, ids, first, true);
+  int64_t rows = 0, differ = 0;
+  for (size_t s = 0; s < ids.size(); ++s) {
+    ASSERT_EQ(a[s].size(), b[s].size());
+    for (size_t r = 0; r < a[s].size() / size_t(V); ++r) {
+      ++rows;
+      differ += std::memcmp(a[s].data() + r * V, b[s].data() + r * V, size_t(V) * sizeof(float)) != 0;
+    }
+  }
+  std::printf("[branches] %lld rows, %lld differ with the branches against without\n", (long long)rows,
+              (long long)differ);
+  EXPECT_GT(rows, 0);
+  EXPECT_EQ(differ, 0);
+}
+
 // Short requests through the scheduler on the GPU, on a pool small enough that admission waits:
 // greedy outputs equal their solo runs (the same sequences alone), and afterwards every block and
 // slot is back in the pool.
