@@ -207,19 +207,25 @@ TEST_F(BatchedRuntime, Fp8ExpertDecodeMovesOnlyTheDecodeRows) {
   EXPECT_GT(decode_differ, 0) << "no decode row changed: the option did not reach the expert launches";
 }
 
+// 13 sequences whose prompt chunks go through one pass and whose decode rows then shrink the
+// batch through the graph buckets 16, 8, 4, 2 and 1 as they end: ids and first-chunk lengths.
+void staggered_sequences(std::mt19937_64& rng, int64_t V, std::vector<std::vector<int32_t>>& ids,
+                         std::vector<int64_t>& first) {
+  for (int s = 0; s < 13; ++s) {
+    const int64_t prefill = 60 + 17 * s, len = test::cap(prefill + 330 - 20 * s);
+    ids.push_back(test::random_ids(rng, len, V));
+    first.push_back(std::min(prefill, len));
+  }
+}
+
 // Batched decode steps replayed from the bucket graphs against eager passes (the test below).
 void expect_graph_equals_eager(Fp8Experts fp8) {
   std::mt19937_64 rng(test::seed_for_this_test());
   auto graph = nano_cuda(true, 0, fp8), eager = nano_cuda(false, 0, fp8);
   const int64_t V = graph->config().vocab_size;
-  const int n_seqs = 13;  // buckets 16, then 8, 4, 2, 1 as sequences end
   std::vector<std::vector<int32_t>> ids;
   std::vector<int64_t> first;
-  for (int s = 0; s < n_seqs; ++s) {
-    const int64_t prefill = 60 + 17 * s, len = test::cap(prefill + 330 - 20 * s);
-    ids.push_back(test::random_ids(rng, len, V));
-    first.push_back(std::min(prefill, len));
-  }
+  staggered_sequences(rng, V, ids, first);
   const auto g = run_plan(*graph, ids, first, true);
   const auto e = run_plan(*eager, ids, first, true);
   int64_t steps = 0, differ = 0;
@@ -256,11 +262,7 @@ TEST_F(BatchedRuntime, BranchesChangeNoBit) {
   const int64_t V = branched->config().vocab_size;
   std::vector<std::vector<int32_t>> ids;
   std::vector<int64_t> first;
-  for (int s = 0; s < 13; ++s) {
-    const int64_t prefill = 20 + 23 * s, len = test::cap(prefill + 200 - 10 * s);
-    ids.push_back(test::random_ids(rng, len, V));
-    first.push_back(std::min(prefill, len));
-  }
+  staggered_sequences(rng, V, ids, first);
   const auto a = run_plan(*branched, ids, first, true);
   const auto b = run_plan(*single, ids, first, true);
   int64_t rows = 0, differ = 0;
