@@ -223,11 +223,9 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   linear_q(c, w.wq_a, xq, T, s.qr);
   const QuantAct qrq = rmsnorm_quantize(c, s.qr, w.q_norm.get(), T, Q);
   linear_q(c, w.wq_b, qrq, T, s.q);
-  rmsnorm(c, s.q, nullptr, T * H, d);
-  rope(c, s.q, inv_freq, H, d);
+  rmsnorm_rope(c, s.q, nullptr, H, d, inv_freq);
   c.emit_bf16("attn.q", layer, s.q, {T, H, d});
-  rmsnorm(kv, s.kv, w.kv_norm.get(), T, d);
-  rope(kv, s.kv, inv_freq, 1, d);
+  rmsnorm_rope(kv, s.kv, w.kv_norm.get(), 1, d, inv_freq);
   kv.emit_bf16("attn.kv", layer, s.kv, {T, d});
 
   // Window rows: this pass's own rows now (its queries read them there), the rings after attention.

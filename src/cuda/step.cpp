@@ -130,14 +130,19 @@ void StepContext::emit_entries(const char* name, int layer, const __nv_bfloat16*
   (*trace)(name, layer, f.data(), std::vector<int64_t>{int64_t(f.size()) / width, width});
 }
 
-void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim) {
+void rmsnorm_rope(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int heads, int dim,
+                  const float* inv_freq) {
   RmsNormParams p;
   p.x = x;
   p.y = x;
   p.weight = weight;
-  p.n_rows = rows;
+  p.n_rows = c.T * heads;
   p.dim = dim;
   p.eps = float(c.m.cfg.rms_norm_eps);
+  p.pos = c.rows.pos;
+  p.inv_freq = inv_freq;
+  p.rope_dim = int(c.m.cfg.qk_rope_head_dim);
+  p.rows_per_pos = heads;
   launch_rmsnorm(p, c.stream);
 }
 

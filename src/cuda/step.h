@@ -134,8 +134,11 @@ void linear_q_f32(const StepContext& c, const DeviceLinear& w, const QuantAct& x
 void linear_f32(const StepContext& c, const DeviceLinear& w, const __nv_bfloat16* x, int rows,
                 float* y);
 
-// In-place RMSNorm of `rows` rows of `dim` (weight nullptr: unweighted), rms_norm_eps of the model.
-void rmsnorm(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int rows, int dim);
+// In-place RMSNorm (weight nullptr: unweighted; rms_norm_eps of the model) of each of the pass's
+// T rows' `heads` heads of `dim`, then the forward RoPE of each head's rope slice at its row's
+// position: §4.1/§4.2's q and kv, in one launch.
+void rmsnorm_rope(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* weight, int heads, int dim,
+                  const float* inv_freq);
 
 // A stretch of a pass that depends on nothing enqueued beside it can run on StepContext::branch.
 // A batch-1 layer is otherwise one chain of ≈ 43 kernels, each waiting for the one before

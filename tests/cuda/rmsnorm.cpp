@@ -1,8 +1,10 @@
 // Parity of kernels/rmsnorm.cu against a double-precision RMSNorm and, for the fused FP8 1×128
-// quantisation, bitwise against the scalar quantiser of util/float_formats.h (§12).
+// quantisation, bitwise against the scalar quantiser of util/float_formats.h (§12); the fused
+// RoPE bitwise against rope.cu.
 #include <cmath>
 
 #include "cuda/kernels/rmsnorm.cuh"
+#include "cuda/kernels/rope.cuh"
 #include "model/quant.h"
 #include "op_parity.h"
 #include "util/float_formats.h"
@@ -123,6 +125,69 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormTest,
                                            RmsNormCase{7, 129, true, false},     // odd width
                                            RmsNormCase{1, 1, true, false},       // degenerate
                                            RmsNormCase{4, 4095, true, false}));  // tail chunk
+
+// The norm with RoPE (RmsNormParams::pos) writes the bytes of the norm followed by rope.cu, whose
+// own tests hold each against its reference: in one launch for warp rows, in two elsewhere.
+struct RmsNormRopeCase {
+  int tokens, heads, dim;
+  bool weighted;
+};
+
+class RmsNormRopeTest : public CudaOpTest, public ::testing::WithParamInterface<RmsNormRopeCase> {};
+
+TEST_P(RmsNormRopeTest, EqualsNormThenRope) {
+  const auto c = GetParam();
+  constexpr int kRopeDim = 64;
+  const int rows = c.tokens * c.heads;
+  const auto x_bf = to_bf16(normals(size_t(rows) * c.dim, 2.0f));
+  const auto w_bf = to_bf16(normals(size_t(c.dim), 0.5f));
+  std::vector<int32_t> pos(size_t(c.tokens));
+  for (auto& t : pos) t = uniform_int(1, (1 << 20) - 1);
+  const auto freq = rope_inv_freq(RopeParams{}, kRopeDim);
+  DeviceBuffer<uint16_t> d_x(x_bf), d_w(w_bf), d_ref(x_bf.size()), d_y(x_bf.size()), d_in_place(x_bf);
+  DeviceBuffer<int32_t> d_pos(pos);
+  DeviceBuffer<float> d_freq(freq);
+  d_ref.fill_bytes(kPoisonByte);
+  d_y.fill_bytes(kPoisonByte);
+
+  RmsNormParams p;
+  p.x = bf16_ptr(d_x);
+  p.weight = c.weighted ? bf16_ptr(d_w) : nullptr;
+  p.y = bf16_ptr(d_ref);
+  p.n_rows = rows;
+  p.dim = c.dim;
+  launch_rmsnorm(p, nullptr);
+  RopeApplyParams r;
+  r.x = bf16_ptr(d_ref);
+  r.pos = d_pos.get();
+  r.inv_freq = d_freq.get();
+  r.n_rows = c.tokens;
+  r.n_heads = c.heads;
+  r.head_dim = c.dim;
+  r.rope_dim = kRopeDim;
+  r.row_stride = int64_t(c.heads) * c.dim;
+  launch_rope(r, nullptr);
+
+  p.y = bf16_ptr(d_y);
+  p.pos = d_pos.get();
+  p.inv_freq = d_freq.get();
+  p.rope_dim = kRopeDim;
+  p.rows_per_pos = c.heads;
+  launch_rmsnorm(p, nullptr);
+  p.x = p.y = bf16_ptr(d_in_place);  // as the step calls it
+  launch_rmsnorm(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto ref = d_ref.download();
+  EXPECT_TRUE(d_y.download() == ref) << "norm+rope differs from the norm, then rope";
+  EXPECT_TRUE(d_in_place.download() == ref) << "in-place norm+rope differs from the norm, then rope";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormRopeTest,
+                         ::testing::Values(RmsNormRopeCase{3, 64, 512, false},   // Flash q heads: one launch
+                                           RmsNormRopeCase{5, 1, 512, true},     // kv: one launch
+                                           RmsNormRopeCase{2, 3, 72, true},      // rope slice from element 8
+                                           RmsNormRopeCase{2, 1, 4096, true},    // block rows: two launches
+                                           RmsNormRopeCase{3, 2, 130, false}));  // odd slice start: two launches
 
 }  // namespace
 }  // namespace dsv4::cuda::test

@@ -77,6 +77,18 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(smem_addr(row)));
 }
 
+// §4.4 RoPE of one interleaved pair (x0, x1) at `angle` = position · inv_freq, in FP32: the
+// rotation, or with `inverse` its conjugate (sin negated). rope.cu and the fused norm (rmsnorm.cu)
+// share it, so that both round the same products.
+__device__ __forceinline__ void rope_pair(float& x0, float& x1, float angle, bool inverse) {
+  float s, c;
+  sincosf(angle, &s, &c);  // full-range reduction (no fast-math): positions reach 2^20
+  if (inverse) s = -s;
+  const float a = x0, b = x1;
+  x0 = a * c - b * s;
+  x1 = a * s + b * c;
+}
+
 // §4.4 inverse RoPE of one output pair (x0, x1) at `angle` = position · inv_freq: the conjugate
 // rotation (sin negated), in FP32.
 __device__ __forceinline__ void inverse_rope_pair(float& x0, float& x1, float angle) {

@@ -2,12 +2,14 @@
 // Rows whose width is a multiple of 8 (every V4 norm) take 16-byte accesses: a warp per row up to
 // kWarpRowMaxDim (q_norm 1024, per-head q and kv 512), a block per row above (hidden 4096/7168);
 // pass 1 sums x² per element position over the row's chunks, pass 2 re-reads x (L1) and writes y
-// (and q, one 1×128 block per half-warp). Other widths take the scalar block-per-row kernel.
+// (and q, one 1×128 block per half-warp; or the RoPE of the row's rope slice). Other widths take
+// the scalar block-per-row kernel.
 #include "cuda/kernels/rmsnorm.cuh"
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/launch.cuh"
+#include "cuda/kernels/rope.cuh"
 
 namespace dsv4::cuda {
 namespace {
@@ -65,8 +67,9 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(RmsNormParams p) {
 
 // kWarpRow: a warp per row (8 rows per block); else a block per row. Σx²: per element position
 // e, FP32 FMAs over the thread's ≤ 8 chunks, then a 3-level tree over e, a 5-level warp tree and
-// (block rows) the 8 warps in order — depth ≤ dim/(8·threads) + 16.
-template <bool kWarpRow, bool kQuant>
+// (block rows) the 8 warps in order — depth ≤ dim/(8·threads) + 16. kRope: the chunks of the rope
+// slice are rotated (rope_pair, as rope.cu) after their BF16 rounding, before the store.
+template <bool kWarpRow, bool kQuant, bool kRope = false>
 __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) {
   wait_for_prior_grids();
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
@@ -107,6 +110,18 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) 
       if (p.weight) t *= w[e];
       v[e] = __bfloat162float(__float2bfloat16_rn(t));  // §12: the quantiser sees the BF16 y
     }
+    if constexpr (kRope) {
+      const int first = p.dim - p.rope_dim;  // a multiple of kVec (the launcher's condition)
+      if (c * kVec >= first) {
+        const float t = float(p.pos[row / p.rows_per_pos]);
+#pragma unroll
+        for (int e = 0; e < kVec; e += 2) {
+          rope_pair(v[e], v[e + 1], t * p.inv_freq[(c * kVec + e - first) / 2], false);
+          v[e] = __bfloat162float(__float2bfloat16_rn(v[e]));
+          v[e + 1] = __bfloat162float(__float2bfloat16_rn(v[e + 1]));
+        }
+      }
+    }
     y[c] = floats_to_bf16x8(v);
     if constexpr (kQuant) {
       float amax = 0.0f;
@@ -131,10 +146,26 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_vec_kernel(RmsNormParams p) 
   }
 }
 
-template <bool kWarpRow, bool kQuant>
+template <bool kWarpRow, bool kQuant, bool kRope = false>
 void launch_vec(const RmsNormParams& p, cudaStream_t stream) {
   const int blocks = kWarpRow ? (p.n_rows + kWarps - 1) / kWarps : p.n_rows;
-  launch_kernel(rmsnorm_vec_kernel<kWarpRow, kQuant>, blocks, kThreads, 0, stream, p);
+  launch_kernel(rmsnorm_vec_kernel<kWarpRow, kQuant, kRope>, blocks, kThreads, 0, stream, p);
+}
+
+// Every other shape with pos: the norm, then rope.cu on its output.
+void launch_norm_then_rope(RmsNormParams p, cudaStream_t stream) {
+  RopeApplyParams r;
+  r.x = p.y;
+  r.pos = p.pos;
+  r.inv_freq = p.inv_freq;
+  r.n_rows = p.n_rows / p.rows_per_pos;
+  r.n_heads = p.rows_per_pos;
+  r.head_dim = p.dim;
+  r.rope_dim = p.rope_dim;
+  r.row_stride = int64_t(p.rows_per_pos) * p.dim;
+  p.pos = nullptr;
+  launch_rmsnorm(p, stream);
+  launch_rope(r, stream);
 }
 
 }  // namespace
@@ -143,10 +174,19 @@ void launch_rmsnorm(const RmsNormParams& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.y && p.n_rows >= 0 && p.dim >= 1);
   DSV4_CHECK_MSG(!p.q || (p.q_scale && p.dim % kChunk == 0), "FP8 quantisation needs dim % 128 == 0, dim=", p.dim);
   DSV4_CHECK_MSG(!p.fake || p.q, "rmsnorm: fake-quant output needs q");
+  DSV4_CHECK_MSG(!p.pos || (p.inv_freq && p.rope_dim > 0 && p.rope_dim % 2 == 0 && p.rope_dim <= p.dim &&
+                            p.rows_per_pos >= 1 && p.n_rows % p.rows_per_pos == 0),
+                 "rmsnorm with RoPE: rope_dim=", p.rope_dim, " dim=", p.dim, " rows=", p.n_rows, " rows_per_pos=",
+                 p.rows_per_pos);
   if (p.n_rows == 0) return;
   const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   const bool vec = p.dim % kVec == 0 && aligned(p.x) && aligned(p.y) && (!p.weight || aligned(p.weight)) &&
                    (!p.q || reinterpret_cast<uintptr_t>(p.q) % 8 == 0) && (!p.fake || aligned(p.fake));
+  if (p.pos) {
+    if (vec && p.dim <= kWarpRowMaxDim && !p.q && (p.dim - p.rope_dim) % kVec == 0)
+      return launch_vec<true, false, true>(p, stream);
+    return launch_norm_then_rope(p, stream);
+  }
   if (vec) {
     const bool warp_row = p.dim <= kWarpRowMaxDim;
     if (warp_row) return p.q ? launch_vec<true, true>(p, stream) : launch_vec<true, false>(p, stream);

@@ -22,9 +22,17 @@ struct RmsNormParams {
   __nv_bfloat16* fake = nullptr;          // [n_rows, dim] bf16 q·s (act_quant.cuh's fake), or nullptr; needs q
   int n_rows = 0, dim = 0;
   float eps = 1e-6f;                      // rms_norm_eps
+  // With pos: RoPE (rope.cuh, forward) on the last rope_dim elements of each row of the BF16 y,
+  // row r at position pos[r / rows_per_pos] (rows_per_pos heads per token): the bytes of
+  // launch_rope on y, in the same launch where the row fits one warp (no q, dim ≤ 2048: the
+  // per-head q and kv norms of §4.1/§4.2), else in a second launch.
+  const int32_t* pos = nullptr;           // [n_rows / rows_per_pos]
+  const float* inv_freq = nullptr;        // [rope_dim / 2] from rope_inv_freq
+  int rope_dim = 0, rows_per_pos = 1;
 };
 
-// dim >= 1 (any size); with q, dim % 128 == 0.
+// dim >= 1 (any size); with q, dim % 128 == 0; with pos, rope_dim even, ≤ dim, n_rows a multiple of
+// rows_per_pos.
 void launch_rmsnorm(const RmsNormParams& p, cudaStream_t stream);
 
 }  // namespace dsv4::cuda

@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/device_common.cuh"
 #include "cuda/kernels/launch.cuh"
 
 namespace dsv4::cuda {
@@ -52,13 +53,10 @@ __global__ void __launch_bounds__(kThreads) rope_kernel(RopeApplyParams p) {
   const int64_t rh = t / half;
   const int h = int(rh % p.n_heads), row = int(rh / p.n_heads);
   __nv_bfloat16* v = p.x + row * p.row_stride + int64_t(h) * p.head_dim + (p.head_dim - p.rope_dim) + 2 * i;
-  const float angle = float(p.pos[row]) * p.inv_freq[i];  // FP32 product, as the reference
-  float s, c;
-  sincosf(angle, &s, &c);  // full-range reduction (no fast-math): positions reach 2^20
-  if (p.inverse) s = -s;
-  const float x0 = __bfloat162float(v[0]), x1 = __bfloat162float(v[1]);
-  v[0] = __float2bfloat16_rn(x0 * c - x1 * s);
-  v[1] = __float2bfloat16_rn(x0 * s + x1 * c);
+  float x0 = __bfloat162float(v[0]), x1 = __bfloat162float(v[1]);
+  rope_pair(x0, x1, float(p.pos[row]) * p.inv_freq[i], p.inverse);  // FP32 angle, as the reference
+  v[0] = __float2bfloat16_rn(x0);
+  v[1] = __float2bfloat16_rn(x1);
 }
 
 }  // namespace
