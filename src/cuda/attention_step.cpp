@@ -16,7 +16,6 @@
 #include "cuda/kernels/indexer.cuh"
 #include "cuda/kernels/kv_cache.cuh"
 #include "cuda/kernels/kv_gather.cuh"
-#include "cuda/kernels/rope.cuh"
 #include "cuda/kernels/sparse_attention.cuh"
 #include "cuda/matmul.h"
 #include "cuda/step.h"
@@ -24,19 +23,6 @@
 namespace dsv4::cuda {
 
 namespace {
-
-void rope(const StepContext& c, __nv_bfloat16* x, const float* inv_freq, int heads, int head_dim) {
-  RopeApplyParams p;
-  p.x = x;
-  p.pos = c.rows.pos;
-  p.inv_freq = inv_freq;
-  p.n_rows = c.T;
-  p.n_heads = heads;
-  p.head_dim = head_dim;
-  p.rope_dim = int(c.m.cfg.qk_rope_head_dim);
-  p.row_stride = int64_t(heads) * head_dim;
-  launch_rope(p, c.stream);
-}
 
 // §5: a = x·wkvᵀ, z = x·wgateᵀ in FP32, then the streaming pool/norm/RoPE into s.entry rows with
 // s.entry_idx naming the entry each row emits (−1: none); state in the slots' rings.
@@ -114,11 +100,14 @@ void indexer_keys_and_queries(const StepContext& c, const DeviceLayer& w, int la
   }
 
   linear_q(c, w.idx_wq_b, qr_q, c.T, c.s.qi);
-  rope(c, c.s.qi, inv_freq, Hi, kIndexerDim);
-  HadamardFp4Params hq;  // queries: the same rotation and FP4 grid, kept as BF16 values
+  HadamardFp4Params hq;  // queries: RoPE, then the same rotation and FP4 grid, kept as BF16 values
   hq.x = c.s.qi;
   hq.fq = c.s.qi_fq;
   hq.n_rows = c.T * Hi;
+  hq.pos = c.rows.pos;
+  hq.inv_freq = inv_freq;
+  hq.rope_dim = int(c.m.cfg.qk_rope_head_dim);
+  hq.rows_per_pos = Hi;
   launch_hadamard_fp4(hq, c.stream);
   linear_f32(c, w.idx_weights_proj, c.s.u, c.T, c.s.hw);
 }

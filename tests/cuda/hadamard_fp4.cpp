@@ -1,6 +1,7 @@
 // Parity of kernels/hadamard_fp4.cu: the rotation against the dense Sylvester Hadamard matrix in
 // double, and the FP4 outputs bitwise against util/float_formats.h and the quant module's
-// fp4_roundtrip_blocks applied to the kernel's own rotated BF16 values (§6, §12).
+// fp4_roundtrip_blocks applied to the kernel's own rotated BF16 values (§6, §12); its RoPE bitwise
+// against rope.cu.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <utility>
 
 #include "cuda/kernels/hadamard_fp4.cuh"
+#include "cuda/kernels/rope.cuh"
 #include "model/quant.h"
 #include "op_parity.h"
 #include "util/float_formats.h"
@@ -134,6 +136,51 @@ TEST_F(HadamardFp4ScatterTest, ScattersPackedRows) {
   int64_t n_unwritten = 0;
   for (float v : y) n_unwritten += !std::isfinite(v);
   EXPECT_EQ(n_unwritten, 0) << "y must stay indexed by input row";
+}
+
+// pos: RoPE inside the kernel gives the bytes of rope.cu followed by the kernel (the indexer's
+// query heads; rope.cu's own test holds it against its reference).
+class HadamardFp4RopeTest : public CudaOpTest {};
+
+TEST_F(HadamardFp4RopeTest, EqualsRopeThenHadamard) {
+  constexpr int d = kIndexerDim, kRopeDim = 64;
+  const int tokens = 5, heads = 64, n_rows = tokens * heads;
+  const auto x_bf = to_bf16(normals(size_t(n_rows) * d, std::ldexp(1.0f, uniform_int(-6, 6))));
+  std::vector<int32_t> pos(static_cast<size_t>(tokens));
+  for (auto& t : pos) t = uniform_int(1, (1 << 20) - 1);
+  const auto freq = rope_inv_freq(RopeParams{}, kRopeDim);
+  DeviceBuffer<uint16_t> d_x(x_bf), d_roped(x_bf), d_fq_ref(x_bf.size()), d_fq(x_bf.size()), d_y_ref(x_bf.size()),
+      d_y(x_bf.size());
+  DeviceBuffer<int32_t> d_pos(pos);
+  DeviceBuffer<float> d_freq(freq);
+  RopeApplyParams r;
+  r.x = bf16_ptr(d_roped);
+  r.pos = d_pos.get();
+  r.inv_freq = d_freq.get();
+  r.n_rows = tokens;
+  r.n_heads = heads;
+  r.head_dim = d;
+  r.rope_dim = kRopeDim;
+  r.row_stride = int64_t(heads) * d;
+  launch_rope(r, nullptr);
+  HadamardFp4Params p;
+  p.x = bf16_ptr(d_roped);
+  p.y = bf16_ptr(d_y_ref);
+  p.fq = bf16_ptr(d_fq_ref);
+  p.n_rows = n_rows;
+  launch_hadamard_fp4(p, nullptr);
+  p.x = bf16_ptr(d_x);
+  p.y = bf16_ptr(d_y);
+  p.fq = bf16_ptr(d_fq);
+  p.pos = d_pos.get();
+  p.inv_freq = d_freq.get();
+  p.rope_dim = kRopeDim;
+  p.rows_per_pos = heads;
+  launch_hadamard_fp4(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_TRUE(d_y.download() == d_y_ref.download()) << "rotated y differs from rope.cu, then the kernel";
+  EXPECT_TRUE(d_fq.download() == d_fq_ref.download()) << "FP4 values differ from rope.cu, then the kernel";
+  EXPECT_TRUE(d_x.download() == x_bf) << "the kernel wrote its input";
 }
 
 INSTANTIATE_TEST_SUITE_P(Rows, HadamardFp4Test,

@@ -1,7 +1,8 @@
 // Hadamard + FP4 kernel and launcher; see hadamard_fp4.cuh for the contract.
 // One warp per 128-d row, lane l holding elements 4l..4l+3: butterflies of stride 1 and 2 stay
 // in registers, strides 4..64 pair lanes l and l ^ (stride/4) through shuffles. A 32-block is
-// 8 lanes, so its amax is three shuffle steps.
+// 8 lanes, so its amax is three shuffle steps. With pos, the lanes of the rope slice rotate
+// their two pairs first.
 #include "cuda/kernels/hadamard_fp4.cuh"
 
 #include "cuda/cuda_check.h"
@@ -47,6 +48,16 @@ __global__ void __launch_bounds__(kThreads) hadamard_fp4_kernel(HadamardFp4Param
   float v[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) v[j] = __bfloat162float(p.x[base + j]);
+  if (p.pos && 4 * lane >= kIndexerDim - p.rope_dim) {  // the lane's two pairs, as rope.cu rounds them
+    const float t = float(p.pos[row / p.rows_per_pos]);
+    const int i0 = (4 * lane - (kIndexerDim - p.rope_dim)) / 2;
+#pragma unroll
+    for (int j = 0; j < 4; j += 2) {
+      rope_pair(v[j], v[j + 1], t * p.inv_freq[i0 + j / 2], false);
+      v[j] = __bfloat162float(__float2bfloat16_rn(v[j]));
+      v[j + 1] = __bfloat162float(__float2bfloat16_rn(v[j + 1]));
+    }
+  }
   // Sylvester order: stage h combines (i, i+h) for i & h == 0 into (a+b, a−b).
   float t0 = v[0] + v[1], t1 = v[0] - v[1], t2 = v[2] + v[3], t3 = v[2] - v[3];
   v[0] = t0 + t2; v[2] = t0 - t2; v[1] = t1 + t3; v[3] = t1 - t3;
@@ -91,6 +102,9 @@ __global__ void __launch_bounds__(kThreads) hadamard_fp4_kernel(HadamardFp4Param
 
 void launch_hadamard_fp4(const HadamardFp4Params& p, cudaStream_t stream) {
   DSV4_CHECK(p.x && p.n_rows >= 0 && (!p.packed || p.scale) && (!p.row_dst || p.packed));
+  DSV4_CHECK_MSG(!p.pos || (p.inv_freq && p.rope_dim > 0 && p.rope_dim % 4 == 0 && p.rope_dim <= kIndexerDim &&
+                            p.rows_per_pos >= 1 && p.n_rows % p.rows_per_pos == 0),
+                 "hadamard_fp4 with RoPE: rope_dim=", p.rope_dim, " rows=", p.n_rows, " rows_per_pos=", p.rows_per_pos);
   if (p.n_rows == 0) return;
   const int per_block = kThreads / kWarpSize;
   launch_kernel(hadamard_fp4_kernel, (p.n_rows + per_block - 1) / per_block, kThreads, 0, stream, p);
