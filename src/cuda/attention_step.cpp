@@ -24,23 +24,23 @@ namespace dsv4::cuda {
 
 namespace {
 
-// §5: a = x·wkvᵀ, z = x·wgateᵀ in FP32, then the streaming pool/norm/RoPE into s.entry rows with
-// s.entry_idx naming the entry each row emits (−1: none); state in the slots' rings.
+// §5: a = x·wkvᵀ, z = x·wgateᵀ in FP32, then the streaming pool/norm/RoPE into o.entry rows with
+// o.entry_idx naming the entry each row emits (−1: none); state in the slots' rings.
 void run_compressor(const StepContext& c, const DeviceCompressor& w, const float* inv_freq,
-                    float* ring_a, float* ring_z) {
-  linear_f32(c, w.wkv, c.s.u, c.T, c.s.ca);
-  linear_f32(c, w.wgate, c.s.u, c.T, c.s.cz);
+                    float* ring_a, float* ring_z, const CompressorScratch& o) {
+  linear_f32(c, w.wkv, c.s.u, c.T, o.a);
+  linear_f32(c, w.wgate, c.s.u, c.T, o.z);
   CompressorParams p;
-  p.a = c.s.ca;
-  p.z = c.s.cz;
+  p.a = o.a;
+  p.z = o.z;
   p.ape = w.ape.get();
   p.norm = w.norm.get();
   p.inv_freq = inv_freq;
   p.rows = c.rows;
   p.ring_a = ring_a;
   p.ring_z = ring_z;
-  p.entry = c.s.entry;
-  p.entry_idx = c.s.entry_idx;
+  p.entry = o.entry;
+  p.entry_idx = o.entry_idx;
   p.T = c.T;
   p.m = w.ratio;
   p.c = w.width;
@@ -63,13 +63,13 @@ void pack_kv(const StepContext& c, const __nv_bfloat16* rows, const int32_t* slo
   launch_kv_pack(p, c.stream);
 }
 
-// The pool rows (or key rows, base 0) of the entries this pass emitted (s.entry_idx).
-void entry_slots(const StepContext& c, int base, int per_block) {
+// o.entry_slots: the pool rows (or key rows, base 0) of the entries this pass emitted (o.entry_idx).
+void entry_slots(const StepContext& c, const CompressorScratch& o, int base, int per_block) {
   EntrySlotParams p;
   p.rows = c.rows;
   p.pages = c.kv.pages();
-  p.entry_idx = c.s.entry_idx;
-  p.out = c.s.entry_slots;
+  p.entry_idx = o.entry_idx;
+  p.out = o.entry_slots;
   p.n = c.T;
   p.base = base;
   p.per_block = per_block;
@@ -81,22 +81,23 @@ void entry_slots(const StepContext& c, int base, int per_block) {
 void indexer_keys_and_queries(const StepContext& c, const DeviceLayer& w, int layer,
                               const LayerPool& pool, const QuantAct& qr_q, const float* inv_freq) {
   const int Hi = int(c.m.cfg.index_n_heads);
-  run_compressor(c, *w.idx_compressor, inv_freq, pool.idx_ring_a, pool.idx_ring_z);
-  entry_slots(c, 0, kIndexerKeysPerBlock);
+  const CompressorScratch& o = c.s.idx_comp;
+  run_compressor(c, *w.idx_compressor, inv_freq, pool.idx_ring_a, pool.idx_ring_z, o);
+  entry_slots(c, o, 0, kIndexerKeysPerBlock);
   HadamardFp4Params hk;  // keys: rotate + FP4, scattered to their paged rows
-  hk.x = c.s.entry;
+  hk.x = o.entry;
   hk.packed = pool.idx_keys;
   hk.scale = pool.idx_key_scale;
-  hk.row_dst = c.s.entry_slots;
+  hk.row_dst = o.entry_slots;
   hk.n_rows = c.T;
   launch_hadamard_fp4(hk, c.stream);
   if (c.tracing()) {  // the CPU traces keys rotated and FP4-rounded: the same basis, as BF16
     HadamardFp4Params ht;
-    ht.x = c.s.entry;
+    ht.x = o.entry;
     ht.fq = c.s.qi_fq;
     ht.n_rows = c.T;
     launch_hadamard_fp4(ht, c.stream);
-    c.emit_entries("indexer.keys", layer, c.s.qi_fq, kIndexerDim);
+    c.emit_entries("indexer.keys", layer, c.s.qi_fq, o.entry_idx, kIndexerDim);
   }
 
   linear_q(c, w.idx_wq_b, qr_q, c.T, c.s.qi);
@@ -110,6 +111,17 @@ void indexer_keys_and_queries(const StepContext& c, const DeviceLayer& w, int la
   hq.rows_per_pos = Hi;
   launch_hadamard_fp4(hq, c.stream);
   linear_f32(c, w.idx_weights_proj, c.s.u, c.T, c.s.hw);
+}
+
+// §5 for the layer's main compressor: its entries into their pool rows.
+void main_compressor(const StepContext& c, const DeviceLayer& w, int layer, const LayerPool& pool,
+                     const float* inv_freq) {
+  const CompressorScratch& o = c.s.comp;
+  run_compressor(c, *w.compressor, inv_freq, pool.comp_ring_a, pool.comp_ring_z, o);
+  entry_slots(c, o, pool.comp_base, pool.per_block);
+  pack_kv(c, o.entry, o.entry_slots, pool);
+  const bool csa = w.spec.attention == AttentionType::kCSA;
+  c.emit_entries(csa ? "csa.entries" : "hca.entries", layer, o.entry, o.entry_idx, int(c.m.cfg.head_dim));
 }
 
 // §6 steps 5–6 for rows [g0, g0+n) into s.topk [n, K]; a prefill run's rows (one chunk) score on
@@ -204,8 +216,9 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   // §4.1 / §4.2: qr = q_norm(x·wq_aᵀ), q = per-head RMSNorm(qr·wq_bᵀ) + RoPE; kv likewise. wkv
   // goes first: qr's quantisation overwrites s.aq, which both linears read. The rest of the kv
   // path (its norm, RoPE, window slots and pool rows) then runs on the pass's branch beside the q
-  // path (step.h: fork_branch): neither reads what the other writes, and the indexer and the
-  // attention after the join read both.
+  // path and the indexer (step.h: fork_branch), and so does the main compressor (§5), which reads
+  // only u, where the branch may hold linears: neither side reads what the other writes, and the
+  // attention after the join reads both.
   const QuantAct xq = block_input(c);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
   linear_q(c, w.wkv, xq, T, s.kv);
   const StepContext kv = fork_branch(c);
@@ -228,17 +241,15 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   ws.ring_rows = pool.ring_rows;
   launch_window_slots(ws, kv.stream);
   pack_kv(kv, s.kv, s.pass_slot, pool);
+  const bool compressor_on_branch = w.compressor && branch_linears(c);
+  if (compressor_on_branch) main_compressor(kv, w, layer, pool, inv_freq);
   end_branch(kv);
-  join_branch(c);
 
-  // §7 order: the indexer (its compressor, then scores) before the main compressor.
+  // §7 order: the indexer (its compressor, then scores) before the main compressor. The two share
+  // no state or buffer, so the order matters only to a trace.
   if (csa) indexer_keys_and_queries(c, w, layer, pool, qrq, inv_freq);
-  if (w.compressor) {
-    run_compressor(c, *w.compressor, inv_freq, pool.comp_ring_a, pool.comp_ring_z);
-    entry_slots(c, pool.comp_base, pool.per_block);
-    pack_kv(c, s.entry, s.entry_slots, pool);
-    c.emit_entries(csa ? "csa.entries" : "hca.entries", layer, s.entry, d);
-  }
+  join_branch(c);
+  if (w.compressor && !compressor_on_branch) main_compressor(c, w, layer, pool, inv_freq);
 
   // Indexer picks, row lists and sparse attention, kAttentionGroupRows queries at a time, by row
   // class (row_runs.h): a long prompt chunk's indexer scores run on the tensor cores and, with

@@ -268,9 +268,7 @@ void moe_route(const StepContext& c, const DeviceLayer& w, int layer) {
   c.emit_f32("moe.weights", layer, ms.expert_w, {T, k});
 }
 
-bool shared_expert_branches(const StepContext& c) {
-  return pass_branches(c) && c.T <= std::min(matmul_skinny_max_rows(true), matmul_skinny_max_rows(false));
-}
+bool shared_expert_branches(const StepContext& c) { return branch_linears(c); }
 
 void moe_shared(const StepContext& c, const DeviceLayer& w) {
   const ModelConfig& cfg = c.m.cfg;

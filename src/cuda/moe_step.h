@@ -61,9 +61,8 @@ void moe_shared(const StepContext& c, const DeviceLayer& w);
 void moe_route(const StepContext& c, const DeviceLayer& w, int layer);
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer);
 // Whether moe_shared runs on c.branch (step.h: fork_branch), beside the routing and the routed
-// experts, joined back only where the combine reads its output: pass_branches(c), and rows few
-// enough that its linears stay on the skinny kernels (cuBLASLt's one workspace, gemm_lt.cu,
-// must not serve two streams at once).
+// experts, joined back only where the combine reads its output: where the branch may hold
+// linears (step.h: branch_linears).
 bool shared_expert_branches(const StepContext& c);
 void moe_combine_picks(const StepContext& c, int layer);
 

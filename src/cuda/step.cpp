@@ -32,12 +32,10 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   const size_t T = size_t(sh.rows), L = size_t(sh.logits), D = size_t(c.hidden_size);
   const size_t n = size_t(c.hc_mult), H = size_t(c.num_attention_heads), d = size_t(c.head_dim);
   const size_t Hi = size_t(c.index_n_heads), di = size_t(c.index_head_dim);
-  const size_t Kq = size_t(max_quant_width(c)), c_max = std::max(d, di);
+  const size_t Kq = size_t(max_quant_width(c));
   const size_t G = size_t(std::min(sh.rows, kAttentionGroupRows));
   pass_slot = arena.take<int32_t>(T);
   ring_slot = arena.take<int32_t>(T);
-  entry_idx = arena.take<int32_t>(T);
-  entry_slots = arena.take<int32_t>(T);
   topk = arena.take<int32_t>(G * size_t(std::max<int64_t>(c.index_topk, 1)));
   attn_indices = arena.take<int32_t>(G * size_t(sh.max_n_idx));
   attn_count = arena.take<int32_t>(G);
@@ -47,7 +45,6 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   qr = arena.take<__nv_bfloat16>(T * size_t(c.q_lora_rank));
   q = arena.take<__nv_bfloat16>(T * H * d);
   kv = arena.take<__nv_bfloat16>(T * d);
-  entry = arena.take<__nv_bfloat16>(T * c_max);
   qi = arena.take<__nv_bfloat16>(T * Hi * di);
   qi_fq = arena.take<__nv_bfloat16>(T * Hi * di);
   o = arena.take<__nv_bfloat16>(T * H * d);
@@ -71,8 +68,13 @@ Scratch::Scratch(const ModelConfig& c, const ScratchShape& sh, DeviceArena& aren
   mhc_partial = arena.take<float>(mhc_pre_partial_floats(sh.rows, int(D)));
   post = arena.take<float>(T * n);
   comb = arena.take<float>(T * n * n);
-  ca = arena.take<float>(T * 2 * c_max);
-  cz = arena.take<float>(T * 2 * c_max);
+  // §5's overlapping compressors emit 2c columns per row (a and z); the others c.
+  const auto compressor = [&](size_t width) {
+    return CompressorScratch{arena.take<float>(T * 2 * width), arena.take<float>(T * 2 * width),
+                             arena.take<__nv_bfloat16>(T * width), arena.take<int32_t>(T), arena.take<int32_t>(T)};
+  };
+  comp = compressor(d);
+  idx_comp = compressor(di);
   hw = arena.take<float>(T * std::max<size_t>(Hi, 1));
   index_score = arena.take<float>(G * size_t(sh.max_csa_entries));
   logits = arena.take<float>(L * size_t(c.vocab_size));
@@ -118,9 +120,10 @@ void StepContext::emit_i32(const char* name, int layer, const int32_t* p,
   const std::vector<float> f(v.begin(), v.end());
   (*trace)(name, layer, f.data(), shape);
 }
-void StepContext::emit_entries(const char* name, int layer, const __nv_bfloat16* p, int width) const {
+void StepContext::emit_entries(const char* name, int layer, const __nv_bfloat16* p, const int32_t* entry_idx,
+                                int width) const {
   if (!tracing()) return;
-  const auto idx = download(s.entry_idx, size_t(T), stream);
+  const auto idx = download(entry_idx, size_t(T), stream);
   const auto raw = download(reinterpret_cast<const uint16_t*>(p), size_t(T) * width, stream);
   std::vector<float> f;
   for (int t = 0; t < T; ++t)
@@ -147,6 +150,10 @@ void rmsnorm_rope(const StepContext& c, __nv_bfloat16* x, const __nv_bfloat16* w
 }
 
 bool pass_branches(const StepContext& c) { return c.branch && !c.tracing(); }
+
+bool branch_linears(const StepContext& c) {
+  return pass_branches(c) && c.T <= std::min(matmul_skinny_max_rows(true), matmul_skinny_max_rows(false));
+}
 
 StepContext fork_branch(const StepContext& c) {
   if (!pass_branches(c)) return c;

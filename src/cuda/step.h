@@ -44,13 +44,24 @@ struct ScratchShape {
   bool attn_partial = false;  // wo_b's output is a tensor-parallel partial sum (DeviceModel::tp)
 };
 
+// One compressor's outputs in a pass (§5): a = x·wkvᵀ and z = x·wgateᵀ [T, 2c] in FP32, the entry
+// rows [T, c] with entry_idx naming the entry each row emits (−1: none), and entry_slots their rows
+// in the KV pool or the indexer's key cache. The main compressor and the indexer's each have their
+// own, so that they can run on two streams at once (attention_step.cpp).
+struct CompressorScratch {
+  float *a, *z;
+  __nv_bfloat16* entry;
+  int32_t *entry_idx, *entry_slots;
+};
+
 // Step scratch, carved from one DeviceArena (device_arena.h): the same constructor counts the
 // bytes (fit check) and allocates them. Owned by the forward (one pass runs at a time). Every
 // pointer is device memory; shapes in the constructor.
 struct Scratch {
   Scratch(const ModelConfig& cfg, const ScratchShape& shape, DeviceArena& arena);
-  int32_t *pass_slot, *ring_slot, *entry_idx, *entry_slots, *topk, *attn_indices, *attn_count, *sampled;
-  __nv_bfloat16 *X, *u, *qr, *q, *kv, *entry, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *fake;
+  int32_t *pass_slot, *ring_slot, *topk, *attn_indices, *attn_count, *sampled;
+  __nv_bfloat16 *X, *u, *qr, *q, *kv, *qi, *qi_fq, *o, *zg, *attn_out, *ffn_out, *fake;
+  CompressorScratch comp, idx_comp;  // the main compressor's (c = head_dim), the indexer's (index_head_dim)
   __nv_bfloat16 *Xh, *hh;  // the head's gathered streams [logits, n, D] and hidden [logits, D]
   __nv_bfloat16* mtp_in = nullptr;  // [rows, n, D] an MTP pass's input streams (ScratchShape::mtp)
   // [chunk_key_rows, head_dim] a long chunk's key rows as BF16 (kv_gather.cuh), when a pass can
@@ -65,7 +76,7 @@ struct Scratch {
   // [rows, D] FP32: this rank's wo_b partial sum, added over the ranks (ScratchShape::attn_partial).
   float* attn_partial = nullptr;
   uint8_t *aq, *aqs;
-  float *mhc_partial, *post, *comb, *ca, *cz, *hw, *index_score, *logits;
+  float *mhc_partial, *post, *comb, *hw, *index_score, *logits;
   MoeScratch moe;  // the MoE sub-layer's own buffers (moe_step.h)
 };
 
@@ -104,7 +115,7 @@ struct StepContext {
   void emit_f32(const char* name, int layer, const float* p, std::vector<int64_t> shape) const;
   void emit_i32(const char* name, int layer, const int32_t* p, std::vector<int64_t> shape) const;
   // Rows [T, width] of p whose entry_idx ≥ 0 (the entries a compressor emitted in this pass).
-  void emit_entries(const char* name, int layer, const __nv_bfloat16* p, int width) const;
+  void emit_entries(const char* name, int layer, const __nv_bfloat16* p, const int32_t* entry_idx, int width) const;
 };
 
 // §12 activation quantisation of x [T, K] into the scratch (q/scale, and BF16 fake-quant values
@@ -150,6 +161,9 @@ bool pass_branches(const StepContext& c);
 // when the pass does not branch). The caller joins it back: end_branch() on the returned context
 // once its work is enqueued, then join_branch() on c before the first reader of its outputs.
 StepContext fork_branch(const StepContext& c);
+// Whether a branch may hold linears beside the stream's: the pass branches and its rows stay on
+// the skinny kernels (cuBLASLt's one workspace, gemm_lt.cu, must not serve two streams at once).
+bool branch_linears(const StepContext& c);
 void end_branch(const StepContext& b);
 void join_branch(const StepContext& c);
 
