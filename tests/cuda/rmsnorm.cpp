@@ -2,6 +2,7 @@
 // quantisation, bitwise against the scalar quantiser of util/float_formats.h (§12); the fused
 // RoPE bitwise against rope.cu.
 #include <cmath>
+#include <vector>
 
 #include "cuda/kernels/rmsnorm.cuh"
 #include "cuda/kernels/rope.cuh"
@@ -178,8 +179,18 @@ TEST_P(RmsNormRopeTest, EqualsNormThenRope) {
   launch_rmsnorm(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const auto ref = d_ref.download();
-  EXPECT_TRUE(d_y.download() == ref) << "norm+rope differs from the norm, then rope";
-  EXPECT_TRUE(d_in_place.download() == ref) << "in-place norm+rope differs from the norm, then rope";
+  // How many elements differ, and the first of them by row and column.
+  const auto check = [&](const std::vector<uint16_t>& got, const char* what) {
+    size_t n_diff = 0, first = 0;
+    for (size_t k = 0; k < got.size(); ++k)
+      if (got[k] != ref[k] && n_diff++ == 0) first = k;
+    if (n_diff == 0) return;
+    ADD_FAILURE() << what << " differs from the norm, then rope, in " << n_diff << " elements; the first at row "
+                  << first / size_t(c.dim) << " column " << first % size_t(c.dim) << ": " << bf16_to_f32(got[first])
+                  << " against " << bf16_to_f32(ref[first]);
+  };
+  check(d_y.download(), "norm+rope");
+  check(d_in_place.download(), "in-place norm+rope");
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormRopeTest,
