@@ -93,7 +93,6 @@ void routed(const DeviceExperts* const* w, int n_mats, const uint8_t* q, const u
 // order; routed rows through routed_row (grouped order) or in pick order (nullptr).
 void combine(const ModelConfig& cfg, const __nv_bfloat16* routed, const int32_t* routed_row, const MoeRoutedInput& in,
              cudaStream_t stream) {
-  if (in.shared_ready) DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream, in.shared_ready));  // the branch's join
   MoeCombineParams mp;
   mp.routed = routed;
   mp.routed_row = routed_row;
@@ -232,7 +231,6 @@ MoeRoutedInput routed_input(const StepContext& c) {
   in.expert_w = c.s.moe.expert_w;
   in.n_real = c.n_real;
   in.shared = c.s.moe.sy;
-  in.shared_ready = shared_expert_branches(c) ? c.branch_join : nullptr;
   in.out = c.s.ffn_out;
   in.T = c.T;
   return in;
@@ -284,7 +282,7 @@ void moe_shared(const StepContext& c, const DeviceLayer& w) {
   __nv_bfloat16* shf = w.shared_w2.fp8 ? nullptr : ms.shf;  // BF16 weights consume BF16 values
   swiglu(cfg, ms.sg, ms.sup, nullptr, T, nullptr, ms.sh, ms.shq, ms.shqs, shf, b.stream);
   linear_q(b, w.shared_w2, QuantAct{ms.shq, ms.shqs, shf, int(cfg.moe_intermediate_size)}, T, ms.sy);
-  end_branch(b);  // joined by the combine (MoeRoutedInput::shared_ready)
+  end_branch(b);  // joined before the routed experts (moe_experts)
 }
 
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {
@@ -298,6 +296,10 @@ void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {
   in.x_scale = xq.scale;
   in.x_fake = xq.fake;
   in.expert_base = w.w1.first;
+  // The shared expert's branch joins here, not at the combine that reads it: the grouped GEMMs'
+  // persistent grids assume the whole card, and with the branch beside them a batch-64 step took
+  // 7 % longer (bench/results/2026-12-06-h100-graph-branches.md).
+  if (shared_expert_branches(c)) join_branch(c);
   moe_routed_runs(cfg, w.w1, w.w3, w.w2, ms, in, moe_row_runs(c), c.stream);
   if (!ms.picks) c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
 }

@@ -60,9 +60,9 @@ struct MoeScratch {
 void moe_shared(const StepContext& c, const DeviceLayer& w);
 void moe_route(const StepContext& c, const DeviceLayer& w, int layer);
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer);
-// Whether moe_shared runs on c.branch (step.h: fork_branch), beside the routing and the routed
-// experts, joined back only where the combine reads its output: where the branch may hold
-// linears (step.h: branch_linears).
+// Whether moe_shared runs on c.branch (step.h: fork_branch), beside the routing, joined back
+// before the routed experts (moe_experts): where the branch may hold linears (step.h:
+// branch_linears).
 bool shared_expert_branches(const StepContext& c);
 void moe_combine_picks(const StepContext& c, int layer);
 
@@ -77,7 +77,6 @@ struct MoeRoutedInput {
   const float* expert_w = nullptr;       // [T, k] routing weights
   const int32_t* n_real = nullptr;       // device int32: rows >= it are padding; nullptr: T
   const __nv_bfloat16* shared = nullptr; // [T, D] shared expert output
-  cudaEvent_t shared_ready = nullptr;    // recorded once `shared` is written on another stream
   __nv_bfloat16* out = nullptr;          // [T, D]
   int T = 0;
   // Expert parallelism: the global id of w1/w3/w2's first expert (DeviceExperts::first), and with
