@@ -79,17 +79,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
 
 // §4.4 RoPE of one interleaved pair (x0, x1) at `angle` = position · inv_freq, in FP32: the
 // rotation, or with `inverse` its conjugate (sin negated). rope.cu and the kernels that fuse RoPE
-// (rmsnorm.cu, hadamard_fp4.cu) share it and must round alike, so every product and sum is
-// rounded as written (_rn intrinsics): left to itself, the compiler contracts `a·c − b·s` into an
-// FMA differently from one inlined copy to the next (an in-place launch of the fused norm
-// differed from rope.cu in a BF16 bit, 2026-12-06).
+// (rmsnorm.cu, hadamard_fp4.cu) share it and must round alike, so the FMAs are written out
+// (_rn intrinsics): left to itself, the compiler contracts `a·c − b·s` into an FMA differently
+// from one inlined copy to the next (an in-place launch of the fused norm differed from rope.cu
+// in a BF16 bit, 2026-12-06). Each output keeps one FMA, as the compiler's own contraction did:
+// with both products rounded (one rounding more), nano_fp8_prefill's CPU-parity test counted 15
+// top-1 flips, over its budget of 13 (H100, 2026-12-06).
 __device__ __forceinline__ void rope_pair(float& x0, float& x1, float angle, bool inverse) {
   float s, c;
   sincosf(angle, &s, &c);  // full-range reduction (no fast-math): positions reach 2^20
   if (inverse) s = -s;
   const float a = x0, b = x1;
-  x0 = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-  x1 = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+  x0 = __fmaf_rn(a, c, -__fmul_rn(b, s));
+  x1 = __fmaf_rn(a, s, __fmul_rn(b, c));
 }
 
 // §4.4 inverse RoPE of one output pair (x0, x1) at `angle` = position · inv_freq: the conjugate
