@@ -266,15 +266,14 @@ void moe_route(const StepContext& c, const DeviceLayer& w, int layer) {
   c.emit_f32("moe.weights", layer, ms.expert_w, {T, k});
 }
 
-bool shared_expert_branches(const StepContext& c) { return branch_linears(c); }
-
 void moe_shared(const StepContext& c, const DeviceLayer& w) {
   const ModelConfig& cfg = c.m.cfg;
   const int T = c.T;
   MoeScratch& ms = c.s.moe;
+  // On c.branch beside the routing where the branch may hold linears (step.h: branch_linears).
   // block_input(c) stays valid on the branch until the join: nothing quantises into s.aq between
   // HC_pre and the next sub-layer's (the router reads s.u, the routed experts s.aq).
-  const StepContext b = shared_expert_branches(c) ? fork_branch(c) : c;
+  const StepContext b = branch_linears(c) ? fork_branch(c) : c;
   // §8.3 shared expert.
   const QuantAct xq = block_input(b);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
   linear_q(b, w.shared_w1, xq, T, ms.sg);
@@ -299,7 +298,7 @@ void moe_experts(const StepContext& c, const DeviceLayer& w, int layer) {
   // The shared expert's branch joins here, not at the combine that reads it: the grouped GEMMs'
   // persistent grids assume the whole card, and with the branch beside them a batch-64 step took
   // 7 % longer (bench/results/2026-12-06-h100-graph-branches.md).
-  if (shared_expert_branches(c)) join_branch(c);
+  if (branch_linears(c)) join_branch(c);
   moe_routed_runs(cfg, w.w1, w.w3, w.w2, ms, in, moe_row_runs(c), c.stream);
   if (!ms.picks) c.emit_bf16("moe.out", layer, s.ffn_out, {T, D});
 }

@@ -52,7 +52,8 @@ struct MoeScratch {
 };
 
 // x = c.s.u [T, D] (after ffn_norm) -> c.s.ffn_out [T, D] in three calls: moe_shared (the shared
-// expert into s.moe.sy), moe_route (the router: s.moe.expert_idx and expert_w), then moe_experts
+// expert into s.moe.sy; on c.branch where step.h's branch_linears allows, joined back at the start
+// of moe_experts), moe_route (the router: s.moe.expert_idx and expert_w), then moe_experts
 // (moe_routed; §8). Between the last two the host tier starts its share of the picks
 // (host_experts.h). Rows at or past *c.n_real cost no expert work; their output is the shared
 // expert's. With MoeScratch::picks, ffn_out is not written: the rank's routed outputs are in
@@ -60,10 +61,6 @@ struct MoeScratch {
 void moe_shared(const StepContext& c, const DeviceLayer& w);
 void moe_route(const StepContext& c, const DeviceLayer& w, int layer);
 void moe_experts(const StepContext& c, const DeviceLayer& w, int layer);
-// Whether moe_shared runs on c.branch (step.h: fork_branch), beside the routing, joined back
-// before the routed experts (moe_experts): where the branch may hold linears (step.h:
-// branch_linears).
-bool shared_expert_branches(const StepContext& c);
 void moe_combine_picks(const StepContext& c, int layer);
 
 // The routed half of moe_step, given the router's picks (device pointers; also what
