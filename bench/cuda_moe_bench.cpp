@@ -99,7 +99,16 @@ struct Row {
   std::string name;
   int T = 0;
   double touched = 0, weight_mb = 0, routed_us = 0, gemm_us = 0, old_us = 0, tflops = 0;
+  uint64_t out_hash = 0;
 };
+
+// FNV-1a over bytes: two builds' outputs compared bit for bit without carrying them around.
+uint64_t fnv1a(const std::vector<uint16_t>& v) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const uint16_t x : v)
+    for (int b = 0; b < 2; ++b) h = (h ^ ((x >> (8 * b)) & 0xffu)) * 0x100000001b3ull;
+  return h;
+}
 
 }  // namespace
 }  // namespace dsv4::cuda
@@ -290,23 +299,29 @@ int main(int argc, char** argv) {
           launch_moe_combine(mp, st);
         });
       }
+      // The first routing once more, eagerly: its combined output, row order restored, hashed.
+      moe_routed(cfg, w1, w3, w2, *inst[0].ms, input(inst[0]), nullptr);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      row.out_hash = fnv1a(out.download());
       row.tflops = 2.0 * n_sel * 3.0 * kI * kD / (row.gemm_us * 1e-6) * 1e-12;
       rows.push_back(row);
       std::fflush(stdout);
     }
 
-    std::printf("%-8s %5s %8s %9s %10s %10s %9s %8s %10s %9s %8s\n", "pass", "rows", "experts", "weight_MB",
-                "routed_us", "gemm_us", "GB/s", "of_copy", "old_us", "TFLOP/s", "of_fp8");
+    std::printf("%-8s %5s %8s %9s %10s %10s %9s %8s %10s %9s %8s %17s\n", "pass", "rows", "experts", "weight_MB",
+                "routed_us", "gemm_us", "GB/s", "of_copy", "old_us", "TFLOP/s", "of_fp8", "out_hash");
     for (const Row& r : rows) {
       const double gbps = r.weight_mb * 1e-3 / (r.gemm_us * 1e-6);
-      std::printf("%-8s %5d %8.1f %9.1f %10.1f %10.1f %9.1f %7.1f%% %10s %9.1f %7.1f%%\n", r.name.c_str(), r.T,
+      std::printf("%-8s %5d %8.1f %9.1f %10.1f %10.1f %9.1f %7.1f%% %10s %9.1f %7.1f%% %017llx\n", r.name.c_str(), r.T,
                   r.touched, r.weight_mb, r.routed_us, r.gemm_us, gbps, 100 * gbps / copy_gbps,
-                  r.old_us > 0 ? cat(int64_t(r.old_us + 0.5)).c_str() : "-", r.tflops, 100 * r.tflops / fp8_tflops);
+                  r.old_us > 0 ? cat(int64_t(r.old_us + 0.5)).c_str() : "-", r.tflops, 100 * r.tflops / fp8_tflops,
+                  static_cast<unsigned long long>(r.out_hash));
     }
     std::printf("\nweight_MB: packed w1+w3+w2 and scales of the experts a step touches (mean over its routings);\n"
                 "GB/s and of_copy: those bytes over the two grouped GEMMs' time, against the copy above;\n"
                 "TFLOP/s: 2·rows·k·3·I·D over the same time, against the FP8 GEMM above; routed_us: the whole\n"
-                "moe_routed (plan, GEMMs, SwiGLU, combine); old_us: the per-selection GEMV path it replaces.\n");
+                "moe_routed (plan, GEMMs, SwiGLU, combine); old_us: the per-selection GEMV path it replaces;\n"
+                "out_hash: FNV-1a of the first routing's combined output (equal hashes: equal bits).\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda_moe_bench: %s\n", e.what());
     return 1;
