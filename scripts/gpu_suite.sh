@@ -5,7 +5,8 @@
 # device returns ≤ 8 files: each part below writes ≤ 6).
 # What the tests check is tests/cuda's business; carried build dependencies are device_deps.sh's.
 #
-# Usage (repo root, GPU host):  [GPU_SUITE_SKIP="..."] scripts/gpu_suite.sh [OUT_DIR]   (default: $OUT, else /tmp/dsv4-gpu)
+# Usage (repo root, GPU host):  [GPU_SUITE_SKIP="..."] [GPU_SUITE_DEADLINE=S] scripts/gpu_suite.sh [OUT_DIR]
+# (OUT_DIR default: $OUT, else /tmp/dsv4-gpu)
 # The steps no longer fit one 10-minute device call (2026-12-04: tests 216 s; memcheck over the
 # model-level tests alone ran past 400 s), so run the suite in parts, each call building first
 # (~60 s; the build is reused while the machine stays warm):
@@ -25,13 +26,28 @@ jobs=$(nproc 2>/dev/null || echo 16)
 summary="$out/summary.txt"
 : > "$summary"
 # GPU_SUITE_SKIP="memcheck racecheck ..." leaves steps out (one device call is at most 10 minutes).
+# GPU_SUITE_DEADLINE=S: the call has S seconds in all (a lease shorter than the steps' limits): each
+# step's limit is cut to what is left, and a step with less than a minute left is skipped, so that
+# the steps before it still come back (the summary says which were cut or skipped).
 skip=" ${GPU_SUITE_SKIP:-} "
+deadline=${GPU_SUITE_DEADLINE:-}
 step() {  # step NAME LOG TIMEOUT_S CMD...: run, record rc and seconds in the summary
   local name=$1 log=$2 limit=$3
   shift 3
   if [[ "$skip" == *" $name "* ]]; then
     printf '%-12s skipped (GPU_SUITE_SKIP)\n' "$name" >> "$summary"
     return 0
+  fi
+  if [ -n "$deadline" ]; then
+    local left=$((deadline - SECONDS))
+    if [ "$left" -lt 60 ]; then
+      printf '%-12s skipped (GPU_SUITE_DEADLINE: %ds left)\n' "$name" "$left" >> "$summary"
+      return 0
+    fi
+    if [ "$left" -lt "$limit" ]; then
+      printf '%-12s limit cut from %ds to %ds (GPU_SUITE_DEADLINE)\n' "$name" "$limit" "$left" >> "$summary"
+      limit=$left
+    fi
   fi
   local t0=$SECONDS
   timeout "$limit" "$@" > "$log" 2>&1
