@@ -29,12 +29,18 @@ namespace dsv4::cli {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: dsv4 compare [-m DIR] --tokens FILE [--chunk N] [--a SPEC] [--b SPEC] [--json]\n"
+    "usage: dsv4 compare [-m DIR] --tokens FILE [--chunk N] [--a SPEC] [--b SPEC]\n"
+    "                    [--synthetic-weights SEED] [--json]\n"
     "  -m DIR                checkpoint folder (config.json, safetensors; default: the embedded\n"
     "                        models/nano)\n"
     "  --tokens FILE         JSON array of token ids (as dsv4 logits --tokens)\n"
     "  --chunk N             tokens per forward call, the same for both runs (default: all)\n"
-    "  --a SPEC, --b SPEC    cpu-official (default a), cpu-exact, cpu-official-bf16 or cuda (default b)\n"
+    "  --a SPEC, --b SPEC    cpu-official (default a), cpu-exact, cpu-official-bf16 or cuda (default b);\n"
+    "                        cuda takes options after commas: cpu-experts=N (N routed experts of\n"
+    "                        every layer in host memory) and host-decode=cpu|gpu (who computes their\n"
+    "                        decode rows), e.g. cuda,cpu-experts=64,host-decode=gpu\n"
+    "  --synthetic-weights SEED  cuda runs: the weights `make-skeleton --random SEED` would write,\n"
+    "                        generated at load (a header-only skeleton compares at full size)\n"
     "  --threads N           CPU threads (default: all cores)\n"
     "  --json                one JSON object on stdout instead of the table\n"
     "Per traced tensor (layer, name): cosine similarity, max |a-b|, max |a|; for logits the share\n"
@@ -57,14 +63,35 @@ struct Spec {
   BackendOptions options;
 };
 
+// SPEC: cpu-<numerics>, or cuda followed by ",key=value" options (the usage above).
 Spec parse_spec(const std::string& option, const std::string& text, int n_threads) {
   Spec s{text, {}};
   s.options.n_threads = n_threads;
-  if (text == "cuda") {
+  if (text == "cuda" || text.rfind("cuda,", 0) == 0) {
     s.options.backend = Backend::kCuda;
     s.options.numerics = default_numerics(Backend::kCuda);
+    std::string host_decode = "cpu";
+    for (size_t at = 4; at < text.size();) {
+      const size_t end = std::min(text.find(',', at + 1), text.size());
+      const std::string kv = text.substr(at + 1, end - at - 1);
+      const size_t eq = kv.find('=');
+      const std::string key = kv.substr(0, eq), value = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      if (key == "cpu-experts" && !value.empty() && value.size() <= 4 &&
+          value.find_first_not_of("0123456789") == std::string::npos && std::stoi(value) > 0) {
+        s.options.cpu_experts = std::stoi(value);
+      } else if (key == "host-decode" && (value == "cpu" || value == "gpu")) {
+        host_decode = value;
+      } else {
+        fail(option, " ", text, ": '", kv, "' is not an option of cuda (cpu-experts=N with N >= 1, host-decode=cpu|gpu)");
+      }
+      at = end;
+    }
+    if (host_decode == "gpu") {
+      if (s.options.cpu_experts == 0) fail(option, " ", text, ": host-decode=gpu needs cpu-experts=N");
+      s.options.host_cores_share = 0.0;
+    }
   } else if (text.rfind("cpu-", 0) != 0 || !parse_numerics(text.substr(4), &s.options.numerics)) {
-    fail(option, " must be cpu-<numerics> (cpu-exact, cpu-official, cpu-official-bf16) or cuda; "
+    fail(option, " must be cpu-<numerics> (cpu-exact, cpu-official, cpu-official-bf16) or cuda[,options]; "
          "got '", text, "'");
   }
   return s;
@@ -149,6 +176,13 @@ void run_traced(const std::string& model_dir, const Spec& spec, const std::vecto
   std::fprintf(stderr, "dsv4 compare: %s (%s numerics) ran in %.2f s\n", spec.text.c_str(),
                to_string(spec.options.numerics),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  // What the host tier did, so that a comparison against it is seen not to be vacuous.
+  if (const HostTierInfo h = fwd->host_tier(); h.host_experts > 0)
+    std::fprintf(stderr,
+                 "dsv4 compare: %s: %lld of %lld routed experts per layer on the host, %lld of them on its cores; "
+                 "%lld (row, pick) pairs on the cores, %lld MoE sub-layers streamed to the GPU\n",
+                 spec.text.c_str(), (long long)h.host_experts, (long long)h.experts, (long long)h.core_experts,
+                 (long long)h.picks, (long long)h.streamed);
 }
 
 // A's order, with B-only tensors inserted after the tensor B traced before them.
@@ -310,7 +344,7 @@ nlohmann::json rows_json(const std::vector<Row>& rows) {
 }
 
 int run_compare(const std::vector<std::string>& argv) {
-  const Args args(argv, {"--model", "--tokens", "--chunk", "--a", "--b", "--threads"},
+  const Args args(argv, {"--model", "--tokens", "--chunk", "--a", "--b", "--threads", "--synthetic-weights"},
                   {"--json", "--help"}, {{"-m", "--model"}, {"-h", "--help"}});
   if (args.has("--help")) {
     std::fputs(kUsage, stdout);
@@ -321,8 +355,16 @@ int run_compare(const std::vector<std::string>& argv) {
   const int64_t T = int64_t(tokens.size());
   const int64_t chunk = args.get_int("--chunk", T, 1, INT64_MAX);
   const int64_t threads = args.get_int("--threads", 0, 0, 1024);
-  const Spec spec_a = parse_spec("--a", args.get_or("--a", "cpu-official"), int(threads));
-  const Spec spec_b = parse_spec("--b", args.get_or("--b", "cuda"), int(threads));
+  Spec spec_a = parse_spec("--a", args.get_or("--a", "cpu-official"), int(threads));
+  Spec spec_b = parse_spec("--b", args.get_or("--b", "cuda"), int(threads));
+  if (args.has("--synthetic-weights")) {
+    const uint64_t seed = uint64_t(args.get_int("--synthetic-weights", 0, 0, INT64_MAX));
+    for (Spec* s : {&spec_a, &spec_b}) {
+      if (s->options.backend != Backend::kCuda)
+        fail("--synthetic-weights: ", s->text, " computes from the checkpoint's files (cuda runs only)");
+      s->options.synthetic_seed = seed;
+    }
+  }
 
   // Both specs are checked before the first run; the runs take one backend at a time, so that
   // two GPU-sized models never share the memory.

@@ -201,6 +201,27 @@ TEST(Compare, UnknownSpecIsAnError) {
   EXPECT_TRUE(has(r.all, "'gpu'")) << r.all;
 }
 
+// The cuda spec's options are checked before any model is opened, in every build.
+TEST(Compare, BadCudaSpecOptionsAreErrors) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"cuda,foo=1", "'foo=1'"},
+      {"cuda,cpu-experts=0", "'cpu-experts=0'"},
+      {"cuda,cpu-experts=x", "'cpu-experts=x'"},
+      {"cuda,cpu-experts=4,host-decode=split", "'host-decode=split'"},
+      {"cuda,host-decode=gpu", "needs cpu-experts"},
+      {"cuda,", "''"},
+  };
+  for (const auto& [spec, what] : cases) {
+    const RunResult r = run_dsv4("compare " + kInput + " --a cpu-exact --b " + spec);
+    EXPECT_EQ(r.status, 1) << spec << ": " << r.all;
+    EXPECT_TRUE(has(r.all, "--b")) << spec << ": " << r.all;
+    EXPECT_TRUE(has(r.all, what)) << spec << ": " << r.all;
+  }
+  const RunResult cpu = run_dsv4("compare " + kInput + " --a cpu-exact --b cpu-official --synthetic-weights 1");
+  EXPECT_EQ(cpu.status, 1) << cpu.all;
+  EXPECT_TRUE(has(cpu.all, "--synthetic-weights")) << cpu.all;
+}
+
 TEST(Compare, BadChunkIsAnError) {
   const RunResult r = run_dsv4("compare " + kInput + " --chunk 0 --a cpu-exact --b cpu-exact");
   EXPECT_EQ(r.status, 1) << r.all;
