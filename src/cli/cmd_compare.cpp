@@ -70,26 +70,22 @@ Spec parse_spec(const std::string& option, const std::string& text, int n_thread
   if (text == "cuda" || text.rfind("cuda,", 0) == 0) {
     s.options.backend = Backend::kCuda;
     s.options.numerics = default_numerics(Backend::kCuda);
-    std::string host_decode = "cpu";
     for (size_t at = 4; at < text.size();) {
       const size_t end = std::min(text.find(',', at + 1), text.size());
       const std::string kv = text.substr(at + 1, end - at - 1);
       const size_t eq = kv.find('=');
       const std::string key = kv.substr(0, eq), value = eq == std::string::npos ? "" : kv.substr(eq + 1);
-      if (key == "cpu-experts" && !value.empty() && value.size() <= 4 &&
-          value.find_first_not_of("0123456789") == std::string::npos && std::stoi(value) > 0) {
+      const bool count = !value.empty() && value.size() <= 4 && value.find_first_not_of("0123456789") == std::string::npos;
+      if (key == "cpu-experts" && count && std::stoi(value) > 0)
         s.options.cpu_experts = std::stoi(value);
-      } else if (key == "host-decode" && (value == "cpu" || value == "gpu")) {
-        host_decode = value;
-      } else {
+      else if (key == "host-decode" && (value == "cpu" || value == "gpu"))
+        s.options.host_cores_share = value == "cpu" ? 1.0 : 0.0;  // BackendOptions::host_cores_share
+      else
         fail(option, " ", text, ": '", kv, "' is not an option of cuda (cpu-experts=N with N >= 1, host-decode=cpu|gpu)");
-      }
       at = end;
     }
-    if (host_decode == "gpu") {
-      if (s.options.cpu_experts == 0) fail(option, " ", text, ": host-decode=gpu needs cpu-experts=N");
-      s.options.host_cores_share = 0.0;
-    }
+    if (s.options.host_cores_share == 0.0 && s.options.cpu_experts == 0)
+      fail(option, " ", text, ": host-decode=gpu needs cpu-experts=N");
   } else if (text.rfind("cpu-", 0) != 0 || !parse_numerics(text.substr(4), &s.options.numerics)) {
     fail(option, " must be cpu-<numerics> (cpu-exact, cpu-official, cpu-official-bf16) or cuda[,options]; "
          "got '", text, "'");
