@@ -1,14 +1,12 @@
 #!/usr/bin/env python3
 """Sums kernels by name from an Nsight Compute CSV (scripts/gpu_kernel_profile.sh).
 
-Default: one decode step. A step starts at its embedding kernel; `dsv4 bench --steps 1` ends with
-the graph-replayed timed step and one traced step, so the step reported is the second-to-last one.
---all: every kernel in the file (a prefill pass profiled alone, DSV4_PROFILE_PASS).
+The file holds the kernels of one pass (DSV4_PROFILE_PASS: a prefill pass, or the traced decode
+step that `dsv4 bench` runs after its timed ones); every kernel in it is summed.
 """
 import argparse
 import collections
 import csv
-import re
 import sys
 
 
@@ -31,7 +29,6 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--title", default="")
-    ap.add_argument("--all", action="store_true", help="sum every kernel of the file, not one decode step")
     args = ap.parse_args()
     rows = []
     with open(args.csv, newline="") as f:
@@ -48,21 +45,12 @@ def main() -> int:
             continue
         rows.append((int(r["ID"]), short_name(r["Kernel Name"]), r.get("Grid Size", ""), float(r["Metric Value"].replace(",", ""))))
     rows.sort()
-    if args.all:
-        step = rows
-        what = "every kernel profiled"
-    else:
-        starts = [i for i, r in enumerate(rows) if re.search(r"embedding_kernel", r[1])]
-        if len(starts) < 2:
-            print(f"{args.csv}: {len(rows)} kernels, {len(starts)} step starts: no complete decode step", file=sys.stderr)
-            return 1
-        step = rows[starts[-2]:starts[-1]]
-        what = "one decode step"
+    step = rows
     if not step:
         print(f"{args.csv}: no kernel timings in the file", file=sys.stderr)
         return 1
     total = sum(r[3] for r in step)
-    print(f"# {args.title}: {what}, {len(step)} kernels, {total / 1e3:.1f} us "
+    print(f"# {args.title}: {len(step)} kernels, {total / 1e3:.1f} us "
           f"(each kernel alone, cold L2)")
     by_launch = collections.defaultdict(lambda: [0, 0.0])
     by_name = collections.defaultdict(lambda: [0, 0.0])

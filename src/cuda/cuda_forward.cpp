@@ -18,6 +18,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -106,25 +107,35 @@ void append_segment(std::vector<RowRange>& segments, int first, int n) {
 // DSV4_PROFILE_PASS=N: the process's N-th eager pass (1-based; a prefill of P tokens is
 // ceil(P / pass rows) of them) runs between cudaProfilerStart and cudaProfilerStop, so that
 // `ncu --profile-from-start off` times that pass's kernels alone, not the thousands before it
-// (scripts/gpu_kernel_profile.sh PASS=N). Unset or 0: no profiler calls.
+// (scripts/gpu_kernel_profile.sh PASS=N). DSV4_PROFILE_PASS=traced: every traced pass instead —
+// `dsv4 bench` traces one decode step after the timed ones (the experts it touched), eagerly,
+// so its kernels are those of a replayed step without the prefill of the context before it.
+// Unset or 0: no profiler calls.
 class ProfiledPass {
  public:
   ProfiledPass() {
     if (const char* v = std::getenv("DSV4_PROFILE_PASS"); v && *v) {
+      if (std::string_view(v) == "traced") {
+        traced_ = true;
+        return;
+      }
       char* end = nullptr;
       target_ = std::strtol(v, &end, 10);
-      if (*end != '\0' || target_ < 0) fail("DSV4_PROFILE_PASS=", v, ": expected a pass number (1 is the first)");
+      if (*end != '\0' || target_ < 0)
+        fail("DSV4_PROFILE_PASS=", v, ": expected a pass number (1 is the first) or \"traced\"");
     }
   }
-  void before() {
-    if (++count_ == target_) DSV4_CUDA_CHECK(cudaProfilerStart());
+  void before(bool traced) {
+    on_ = ++count_ == target_ || (traced_ && traced);
+    if (on_) DSV4_CUDA_CHECK(cudaProfilerStart());
   }
   void after() {
-    if (count_ == target_) DSV4_CUDA_CHECK(cudaProfilerStop());
+    if (on_) DSV4_CUDA_CHECK(cudaProfilerStop());
   }
 
  private:
   long target_ = 0, count_ = 0;
+  bool traced_ = false, on_ = false;
 };
 
 size_t device_state_bytes(const DeviceModel& m, const KvPoolShape& kv, int logit_rows, const MoeShard& moe) {
@@ -773,7 +784,7 @@ class CudaForward final : public Forward {
       upload_pages(in_pass);
       upload_plan(false);
       const bool sample = std::any_of(parts.begin(), parts.end(), [](const Part& p) { return p.samples; });
-      profiled_pass_.before();
+      profiled_pass_.before(trace && *trace);
       enqueue_pass(ranks(contexts(false, plan.rows(), plan.logit_rows(), trace, segments_)), sample);
       if (any_mtp) enqueue_mtp(batch, parts);
       profiled_pass_.after();
