@@ -45,16 +45,15 @@ def main() -> int:
             continue
         rows.append((int(r["ID"]), short_name(r["Kernel Name"]), r.get("Grid Size", ""), float(r["Metric Value"].replace(",", ""))))
     rows.sort()
-    step = rows
-    if not step:
+    if not rows:
         print(f"{args.csv}: no kernel timings in the file", file=sys.stderr)
         return 1
-    total = sum(r[3] for r in step)
-    print(f"# {args.title}: {len(step)} kernels, {total / 1e3:.1f} us "
+    total = sum(r[3] for r in rows)
+    print(f"# {args.title}: {len(rows)} kernels, {total / 1e3:.1f} us "
           f"(each kernel alone, cold L2)")
     by_launch = collections.defaultdict(lambda: [0, 0.0])
     by_name = collections.defaultdict(lambda: [0, 0.0])
-    for _, name, grid, ns in step:
+    for _, name, grid, ns in rows:
         by_launch[(name, grid)][0] += 1
         by_launch[(name, grid)][1] += ns
         base = name.split("<")[0]
