@@ -231,7 +231,7 @@ int main(int argc, char** argv) {
     }
     // Sparse attention (split-key cluster kernel): n_q decode queries, H heads over 128 window +
     // top-k rows of a large cache (CSA), or the window + every entry of a 1M-token HCA layer; the
-    // 64-query rows are a batch-64 decode step's CSA and HCA layers at ctx 4K.
+    // 64-query rows are a batch-64 decode step's CSA, HCA and sliding-window layers at ctx 4K.
     // Bytes = the listed rows read once per query + q + out (the roofline view; the kernel is
     // latency-bound at these sizes, so the time is the figure to watch).
     struct AttnShape { const char* name; int n_q, H, n_idx; };
@@ -240,6 +240,7 @@ int main(int argc, char** argv) {
                                                 {"attention Flash CSA 4 queries", 4, 64, 640},
                                                 {"attention Flash CSA 64 queries", 64, 64, 640},
                                                 {"attention Flash HCA 64 queries", 64, 64, 128 + 4096 / 128},
+                                                {"attention Flash sliding 64 queries", 64, 64, 128},
                                                 {"attention Flash HCA 1M decode", 1, 64, 128 + (1 << 20) / 128}}) {
       const int block_size = 64, n_rows = 1 << 16, n_pages = n_rows / block_size;
       DeviceBuffer<uint8_t> cache(size_t(kv_page_bytes(block_size, kKvDimV4)) * n_pages);

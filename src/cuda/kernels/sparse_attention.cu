@@ -43,6 +43,8 @@ constexpr int kSplit = 8;       // blocks per cluster = key slices per (query, h
 constexpr int kHeads = 16;      // heads per block: the MMA's m. 64 heads × 1 query → 4 clusters = 32 blocks
 constexpr int kTileKeys = 32;   // rows per tile: two k16 steps of P·V
 constexpr int kBlocksPerSm = 2;  // D = 512 needs ~200 registers; at 3 blocks per SM (170) it spills
+constexpr int kHeadsPerBlock = kHeads / kSplit;  // heads whose outputs one block of the cluster combines
+static_assert(kHeads % kSplit == 0 && kHeadsPerBlock * kSplit <= kThreads, "whole heads per combining block");
 
 template <int D>
 struct Shape {
@@ -79,6 +81,10 @@ struct Smem {
   int32_t list[kThreads];  // compacted valid slots of one chunk of this block's positions
   int warp_count[kWarps];
   float alpha[kHeads], m[kHeads], l[kHeads];
+  // The combine's per-(head of this block, rank) weights e^(m_b − M) (0 for a rank without valid
+  // keys), the heads' 1 / (Σ_b e^(m_b − M)·l_b + e^(sink − M)), and whether any key was valid.
+  float comb_w[kHeadsPerBlock][kSplit], comb_inv[kHeadsPerBlock];
+  bool comb_valid[kHeadsPerBlock][kSplit], comb_any[kHeadsPerBlock];
 };
 
 template <int D>
@@ -264,32 +270,66 @@ __global__ void __cluster_dims__(kSplit, 1, 1) __launch_bounds__(kThreads, kBloc
   if (sk == 0) sm.m[sh] = m_run, sm.l[sh] = l_run;
   cluster.sync();  // every block's o, m, l visible to the cluster
 
-  // Combine: block `rank` finishes output pairs rank·kPairsPerBlock …, over blocks 0 … kSplit−1
-  // in order. o = Σ_b e^(m_b − M)·o_b / (Σ_b e^(m_b − M)·l_b + e^(sink − M)) (§4.3).
-  for (int e = threadIdx.x; e < S::kPairsPerBlock; e += kThreads) {
-    const int gp = rank * S::kPairsPerBlock + e;
-    const int h = gp / (D / 2), d = 2 * (gp % (D / 2));
-    const int hg = h0 + h;
-    if (hg >= p.H) continue;
-    float M = -INFINITY;
+  // Combine: block `rank` finishes heads rank·kHeadsPerBlock … (output pairs rank·kPairsPerBlock
+  // …), over blocks 0 … kSplit−1 in order. o = Σ_b e^(m_b − M)·o_b / (Σ_b e^(m_b − M)·l_b +
+  // e^(sink − M)) (§4.3). Remote shared memory is slow to reach, so its reads go out together:
+  // first every rank's (m, l) of the block's heads, one thread each; then one thread per head
+  // forms the weights and the denominator (in rank order); then each thread loads its pairs' o
+  // from all ranks at once and adds them in rank order.
+  const int hb0 = rank * kHeadsPerBlock;  // the block's first head within the group
+  float rm = -INFINITY, rl = 0.0f;
+  if (threadIdx.x < kHeadsPerBlock * kSplit) {
+    const int b = threadIdx.x / kHeadsPerBlock, hh = threadIdx.x % kHeadsPerBlock;
+    rm = cluster.map_shared_rank(&sm.m[0], b)[hb0 + hh];
+    rl = cluster.map_shared_rank(&sm.l[0], b)[hb0 + hh];
+  }
+  // Rank b's (m, l) of head hh travel to the head's thread by shuffles (the 16 values sit in the
+  // first warp's lanes b·kHeadsPerBlock + hh).
+  if (threadIdx.x < kWarpSize) {
+    float mb[kSplit], lb[kSplit];
 #pragma unroll
-    for (int b = 0; b < kSplit; ++b) M = fmaxf(M, cluster.map_shared_rank(&sm.m[0], b)[h]);
-    float o0 = 0.0f, o1 = 0.0f;  // no valid key in the whole list: o = 0
-    if (M != -INFINITY) {
+    for (int b = 0; b < kSplit; ++b) {
+      mb[b] = __shfl_sync(kFullMask, rm, b * kHeadsPerBlock + threadIdx.x % kHeadsPerBlock);
+      lb[b] = __shfl_sync(kFullMask, rl, b * kHeadsPerBlock + threadIdx.x % kHeadsPerBlock);
+    }
+    if (threadIdx.x < kHeadsPerBlock) {
+      const int hh = threadIdx.x, hg = h0 + hb0 + hh;
+      float M = -INFINITY;
+#pragma unroll
+      for (int b = 0; b < kSplit; ++b) M = fmaxf(M, mb[b]);
       float den = 0.0f;
 #pragma unroll
       for (int b = 0; b < kSplit; ++b) {
-        const float mb = cluster.map_shared_rank(&sm.m[0], b)[h];
-        if (mb == -INFINITY) continue;  // a block without valid keys
-        const float wb = expf(mb - M);
-        den = fmaf(wb, cluster.map_shared_rank(&sm.l[0], b)[h], den);
-        const float2 ob = *reinterpret_cast<const float2*>(&cluster.map_shared_rank(&sm.o[0][0], b)[h * D + d]);
-        o0 = fmaf(wb, ob.x, o0);
-        o1 = fmaf(wb, ob.y, o1);
+        const bool valid = M != -INFINITY && mb[b] != -INFINITY;  // a block without valid keys adds nothing
+        const float wb = valid ? expf(mb[b] - M) : 0.0f;
+        if (valid) den = fmaf(wb, lb[b], den);
+        sm.comb_w[hh][b] = wb;
+        sm.comb_valid[hh][b] = valid;
       }
-      const float inv = 1.0f / (den + expf(p.sink[hg] - M));  // §4.3: the sink joins the denominator only
-      o0 *= inv;
-      o1 *= inv;
+      sm.comb_any[hh] = M != -INFINITY;  // no valid key in the whole list: o = 0
+      sm.comb_inv[hh] = M != -INFINITY && hg < p.H ? 1.0f / (den + expf(p.sink[hg] - M)) : 0.0f;  // §4.3: the sink joins the denominator only
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < S::kPairsPerBlock; e += kThreads) {
+    const int gp = rank * S::kPairsPerBlock + e;
+    const int h = gp / (D / 2), d = 2 * (gp % (D / 2)), hh = h - hb0;
+    const int hg = h0 + h;
+    if (hg >= p.H) continue;
+    float2 ob[kSplit];
+#pragma unroll
+    for (int b = 0; b < kSplit; ++b)
+      ob[b] = *reinterpret_cast<const float2*>(&cluster.map_shared_rank(&sm.o[0][0], b)[h * D + d]);
+    float o0 = 0.0f, o1 = 0.0f;
+    if (sm.comb_any[hh]) {
+#pragma unroll
+      for (int b = 0; b < kSplit; ++b) {
+        if (!sm.comb_valid[hh][b]) continue;
+        o0 = fmaf(sm.comb_w[hh][b], ob[b].x, o0);
+        o1 = fmaf(sm.comb_w[hh][b], ob[b].y, o1);
+      }
+      o0 *= sm.comb_inv[hh];
+      o1 *= sm.comb_inv[hh];
     }
     o0 = __bfloat162float(__float2bfloat16_rn(o0));
     o1 = __bfloat162float(__float2bfloat16_rn(o1));
