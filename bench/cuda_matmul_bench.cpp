@@ -5,7 +5,8 @@
 // (design.md "Speed principles"): the peak is cuBLASLt's plain FP8 (BF16) GEMM at 8192³.
 // Correctness is tests/cuda's job, not this program's.
 //
-// Usage: bench_cuda_matmul_bench [--quick]. Prints tables; the card and date head the output;
+// Usage: bench_cuda_matmul_bench [--quick] [--only SUBSTRING]. --only keeps the shapes whose name
+// contains SUBSTRING (one kernel under a profiler). Prints tables; the card and date head the output;
 // a '*' marks the kernel matmul() chooses for that row count; skinny/R is the skinny kernel with
 // R rows of x per weight pass; wgmma the FP8 skinny GEMM on wgmma (MatmulPath::kWgmma).
 #include <cuda_runtime_api.h>
@@ -54,7 +55,18 @@ const char* kernel_name(Kernel k) {
 
 int main(int argc, char** argv) {
   using namespace dsv4::cuda;
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      only = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: bench_cuda_matmul_bench [--quick] [--only SUBSTRING]\n");
+      return 2;
+    }
+  }
   try {
     if (!device_available()) {
       std::fprintf(stderr, "no CUDA device\n");
@@ -92,6 +104,7 @@ int main(int argc, char** argv) {
     std::printf("%-26s %5s %-10s %10s %9s %7s %9s %7s\n", "shape", "M", "kernel", "time_us", "GB/s", "of_copy",
                 "TFLOP/s", "of_peak");
     for (const Shape& s : shapes) {
+      if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
       const int mmax = std::min(s.max_m, ms.back());
       const size_t in_bytes = s.fp8 ? 1 : 2, out_bytes = s.out_bf16 ? 2 : 4;
       const size_t wbytes = size_t(s.N) * s.K * in_bytes;
