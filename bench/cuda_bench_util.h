@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,29 @@
 #include "cuda/device_buffer.h"
 
 namespace dsv4::cuda::bench {
+
+// The arguments the kernel benchmarks share: --quick (fewer repetitions and sizes) and --only
+// SUBSTRING (only the shapes whose name contains it: one kernel's launches, for a profiler's
+// --launch-skip). nullopt, after a usage line on stderr, for anything else.
+struct BenchArgs {
+  bool quick = false;
+  std::string only;
+  bool wants(const char* shape_name) const { return only.empty() || std::string(shape_name).find(only) != std::string::npos; }
+};
+inline std::optional<BenchArgs> parse_bench_args(int argc, char** argv, const char* program) {
+  BenchArgs a;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      a.quick = true;
+    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      a.only = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--quick] [--only SUBSTRING]\n", program);
+      return std::nullopt;
+    }
+  }
+  return a;
+}
 
 // Fast deterministic filler (xorshift64*): benchmark inputs only need to be non-trivial bytes,
 // never zeros (zeros can run faster than real data, METHOD.md).

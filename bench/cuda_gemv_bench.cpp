@@ -48,19 +48,9 @@ struct Row {
 int main(int argc, char** argv) {
   using namespace dsv4::cuda;
   using dsv4::cat;
-  bool quick = false;
-  std::string only;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-      only = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: bench_cuda_gemv_bench [--quick] [--only SUBSTRING]\n");
-      return 2;
-    }
-  }
-  const auto wanted = [&](const char* name) { return only.empty() || std::string(name).find(only) != std::string::npos; };
+  const auto args = bench::parse_bench_args(argc, argv, "bench_cuda_gemv_bench");
+  if (!args) return 2;
+  const bool quick = args->quick;
   try {
     if (!device_available()) {
       std::fprintf(stderr, "no CUDA device\n");
@@ -85,7 +75,7 @@ int main(int argc, char** argv) {
         {"wq_b M=4", 4, 32768, 1024},      {"wq_b M=8", 8, 32768, 1024},
     };
     for (const auto& s : fp8_shapes) {
-      if (!wanted(s.name)) continue;
+      if (!args->wants(s.name)) continue;
       const size_t wbytes = size_t(s.N) * s.K, sbytes = size_t((s.N + 127) / 128) * (s.K / 128);
       const int copies = n_copies_for(wbytes, l2);
       const auto host_w = fill.bytes(wbytes, 0, 255, true);
@@ -121,7 +111,7 @@ int main(int argc, char** argv) {
         {"nvfp4 experts w2 (Flash, 6 sel)", 6, 4096, 2048, 1, ExpertWeightFormat::kNVFP4},
     };
     for (const auto& s : fp4_shapes) {
-      if (!wanted(s.name)) continue;
+      if (!args->wants(s.name)) continue;
       const int n_experts = 256;  // selections spread over a full expert table
       const bool nv = s.format == ExpertWeightFormat::kNVFP4;
       const size_t ebytes = size_t(s.N) * s.K / 2, esbytes = size_t(s.N) * s.K / (nv ? 16 : 32);
@@ -179,7 +169,7 @@ int main(int argc, char** argv) {
         {"wo_a (Flash) T=2048 lt", 2048, 8, 1024, 4096, true, true},
     };
     for (const auto& s : grouped_shapes) {
-      if (!wanted(s.name)) continue;
+      if (!args->wants(s.name)) continue;
       const size_t n_rows = size_t(s.G) * s.R, esize = s.fp8 ? 1 : 2;
       const size_t wbytes = n_rows * s.K * esize, sbytes = s.fp8 ? (n_rows + 127) / 128 * (s.K / 128) : 0;
       const int copies = n_copies_for(wbytes, l2);
@@ -224,7 +214,7 @@ int main(int argc, char** argv) {
         {"head (Flash)", 1, 129280, 4096},
     };
     for (const auto& s : bf16_shapes) {
-      if (!wanted(s.name)) continue;
+      if (!args->wants(s.name)) continue;
       const size_t wbytes = size_t(s.N) * s.K * 2;
       const int copies = n_copies_for(wbytes, l2);
       const auto host_w = fill.bytes(wbytes, 0, 255, false);
@@ -260,7 +250,7 @@ int main(int argc, char** argv) {
                                                 {"attention Flash HCA 64 queries", 64, 64, 128 + 4096 / 128},
                                                 {"attention Flash sliding 64 queries", 64, 64, 128},
                                                 {"attention Flash HCA 1M decode", 1, 64, 128 + (1 << 20) / 128}}) {
-      if (!wanted(s.name)) continue;
+      if (!args->wants(s.name)) continue;
       const int block_size = 64, n_rows = 1 << 16, n_pages = n_rows / block_size;
       DeviceBuffer<uint8_t> cache(size_t(kv_page_bytes(block_size, kKvDimV4)) * n_pages);
       std::vector<uint16_t> hkv(size_t(n_rows) * kKvDimV4);

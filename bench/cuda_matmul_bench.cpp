@@ -55,18 +55,9 @@ const char* kernel_name(Kernel k) {
 
 int main(int argc, char** argv) {
   using namespace dsv4::cuda;
-  bool quick = false;
-  std::string only;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
-      only = argv[++i];
-    } else {
-      std::fprintf(stderr, "usage: bench_cuda_matmul_bench [--quick] [--only SUBSTRING]\n");
-      return 2;
-    }
-  }
+  const auto args = bench::parse_bench_args(argc, argv, "bench_cuda_matmul_bench");
+  if (!args) return 2;
+  const bool quick = args->quick;
   try {
     if (!device_available()) {
       std::fprintf(stderr, "no CUDA device\n");
@@ -104,7 +95,7 @@ int main(int argc, char** argv) {
     std::printf("%-26s %5s %-10s %10s %9s %7s %9s %7s\n", "shape", "M", "kernel", "time_us", "GB/s", "of_copy",
                 "TFLOP/s", "of_peak");
     for (const Shape& s : shapes) {
-      if (!only.empty() && std::string(s.name).find(only) == std::string::npos) continue;
+      if (!args->wants(s.name)) continue;
       const int mmax = std::min(s.max_m, ms.back());
       const size_t in_bytes = s.fp8 ? 1 : 2, out_bytes = s.out_bf16 ? 2 : 4;
       const size_t wbytes = size_t(s.N) * s.K * in_bytes;
