@@ -1,8 +1,9 @@
 // Dense-linear benchmark: the matmul dispatch's kernels (skinny tensor-core GEMM, cuBLASLt
 // block-scaled FP8 / BF16) and the GEMV they replace, at DeepSeek-V4 Flash shapes for 1…8192
-// rows; mHC pre at 1 / 64 / 2048 rows. Few rows are read as a share of the device-to-device copy
-// bandwidth, many rows as a share of the FP8 (or BF16) dense peak — both measured in the same run
-// (design.md "Speed principles"): the peak is cuBLASLt's plain FP8 (BF16) GEMM at 8192³.
+// rows; pairs of linears on one input (matmul_pair); mHC pre at 1 / 64 / 2048 rows. Few rows are
+// read as a share of the device-to-device copy bandwidth, many rows as a share of the FP8 (or
+// BF16) dense peak — both measured in the same run (design.md "Speed principles"): the peak is
+// cuBLASLt's plain FP8 (BF16) GEMM at 8192³.
 // Correctness is tests/cuda's job, not this program's.
 //
 // Usage: bench_cuda_matmul_bench [--quick] [--only SUBSTRING]. --only keeps the shapes whose name
@@ -207,6 +208,62 @@ int main(int argc, char** argv) {
           std::printf("%-26s %5d %-9s%s %10.2f %9.1f %6.1f%% %9.1f %6.1f%%\n", s.name, M, name.c_str(), star ? "*" : " ",
                       t * 1e6, bytes / t * 1e-9, 100 * bytes / t * 1e-9 / copy_gbps, flops / t * 1e-12,
                       100 * flops / t * 1e-12 / peak);
+        }
+      }
+    }
+
+    // Two linears of the same activations (matmul_pair, rule 1c): two matmul calls against one
+    // pair launch, the same bytes; each output's bits are the same either way (tests/cuda/matmul.cpp).
+    struct PairShape {
+      const char* name;
+      int N_a, N_b, K;
+    };
+    std::printf("\n%-26s %5s %-10s %10s %9s %7s\n", "pairs (Flash)", "M", "kernel", "time_us", "GB/s", "of_copy");
+    for (const PairShape& s : {PairShape{"pair wkv+wq_a (Flash)", 512, 1024, 4096},
+                               PairShape{"pair shared w1+w3 (Flash)", 2048, 2048, 4096}}) {
+      if (!args->wants(s.name)) continue;
+      constexpr int kMaxM = 128;
+      const size_t wa = size_t(s.N_a) * s.K, wb = size_t(s.N_b) * s.K;
+      const size_t sa = size_t((s.N_a + 127) / 128) * (s.K / 128), sb = size_t((s.N_b + 127) / 128) * (s.K / 128);
+      const size_t wbytes = wa + wb + sa + sb;  // one copy: a, b, a's scales, b's scales
+      const int copies = n_copies_for(wbytes, l2);
+      DeviceBuffer<uint8_t> w;
+      {
+        auto hw = fill.bytes(wa + wb, 0, 255, true);
+        const auto hs = fill.bytes(sa + sb, 118, 126, false);
+        hw.insert(hw.end(), hs.begin(), hs.end());
+        w = replicated(hw.data(), wbytes, copies);
+      }
+      DeviceBuffer<uint8_t> x(fill.bytes(size_t(kMaxM) * s.K, 0, 255, true));
+      DeviceBuffer<uint8_t> xs(fill.bytes(size_t(kMaxM) * (s.K / 128), 120, 130, false));
+      DeviceBuffer<uint16_t> ya(size_t(kMaxM) * s.N_a), yb(size_t(kMaxM) * s.N_b);
+      for (const int M : {1, 8, 64, 128}) {
+        for (const bool pair : {false, true}) {
+          const double t = timer.median(reps, quick ? 10 : 30, true, [&](int i, cudaStream_t st) {
+            const uint8_t* base = w.get() + size_t(i % copies) * wbytes;
+            MatmulParams a, b;
+            a.w = base;
+            b.w = base + wa;
+            a.w_scale = base + wa + wb;
+            b.w_scale = base + wa + wb + sa;
+            a.x = b.x = x.get();
+            a.x_scale = b.x_scale = xs.get();
+            a.y = ya.get();
+            b.y = yb.get();
+            a.M = b.M = M;
+            a.N = s.N_a;
+            b.N = s.N_b;
+            a.K = b.K = s.K;
+            if (pair) {
+              matmul_pair(a, b, st);
+            } else {
+              matmul(a, st);
+              matmul(b, st);
+            }
+          });
+          const double bytes = double(wbytes) + double(M) * s.K + double(M) * (s.K / 128) + double(M) * (s.N_a + s.N_b) * 2;
+          std::printf("%-26s %5d %-9s%s %10.2f %9.1f %6.1f%%\n", s.name, M, pair ? "pair" : "two calls", pair ? "*" : " ",
+                      t * 1e6, bytes / t * 1e-9, 100 * bytes / t * 1e-9 / copy_gbps);
         }
       }
     }

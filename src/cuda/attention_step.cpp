@@ -214,15 +214,15 @@ void attention_step(const StepContext& c, const DeviceLayer& w, int layer) {
   Scratch& s = c.s;
 
   // §4.1 / §4.2: qr = q_norm(x·wq_aᵀ), q = per-head RMSNorm(qr·wq_bᵀ) + RoPE; kv likewise. wkv
-  // goes first: qr's quantisation overwrites s.aq, which both linears read. The rest of the kv
-  // path (its norm, RoPE, window slots and pool rows) then runs on the pass's branch beside the q
-  // path and the indexer (step.h: fork_branch), and so does the main compressor (§5), which reads
-  // only u, where the branch may hold linears: neither side reads what the other writes, and the
-  // attention after the join reads both.
+  // and wq_a read the same activations, in one launch where they can (linear_q_pair), before
+  // qr's quantisation overwrites s.aq. The rest of the kv path (its norm, RoPE, window slots and
+  // pool rows) then runs on the pass's branch beside the q path and the indexer (step.h:
+  // fork_branch), and so does the main compressor (§5), which reads only u, where the branch may
+  // hold linears: neither side reads what the other writes, and the attention after the join
+  // reads both.
   const QuantAct xq = block_input(c);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
-  linear_q(c, w.wkv, xq, T, s.kv);
+  linear_q_pair(c, w.wkv, s.kv, w.wq_a, s.qr, xq, T);
   const StepContext kv = fork_branch(c);
-  linear_q(c, w.wq_a, xq, T, s.qr);
   const QuantAct qrq = rmsnorm_quantize(c, s.qr, w.q_norm.get(), T, Q);
   linear_q(c, w.wq_b, qrq, T, s.q);
   rmsnorm_rope(c, s.q, nullptr, H, d, inv_freq);

@@ -91,6 +91,39 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
   return MatmulPath::kSkinny;
 }
 
+// Rule 1c, two rule-1b linears of the same activations: one launch. Reason: at decode sizes a
+// narrow matrix costs about a launch's latency, not its bytes (wkv 512×4096 at 1 row 4.6 µs for
+// 2 MB); one launch streams both matrices' tiles side by side. Numbers: PENDING.
+bool matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream) {
+  DSV4_CHECK_MSG(a.x == b.x && a.x_scale == b.x_scale && a.M == b.M && a.K == b.K && a.out_bf16 == b.out_bf16,
+                 "matmul_pair: the two linears must share their activations, rows and output type");
+  const bool fp8 = a.w_scale && b.w_scale;
+  const bool one_launch = fp8 && a.M > 0 && a.path == MatmulPath::kAuto && b.path == MatmulPath::kAuto &&
+                          matmul_choose(true, a.M, a.N, a.K) == MatmulPath::kWgmma &&
+                          matmul_choose(true, b.M, b.N, b.K) == MatmulPath::kWgmma && skinny_wgmma_pairable(a.N, b.N, a.K);
+  if (!one_launch) {
+    matmul(a, stream);
+    matmul(b, stream);
+    return false;
+  }
+  const auto skinny = [](const MatmulParams& m) {
+    SkinnyGemmParams q;
+    q.kind = SkinnyKind::kFp8;
+    q.w = m.w;
+    q.w_scale = m.w_scale;
+    q.x = m.x;
+    q.x_scale = m.x_scale;
+    q.y = m.y;
+    q.out_bf16 = m.out_bf16;
+    q.M = m.M;
+    q.N = m.N;
+    q.K = m.K;
+    return q;
+  };
+  launch_skinny_wgmma_pair(skinny(a), skinny(b), stream);
+  return true;
+}
+
 // Rule 3, the grouped output projection wo_a (8 groups × 1024 rows × 4096 for Flash): the
 // skinny kernel for every row but a long prompt chunk's (row-invariant up to any T), cuBLASLt per
 // group for those. Reason: the skinny kernel serves 64 rows per weight pass, measured at 48.9 µs

@@ -45,6 +45,12 @@ MatmulPath matmul_choose(bool fp8, int M, int N, int K);
 // algorithm for the problem). M = 0 enqueues nothing.
 MatmulPath matmul(const MatmulParams& p, cudaStream_t stream);
 
+// Two linears of the same activations (a and b agree on x, x_scale, M, K and out_bf16; paths
+// kAuto): one launch when both take the wgmma path with the same split (Flash's wkv beside wq_a,
+// the shared expert's w1 beside w3; matmul.cpp rule 1c), else matmul(a) then matmul(b). Each
+// output's bits are matmul's either way. Returns whether it was one launch.
+bool matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream);
+
 // wo_a (§4.5; grouped_out_proj.cuh's parameters and result) through cuBLASLt, for the rows of a
 // long prompt chunk: per group, FP8 weights are expanded exactly to BF16 in `w_group` ([R, K],
 // unused for BF16 weights), then a BF16 GEMM with FP32 accumulation reads the group's o columns

@@ -276,8 +276,7 @@ void moe_shared(const StepContext& c, const DeviceLayer& w) {
   const StepContext b = branch_linears(c) ? fork_branch(c) : c;
   // §8.3 shared expert.
   const QuantAct xq = block_input(b);  // s.u, normalised and quantised by HC_pre (layer_pass.cpp)
-  linear_q(b, w.shared_w1, xq, T, ms.sg);
-  linear_q(b, w.shared_w3, xq, T, ms.sup);
+  linear_q_pair(b, w.shared_w1, ms.sg, w.shared_w3, ms.sup, xq, T);
   __nv_bfloat16* shf = w.shared_w2.fp8 ? nullptr : ms.shf;  // BF16 weights consume BF16 values
   swiglu(cfg, ms.sg, ms.sup, nullptr, T, nullptr, ms.sh, ms.shq, ms.shqs, shf, b.stream);
   linear_q(b, w.shared_w2, QuantAct{ms.shq, ms.shqs, shf, int(cfg.moe_intermediate_size)}, T, ms.sy);

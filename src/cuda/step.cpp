@@ -224,13 +224,32 @@ void for_each_segment(const StepContext& c, int rows, F&& call) {
 
 namespace {
 
+// The matmul of rows [r0, r0 + n) of a linear with FP8 or BF16 weights into y (all rows, BF16 or
+// FP32 rows of N): FP8 weights take the FP8 activations; BF16 weights the same values as BF16
+// (fake).
+MatmulParams quantized_rows(const DeviceLinear& w, const QuantAct& x, int r0, int n, void* y, bool out_bf16) {
+  DSV4_CHECK_MSG(w.K == x.K, w.name, ": in_features ", w.K, ", the activations have ", x.K);
+  DSV4_CHECK_MSG(w.fp8 || x.fake, w.name, ": BF16 linear fed without fake-quantised activations");
+  MatmulParams p;
+  p.w = w.data.get();
+  p.w_scale = w.fp8 ? w.scale.get() : nullptr;
+  p.x = w.fp8 ? static_cast<const void*>(x.q + size_t(r0) * w.K) : static_cast<const void*>(x.fake + size_t(r0) * w.K);
+  p.x_scale = w.fp8 ? x.scale + size_t(r0) * (w.K / 128) : nullptr;
+  p.y = static_cast<uint8_t*>(y) + size_t(r0) * w.N * (out_bf16 ? 2 : 4);
+  p.M = n;
+  p.N = w.N;
+  p.K = w.K;
+  p.out_bf16 = out_bf16;
+  return p;
+}
+
 // y = x̃·Wᵀ, BF16 (out_bf16) or FP32 rows of N.
 void quantized_linear(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, void* y,
                       bool out_bf16) {
   const size_t out_bytes = out_bf16 ? 2 : 4;
   auto row_ptr = [&](int r0) { return static_cast<uint8_t*>(y) + size_t(r0) * w.N * out_bytes; };
-  DSV4_CHECK_MSG(w.K == x.K, w.name, ": in_features ", w.K, ", the activations have ", x.K);
   if (w.nvfp4) {  // the FP8 activations of the FP8 linear it replaces (gemv_nvfp4.cuh)
+    DSV4_CHECK_MSG(w.K == x.K, w.name, ": in_features ", w.K, ", the activations have ", x.K);
     for (int r0 = 0; r0 < rows; r0 += kGemvMaxBatch) {
       GemvNvfp4Params p;
       p.w = w.data.get();
@@ -247,28 +266,25 @@ void quantized_linear(const StepContext& c, const DeviceLinear& w, const QuantAc
     }
     return;
   }
-  // FP8 weights take the FP8 activations; BF16 weights the same values as BF16 (fake).
-  DSV4_CHECK_MSG(w.fp8 || x.fake, "BF16 linear fed without fake-quantised activations");
-  for_each_segment(c, rows, [&](int r0, int n) {
-    MatmulParams p;
-    p.w = w.data.get();
-    p.w_scale = w.fp8 ? w.scale.get() : nullptr;
-    p.x = w.fp8 ? static_cast<const void*>(x.q + size_t(r0) * w.K)
-                : static_cast<const void*>(x.fake + size_t(r0) * w.K);
-    p.x_scale = w.fp8 ? x.scale + size_t(r0) * (w.K / 128) : nullptr;
-    p.y = row_ptr(r0);
-    p.M = n;
-    p.N = w.N;
-    p.K = w.K;
-    p.out_bf16 = out_bf16;
-    matmul(p, c.stream);
-  });
+  for_each_segment(c, rows, [&](int r0, int n) { matmul(quantized_rows(w, x, r0, n, y, out_bf16), c.stream); });
 }
 
 }  // namespace
 
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, __nv_bfloat16* y) {
   quantized_linear(c, w, x, rows, y, true);
+}
+
+void linear_q_pair(const StepContext& c, const DeviceLinear& wa, __nv_bfloat16* ya, const DeviceLinear& wb,
+                   __nv_bfloat16* yb, const QuantAct& x, int rows) {
+  if (!wa.fp8 || !wb.fp8) {
+    linear_q(c, wa, x, rows, ya);
+    linear_q(c, wb, x, rows, yb);
+    return;
+  }
+  for_each_segment(c, rows, [&](int r0, int n) {
+    matmul_pair(quantized_rows(wa, x, r0, n, ya, true), quantized_rows(wb, x, r0, n, yb, true), c.stream);
+  });
 }
 
 void linear_q_f32(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, float* y) {

@@ -138,6 +138,10 @@ QuantAct rmsnorm_quantize(const StepContext& c, __nv_bfloat16* x, const __nv_bfl
                           int dim);
 void linear_q(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows,
               __nv_bfloat16* y);
+// Two linears of the same activations (ya = x̃·Waᵀ, yb = x̃·Wbᵀ), in one launch where matmul_pair
+// can: the same bits as two linear_q calls.
+void linear_q_pair(const StepContext& c, const DeviceLinear& wa, __nv_bfloat16* ya, const DeviceLinear& wb,
+                   __nv_bfloat16* yb, const QuantAct& x, int rows);
 // The same with FP32 output, before the BF16 rounding: a tensor-parallel rank's partial sum.
 void linear_q_f32(const StepContext& c, const DeviceLinear& w, const QuantAct& x, int rows, float* y);
 // Unquantised-input linear with BF16 weights: y = x·Wᵀ in FP32 (router, compressor, indexer

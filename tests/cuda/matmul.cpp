@@ -456,6 +456,61 @@ INSTANTIATE_TEST_SUITE_P(
       return s;
     });
 
+// matmul_pair (two linears of the same activations): one launch where both are rule-1b shapes
+// with one split, else two calls; either way each output equals matmul's bit for bit, at every
+// row count, on fresh random data into poisoned outputs (matmul itself is checked against the
+// dequantised product above).
+class MatmulPairTest : public CudaOpTest {};
+
+TEST_F(MatmulPairTest, EachOutputIsMatmulsBitForBit) {
+  struct Case {
+    int N_a, N_b, K;
+    bool one_launch;  // at M <= 128
+  };
+  for (const Case cs : {Case{512, 1024, 4096, true},     // Flash's wkv beside wq_a
+                        Case{2048, 2048, 4096, true},    // the shared expert's w1 beside w3
+                        Case{200, 1024, 4096, true},     // a's last tile partial: b's tiles start after it
+                        Case{512, 4096, 4096, false}}) {  // b is not a wgmma shape: two calls
+    const int Mmax = 129, nkb = cs.K / 128;
+    const auto x = random_e4m3(size_t(Mmax) * cs.K), xs = random_e8m0(size_t(Mmax) * nkb, 8);
+    DeviceBuffer<uint8_t> d_x(x), d_xs(xs);
+    struct Side {
+      int N;
+      DeviceBuffer<uint8_t> w, ws, y_pair, y_alone;
+    };
+    Side a{cs.N_a}, b{cs.N_b};
+    for (Side* s : {&a, &b}) {
+      s->w = DeviceBuffer<uint8_t>(random_e4m3(size_t(s->N) * cs.K));
+      s->ws = DeviceBuffer<uint8_t>(random_e8m0(size_t((s->N + 127) / 128) * nkb, 8));
+      s->y_pair = DeviceBuffer<uint8_t>(size_t(Mmax) * s->N * 2);
+      s->y_alone = DeviceBuffer<uint8_t>(size_t(Mmax) * s->N * 2);
+    }
+    for (const int M : {1, 7, 8, 9, 64, 128, 129}) {
+      const auto params = [&](Side& s, DeviceBuffer<uint8_t>& y) {
+        y.fill_bytes(kPoisonByte);
+        MatmulParams p;
+        p.w = s.w.get();
+        p.w_scale = s.ws.get();
+        p.x = d_x.get();
+        p.x_scale = d_xs.get();
+        p.y = y.get();
+        p.M = M;
+        p.N = s.N;
+        p.K = cs.K;
+        return p;
+      };
+      const bool one = matmul_pair(params(a, a.y_pair), params(b, b.y_pair), nullptr);
+      matmul(params(a, a.y_alone), nullptr);
+      matmul(params(b, b.y_alone), nullptr);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::string what = cat("N_a=", cs.N_a, " N_b=", cs.N_b, " K=", cs.K, " M=", M);
+      EXPECT_EQ(one, cs.one_launch && M <= matmul_skinny_max_rows(true)) << what;
+      for (const Side* s : {&a, &b})  // rows past M: the same poison in both
+        EXPECT_EQ(s->y_pair.download(), s->y_alone.download()) << what << ": the N=" << s->N << " output";
+    }
+  }
+}
+
 TEST(MatmulArgs, RejectsFp8WeightsWithoutActivationScales) {
   if (!device_available()) {
     GTEST_SKIP() << "no CUDA device";

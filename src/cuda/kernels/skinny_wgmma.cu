@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include <atomic>
+#include <climits>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_common.cuh"
@@ -117,8 +118,18 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t a, uint64_t
   }
 }
 
+// The second matrix of a pair launch (launch_skinny_wgmma_pair): row tiles from `first_tile` on
+// are its own (first_tile = INT_MAX: no second matrix).
+struct SecondMatrix {
+  const void* w = nullptr;
+  const uint8_t* w_scale = nullptr;
+  void* y = nullptr;
+  int N = 0;
+  int first_tile = INT_MAX;
+};
+
 template <int kN, bool kOutBf16>
-__global__ void __launch_bounds__(kThreads) skinny_wgmma_kernel(SkinnyGemmParams p, int cluster) {
+__global__ void __launch_bounds__(kThreads) skinny_wgmma_kernel(SkinnyGemmParams p, SecondMatrix second, int cluster) {
   using St = Stage<kN>;
   constexpr int kA = St::kAcc;
   wait_for_prior_grids();
@@ -126,7 +137,16 @@ __global__ void __launch_bounds__(kThreads) skinny_wgmma_kernel(SkinnyGemmParams
   // The stages start on a 1024-byte boundary of the shared window (the swizzle atom).
   uint8_t* stages = smem_raw + ((1024 - (shared_address(smem_raw) & 1023)) & 1023);
   const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize, g = lane / 4, q = lane % 4;
-  const int rank = int(blockIdx.x) % cluster, n0 = int(blockIdx.x) / cluster * kTileRows;
+  const int rank = int(blockIdx.x) % cluster;
+  int tile = int(blockIdx.x) / cluster;
+  if (tile >= second.first_tile) {  // the same work on the second matrix's tile, as its own launch would
+    tile -= second.first_tile;
+    p.w = second.w;
+    p.w_scale = second.w_scale;
+    p.y = second.y;
+    p.N = second.N;
+  }
+  const int n0 = tile * kTileRows;
   const int n_groups = p.K / kGroupK;
   const int my_groups = (n_groups - 1 - rank) / cluster + 1;  // groups rank, rank + cluster, … (cluster <= n_groups)
   const uint8_t* ws_row = p.w_scale + int64_t(n0 / int(kFP8BlockSize)) * n_groups;  // the tile's scale row
@@ -238,14 +258,17 @@ __global__ void __launch_bounds__(kThreads) skinny_wgmma_kernel(SkinnyGemmParams
     }
 }
 
+int64_t row_tiles(int N) { return (int64_t(N) + kTileRows - 1) / kTileRows; }
+
 template <int kN, bool kOutBf16>
-void launch_n(const SkinnyGemmParams& p, cudaStream_t stream) {
+void launch_n(const SkinnyGemmParams& p, const SecondMatrix& second, cudaStream_t stream) {
   auto* kernel = &skinny_wgmma_kernel<kN, kOutBf16>;
   static std::atomic<uint64_t> raised{0};
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), Stage<kN>::kSmem, raised);
   const int cluster = skinny_wgmma_cluster(p.N, p.K);
-  const int64_t blocks = (int64_t(p.N) + kTileRows - 1) / kTileRows * cluster;
-  DSV4_CHECK_MSG(blocks <= INT32_MAX, "skinny wgmma N=", p.N, ": too many blocks");
+  const int64_t tiles = row_tiles(p.N) + (second.first_tile == INT_MAX ? 0 : row_tiles(second.N));
+  const int64_t blocks = tiles * cluster;
+  DSV4_CHECK_MSG(blocks <= INT32_MAX, "skinny wgmma N=", p.N, " + ", second.N, ": too many blocks");
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(unsigned(blocks), 1, 1);
   cfg.blockDim = dim3(kThreads, 1, 1);
@@ -261,17 +284,27 @@ void launch_n(const SkinnyGemmParams& p, cudaStream_t stream) {
   attr[1].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = cluster > 1 ? 2 : 1;
-  DSV4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, cluster));
+  DSV4_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, second, cluster));
 }
 
 template <bool kOutBf16>
-void launch_typed(const SkinnyGemmParams& p, cudaStream_t stream) {
+void launch_typed(const SkinnyGemmParams& p, const SecondMatrix& second, cudaStream_t stream) {
   // The narrowest wgmma that holds every row (rows past M are zeros).
-  if (p.M <= 8) return launch_n<8, kOutBf16>(p, stream);
-  if (p.M <= 16) return launch_n<16, kOutBf16>(p, stream);
-  if (p.M <= 32) return launch_n<32, kOutBf16>(p, stream);
-  if (p.M <= 64) return launch_n<64, kOutBf16>(p, stream);
-  return launch_n<128, kOutBf16>(p, stream);
+  if (p.M <= 8) return launch_n<8, kOutBf16>(p, second, stream);
+  if (p.M <= 16) return launch_n<16, kOutBf16>(p, second, stream);
+  if (p.M <= 32) return launch_n<32, kOutBf16>(p, second, stream);
+  if (p.M <= 64) return launch_n<64, kOutBf16>(p, second, stream);
+  return launch_n<128, kOutBf16>(p, second, stream);
+}
+
+void check_params(const SkinnyGemmParams& p) {
+  DSV4_CHECK(p.w && p.w_scale && p.x && p.x_scale && p.y);
+  DSV4_CHECK_MSG(p.kind == SkinnyKind::kFp8, "skinny wgmma: FP8 weights and activations only");
+  DSV4_CHECK_MSG(p.M >= 1 && p.M <= 128 && p.N >= 1, "skinny wgmma M=", p.M, " N=", p.N, " (M in [1, 128])");
+  DSV4_CHECK_MSG(p.K >= kGroupK && p.K % kGroupK == 0, "skinny wgmma needs K % 128 == 0, K=", p.K);
+  DSV4_CHECK_MSG(p.rows_per_group == 0 && (p.ldx == 0 || p.ldx == p.K) && (p.ldy == 0 || p.ldy == p.N),
+                 "skinny wgmma: dense rows only (no groups, ldx = K, ldy = N)");
+  DSV4_CHECK((reinterpret_cast<uintptr_t>(p.w) | reinterpret_cast<uintptr_t>(p.x)) % 16 == 0);
 }
 
 }  // namespace
@@ -287,14 +320,21 @@ int skinny_wgmma_cluster(int N, int K) {
 }
 
 void launch_skinny_wgmma(const SkinnyGemmParams& p, cudaStream_t stream) {
-  DSV4_CHECK(p.w && p.w_scale && p.x && p.x_scale && p.y);
-  DSV4_CHECK_MSG(p.kind == SkinnyKind::kFp8, "skinny wgmma: FP8 weights and activations only");
-  DSV4_CHECK_MSG(p.M >= 1 && p.M <= 128 && p.N >= 1, "skinny wgmma M=", p.M, " N=", p.N, " (M in [1, 128])");
-  DSV4_CHECK_MSG(p.K >= kGroupK && p.K % kGroupK == 0, "skinny wgmma needs K % 128 == 0, K=", p.K);
-  DSV4_CHECK_MSG(p.rows_per_group == 0 && (p.ldx == 0 || p.ldx == p.K) && (p.ldy == 0 || p.ldy == p.N),
-                 "skinny wgmma: dense rows only (no groups, ldx = K, ldy = N)");
-  DSV4_CHECK((reinterpret_cast<uintptr_t>(p.w) | reinterpret_cast<uintptr_t>(p.x)) % 16 == 0);
-  p.out_bf16 ? launch_typed<true>(p, stream) : launch_typed<false>(p, stream);
+  check_params(p);
+  p.out_bf16 ? launch_typed<true>(p, SecondMatrix{}, stream) : launch_typed<false>(p, SecondMatrix{}, stream);
+}
+
+bool skinny_wgmma_pairable(int N_a, int N_b, int K) { return skinny_wgmma_cluster(N_a, K) == skinny_wgmma_cluster(N_b, K); }
+
+void launch_skinny_wgmma_pair(const SkinnyGemmParams& a, const SkinnyGemmParams& b, cudaStream_t stream) {
+  check_params(a);
+  check_params(b);
+  DSV4_CHECK_MSG(a.x == b.x && a.x_scale == b.x_scale && a.M == b.M && a.K == b.K && a.out_bf16 == b.out_bf16,
+                 "skinny wgmma pair: the two linears must share their activations, rows and output type");
+  DSV4_CHECK_MSG(skinny_wgmma_pairable(a.N, b.N, a.K), "skinny wgmma pair: N=", a.N, " and N=", b.N, " at K=", a.K,
+                 " split K differently (skinny_wgmma_pairable)");
+  const SecondMatrix second{b.w, b.w_scale, b.y, b.N, int(row_tiles(a.N))};
+  a.out_bf16 ? launch_typed<true>(a, second, stream) : launch_typed<false>(a, second, stream);
 }
 
 }  // namespace dsv4::cuda

@@ -34,4 +34,12 @@ int skinny_wgmma_cluster(int N, int K);
 // 0 (dense rows), w and x 16-byte aligned; rows_per_pass is ignored (one pass serves every row).
 void launch_skinny_wgmma(const SkinnyGemmParams& p, cudaStream_t stream);
 
+// Two linears of the same activations in one launch: a's row tiles, then b's, each matrix with
+// the split its own launch has, so that every output is bit for bit launch_skinny_wgmma's (one
+// launch instead of two: a narrow matrix at few rows costs about a launch's latency, whatever
+// its bytes). Both as launch_skinny_wgmma requires, with the same x, x_scale, M, K and output
+// type, and skinny_wgmma_pairable(a.N, b.N, K): a cluster is one size for the whole launch.
+bool skinny_wgmma_pairable(int N_a, int N_b, int K);
+void launch_skinny_wgmma_pair(const SkinnyGemmParams& a, const SkinnyGemmParams& b, cudaStream_t stream);
+
 }  // namespace dsv4::cuda
