@@ -41,6 +41,22 @@ bool prefers_wgmma_skinny(int N, int K) { return K >= 4096 && N <= 2048; }
 // kernel is compute-bound and cuBLASLt's BF16 GEMM takes over.
 constexpr int kSkinnyMaxRowsBf16 = 64;
 
+// The skinny kernels' parameters of a problem (FP8 weights when it has weight scales).
+SkinnyGemmParams skinny_params(const MatmulParams& p) {
+  SkinnyGemmParams q;
+  q.kind = p.w_scale ? SkinnyKind::kFp8 : SkinnyKind::kBf16;
+  q.w = p.w;
+  q.w_scale = p.w_scale;
+  q.x = p.x;
+  q.x_scale = p.x_scale;
+  q.y = p.y;
+  q.out_bf16 = p.out_bf16;
+  q.M = p.M;
+  q.N = p.N;
+  q.K = p.K;
+  return q;
+}
+
 }  // namespace
 
 int matmul_skinny_max_rows(bool fp8) { return fp8 ? kSkinnyMaxRowsFp8 : kSkinnyMaxRowsBf16; }
@@ -72,17 +88,7 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
     if (lt_gemm(q, stream)) return MatmulPath::kLt;
   }
   DSV4_CHECK_MSG(path != MatmulPath::kWgmma || fp8, "the wgmma skinny GEMM takes FP8 weights only");
-  SkinnyGemmParams q;
-  q.kind = fp8 ? SkinnyKind::kFp8 : SkinnyKind::kBf16;
-  q.w = p.w;
-  q.w_scale = p.w_scale;
-  q.x = p.x;
-  q.x_scale = p.x_scale;
-  q.y = p.y;
-  q.out_bf16 = p.out_bf16;
-  q.M = p.M;
-  q.N = p.N;
-  q.K = p.K;
+  const SkinnyGemmParams q = skinny_params(p);
   if (path == MatmulPath::kWgmma) {
     launch_skinny_wgmma(q, stream);
     return MatmulPath::kWgmma;
@@ -109,21 +115,7 @@ bool matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stre
     matmul(b, stream);
     return false;
   }
-  const auto skinny = [](const MatmulParams& m) {
-    SkinnyGemmParams q;
-    q.kind = SkinnyKind::kFp8;
-    q.w = m.w;
-    q.w_scale = m.w_scale;
-    q.x = m.x;
-    q.x_scale = m.x_scale;
-    q.y = m.y;
-    q.out_bf16 = m.out_bf16;
-    q.M = m.M;
-    q.N = m.N;
-    q.K = m.K;
-    return q;
-  };
-  launch_skinny_wgmma_pair(skinny(a), skinny(b), stream);
+  launch_skinny_wgmma_pair(skinny_params(a), skinny_params(b), stream);
   return true;
 }
 
