@@ -41,10 +41,11 @@ bool prefers_wgmma_skinny(int N, int K) { return K >= 4096 && N <= 2048; }
 // kernel is compute-bound and cuBLASLt's BF16 GEMM takes over.
 constexpr int kSkinnyMaxRowsBf16 = 64;
 
-// The skinny kernels' parameters of a problem (FP8 weights when it has weight scales).
-SkinnyGemmParams skinny_params(const MatmulParams& p) {
-  SkinnyGemmParams q;
-  q.kind = p.w_scale ? SkinnyKind::kFp8 : SkinnyKind::kBf16;
+// A kernel's parameters (SkinnyGemmParams, LtGemmParams) carrying the problem of p; the
+// kernel-specific fields keep their defaults.
+template <typename KernelParams>
+KernelParams problem_of(const MatmulParams& p) {
+  KernelParams q;
   q.w = p.w;
   q.w_scale = p.w_scale;
   q.x = p.x;
@@ -54,6 +55,13 @@ SkinnyGemmParams skinny_params(const MatmulParams& p) {
   q.M = p.M;
   q.N = p.N;
   q.K = p.K;
+  return q;
+}
+
+// The skinny kernels' parameters of a problem (FP8 weights when it has weight scales).
+SkinnyGemmParams skinny_params(const MatmulParams& p) {
+  SkinnyGemmParams q = problem_of<SkinnyGemmParams>(p);
+  q.kind = p.w_scale ? SkinnyKind::kFp8 : SkinnyKind::kBf16;
   return q;
 }
 
@@ -74,17 +82,8 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
   DSV4_CHECK_MSG(!fp8 || p.x_scale, "FP8-block weights need FP8 activations (x_scale)");
   const MatmulPath path = p.path == MatmulPath::kAuto ? matmul_choose(fp8, p.M, p.N, p.K) : p.path;
   if (path == MatmulPath::kLt) {
-    LtGemmParams q;
+    LtGemmParams q = problem_of<LtGemmParams>(p);
     q.fp8 = fp8;
-    q.w = p.w;
-    q.w_scale = p.w_scale;
-    q.x = p.x;
-    q.x_scale = p.x_scale;
-    q.y = p.y;
-    q.out_bf16 = p.out_bf16;
-    q.M = p.M;
-    q.N = p.N;
-    q.K = p.K;
     if (lt_gemm(q, stream)) return MatmulPath::kLt;
   }
   DSV4_CHECK_MSG(path != MatmulPath::kWgmma || fp8, "the wgmma skinny GEMM takes FP8 weights only");
@@ -99,7 +98,7 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
 
 // Rule 1c, two rule-1b linears of the same activations: one launch. Reason: at decode sizes a
 // narrow matrix costs about a launch's latency, not its bytes (wkv 512×4096 at 1 row 4.6 µs for
-// 2 MB); one launch streams both matrices' tiles side by side. Measured on an H100, two calls
+// 2 MB, rule 1b's H100 figure); one launch streams both matrices' tiles side by side. Measured on an H100, two calls
 // against one launch, µs at 1 / 8 / 64 / 128 rows (bench/results/2026-12-07-h100-linear-pairs.md):
 // wkv + wq_a 11.4 / 11.4 / 19.9 / 32.9 against 7.2 / 7.3 / 13.5 / 22.6; shared w1 + w3 16.4 /
 // 16.7 / 33.4 / 63.4 against 11.5 / 11.7 / 28.5 / 53.9.
