@@ -98,10 +98,11 @@ MatmulPath matmul(const MatmulParams& p, cudaStream_t stream) {
 
 // Rule 1c, two rule-1b linears of the same activations: one launch. Reason: at decode sizes a
 // narrow matrix costs about a launch's latency, not its bytes (wkv 512×4096 at 1 row 4.6 µs for
-// 2 MB, rule 1b's H100 figure); one launch streams both matrices' tiles side by side. Measured on an H100, two calls
-// against one launch, µs at 1 / 8 / 64 / 128 rows (bench/results/2026-12-07-h100-linear-pairs.md):
-// wkv + wq_a 11.4 / 11.4 / 19.9 / 32.9 against 7.2 / 7.3 / 13.5 / 22.6; shared w1 + w3 16.4 /
-// 16.7 / 33.4 / 63.4 against 11.5 / 11.7 / 28.5 / 53.9.
+// 2 MB, rule 1b's H100 figure); one launch streams both matrices' tiles side by side. Measured
+// on an H100, two calls against one launch, µs at 1 / 8 / 64 / 128 rows
+// (bench/results/2026-12-07-h100-linear-pairs.md): wkv + wq_a 11.4 / 11.4 / 19.9 / 32.9 against
+// 7.2 / 7.3 / 13.5 / 22.6; shared w1 + w3 16.4 / 16.7 / 33.4 / 63.4 against 11.5 / 11.7 / 28.5 /
+// 53.9.
 bool matmul_pair(const MatmulParams& a, const MatmulParams& b, cudaStream_t stream) {
   DSV4_CHECK_MSG(a.x == b.x && a.x_scale == b.x_scale && a.M == b.M && a.K == b.K && a.out_bf16 == b.out_bf16,
                  "matmul_pair: the two linears must share their activations, rows and output type");
