@@ -5,25 +5,34 @@
 // experts on the host's cores; prefill passes (≥ kHostStreamRows rows) copy them to the GPU and
 // run the grouped GEMM there, which is the GPU's own arithmetic.
 //
-// What is promised. On the host's cores the host computes its experts with the CPU backend's expert (cpu/moe.h
-// expert_forward, official-bf16: the GPU's quantisation points and BF16 stores), whose FP4 GEMV is
-// bit-identical to the scalar dequantiser (tests/cpu/test_fp4_linear.cpp). The GPU's grouped GEMM
-// adds the same products in another order, so an expert's BF16 output may differ by a rounding
-// step where a sum falls near a BF16 boundary: a rounding-only difference, held to the bar issue 12
-// set for those (top-1 ≥ 99.5 % of logit rows, every row's cosine ≥ 0.9999); the test prints how
-// close it is (on nano: every row bit-identical, bench/results/2026-12-03-h200-host-tier.md; but
-// DSV4_TEST_SEED=15112150753777659586 gives 603 of 612 rows identical and a minimum cosine of
-// 0.99968 with 15 of 16 experts on the host, below the bar, on main as well:
-// bench/results/2026-12-07-h100-linear-pairs.md). Within the host tier, a replayed graph gives the eager pass's logits bit for bit
-// (the host's work is the same function on the same inputs, its order fixed). With --host-decode
-// gpu the GPU runs the decode rows' host experts too, so the logits are bit-identical; with split
-// the cores and the GPU each run a share of them, so the bar is the cores' again.
+// What is promised. On the host's cores the host computes its experts with the CPU backend's expert
+// (cpu/moe.h expert_forward, official-bf16: the GPU's quantisation points and BF16 stores), whose
+// FP4 GEMV is bit-identical to the scalar dequantiser (tests/cpu/test_fp4_linear.cpp). The GPU's
+// grouped GEMM adds the same products in another order, so an expert's BF16 output may differ by a
+// rounding step where a sum falls near a BF16 boundary. Such a difference usually stays a
+// rounding-only difference (issue 12's bar for those: top-1 ≥ 99.5 % of logit rows, a row's cosine
+// ≥ 0.9999), but now and then it meets a near tie of a discrete choice downstream (expert top-k,
+// indexer top-k, an FP8 scale) and the rows after it in that sequence move further. Measured over
+// 81 seeds on an H100 (bench/results/2026-12-07-h100-host-tier-seeds.md): 76 gave every row of the
+// four runs bit-identical; 5 had 583 to 611 of 612 rows identical; in 2 of those
+// (15112150753777659586, 9987271028536447736) one or two rows fell below 0.9999 (min cosine 0.99968
+// and 0.99698), each time in one sequence; top-1 was 1.0000 in all. So the bar is: top-1 ≥ 99.5 %,
+// and the rows below 0.9999 at most 5 % of the rows and all in one sequence of the three (a flip
+// can reach only the rest of its own sequence: here at most 56 rows, 9 %, that the cores run). A
+// wrong host path (a wrong expert, row, scale or weight) reaches the decode rows of every sequence,
+// which all pick the host's experts. Within the host tier, a replayed graph gives the eager pass's
+// logits bit for bit (the host's work is the same function on the same inputs, its order fixed).
+// With --host-decode gpu the GPU runs the decode rows' host experts too, so the logits are
+// bit-identical; with split the cores and the GPU each run a share of them, so the bar is the
+// cores' again.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_forward.h"
@@ -64,13 +73,25 @@ class HostTier : public ::testing::Test {
   }
 };
 
+// The cores' bar (header): top-1, and rows below the rounding-only cosine few and in one sequence.
 void expect_close(const test::Outputs& want, const test::Outputs& got, int64_t V, const std::string& what) {
   ASSERT_EQ(want.logits.size(), got.logits.size()) << what;
+  ASSERT_EQ(want.row_sequence, got.row_sequence) << what;
   const test::RowAgreement r = test::agreement(want.logits, got.logits, V);
-  std::printf("[host] %s: %zu rows, top-1 %.4f, min cosine %.7f, %zu bit-identical\n", what.c_str(), r.rows, r.top1,
-              r.min_cosine, r.identical);
+  constexpr double kRoundingOnly = 0.9999;
+  size_t below = 0;
+  std::vector<int32_t> sequences;  // with a row below kRoundingOnly
+  for (size_t i = 0; i < r.rows; ++i) {
+    if (r.cosine[i] >= kRoundingOnly) continue;
+    ++below;
+    if (std::find(sequences.begin(), sequences.end(), want.row_sequence[i]) == sequences.end())
+      sequences.push_back(want.row_sequence[i]);
+  }
+  std::printf("[host] %s: %zu rows, top-1 %.4f, min cosine %.7f, %zu bit-identical, %zu below %.4f in %zu sequences\n",
+              what.c_str(), r.rows, r.top1, r.min_cosine, r.identical, below, kRoundingOnly, sequences.size());
   EXPECT_GE(r.top1, 0.995) << what;
-  EXPECT_GE(r.min_cosine, 0.9999) << what;
+  EXPECT_LE(double(below), 0.05 * double(r.rows)) << what;
+  EXPECT_LE(sequences.size(), 1u) << what;
 }
 
 TEST_F(HostTier, AgreesWithEveryExpertOnTheGpu) {

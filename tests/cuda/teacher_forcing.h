@@ -22,10 +22,12 @@
 
 namespace dsv4::test {
 
-// Everything a run returns, in order: every logit row of every step, and the drafts' logits.
+// Everything a run returns, in order: every logit row of every step, and the drafts' logits;
+// which sequence (index into the prompts) each logit row belongs to.
 struct Outputs {
   std::vector<float> logits;
   std::vector<int32_t> drafts;
+  std::vector<int32_t> row_sequence;
 };
 
 // Three sequences of different lengths: prompts in chunks (one long enough to be its own matmul
@@ -33,6 +35,11 @@ struct Outputs {
 // MTP block runs along and each sequence drafts two tokens after every step.
 inline Outputs teacher_forced(Forward& f, const std::vector<std::vector<int32_t>>& prompts, int decode_steps, bool mtp) {
   Outputs run;
+  const size_t V = size_t(f.config().vocab_size);
+  const auto append = [&](size_t seq, const std::vector<float>& rows) {
+    run.logits.insert(run.logits.end(), rows.begin(), rows.end());
+    run.row_sequence.insert(run.row_sequence.end(), rows.size() / V, int32_t(seq));
+  };
   std::vector<std::unique_ptr<SequenceState>> seqs;
   for (const auto& p : prompts) seqs.push_back(f.new_sequence(int64_t(p.size()) + decode_steps + 4));
   std::vector<std::vector<float>> out(prompts.size());
@@ -52,7 +59,7 @@ inline Outputs teacher_forced(Forward& f, const std::vector<std::vector<int32_t>
     }
     if (items.empty()) break;
     f.forward(items);
-    for (const ForwardItem& it : items) run.logits.insert(run.logits.end(), it.logits->begin(), it.logits->end());
+    for (const ForwardItem& it : items) append(size_t(it.logits - out.data()), *it.logits);
   }
   // Decode: each sequence's next input is its prompt's last token, then a fixed pseudo-random walk
   // (teacher forcing: the inputs do not depend on the logits, so every layout feeds the same ids).
@@ -68,7 +75,7 @@ inline Outputs teacher_forced(Forward& f, const std::vector<std::vector<int32_t>
       items[i].mtp = mtp;
     }
     f.forward(items);
-    for (const ForwardItem& it : items) run.logits.insert(run.logits.end(), it.logits->begin(), it.logits->end());
+    for (size_t i = 0; i < prompts.size(); ++i) append(i, out[i]);
     if (mtp) {
       std::vector<std::vector<int32_t>> drafts(prompts.size());
       std::vector<std::vector<float>> draft_logits(prompts.size());
@@ -83,7 +90,7 @@ inline Outputs teacher_forced(Forward& f, const std::vector<std::vector<int32_t>
       f.draft(d);
       for (size_t i = 0; i < prompts.size(); ++i) {
         run.drafts.insert(run.drafts.end(), drafts[i].begin(), drafts[i].end());
-        run.logits.insert(run.logits.end(), draft_logits[i].begin(), draft_logits[i].end());
+        append(i, draft_logits[i]);
         next[i] = d[i].token;  // the token the drafts started from is the next input
       }
     } else {
@@ -114,10 +121,12 @@ inline void expect_same_run(const Outputs& want, const Outputs& got, const std::
   EXPECT_EQ(want.drafts, got.drafts) << what;
 }
 
-// Logit rows of V: share of rows whose argmax agrees, the smallest row cosine, bit-identical rows.
+// Logit rows of V: share of rows whose argmax agrees, the smallest row cosine, bit-identical rows,
+// and each row's cosine.
 struct RowAgreement {
   double top1 = 0, min_cosine = 1;
   size_t rows = 0, identical = 0;
+  std::vector<double> cosine;
 };
 inline RowAgreement agreement(const std::vector<float>& a, const std::vector<float>& b, int64_t V) {
   RowAgreement r;
@@ -134,7 +143,8 @@ inline RowAgreement agreement(const std::vector<float>& a, const std::vector<flo
       xx += double(x[j]) * x[j];
       yy += double(y[j]) * y[j];
     }
-    r.min_cosine = std::min(r.min_cosine, xy / std::sqrt(xx * yy));
+    r.cosine.push_back(xy / std::sqrt(xx * yy));
+    r.min_cosine = std::min(r.min_cosine, r.cosine.back());
   }
   r.top1 = double(same_top1) / double(r.rows);
   return r;
