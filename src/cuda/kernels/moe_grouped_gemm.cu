@@ -57,7 +57,11 @@ static_assert(L::kBlockK % (2 * kNVFP4BlockSize) == 0 && 8 <= kNVFP4BlockSize,
 //     loop, 24 warps per SM): batch 64 49.7 → 53.9 % of copy, against 44.7 % with two blocks
 //     and 43.6 % with shuffles and two (before). The kernel is issue-bound there (61 %
 //     issue-active, the top stall a fixed-latency dependency), so fewer instructions per weight
-//     byte and more warps to interleave are what pay;
+//     byte and more warps to interleave are what pay. (An E4M3 form, mma.sync m16n8k32 with each
+//     nibble placed as an E4M3 byte, would take 7 instructions per word of nibbles instead of
+//     11 and half the MMAs, but sm_90 has no native FP8 mma.sync: the compiler emulates it with
+//     F16 conversions and F16 MMAs (NVIDIA's answer in CUTLASS issue #1986). FP8 on Hopper's
+//     tensor cores means wgmma, which moe_grouped_wgmma.cu uses.)
 //   prefill: 8 tiles, 2 groups, shuffles, one block per SM (199 / 255 registers; not re-tuned).
 template <int kTokTiles_, int kStageGroups_, bool kSmemT_, int kMinBlocksPerSm>
 struct Shape {
