@@ -23,6 +23,27 @@ import sys
 from kernel_profile_summary import short_name
 
 
+# Kernel families for the roll-up: the first rule whose substring is in the kernel's name.
+FAMILIES = [
+    ("routed experts", ("grouped_fp4", "grouped_wgmma", "grouped_bf16")),
+    ("dense linears", ("skinny_gemm", "skinny_wgmma", "gemv_", "nvjet", "cutlass", "gemm")),
+    ("attention", ("sparse_attention",)),
+    ("indexer", ("indexer",)),
+    ("mHC", ("mhc_",)),
+    ("compressor", ("compressor",)),
+    ("norms and quantisation", ("rmsnorm", "act_quant", "hadamard")),
+    ("routing and combine", ("router", "moe_dispatch", "moe_combine", "swiglu", "gather_rows")),
+    ("copies and memsets", ("[memcpy]", "[memset]")),
+]
+
+
+def family(name):
+    for fam, keys in FAMILIES:
+        if any(k in name for k in keys):
+            return fam
+    return "other"
+
+
 def read(path):
     recs = []
     with open(path) as f:
@@ -91,6 +112,18 @@ def summarise_graph(gid, replays, skip, listing):
     print(f"- the span = exclusive {us(med(excls)):.1f} us + idle gaps {us(med(gaps)):.1f} us "
           f"({100 * med(gaps) / span:.1f} %); durations sum to {us(med(sums)):.1f} us "
           f"(> span where kernels overlap)")
+    print()
+    by_family = collections.defaultdict(lambda: [0, 0, 0])  # launches, exclusive, gap before
+    for name, (cnt, _, excl, gap) in by_name.items():
+        f = by_family[family(name)]
+        f[0] += cnt
+        f[1] += excl
+        f[2] += gap
+    by_family["idle gaps"] = [0, sum(gaps), 0]
+    print("| family | launches per replay | exclusive us per replay | share of span | gaps before us |")
+    print("|---|---|---|---|---|")
+    for fam, (cnt, excl, gap) in sorted(by_family.items(), key=lambda kv: -kv[1][1]):
+        print(f"| {fam} | {cnt / n:g} | {us(excl / n):.1f} | {100 * excl / n / span:.1f} % | {us(gap / n):.1f} |")
     print()
     print("| kernel | launches per replay | exclusive us per replay | share of span | duration us | "
           "gap before us |")
