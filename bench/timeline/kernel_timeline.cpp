@@ -21,6 +21,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -129,8 +130,14 @@ extern "C" __attribute__((visibility("default"))) int InitializeInjection() {
                       "registers\tdynamic_smem\tname\n");
   check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "cuptiActivityRegisterCallbacks");
   check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "enable CONCURRENT_KERNEL");
-  check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY), "enable MEMCPY");
-  check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET), "enable MEMSET");
+  // DSV4_KERNEL_TIMELINE_KERNELS_ONLY=1 leaves copies and memsets out. On an H100 (2026-12-07),
+  // recording them made each replay wait ≈ 190 µs between its step-plan copy and its first kernel,
+  // a gap the untraced step does not have (bench/results/2026-12-07-h100-kernel-timeline.md).
+  const char* kernels_only = std::getenv("DSV4_KERNEL_TIMELINE_KERNELS_ONLY");
+  if (kernels_only == nullptr || std::strcmp(kernels_only, "1") != 0) {
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY), "enable MEMCPY");
+    check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET), "enable MEMSET");
+  }
   std::atexit(flush_at_exit);
   return 1;
 }
