@@ -10,9 +10,10 @@
 // one before drains. Only a trace of the replay itself says how a step's wall time divides into
 // kernels and the gaps between them (tools/kernel_timeline_summary.py reads the file).
 //
-// CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL does not serialise kernels (the plain KERNEL kind does);
-// its cost, a few hundred nanoseconds per kernel recorded, shows as the difference between a
-// traced and an untraced `dsv4 bench`, which scripts/gpu_kernel_timeline.sh runs side by side.
+// CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL does not serialise kernels (the plain KERNEL kind does).
+// What tracing costs shows as the difference between a traced and an untraced `dsv4 bench`,
+// which scripts/gpu_kernel_timeline.sh runs side by side: on an H100 (2026-12-07) it was one
+// ≈ 190 µs gap per replay after the step plan's copy, not a cost per kernel (see below).
 //
 // Usage: CUDA_INJECTION64_PATH=build-gpu/libdsv4_kernel_timeline.so DSV4_KERNEL_TIMELINE=t.tsv
 //        build-gpu/dsv4 bench ...
@@ -33,7 +34,6 @@ constexpr size_t kBufferAlign = 8;  // CUPTI requires 8-byte aligned activity bu
 
 std::mutex g_out_mutex;
 FILE* g_out = nullptr;
-uint64_t g_dropped = 0;
 
 void check(CUptiResult r, const char* what) {
   if (r == CUPTI_SUCCESS) return;
@@ -106,8 +106,8 @@ void flush_at_exit() {
   cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   std::lock_guard<std::mutex> lock(g_out_mutex);
   size_t dropped = 0;
-  if (cuptiActivityGetNumDroppedRecords(nullptr, 0, &dropped) == CUPTI_SUCCESS) g_dropped += dropped;
-  if (g_dropped != 0) std::fprintf(stderr, "kernel_timeline: %llu records dropped\n", (unsigned long long)g_dropped);
+  if (cuptiActivityGetNumDroppedRecords(nullptr, 0, &dropped) == CUPTI_SUCCESS && dropped != 0)
+    std::fprintf(stderr, "kernel_timeline: %llu records dropped\n", (unsigned long long)dropped);
   std::fclose(g_out);
   g_out = nullptr;
 }
@@ -131,8 +131,10 @@ extern "C" __attribute__((visibility("default"))) int InitializeInjection() {
   check(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed), "cuptiActivityRegisterCallbacks");
   check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "enable CONCURRENT_KERNEL");
   // DSV4_KERNEL_TIMELINE_KERNELS_ONLY=1 leaves copies and memsets out. On an H100 (2026-12-07),
-  // recording them made each replay wait ≈ 190 µs between its step-plan copy and its first kernel,
-  // a gap the untraced step does not have (bench/results/2026-12-07-h100-kernel-timeline.md).
+  // with them recorded each replay waited ≈ 190 µs between its step-plan copy and its first
+  // kernel; the untraced step is too short to hold that gap
+  // (bench/results/2026-12-07-h100-kernel-timeline.md). This setting is the check that copy
+  // recording is the cause; it has not run on a GPU yet.
   const char* kernels_only = std::getenv("DSV4_KERNEL_TIMELINE_KERNELS_ONLY");
   if (kernels_only == nullptr || std::strcmp(kernels_only, "1") != 0) {
     check(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY), "enable MEMCPY");
