@@ -17,6 +17,7 @@
 
 #include "support/byte_tokenizer.h"
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
 #include "support/v4_tokenizer.h"
 
 namespace {
@@ -26,9 +27,9 @@ using nlohmann::json;
 // EOS and </think> are never the argmax (byte_tokenizer.h): greedy thinking mode then always
 // reasons before it answers, so the reasoning display is checked on every run, not by chance.
 const std::filesystem::path& model_dir() {
-  static const std::filesystem::path dir = dsv4::test::write_tiny_chat_model(
+  static const dsv4::test::ScratchDir dir = dsv4::test::write_tiny_chat_model(
       {dsv4::test::kByteTokenizerEos, dsv4::test::kByteTokenizerEndThink});
-  return dir;
+  return dir.path();
 }
 
 struct RunResult {
@@ -37,9 +38,15 @@ struct RunResult {
   std::string err;  // stderr
 };
 
+// This process's stdin, stderr and message files, removed at exit.
+const dsv4::test::ScratchDir& io_dir() {
+  static const dsv4::test::ScratchDir dir("dsv4_gen_io_");
+  return dir;
+}
+
 RunResult run(const std::string& args, const std::string& stdin_text = "") {
-  const auto err_file = std::filesystem::temp_directory_path() / ("dsv4_gen_err_" + std::to_string(::getpid()));
-  const auto in_file = std::filesystem::temp_directory_path() / ("dsv4_gen_in_" + std::to_string(::getpid()));
+  const auto err_file = io_dir() / "stderr";
+  const auto in_file = io_dir() / "stdin";
   std::ofstream(in_file) << stdin_text;
   const bool runs_model = args.rfind("generate", 0) == 0 || args.rfind("chat", 0) == 0;
   const std::string cmd = std::string(DSV4_BINARY) + " " + args + (runs_model ? " --threads 2" : "") + " < " + in_file.string() +
@@ -177,7 +184,7 @@ TEST(Chat, MultiTurnResetAndExit) {
 }
 
 TEST(Encode, TextIdsAndErrors) {
-  const auto file = std::filesystem::temp_directory_path() / ("dsv4_enc_" + std::to_string(::getpid()) + ".json");
+  const auto file = io_dir() / "messages.json";
   std::ofstream(file) << R"([{"role":"user","content":"Hi"}])";
   RunResult r = run("encode --messages " + file.string() + " --thinking-mode chat");
   ASSERT_EQ(r.status, 0) << r.err;
@@ -202,7 +209,7 @@ TEST(Encode, TextIdsAndErrors) {
 // scripts/fetch_tokenizer.sh into the git-ignored .cache; without it the test fails saying so.
 TEST(Encode, RealTokenizerIdsMatchTheDocumentedOnes) {
   const auto dir = dsv4::test::require_v4_tokenizer().parent_path();
-  const auto file = std::filesystem::temp_directory_path() / ("dsv4_enc_real_" + std::to_string(::getpid()) + ".json");
+  const auto file = io_dir() / "messages.json";
   std::ofstream(file) << R"([{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is 2+2?"}])";
   RunResult r = run("encode --messages " + file.string() + " --thinking-mode chat --ids -m " + dir.string());
   ASSERT_EQ(r.status, 0) << r.err;

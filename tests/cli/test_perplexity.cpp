@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
 #include "support/sanitizer.h"
 
 namespace {
@@ -90,10 +91,10 @@ TEST(Perplexity, BadContextIsAnError) {
 }
 
 TEST(Perplexity, TextShorterThanOneChunkIsAnError) {
-  const std::filesystem::path tiny = std::filesystem::temp_directory_path() / "dsv4_ppl_tiny.txt";
+  const dsv4::test::ScratchDir dir("dsv4_ppl_");
+  const std::filesystem::path tiny = dir / "tiny.txt";
   std::ofstream(tiny) << "In the beginning";
   const RunResult r = run_dsv4("-m " + kNano.string() + " --text-file " + tiny.string() + " --ctx 64");
-  std::filesystem::remove(tiny);
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("less than one chunk"), std::string::npos) << r.output;
 }

@@ -26,8 +26,8 @@ constexpr int kTokens = 24;
 
 // EOS is never the argmax (byte_tokenizer.h), so a greedy run is always kTokens long.
 const std::filesystem::path& model_dir() {
-  static const std::filesystem::path dir = dsv4::test::write_tiny_chat_model({dsv4::test::kByteTokenizerEos});
-  return dir;
+  static const dsv4::test::ScratchDir dir = dsv4::test::write_tiny_chat_model({dsv4::test::kByteTokenizerEos});
+  return dir.path();
 }
 
 // The --json summary of `dsv4 generate --raw` with `flags`; fails the test when it did not run.

@@ -7,11 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
 #include "support/tiny_model.h"
 
 namespace {
@@ -25,7 +25,8 @@ struct GenerateRun {
 };
 
 GenerateRun generate(const std::string& flags) {
-  const auto err_file = std::filesystem::temp_directory_path() / ("dsv4_spec_err_" + std::to_string(::getpid()));
+  static const dsv4::test::ScratchDir io_dir("dsv4_spec_io_");  // removed at exit
+  const auto err_file = io_dir / "stderr";
   const std::string cmd = std::string(DSV4_BINARY) + " generate --raw --json --threads 2 " + flags + " 2> " +
                           err_file.string();
   const dsv4::test::CommandResult c = dsv4::test::run_command(cmd);
@@ -33,7 +34,6 @@ GenerateRun generate(const std::string& flags) {
   r.status = c.status;
   std::ifstream e(err_file);
   r.err.assign(std::istreambuf_iterator<char>(e), {});
-  std::filesystem::remove(err_file);
   if (c.status == 0) {
     const size_t end = c.out.find_last_not_of('\n');
     const size_t start = c.out.rfind('\n', end);
@@ -70,14 +70,13 @@ TEST(SpeculativeFlag, BadCountsAndModelsWithoutMtpAreRefused) {
     j["num_nextn_predict_layers"] = 0;
     j["compress_ratios"].erase(j["compress_ratios"].size() - 1);
   };
-  const std::filesystem::path dir = dsv4::test::write_tiny_model(opt);
+  const auto dir = dsv4::test::ScratchDir::adopt(dsv4::test::write_tiny_model(opt));
   // The nano tokenizer over the tiny vocabulary's ids is enough to load and refuse.
   std::filesystem::copy_file(std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano/tokenizer.json",
                              dir / "tokenizer.json");
-  const GenerateRun no_mtp = generate("-m " + dir.string() + " -p x --speculative 2");
+  const GenerateRun no_mtp = generate("-m " + dir.path().string() + " -p x --speculative 2");
   EXPECT_NE(no_mtp.status, 0);
   EXPECT_NE(no_mtp.err.find("cannot draft"), std::string::npos) << no_mtp.err;
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
 #include "support/v4_tokenizer.h"
 
 namespace {
@@ -51,12 +52,12 @@ TEST(TokenizeCli, EncodesAndDecodes) {
 }
 
 TEST(TokenizeCli, InvalidUtf8FileWarnsAndEncodesReplacement) {
-  const auto path = std::filesystem::temp_directory_path() / "dsv4_tokenize_bad_utf8.txt";
+  const dsv4::test::ScratchDir dir("dsv4_tokenize_");
+  const auto path = dir / "bad_utf8.txt";
   std::ofstream(path, std::ios::binary) << "ok\xFF!";
   const Result r = run(v4_flag() + " --text-file " + path.string());
   const Result ids = run(v4_flag() + " --text-file " + path.string(), false);
   const Result same = run(v4_flag() + " --text 'ok\xEF\xBF\xBD!'", false);
-  std::filesystem::remove(path);
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("not valid UTF-8 at byte 2"), std::string::npos) << r.out;
   // The file's ids are exactly those of the text with U+FFFD in place of the bad byte; `same` must

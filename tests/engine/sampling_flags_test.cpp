@@ -27,17 +27,16 @@ class SamplingFlags : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     // EOS is never the argmax (byte_tokenizer.h), so greedy always runs kTokens long.
-    dir_ = new std::filesystem::path(test::write_tiny_chat_model({test::kByteTokenizerEos}));
+    dir_ = new test::ScratchDir(test::write_tiny_chat_model({test::kByteTokenizerEos}));
     tokenizer_ = new Tokenizer(Tokenizer::from_json(test::byte_tokenizer_json().dump(), "byte tokenizer"));
     CpuOptions co;
     co.n_threads = 2;
-    forward_ = make_cpu_forward(*dir_, co).release();
+    forward_ = make_cpu_forward(dir_->path(), co).release();
   }
   static void TearDownTestSuite() {
     delete forward_;
     delete tokenizer_;
-    std::filesystem::remove_all(*dir_);
-    delete dir_;
+    delete dir_;  // removes the checkpoint
   }
 
   static GenerationResult run(const SamplingParams& sampling) {
@@ -50,11 +49,11 @@ class SamplingFlags : public ::testing::Test {
     return generate(*forward_, *seq, *tokenizer_, prompt, o);
   }
 
-  static std::filesystem::path* dir_;
+  static test::ScratchDir* dir_;
   static Tokenizer* tokenizer_;
   static Forward* forward_;
 };
-std::filesystem::path* SamplingFlags::dir_ = nullptr;
+test::ScratchDir* SamplingFlags::dir_ = nullptr;
 Tokenizer* SamplingFlags::tokenizer_ = nullptr;
 Forward* SamplingFlags::forward_ = nullptr;
 

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/scratch_dir.h"
 #include "support/tiny_model.h"
 #include "tokenizer/byte_level.h"
 
@@ -48,10 +49,10 @@ inline nlohmann::json byte_tokenizer_json() {
 }
 
 // A random tiny F32 checkpoint (tiny_model.h, seeded by DSV4_TEST_SEED) with byte_tokenizer_json()
-// beside it. The head rows of `never_argmax` are zero, so their logit is exactly 0: greedy picks one
+// beside it, in a directory removed with the returned ScratchDir. The head rows of `never_argmax` are zero, so their logit is exactly 0: greedy picks one
 // only when all other logits are negative, and those are dot products with independent zero-mean
 // random head rows, each negative with probability ½: 2^-(264 - 1 - never_argmax.size()) per step.
-inline std::filesystem::path write_tiny_chat_model(const std::vector<int32_t>& never_argmax = {}) {
+inline ScratchDir write_tiny_chat_model(const std::vector<int32_t>& never_argmax = {}) {
   TinyModelOptions opt;
   opt.vocab = kByteTokenizerVocab;
   opt.f32 = true;
@@ -61,7 +62,7 @@ inline std::filesystem::path write_tiny_chat_model(const std::vector<int32_t>& n
       std::fill(v.begin() + id * cols, v.begin() + (id + 1) * cols, 0.0f);
     (void)rows;
   };
-  const std::filesystem::path dir = write_tiny_model(opt);
+  ScratchDir dir = ScratchDir::adopt(write_tiny_model(opt));
   std::ofstream(dir / "tokenizer.json") << byte_tokenizer_json().dump();
   return dir;
 }

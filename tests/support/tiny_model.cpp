@@ -7,13 +7,13 @@
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <unistd.h>
 
 #include "model/config.h"
 #include "model/known_configs.h"
 #include "model/quant.h"
 #include "model/safetensors_writer.h"
 #include "model/weights.h"
+#include "support/scratch_dir.h"
 #include "support/test_util.h"
 #include "util/float_formats.h"
 
@@ -49,10 +49,7 @@ std::filesystem::path write_tiny_model(const TinyModelOptions& opt) {
   if (opt.edit_config) opt.edit_config(j);
   const ModelConfig cfg = ModelConfig::from_json(j.dump());
 
-  static int counter = 0;
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("dsv4_cpu_tiny_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-  std::filesystem::create_directories(dir);
+  const std::filesystem::path dir = make_fresh_temp_dir("dsv4_cpu_tiny_");
   {
     std::ofstream(dir / "config.json") << j.dump(2);
   }

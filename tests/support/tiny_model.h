@@ -22,7 +22,8 @@ struct TinyModelOptions {
   std::function<void(const std::string&, std::vector<float>&, int64_t rows, int64_t cols)> edit;
 };
 
-// Writes config.json + model.safetensors into a fresh temporary directory and returns it.
+// Writes config.json + model.safetensors into a fresh temporary directory (scratch_dir.h) and
+// returns it; the caller removes it, or hands it to a ScratchDir that does.
 std::filesystem::path write_tiny_model(const TinyModelOptions& opt);
 
 }  // namespace dsv4::test
