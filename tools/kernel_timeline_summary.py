@@ -62,8 +62,11 @@ def read(path):
 
 
 def decompose(replay):
-    """The replay's records in start order, each with its gap before and its exclusive time."""
-    replay = sorted(replay, key=lambda r: (r["start"], r["end"]))
+    """The replay's records in start order, each with its gap before and its exclusive time.
+
+    Records that start and end at the same nanosecond are taken in name order, so which of them
+    the shared time is charged to does not depend on the order of the file."""
+    replay = sorted(replay, key=lambda r: (r["start"], r["end"], r["name"]))
     front = replay[0]["start"]
     out = []
     for r in replay:
