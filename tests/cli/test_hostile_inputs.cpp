@@ -4,7 +4,6 @@
 // command runs under `timeout`, so a hang fails instead of blocking the suite.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +15,7 @@
 #include "model/checkpoint.h"
 #include "model/known_configs.h"
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
 
 namespace {
 
@@ -44,22 +44,8 @@ void expect_refused(const std::string& args, std::initializer_list<std::string> 
   for (const std::string& f : fragments) EXPECT_NE(r.out.find(f), std::string::npos) << args << ": lacks '" << f << "'\n" << r.out;
 }
 
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag) {
-    static int n = 0;
-    path_ = fs::temp_directory_path() / ("dsv4-hostile-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+struct TempDir : dsv4::test::ScratchDir {
+  explicit TempDir(const std::string& tag) : ScratchDir("dsv4_hostile_" + tag + "_") {}
 };
 
 void write_file(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }

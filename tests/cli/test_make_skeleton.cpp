@@ -1,7 +1,6 @@
 // `dsv4 make-skeleton --random` end to end: a random tiny stack (trimmed with --layers/--vocab)
 // runs through `dsv4 logits` to finite, non-degenerate logits; one seed gives identical files;
 // bad options fail with messages naming them. Value-level checks are tests/model's.
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -15,6 +14,7 @@
 #include "support/test_util.h"
 #include "util/npy.h"
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
 
 namespace {
 
@@ -30,11 +30,8 @@ RunResult run(const std::string& args) {
   return {c.status, c.out};
 }
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("dsv4_mkskel_" + std::to_string(getpid()) + "_" + name)) {}
-  ~TempDir() { std::error_code ec; fs::remove_all(path, ec); }
+struct TempDir : dsv4::test::ScratchDir {
+  explicit TempDir(const std::string& name) : ScratchDir("dsv4_mkskel_" + name + "_") {}
 };
 
 std::string read_all(const fs::path& p) {
@@ -48,13 +45,13 @@ std::string seed_arg(uint64_t salt) { return std::to_string((dsv4::test::test_se
 TEST(MakeSkeleton, RandomTinyStackGivesFiniteLogits) {
   TempDir d("model");
   // 4 layers of tiny: sliding, CSA, HCA, sliding (§1.2); hash routing on the first 3 (§8.1).
-  const RunResult m = run("make-skeleton " + d.path.string() + " --family tiny --layers 4 --vocab 512 --random " +
+  const RunResult m = run("make-skeleton " + d.path().string() + " --family tiny --layers 4 --vocab 512 --random " +
                           seed_arg(0));
   ASSERT_EQ(m.status, 0) << m.output;
   EXPECT_NE(m.output.find("random values"), std::string::npos) << m.output;
-  std::ofstream(d.path / "tokens.json") << "[0, 5, 17, 300, 42, 42, 511, 7, 99, 1, 256, 3]";
-  const fs::path out = d.path / "logits.npy";
-  const RunResult l = run("logits -m " + d.path.string() + " --tokens " + (d.path / "tokens.json").string() +
+  std::ofstream(d.path() / "tokens.json") << "[0, 5, 17, 300, 42, 42, 511, 7, 99, 1, 256, 3]";
+  const fs::path out = d.path() / "logits.npy";
+  const RunResult l = run("logits -m " + d.path().string() + " --tokens " + (d.path() / "tokens.json").string() +
                           " --threads 2 --out " + out.string());
   ASSERT_EQ(l.status, 0) << l.output;
   const dsv4::NpyArray a = dsv4::read_npy(out);
@@ -77,15 +74,15 @@ TEST(MakeSkeleton, RandomTinyStackGivesFiniteLogits) {
 TEST(MakeSkeleton, OneSeedGivesIdenticalFiles) {
   TempDir a("a"), b("b");
   const std::string common = " --family tiny --layers 2 --vocab 256 --mtp 0 --random " + seed_arg(1);
-  ASSERT_EQ(run("make-skeleton " + a.path.string() + common).status, 0);
-  ASSERT_EQ(run("make-skeleton " + b.path.string() + common).status, 0);
+  ASSERT_EQ(run("make-skeleton " + a.path().string() + common).status, 0);
+  ASSERT_EQ(run("make-skeleton " + b.path().string() + common).status, 0);
   for (const char* f : {"config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json"})
-    EXPECT_TRUE(read_all(a.path / f) == read_all(b.path / f)) << f;
+    EXPECT_TRUE(read_all(a.path() / f) == read_all(b.path() / f)) << f;
 }
 
 TEST(MakeSkeleton, BadOptionsNameTheOption) {
   TempDir d("bad");
-  const std::string base = "make-skeleton " + d.path.string() + " --family tiny ";
+  const std::string base = "make-skeleton " + d.path().string() + " --family tiny ";
   const std::pair<const char*, const char*> cases[] = {
       {"--layers 0", "--layers"},  {"--layers 7", "--layers"}, {"--random abc", "--random"},
       {"--random -3", "--random"}, {"--mtp 2", "--mtp"},       {"--vocab 0", "--vocab"},
@@ -96,7 +93,7 @@ TEST(MakeSkeleton, BadOptionsNameTheOption) {
     EXPECT_NE(r.status, 0) << opts;
     EXPECT_NE(r.output.find(needle), std::string::npos) << opts << ": " << r.output;
   }
-  EXPECT_FALSE(fs::exists(d.path / "config.json"));  // options are checked before anything is written
+  EXPECT_FALSE(fs::exists(d.path() / "config.json"));  // options are checked before anything is written
 }
 
 }  // namespace

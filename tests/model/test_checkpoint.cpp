@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +18,7 @@
 #include "model/safetensors_writer.h"
 #include "model/skeleton.h"
 #include "model/weights.h"
+#include "support/scratch_dir.h"
 #include "support/seed.h"
 #include "util/error.h"
 #include "util/float_formats.h"
@@ -29,18 +29,8 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / ("dsv4-test-" + std::to_string(rd()) + std::to_string(::getpid()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() { std::error_code ec; fs::remove_all(path_, ec); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+struct TempDir : test::ScratchDir {
+  TempDir() : ScratchDir("dsv4_checkpoint_") {}
 };
 
 std::string error_of(const std::function<void()>& f) {

@@ -3,7 +3,6 @@
 // values of the intended scale with no NaN codes, tid2eid rows are distinct valid ids, output is a
 // function of the seed alone. The end-to-end forward on such a checkpoint is tests/cli's.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -18,6 +17,7 @@
 #include "model/known_configs.h"
 #include "model/skeleton.h"
 #include "model/weights.h"
+#include "support/scratch_dir.h"
 #include "support/test_util.h"
 #include "util/error.h"
 #include "util/float_formats.h"
@@ -27,18 +27,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("dsv4_skel_random_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-  }
-  ~TempDir() { std::error_code ec; fs::remove_all(path_, ec); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+struct TempDir : test::ScratchDir {
+  TempDir() : ScratchDir("dsv4_skel_random_") {}
 };
 
 constexpr int64_t kVocab = 512;  // small embed/head/tid2eid keep the test fast
