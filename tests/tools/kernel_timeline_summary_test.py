@@ -59,7 +59,7 @@ def covered(records):
 
 
 def oracle(replay):
-    """(span, Σ gaps, Σ exclusive, per-record exclusive in start order, cumulative gap per record)."""
+    """(span, Σ gaps, Σ exclusive, (name, exclusive) per record in start order, cumulative gap per record)."""
     ordered = sorted(replay, key=lambda r: (r["start"], r["end"], r["name"]))  # the tool's tie rule
     first, last = ordered[0]["start"], max(r["end"] for r in ordered)
     span = last - first
@@ -69,14 +69,15 @@ def oracle(replay):
     seen = set()
     for r in ordered:
         own = set(range(r["start"], r["end"]))
-        exclusive.append(len(own - seen))
+        exclusive.append((r["name"], len(own - seen)))
         seen |= own
         gaps_before.append(sum(1 for t in range(first, r["start"]) if t not in all_cells))
-    return span, gaps, sum(exclusive), exclusive, gaps_before
+    return span, gaps, sum(e for _, e in exclusive), exclusive, gaps_before
 
 
 def random_timings(rng, t0, n):
-    """n (start, end) pairs from t0: back to back, after a gap, started early, or inside the previous."""
+    """n (start, end) pairs from t0: back to back, after a gap, started early, inside the previous, or
+    exactly the previous one's (a tie the tool must break by name, not by the file's order)."""
     out = []
     front = t0
     for i in range(n):
@@ -85,10 +86,13 @@ def random_timings(rng, t0, n):
             start = front
         elif way < 0.6:
             start = front + rng.randint(1, 60)  # idle gap
-        elif way < 0.85:
+        elif way < 0.8:
             start = max(out[-1][0], front - rng.randint(1, 40))  # early start (PDL)
-        else:
+        elif way < 0.9:
             start = out[-1][0] + rng.randint(0, max(0, out[-1][1] - out[-1][0]))  # inside the previous
+        else:
+            out.append(out[-1])  # the same start and end as the previous record
+            continue
         end = start + (0 if rng.random() < 0.05 else rng.randint(1, 120))
         out.append((start, end))
         front = max(front, end)
@@ -137,7 +141,7 @@ class Decompose(unittest.TestCase):
                 self.assertEqual(sum(g for _, g, _ in d), gaps)
                 self.assertEqual(sum(e for _, _, e in d), excl)
                 self.assertEqual(gaps + excl, span)
-                self.assertEqual([e for _, _, e in d], per_record)
+                self.assertEqual([(r["name"], e) for r, _, e in d], per_record)
                 cumulative = 0
                 for i, (_, g, _) in enumerate(d):
                     cumulative += g
@@ -200,9 +204,10 @@ class Summary(unittest.TestCase):
                 per_kernel = collections.Counter()
                 for rp, s in zip(steady, stats):
                     ordered = sorted(rp, key=lambda r: (r["start"], r["end"], r["name"]))
-                    for r, e in zip(ordered, s[3]):
+                    for r, (name, e) in zip(ordered, s[3]):
+                        self.assertEqual(r["name"], name)
                         per_family[r["family"]] += e
-                        per_kernel[r["name"]] += e
+                        per_kernel[name] += e
                 per_family["idle gaps"] = sum(s[1] for s in stats)
                 rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
                 for fam, excl in per_family.items():
