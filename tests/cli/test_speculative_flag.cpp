@@ -70,7 +70,7 @@ TEST(SpeculativeFlag, BadCountsAndModelsWithoutMtpAreRefused) {
     j["num_nextn_predict_layers"] = 0;
     j["compress_ratios"].erase(j["compress_ratios"].size() - 1);
   };
-  const auto dir = dsv4::test::ScratchDir::adopt(dsv4::test::write_tiny_model(opt));
+  const dsv4::test::ScratchDir dir = dsv4::test::write_tiny_model(opt);
   // The nano tokenizer over the tiny vocabulary's ids is enough to load and refuse.
   std::filesystem::copy_file(std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano/tokenizer.json",
                              dir / "tokenizer.json");

@@ -71,10 +71,10 @@ TEST_P(ChunkingTest, AnyChunkingEqualsOnePrefill) {
   test::TinyModelOptions opt;
   opt.quantised = c.quantised;
   opt.salt = c.quantised ? 2 : 1;
-  const auto dir = test::write_tiny_model(opt);
+  const test::ScratchDir dir = test::write_tiny_model(opt);
   CpuOptions co;
   co.numerics = c.numerics;
-  auto f = make_cpu_forward(dir, co);
+  auto f = make_cpu_forward(dir.path(), co);
   test::Rng rng(20);
   const auto tokens = random_tokens(rng, 300, opt.vocab);
   const std::vector<float> whole = run_chunked(*f, tokens, int64_t(tokens.size()));
@@ -92,7 +92,6 @@ TEST_P(ChunkingTest, AnyChunkingEqualsOnePrefill) {
     EXPECT_LE(d, 1e-5 * scale) << c.name << " chunk " << chunk;
     std::printf("[chunking] %s chunk %lld: max|Δ| = %.3g (scale %.3g)\n", c.name, (long long)chunk, d, scale);
   }
-  std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, ChunkingTest,
@@ -104,8 +103,8 @@ INSTANTIATE_TEST_SUITE_P(Cpu, ChunkingTest,
 TEST(CpuForward, BatchResetAndCausality) {
   test::TinyModelOptions opt;
   opt.salt = 3;
-  const auto dir = test::write_tiny_model(opt);
-  auto f = make_cpu_forward(dir, CpuOptions{});
+  const test::ScratchDir dir = test::write_tiny_model(opt);
+  auto f = make_cpu_forward(dir.path(), CpuOptions{});
   test::Rng rng(21);
   const auto a = random_tokens(rng, 140, opt.vocab), b = random_tokens(rng, 90, opt.vocab);
   const auto la = run_chunked(*f, a, 140), lb = run_chunked(*f, b, 90);
@@ -149,7 +148,6 @@ TEST(CpuForward, BatchResetAndCausality) {
   std::vector<int32_t> two = {1, 2};
   ForwardItem item2{s.get(), two, true, &out};
   EXPECT_THROW(f->forward(std::span<ForwardItem>(&item2, 1)), Error);
-  std::filesystem::remove_all(dir);
 }
 
 // §10 with e_proj = I, h_proj = 0, unit-RMS embeddings, unit norms and the MTP block's layer,
@@ -189,10 +187,10 @@ TEST(Mtp, EqualsMainBlockWhenProjectionsAreIdentity) {
       else if (main_values.count(rest)) v = main_values[rest];  // hc_head_*, norm.weight
     }
   };
-  const auto dir = test::write_tiny_model(opt);
-  auto model = load_cpu_model(dir, CpuOptions{});
+  const test::ScratchDir dir = test::write_tiny_model(opt);
+  auto model = load_cpu_model(dir.path(), CpuOptions{});
   ASSERT_EQ(model->weights.mtp.size(), 1u);
-  auto f = make_cpu_forward(dir, CpuOptions{});
+  auto f = make_cpu_forward(dir.path(), CpuOptions{});
   test::Rng rng(22);
   const int64_t T = 150, V = opt.vocab, n = model->cfg.hc_mult, D = model->cfg.hidden_size;
   const auto tokens = random_tokens(rng, T + 1, V);
@@ -210,7 +208,6 @@ TEST(Mtp, EqualsMainBlockWhenProjectionsAreIdentity) {
   const double scale = max_abs(expect), d = max_diff(got, expect);
   // Only difference: RMSNorm_enorm's eps on a unit-RMS row (~5e-7 relative) plus FP32 rounding.
   EXPECT_LE(d, 1e-5 * scale) << "max|Δ| " << d << " scale " << scale;
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -106,7 +106,8 @@ TEST_P(CpuNvfp4Forward, EqualsTheDequantisedModel) {
   opt.f32 = true;  // an NVFP4 value is E2M1 · E4M3 · F32 global: F32, not BF16, holds it exactly
   opt.salt = 41;   // mixed into the printed test seed (test_util.h)
   if (c.quantised_base) opt.edit_config = [](nlohmann::json& j) { j["expert_dtype"] = "bf16"; };
-  const fs::path base_dir = test::write_tiny_model(opt);
+  const test::ScratchDir base = test::write_tiny_model(opt);
+  const fs::path& base_dir = base.path();
 
   // The NVFP4 model's config, and the linears it selects (those with a weight_scale_2).
   nlohmann::json nv_cfg;
@@ -126,7 +127,7 @@ TEST_P(CpuNvfp4Forward, EqualsTheDequantisedModel) {
   // Both models from the base: every selected linear quantised with pack_nvfp4 (global scale
   // amax/(6·448), ModelOpt's choice, an arbitrary F32 number) — packed in the NVFP4 model, its
   // dequantised values as F32 in the reference; every other tensor byte for byte in both.
-  const fs::path ref_dir = base_dir.string() + "_ref", nv_dir = base_dir.string() + "_nvfp4";
+  const fs::path ref_dir = base_dir / "ref", nv_dir = base_dir / "nvfp4";  // removed with the base
   fs::create_directories(ref_dir);
   fs::create_directories(nv_dir);
   fs::copy_file(base_dir / "config.json", ref_dir / "config.json");
@@ -256,9 +257,6 @@ TEST_P(CpuNvfp4Forward, EqualsTheDequantisedModel) {
     EXPECT_LE(diff, 1e-5 * scale) << c.name << " " << to_string(numerics);
     EXPECT_EQ(flips, 0) << c.name << " " << to_string(numerics);
   }
-  fs::remove_all(base_dir);
-  fs::remove_all(ref_dir);
-  fs::remove_all(nv_dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(

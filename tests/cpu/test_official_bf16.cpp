@@ -40,14 +40,13 @@ class OfficialBf16 : public ::testing::Test {
     test::TinyModelOptions opt;
     opt.quantised = true;
     opt.salt = 61;
-    dir_ = new std::filesystem::path(test::write_tiny_model(opt));
+    dir_ = new test::ScratchDir(test::write_tiny_model(opt));
     test::Rng rng(62);
     tokens_ = new std::vector<int32_t>(size_t(kTokens));
     for (auto& t : *tokens_) t = int32_t(rng.integer(0, opt.vocab - 1));
   }
   static void TearDownTestSuite() {
-    std::filesystem::remove_all(*dir_);
-    delete dir_;
+    delete dir_;  // removes the checkpoint
     delete tokens_;
   }
 
@@ -55,7 +54,7 @@ class OfficialBf16 : public ::testing::Test {
   static RunResult run(Numerics numerics, int64_t chunk, bool trace) {
     CpuOptions co;
     co.numerics = numerics;
-    auto f = make_cpu_forward(*dir_, co);
+    auto f = make_cpu_forward(dir_->path(), co);
     RunResult r;
     const TraceHook hook = [&](std::string_view name, int layer, const float* data,
                                std::span<const int64_t> shape) {
@@ -76,11 +75,11 @@ class OfficialBf16 : public ::testing::Test {
     return r;
   }
 
-  static std::filesystem::path* dir_;
+  static test::ScratchDir* dir_;
   static std::vector<int32_t>* tokens_;
 };
 
-std::filesystem::path* OfficialBf16::dir_ = nullptr;
+test::ScratchDir* OfficialBf16::dir_ = nullptr;
 std::vector<int32_t>* OfficialBf16::tokens_ = nullptr;
 
 bool is_bf16(float v) { return (f32_to_bits(v) & 0xffffu) == 0; }

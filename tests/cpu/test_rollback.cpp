@@ -137,11 +137,11 @@ TEST_P(RollbackTest, RejectedDraftsLeaveNoTrace) {
   opt.quantised = v.quantised;
   opt.salt = 40 + uint64_t(v.window);
   opt.edit_config = [&](nlohmann::json& j) { j["sliding_window"] = v.window; };
-  const fs::path dir = test::write_tiny_model(opt);
+  const test::ScratchDir dir = test::write_tiny_model(opt);
   CpuOptions co;
   co.numerics = v.numerics;
   co.n_threads = 2;
-  auto f = make_cpu_forward(dir, co);
+  auto f = make_cpu_forward(dir.path(), co);
   ASSERT_TRUE(f->can_draft());
   test::Rng rng(test::seed_for_this_test());
   const int64_t n = plan_length(v.name);
@@ -150,7 +150,6 @@ TEST_P(RollbackTest, RejectedDraftsLeaveNoTrace) {
   for (const Step& s : plan.steps) rejected += int64_t(s.fed.size()) - 1 - s.accept;
   ASSERT_GT(rejected, n / 6) << "the plan rejects too little to test anything";
   expect_identical(run(*f, plan, true), run(*f, plan, false), v.name);
-  fs::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -176,10 +175,10 @@ TEST(Rollback, NanoRejectedDraftsLeaveNoTrace) {
 TEST(Rollback, MisuseIsRefused) {
   test::TinyModelOptions opt;
   opt.salt = 47;
-  const fs::path dir = test::write_tiny_model(opt);
+  const test::ScratchDir dir = test::write_tiny_model(opt);
   CpuOptions co;
   co.n_threads = 2;
-  auto f = make_cpu_forward(dir, co);
+  auto f = make_cpu_forward(dir.path(), co);
   test::Rng rng(test::seed_for_this_test());
   std::vector<int32_t> ids;
   for (int i = 0; i < 40; ++i) ids.push_back(int32_t(rng.integer(2, opt.vocab - 1)));
@@ -219,7 +218,6 @@ TEST(Rollback, MisuseIsRefused) {
   d.token = ids[12];
   f->draft(std::span<DraftItem>(&d, 1));
   EXPECT_EQ(drafts.size(), 2u);
-  fs::remove_all(dir);
 }
 
 TEST(Rollback, ACheckpointWithoutMtpCannotDraft) {
@@ -229,8 +227,8 @@ TEST(Rollback, ACheckpointWithoutMtpCannotDraft) {
     j["num_nextn_predict_layers"] = 0;
     j["compress_ratios"].erase(j["compress_ratios"].size() - 1);
   };
-  const fs::path dir = test::write_tiny_model(opt);
-  auto f = make_cpu_forward(dir, CpuOptions{});
+  const test::ScratchDir dir = test::write_tiny_model(opt);
+  auto f = make_cpu_forward(dir.path(), CpuOptions{});
   EXPECT_FALSE(f->can_draft());
   auto seq = f->new_sequence(8);
   const std::vector<int32_t> ids = {3, 4, 5};
@@ -238,7 +236,6 @@ TEST(Rollback, ACheckpointWithoutMtpCannotDraft) {
   std::vector<int32_t> drafts;
   DraftItem d{seq.get(), 3, 1, nullptr, &drafts, nullptr};
   EXPECT_THROW(f->draft(std::span<DraftItem>(&d, 1)), Error);
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -62,7 +62,7 @@ inline ScratchDir write_tiny_chat_model(const std::vector<int32_t>& never_argmax
       std::fill(v.begin() + id * cols, v.begin() + (id + 1) * cols, 0.0f);
     (void)rows;
   };
-  ScratchDir dir = ScratchDir::adopt(write_tiny_model(opt));
+  ScratchDir dir = write_tiny_model(opt);
   std::ofstream(dir / "tokenizer.json") << byte_tokenizer_json().dump();
   return dir;
 }

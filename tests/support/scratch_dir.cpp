@@ -8,13 +8,13 @@
 
 namespace dsv4::test {
 
-std::filesystem::path make_fresh_temp_dir(const std::string& prefix) {
+ScratchDir::ScratchDir(const std::string& prefix) {
   const std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "XXXXXX")).string();
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
   if (::mkdtemp(name.data()) == nullptr)
     throw std::runtime_error("cannot create a temporary directory " + pattern + ": " + std::strerror(errno));
-  return std::filesystem::path(name.data());
+  path_ = name.data();
 }
 
 }  // namespace dsv4::test

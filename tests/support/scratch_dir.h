@@ -8,14 +8,10 @@
 
 namespace dsv4::test {
 
-// Creates <temporary directory>/<prefix>XXXXXX with a unique suffix; throws when it cannot.
-std::filesystem::path make_fresh_temp_dir(const std::string& prefix);
-
 class ScratchDir {
  public:
-  explicit ScratchDir(const std::string& prefix) : path_(make_fresh_temp_dir(prefix)) {}
-  // Takes over a directory some helper created (e.g. write_tiny_model's).
-  static ScratchDir adopt(std::filesystem::path dir) { return ScratchDir(std::move(dir), Adopted{}); }
+  // Creates <temporary directory>/<prefix>XXXXXX with a unique suffix; throws when it cannot.
+  explicit ScratchDir(const std::string& prefix);
   ScratchDir(ScratchDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
@@ -29,9 +25,6 @@ class ScratchDir {
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
 
  private:
-  struct Adopted {};
-  ScratchDir(std::filesystem::path dir, Adopted) : path_(std::move(dir)) {}
-
   std::filesystem::path path_;
 };
 

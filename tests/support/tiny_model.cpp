@@ -39,7 +39,7 @@ std::vector<float> random_values(Rng& rng, const std::string& name, int64_t rows
 
 }  // namespace
 
-std::filesystem::path write_tiny_model(const TinyModelOptions& opt) {
+ScratchDir write_tiny_model(const TinyModelOptions& opt) {
   nlohmann::json j = nlohmann::json::parse(tiny_config_json());
   j["vocab_size"] = opt.vocab;
   if (!opt.quantised) {
@@ -49,7 +49,7 @@ std::filesystem::path write_tiny_model(const TinyModelOptions& opt) {
   if (opt.edit_config) opt.edit_config(j);
   const ModelConfig cfg = ModelConfig::from_json(j.dump());
 
-  const std::filesystem::path dir = make_fresh_temp_dir("dsv4_cpu_tiny_");
+  ScratchDir dir("dsv4_cpu_tiny_");
   {
     std::ofstream(dir / "config.json") << j.dump(2);
   }

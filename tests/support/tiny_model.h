@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/scratch_dir.h"
+
 namespace dsv4::test {
 
 struct TinyModelOptions {
@@ -22,8 +24,8 @@ struct TinyModelOptions {
   std::function<void(const std::string&, std::vector<float>&, int64_t rows, int64_t cols)> edit;
 };
 
-// Writes config.json + model.safetensors into a fresh temporary directory (scratch_dir.h) and
-// returns it; the caller removes it, or hands it to a ScratchDir that does.
-std::filesystem::path write_tiny_model(const TinyModelOptions& opt);
+// Writes config.json + model.safetensors into a fresh temporary directory, removed with the
+// returned ScratchDir.
+ScratchDir write_tiny_model(const TinyModelOptions& opt);
 
 }  // namespace dsv4::test
