@@ -2,8 +2,6 @@
 // cpu-exact against cpu-official, with the logits row re-measured from `dsv4 logits` outputs of
 // both modes (an independent path to the same numbers); two identical runs that must agree
 // exactly; and the --backend / --numerics / spec errors every model-running subcommand shares.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -16,8 +14,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "util/npy.h"
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
+#include "util/npy.h"
 
 namespace {
 
@@ -28,10 +27,6 @@ const fs::path kFixture = fs::path(DSV4_SOURCE_DIR) / "testdata/parity/flash_qua
 const std::string kModel = (kFixture / "model").string();
 const std::string kTokens = (kFixture / "tokens.json").string();
 const std::string kInput = "-m " + kModel + " --tokens " + kTokens;  // the fixture, all tokens
-
-fs::path scratch(const std::string& name) {
-  return fs::temp_directory_path() / ("dsv4_compare_" + std::to_string(getpid()) + "_" + name);
-}
 
 bool has(const std::string& text, const std::string& what) {
   return text.find(what) != std::string::npos;
@@ -45,20 +40,20 @@ struct RunResult {
 
 // `dsv4 <args>`; stderr goes to a file so that stdout stays parseable JSON.
 RunResult run_dsv4(const std::string& args) {
-  const fs::path err = scratch("stderr.txt");
+  const dsv4::test::ScratchDir scratch("dsv4-compare-");
+  const fs::path err = scratch / "stderr.txt";
   const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " " + args + " 2>" + err.string());
   RunResult r{c.status, c.out, ""};
   std::ifstream e(err);
   r.all = r.out + std::string(std::istreambuf_iterator<char>(e), {});
-  fs::remove(err);
   return r;
 }
 
+// A file in a directory of its own, removed when the test ends.
 struct TempFile {
+  dsv4::test::ScratchDir dir{"dsv4-compare-"};
   fs::path path;
-  explicit TempFile(const std::string& name)
-      : path(scratch(name)) {}
-  ~TempFile() { fs::remove(path); }
+  explicit TempFile(const std::string& name) : path(dir / name) {}
 };
 
 // The row of (name, layer) in compare's JSON and its index; -1 when absent.

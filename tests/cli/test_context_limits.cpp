@@ -3,17 +3,18 @@
 // an input longer than it at once with both lengths, caps --max-tokens to what is left (finish
 // reason "length"), and reports progress on stderr during long prefills and long logits runs.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 
 #include "support/run_command.h"
 #include "support/sanitizer.h"
+#include "support/scratch_dir.h"
 
 namespace {
 
@@ -49,12 +50,8 @@ class ContextLimits : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!fs::exists(kNano / "config.json")) GTEST_SKIP() << "no embedded model at " << kNano;
-    dir_ = fs::temp_directory_path() / ("dsv4-context-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
+    scratch_.emplace("dsv4-context-");
+    dir_ = scratch_->path();
   }
   // A text file of `n` words.
   fs::path words(int n, const char* name) {
@@ -69,6 +66,7 @@ class ContextLimits : public ::testing::Test {
     EXPECT_EQ(r.rc, 0) << r.out;
     return int64_t(json::parse(r.out)["ids"].size());
   }
+  std::optional<dsv4::test::ScratchDir> scratch_;  // made in SetUp, after the skip check
   fs::path dir_;
 };
 

@@ -1,19 +1,18 @@
 // `dsv4 inspect` end to end on full-size sparse skeletons (Flash and Pro, §11.1): the summary
 // numbers, a passing verification, and one precise error per checkpoint mutation.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <sstream>
 #include <string>
 
 #include "model/checkpoint.h"
 #include "support/run_command.h"
 #include "support/sanitizer.h"
+#include "support/scratch_dir.h"
 
 namespace {
 
@@ -28,13 +27,6 @@ struct RunResult {
 RunResult run(const std::string& args) {
   const auto c = dsv4::test::run_command(std::string(DSV4_BINARY) + " " + args + " 2>&1");
   return {c.status, c.out};
-}
-
-fs::path fresh_dir(const char* tag) {
-  std::random_device rd;
-  const fs::path p = fs::temp_directory_path() / (std::string("dsv4-inspect-") + tag + "-" + std::to_string(rd()));
-  fs::remove_all(p);
-  return p;
 }
 
 std::string read_file(const fs::path& p) {
@@ -87,13 +79,14 @@ struct Shard {
 class InspectFlash : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fresh_dir("flash"));
+    scratch_ = new dsv4::test::ScratchDir("dsv4-inspect-flash-");
+    dir_ = new fs::path(*scratch_ / "model");
     const RunResult r = run("make-skeleton " + dir_->string() + " --family flash");
     ASSERT_EQ(r.rc, 0) << r.out;
   }
   static void TearDownTestSuite() {
-    fs::remove_all(*dir_);
     delete dir_;
+    delete scratch_;
   }
   static fs::path shard_of(const std::string& tensor) {
     const json idx = json::parse(read_file(*dir_ / "model.safetensors.index.json"));
@@ -105,8 +98,10 @@ class InspectFlash : public ::testing::Test {
     EXPECT_NE(r.rc, 0) << r.out;
     return r.out;
   }
+  static dsv4::test::ScratchDir* scratch_;
   static fs::path* dir_;
 };
+dsv4::test::ScratchDir* InspectFlash::scratch_ = nullptr;
 fs::path* InspectFlash::dir_ = nullptr;
 
 TEST_F(InspectFlash, SummaryAndVerifyPass) {
@@ -262,11 +257,11 @@ TEST(InspectPro, SummaryAndVerifyPass) {
   // this test runs in the release suite.
   if (dsv4::test::kSanitizerBuild)
     GTEST_SKIP() << "Pro skeleton skipped under AddressSanitizer (covered by the release build)";
-  const fs::path dir = fresh_dir("pro");
+  const dsv4::test::ScratchDir scratch("dsv4-inspect-pro-");
+  const fs::path dir = scratch / "model";
   const RunResult m = run("make-skeleton " + dir.string() + " --family pro");
   ASSERT_EQ(m.rc, 0) << m.out;
   const RunResult r = run("inspect " + dir.string() + " --json");
-  fs::remove_all(dir);
   ASSERT_EQ(r.rc, 0) << r.out;
   const json j = json::parse(r.out);
   EXPECT_EQ(j["family"], "Pro");
@@ -281,7 +276,8 @@ TEST(InspectPro, SummaryAndVerifyPass) {
 }
 
 TEST(InspectErrors, BadInputExitsNonZeroWithMessage) {
-  const fs::path dir = fresh_dir("bad");
+  const dsv4::test::ScratchDir scratch("dsv4-inspect-bad-");
+  const fs::path dir = scratch / "model";
   fs::create_directories(dir);
   RunResult r = run("inspect " + dir.string());
   EXPECT_EQ(r.rc, 1);
@@ -331,7 +327,6 @@ TEST(InspectErrors, BadInputExitsNonZeroWithMessage) {
   r = run("inspect");  // no folder: the embedded model, as every subcommand that takes one
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("models/nano"), std::string::npos) << r.out;
-  fs::remove_all(dir);
 }
 
 }  // namespace

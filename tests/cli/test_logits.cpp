@@ -1,7 +1,5 @@
 // `dsv4 logits` end to end: the committed quantised Flash-shaped fixture (testdata/parity/flash_quant)
 // through the binary against HF's golden_exact.npy, and the command's errors on bad input.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,8 +12,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "util/npy.h"
 #include "support/run_command.h"
+#include "support/scratch_dir.h"
+#include "util/npy.h"
 
 namespace {
 
@@ -33,13 +32,11 @@ RunResult run_dsv4(const std::string& args) {
   return {c.status, c.out};
 }
 
-// A per-process scratch path, removed when the test ends.
+// A file in a directory of its own, removed when the test ends.
 struct TempFile {
+  dsv4::test::ScratchDir dir{"dsv4-logits-"};
   fs::path path;
-  explicit TempFile(const std::string& name)
-      : path(fs::temp_directory_path() /
-             ("dsv4_logits_" + std::to_string(getpid()) + "_" + name)) {}
-  ~TempFile() { fs::remove(path); }
+  explicit TempFile(const std::string& name) : path(dir / name) {}
 };
 
 std::vector<int64_t> fixture_tokens() {

@@ -6,17 +6,13 @@
 #include <fstream>
 #include <string>
 
+#include "support/scratch_dir.h"
 #include "support/test_util.h"
 #include "util/error.h"
 #include "util/npy.h"
 
 namespace dsv4 {
 namespace {
-
-std::filesystem::path tmp_file(const std::string& name) {
-  return std::filesystem::temp_directory_path() /
-         ("dsv4_npy_" + std::to_string(::getpid()) + "_" + name);
-}
 
 void write_raw(const std::filesystem::path& p, const std::string& header_dict,
                size_t payload_bytes) {
@@ -35,21 +31,22 @@ void write_raw(const std::filesystem::path& p, const std::string& header_dict,
 
 TEST(Npy, RoundTrip) {
   test::Rng rng(1);
+  const test::ScratchDir scratch("dsv4-npy-");
   for (auto shape : std::vector<std::vector<int64_t>>{{7}, {3, 5}, {2, 3, 4}, {0, 4}}) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     std::vector<float> v = rng.normals(size_t(n));
-    const auto p = tmp_file("rt.npy");
+    const auto p = scratch / "rt.npy";
     write_npy(p, v.data(), shape);
     const NpyArray a = read_npy(p);
     EXPECT_EQ(a.shape, shape);
     EXPECT_EQ(a.data, v);
-    std::filesystem::remove(p);
   }
 }
 
 TEST(Npy, HostileFilesAreErrors) {
-  const auto p = tmp_file("bad.npy");
+  const test::ScratchDir scratch("dsv4-npy-");
+  const auto p = scratch / "bad.npy";
   write_raw(p, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", 32);
   EXPECT_THROW(read_npy(p), Error);
   write_raw(p, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", 16);
@@ -65,12 +62,11 @@ TEST(Npy, HostileFilesAreErrors) {
     out << "NOTNUMPYATALL";
   }
   EXPECT_THROW(read_npy(p), Error);
-  EXPECT_THROW(read_npy(tmp_file("missing.npy")), Error);
+  EXPECT_THROW(read_npy(scratch / "missing.npy"), Error);
   std::filesystem::remove(p);
   // A well-formed numpy-style header is accepted.
   write_raw(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", 16);
   EXPECT_EQ(read_npy(p).shape, (std::vector<int64_t>{2, 2}));
-  std::filesystem::remove(p);
 }
 
 }  // namespace

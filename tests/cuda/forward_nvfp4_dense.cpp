@@ -70,7 +70,8 @@ TEST(CudaNvfp4Dense, RandomModelMatchesCpuReference) {
                                        {"ignore", {"*.attn.wo_a", "mtp.*"}},
                                        {"quantized_layers", {{"layers.*.ffn.gate", {{"quant_algo", "NVFP4"}}}}}};
   const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
-  const fs::path dir = test::write_random_nano("nvfp4-dense", quantization, seed);
+  const test::ScratchDir scratch = test::write_random_nano("nvfp4-dense", quantization, seed);
+  const fs::path& dir = scratch.path();
   {  // Every dense linear but wo_a binds as NVFP4, the router included.
     const ModelConfig mc = ModelConfig::load(dir);
     const ModelWeights w = bind_weights(mc, Checkpoint::open(dir));
@@ -111,7 +112,6 @@ TEST(CudaNvfp4Dense, RandomModelMatchesCpuReference) {
   // NVFP4 linear moves the GPU far outside the BF16 rounding sensitivity).
   EXPECT_LE(1 - g_agree, 1 - o_agree);
   EXPECT_LE(1 - g_cos, 1 - o_cos);
-  fs::remove_all(dir);
 }
 
 }  // namespace

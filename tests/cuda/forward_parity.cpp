@@ -17,7 +17,6 @@
 #include <functional>
 #include <random>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "cpu/cpu_forward.h"
@@ -27,6 +26,7 @@
 #include "model/known_configs.h"
 #include "model/skeleton.h"
 #include "support/sanitizer.h"
+#include "support/scratch_dir.h"
 #include "support/seed.h"
 #include "random_nano.h"
 #include "test_options.h"
@@ -283,13 +283,13 @@ INSTANTIATE_TEST_SUITE_P(
 // (make-skeleton --random), same criteria as the fixtures.
 TEST_F(CudaForwardTest, RandomNvfp4ModelMatchesCpuReference) {
   const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
-  const fs::path dir = test::write_random_nano("nvfp4", test::nvfp4_experts_quantization(), seed);
+  const test::ScratchDir scratch = test::write_random_nano("nvfp4", test::nvfp4_experts_quantization(), seed);
+  const fs::path& dir = scratch.path();
   ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
   std::mt19937 rng{static_cast<uint32_t>(seed)};
   std::vector<int32_t> tokens(size_t(test::cap(300)));
   for (auto& t : tokens) t = int32_t(rng() % 8192u);
   expect_matches_cpu_reference("nvfp4", dir, tokens);
-  fs::remove_all(dir);
 }
 
 // Graph-replayed decode equals eager decode bit for bit, step by step, from a prefill of P tokens
@@ -367,7 +367,8 @@ TEST_F(CudaForwardTest, Fp8ExpertDecodeMatchesCpuReference) { expect_graph_decod
 // A model larger than the card is refused before any upload, naming needed and free bytes: the
 // real Pro layout (1.6 T parameters) as a sparse skeleton (headers only, 13 MB on disk).
 TEST_F(CudaForwardTest, ModelThatDoesNotFitIsAnError) {
-  const fs::path dir = fs::temp_directory_path() / ("dsv4-pro-skeleton-" + std::to_string(::getpid()));
+  const test::ScratchDir scratch("dsv4-pro-skeleton-");
+  const fs::path& dir = scratch.path();
   write_skeleton(dir, pro_config_json(), SkeletonOptions{});
   CudaOptions go = test::cuda_test_options();
   go.progress = false;
@@ -380,7 +381,6 @@ TEST_F(CudaForwardTest, ModelThatDoesNotFitIsAnError) {
     EXPECT_NE(what.find("GiB of GPU memory"), std::string::npos) << what;
     EXPECT_NE(what.find("GiB free"), std::string::npos) << what;
   }
-  fs::remove_all(dir);
 }
 
 // Unsupported shapes and bad input are errors, never crashes.

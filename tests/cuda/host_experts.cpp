@@ -165,7 +165,8 @@ TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpu) {
 // the decode gather copies as its own 4-byte region): nano's shapes, fresh random weights.
 TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpuNvfp4) {
   const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
-  const fs::path dir = test::write_random_nano("host-nvfp4", test::nvfp4_experts_quantization(), seed);
+  const test::ScratchDir scratch = test::write_random_nano("host-nvfp4", test::nvfp4_experts_quantization(), seed);
+  const fs::path& dir = scratch.path();
   ASSERT_EQ(ModelConfig::load(dir).expert_format, ExpertFormat::kNVFP4);
   for (const bool graph : {false, true}) {
     const std::unique_ptr<Forward> gpu = load(dir, 0, graph, false, 1.0);
@@ -177,7 +178,6 @@ TEST_F(HostTier, GpuDecodeEqualsEveryExpertOnTheGpuNvfp4) {
     test::expect_same_run(want, got, std::string("NVFP4 host tier decoded by the GPU, ") +
                                          (graph ? "decode graphs" : "eager") + ", vs every expert on the GPU");
   }
-  fs::remove_all(dir);
 }
 
 // --host-decode split: a decode pass's picks of the host's 4 highest experts run on its cores while

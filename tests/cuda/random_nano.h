@@ -2,8 +2,6 @@
 // CUDA tests of NVIDIA's NVFP4 re-quantisations (§11.6), which no trained checkpoint here has.
 #pragma once
 
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -12,6 +10,7 @@
 #include <string>
 
 #include "model/skeleton.h"
+#include "support/scratch_dir.h"
 
 namespace dsv4::test {
 
@@ -24,18 +23,16 @@ inline nlohmann::json nvfp4_experts_quantization() {
 }
 
 // Writes nano's config with `quantization` as its quantization_config, and random weights from
-// `seed`, into a fresh temporary folder named after `tag`; returns it (the caller removes it).
-inline std::filesystem::path write_random_nano(const std::string& tag, const nlohmann::json& quantization,
-                                               uint64_t seed) {
+// `seed`, into a fresh temporary folder named after `tag`, removed with the returned ScratchDir.
+inline ScratchDir write_random_nano(const std::string& tag, const nlohmann::json& quantization, uint64_t seed) {
   std::ifstream f(std::filesystem::path(DSV4_SOURCE_DIR) / "models/nano/config.json");
   nlohmann::json cfg = nlohmann::json::parse(f);
   cfg["quantization_config"] = quantization;
   cfg.erase("expert_dtype");
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("dsv4-" + tag + "-" + std::to_string(::getpid()));
+  ScratchDir dir("dsv4-" + tag + "-");
   SkeletonOptions so;
   so.random_seed = seed;
-  write_skeleton(dir, cfg.dump(), so);
+  write_skeleton(dir.path(), cfg.dump(), so);
   return dir;
 }
 

@@ -5,7 +5,6 @@
 // hash and score routing, CSA and HCA layers, the MTP block). The generator itself is checked
 // against the written skeleton byte for byte in tests/model/test_skeleton_random.cpp.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -23,6 +22,7 @@
 #include "model/model_summary.h"
 #include "model/skeleton.h"
 #include "model/weights.h"
+#include "support/scratch_dir.h"
 #include "support/seed.h"
 #include "test_options.h"
 #include "util/error.h"
@@ -33,20 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 
 const fs::path kRoot = fs::path(DSV4_SOURCE_DIR);
-
-class TempDir {
- public:
-  explicit TempDir(const char* tag)
-      : path_(fs::temp_directory_path() / (std::string("dsv4-") + tag + "-" + std::to_string(::getpid()))) {}
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Logits of every position of `tokens`, fed in chunks of 37 (several passes, CSA/HCA closings),
 // then three drafts and their logits from the last position (the MTP block's weights too).
@@ -79,7 +65,7 @@ TEST(CudaSyntheticWeights, SparseSkeletonEqualsTheRandomCheckpoint) {
   std::ifstream in(kRoot / "models/nano/config.json");
   const std::string config = nlohmann::json::parse(in).dump();
   const uint64_t seed = test::seed_for_this_test();  // printed; DSV4_TEST_SEED replays it
-  TempDir random_dir("synthetic-random"), sparse_dir("synthetic-sparse");
+  const test::ScratchDir random_dir("dsv4-synthetic-random-"), sparse_dir("dsv4-synthetic-sparse-");
   write_skeleton(random_dir.path(), config, {.random_seed = seed});
   write_skeleton(sparse_dir.path(), config, {});
 
@@ -115,7 +101,7 @@ TEST(CudaSyntheticWeights, SparseSkeletonEqualsTheRandomCheckpoint) {
 // exactly the mtp.* tensors, which is the plan without them (what the fit error uses then).
 // Host-only: it runs without a GPU.
 TEST(CudaWeightBytes, UploadCountsWhatInspectPlans) {
-  TempDir dir("flash-skeleton-bytes");
+  const test::ScratchDir dir("dsv4-flash-skeleton-bytes-");
   write_skeleton(dir.path(), flash_config_json(), {});
   const ModelConfig cfg = ModelConfig::load(dir.path());
   const Checkpoint ck = Checkpoint::open(dir.path());
@@ -140,7 +126,7 @@ TEST(CudaWeightBytes, UploadCountsWhatInspectPlans) {
 // experts split evenly, the rest on each) and each rank's upload of its experts
 // (cuda::expert_range), for the n that Flash's 256 experts allow without remainder. Host-only.
 TEST(CudaWeightBytes, EachRankUploadsWhatInspectPlansPerGpu) {
-  TempDir dir("flash-skeleton-rank-bytes");
+  const test::ScratchDir dir("dsv4-flash-skeleton-rank-bytes-");
   write_skeleton(dir.path(), flash_config_json(), {});
   const ModelConfig cfg = ModelConfig::load(dir.path());
   const Checkpoint ck = Checkpoint::open(dir.path());

@@ -2,7 +2,6 @@
 // never blocks), reads are bounded, and a duplicate JSON key is named by its full path.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -11,6 +10,7 @@
 #include "util/error.h"
 #include "util/file_read.h"
 #include "util/json_duplicates.h"
+#include "support/scratch_dir.h"
 #include "util/mmap.h"
 
 namespace dsv4 {
@@ -18,12 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path fresh_dir() {
-  const fs::path d = fs::temp_directory_path() / ("dsv4-file-read-" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 // The message of the Error `f` throws (a failure when it throws nothing).
 template <typename F>
@@ -38,17 +32,18 @@ std::string error_of(F&& f) {
 }
 
 TEST(FileRead, RegularFileReads) {
-  const fs::path d = fresh_dir();
+  const test::ScratchDir scratch("dsv4-file-read-");
+  const fs::path& d = scratch.path();
   std::ofstream(d / "a.txt") << "hello";
   EXPECT_EQ(read_regular_file(d / "a.txt", 5), "hello");
   EXPECT_EQ(read_input_file(d / "a.txt", 5), "hello");
   EXPECT_NE(error_of([&] { read_regular_file(d / "a.txt", 4); }).find("larger than the limit of 4 bytes"),
             std::string::npos);
-  fs::remove_all(d);
 }
 
 TEST(FileRead, NonFilesAreNamed) {
-  const fs::path d = fresh_dir();
+  const test::ScratchDir scratch("dsv4-file-read-");
+  const fs::path& d = scratch.path();
   fs::create_directories(d / "dir");
   ASSERT_EQ(::mkfifo((d / "fifo").c_str(), 0600), 0);
   for (const auto& [path, kind] : {std::pair{d / "dir", "is a directory"},
@@ -67,7 +62,6 @@ TEST(FileRead, NonFilesAreNamed) {
   EXPECT_EQ(read_input_file(d / "fifo", 100), "");
   EXPECT_EQ(read_input_file("/dev/null", 100), "");
   EXPECT_NE(error_of([&] { read_input_file("/dev/zero", 1000); }).find("larger than the limit"), std::string::npos);
-  fs::remove_all(d);
 }
 
 // The duplicate's full path, "" when there is none.

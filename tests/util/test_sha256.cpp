@@ -7,8 +7,8 @@
 #include <fstream>
 #include <random>
 #include <string>
-#include <unistd.h>
 
+#include "support/scratch_dir.h"
 #include "support/seed.h"
 #include "support/sha256.h"
 
@@ -31,7 +31,8 @@ TEST(Sha256, FileEqualsBytesAndMissingFileIsAnError) {
   std::mt19937_64 rng(seed_for_this_test());
   std::string bytes((size_t(1) << 20) * 2 + 17, '\0');  // crosses sha256_file's 1 MiB reads
   for (char& c : bytes) c = char(rng());
-  const auto path = std::filesystem::temp_directory_path() / ("dsv4_sha256_" + std::to_string(::getpid()));
+  const ScratchDir scratch("dsv4-sha256-");
+  const auto path = scratch / "bytes";
   std::ofstream(path, std::ios::binary) << bytes;
   EXPECT_EQ(sha256_file(path), sha256_hex(bytes));
   std::filesystem::remove(path);
