@@ -21,7 +21,9 @@ class KvBlockPool {
   void give_slot(int32_t slot);
   // Appends n free block ids to `into`; false, taking nothing, when fewer than n are free.
   bool take_blocks(int64_t n, std::vector<int32_t>& into);
-  void give_blocks(std::vector<int32_t>& ids);  // returns them all and clears `ids`
+  // Returns them all and clears `ids`; an id out of range or already free (a double free, which
+  // would hand one block to two sequences) is an InternalError and changes nothing.
+  void give_blocks(std::vector<int32_t>& ids);
 
   int64_t total_blocks() const { return total_blocks_; }
   int64_t free_blocks() const { return int64_t(free_blocks_.size()); }
@@ -31,6 +33,7 @@ class KvBlockPool {
  private:
   int64_t total_blocks_ = 0, total_slots_ = 0;
   std::vector<int32_t> free_blocks_, free_slots_;  // stacks: the most recently freed is reused first
+  std::vector<bool> block_is_free_, slot_is_free_;  // per id: a second give_* of it is refused
 };
 
 }  // namespace dsv4
