@@ -194,6 +194,71 @@ TEST(Scheduler, PreemptionRecomputesExactly) {
   EXPECT_EQ(f.kv_cache().free_blocks, 12);
 }
 
+// A short pool evicts the newest admission (vLLM's recompute policy): the oldest request keeps its
+// blocks and is never recomputed, however often the others are.
+TEST(Scheduler, PreemptionEvictsTheNewest) {
+  std::mt19937_64 rng(test::seed_for_this_test());
+  FakeForward f(4, 12, 4, 64);  // as above: three requests growing to ~36 tokens cannot all fit
+  SchedulerOptions o;
+  o.max_running = 4;
+  o.max_step_tokens = 8;
+  Scheduler s(f, o);
+  std::vector<Collected> got(3);
+  for (auto& g : got) s.submit(greedy_request(random_prompt(rng, 6), 30, &g));
+  s.run_until_idle();
+  for (const Collected& g : got) ASSERT_TRUE(g.finished);
+  EXPECT_EQ(got[0].outcome.n_preempted, 0) << "the oldest request was evicted";
+  EXPECT_GT(got[1].outcome.n_preempted + got[2].outcome.n_preempted, 0) << "the pool was never short";
+}
+
+// When the step budget is shorter than the decoding sequences, the oldest get the rows: with a
+// budget of 2 and three equal requests, the first two finish before the third emits its second
+// token.
+TEST(Scheduler, DecodeRowsGoToTheOldestFirst) {
+  FakeForward f(4, 256, 4, 512);
+  SchedulerOptions o;
+  o.max_step_tokens = 2;
+  Scheduler s(f, o);
+  std::vector<Collected> got(3);
+  std::vector<int> finish_order;
+  for (size_t i = 0; i < got.size(); ++i) {
+    Request r = greedy_request({5, 6}, 6, &got[i]);
+    auto collect = r.on_finish;
+    r.on_finish = [collect, i, &finish_order](const RequestOutcome& out) {
+      finish_order.push_back(int(i));
+      collect(out);
+    };
+    s.submit(std::move(r));
+  }
+  s.run_until_idle();
+  EXPECT_EQ(finish_order, (std::vector<int>{0, 1, 2}));
+  for (const Collected& g : got) EXPECT_EQ(g.ids.size(), 6u);
+}
+
+// Admission reserves the prompt and the first sampled token: a prompt that fills the pool exactly
+// is refused before it runs (no prefill thrown away, no token emitted, no preemption), and one
+// token shorter runs to its end.
+TEST(Scheduler, AdmissionReservesTheFirstSampledToken) {
+  std::mt19937_64 rng(test::seed_for_this_test());
+  FakeForward f(4, 3, 4, 64);  // 3 blocks = 12 positions
+  Scheduler s(f, {});
+  Collected full, fits;
+  s.submit(greedy_request(random_prompt(rng, 12), 5, &full));
+  s.run_until_idle();
+  ASSERT_TRUE(full.finished);
+  EXPECT_EQ(full.outcome.finish, FinishReason::kError);
+  EXPECT_NE(full.outcome.error.find("cannot hold 13 tokens"), std::string::npos) << full.outcome.error;
+  EXPECT_TRUE(full.ids.empty());
+  EXPECT_TRUE(f.step_rows.empty()) << "the refused prompt was prefilled";
+  EXPECT_EQ(s.stats().preemptions, 0);
+  s.submit(greedy_request(random_prompt(rng, 11), 1, &fits));
+  s.run_until_idle();
+  ASSERT_TRUE(fits.finished);
+  EXPECT_EQ(fits.outcome.finish, FinishReason::kLength);
+  EXPECT_EQ(fits.ids.size(), 1u);
+  EXPECT_EQ(f.kv_cache().free_blocks, 3);
+}
+
 TEST(Scheduler, CancelFinishesAtOnceAndFreesBlocks) {
   FakeForward f(4, 256, 4, 512);
   Scheduler s(f, {});
@@ -232,6 +297,15 @@ TEST(Scheduler, StopRulesAndContextCap) {
   EXPECT_EQ(eos.outcome.finish, FinishReason::kEos);
   EXPECT_EQ(eos.ids.back(), kEos);
   EXPECT_EQ(eos.ids.size(), 9u);  // holds 4 + 8 fed ids when EOS comes: 9 samples
+
+  Collected past_eos;  // ignore_eos: EOS is an ordinary token, max_tokens ends the request
+  Request ignoring = greedy_request({2, 3, 4, 5}, 15, &past_eos);
+  ignoring.ignore_eos = true;
+  s.submit(std::move(ignoring));
+  s.run_until_idle();
+  EXPECT_EQ(past_eos.outcome.finish, FinishReason::kLength);
+  ASSERT_EQ(past_eos.ids.size(), 15u);
+  EXPECT_EQ(std::count(past_eos.ids.begin(), past_eos.ids.end(), kEos), 7) << "EOS from the 9th token on";
 
   f.eos_after = 0;
   s.submit(greedy_request({2, 3, 4, 5}, 1000, &cap));  // 1000 tokens do not fit 32

@@ -193,6 +193,7 @@ class SpecForward : public test::PooledForward<SpecSeq> {
   bool device = false;
   bool drafts = true;
   int64_t verify_rows = 0;    // rows of forwards with mtp and all_logits (verify steps)
+  int64_t max_step_rows = 0;  // the most rows one forward call carried
   int64_t draft_calls = 0;
 
   std::vector<float> target(std::span<const int32_t> ids) const {
@@ -213,6 +214,9 @@ class SpecForward : public test::PooledForward<SpecSeq> {
   bool can_draft() const override { return drafts; }
 
   void forward(std::span<ForwardItem> batch, const TraceHook*) override {
+    int64_t rows = 0;
+    for (const ForwardItem& it : batch) rows += int64_t(it.tokens.size());
+    max_step_rows = std::max(max_step_rows, rows);
     for (ForwardItem& it : batch) {
       auto& s = static_cast<SpecSeq&>(*it.seq);
       const int64_t P = s.position(), T = int64_t(it.tokens.size());
@@ -441,6 +445,12 @@ TEST(SpeculativeScheduler, StopRulesHoldWhenSeveralTokensComeAtOnce) {
     expect_same_output(spec, plain, "k=" + std::to_string(k));
     EXPECT_EQ(held, plain_held) << "the positions borrowed sequences hold, k=" << k;
     EXPECT_EQ(totals(spec).accepted, totals(spec).drafted);  // noise 0: every draft kept
+    // No draft past what the request may still emit: with every draft kept, each verify emits its
+    // drafts + 1 in full, so after the prefill's token they add up to at most max_tokens − 1.
+    for (size_t i = 0; i < 9; ++i) {
+      const SpeculativeCounts& c = spec[i].outcome.speculative;
+      EXPECT_LE(c.accepted + c.verify_steps, int64_t(i)) << "max_tokens " << i + 1 << ", k=" << k;
+    }
     EXPECT_EQ(f.kv_cache().free_blocks, f.kv_cache().total_blocks);
   }
   EXPECT_EQ(plain.back().outcome.finish, FinishReason::kEos);
@@ -466,6 +476,8 @@ TEST(SpeculativeScheduler, PreemptedSpeculatingSequencesRecomputeExactly) {
     int64_t preempted = 0;
     for (const Got& g : spec) preempted += g.outcome.n_preempted;
     EXPECT_GT(preempted, 0) << "the pool was never short: the test does not test preemption";
+    // Four sequences of 1 + k rows pass the budget for k = 3: their drafts are cut to fit it.
+    EXPECT_LE(f.max_step_rows, o.max_step_tokens) << "k=" << k;
     EXPECT_EQ(f.kv_cache().free_blocks, 14);
   }
 }
