@@ -203,6 +203,90 @@ TEST(Parser, HeldBackMarkerPrefixesAreNotEmittedEarly) {
   EXPECT_EQ(q.result().content, "hi");
 }
 
+// The block grammar's corners: what lenient tolerates (and strict refuses), and the official
+// regex's `<$`, which also ends a value at "<\n".
+TEST(Parser, BlockGrammarEdges) {
+  const ParsePolicy L = ParsePolicy::kLenient, S = ParsePolicy::kStrict;
+  auto block = [](const std::string& invokes) {
+    return "\n\n<｜DSML｜tool_calls>\n" + invokes + "</｜DSML｜tool_calls>" + kEos;
+  };
+  const std::string param_a1 = "<｜DSML｜parameter name=\"a\" string=\"false\">1</｜DSML｜parameter";
+
+  // "<\n" before the closing tag ends the value as "<" does, in both policies.
+  const std::string lt_nl = block(
+      "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"s\" string=\"true\">x<\n/｜DSML｜parameter>\n"
+      "</｜DSML｜invoke>\n");
+  for (const ParsePolicy p : {S, L}) {
+    const ParsedCompletion r = parse_completion(lt_nl, ThinkingMode::kChat, p);
+    ASSERT_EQ(r.tool_calls.size(), 1u);
+    EXPECT_EQ(r.tool_calls[0].arguments, R"({"s": "x"})");
+  }
+
+  // A '>' missing after a parameter's and an invoke's closing tags: lenient reads the call.
+  const std::string no_gt = block("<｜DSML｜invoke name=\"f\">\n" + param_a1 +
+                                  "<｜DSML｜parameter name=\"b\" string=\"true\">t</｜DSML｜parameter>\n"
+                                  "</｜DSML｜invoke");
+  ParsedCompletion r = parse_completion(no_gt, ThinkingMode::kChat, L);
+  ASSERT_EQ(r.tool_calls.size(), 1u) << (r.issues.empty() ? "" : r.issues[0]);
+  EXPECT_EQ(r.tool_calls[0].arguments, R"({"a": 1, "b": "t"})");
+  EXPECT_THROW(parse_completion(no_gt, ThinkingMode::kChat, S), Error);
+
+  // A repeated parameter: lenient keeps the last and says so; strict refuses.
+  const std::string dup = block("<｜DSML｜invoke name=\"f\">\n" + param_a1 +
+                                ">\n<｜DSML｜parameter name=\"a\" string=\"false\">2</｜DSML｜parameter>\n"
+                                "</｜DSML｜invoke>\n");
+  r = parse_completion(dup, ThinkingMode::kChat, L);
+  ASSERT_EQ(r.tool_calls.size(), 1u);
+  EXPECT_EQ(r.tool_calls[0].arguments, R"({"a": 2})");
+  EXPECT_TRUE(has_issue(r, "duplicate parameter 'a', the last one kept"));
+  EXPECT_THROW(parse_completion(dup, ThinkingMode::kChat, S), Error);
+
+  // string="false" with a NUL after valid JSON is not JSON (nlohmann would stop at the NUL):
+  // lenient keeps it as a JSON string, so the arguments stay valid JSON.
+  const std::string nul = block(std::string("<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" "
+                                            "string=\"false\">2") +
+                                '\0' + "</｜DSML｜parameter>\n</｜DSML｜invoke>\n");
+  r = parse_completion(nul, ThinkingMode::kChat, L);
+  ASSERT_EQ(r.tool_calls.size(), 1u);
+  EXPECT_EQ(Json::parse(r.tool_calls[0].arguments).at("a"), std::string("2\0", 2));
+  EXPECT_TRUE(has_issue(r, "not JSON"));
+}
+
+// Reasoning and special tokens: a duplicate leading <think> (lenient drops it, also when it
+// arrives in pieces), EOS inside the reasoning, and control tokens left in the text fields.
+TEST(Parser, ReasoningEdgesAndSpecialTokens) {
+  const ParsePolicy L = ParsePolicy::kLenient, S = ParsePolicy::kStrict;
+  for (const std::vector<std::string>& pieces : {std::vector<std::string>{"<think>why</think>ans" + kEos},
+                                                 std::vector<std::string>{"<th", "ink>wh", "y</think>ans" + kEos}}) {
+    CompletionParser p(ThinkingMode::kThinking, L);
+    for (const std::string& s : pieces) p.push(s);
+    p.finish();
+    EXPECT_EQ(p.result().reasoning_content, "why");
+    EXPECT_EQ(p.result().content, "ans");
+    EXPECT_TRUE(has_issue(p.result(), "a leading <think> was dropped"));
+  }
+
+  ParsedCompletion r = parse_completion("only reasoning" + kEos + "ignored", ThinkingMode::kThinking, L);
+  EXPECT_EQ(r.reasoning_content, "only reasoning");
+  EXPECT_EQ(r.content, "");
+  EXPECT_TRUE(r.saw_eos);
+  EXPECT_TRUE(has_issue(r, "missing </think>"));
+  EXPECT_TRUE(has_issue(r, "text after the end of the output"));
+  EXPECT_THROW(parse_completion("only reasoning" + kEos, ThinkingMode::kThinking, S), Error);
+
+  const std::vector<std::pair<std::string, std::string>> tokens = {
+      {"<｜begin▁of▁sentence｜>", "content"}, {"<think>", "content"}, {"｜DSML｜", "content"},
+      {"<｜begin▁of▁sentence｜>", "reasoning"}, {"｜DSML｜", "reasoning"}};
+  for (const auto& [tok, field] : tokens) {
+    const bool in_reasoning = field == "reasoning";
+    const std::string text = (in_reasoning ? "a" + tok + "b</think>c" : "a" + tok + "b") + kEos;
+    const ThinkingMode mode = in_reasoning ? ThinkingMode::kThinking : ThinkingMode::kChat;
+    r = parse_completion(text, mode, L);
+    EXPECT_TRUE(has_issue(r, field + " contains the special token '" + tok + "'")) << text;
+    EXPECT_THROW(parse_completion(text, mode, S), Error) << text;
+  }
+}
+
 // Random tool calls rendered into a prompt's DSML and parsed back give the same arguments.
 TEST(Parser, RenderParseRoundTrip) {
   std::mt19937_64 rng(fresh_seed());
