@@ -123,6 +123,8 @@ TEST(OpenAiRequest, NeutralValuesOfUnimplementedParametersAreAccepted) {
                  {"stream_options", {{"continuous_usage_stats", false}}}}),
       {}));
   EXPECT_NO_THROW(parse_completion_request(completion_body({{"echo", false}, {"suffix", ""}, {"best_of", 1}}), {}));
+  // The most stop strings a request may carry.
+  EXPECT_EQ(parse_chat_request(chat_body({{"stop", Json(std::vector<std::string>(16, "s"))}}), {}).gen.stop.size(), 16u);
 }
 
 TEST(OpenAiRequest, BadValuesNameTheirField) {
@@ -139,6 +141,9 @@ TEST(OpenAiRequest, BadValuesNameTheirField) {
       {{{"seed", "x"}}, "seed"},
       {{{"stop", ""}}, "stop"},
       {{{"stop", {"a", 3}}}, "stop[1]"},
+      {{{"stop", {"a", ""}}}, "stop"},
+      {{{"stop", Json(std::vector<std::string>(17, "s"))}}, "stop"},  // 16 at most
+      {{{"stop_token_ids", {int64_t(INT32_MAX) + 1}}}, "stop_token_ids"},
       {{{"stream", "yes"}}, "stream"},
       {{{"logprobs", 1}}, "logprobs"},
       {{{"top_logprobs", 21}}, "top_logprobs"},
