@@ -174,7 +174,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, size_t file_siz
       fail(name, ": data bytes [", covered, ", ", e->begin, ") between tensor '", prev->name, "' and tensor '",
            e->name, "' are covered by no tensor");
     }
-    if (!prev || e->end >= prev->end) prev = e;
+    prev = e;  // e.begin >= prev->end here, so e ends last of all so far
   }
   const size_t covered = prev ? prev->end : 0;
   if (covered < data_len)

@@ -65,6 +65,14 @@ TEST(Checkpoint, HeaderErrorsNameTheProblem) {
                                   R"("y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12);
   EXPECT_NE(overlap.find("'y'"), std::string::npos) << overlap;
   EXPECT_NE(overlap.find("overlap tensor 'x'"), std::string::npos) << overlap;
+  const std::string by_one = err(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                 R"("y":{"dtype":"F32","shape":[2],"data_offsets":[7,15]}})", 15);
+  EXPECT_NE(by_one.find("'y' data_offsets [7, 15] overlap tensor 'x' [0, 8]"), std::string::npos) << by_one;
+  EXPECT_NE(err(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8).find("data_offsets [8, 0] end before begin"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"x":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,2],"data_offsets":[0,8]}})", 8).find("rank 9 exceeds 8"),
+            std::string::npos);
+  EXPECT_EQ(err(R"({"x":{"dtype":"F32","shape":[1,1,1,1,1,1,1,2],"data_offsets":[0,8]}})", 8), "<no error>");
   EXPECT_NE(err("{not json", 0).find("not valid JSON"), std::string::npos);
   EXPECT_NE(err(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8).find("non-negative"), std::string::npos);
   EXPECT_NE(err(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8).find("overflowing"), std::string::npos);
@@ -78,6 +86,14 @@ TEST(Checkpoint, HeaderErrorsNameTheProblem) {
     o.write(reinterpret_cast<const char*>(len), 8);
   }
   EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("exceeds the file size"), std::string::npos);
+  {  // The header length counts from after its own 8 bytes: 20 claimed, 19 there.
+    std::ofstream o(f, std::ios::binary | std::ios::trunc);
+    const uint8_t len[8] = {20, 0, 0, 0, 0, 0, 0, 0};
+    o.write(reinterpret_cast<const char*>(len), 8);
+    o << std::string(19, ' ');
+  }
+  const std::string short_by_one = error_of([&] { Checkpoint::open(d.path()); });
+  EXPECT_NE(short_by_one.find("header length 20 exceeds the file size 27"), std::string::npos) << short_by_one;
   fs::resize_file(f, 3);
   EXPECT_NE(error_of([&] { Checkpoint::open(d.path()); }).find("too small"), std::string::npos);
 }
@@ -100,6 +116,9 @@ TEST(Checkpoint, DataSectionCoveredExactly) {
                                   R"("y":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})", 20);
   EXPECT_NE(between.find("data bytes [8, 12) between tensor 'x' and tensor 'y' are covered by no tensor"), std::string::npos)
       << between;
+  const std::string one_byte = err(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                   R"("y":{"dtype":"F32","shape":[2],"data_offsets":[9,17]}})", 17);
+  EXPECT_NE(one_byte.find("data bytes [8, 9) between tensor 'x' and tensor 'y'"), std::string::npos) << one_byte;
   const std::string before = err(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12);
   EXPECT_NE(before.find("starts with 4 bytes that no tensor covers"), std::string::npos) << before;
   EXPECT_NE(err(R"({"__metadata__":{"format":"pt"}})", 3).find("3 bytes after the last tensor are covered by no tensor"),
