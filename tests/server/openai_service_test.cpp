@@ -163,6 +163,46 @@ TEST(OpenAiService, StopStringsAndChatMode) {
   EXPECT_EQ(body_of(len)["usage"]["completion_tokens"], 2);
 }
 
+// What ends an output without being part of it, and what must still come out at the end:
+// a stop token id is not in the text; text held back as a possible stop-string start is sent when
+// the output ends without the stop string; with ignore_eos every EOS is a token of the output.
+TEST(OpenAiService, StopTokensHeldBackTextAndIgnoreEos) {
+  Served s;
+  const std::string script = "one two three four five six seven eight";
+  const std::vector<int32_t> ids = nano_tokenizer().encode(script);
+  ASSERT_GE(ids.size(), 5u);
+  const Json chat_mode = {{"thinking", false}};
+
+  size_t k = 3;  // the first token from the 4th on that has not come before
+  while (k < ids.size() && std::find(ids.begin(), ids.begin() + std::ptrdiff_t(k), ids[k]) != ids.begin() + std::ptrdiff_t(k)) ++k;
+  ASSERT_LT(k, ids.size());
+  HttpReply r = s.service->chat_completions(
+      chat("Count for me.", {{"stop_token_ids", {ids[k]}}, {"chat_template_kwargs", chat_mode}}).dump(), nullptr);
+  ASSERT_EQ(r.status, 200) << r.body;
+  Json j = body_of(r);
+  EXPECT_EQ(j["choices"][0]["message"]["content"],
+            nano_tokenizer().decode(std::span<const int32_t>(ids.data(), k)));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+
+  r = s.service->chat_completions(
+      chat("Count for me.", {{"stop", {"eight!"}}, {"chat_template_kwargs", chat_mode}}).dump(), nullptr);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(body_of(r)["choices"][0]["message"]["content"], script);
+
+  r = s.service->chat_completions(chat("Count for me.", {{"ignore_eos", true},
+                                                         {"max_tokens", int64_t(ids.size()) + 3},
+                                                         {"logprobs", true},
+                                                         {"chat_template_kwargs", chat_mode}})
+                                      .dump(),
+                                  nullptr);
+  ASSERT_EQ(r.status, 200) << r.body;
+  j = body_of(r);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], int64_t(ids.size()) + 3);
+  EXPECT_EQ(j["choices"][0]["logprobs"]["content"].size(), ids.size() + 3) << "every EOS is a token of the output";
+  EXPECT_EQ(j["choices"][0]["message"]["content"], script);  // the text ends at the first EOS
+}
+
 TEST(OpenAiService, ErrorsHaveTheirStatus) {
   test::ScriptedOptions small;
   small.max_context = 64;
