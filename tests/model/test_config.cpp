@@ -192,6 +192,22 @@ TEST(Config, ErrorsNameFieldAndValue) {
     j.erase("hidden_size");
     expect_error(j, {"missing", "hidden_size"});
   }
+  // The shape rules at their edges: refused one past the bound (and accepted at it, where the
+  // bound is a count).
+  expect_error(with("qk_rope_head_dim", 512), {"qk_rope_head_dim", "512", "smaller than head_dim = 512"});
+  expect_error(with("index_head_dim", 64), {"index_head_dim", "64", "must exceed qk_rope_head_dim = 64"});
+  expect_error(with("num_experts_per_tok", 257), {"num_experts_per_tok", "257"});
+  EXPECT_EQ(ModelConfig::from_json(with("num_experts_per_tok", 256).dump()).num_experts_per_tok, 256);
+  // Both spellings of the rotary width given (official and HF): they must agree.
+  expect_error(with("partial_rotary_factor", 0.25), {"partial_rotary_factor", "disagrees with qk_rope_head_dim = 64"});
+  EXPECT_EQ(ModelConfig::from_json(with("partial_rotary_factor", 0.125).dump()).qk_rope_head_dim, 64);
+  {
+    json j = hf_form(json::parse(tiny_config_json()));
+    j["compress_ratios"] = json::parse(tiny_config_json())["compress_ratios"];
+    EXPECT_NO_THROW(ModelConfig::from_json(j.dump()));
+    j["layer_types"][2] = j["layer_types"][2] == "sliding_attention" ? "heavily_compressed_attention" : "sliding_attention";
+    expect_error(j, {"layer_types[2]", "disagrees with compress_ratios[2]"});
+  }
   // Integers: out of range says so and gives the range, also past 64 bits (parsed as floats).
   for (const char* big : {"1e20", "99999999999999999999", "18446744073709551615", "-9223372036854775809", "300"}) {
     std::string text = good.dump();
