@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <random>
+#include <string_view>
 
 #include "model/config.h"
 #include "model/known_configs.h"
+#include "model/modelopt.h"
+#include "support/seed.h"
 #include "util/error.h"
 
 namespace dsv4 {
@@ -322,6 +326,35 @@ TEST(Config, ModelOptPatterns) {
   EXPECT_TRUE(modelopt_pattern_matches("layers.1*", "layers.10.attn.wq_a"));
   EXPECT_TRUE(modelopt_pattern_matches("mtp.*", "mtp.0.e_proj"));
   EXPECT_FALSE(modelopt_pattern_matches("layers.?.attn.wq_a", "layers.12.attn.wq_a"));
+}
+
+// fnmatch without classes, written the plain recursive way: '*' any run (dots included), '?' one
+// character, everything else itself.
+bool glob_reference(std::string_view p, std::string_view s) {
+  if (p.empty()) return s.empty();
+  if (p[0] == '*') return glob_reference(p.substr(1), s) || (!s.empty() && glob_reference(p, s.substr(1)));
+  return !s.empty() && (p[0] == '?' || p[0] == s[0]) && glob_reference(p.substr(1), s.substr(1));
+}
+
+// The pattern rule on random names that have no HF spelling (so only the official one counts):
+// the pattern matches the name or one of its prefixes that end before a dot. Fresh each run.
+TEST(Config, ModelOptPatternsMatchTheReferenceGlob) {
+  std::mt19937_64 rng(test::seed_for_this_test());
+  auto draw = [&](const std::string& alphabet, size_t max_len) {
+    std::string s;
+    for (size_t n = rng() % (max_len + 1); n > 0; --n) s += alphabet[rng() % alphabet.size()];
+    return s;
+  };
+  int matched = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    const std::string pattern = draw("ab.*?", 6), name = "x" + draw("ab.", 8);
+    bool want = glob_reference(pattern, name);
+    for (size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', dot + 1))
+      want = want || glob_reference(pattern, std::string_view(name).substr(0, dot));
+    ASSERT_EQ(modelopt_pattern_matches(pattern, name), want) << "pattern '" << pattern << "', name '" << name << "'";
+    matched += want;
+  }
+  EXPECT_GT(matched, 1000) << "too few matches to test anything";
 }
 
 // NVFP4 beyond the experts: quant_algo NVFP4 with an ignore list, and quantized_layers naming
